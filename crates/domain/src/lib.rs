@@ -1,0 +1,64 @@
+//! # Arbor's domain
+//!
+//! Entities, value objects and rules of a multi-user LLM chat service, with **no
+//! dependencies** so any service can embed them: conversation trees (build, validate, walk,
+//! branch), prompt templates (`{{variable}}` parsing and rendering), presets, model pricing,
+//! and every input limit.
+//!
+//! Raw input becomes a value object at the edge, and an invalid value cannot be built:
+//!
+//! ```
+//! use domain::{MessageContent, Problem};
+//!
+//! assert!(MessageContent::parse("Hello!").is_ok());
+//! let err = MessageContent::parse("   ").unwrap_err();
+//! assert_eq!(err.field, "content");
+//! assert_eq!(err.problem, Problem::Blank);
+//! ```
+//!
+//! Templates render with clear errors:
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use domain::TemplateContent;
+//!
+//! let t = TemplateContent::parse("Translate {{text}} into {{language}}.")?;
+//! let mut values = BTreeMap::new();
+//! values.insert("text".to_owned(), "bonjour".to_owned());
+//! let err = t.render(&values).unwrap_err();
+//! assert_eq!(err.missing, ["language"]);
+//! values.insert("language".to_owned(), "English".to_owned());
+//! assert_eq!(t.render(&values).unwrap(), "Translate bonjour into English.");
+//! # Ok::<(), domain::InvalidInput>(())
+//! ```
+//!
+//! Time and identity are values here: the domain never reads a clock or generates an id
+//! (the use-case layer's `Clock` and `IdGenerator` ports do).
+
+mod chat;
+mod generation;
+mod id;
+mod message;
+mod model;
+mod preset;
+mod template;
+mod time;
+mod tree;
+mod user;
+mod validation;
+
+pub use chat::{Chat, ChatTitle, SearchQuery, SystemPrompt, UNTITLED_CHAT};
+pub use generation::{GenerationRecord, TokenUsage};
+pub use id::{
+    ApiKeyId, ChatId, GenerationId, InvalidId, MessageId, PresetId, TemplateId, TokenId, UserId,
+};
+pub use message::{Message, MessageContent, MessageStatus, Role, UnknownVariant};
+pub use model::{ModelId, ModelInfo, Pricing, Usd};
+pub use preset::{MaxTokens, Preset, PresetDescription, PresetName, Temperature};
+pub use template::{
+    Category, PromptTemplate, RenderError, TemplateContent, TemplateDescription, TemplateName,
+};
+pub use time::Timestamp;
+pub use tree::{ConversationTree, TreeError};
+pub use user::{Password, User, Username};
+pub use validation::{InvalidInput, Page, PageRequest, Problem, limits};

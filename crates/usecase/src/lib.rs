@@ -1,0 +1,12 @@
+//! # Arbor's use cases
+//!
+//! Application services and the ports (traits) they need from the outside world. Adapters
+//! (`infra-db`, `infra-llm`) implement the ports; the `api` crate drives the services. No SQL,
+//! HTTP or provider type appears here.
+
+pub mod ports;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use ports::{BoxError, Entity, RepoError};

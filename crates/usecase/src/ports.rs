@@ -1,0 +1,330 @@
+//! Outbound ports: what the use cases need from the outside world.
+//!
+//! Implemented by the `infra-*` crates and, for tests, by the fakes in [`crate::testing`]
+//! (feature `testing`). Every repository method is one **atomic business operation**: an
+//! implementation MUST apply all of its writes in one transaction, or none of them.
+
+use domain::{
+    Chat, ChatId, ChatTitle, GenerationRecord, Message, MessageId, MessageStatus, ModelId,
+    ModelInfo, PresetId, PromptTemplate, Role, SystemPrompt, TemplateId, Timestamp, User, UserId,
+    Username,
+};
+
+/// Type-erased cause of a failure the caller cannot act on but must log.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What kind of record a [`RepoError::NotFound`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    /// A user account.
+    User,
+    /// A chat (also: a chat of another user).
+    Chat,
+    /// A message (also: a message of another chat).
+    Message,
+    /// A prompt template.
+    Template,
+    /// A preset.
+    Preset,
+    /// A model of the catalogue.
+    Model,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::User => "user",
+            Self::Chat => "chat",
+            Self::Message => "message",
+            Self::Template => "template",
+            Self::Preset => "preset",
+            Self::Model => "model",
+        })
+    }
+}
+
+/// The vocabulary every repository adapter translates its failures into.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// No such record visible to the caller (absent, or owned by someone else).
+    #[error("{0} not found")]
+    NotFound(Entity),
+    /// The write collides with existing data (a unique key).
+    #[error("conflicts with existing data: {0}")]
+    Conflict(&'static str),
+    /// The stored data breaks an invariant (a corrupt row or tree).
+    #[error("stored data is inconsistent")]
+    Corrupt(#[source] BoxError),
+    /// The database cannot be reached or is overloaded; retrying later may work.
+    #[error("storage unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Any other storage failure.
+    #[error("storage failure")]
+    Unexpected(#[source] BoxError),
+}
+
+/// Reads the time. The domain never does.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// Makes new ids. Adapters SHOULD make them time-ordered (UUID v7) so indexes stay compact.
+pub trait IdGenerator: Send + Sync + 'static {
+    /// A new, never used, 128-bit id.
+    fn next_id(&self) -> u128;
+}
+
+/// Whether the storage answers (for readiness probes).
+pub trait HealthCheck: Send + Sync + 'static {
+    /// Succeeds when the database answers a trivial query and its schema is in place.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] when it does not.
+    fn ping(&self) -> impl Future<Output = Result<(), RepoError>> + Send;
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// New id.
+    pub id: UserId,
+    /// Login name.
+    pub username: Username,
+    /// PHC string of the password hash (never the password).
+    pub password_hash: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// A user with the hash needed to check a password.
+#[derive(Debug, Clone)]
+pub struct UserCredentials {
+    /// The user.
+    pub user: User,
+    /// PHC string of the password hash.
+    pub password_hash: String,
+}
+
+/// User accounts.
+pub trait UserRepository: Send + Sync + 'static {
+    /// Stores a new user.
+    ///
+    /// # Errors
+    /// [`RepoError::Conflict`] when the name is taken, compared case-insensitively.
+    fn create_user(&self, user: NewUser) -> impl Future<Output = Result<User, RepoError>> + Send;
+
+    /// The user with this name (case-insensitively), with its password hash.
+    ///
+    /// # Errors
+    /// Storage failures only; an unknown name is `Ok(None)`.
+    fn find_credentials(
+        &self,
+        username: &Username,
+    ) -> impl Future<Output = Result<Option<UserCredentials>, RepoError>> + Send;
+
+    /// The user with this id.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::User`].
+    fn get_user(&self, id: UserId) -> impl Future<Output = Result<User, RepoError>> + Send;
+}
+
+/// A chat to create together with its root message.
+#[derive(Debug, Clone)]
+pub struct NewChat {
+    /// New chat id.
+    pub id: ChatId,
+    /// Owner.
+    pub owner: UserId,
+    /// Title given at creation, if any.
+    pub title: Option<ChatTitle>,
+    /// System prompt sent before every path.
+    pub system_prompt: Option<SystemPrompt>,
+    /// Model for this chat.
+    pub model_id: Option<ModelId>,
+    /// Preset for this chat.
+    pub preset_id: Option<PresetId>,
+    /// Id of the root (system) message.
+    pub root_id: MessageId,
+    /// Content of the root message (may be empty).
+    pub root_content: String,
+    /// Creation time of both rows.
+    pub created_at: Timestamp,
+}
+
+/// A message to add to a chat's tree.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// New id.
+    pub id: MessageId,
+    /// The parent; MUST be a message of the same chat.
+    pub parent_id: MessageId,
+    /// `user` or `assistant` (a chat has exactly one `system` message, its root).
+    pub role: Role,
+    /// Text.
+    pub content: String,
+    /// Initial status (`streaming` for an answer still being generated).
+    pub status: MessageStatus,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// What deleting a subtree did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedSubtree {
+    /// Every removed message, the one asked for first.
+    pub removed: Vec<MessageId>,
+    /// The chat's current leaf afterwards (the nearest surviving ancestor when the old leaf
+    /// was removed).
+    pub current_leaf: MessageId,
+}
+
+/// Chats and their message trees. Every method is scoped to `owner`: a chat of another user
+/// MUST behave exactly like a chat that does not exist ([`RepoError::NotFound`]).
+pub trait ChatRepository: Send + Sync + 'static {
+    /// Creates the chat and its root `system` message.
+    ///
+    /// Implementations MUST write both rows in one transaction.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::User`] when the owner does not exist.
+    fn create_chat(&self, chat: NewChat) -> impl Future<Output = Result<Chat, RepoError>> + Send;
+
+    /// The chat, if `owner` owns it.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Chat`].
+    fn get_chat(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+    ) -> impl Future<Output = Result<Chat, RepoError>> + Send;
+
+    /// Every message of the chat, in creation order.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Chat`].
+    fn list_messages(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+    ) -> impl Future<Output = Result<Vec<Message>, RepoError>> + Send;
+
+    /// Adds a message under `message.parent_id` and, when `move_leaf`, makes it the chat's
+    /// current leaf; bumps the message count and `updated_at`.
+    ///
+    /// Implementations MUST do all of it in one transaction and MUST serialise concurrent
+    /// appends to one chat so that none is lost.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Chat`], or with [`Entity::Message`] when the
+    /// parent is not a message of this chat.
+    fn append_message(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: NewMessage,
+        move_leaf: bool,
+    ) -> impl Future<Output = Result<Message, RepoError>> + Send;
+
+    /// Stores a finished assistant answer: the message, its generation record, and the
+    /// current leaf moved to it.
+    ///
+    /// Implementations MUST write the three in one transaction.
+    ///
+    /// # Errors
+    /// As [`Self::append_message`].
+    fn append_answer(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: NewMessage,
+        record: GenerationRecord,
+    ) -> impl Future<Output = Result<Message, RepoError>> + Send;
+
+    /// Removes a message and its whole subtree (with their generation records) and moves the
+    /// current leaf to the nearest surviving ancestor if it was removed.
+    ///
+    /// Implementations MUST do all of it in one transaction.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Chat`] or [`Entity::Message`];
+    /// [`RepoError::Conflict`] for the root message.
+    fn delete_subtree(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+    ) -> impl Future<Output = Result<DeletedSubtree, RepoError>> + Send;
+
+    /// Deletes the chat with all its messages and records.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Chat`].
+    fn delete_chat(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+}
+
+/// Prompt templates.
+pub trait TemplateRepository: Send + Sync + 'static {
+    /// Stores a new template.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::User`] when the owner does not exist.
+    fn create_template(
+        &self,
+        template: PromptTemplate,
+    ) -> impl Future<Output = Result<PromptTemplate, RepoError>> + Send;
+
+    /// The template, if `viewer` owns it or it is public.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Template`].
+    fn get_template(
+        &self,
+        viewer: UserId,
+        id: TemplateId,
+    ) -> impl Future<Output = Result<PromptTemplate, RepoError>> + Send;
+
+    /// Adds one to the usage counter of a template `viewer` can see; returns the new count.
+    ///
+    /// Implementations MUST increment in the database in one statement
+    /// (`SET n = n + 1`), never read-modify-write, so concurrent calls are never lost.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Template`].
+    fn increment_template_usage(
+        &self,
+        viewer: UserId,
+        id: TemplateId,
+    ) -> impl Future<Output = Result<u64, RepoError>> + Send;
+}
+
+/// The cached model catalogue.
+pub trait ModelCatalogRepository: Send + Sync + 'static {
+    /// Inserts new models and updates known ones, in one transaction, keeping exactly one row
+    /// per model id. Models absent from `models` are left as they are.
+    ///
+    /// # Errors
+    /// Storage failures only.
+    fn upsert_models(
+        &self,
+        models: Vec<ModelInfo>,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+
+    /// Every cached model, ordered by id.
+    ///
+    /// # Errors
+    /// Storage failures only.
+    fn list_models(&self) -> impl Future<Output = Result<Vec<ModelInfo>, RepoError>> + Send;
+
+    /// One cached model.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Model`].
+    fn get_model(&self, id: &ModelId) -> impl Future<Output = Result<ModelInfo, RepoError>> + Send;
+}

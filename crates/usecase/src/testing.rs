@@ -1,0 +1,375 @@
+//! In-memory fakes of every port, honouring the same contracts as the real adapters
+//! (ownership scoping, atomicity, tree invariants). For unit tests of this crate and the
+//! layers above it; adapters are tested against real databases instead.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use domain::{
+    Chat, ChatId, ConversationTree, GenerationRecord, Message, MessageId, MessageStatus, ModelId,
+    ModelInfo, PromptTemplate, Role, TemplateId, Timestamp, User, UserId, Username,
+};
+
+use crate::ports::{
+    ChatRepository, Clock, DeletedSubtree, Entity, HealthCheck, IdGenerator,
+    ModelCatalogRepository, NewChat, NewMessage, NewUser, RepoError, TemplateRepository,
+    UserCredentials, UserRepository,
+};
+
+/// A clock that only moves when told to (by one microsecond per reading, so times are unique).
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock starting at `start`.
+    #[must_use]
+    pub const fn new(start: Timestamp) -> Self {
+        Self(AtomicI64::new(start.as_unix_micros()))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance_micros(&self, micros: i64) {
+        self.0.fetch_add(micros, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_unix_micros(self.0.fetch_add(1, Ordering::SeqCst))
+    }
+}
+
+/// Ids 1, 2, 3, …
+#[derive(Debug, Default)]
+pub struct SequentialIds(AtomicU64);
+
+impl IdGenerator for SequentialIds {
+    fn next_id(&self) -> u128 {
+        u128::from(self.0.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: HashMap<UserId, UserCredentials>,
+    chats: HashMap<ChatId, Chat>,
+    messages: HashMap<ChatId, Vec<Message>>,
+    records: HashMap<MessageId, GenerationRecord>,
+    templates: HashMap<TemplateId, PromptTemplate>,
+    models: HashMap<ModelId, ModelInfo>,
+}
+
+/// Every repository port over one mutex-guarded state: each call is trivially atomic.
+#[derive(Debug, Default)]
+pub struct InMemoryStore {
+    state: Mutex<State>,
+}
+
+impl InMemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T, RepoError>) -> Result<T, RepoError> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| RepoError::Unexpected("in-memory store poisoned".into()))?;
+        f(&mut state)
+    }
+
+    /// The generation record of an answer, for assertions.
+    #[must_use]
+    pub fn generation_record(&self, message: MessageId) -> Option<GenerationRecord> {
+        self.state.lock().ok()?.records.get(&message).cloned()
+    }
+}
+
+fn owned_chat(state: &mut State, owner: UserId, chat: ChatId) -> Result<&mut Chat, RepoError> {
+    state
+        .chats
+        .get_mut(&chat)
+        .filter(|c| c.owner == owner)
+        .ok_or(RepoError::NotFound(Entity::Chat))
+}
+
+fn insert_message(
+    state: &mut State,
+    owner: UserId,
+    chat_id: ChatId,
+    new: NewMessage,
+    move_leaf: bool,
+) -> Result<Message, RepoError> {
+    owned_chat(state, owner, chat_id)?;
+    let messages = state.messages.entry(chat_id).or_default();
+    if !messages.iter().any(|m| m.id == new.parent_id) {
+        return Err(RepoError::NotFound(Entity::Message));
+    }
+    if new.role == Role::System {
+        return Err(RepoError::Conflict("only the root is a system message"));
+    }
+    let message = Message {
+        id: new.id,
+        chat_id,
+        parent_id: Some(new.parent_id),
+        role: new.role,
+        content: new.content,
+        status: new.status,
+        created_at: new.created_at,
+    };
+    messages.push(message.clone());
+    let chat = owned_chat(state, owner, chat_id)?;
+    chat.message_count += 1;
+    chat.updated_at = message.created_at;
+    if move_leaf {
+        chat.current_leaf_id = message.id;
+    }
+    Ok(message)
+}
+
+impl HealthCheck for InMemoryStore {
+    async fn ping(&self) -> Result<(), RepoError> {
+        self.with(|_| Ok(()))
+    }
+}
+
+impl UserRepository for InMemoryStore {
+    async fn create_user(&self, user: NewUser) -> Result<User, RepoError> {
+        self.with(|s| {
+            let canonical = user.username.canonical();
+            if s.users
+                .values()
+                .any(|u| u.user.username.canonical() == canonical)
+            {
+                return Err(RepoError::Conflict("username taken"));
+            }
+            let stored = User {
+                id: user.id,
+                username: user.username,
+                disabled: false,
+                created_at: user.created_at,
+            };
+            s.users.insert(
+                user.id,
+                UserCredentials {
+                    user: stored.clone(),
+                    password_hash: user.password_hash,
+                },
+            );
+            Ok(stored)
+        })
+    }
+
+    async fn find_credentials(
+        &self,
+        username: &Username,
+    ) -> Result<Option<UserCredentials>, RepoError> {
+        let canonical = username.canonical();
+        self.with(|s| {
+            Ok(s.users
+                .values()
+                .find(|u| u.user.username.canonical() == canonical)
+                .cloned())
+        })
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<User, RepoError> {
+        self.with(|s| {
+            s.users
+                .get(&id)
+                .map(|u| u.user.clone())
+                .ok_or(RepoError::NotFound(Entity::User))
+        })
+    }
+}
+
+impl ChatRepository for InMemoryStore {
+    async fn create_chat(&self, new: NewChat) -> Result<Chat, RepoError> {
+        self.with(|s| {
+            if !s.users.contains_key(&new.owner) {
+                return Err(RepoError::NotFound(Entity::User));
+            }
+            let chat = Chat {
+                id: new.id,
+                owner: new.owner,
+                title_set_by_user: new.title.is_some(),
+                title: new.title,
+                system_prompt: new.system_prompt,
+                model_id: new.model_id,
+                preset_id: new.preset_id,
+                root_id: new.root_id,
+                current_leaf_id: new.root_id,
+                message_count: 1,
+                created_at: new.created_at,
+                updated_at: new.created_at,
+            };
+            let root = Message {
+                id: new.root_id,
+                chat_id: new.id,
+                parent_id: None,
+                role: Role::System,
+                content: new.root_content,
+                status: MessageStatus::Complete,
+                created_at: new.created_at,
+            };
+            s.chats.insert(chat.id, chat.clone());
+            s.messages.insert(chat.id, vec![root]);
+            Ok(chat)
+        })
+    }
+
+    async fn get_chat(&self, owner: UserId, chat: ChatId) -> Result<Chat, RepoError> {
+        self.with(|s| owned_chat(s, owner, chat).map(|c| c.clone()))
+    }
+
+    async fn list_messages(&self, owner: UserId, chat: ChatId) -> Result<Vec<Message>, RepoError> {
+        self.with(|s| {
+            owned_chat(s, owner, chat)?;
+            Ok(s.messages.get(&chat).cloned().unwrap_or_default())
+        })
+    }
+
+    async fn append_message(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: NewMessage,
+        move_leaf: bool,
+    ) -> Result<Message, RepoError> {
+        self.with(|s| insert_message(s, owner, chat, message, move_leaf))
+    }
+
+    async fn append_answer(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: NewMessage,
+        record: GenerationRecord,
+    ) -> Result<Message, RepoError> {
+        self.with(|s| {
+            let stored = insert_message(s, owner, chat, message, true)?;
+            s.records.insert(stored.id, record);
+            Ok(stored)
+        })
+    }
+
+    async fn delete_subtree(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+    ) -> Result<DeletedSubtree, RepoError> {
+        self.with(|s| {
+            let current = owned_chat(s, owner, chat)?.current_leaf_id;
+            let messages = s.messages.get(&chat).cloned().unwrap_or_default();
+            let mut tree = ConversationTree::build(chat, messages)
+                .map_err(|e| RepoError::Corrupt(Box::new(e)))?;
+            let (removed, parent) = tree.remove_subtree(message).map_err(|e| match e {
+                domain::TreeError::RootRemoval => RepoError::Conflict("the root cannot be deleted"),
+                _ => RepoError::NotFound(Entity::Message),
+            })?;
+            let leaf = if removed.contains(&current) {
+                parent
+            } else {
+                current
+            };
+            if let Some(list) = s.messages.get_mut(&chat) {
+                list.retain(|m| !removed.contains(&m.id));
+            }
+            for id in &removed {
+                s.records.remove(id);
+            }
+            let c = owned_chat(s, owner, chat)?;
+            c.current_leaf_id = leaf;
+            c.message_count -= removed.len() as u64;
+            Ok(DeletedSubtree {
+                removed,
+                current_leaf: leaf,
+            })
+        })
+    }
+
+    async fn delete_chat(&self, owner: UserId, chat: ChatId) -> Result<(), RepoError> {
+        self.with(|s| {
+            owned_chat(s, owner, chat)?;
+            s.chats.remove(&chat);
+            for m in s.messages.remove(&chat).unwrap_or_default() {
+                s.records.remove(&m.id);
+            }
+            Ok(())
+        })
+    }
+}
+
+impl TemplateRepository for InMemoryStore {
+    async fn create_template(&self, template: PromptTemplate) -> Result<PromptTemplate, RepoError> {
+        self.with(|s| {
+            if !s.users.contains_key(&template.owner) {
+                return Err(RepoError::NotFound(Entity::User));
+            }
+            s.templates.insert(template.id, template.clone());
+            Ok(template)
+        })
+    }
+
+    async fn get_template(
+        &self,
+        viewer: UserId,
+        id: TemplateId,
+    ) -> Result<PromptTemplate, RepoError> {
+        self.with(|s| {
+            s.templates
+                .get(&id)
+                .filter(|t| t.owner == viewer || t.is_public)
+                .cloned()
+                .ok_or(RepoError::NotFound(Entity::Template))
+        })
+    }
+
+    async fn increment_template_usage(
+        &self,
+        viewer: UserId,
+        id: TemplateId,
+    ) -> Result<u64, RepoError> {
+        self.with(|s| {
+            let t = s
+                .templates
+                .get_mut(&id)
+                .filter(|t| t.owner == viewer || t.is_public)
+                .ok_or(RepoError::NotFound(Entity::Template))?;
+            t.usage_count += 1;
+            Ok(t.usage_count)
+        })
+    }
+}
+
+impl ModelCatalogRepository for InMemoryStore {
+    async fn upsert_models(&self, models: Vec<ModelInfo>) -> Result<(), RepoError> {
+        self.with(|s| {
+            for m in models {
+                s.models.insert(m.id.clone(), m);
+            }
+            Ok(())
+        })
+    }
+
+    async fn list_models(&self) -> Result<Vec<ModelInfo>, RepoError> {
+        self.with(|s| {
+            let mut all: Vec<ModelInfo> = s.models.values().cloned().collect();
+            all.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(all)
+        })
+    }
+
+    async fn get_model(&self, id: &ModelId) -> Result<ModelInfo, RepoError> {
+        self.with(|s| {
+            s.models
+                .get(id)
+                .cloned()
+                .ok_or(RepoError::NotFound(Entity::Model))
+        })
+    }
+}
