@@ -1,1 +1,23 @@
-//! placeholder
+//! Arbor's schema: one migration set that runs unchanged on SQLite, PostgreSQL and
+//! MySQL/MariaDB.
+//!
+//! Conventions:
+//! - ids are UUIDs (v7, time-ordered);
+//! - times are `BIGINT` microseconds since the Unix epoch (exact ordering on every backend;
+//!   MySQL's `TIMESTAMP` keeps only seconds);
+//! - money is `BIGINT` picodollars, prices are decimal strings as the provider sends them;
+//! - every foreign key has an index, and so does every column a list sorts or filters by.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_initial_schema;
+
+/// Applies Arbor's migrations.
+#[derive(Debug)]
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261128_000001_initial_schema::Migration)]
+    }
+}

@@ -1,0 +1,307 @@
+//! [`ChatRepository`] on sea-orm: chats and their message trees.
+
+use domain::{
+    Chat, ChatId, ConversationTree, GenerationRecord, Message, MessageId, MessageStatus, Role,
+    TreeError, UserId,
+};
+use sea_orm::prelude::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Set,
+};
+use usecase::ports::{ChatRepository, DeletedSubtree, Entity, NewChat, NewMessage, RepoError};
+
+use crate::SeaOrmStore;
+use crate::convert::{to_chat, to_message, ts, uuid};
+use crate::entity::{chats, generations, messages};
+use crate::error::{classify, to_repo_error};
+
+/// Rows deleted per statement, well under every backend's parameter limit.
+const DELETE_CHUNK: usize = 500;
+
+fn message_row(chat: ChatId, new: &NewMessage) -> messages::ActiveModel {
+    messages::ActiveModel {
+        id: Set(uuid(new.id.as_u128())),
+        chat_id: Set(uuid(chat.as_u128())),
+        parent_id: Set(Some(uuid(new.parent_id.as_u128()))),
+        role: Set(new.role.as_str().to_owned()),
+        content: Set(new.content.clone()),
+        status: Set(new.status.as_str().to_owned()),
+        created_at: Set(ts(new.created_at)),
+    }
+}
+
+impl SeaOrmStore {
+    /// The owner's chat, locked against concurrent tree changes until `txn` ends
+    /// (`FOR UPDATE` on PostgreSQL and MySQL; SQLite's `IMMEDIATE` transaction already
+    /// holds the only write lock).
+    async fn lock_owned_chat(
+        &self,
+        txn: &DatabaseTransaction,
+        owner: UserId,
+        chat: ChatId,
+    ) -> Result<chats::Model, RepoError> {
+        let mut query = chats::Entity::find_by_id(uuid(chat.as_u128()))
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())));
+        if self.locks_rows() {
+            query = query.lock_exclusive();
+        }
+        query
+            .one(txn)
+            .await
+            .map_err(to_repo_error)?
+            .ok_or(RepoError::NotFound(Entity::Chat))
+    }
+
+    /// Inserts `new` under its parent (which must be in `chat`) and updates the chat's
+    /// counters and, when `move_leaf`, its current leaf. Runs inside the caller's transaction.
+    async fn insert_in_tree(
+        &self,
+        txn: &DatabaseTransaction,
+        owner: UserId,
+        chat: ChatId,
+        new: &NewMessage,
+        move_leaf: bool,
+        fault_point: &'static str,
+    ) -> Result<messages::Model, RepoError> {
+        if new.role == Role::System {
+            return Err(RepoError::Conflict("only the root is a system message"));
+        }
+        self.lock_owned_chat(txn, owner, chat).await?;
+        let parent_in_chat = messages::Entity::find_by_id(uuid(new.parent_id.as_u128()))
+            .filter(messages::Column::ChatId.eq(uuid(chat.as_u128())))
+            .select_only()
+            .column(messages::Column::Id)
+            .into_tuple::<sea_orm::prelude::Uuid>()
+            .one(txn)
+            .await
+            .map_err(to_repo_error)?;
+        if parent_in_chat.is_none() {
+            return Err(RepoError::NotFound(Entity::Message));
+        }
+        let row = message_row(chat, new)
+            .insert(txn)
+            .await
+            .map_err(|e| classify(e, "message id already used", Entity::Message))?;
+        self.fault(fault_point)?;
+        let mut update = chats::Entity::update_many()
+            .col_expr(
+                chats::Column::MessageCount,
+                Expr::col(chats::Column::MessageCount).add(1),
+            )
+            .col_expr(chats::Column::UpdatedAt, Expr::value(ts(new.created_at)));
+        if move_leaf {
+            update = update.col_expr(
+                chats::Column::CurrentLeafId,
+                Expr::value(uuid(new.id.as_u128())),
+            );
+        }
+        update
+            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
+            .exec(txn)
+            .await
+            .map_err(to_repo_error)?;
+        Ok(row)
+    }
+}
+
+impl ChatRepository for SeaOrmStore {
+    async fn create_chat(&self, new: NewChat) -> Result<Chat, RepoError> {
+        let txn = self.begin_write().await?;
+        let chat = chats::ActiveModel {
+            id: Set(uuid(new.id.as_u128())),
+            user_id: Set(uuid(new.owner.as_u128())),
+            title_set_by_user: Set(new.title.is_some()),
+            title: Set(new.title.map(|t| t.into_inner())),
+            system_prompt: Set(new.system_prompt.map(|p| p.into_inner())),
+            model_id: Set(new.model_id.map(|m| m.as_str().to_owned())),
+            preset_id: Set(new.preset_id.map(|p| uuid(p.as_u128()))),
+            root_id: Set(uuid(new.root_id.as_u128())),
+            current_leaf_id: Set(uuid(new.root_id.as_u128())),
+            message_count: Set(1),
+            created_at: Set(ts(new.created_at)),
+            updated_at: Set(ts(new.created_at)),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| classify(e, "chat id already used", Entity::User))?;
+        self.fault("create_chat")?;
+        messages::ActiveModel {
+            id: Set(uuid(new.root_id.as_u128())),
+            chat_id: Set(uuid(new.id.as_u128())),
+            parent_id: Set(None),
+            role: Set(Role::System.as_str().to_owned()),
+            content: Set(new.root_content),
+            status: Set(MessageStatus::Complete.as_str().to_owned()),
+            created_at: Set(ts(new.created_at)),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| classify(e, "message id already used", Entity::Chat))?;
+        txn.commit().await.map_err(to_repo_error)?;
+        to_chat(chat)
+    }
+
+    async fn get_chat(&self, owner: UserId, chat: ChatId) -> Result<Chat, RepoError> {
+        chats::Entity::find_by_id(uuid(chat.as_u128()))
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
+            .one(&self.read)
+            .await
+            .map_err(to_repo_error)?
+            .ok_or(RepoError::NotFound(Entity::Chat))
+            .and_then(to_chat)
+    }
+
+    async fn list_messages(&self, owner: UserId, chat: ChatId) -> Result<Vec<Message>, RepoError> {
+        // One query: the owner check is a semi-join, so a foreign chat yields nothing.
+        let owned = chats::Entity::find()
+            .select_only()
+            .column(chats::Column::Id)
+            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
+            .into_query();
+        let rows = messages::Entity::find()
+            .filter(messages::Column::ChatId.in_subquery(owned))
+            .order_by_asc(messages::Column::CreatedAt)
+            .order_by_asc(messages::Column::Id)
+            .all(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        if rows.is_empty() {
+            // Every chat has its root, so no rows means no such chat for this owner.
+            return Err(RepoError::NotFound(Entity::Chat));
+        }
+        rows.into_iter().map(to_message).collect()
+    }
+
+    async fn append_message(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: NewMessage,
+        move_leaf: bool,
+    ) -> Result<Message, RepoError> {
+        let txn = self.begin_write().await?;
+        let row = self
+            .insert_in_tree(&txn, owner, chat, &message, move_leaf, "append_message")
+            .await?;
+        txn.commit().await.map_err(to_repo_error)?;
+        to_message(row)
+    }
+
+    async fn append_answer(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: NewMessage,
+        record: GenerationRecord,
+    ) -> Result<Message, RepoError> {
+        let txn = self.begin_write().await?;
+        let row = self
+            .insert_in_tree(&txn, owner, chat, &message, true, "append_answer")
+            .await?;
+        generation_row(&record, message.id)
+            .insert(&txn)
+            .await
+            .map_err(|e| classify(e, "answer already has a generation record", Entity::Message))?;
+        txn.commit().await.map_err(to_repo_error)?;
+        to_message(row)
+    }
+
+    async fn delete_subtree(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+    ) -> Result<DeletedSubtree, RepoError> {
+        let txn = self.begin_write().await?;
+        let chat_row = self.lock_owned_chat(&txn, owner, chat).await?;
+        let rows = messages::Entity::find()
+            .filter(messages::Column::ChatId.eq(uuid(chat.as_u128())))
+            .all(&txn)
+            .await
+            .map_err(to_repo_error)?;
+        let all = rows
+            .into_iter()
+            .map(to_message)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut tree =
+            ConversationTree::build(chat, all).map_err(|e| RepoError::Corrupt(Box::new(e)))?;
+        let (removed, parent) = tree.remove_subtree(message).map_err(|e| match e {
+            TreeError::RootRemoval => RepoError::Conflict("the root message cannot be deleted"),
+            _ => RepoError::NotFound(Entity::Message),
+        })?;
+        let current = MessageId::from_u128(chat_row.current_leaf_id.as_u128());
+        let leaf = if removed.contains(&current) {
+            parent
+        } else {
+            current
+        };
+
+        // Children before parents, so no backend ever sees a dangling parent in between.
+        let ids: Vec<_> = removed.iter().rev().map(|m| uuid(m.as_u128())).collect();
+        for (i, chunk) in ids.chunks(DELETE_CHUNK).enumerate() {
+            messages::Entity::delete_many()
+                .filter(messages::Column::Id.is_in(chunk.iter().copied()))
+                .exec(&txn)
+                .await
+                .map_err(to_repo_error)?;
+            if i == 0 {
+                self.fault("delete_subtree")?;
+            }
+        }
+        let removed_count = i64::try_from(removed.len()).unwrap_or(i64::MAX);
+        chats::Entity::update_many()
+            .col_expr(
+                chats::Column::MessageCount,
+                Expr::col(chats::Column::MessageCount).sub(removed_count),
+            )
+            .col_expr(
+                chats::Column::CurrentLeafId,
+                Expr::value(uuid(leaf.as_u128())),
+            )
+            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
+            .exec(&txn)
+            .await
+            .map_err(to_repo_error)?;
+        txn.commit().await.map_err(to_repo_error)?;
+        Ok(DeletedSubtree {
+            removed,
+            current_leaf: leaf,
+        })
+    }
+
+    async fn delete_chat(&self, owner: UserId, chat: ChatId) -> Result<(), RepoError> {
+        // One statement; messages and generation records go with it by ON DELETE CASCADE.
+        let result = chats::Entity::delete_many()
+            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
+            .exec(&self.write)
+            .await
+            .map_err(to_repo_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound(Entity::Chat));
+        }
+        Ok(())
+    }
+}
+
+fn generation_row(record: &GenerationRecord, message: MessageId) -> generations::ActiveModel {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    generations::ActiveModel {
+        id: Set(sea_orm::prelude::Uuid::now_v7()),
+        message_id: Set(uuid(message.as_u128())),
+        chat_id: Set(uuid(record.chat_id.as_u128())),
+        user_id: Set(uuid(record.user_id.as_u128())),
+        provider: Set(record.provider.clone()),
+        model: Set(record.model.as_str().to_owned()),
+        prompt_tokens: Set(n(record.usage.prompt_tokens)),
+        completion_tokens: Set(n(record.usage.completion_tokens)),
+        total_tokens: Set(n(record.usage.total_tokens)),
+        cost_pico_usd: Set(record.cost.as_pico()),
+        latency_ms: Set(n(record.latency_ms)),
+        ttft_ms: Set(record.time_to_first_token_ms.map(n)),
+        finish_reason: Set(record.finish_reason.clone()),
+        created_at: Set(ts(record.created_at)),
+    }
+}

@@ -1,0 +1,83 @@
+//! [`ModelCatalogRepository`] on sea-orm: the provider's catalogue, refreshed by upsert.
+
+use domain::{ModelId, ModelInfo};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{EntityTrait, QueryOrder, Set};
+use usecase::ports::{Entity, ModelCatalogRepository, RepoError};
+
+use crate::SeaOrmStore;
+use crate::convert::{join_names, to_model_info, ts};
+use crate::entity::models;
+use crate::error::to_repo_error;
+
+/// Rows per `INSERT … ON CONFLICT` statement (11 parameters each).
+const UPSERT_CHUNK: usize = 200;
+
+fn row(m: &ModelInfo) -> models::ActiveModel {
+    models::ActiveModel {
+        id: Set(m.id.as_str().to_owned()),
+        name: Set(m.name.clone()),
+        description: Set(m.description.clone()),
+        context_length: Set(m.context_length.map(i64::from)),
+        prompt_price: Set(m.pricing.prompt.to_string()),
+        completion_price: Set(m.pricing.completion.to_string()),
+        input_modalities: Set(join_names(&m.input_modalities)),
+        output_modalities: Set(join_names(&m.output_modalities)),
+        created: Set(m.created),
+        fetched_at: Set(ts(m.fetched_at)),
+    }
+}
+
+impl ModelCatalogRepository for SeaOrmStore {
+    async fn upsert_models(&self, models: Vec<ModelInfo>) -> Result<(), RepoError> {
+        if models.is_empty() {
+            return Ok(());
+        }
+        let txn = self.begin_write().await?;
+        for (i, chunk) in models.chunks(UPSERT_CHUNK).enumerate() {
+            models::Entity::insert_many(chunk.iter().map(row))
+                .on_conflict(
+                    OnConflict::column(models::Column::Id)
+                        .update_columns([
+                            models::Column::Name,
+                            models::Column::Description,
+                            models::Column::ContextLength,
+                            models::Column::PromptPrice,
+                            models::Column::CompletionPrice,
+                            models::Column::InputModalities,
+                            models::Column::OutputModalities,
+                            models::Column::Created,
+                            models::Column::FetchedAt,
+                        ])
+                        .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await
+                .map_err(to_repo_error)?;
+            if i == 0 {
+                self.fault("upsert_models")?;
+            }
+        }
+        txn.commit().await.map_err(to_repo_error)
+    }
+
+    async fn list_models(&self) -> Result<Vec<ModelInfo>, RepoError> {
+        models::Entity::find()
+            .order_by_asc(models::Column::Id)
+            .all(&self.read)
+            .await
+            .map_err(to_repo_error)?
+            .into_iter()
+            .map(to_model_info)
+            .collect()
+    }
+
+    async fn get_model(&self, id: &ModelId) -> Result<ModelInfo, RepoError> {
+        models::Entity::find_by_id(id.as_str().to_owned())
+            .one(&self.read)
+            .await
+            .map_err(to_repo_error)?
+            .ok_or(RepoError::NotFound(Entity::Model))
+            .and_then(to_model_info)
+    }
+}

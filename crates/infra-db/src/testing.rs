@@ -1,0 +1,239 @@
+//! Throw-away databases for tests (feature `testing`): a fresh SQLite file, or a fresh
+//! database on the local PostgreSQL or MariaDB/MySQL server, one per test.
+//!
+//! Servers come from `ARBOR_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and `ARBOR_TEST_MYSQL_URL` (default
+//! `mysql://root@127.0.0.1:3306/mysql`). When a server is unreachable the test is skipped
+//! with a loud message, except under `CI`, where that is a failure.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, Value};
+
+use crate::{DbConfig, SeaOrmStore};
+
+/// A database server kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file in a temporary folder.
+    Sqlite,
+    /// The local PostgreSQL server.
+    Postgres,
+    /// The local MariaDB/MySQL server.
+    MySql,
+}
+
+impl Backend {
+    /// Every backend, in the order suites run.
+    pub const ALL: [Self; 3] = [Self::Sqlite, Self::Postgres, Self::MySql];
+
+    /// Lower-case name.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::MySql => "mysql",
+        }
+    }
+
+    fn admin_url(self) -> Option<String> {
+        match self {
+            Self::Sqlite => None,
+            Self::Postgres => Some(
+                std::env::var("ARBOR_TEST_POSTGRES_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+            ),
+            Self::MySql => Some(
+                std::env::var("ARBOR_TEST_MYSQL_URL")
+                    .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".to_owned()),
+            ),
+        }
+    }
+}
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDatabase {
+    backend: Backend,
+    url: String,
+    admin_url: Option<String>,
+    name: String,
+    dir: Option<PathBuf>,
+}
+
+fn unreachable_server(backend: Backend, why: &dyn std::fmt::Display) -> Option<TestDatabase> {
+    let message = format!(
+        "{} server unreachable ({why}); start it (see README) or set ARBOR_TEST_{}_URL",
+        backend.name(),
+        backend.name().to_uppercase()
+    );
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI requires every backend: {message}"
+    );
+    eprintln!("\n!!!!! SKIPPED on {}: {message} !!!!!\n", backend.name());
+    None
+}
+
+/// The admin URL with its database name replaced (admin URLs always name one).
+fn with_database(admin_url: &str, name: &str) -> String {
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url, |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+impl TestDatabase {
+    /// Creates an empty database; `None` when the server is unreachable outside CI.
+    ///
+    /// # Panics
+    /// Under `CI`, when the server is unreachable; and when the server refuses to create a
+    /// database.
+    pub async fn create(backend: Backend) -> Option<Self> {
+        let name = format!("arbor_test_{}", uuid::Uuid::now_v7().simple());
+        let Some(admin_url) = backend.admin_url() else {
+            let dir = std::env::temp_dir().join(&name);
+            std::fs::create_dir_all(&dir).ok()?;
+            let url = format!("sqlite://{}?mode=rwc", dir.join("arbor.db").display());
+            return Some(Self {
+                backend,
+                url,
+                admin_url: None,
+                name,
+                dir: Some(dir),
+            });
+        };
+        let admin = match Database::connect(admin_url.as_str()).await {
+            Ok(admin) => admin,
+            Err(e) => return unreachable_server(backend, &e),
+        };
+        let create = match backend {
+            Backend::MySql => {
+                format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            }
+            _ => format!("CREATE DATABASE \"{name}\""),
+        };
+        if let Err(e) = admin.execute_unprepared(&create).await {
+            panic!("cannot create test database {name}: {e}");
+        }
+        let _ = admin.close().await;
+        Some(Self {
+            backend,
+            url: with_database(&admin_url, &name),
+            admin_url: Some(admin_url),
+            name,
+            dir: None,
+        })
+    }
+
+    /// Which backend.
+    #[must_use]
+    pub const fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The database URL.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A configuration for this database with `pool` connections.
+    #[must_use]
+    pub fn config(&self, pool: u32) -> DbConfig {
+        DbConfig {
+            url: self.url.clone(),
+            max_connections: pool,
+            min_connections: 1,
+            connect_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(60),
+            sqlite_busy_timeout: Duration::from_secs(30),
+            lazy: false,
+        }
+    }
+
+    /// A migrated store on this database.
+    ///
+    /// # Panics
+    /// When it cannot connect or migrate.
+    pub async fn store(&self) -> SeaOrmStore {
+        let store = SeaOrmStore::connect(&self.config(16))
+            .await
+            .expect("connect to the test database");
+        store.migrate().await.expect("migrate the test database");
+        store
+    }
+
+    /// A plain connection, for assertions that look at rows directly.
+    ///
+    /// # Panics
+    /// When it cannot connect.
+    pub async fn raw(&self) -> DatabaseConnection {
+        Database::connect(self.url.as_str())
+            .await
+            .expect("raw connection to the test database")
+    }
+
+    /// `SELECT COUNT(*) FROM table [WHERE column = value]`.
+    ///
+    /// # Panics
+    /// When the query fails.
+    pub async fn count(&self, table: &'static str, filter: Option<(&'static str, Value)>) -> i64 {
+        let mut query = Query::select();
+        query.expr_as(Expr::col(Asterisk).count(), "n").from(table);
+        if let Some((column, value)) = filter {
+            query.and_where(Expr::col(column).eq(value));
+        }
+        let db = self.raw().await;
+        let row = db
+            .query_one(&query)
+            .await
+            .expect("count query")
+            .expect("count row");
+        let n: i64 = row.try_get("", "n").expect("count value");
+        let _ = db.close().await;
+        n
+    }
+
+    /// Runs a raw SQL statement that returns nothing.
+    ///
+    /// # Panics
+    /// When it fails.
+    pub async fn execute(&self, sql: &str) {
+        let db = self.raw().await;
+        db.execute_raw(Statement::from_string(db.get_database_backend(), sql))
+            .await
+            .expect("raw statement");
+        let _ = db.close().await;
+    }
+
+    /// The sea-orm backend.
+    #[must_use]
+    pub const fn db_backend(&self) -> DbBackend {
+        match self.backend {
+            Backend::Sqlite => DbBackend::Sqlite,
+            Backend::Postgres => DbBackend::Postgres,
+            Backend::MySql => DbBackend::MySql,
+        }
+    }
+
+    /// Drops the database (or deletes the SQLite folder).
+    pub async fn drop_database(self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(admin_url) = &self.admin_url {
+            if let Ok(admin) = Database::connect(admin_url.as_str()).await {
+                let sql = match self.backend {
+                    Backend::MySql => format!("DROP DATABASE IF EXISTS `{}`", self.name),
+                    _ => format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
+                };
+                let _ = admin.execute_unprepared(&sql).await;
+                let _ = admin.close().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! The repository suite, run unchanged against a real SQLite file, PostgreSQL and MariaDB.
+//! `make test` prints how many tests ran on each backend.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use domain::{
+    ChatId, ChatTitle, ConversationTree, GenerationRecord, MessageId, MessageStatus, ModelId,
+    ModelInfo, Pricing, PromptTemplate, Role, TemplateContent, TemplateId, TemplateName, Timestamp,
+    TokenUsage, Usd, UserId, Username,
+};
+use infra_db::SeaOrmStore;
+use infra_db::testing::{Backend, TestDatabase};
+use sea_orm::Value;
+use sea_orm::prelude::Uuid;
+use usecase::ports::{
+    ChatRepository, Entity, HealthCheck, ModelCatalogRepository, NewChat, NewMessage, NewUser,
+    RepoError, TemplateRepository, UserRepository,
+};
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+fn new_id() -> u128 {
+    Uuid::now_v7().as_u128()
+}
+
+fn now() -> Timestamp {
+    // Strictly increasing, so creation order is unambiguous even within one microsecond.
+    Timestamp::from_unix_micros(1_800_000_000_000_000 + NEXT.fetch_add(1, Ordering::SeqCst) as i64)
+}
+
+fn uuid_value(id: u128) -> Value {
+    Uuid::from_u128(id).into()
+}
+
+async fn user(store: &SeaOrmStore, name: &str) -> UserId {
+    store
+        .create_user(NewUser {
+            id: UserId::from_u128(new_id()),
+            username: Username::parse(name).unwrap(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            created_at: now(),
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+fn new_chat(owner: UserId) -> NewChat {
+    NewChat {
+        id: ChatId::from_u128(new_id()),
+        owner,
+        title: None,
+        system_prompt: None,
+        model_id: None,
+        preset_id: None,
+        root_id: MessageId::from_u128(new_id()),
+        root_content: String::new(),
+        created_at: now(),
+    }
+}
+
+fn message(parent: MessageId, role: Role, content: &str) -> NewMessage {
+    NewMessage {
+        id: MessageId::from_u128(new_id()),
+        parent_id: parent,
+        role,
+        content: content.to_owned(),
+        status: MessageStatus::Complete,
+        created_at: now(),
+    }
+}
+
+fn record(chat: ChatId, user: UserId, message: MessageId) -> GenerationRecord {
+    GenerationRecord {
+        message_id: message,
+        chat_id: chat,
+        user_id: user,
+        provider: "fake".into(),
+        model: ModelId::parse("test/model").unwrap(),
+        usage: TokenUsage {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            total_tokens: 15,
+        },
+        cost: Usd::from_pico(42),
+        latency_ms: 120,
+        time_to_first_token_ms: Some(30),
+        finish_reason: Some("stop".into()),
+        created_at: now(),
+    }
+}
+
+fn model(id: &str, prompt_price: &str) -> ModelInfo {
+    ModelInfo {
+        id: ModelId::parse(id).unwrap(),
+        name: format!("Model {id}"),
+        description: Some("日本語も話せる 🤖".into()),
+        context_length: Some(8_192),
+        pricing: Pricing {
+            prompt: Usd::parse_decimal(prompt_price).unwrap(),
+            completion: Usd::parse_decimal("0.000002").unwrap(),
+        },
+        input_modalities: vec!["text".into(), "image".into()],
+        output_modalities: vec!["text".into()],
+        created: Some(1_700_000_000),
+        fetched_at: now(),
+    }
+}
+
+fn template(owner: UserId, public: bool) -> PromptTemplate {
+    PromptTemplate {
+        id: TemplateId::from_u128(new_id()),
+        owner,
+        name: TemplateName::parse("Review").unwrap(),
+        description: None,
+        content: TemplateContent::parse("Review {{code}}").unwrap(),
+        category: None,
+        is_public: public,
+        is_favorite: false,
+        usage_count: 0,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+/// Every test of the suite, written once; `backend_suite!` instantiates it per backend.
+mod suite {
+    use super::*;
+
+    pub async fn migrations_are_idempotent_and_the_store_answers(db: &TestDatabase) {
+        let store = db.store().await;
+        store.migrate().await.expect("a second run is a no-op");
+        store.ping().await.expect("ping");
+        assert_eq!(db.count("users", None).await, 0);
+    }
+
+    pub async fn usernames_are_unique_regardless_of_case(db: &TestDatabase) {
+        let store = db.store().await;
+        let id = user(&store, "Alice").await;
+        let dup = store
+            .create_user(NewUser {
+                id: UserId::from_u128(new_id()),
+                username: Username::parse("aLiCe").unwrap(),
+                password_hash: "x".into(),
+                created_at: now(),
+            })
+            .await;
+        assert!(matches!(dup, Err(RepoError::Conflict(_))), "{dup:?}");
+        let found = store
+            .find_credentials(&Username::parse("ALICE").unwrap())
+            .await
+            .unwrap()
+            .expect("found case-insensitively");
+        assert_eq!(found.user.id, id);
+        assert_eq!(found.user.username.as_str(), "Alice");
+        assert!(found.password_hash.starts_with("$argon2id$"));
+        assert!(
+            store
+                .find_credentials(&Username::parse("bob").unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(matches!(
+            store.get_user(UserId::from_u128(new_id())).await,
+            Err(RepoError::NotFound(Entity::User))
+        ));
+    }
+
+    pub async fn a_chat_is_created_with_its_root_and_is_visible_only_to_its_owner(
+        db: &TestDatabase,
+    ) {
+        let store = db.store().await;
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let mut new = new_chat(alice);
+        new.title = Some(ChatTitle::parse("日本語のタイトル 🌳").unwrap());
+        new.root_content = "You are terse.".into();
+        let chat = store.create_chat(new.clone()).await.unwrap();
+        assert_eq!(chat.current_leaf_id, new.root_id);
+        assert_eq!(chat.message_count, 1);
+        assert!(chat.title_set_by_user);
+
+        let fetched = store.get_chat(alice, chat.id).await.unwrap();
+        assert_eq!(fetched, chat);
+        let messages = store.list_messages(alice, chat.id).await.unwrap();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].role, Role::System);
+        assert_eq!(messages[0].content, "You are terse.");
+
+        for result in [
+            store.get_chat(bob, chat.id).await.map(|_| ()),
+            store.list_messages(bob, chat.id).await.map(|_| ()),
+            store
+                .append_message(bob, chat.id, message(new.root_id, Role::User, "hi"), true)
+                .await
+                .map(|_| ()),
+            store
+                .delete_subtree(bob, chat.id, new.root_id)
+                .await
+                .map(|_| ()),
+            store.delete_chat(bob, chat.id).await,
+        ] {
+            assert!(
+                matches!(result, Err(RepoError::NotFound(Entity::Chat))),
+                "{result:?}"
+            );
+        }
+        assert_eq!(store.list_messages(alice, chat.id).await.unwrap().len(), 1);
+    }
+
+    pub async fn a_chat_for_an_unknown_owner_is_refused(db: &TestDatabase) {
+        let store = db.store().await;
+        let result = store
+            .create_chat(new_chat(UserId::from_u128(new_id())))
+            .await;
+        assert!(
+            matches!(result, Err(RepoError::NotFound(Entity::User))),
+            "{result:?}"
+        );
+        assert_eq!(db.count("chats", None).await, 0);
+        assert_eq!(db.count("messages", None).await, 0);
+    }
+
+    pub async fn appends_branch_from_any_message_and_move_the_current_leaf(db: &TestDatabase) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let chat = store.create_chat(new_chat(owner)).await.unwrap();
+        let q1 = store
+            .append_message(
+                owner,
+                chat.id,
+                message(chat.root_id, Role::User, "q1"),
+                true,
+            )
+            .await
+            .unwrap();
+        let a1 = store
+            .append_answer(
+                owner,
+                chat.id,
+                message(q1.id, Role::Assistant, "a1"),
+                record(chat.id, owner, MessageId::from_u128(0)),
+            )
+            .await
+            .unwrap();
+        // A regenerated answer (sibling of a1) and a branch from the root.
+        let a1b = store
+            .append_message(owner, chat.id, message(q1.id, Role::Assistant, "a1b"), true)
+            .await
+            .unwrap();
+        let q2 = store
+            .append_message(
+                owner,
+                chat.id,
+                message(chat.root_id, Role::User, "q2"),
+                false,
+            )
+            .await
+            .unwrap();
+
+        let after = store.get_chat(owner, chat.id).await.unwrap();
+        assert_eq!(
+            after.current_leaf_id, a1b.id,
+            "move_leaf=false leaves the leaf"
+        );
+        assert_eq!(after.message_count, 5);
+        assert!(after.updated_at > chat.updated_at);
+
+        let tree =
+            ConversationTree::build(chat.id, store.list_messages(owner, chat.id).await.unwrap())
+                .unwrap();
+        let path: Vec<_> = tree
+            .path_to(a1b.id)
+            .unwrap()
+            .iter()
+            .map(|m| m.content.clone())
+            .collect();
+        assert_eq!(path, ["", "q1", "a1b"]);
+        assert_eq!(tree.siblings(a1.id).unwrap()[0].id, a1b.id);
+        assert_eq!(tree.siblings(q1.id).unwrap()[0].id, q2.id);
+        assert_eq!(
+            db.count(
+                "generations",
+                Some(("message_id", uuid_value(a1.id.as_u128())))
+            )
+            .await,
+            1
+        );
+    }
+
+    pub async fn a_parent_from_another_chat_is_refused(db: &TestDatabase) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let one = store.create_chat(new_chat(owner)).await.unwrap();
+        let two = store.create_chat(new_chat(owner)).await.unwrap();
+        let result = store
+            .append_message(owner, one.id, message(two.root_id, Role::User, "x"), true)
+            .await;
+        assert!(
+            matches!(result, Err(RepoError::NotFound(Entity::Message))),
+            "{result:?}"
+        );
+        let system = store
+            .append_message(owner, one.id, message(one.root_id, Role::System, "x"), true)
+            .await;
+        assert!(matches!(system, Err(RepoError::Conflict(_))), "{system:?}");
+        assert_eq!(db.count("messages", None).await, 2);
+        assert_eq!(
+            store.get_chat(owner, one.id).await.unwrap().message_count,
+            1
+        );
+    }
+
+    pub async fn deleting_a_subtree_removes_it_and_moves_the_leaf_to_the_surviving_ancestor(
+        db: &TestDatabase,
+    ) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let chat = store.create_chat(new_chat(owner)).await.unwrap();
+        let q1 = store
+            .append_message(
+                owner,
+                chat.id,
+                message(chat.root_id, Role::User, "q1"),
+                true,
+            )
+            .await
+            .unwrap();
+        let mut parent = q1.id;
+        let mut deepest = q1.id;
+        // A deep chain (deeper than MySQL's 15-level cascade limit) under q1.
+        for i in 0..40 {
+            let role = if i % 2 == 0 {
+                Role::Assistant
+            } else {
+                Role::User
+            };
+            let m = store
+                .append_answer(
+                    owner,
+                    chat.id,
+                    message(parent, role, &format!("m{i}")),
+                    record(chat.id, owner, MessageId::from_u128(0)),
+                )
+                .await
+                .unwrap();
+            parent = m.id;
+            deepest = m.id;
+        }
+        let other = store
+            .append_message(
+                owner,
+                chat.id,
+                message(chat.root_id, Role::User, "other"),
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .get_chat(owner, chat.id)
+                .await
+                .unwrap()
+                .current_leaf_id,
+            deepest
+        );
+
+        let deleted = store.delete_subtree(owner, chat.id, q1.id).await.unwrap();
+        assert_eq!(deleted.removed.len(), 41);
+        assert_eq!(deleted.removed[0], q1.id);
+        assert_eq!(deleted.current_leaf, chat.root_id);
+
+        let after = store.get_chat(owner, chat.id).await.unwrap();
+        assert_eq!(after.current_leaf_id, chat.root_id);
+        assert_eq!(after.message_count, 2);
+        let left: Vec<_> = store
+            .list_messages(owner, chat.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(left, [chat.root_id, other.id]);
+        assert_eq!(db.count("generations", None).await, 0);
+
+        let root = store.delete_subtree(owner, chat.id, chat.root_id).await;
+        assert!(matches!(root, Err(RepoError::Conflict(_))), "{root:?}");
+        let unknown = store
+            .delete_subtree(owner, chat.id, MessageId::from_u128(new_id()))
+            .await;
+        assert!(
+            matches!(unknown, Err(RepoError::NotFound(Entity::Message))),
+            "{unknown:?}"
+        );
+    }
+
+    pub async fn deleting_a_chat_cascades_to_every_row_it_owns(db: &TestDatabase) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let keep = store.create_chat(new_chat(owner)).await.unwrap();
+        let chat = store.create_chat(new_chat(owner)).await.unwrap();
+        let mut parent = chat.root_id;
+        for i in 0..30 {
+            let m = store
+                .append_answer(
+                    owner,
+                    chat.id,
+                    message(
+                        parent,
+                        if i % 2 == 0 {
+                            Role::User
+                        } else {
+                            Role::Assistant
+                        },
+                        "x",
+                    ),
+                    record(chat.id, owner, MessageId::from_u128(0)),
+                )
+                .await
+                .unwrap();
+            parent = m.id;
+        }
+        store.delete_chat(owner, chat.id).await.unwrap();
+        let chat_id = || Some(("chat_id", uuid_value(chat.id.as_u128())));
+        assert_eq!(db.count("messages", chat_id()).await, 0);
+        assert_eq!(db.count("generations", chat_id()).await, 0);
+        assert_eq!(db.count("chats", None).await, 1);
+        assert_eq!(store.list_messages(owner, keep.id).await.unwrap().len(), 1);
+        assert!(matches!(
+            store.delete_chat(owner, chat.id).await,
+            Err(RepoError::NotFound(Entity::Chat))
+        ));
+    }
+
+    /// 200 tasks × 50 appends, 20 tasks per chat: every append lands, none fails, and every
+    /// chat's counter and tree agree with its rows.
+    pub async fn concurrent_appends_are_never_lost(db: &TestDatabase) {
+        const TASKS: usize = 200;
+        const APPENDS: usize = 50;
+        const CHATS: usize = 10;
+        let store = Arc::new(db.store().await);
+        let owner = user(&store, "alice").await;
+        let mut chats = Vec::new();
+        for _ in 0..CHATS {
+            chats.push(store.create_chat(new_chat(owner)).await.unwrap());
+        }
+        let mut handles = Vec::new();
+        for task in 0..TASKS {
+            let store = Arc::clone(&store);
+            let chat = chats[task % CHATS].clone();
+            handles.push(tokio::spawn(async move {
+                let mut parent = chat.root_id;
+                let mut errors = Vec::new();
+                for i in 0..APPENDS {
+                    let role = if i % 2 == 0 {
+                        Role::User
+                    } else {
+                        Role::Assistant
+                    };
+                    match store
+                        .append_message(owner, chat.id, message(parent, role, "turn"), true)
+                        .await
+                    {
+                        Ok(m) => parent = m.id,
+                        Err(e) => errors.push(format!("{e:?}")),
+                    }
+                }
+                errors
+            }));
+        }
+        let mut errors = Vec::new();
+        for h in handles {
+            errors.extend(h.await.unwrap());
+        }
+        assert!(
+            errors.is_empty(),
+            "{} errors, first: {:?}",
+            errors.len(),
+            errors.first()
+        );
+        assert_eq!(
+            db.count("messages", None).await,
+            (TASKS * APPENDS + CHATS) as i64
+        );
+        let mut leaves = HashMap::new();
+        for chat in &chats {
+            let stored = store.get_chat(owner, chat.id).await.unwrap();
+            let messages = store.list_messages(owner, chat.id).await.unwrap();
+            assert_eq!(stored.message_count as usize, messages.len());
+            assert_eq!(messages.len(), TASKS / CHATS * APPENDS + 1);
+            let tree = ConversationTree::build(chat.id, messages).unwrap();
+            assert_eq!(tree.children(chat.root_id).unwrap().len(), TASKS / CHATS);
+            assert_eq!(
+                tree.path_to(stored.current_leaf_id).unwrap().len(),
+                APPENDS + 1
+            );
+            leaves.insert(chat.id, stored.current_leaf_id);
+        }
+        assert_eq!(leaves.len(), CHATS);
+    }
+
+    pub async fn concurrent_counter_increments_are_exact(db: &TestDatabase) {
+        let store = Arc::new(db.store().await);
+        let owner = user(&store, "alice").await;
+        let viewer = user(&store, "bob").await;
+        let t = store.create_template(template(owner, true)).await.unwrap();
+        let mut handles = Vec::new();
+        for i in 0..1_000 {
+            let store = Arc::clone(&store);
+            let who = if i % 2 == 0 { owner } else { viewer };
+            handles.push(tokio::spawn(async move {
+                store.increment_template_usage(who, t.id).await
+            }));
+        }
+        let mut seen = Vec::new();
+        for h in handles {
+            seen.push(h.await.unwrap().expect("increment"));
+        }
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (1..=1_000).collect::<Vec<u64>>(),
+            "each call saw its own count"
+        );
+        assert_eq!(
+            store.get_template(owner, t.id).await.unwrap().usage_count,
+            1_000
+        );
+    }
+
+    pub async fn private_templates_are_invisible_to_others(db: &TestDatabase) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let other = user(&store, "bob").await;
+        let private = store.create_template(template(owner, false)).await.unwrap();
+        assert!(matches!(
+            store.get_template(other, private.id).await,
+            Err(RepoError::NotFound(Entity::Template))
+        ));
+        assert!(matches!(
+            store.increment_template_usage(other, private.id).await,
+            Err(RepoError::NotFound(Entity::Template))
+        ));
+        assert_eq!(
+            store
+                .get_template(owner, private.id)
+                .await
+                .unwrap()
+                .usage_count,
+            0
+        );
+    }
+
+    pub async fn the_catalogue_is_refreshed_by_upsert(db: &TestDatabase) {
+        let store = db.store().await;
+        store
+            .upsert_models(vec![model("a/one", "0.000001"), model("b/two", "0.000003")])
+            .await
+            .unwrap();
+        store
+            .upsert_models(vec![model("a/one", "0.0000015"), model("c/three", "0")])
+            .await
+            .unwrap();
+        let all = store.list_models().await.unwrap();
+        let ids: Vec<_> = all.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["a/one", "b/two", "c/three"]);
+        let one = store
+            .get_model(&ModelId::parse("a/one").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(one.pricing.prompt, Usd::parse_decimal("0.0000015").unwrap());
+        assert_eq!(one.description.as_deref(), Some("日本語も話せる 🤖"));
+        assert_eq!(one.input_modalities, ["text", "image"]);
+        assert_eq!(db.count("models", None).await, 3);
+        assert!(matches!(
+            store.get_model(&ModelId::parse("z/none").unwrap()).await,
+            Err(RepoError::NotFound(Entity::Model))
+        ));
+        let many: Vec<_> = (0..450)
+            .map(|i| model(&format!("bulk/{i}"), "0.1"))
+            .collect();
+        store.upsert_models(many).await.unwrap();
+        assert_eq!(db.count("models", None).await, 453);
+    }
+
+    /// A failure injected after the first statement of each multi-row operation leaves
+    /// nothing behind.
+    pub async fn a_failure_half_way_leaves_no_row_behind(db: &TestDatabase) {
+        let armed: Arc<std::sync::Mutex<Option<&'static str>>> = Arc::default();
+        let hook = Arc::clone(&armed);
+        let store = db.store().await.with_fault_injector(Arc::new(move |point| {
+            hook.lock().unwrap().is_some_and(|p| p == point)
+        }));
+        let arm = |point| *armed.lock().unwrap() = Some(point);
+        let owner = user(&store, "alice").await;
+        let chat = store.create_chat(new_chat(owner)).await.unwrap();
+        let q = store
+            .append_message(owner, chat.id, message(chat.root_id, Role::User, "q"), true)
+            .await
+            .unwrap();
+        let before = (
+            db.count("chats", None).await,
+            db.count("messages", None).await,
+            db.count("generations", None).await,
+            store.get_chat(owner, chat.id).await.unwrap(),
+        );
+
+        arm("create_chat");
+        assert!(store.create_chat(new_chat(owner)).await.is_err());
+        arm("append_message");
+        assert!(
+            store
+                .append_message(owner, chat.id, message(q.id, Role::Assistant, "a"), true)
+                .await
+                .is_err()
+        );
+        arm("append_answer");
+        assert!(
+            store
+                .append_answer(
+                    owner,
+                    chat.id,
+                    message(q.id, Role::Assistant, "a"),
+                    record(chat.id, owner, MessageId::from_u128(0))
+                )
+                .await
+                .is_err()
+        );
+        arm("delete_subtree");
+        assert!(store.delete_subtree(owner, chat.id, q.id).await.is_err());
+        let after = (
+            db.count("chats", None).await,
+            db.count("messages", None).await,
+            db.count("generations", None).await,
+            store.get_chat(owner, chat.id).await.unwrap(),
+        );
+        assert_eq!(before, after);
+
+        arm("upsert_models");
+        let many: Vec<_> = (0..450).map(|i| model(&format!("m/{i}"), "0.1")).collect();
+        assert!(store.upsert_models(many).await.is_err());
+        assert_eq!(db.count("models", None).await, 0);
+
+        *armed.lock().unwrap() = None;
+        assert!(store.delete_subtree(owner, chat.id, q.id).await.is_ok());
+    }
+}
+
+macro_rules! backend_suite {
+    ($backend:ident: $variant:expr; $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    let Some(db) = super::TestDatabase::create($variant).await else {
+                        return;
+                    };
+                    super::suite::$test(&db).await;
+                    db.drop_database().await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_backend {
+    ($($test:ident),* $(,)?) => {
+        backend_suite!(sqlite: super::Backend::Sqlite; $($test),*);
+        backend_suite!(postgres: super::Backend::Postgres; $($test),*);
+        backend_suite!(mysql: super::Backend::MySql; $($test),*);
+    };
+}
+
+every_backend!(
+    migrations_are_idempotent_and_the_store_answers,
+    usernames_are_unique_regardless_of_case,
+    a_chat_is_created_with_its_root_and_is_visible_only_to_its_owner,
+    a_chat_for_an_unknown_owner_is_refused,
+    appends_branch_from_any_message_and_move_the_current_leaf,
+    a_parent_from_another_chat_is_refused,
+    deleting_a_subtree_removes_it_and_moves_the_leaf_to_the_surviving_ancestor,
+    deleting_a_chat_cascades_to_every_row_it_owns,
+    concurrent_appends_are_never_lost,
+    concurrent_counter_increments_are_exact,
+    private_templates_are_invisible_to_others,
+    the_catalogue_is_refreshed_by_upsert,
+    a_failure_half_way_leaves_no_row_behind,
+);
