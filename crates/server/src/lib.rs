@@ -1,1 +1,9 @@
-//! placeholder
+//! # arbor (the server binary's library)
+//!
+//! Loads configuration, builds the adapters, wires them into the use cases and serves
+//! HTTP. The end-to-end tests drive [`startup::Application`] on port 0.
+
+pub mod cli;
+pub mod config;
+pub mod startup;
+pub mod telemetry;

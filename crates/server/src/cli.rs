@@ -1,0 +1,152 @@
+//! The command line: `arbor serve`, `arbor migrate …`, `arbor config check`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use migration::{Migrator, MigratorTrait};
+
+use crate::config::Settings;
+use crate::startup::Application;
+use crate::telemetry;
+
+/// Arbor: a multi-user LLM chat server.
+#[derive(Debug, Parser)]
+#[command(name = "arbor", version, about)]
+pub struct Cli {
+    /// Folder with default.toml and <ARBOR_ENV>.toml.
+    #[arg(
+        long,
+        global = true,
+        env = "ARBOR_CONFIG_DIR",
+        default_value = "config"
+    )]
+    pub config_dir: PathBuf,
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the HTTP server.
+    Serve,
+    /// Manage the database schema.
+    Migrate {
+        /// Migration action.
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Inspect the configuration.
+    Config {
+        /// Configuration action.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `arbor migrate …`
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Revert the last applied migration (or `--steps N`).
+    Down {
+        /// How many to revert.
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+    /// Drop every table and apply all migrations again (destroys all data).
+    Fresh {
+        /// Required: confirms that all data may be destroyed.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `arbor config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate the configuration and print it with secrets redacted.
+    Check,
+}
+
+fn stdout_line(line: &str) -> anyhow::Result<()> {
+    writeln!(std::io::stdout(), "{line}").context("writing to stdout")
+}
+
+/// Runs the command line.
+///
+/// # Errors
+/// Anything that makes the command fail; `main` prints it and exits non-zero.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(&cli.config_dir)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            telemetry::init(&settings.log);
+            let app = Application::build(&settings).await?;
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate { action } => {
+            telemetry::init(&settings.log);
+            let mut db = settings.db_config();
+            db.lazy = false;
+            // An operator waiting on a CLI wants a fast, clear failure, not a 30 s pool wait.
+            db.acquire_timeout = db.connect_timeout;
+            let store = infra_db::SeaOrmStore::connect(&db).await?;
+            let conn = store.migration_connection();
+            match action {
+                MigrateAction::Up => {
+                    Migrator::up(conn, None).await.context("migrate up")?;
+                    stdout_line("all migrations applied")?;
+                }
+                MigrateAction::Down { steps } => {
+                    Migrator::down(conn, Some(steps))
+                        .await
+                        .context("migrate down")?;
+                    stdout_line(&format!("reverted {steps} migration(s)"))?;
+                }
+                MigrateAction::Status => {
+                    for m in Migrator::get_migration_with_status(conn)
+                        .await
+                        .context("migration status")?
+                    {
+                        stdout_line(&format!("{:<12} {}", m.status().to_string(), m.name()))?;
+                    }
+                }
+                MigrateAction::Fresh { yes } => {
+                    anyhow::ensure!(
+                        yes,
+                        "`migrate fresh` destroys all data; pass --yes to confirm"
+                    );
+                    Migrator::fresh(conn).await.context("migrate fresh")?;
+                    stdout_line("database recreated")?;
+                }
+            }
+            store.close().await;
+        }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
+            let shown = toml_like(&settings)?;
+            stdout_line(&shown)?;
+            stdout_line("configuration is valid")?;
+        }
+    }
+    Ok(())
+}
+
+/// The effective configuration as JSON, secrets redacted by their serializers.
+fn toml_like(settings: &Settings) -> anyhow::Result<String> {
+    let mut value = serde_json::to_value(settings).context("serializing settings")?;
+    if let Some(url) = value.pointer_mut("/database/url") {
+        *url = serde_json::Value::String(infra_db::redact_url(
+            secrecy::ExposeSecret::expose_secret(&settings.database.url),
+        ));
+    }
+    serde_json::to_string_pretty(&value).context("formatting settings")
+}

@@ -1,0 +1,268 @@
+//! Layered configuration: `config/default.toml` → `config/$ARBOR_ENV.toml` → environment
+//! (`ARBOR__SECTION__KEY`, plus `DATABASE_URL`). Every key has a default, so an empty
+//! `config/` folder still gives a working development server on an SQLite file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Settings {
+    /// The environment name (`development`, `test`, `production`, …).
+    #[serde(default = "default_env")]
+    pub env: String,
+    /// HTTP listener.
+    pub server: ServerSettings,
+    /// Database.
+    pub database: DatabaseSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+fn default_env() -> String {
+    "development".to_owned()
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Seconds that in-flight requests get to finish on shutdown.
+    pub shutdown_timeout_secs: u64,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+}
+
+/// Database settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://…`, `postgres://…` or `mysql://…` (overridden by `DATABASE_URL`).
+    #[serde(serialize_with = "serialize_secret")]
+    pub url: SecretString,
+    /// Pool size (SQLite: readers; it always has one writer connection).
+    pub max_connections: u32,
+    /// Idle connections kept open.
+    pub min_connections: u32,
+    /// Seconds to open one connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for a pooled connection.
+    pub acquire_timeout_secs: u64,
+    /// Seconds SQLite waits on a lock.
+    pub sqlite_busy_timeout_secs: u64,
+    /// Apply pending migrations at start-up (retried in the background while the database
+    /// is unreachable).
+    pub migrate_on_startup: bool,
+}
+
+fn serialize_secret<S: serde::Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("[redacted]")
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `arbor=debug,info` (`RUST_LOG` overrides it).
+    pub level: String,
+}
+
+/// The shipped `config/default.toml`, compiled in: the bottom layer of every configuration.
+pub const DEFAULTS_TOML: &str = include_str!("../../../config/default.toml");
+
+impl Default for Settings {
+    /// The compiled-in defaults.
+    fn default() -> Self {
+        Figment::from(Toml::string(DEFAULTS_TOML))
+            .merge(Serialized::default("env", default_env()))
+            .extract()
+            .unwrap_or_else(|e| unreachable!("the shipped default.toml is valid: {e}"))
+    }
+}
+
+/// Why the configuration was rejected. The message always names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or variable could not be read or has the wrong type.
+    #[error("invalid configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is out of its allowed range.
+    #[error("invalid configuration: {key}: {problem}")]
+    Invalid {
+        /// The key, e.g. `database.max_connections`.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl Settings {
+    /// Loads the layers from `config_dir` and the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn load(config_dir: &Path) -> Result<Self, ConfigError> {
+        let env = std::env::var("ARBOR_ENV").unwrap_or_else(|_| default_env());
+        let mut figment = Figment::from(Toml::string(DEFAULTS_TOML))
+            .merge(Toml::file(config_dir.join("default.toml")))
+            .merge(Toml::file(config_dir.join(format!("{env}.toml"))))
+            .merge(Env::prefixed("ARBOR__").split("__"))
+            .merge(Serialized::default("env", &env));
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            figment = figment.merge(Serialized::default("database.url", url));
+        }
+        let settings: Self = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The folder configuration files are read from: `ARBOR_CONFIG_DIR`, else `./config`.
+    #[must_use]
+    pub fn default_dir() -> PathBuf {
+        std::env::var_os("ARBOR_CONFIG_DIR").map_or_else(|| PathBuf::from("config"), PathBuf::from)
+    }
+
+    /// Checks ranges that types cannot express.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let url = self.database.url.expose_secret();
+        if ![
+            "sqlite:",
+            "postgres://",
+            "postgresql://",
+            "mysql://",
+            "mariadb://",
+        ]
+        .iter()
+        .any(|p| url.starts_with(p))
+        {
+            return invalid(
+                "database.url",
+                "must start with sqlite:, postgres://, postgresql://, mysql:// or mariadb://",
+            );
+        }
+        if self.database.max_connections == 0 || self.database.max_connections > 1_000 {
+            return invalid("database.max_connections", "must be between 1 and 1000");
+        }
+        if self.database.min_connections > self.database.max_connections {
+            return invalid(
+                "database.min_connections",
+                "must not exceed database.max_connections",
+            );
+        }
+        if self.database.connect_timeout_secs == 0 || self.database.acquire_timeout_secs == 0 {
+            return invalid(
+                "database.connect_timeout_secs",
+                "timeouts must be at least 1 second",
+            );
+        }
+        if self.server.body_limit_bytes < 1_024 || self.server.body_limit_bytes > 64 * 1024 * 1024 {
+            return invalid(
+                "server.body_limit_bytes",
+                "must be between 1 KiB and 64 MiB",
+            );
+        }
+        if self.server.workers > 1_024 {
+            return invalid("server.workers", "must be at most 1024 (0 = one per core)");
+        }
+        if self.log.level.trim().is_empty() {
+            return invalid("log.level", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The database adapter's configuration.
+    #[must_use]
+    pub fn db_config(&self) -> infra_db::DbConfig {
+        let d = &self.database;
+        infra_db::DbConfig {
+            url: d.url.expose_secret().to_owned(),
+            max_connections: d.max_connections,
+            min_connections: d.min_connections,
+            connect_timeout: Duration::from_secs(d.connect_timeout_secs),
+            acquire_timeout: Duration::from_secs(d.acquire_timeout_secs),
+            sqlite_busy_timeout: Duration::from_secs(d.sqlite_busy_timeout_secs),
+            lazy: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_use_an_sqlite_file() {
+        let s = Settings::default();
+        s.validate().unwrap();
+        assert!(s.database.url.expose_secret().starts_with("sqlite://data/"));
+    }
+
+    #[test]
+    fn the_database_url_is_never_printed() {
+        let mut s = Settings::default();
+        s.database.url = SecretString::from("postgres://u:hunter2@db/arbor");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        let mut s = Settings::default();
+        s.database.max_connections = 0;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("database.max_connections"), "{err}");
+        let mut s = Settings::default();
+        s.database.url = SecretString::from("oracle://x");
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("database.url")
+        );
+    }
+
+    #[test]
+    fn a_file_with_a_wrong_type_or_unknown_key_is_rejected_naming_the_key() {
+        let dir = std::env::temp_dir().join(format!("arbor-config-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("default.toml"), "[server]\nport = \"eighty\"\n").unwrap();
+        let err = Settings::load(&dir).unwrap_err().to_string();
+        assert!(err.contains("port"), "{err}");
+        std::fs::write(dir.join("default.toml"), "[server]\nprot = 80\n").unwrap();
+        let err = Settings::load(&dir).unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,123 @@
+//! The `arbor` command line, run as a real process.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn temp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "arbor-cli-{label}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn arbor(config_dir: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_arbor"));
+    cmd.arg("--config-dir").arg(config_dir).args(args);
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("ARBOR_ENV")
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("arbor runs")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[test]
+fn config_check_prints_the_effective_configuration_without_secrets() {
+    let dir = temp_dir("check");
+    let out = arbor(
+        &dir,
+        &["config", "check"],
+        &[
+            (
+                "DATABASE_URL",
+                "postgres://arbor:hunter2@db.internal:5432/arbor",
+            ),
+            ("ARBOR__SERVER__PORT", "9123"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("9123"), "{stdout}");
+    assert!(
+        stdout.contains("postgres://arbor:***@db.internal:5432/arbor"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+}
+
+#[test]
+fn a_bad_configuration_exits_non_zero_naming_the_key() {
+    let dir = temp_dir("bad");
+    std::fs::write(
+        dir.join("default.toml"),
+        "[database]\nmax_connections = 0\n",
+    )
+    .unwrap();
+    let out = arbor(&dir, &["config", "check"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("database.max_connections"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = arbor(&dir, &["serve"], &[("ARBOR__SERVER__PORT", "not-a-port")]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("port"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn migrate_up_then_status_on_a_new_sqlite_file() {
+    let dir = temp_dir("migrate");
+    let url = format!("sqlite://{}?mode=rwc", dir.join("db/arbor.db").display());
+    let env = [("DATABASE_URL", url.as_str())];
+    let up = arbor(&dir, &["migrate", "up"], &env);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert!(dir.join("db/arbor.db").exists());
+    let status = arbor(&dir, &["migrate", "status"], &env);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let listing = text(&status.stdout);
+    assert!(listing.contains("Applied"), "{listing}");
+    assert!(
+        listing.contains("m20261128_000001_initial_schema"),
+        "{listing}"
+    );
+
+    let refused = arbor(&dir, &["migrate", "fresh"], &env);
+    assert!(!refused.status.success(), "fresh needs --yes");
+    let down = arbor(&dir, &["migrate", "down"], &env);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(text(&arbor(&dir, &["migrate", "status"], &env).stdout).contains("Pending"));
+}
+
+#[test]
+fn migrating_an_unreachable_database_fails_clearly_without_leaking_the_password() {
+    let dir = temp_dir("unreachable");
+    // Port 9 (discard) has no PostgreSQL behind it.
+    let out = arbor(
+        &dir,
+        &["migrate", "up"],
+        &[
+            ("DATABASE_URL", "postgres://arbor:hunter2@127.0.0.1:9/arbor"),
+            ("ARBOR__DATABASE__CONNECT_TIMEOUT_SECS", "2"),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot connect to the database at postgres://arbor:***@127.0.0.1:9/arbor"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}

@@ -1,0 +1,102 @@
+//! Liveness, readiness, and the JSON 404.
+
+use std::time::Duration;
+
+use infra_db::testing::{Backend, TestDatabase};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::helpers::{TestApp, on_every_backend, test_settings};
+
+async fn health_and_readiness_answer(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let health = app.get("/api/v1/health").await;
+    assert_eq!(health.status(), 200);
+    let body: Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "healthy");
+    assert!(body["version"].is_string());
+
+    let ready = app.get("/api/v1/ready").await;
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.json::<Value>().await.unwrap()["database"], "ok");
+    app.finish().await;
+}
+
+async fn unknown_routes_answer_with_the_json_envelope(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let response = app.get("/api/v1/no-such-route").await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error_type"], "not_found");
+    assert_eq!(body["retry_available"], false);
+    assert!(body["user_message"].is_string());
+    assert!(body["request_id"].is_string());
+    app.finish().await;
+}
+
+on_every_backend!(
+    health_and_readiness_answer,
+    unknown_routes_answer_with_the_json_envelope
+);
+
+/// Forwards every connection on `listener` to PostgreSQL: "the database came back".
+async fn forward_to_postgres(listener: TcpListener) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = TcpStream::connect("127.0.0.1:5432").await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_postgres_is_down_starts_then_turns_ready_when_it_returns() {
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    // A port with nothing behind it yet: PostgreSQL is "down".
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let database = db.url().rsplit('/').next().unwrap().to_owned();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/{database}");
+    let app = TestApp::spawn_with(test_settings(&url), db).await;
+
+    assert_eq!(app.get("/api/v1/health").await.status(), 200);
+    let not_ready = app.get("/api/v1/ready").await;
+    assert_eq!(not_ready.status(), 503);
+    assert!(not_ready.headers().contains_key("retry-after"));
+    let body: Value = not_ready.json().await.unwrap();
+    assert_eq!(body["error_type"], "service_unavailable");
+    assert_eq!(body["retry_available"], true);
+
+    // The database comes back on the same address.
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(forward_to_postgres(listener));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if app.get("/api/v1/ready").await.status() == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready 30 s after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        app.db.count("seaql_migrations", None).await,
+        1,
+        "migrations ran once the database was back"
+    );
+    app.finish().await;
+}
