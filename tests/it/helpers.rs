@@ -25,8 +25,10 @@ pub struct TestApp {
 
 /// Settings for a test server on `url`: port 0, small pools, quiet logs.
 pub fn test_settings(url: &str) -> Settings {
-    let mut settings = Settings::default();
-    settings.env = "test".into();
+    let mut settings = Settings {
+        env: "test".into(),
+        ..Settings::default()
+    };
     settings.server.port = 0;
     settings.server.workers = 2;
     settings.server.shutdown_timeout_secs = 1;

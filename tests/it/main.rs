@@ -1,5 +1,11 @@
 //! End-to-end tests: the whole server on port 0 over real HTTP, against a real database on
 //! each backend.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step must abort the test with its reason"
+)]
+
 mod health;
 mod helpers;

@@ -1,7 +1,7 @@
 //! The error envelope. This module is the only place in Arbor that picks HTTP status codes.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -76,9 +76,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         if let Self::Unavailable { retry_after_secs } = self {
-            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                response.insert_header((header::RETRY_AFTER, v));
-            }
+            response.insert_header((header::RETRY_AFTER, *retry_after_secs));
         }
         response.json(self.body(uuid_like_request_id()))
     }

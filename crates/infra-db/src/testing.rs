@@ -6,6 +6,11 @@
 //! `mysql://root@127.0.0.1:3306/mysql`). When a server is unreachable the test is skipped
 //! with a loud message, except under `CI`, where that is a failure.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test support: a setup that fails must abort the test with its reason"
+)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -225,15 +230,15 @@ impl TestDatabase {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
-        if let Some(admin_url) = &self.admin_url {
-            if let Ok(admin) = Database::connect(admin_url.as_str()).await {
-                let sql = match self.backend {
-                    Backend::MySql => format!("DROP DATABASE IF EXISTS `{}`", self.name),
-                    _ => format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
-                };
-                let _ = admin.execute_unprepared(&sql).await;
-                let _ = admin.close().await;
-            }
+        if let Some(admin_url) = &self.admin_url
+            && let Ok(admin) = Database::connect(admin_url.as_str()).await
+        {
+            let sql = match self.backend {
+                Backend::MySql => format!("DROP DATABASE IF EXISTS `{}`", self.name),
+                _ => format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
+            };
+            let _ = admin.execute_unprepared(&sql).await;
+            let _ = admin.close().await;
         }
     }
 }

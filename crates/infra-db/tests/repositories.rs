@@ -1,6 +1,12 @@
 //! The repository suite, run unchanged against a real SQLite file, PostgreSQL and MariaDB.
 //! `make test` prints how many tests ran on each backend.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step must abort the test with its reason"
+)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,11 @@
 //! The `arbor` command line, run as a real process.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step must abort the test with its reason"
+)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -1,0 +1,44 @@
+# Thin aliases over cargo. `make run` and `make test` are the two commands that matter.
+
+CARGO        ?= cargo
+# Test threads per test binary (database suites are I/O-bound; 2 cores are enough for 4).
+TEST_THREADS ?= 4
+
+.PHONY: run test lint fmt arch-check migrate test-unit test-db test-e2e clean-test-dbs
+
+## Start the server on the embedded SQLite file (created and migrated on first start).
+run:
+	$(CARGO) run -p arbor -- serve
+
+## Everything CI runs: lint, architecture check, unit + doc tests, the repository suite on
+## SQLite, PostgreSQL and MariaDB, and the end-to-end tests. Prints counts per backend.
+test: lint arch-check
+	TEST_THREADS=$(TEST_THREADS) CARGO=$(CARGO) bash tests/scripts/run-tests.sh
+
+## Formatting check and clippy with warnings as errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Fails if the hexagon's dependency rules are broken.
+arch-check:
+	bash tests/scripts/arch-check.sh
+
+## Apply pending migrations to the configured database.
+migrate:
+	$(CARGO) run -p arbor -- migrate up
+
+## Partial runs.
+test-unit:
+	TEST_THREADS=$(TEST_THREADS) CARGO=$(CARGO) bash tests/scripts/run-tests.sh unit
+test-db:
+	TEST_THREADS=$(TEST_THREADS) CARGO=$(CARGO) bash tests/scripts/run-tests.sh db
+test-e2e:
+	TEST_THREADS=$(TEST_THREADS) CARGO=$(CARGO) bash tests/scripts/run-tests.sh e2e
+
+## Drop test databases left behind by interrupted test runs.
+clean-test-dbs:
+	bash tests/scripts/clean-test-dbs.sh

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs the test suites and prints how many tests ran on each database backend.
+# Usage: run-tests.sh [unit|db|e2e|all]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo=${CARGO:-cargo}
+threads=${TEST_THREADS:-4}
+what=${1:-all}
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+
+# Always --workspace: building one package alone unifies features differently and rebuilds.
+run() { # name, cargo test args...
+  local name=$1; shift
+  echo "==> $name"
+  if ! $cargo test --workspace "$@" 2>&1 | tee "$log/$name.txt"; then
+    echo "FAILED: $name"; exit 1
+  fi
+}
+
+server_up() { # host port
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+echo "==> database servers"
+for b in "postgres 127.0.0.1 5432" "mysql 127.0.0.1 3306"; do
+  set -- $b
+  if server_up "$2" "$3"; then echo "    $1: up ($2:$3)";
+  elif [ -n "${CI:-}" ]; then echo "    $1: DOWN ($2:$3) - CI requires it"; exit 1;
+  else echo "    !!! $1: DOWN ($2:$3) - its tests will be SKIPPED (start it: see README) !!!"; fi
+done
+
+if [ "$what" = all ] || [ "$what" = unit ]; then
+  run unit --lib --bins -- --test-threads "$threads"
+  run doc --doc
+  run cli --test cli -- --test-threads "$threads"
+fi
+if [ "$what" = all ] || [ "$what" = db ]; then
+  for backend in sqlite postgres mysql; do
+    run "repositories-$backend" --test repositories -- --test-threads "$threads" "$backend::"
+  done
+fi
+if [ "$what" = all ] || [ "$what" = e2e ]; then
+  run e2e --test it -- --test-threads "$threads"
+fi
+
+echo
+echo "==> summary (tests passed per suite and backend)"
+for f in "$log"/*.txt; do
+  name=$(basename "$f" .txt)
+  total=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$f" | awk '{s+=$4} END {print s+0}')
+  line="    $(printf '%-24s' "$name") $total passed"
+  if [ "$name" = e2e ]; then
+    for backend in sqlite postgres mysql; do
+      n=$(grep -Ec "^test .*\b$backend::.* ok$" "$f" || true)
+      line="$line | $backend: $n"
+    done
+  fi
+  echo "$line"
+done
