@@ -2,15 +2,20 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use domain::InvalidInput;
 use serde::Serialize;
+use serde_json::json;
+use usecase::auth::AuthError;
+
+use crate::context;
 
 /// Every error body: `{"error_type", "user_message", "retry_available", "detail"?, "request_id"}`.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody {
     /// Stable machine-readable code.
     pub error_type: &'static str,
-    /// A sentence for people.
+    /// A sentence for people (Japanese when `Accept-Language` prefers it).
     pub user_message: String,
     /// Whether repeating the same request later may succeed.
     pub retry_available: bool,
@@ -21,45 +26,197 @@ pub struct ErrorBody {
     pub request_id: String,
 }
 
-/// Every failure a handler can answer with.
+/// Every failure a handler can answer with. Each variant's status is in [`ResponseError::status_code`].
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// 400: the body is not well-formed (bad JSON syntax, bad encoding).
+    #[error("the request is malformed: {0}")]
+    Malformed(String),
+    /// 422: well-formed but invalid (wrong type, missing field, a broken limit).
+    #[error("the request is invalid: {message}")]
+    Validation {
+        /// What is wrong, in words.
+        message: String,
+        /// Which field, when known.
+        field: Option<String>,
+    },
+    /// 401 with `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// 403: the resource is visible but not the caller's to change.
+    #[error("you are not allowed to do this")]
+    Forbidden,
     /// 404: no such route or resource (also: a resource of another user).
     #[error("{0} not found")]
     NotFound(&'static str),
-    /// 503: the database does not answer; `Retry-After` says when to try again.
+    /// 405.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: conflicts with existing data.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// 413: the body exceeds the configured limit.
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    /// 415: the body's content type is not accepted here.
+    #[error("unsupported content type")]
+    UnsupportedMediaType,
+    /// 429 with `Retry-After`.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until the next request is allowed.
+        retry_after_secs: u64,
+    },
+    /// 503 with `Retry-After`: a dependency (the database) is unavailable.
     #[error("the service is temporarily unavailable")]
     Unavailable {
         /// Seconds until a retry makes sense.
         retry_after_secs: u64,
     },
-    /// 500: anything unexpected. The cause is logged here, never sent.
+    /// 500: anything unexpected. The cause is logged where it is mapped, never sent.
     #[error("internal error")]
     Internal,
 }
 
 impl ApiError {
+    /// The envelope error for a bare status (used for actix's own error responses).
+    #[must_use]
+    pub fn from_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            400 => Self::Malformed("bad request".into()),
+            401 => Self::Unauthenticated("authentication required"),
+            403 => Self::Forbidden,
+            404 => Self::NotFound("route"),
+            405 => Self::MethodNotAllowed,
+            409 => Self::Conflict("conflict"),
+            413 => Self::PayloadTooLarge,
+            415 => Self::UnsupportedMediaType,
+            422 => Self::Validation {
+                message: "invalid request".into(),
+                field: None,
+            },
+            429 => Self::RateLimited {
+                retry_after_secs: 60,
+            },
+            503 => Self::Unavailable {
+                retry_after_secs: 5,
+            },
+            _ => Self::Internal,
+        }
+    }
+
     const fn error_type(&self) -> &'static str {
         match self {
+            Self::Malformed(_) => "malformed_request",
+            Self::Validation { .. } => "validation_error",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } => "service_unavailable",
             Self::Internal => "internal_error",
         }
     }
 
     const fn retry_available(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::Internal)
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::Unavailable { .. } | Self::Internal
+        )
     }
 
-    /// The envelope for this error.
+    fn japanese(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "リクエストの形式が正しくありません。",
+            Self::Validation { .. } => "入力データが無効です。",
+            Self::Unauthenticated(_) => "認証が必要です。再度ログインしてください。",
+            Self::Forbidden => "この操作は許可されていません。",
+            Self::NotFound(_) => "見つかりません。",
+            Self::MethodNotAllowed => "このメソッドは使用できません。",
+            Self::Conflict(_) => "既存のデータと競合しています。",
+            Self::PayloadTooLarge => "リクエストが大きすぎます。",
+            Self::UnsupportedMediaType => "サポートされていない形式です。",
+            Self::RateLimited { .. } => {
+                "リクエストが多すぎます。しばらく待ってから再試行してください。"
+            }
+            Self::Unavailable { .. } => {
+                "サービスが一時的に利用できません。しばらく待ってから再試行してください。"
+            }
+            Self::Internal => {
+                "予期しないエラーが発生しました。問題が続く場合はサポートにお問い合わせください。"
+            }
+        }
+    }
+
+    fn detail(&self) -> Option<serde_json::Value> {
+        match self {
+            Self::Validation {
+                message,
+                field: Some(field),
+            } => Some(json!({ "field": field, "problem": message })),
+            Self::Validation {
+                message,
+                field: None,
+            }
+            | Self::Malformed(message) => Some(json!({ "problem": message })),
+            _ => None,
+        }
+    }
+
+    /// The envelope for this error in the current request's context.
     #[must_use]
-    pub fn body(&self, request_id: String) -> ErrorBody {
+    pub fn body(&self) -> ErrorBody {
+        let ctx = context::current();
+        let japanese = ctx.as_ref().is_some_and(|c| c.japanese);
         ErrorBody {
             error_type: self.error_type(),
-            user_message: self.to_string(),
+            user_message: if japanese {
+                self.japanese().to_owned()
+            } else {
+                self.to_string()
+            },
             retry_available: self.retry_available(),
-            detail: None,
-            request_id,
+            detail: self.detail(),
+            request_id: ctx.map_or_else(|| uuid::Uuid::new_v4().to_string(), |c| c.id),
+        }
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        Self::Validation {
+            message: e.to_string(),
+            field: Some(e.field.to_owned()),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::UsernameTaken => Self::Conflict("username is already taken"),
+            AuthError::InvalidCredentials => {
+                Self::Unauthenticated("incorrect username or password")
+            }
+            AuthError::Unauthenticated => Self::Unauthenticated("invalid or expired credentials"),
+            AuthError::RefreshTokenReused => {
+                Self::Unauthenticated("refresh token reuse detected; please log in again")
+            }
+            AuthError::ApiKeyNotFound => Self::NotFound("API key"),
+            AuthError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "storage unavailable");
+                Self::Unavailable {
+                    retry_after_secs: 5,
+                }
+            }
+            AuthError::Internal(cause) => {
+                tracing::error!(error = %cause, "auth failure");
+                Self::Internal
+            }
         }
     }
 }
@@ -67,7 +224,16 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,17 +241,50 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if let Self::Unavailable { retry_after_secs } = self {
-            response.insert_header((header::RETRY_AFTER, *retry_after_secs));
+        match self {
+            Self::Unavailable { retry_after_secs } | Self::RateLimited { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, *retry_after_secs));
+            }
+            Self::Unauthenticated(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            _ => {}
         }
-        response.json(self.body(uuid_like_request_id()))
+        response.json(self.body())
     }
 }
 
-/// A request id for responses produced outside a request scope. Replaced by the request-id
-/// middleware's value in issue 2/8.
-fn uuid_like_request_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("req-{:016x}", N.fetch_add(1, Ordering::Relaxed))
+/// Error handler for `web::Json`: syntax → 400, wrong shape → 422, size → 413, type → 415.
+pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    match err {
+        E::Overflow { .. } | E::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
+        E::ContentType => ApiError::UnsupportedMediaType,
+        E::Deserialize(e) if e.is_data() => ApiError::Validation {
+            message: e.to_string(),
+            field: None,
+        },
+        E::Deserialize(e) => ApiError::Malformed(e.to_string()),
+        E::Payload(actix_web::error::PayloadError::Overflow) => ApiError::PayloadTooLarge,
+        other => ApiError::Malformed(other.to_string()),
+    }
+    .into()
+}
+
+/// Error handler for `web::Query`: 422.
+pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::Validation {
+        message: err.to_string(),
+        field: None,
+    }
+    .into()
+}
+
+/// Error handler for `web::Path`: 422 (e.g. a malformed UUID).
+pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::Validation {
+        message: err.to_string(),
+        field: Some("path".to_owned()),
+    }
+    .into()
 }

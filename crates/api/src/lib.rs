@@ -4,24 +4,51 @@
 //! generic over the use-case ports they need, so tests can drive them with fakes; this crate
 //! never names a database or provider type.
 
+pub mod auth;
+pub mod context;
 pub mod error;
 pub mod health;
 
 use actix_web::web;
+use usecase::auth::AuthUseCase;
 use usecase::ports::HealthCheck;
 
+pub use auth::AuthRateLimits;
 pub use error::{ApiError, ErrorBody};
 
+/// Extractor configuration that turns every malformed input into the error envelope.
+pub fn extractor_config(
+    body_limit: usize,
+) -> (
+    web::JsonConfig,
+    web::QueryConfig,
+    web::PathConfig,
+    web::PayloadConfig,
+) {
+    (
+        web::JsonConfig::default()
+            .limit(body_limit)
+            .error_handler(error::json_error),
+        web::QueryConfig::default().error_handler(error::query_error),
+        web::PathConfig::default().error_handler(error::path_error),
+        web::PayloadConfig::new(body_limit),
+    )
+}
+
 /// Registers every route under `/api/v1`.
-pub fn configure<H: HealthCheck>(cfg: &mut web::ServiceConfig) {
+pub fn configure<H: HealthCheck, A: AuthUseCase>(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
             .route("/health", web::get().to(health::health))
-            .route("/ready", web::get().to(health::ready::<H>)),
+            .route("/ready", web::get().to(health::ready::<H>))
+            .configure(auth::routes::<A>),
     );
 }
 
 /// Answers unknown routes with the 404 envelope instead of actix's empty body.
+///
+/// # Errors
+/// Always: [`ApiError::NotFound`].
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound("route"))
 }
@@ -38,7 +65,7 @@ mod tests {
         let app = test::init_service(
             App::new()
                 .app_data(web::Data::new(InMemoryStore::new()))
-                .configure(configure::<InMemoryStore>),
+                .route("/api/v1/health", web::get().to(health::health)),
         )
         .await;
         let body: serde_json::Value = test::call_and_read_body_json(
@@ -51,14 +78,28 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn unknown_routes_get_the_json_envelope() {
-        let app = test::init_service(App::new().default_service(web::to(not_found))).await;
-        let response =
-            test::call_service(&app, test::TestRequest::get().uri("/nope").to_request()).await;
+    async fn unknown_routes_get_the_json_envelope_with_the_request_id() {
+        let app = test::init_service(
+            App::new()
+                .wrap(actix_web::middleware::from_fn(context::request_context))
+                .default_service(web::to(not_found)),
+        )
+        .await;
+        let response = test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri("/nope")
+                .insert_header(("x-request-id", "trace-42"))
+                .insert_header(("accept-language", "ja,en;q=0.5"))
+                .to_request(),
+        )
+        .await;
         assert_eq!(response.status(), 404);
+        assert_eq!(response.headers().get("x-request-id").unwrap(), "trace-42");
         let body: serde_json::Value = test::read_body_json(response).await;
         assert_eq!(body["error_type"], "not_found");
         assert_eq!(body["retry_available"], false);
-        assert!(body["request_id"].is_string());
+        assert_eq!(body["request_id"], "trace-42");
+        assert_eq!(body["user_message"], "見つかりません。");
     }
 }

@@ -1,9 +1,11 @@
 //! sea-orm entities, one per table of `migration`. Private to this crate: no entity crosses
 //! into the use-case layer.
 
+pub(crate) mod api_keys;
 pub(crate) mod chats;
 pub(crate) mod generations;
 pub(crate) mod messages;
 pub(crate) mod models;
 pub(crate) mod prompt_templates;
+pub(crate) mod refresh_tokens;
 pub(crate) mod users;

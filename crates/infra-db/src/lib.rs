@@ -14,6 +14,7 @@
 
 mod chats;
 mod convert;
+mod credentials;
 mod entity;
 mod error;
 mod models;

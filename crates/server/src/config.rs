@@ -22,6 +22,38 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Accounts and tokens.
+    pub auth: AuthSettings,
+}
+
+/// The example JWT secret shipped in `config/default.toml`.
+pub const EXAMPLE_JWT_SECRET: &str = "arbor-example-secret-change-me-0123456789";
+
+/// Accounts and tokens.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 signing secret.
+    #[serde(serialize_with = "serialize_secret")]
+    pub jwt_secret: SecretString,
+    /// Access token lifetime.
+    pub access_token_ttl_secs: u64,
+    /// Refresh token lifetime.
+    pub refresh_token_ttl_secs: u64,
+    /// argon2id memory cost in KiB.
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations.
+    pub argon2_iterations: u32,
+    /// argon2id lanes.
+    pub argon2_parallelism: u32,
+    /// Concurrent password hashes; 0 = cores − 1 (at least 1).
+    pub hash_concurrency: usize,
+    /// Logins per client IP and username per window.
+    pub login_per_window: u32,
+    /// Registrations per client IP per window.
+    pub register_per_window: u32,
+    /// The rate-limit window.
+    pub rate_limit_window_secs: u64,
 }
 
 fn default_env() -> String {
@@ -196,6 +228,39 @@ impl Settings {
         if self.server.workers > 1_024 {
             return invalid("server.workers", "must be at most 1024 (0 = one per core)");
         }
+        let secret = self.auth.jwt_secret.expose_secret();
+        if secret.is_empty() {
+            return invalid("auth.jwt_secret", "must not be empty");
+        }
+        if self.env != "development" && self.env != "test" {
+            if secret.len() < 32 {
+                return invalid(
+                    "auth.jwt_secret",
+                    "must be at least 32 bytes outside development",
+                );
+            }
+            if secret == EXAMPLE_JWT_SECRET {
+                return invalid(
+                    "auth.jwt_secret",
+                    "is the shipped example; set ARBOR__AUTH__JWT_SECRET outside development",
+                );
+            }
+        }
+        if self.auth.access_token_ttl_secs == 0 || self.auth.refresh_token_ttl_secs == 0 {
+            return invalid(
+                "auth.access_token_ttl_secs",
+                "token lifetimes must be at least 1 second",
+            );
+        }
+        if self.auth.argon2_memory_kib < 8 * self.auth.argon2_parallelism.max(1)
+            || self.auth.argon2_iterations == 0
+            || self.auth.argon2_parallelism == 0
+        {
+            return invalid("auth.argon2_memory_kib", "argon2 costs are out of range");
+        }
+        if self.auth.rate_limit_window_secs == 0 {
+            return invalid("auth.rate_limit_window_secs", "must be at least 1");
+        }
         if self.log.level.trim().is_empty() {
             return invalid("log.level", "must not be empty");
         }
@@ -235,6 +300,24 @@ mod tests {
         s.database.url = SecretString::from("postgres://u:hunter2@db/arbor");
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn outside_development_the_example_or_a_short_jwt_secret_is_refused() {
+        let mut s = Settings::default();
+        s.validate().unwrap();
+        s.env = "production".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("auth.jwt_secret"), "{err}");
+        s.auth.jwt_secret = SecretString::from("short");
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("at least 32 bytes")
+        );
+        s.auth.jwt_secret = SecretString::from("x".repeat(32));
+        s.validate().unwrap();
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Loads configuration, builds the adapters, wires them into the use cases and serves
 //! HTTP. The end-to-end tests drive [`startup::Application`] on port 0.
 
+pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod startup;

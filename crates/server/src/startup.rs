@@ -9,12 +9,16 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use infra_db::SeaOrmStore;
 use tracing_actix_web::TracingLogger;
+use usecase::auth::{AuthPolicy, AuthService};
 use usecase::ports::{HealthCheck, RepoError};
 
+use crate::adapters::{Argon2Hasher, JwtCodec, SystemClock, UuidV7Ids};
 use crate::config::Settings;
 
 /// The storage adapter this binary uses.
 pub type Store = SeaOrmStore;
+/// The auth use case with its concrete adapters.
+pub type Auth = AuthService<Store, Argon2Hasher, JwtCodec, SystemClock, UuidV7Ids>;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,9 @@ pub enum StartupError {
     /// Migrations failed for a reason other than an unreachable database.
     #[error("database migration failed")]
     Migration(#[source] RepoError),
+    /// The password hasher or token codec rejected its configuration.
+    #[error("invalid auth configuration")]
+    Crypto(#[from] usecase::auth::CryptoError),
     /// The listener could not be bound.
     #[error("cannot listen on {address}")]
     Bind {
@@ -113,6 +120,41 @@ impl Application {
             store: store.clone(),
             migrated,
         });
+        let a = &settings.auth;
+        let concurrency = if a.hash_concurrency == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+        } else {
+            a.hash_concurrency
+        };
+        let auth = web::Data::new(Auth::new(
+            store.clone(),
+            Argon2Hasher::new(
+                a.argon2_memory_kib,
+                a.argon2_iterations,
+                a.argon2_parallelism,
+                concurrency,
+            )?,
+            JwtCodec::new(&a.jwt_secret, Duration::from_secs(a.access_token_ttl_secs))?,
+            SystemClock,
+            UuidV7Ids,
+            AuthPolicy {
+                refresh_ttl_secs: i64::try_from(a.refresh_token_ttl_secs).unwrap_or(i64::MAX),
+            },
+        ));
+        let window = Duration::from_secs(a.rate_limit_window_secs);
+        let rate_limits = web::Data::new(api::AuthRateLimits::new(
+            a.login_per_window,
+            a.register_per_window,
+            window,
+        ));
+        let shrink = rate_limits.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(window.max(Duration::from_secs(10)));
+            loop {
+                tick.tick().await;
+                shrink.shrink();
+            }
+        });
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
@@ -125,12 +167,20 @@ impl Application {
             .port();
         let body_limit = settings.server.body_limit_bytes;
         let mut server = HttpServer::new(move || {
+            let (json, query, path, payload) = api::extractor_config(body_limit);
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    api::context::request_context,
+                ))
                 .wrap(TracingLogger::default())
-                .app_data(web::JsonConfig::default().limit(body_limit))
-                .app_data(web::PayloadConfig::new(body_limit))
+                .app_data(json)
+                .app_data(query)
+                .app_data(path)
+                .app_data(payload)
                 .app_data(readiness.clone())
-                .configure(api::configure::<Readiness>)
+                .app_data(auth.clone())
+                .app_data(rate_limits.clone())
+                .configure(api::configure::<Readiness, Auth>)
                 .default_service(web::to(api::not_found))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs);

@@ -1,0 +1,405 @@
+//! Accounts and authentication routes, the bearer extractor, and login/register rate limits.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use domain::{ApiKeyId, Password, User, UserId, Username, limits};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use usecase::auth::{ApiKeyRecord, AuthUseCase, TokenPair};
+
+use crate::error::ApiError;
+
+/// The authenticated caller. Generic over the auth use case so tests can plug a fake.
+#[derive(Debug)]
+pub struct CurrentUser<A> {
+    /// Who is calling.
+    pub user: User,
+    marker: PhantomData<fn() -> A>,
+}
+
+impl<A> CurrentUser<A> {
+    /// The caller's id.
+    #[must_use]
+    pub const fn id(&self) -> UserId {
+        self.user.id
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthenticated("not authenticated"))?
+        .to_str()
+        .map_err(|_| ApiError::Unauthenticated("invalid or expired credentials"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(ApiError::Unauthenticated("invalid or expired credentials"))?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > 4_096 {
+        return Err(ApiError::Unauthenticated("invalid or expired credentials"));
+    }
+    Ok(token.to_owned())
+}
+
+impl<A: AuthUseCase> FromRequest for CurrentUser<A> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let token = bearer(req);
+        let auth = req.app_data::<web::Data<A>>().cloned();
+        Box::pin(async move {
+            let token = token?;
+            let auth = auth.ok_or_else(|| {
+                tracing::error!("auth use case not registered");
+                ApiError::Internal
+            })?;
+            let user = auth.authenticate(&token).await?;
+            Ok(Self {
+                user,
+                marker: PhantomData,
+            })
+        })
+    }
+}
+
+/// Limits on how often anonymous clients may log in and register.
+#[derive(Debug, Clone)]
+pub struct AuthRateLimits {
+    login: Arc<DefaultKeyedRateLimiter<String>>,
+    register: Arc<DefaultKeyedRateLimiter<String>>,
+}
+
+fn quota(per_window: u32, window: Duration) -> Quota {
+    let n = NonZeroU32::new(per_window.max(1)).unwrap_or(NonZeroU32::MIN);
+    let period = window / n.get();
+    Quota::with_period(period.max(Duration::from_millis(1)))
+        .unwrap_or_else(|| Quota::per_minute(n))
+        .allow_burst(n)
+}
+
+impl AuthRateLimits {
+    /// `login` attempts per client IP and username, `register` attempts per client IP, each
+    /// per `window`.
+    #[must_use]
+    pub fn new(login: u32, register: u32, window: Duration) -> Self {
+        Self {
+            login: Arc::new(RateLimiter::keyed(quota(login, window))),
+            register: Arc::new(RateLimiter::keyed(quota(register, window))),
+        }
+    }
+
+    /// Forgets idle keys so memory stays bounded (call periodically).
+    pub fn shrink(&self) {
+        for limiter in [&self.login, &self.register] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    fn check(limiter: &DefaultKeyedRateLimiter<String>, key: String) -> Result<(), ApiError> {
+        limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited {
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            }
+        })
+    }
+}
+
+fn client_ip(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| normalise(a.ip()).to_string())
+}
+
+fn normalise(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct FormCredentials {
+    username: String,
+    password: String,
+    #[serde(default)]
+    grant_type: Option<String>,
+}
+
+/// `{uuid, username, created_at}`.
+#[derive(Debug, Serialize)]
+pub struct UserResponse {
+    uuid: String,
+    username: String,
+    created_at: String,
+}
+
+impl From<&User> for UserResponse {
+    fn from(u: &User) -> Self {
+        Self {
+            uuid: u.id.to_string(),
+            username: u.username.as_str().to_owned(),
+            created_at: u.created_at.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    refresh_token: String,
+}
+
+impl From<TokenPair> for TokenResponse {
+    fn from(p: TokenPair) -> Self {
+        Self {
+            access_token: p.access.token,
+            token_type: "bearer",
+            expires_in: p.access.expires_in,
+            refresh_token: p.refresh_token,
+        }
+    }
+}
+
+fn parse_credentials(username: String, password: String) -> Result<(Username, Password), ApiError> {
+    Ok((Username::parse(username)?, Password::parse(password)?))
+}
+
+/// `POST /api/v1/users`.
+async fn register<A: AuthUseCase>(
+    req: HttpRequest,
+    auth: web::Data<A>,
+    limits: web::Data<AuthRateLimits>,
+    body: web::Json<Credentials>,
+) -> Result<HttpResponse, ApiError> {
+    AuthRateLimits::check(&limits.register, client_ip(&req))?;
+    let body = body.into_inner();
+    let (username, password) = parse_credentials(body.username, body.password)?;
+    let user = auth.register(username, password).await?;
+    Ok(HttpResponse::Created().json(UserResponse::from(&user)))
+}
+
+/// `POST /api/v1/auth/login`: JSON `{username, password}` or the OAuth2 password form.
+async fn login<A: AuthUseCase>(
+    req: HttpRequest,
+    auth: web::Data<A>,
+    limits: web::Data<AuthRateLimits>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let (username, password) = if content_type.starts_with("application/x-www-form-urlencoded") {
+        let form: FormCredentials =
+            serde_urlencoded::from_bytes(&body).map_err(|e| ApiError::Validation {
+                message: e.to_string(),
+                field: None,
+            })?;
+        if form.grant_type.as_deref().is_some_and(|g| g != "password") {
+            return Err(ApiError::Validation {
+                message: "grant_type must be \"password\"".into(),
+                field: Some("grant_type".into()),
+            });
+        }
+        (form.username, form.password)
+    } else if content_type.starts_with("application/json") {
+        let json: Credentials = serde_json::from_slice(&body).map_err(|e| {
+            if e.is_data() {
+                ApiError::Validation {
+                    message: e.to_string(),
+                    field: None,
+                }
+            } else {
+                ApiError::Malformed(e.to_string())
+            }
+        })?;
+        (json.username, json.password)
+    } else {
+        return Err(ApiError::UnsupportedMediaType);
+    };
+    // Checked before parsing, so a flood of malformed names is limited too.
+    let key = format!(
+        "{}|{}",
+        client_ip(&req),
+        username
+            .chars()
+            .take(limits::USERNAME_MAX + 1)
+            .collect::<String>()
+            .to_ascii_lowercase()
+    );
+    AuthRateLimits::check(&limits.login, key)?;
+    // Names and passwords that break the rules cannot belong to anyone: same 401 as a
+    // wrong password, so the rules do not leak which accounts exist.
+    let Ok((username, password)) = parse_credentials(username, password) else {
+        return Err(ApiError::Unauthenticated("incorrect username or password"));
+    };
+    let tokens = auth.login(username, password).await?;
+    Ok(HttpResponse::Ok().json(TokenResponse::from(tokens)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// `POST /api/v1/auth/refresh`.
+async fn refresh<A: AuthUseCase>(
+    auth: web::Data<A>,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let token = body.into_inner().refresh_token;
+    if token.is_empty() || token.len() > 512 {
+        return Err(ApiError::Unauthenticated("invalid or expired credentials"));
+    }
+    let tokens = auth.refresh(&token).await?;
+    Ok(HttpResponse::Ok().json(TokenResponse::from(tokens)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogoutRequest {
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// `POST /api/v1/auth/logout`: revokes the given refresh token, or all with `{"all": true}`.
+async fn logout<A: AuthUseCase>(
+    auth: web::Data<A>,
+    caller: CurrentUser<A>,
+    body: Option<web::Json<LogoutRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.map(web::Json::into_inner).unwrap_or_default();
+    if !body.all && body.refresh_token.is_none() {
+        return Err(ApiError::Validation {
+            message: "give refresh_token, or all: true".into(),
+            field: Some("refresh_token".into()),
+        });
+    }
+    auth.logout(caller.id(), body.refresh_token.as_deref(), body.all)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /api/v1/auth/me`.
+async fn me<A: AuthUseCase>(caller: CurrentUser<A>) -> HttpResponse {
+    HttpResponse::Ok().json(UserResponse::from(&caller.user))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewApiKey {
+    name: String,
+}
+
+#[derive(Serialize)]
+struct ApiKeyResponse {
+    id: String,
+    name: String,
+    prefix: String,
+    created_at: String,
+    last_used_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+impl ApiKeyResponse {
+    fn new(r: ApiKeyRecord, key: Option<String>) -> Self {
+        Self {
+            id: r.id.to_string(),
+            name: r.name,
+            prefix: r.prefix,
+            created_at: r.created_at.to_string(),
+            last_used_at: r.last_used_at.map(|t| t.to_string()),
+            key,
+        }
+    }
+}
+
+/// `POST /api/v1/auth/api-keys`: the full key is in this response only.
+async fn create_api_key<A: AuthUseCase>(
+    auth: web::Data<A>,
+    caller: CurrentUser<A>,
+    body: web::Json<NewApiKey>,
+) -> Result<HttpResponse, ApiError> {
+    let name = body.into_inner().name;
+    let len = name.chars().count();
+    if name.trim().is_empty()
+        || len > limits::API_KEY_NAME_MAX
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::Validation {
+            message: format!(
+                "name must be 1–{} printable characters",
+                limits::API_KEY_NAME_MAX
+            ),
+            field: Some("name".into()),
+        });
+    }
+    let issued = auth.create_api_key(caller.id(), name).await?;
+    Ok(HttpResponse::Created().json(ApiKeyResponse::new(issued.record, Some(issued.key))))
+}
+
+/// `GET /api/v1/auth/api-keys`.
+async fn list_api_keys<A: AuthUseCase>(
+    auth: web::Data<A>,
+    caller: CurrentUser<A>,
+) -> Result<HttpResponse, ApiError> {
+    let keys = auth.list_api_keys(caller.id()).await?;
+    Ok(HttpResponse::Ok().json(
+        keys.into_iter()
+            .map(|k| ApiKeyResponse::new(k, None))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `DELETE /api/v1/auth/api-keys/{id}`.
+async fn revoke_api_key<A: AuthUseCase>(
+    auth: web::Data<A>,
+    caller: CurrentUser<A>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: ApiKeyId = id.parse().map_err(|_| ApiError::Validation {
+        message: "not a valid UUID".into(),
+        field: Some("id".into()),
+    })?;
+    auth.revoke_api_key(caller.id(), id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Registers the account routes (inside the `/api/v1` scope).
+pub fn routes<A: AuthUseCase>(cfg: &mut web::ServiceConfig) {
+    cfg.route("/users", web::post().to(register::<A>))
+        .route("/auth/login", web::post().to(login::<A>))
+        .route("/auth/refresh", web::post().to(refresh::<A>))
+        .route("/auth/logout", web::post().to(logout::<A>))
+        .route("/auth/me", web::get().to(me::<A>))
+        .route("/auth/api-keys", web::post().to(create_api_key::<A>))
+        .route("/auth/api-keys", web::get().to(list_api_keys::<A>))
+        .route("/auth/api-keys/{id}", web::delete().to(revoke_api_key::<A>));
+}

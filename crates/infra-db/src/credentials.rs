@@ -1,0 +1,192 @@
+//! [`CredentialRepository`] on sea-orm: refresh tokens (rotation, reuse detection) and API keys.
+
+use domain::{ApiKeyId, Timestamp, UserId};
+use sea_orm::prelude::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use usecase::auth::{
+    ApiKeyRecord, CredentialRepository, RefreshSuccessor, RefreshTokenRecord, Rotation,
+};
+use usecase::ports::{Entity, RepoError};
+
+use crate::SeaOrmStore;
+use crate::convert::{ts, uuid};
+use crate::entity::{api_keys, refresh_tokens};
+use crate::error::{classify, to_repo_error};
+
+fn to_key(row: api_keys::Model) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: ApiKeyId::from_u128(row.id.as_u128()),
+        user_id: UserId::from_u128(row.user_id.as_u128()),
+        name: row.name,
+        prefix: row.prefix,
+        key_hash: row.key_hash,
+        created_at: Timestamp::from_unix_micros(row.created_at),
+        last_used_at: row.last_used_at.map(Timestamp::from_unix_micros),
+    }
+}
+
+impl CredentialRepository for SeaOrmStore {
+    async fn store_refresh_token(&self, r: RefreshTokenRecord) -> Result<(), RepoError> {
+        refresh_tokens::ActiveModel {
+            id: Set(uuid(r.id.as_u128())),
+            user_id: Set(uuid(r.user_id.as_u128())),
+            family_id: Set(uuid(r.family_id.as_u128())),
+            token_hash: Set(r.token_hash),
+            created_at: Set(ts(r.created_at)),
+            expires_at: Set(ts(r.expires_at)),
+            used_at: Set(None),
+            revoked_at: Set(None),
+        }
+        .insert(&self.write)
+        .await
+        .map_err(|e| classify(e, "refresh token collision", Entity::User))?;
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        hash: &str,
+        successor: RefreshSuccessor,
+        now: Timestamp,
+    ) -> Result<Rotation, RepoError> {
+        let txn = self.begin_write().await?;
+        let mut query =
+            refresh_tokens::Entity::find().filter(refresh_tokens::Column::TokenHash.eq(hash));
+        if self.locks_rows() {
+            query = query.lock_exclusive();
+        }
+        let Some(row) = query.one(&txn).await.map_err(to_repo_error)? else {
+            return Ok(Rotation::Unknown);
+        };
+        if row.used_at.is_some() || row.revoked_at.is_some() {
+            refresh_tokens::Entity::update_many()
+                .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(ts(now)))
+                .filter(refresh_tokens::Column::FamilyId.eq(row.family_id))
+                .filter(refresh_tokens::Column::RevokedAt.is_null())
+                .exec(&txn)
+                .await
+                .map_err(to_repo_error)?;
+            txn.commit().await.map_err(to_repo_error)?;
+            return Ok(Rotation::Reused);
+        }
+        if row.expires_at <= ts(now) {
+            return Ok(Rotation::Expired);
+        }
+        refresh_tokens::Entity::update_many()
+            .col_expr(refresh_tokens::Column::UsedAt, Expr::value(ts(now)))
+            .filter(refresh_tokens::Column::Id.eq(row.id))
+            .exec(&txn)
+            .await
+            .map_err(to_repo_error)?;
+        refresh_tokens::ActiveModel {
+            id: Set(uuid(successor.id.as_u128())),
+            user_id: Set(row.user_id),
+            family_id: Set(row.family_id),
+            token_hash: Set(successor.token_hash),
+            created_at: Set(ts(successor.created_at)),
+            expires_at: Set(ts(successor.expires_at)),
+            used_at: Set(None),
+            revoked_at: Set(None),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| classify(e, "refresh token collision", Entity::User))?;
+        txn.commit().await.map_err(to_repo_error)?;
+        Ok(Rotation::Rotated(UserId::from_u128(row.user_id.as_u128())))
+    }
+
+    async fn revoke_refresh_tokens(
+        &self,
+        user: UserId,
+        hash: Option<&str>,
+        now: Timestamp,
+    ) -> Result<u64, RepoError> {
+        let mut update = refresh_tokens::Entity::update_many()
+            .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(ts(now)))
+            .filter(refresh_tokens::Column::UserId.eq(uuid(user.as_u128())))
+            .filter(refresh_tokens::Column::RevokedAt.is_null());
+        if let Some(hash) = hash {
+            update = update.filter(refresh_tokens::Column::TokenHash.eq(hash));
+        }
+        let result = update.exec(&self.write).await.map_err(to_repo_error)?;
+        Ok(result.rows_affected)
+    }
+
+    async fn create_api_key(&self, key: ApiKeyRecord) -> Result<(), RepoError> {
+        api_keys::ActiveModel {
+            id: Set(uuid(key.id.as_u128())),
+            user_id: Set(uuid(key.user_id.as_u128())),
+            name: Set(key.name),
+            prefix: Set(key.prefix),
+            key_hash: Set(key.key_hash),
+            created_at: Set(ts(key.created_at)),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+        }
+        .insert(&self.write)
+        .await
+        .map_err(|e| classify(e, "API key prefix collision", Entity::User))?;
+        Ok(())
+    }
+
+    async fn list_api_keys(&self, user: UserId) -> Result<Vec<ApiKeyRecord>, RepoError> {
+        Ok(api_keys::Entity::find()
+            .filter(api_keys::Column::UserId.eq(uuid(user.as_u128())))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .order_by_desc(api_keys::Column::CreatedAt)
+            .all(&self.read)
+            .await
+            .map_err(to_repo_error)?
+            .into_iter()
+            .map(to_key)
+            .collect())
+    }
+
+    async fn revoke_api_key(
+        &self,
+        user: UserId,
+        id: ApiKeyId,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        let result = api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::RevokedAt, Expr::value(ts(now)))
+            .filter(api_keys::Column::Id.eq(uuid(id.as_u128())))
+            .filter(api_keys::Column::UserId.eq(uuid(user.as_u128())))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .exec(&self.write)
+            .await
+            .map_err(to_repo_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound(Entity::User));
+        }
+        Ok(())
+    }
+
+    async fn use_api_key(
+        &self,
+        prefix: &str,
+        now: Timestamp,
+    ) -> Result<Option<ApiKeyRecord>, RepoError> {
+        let Some(row) = api_keys::Entity::find()
+            .filter(api_keys::Column::Prefix.eq(prefix))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .one(&self.read)
+            .await
+            .map_err(to_repo_error)?
+        else {
+            return Ok(None);
+        };
+        // Last-use bookkeeping is best effort and at most once a minute per key, so API-key
+        // traffic does not turn every read into a write.
+        if row.last_used_at.is_none_or(|t| ts(now) - t > 60_000_000) {
+            let _ = api_keys::Entity::update_many()
+                .col_expr(api_keys::Column::LastUsedAt, Expr::value(ts(now)))
+                .filter(api_keys::Column::Id.eq(row.id))
+                .exec(&self.write)
+                .await;
+        }
+        Ok(Some(to_key(row)))
+    }
+}

@@ -1,0 +1,594 @@
+//! Accounts and authentication: registration, password login, rotating refresh tokens,
+//! personal API keys, and resolving a bearer credential to a user.
+//!
+//! Secrets at rest are digests only (refresh tokens, API keys) or password hashes; digests
+//! are compared with `constant_time_eq`.
+
+use std::fmt;
+
+use domain::{ApiKeyId, Password, Timestamp, TokenId, User, UserId, Username};
+
+use crate::ports::{BoxError, Clock, IdGenerator, NewUser, RepoError, UserRepository};
+
+/// Prefix of every personal API key, so they are recognisable (and scannable) in the wild.
+pub const API_KEY_PREFIX: &str = "arb_";
+/// Length of the public lookup part of an API key (after [`API_KEY_PREFIX`]).
+pub const API_KEY_LOOKUP_LEN: usize = 12;
+
+/// Failures of the crypto ports.
+#[derive(Debug, thiserror::Error)]
+#[error("cryptographic operation failed")]
+pub struct CryptoError(#[source] pub BoxError);
+
+/// Hashes and verifies passwords (argon2id in production).
+pub trait PasswordHasher: Send + Sync + 'static {
+    /// A PHC string for `password`. Implementations MUST run the work off the async runtime.
+    ///
+    /// # Errors
+    /// [`CryptoError`].
+    fn hash(&self, password: &Password)
+    -> impl Future<Output = Result<String, CryptoError>> + Send;
+
+    /// Whether `password` matches `hash`. With `hash = None` (unknown user) implementations
+    /// MUST do the same work against a dummy hash and answer `false`, so timing does not
+    /// reveal whether a username exists.
+    ///
+    /// # Errors
+    /// [`CryptoError`].
+    fn verify(
+        &self,
+        password: &Password,
+        hash: Option<&str>,
+    ) -> impl Future<Output = Result<bool, CryptoError>> + Send;
+}
+
+/// A signed, short-lived access token.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    /// The token text.
+    pub token: String,
+    /// Lifetime in seconds.
+    pub expires_in: u64,
+}
+
+/// Why an access token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRejection {
+    /// Signature, algorithm or format is wrong.
+    Invalid,
+    /// Past its expiry.
+    Expired,
+}
+
+/// Issues and checks access tokens, makes random secrets and digests them.
+pub trait TokenCodec: Send + Sync + 'static {
+    /// A signed token for `user`, valid from `now`.
+    ///
+    /// # Errors
+    /// [`CryptoError`].
+    fn issue_access(&self, user: UserId, now: Timestamp) -> Result<AccessToken, CryptoError>;
+
+    /// The user a valid token names.
+    ///
+    /// # Errors
+    /// [`TokenRejection`].
+    fn verify_access(&self, token: &str, now: Timestamp) -> Result<UserId, TokenRejection>;
+
+    /// A new random secret of at least 256 bits, URL-safe.
+    ///
+    /// # Errors
+    /// [`CryptoError`] when the system's randomness fails.
+    fn random_secret(&self) -> Result<String, CryptoError>;
+
+    /// The digest stored in place of a secret (hex SHA-256).
+    fn digest(&self, secret: &str) -> String;
+}
+
+/// A refresh token as stored (digest only).
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRecord {
+    /// Row id.
+    pub id: TokenId,
+    /// Owner.
+    pub user_id: UserId,
+    /// All tokens rotated from one login share a family.
+    pub family_id: TokenId,
+    /// Digest of the token.
+    pub token_hash: String,
+    /// Issue time.
+    pub created_at: Timestamp,
+    /// Expiry.
+    pub expires_at: Timestamp,
+}
+
+/// The token that replaces a presented refresh token (same user and family as that one).
+#[derive(Debug, Clone)]
+pub struct RefreshSuccessor {
+    /// Row id.
+    pub id: TokenId,
+    /// Digest of the new token.
+    pub token_hash: String,
+    /// Issue time.
+    pub created_at: Timestamp,
+    /// Expiry.
+    pub expires_at: Timestamp,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was valid: marked used, and its successor stored. Names the user.
+    Rotated(UserId),
+    /// It had been used or revoked before: the whole family is now revoked (theft).
+    Reused,
+    /// It is past its expiry.
+    Expired,
+    /// No such token.
+    Unknown,
+}
+
+/// A personal API key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Identity.
+    pub id: ApiKeyId,
+    /// Owner.
+    pub user_id: UserId,
+    /// Owner's label.
+    pub name: String,
+    /// Public lookup part, `arb_` + 12 characters.
+    pub prefix: String,
+    /// Digest of the whole key.
+    pub key_hash: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last successful use.
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// Refresh tokens and API keys.
+pub trait CredentialRepository: Send + Sync + 'static {
+    /// Stores a new refresh token.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn store_refresh_token(
+        &self,
+        record: RefreshTokenRecord,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+
+    /// Presents the token with digest `hash`: if valid, marks it used and stores `successor`
+    /// with the presented token's user and family. If it was already used or revoked, revokes its whole family.
+    ///
+    /// Implementations MUST do this in one transaction, so two concurrent presentations of
+    /// one token rotate it at most once.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn rotate_refresh_token(
+        &self,
+        hash: &str,
+        successor: RefreshSuccessor,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Rotation, RepoError>> + Send;
+
+    /// Revokes the token with digest `hash` if it belongs to `user`; `all` revokes every
+    /// refresh token of `user`. Returns how many were revoked.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn revoke_refresh_tokens(
+        &self,
+        user: UserId,
+        hash: Option<&str>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<u64, RepoError>> + Send;
+
+    /// Stores a new API key.
+    ///
+    /// # Errors
+    /// [`RepoError::Conflict`] if the prefix is taken.
+    fn create_api_key(
+        &self,
+        key: ApiKeyRecord,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+
+    /// The user's unrevoked keys, newest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn list_api_keys(
+        &self,
+        user: UserId,
+    ) -> impl Future<Output = Result<Vec<ApiKeyRecord>, RepoError>> + Send;
+
+    /// Revokes one of the user's keys.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] when it is not the user's unrevoked key.
+    fn revoke_api_key(
+        &self,
+        user: UserId,
+        id: ApiKeyId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+
+    /// The unrevoked key with this prefix, and records `now` as its last use.
+    ///
+    /// # Errors
+    /// Storage failures; an unknown prefix is `Ok(None)`.
+    fn use_api_key(
+        &self,
+        prefix: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, RepoError>> + Send;
+}
+
+/// Why an auth operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The username is taken (case-insensitively).
+    #[error("username is already taken")]
+    UsernameTaken,
+    /// Wrong username or password (deliberately not saying which).
+    #[error("incorrect username or password")]
+    InvalidCredentials,
+    /// Missing, malformed, expired, revoked or unknown credential.
+    #[error("invalid or expired credentials")]
+    Unauthenticated,
+    /// A refresh token was presented twice; its family is revoked.
+    #[error("refresh token reuse detected; please log in again")]
+    RefreshTokenReused,
+    /// The API key does not exist.
+    #[error("API key not found")]
+    ApiKeyNotFound,
+    /// The database is unreachable or busy.
+    #[error("storage unavailable")]
+    Unavailable(#[source] RepoError),
+    /// Anything else.
+    #[error("internal failure")]
+    Internal(#[source] BoxError),
+}
+
+impl From<RepoError> for AuthError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::Unavailable(_) => Self::Unavailable(e),
+            other => Self::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<CryptoError> for AuthError {
+    fn from(e: CryptoError) -> Self {
+        Self::Internal(Box::new(e))
+    }
+}
+
+/// Tokens handed out by a login or refresh.
+#[derive(Clone)]
+pub struct TokenPair {
+    /// Short-lived JWT.
+    pub access: AccessToken,
+    /// Opaque, single-use refresh token.
+    pub refresh_token: String,
+}
+
+impl fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenPair(<redacted>)")
+    }
+}
+
+/// A newly created API key: the only time the full key is visible.
+#[derive(Clone)]
+pub struct IssuedApiKey {
+    /// The stored record.
+    pub record: ApiKeyRecord,
+    /// The full key.
+    pub key: String,
+}
+
+impl fmt::Debug for IssuedApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedApiKey")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Inbound port of the auth capability (what the HTTP layer calls).
+pub trait AuthUseCase: Send + Sync + 'static {
+    /// Creates an account.
+    ///
+    /// # Errors
+    /// [`AuthError::UsernameTaken`].
+    fn register(
+        &self,
+        username: Username,
+        password: Password,
+    ) -> impl Future<Output = Result<User, AuthError>> + Send;
+
+    /// Checks a password and issues tokens.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidCredentials`].
+    fn login(
+        &self,
+        username: Username,
+        password: Password,
+    ) -> impl Future<Output = Result<TokenPair, AuthError>> + Send;
+
+    /// Exchanges a refresh token for a new pair (the old one becomes unusable).
+    ///
+    /// # Errors
+    /// [`AuthError::Unauthenticated`], [`AuthError::RefreshTokenReused`].
+    fn refresh(
+        &self,
+        refresh_token: &str,
+    ) -> impl Future<Output = Result<TokenPair, AuthError>> + Send;
+
+    /// Revokes the presented refresh token, or all of the user's.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn logout(
+        &self,
+        user: UserId,
+        refresh_token: Option<&str>,
+        all: bool,
+    ) -> impl Future<Output = Result<u64, AuthError>> + Send;
+
+    /// The user a bearer credential (access token or API key) stands for.
+    ///
+    /// # Errors
+    /// [`AuthError::Unauthenticated`].
+    fn authenticate(&self, bearer: &str) -> impl Future<Output = Result<User, AuthError>> + Send;
+
+    /// Creates a personal API key.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn create_api_key(
+        &self,
+        user: UserId,
+        name: String,
+    ) -> impl Future<Output = Result<IssuedApiKey, AuthError>> + Send;
+
+    /// The user's keys (without secrets).
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn list_api_keys(
+        &self,
+        user: UserId,
+    ) -> impl Future<Output = Result<Vec<ApiKeyRecord>, AuthError>> + Send;
+
+    /// Revokes one of the user's keys.
+    ///
+    /// # Errors
+    /// [`AuthError::ApiKeyNotFound`].
+    fn revoke_api_key(
+        &self,
+        user: UserId,
+        id: ApiKeyId,
+    ) -> impl Future<Output = Result<(), AuthError>> + Send;
+}
+
+/// Lifetimes of issued credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthPolicy {
+    /// Refresh token lifetime in seconds.
+    pub refresh_ttl_secs: i64,
+}
+
+/// The canonical [`AuthUseCase`].
+#[derive(Debug)]
+pub struct AuthService<R, H, T, C, I> {
+    repo: R,
+    hasher: H,
+    tokens: T,
+    clock: C,
+    ids: I,
+    policy: AuthPolicy,
+}
+
+impl<R, H, T, C, I> AuthService<R, H, T, C, I> {
+    /// Wires the service.
+    pub const fn new(repo: R, hasher: H, tokens: T, clock: C, ids: I, policy: AuthPolicy) -> Self {
+        Self {
+            repo,
+            hasher,
+            tokens,
+            clock,
+            ids,
+            policy,
+        }
+    }
+}
+
+impl<R, H, T, C, I> AuthService<R, H, T, C, I>
+where
+    R: UserRepository + CredentialRepository,
+    H: PasswordHasher,
+    T: TokenCodec,
+    C: Clock,
+    I: IdGenerator,
+{
+    fn successor(&self, secret: &str) -> RefreshSuccessor {
+        let now = self.clock.now();
+        RefreshSuccessor {
+            id: TokenId::from_u128(self.ids.next_id()),
+            token_hash: self.tokens.digest(secret),
+            created_at: now,
+            expires_at: now.plus_micros(self.policy.refresh_ttl_secs.saturating_mul(1_000_000)),
+        }
+    }
+
+    async fn issue_pair(&self, user: UserId, family: TokenId) -> Result<TokenPair, AuthError> {
+        let refresh_token = format!("art_{}", self.tokens.random_secret()?);
+        let next = self.successor(&refresh_token);
+        self.repo
+            .store_refresh_token(RefreshTokenRecord {
+                id: next.id,
+                user_id: user,
+                family_id: family,
+                token_hash: next.token_hash,
+                created_at: next.created_at,
+                expires_at: next.expires_at,
+            })
+            .await?;
+        Ok(TokenPair {
+            access: self.tokens.issue_access(user, self.clock.now())?,
+            refresh_token,
+        })
+    }
+
+    async fn active_user(&self, id: UserId) -> Result<User, AuthError> {
+        match self.repo.get_user(id).await {
+            Ok(user) if !user.disabled => Ok(user),
+            Ok(_) | Err(RepoError::NotFound(_)) => Err(AuthError::Unauthenticated),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl<R, H, T, C, I> AuthUseCase for AuthService<R, H, T, C, I>
+where
+    R: UserRepository + CredentialRepository,
+    H: PasswordHasher,
+    T: TokenCodec,
+    C: Clock,
+    I: IdGenerator,
+{
+    async fn register(&self, username: Username, password: Password) -> Result<User, AuthError> {
+        let password_hash = self.hasher.hash(&password).await?;
+        let user = NewUser {
+            id: UserId::from_u128(self.ids.next_id()),
+            username,
+            password_hash,
+            created_at: self.clock.now(),
+        };
+        match self.repo.create_user(user).await {
+            Ok(user) => Ok(user),
+            Err(RepoError::Conflict(_)) => Err(AuthError::UsernameTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn login(&self, username: Username, password: Password) -> Result<TokenPair, AuthError> {
+        let found = self.repo.find_credentials(&username).await?;
+        // Same hashing work whether or not the user exists.
+        let ok = self
+            .hasher
+            .verify(&password, found.as_ref().map(|c| c.password_hash.as_str()))
+            .await?;
+        match found {
+            Some(c) if ok && !c.user.disabled => {
+                let family = TokenId::from_u128(self.ids.next_id());
+                self.issue_pair(c.user.id, family).await
+            }
+            _ => Err(AuthError::InvalidCredentials),
+        }
+    }
+
+    async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AuthError> {
+        let hash = self.tokens.digest(refresh_token);
+        let secret = format!("art_{}", self.tokens.random_secret()?);
+        let successor = self.successor(&secret);
+        match self
+            .repo
+            .rotate_refresh_token(&hash, successor, self.clock.now())
+            .await?
+        {
+            Rotation::Rotated(user) => {
+                let user = self.active_user(user).await?;
+                Ok(TokenPair {
+                    access: self.tokens.issue_access(user.id, self.clock.now())?,
+                    refresh_token: secret,
+                })
+            }
+            Rotation::Reused => Err(AuthError::RefreshTokenReused),
+            Rotation::Expired | Rotation::Unknown => Err(AuthError::Unauthenticated),
+        }
+    }
+
+    async fn logout(
+        &self,
+        user: UserId,
+        refresh_token: Option<&str>,
+        all: bool,
+    ) -> Result<u64, AuthError> {
+        let hash = refresh_token.map(|t| self.tokens.digest(t));
+        let target = if all {
+            None
+        } else {
+            Some(hash.as_deref().unwrap_or(""))
+        };
+        Ok(self
+            .repo
+            .revoke_refresh_tokens(user, target, self.clock.now())
+            .await?)
+    }
+
+    async fn authenticate(&self, bearer: &str) -> Result<User, AuthError> {
+        let now = self.clock.now();
+        if let Some(rest) = bearer.strip_prefix(API_KEY_PREFIX) {
+            let Some(lookup) = rest.get(..API_KEY_LOOKUP_LEN) else {
+                return Err(AuthError::Unauthenticated);
+            };
+            let prefix = format!("{API_KEY_PREFIX}{lookup}");
+            let Some(key) = self.repo.use_api_key(&prefix, now).await? else {
+                return Err(AuthError::Unauthenticated);
+            };
+            let presented = self.tokens.digest(bearer);
+            if !constant_time_eq::constant_time_eq(presented.as_bytes(), key.key_hash.as_bytes()) {
+                return Err(AuthError::Unauthenticated);
+            }
+            return self.active_user(key.user_id).await;
+        }
+        let user = self
+            .tokens
+            .verify_access(bearer, now)
+            .map_err(|_| AuthError::Unauthenticated)?;
+        self.active_user(user).await
+    }
+
+    async fn create_api_key(&self, user: UserId, name: String) -> Result<IssuedApiKey, AuthError> {
+        let secret = self.tokens.random_secret()?;
+        let lookup: String = self
+            .tokens
+            .random_secret()?
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(API_KEY_LOOKUP_LEN)
+            .collect();
+        if lookup.len() < API_KEY_LOOKUP_LEN {
+            return Err(AuthError::Internal("not enough random characters".into()));
+        }
+        let prefix = format!("{API_KEY_PREFIX}{lookup}");
+        let key = format!("{prefix}{secret}");
+        let record = ApiKeyRecord {
+            id: ApiKeyId::from_u128(self.ids.next_id()),
+            user_id: user,
+            name,
+            prefix,
+            key_hash: self.tokens.digest(&key),
+            created_at: self.clock.now(),
+            last_used_at: None,
+        };
+        self.repo.create_api_key(record.clone()).await?;
+        Ok(IssuedApiKey { record, key })
+    }
+
+    async fn list_api_keys(&self, user: UserId) -> Result<Vec<ApiKeyRecord>, AuthError> {
+        Ok(self.repo.list_api_keys(user).await?)
+    }
+
+    async fn revoke_api_key(&self, user: UserId, id: ApiKeyId) -> Result<(), AuthError> {
+        match self.repo.revoke_api_key(user, id, self.clock.now()).await {
+            Err(RepoError::NotFound(_)) => Err(AuthError::ApiKeyNotFound),
+            other => Ok(other?),
+        }
+    }
+}
