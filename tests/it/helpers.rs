@@ -36,8 +36,17 @@ pub fn test_settings(url: &str) -> Settings {
     settings.database.max_connections = 8;
     settings.database.connect_timeout_secs = 2;
     settings.database.acquire_timeout_secs = 2;
+    // Cheap hashing and generous limits; the tests that measure those set their own.
+    settings.auth.argon2_memory_kib = 1_024;
+    settings.auth.argon2_iterations = 1;
+    settings.auth.hash_concurrency = 4;
+    settings.auth.login_per_window = 10_000;
+    settings.auth.register_per_window = 10_000;
     settings
 }
+
+/// The password every test user gets.
+pub const PASSWORD: &str = "correct horse battery";
 
 impl TestApp {
     /// `None` when the backend's server is unreachable outside CI (the test is skipped).
@@ -71,6 +80,58 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Registers `username` with [`PASSWORD`]; returns the user's uuid.
+    pub async fn register(&self, username: &str) -> String {
+        let response = self
+            .post_json(
+                "/api/v1/users",
+                &serde_json::json!({"username": username, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "register {username}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["uuid"].as_str().unwrap().to_owned()
+    }
+
+    /// Logs in with JSON; returns the token response.
+    pub async fn login(&self, username: &str) -> serde_json::Value {
+        let response = self
+            .post_json(
+                "/api/v1/auth/login",
+                &serde_json::json!({"username": username, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "login {username}");
+        response.json().await.unwrap()
+    }
+
+    /// Registers and logs in; returns an access token.
+    pub async fn user_token(&self, username: &str) -> String {
+        self.register(username).await;
+        self.login(username).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// Stops the server and drops the database.

@@ -7,5 +7,6 @@
     reason = "test code: a failed step must abort the test with its reason"
 )]
 
+mod auth;
 mod health;
 mod helpers;

@@ -1,0 +1,864 @@
+//! Accounts and authentication over HTTP, on every backend.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use infra_db::testing::{Backend, TestDatabase};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp, on_every_backend, test_settings};
+
+const SECRET: &str = "arbor-example-secret-change-me-0123456789";
+
+async fn assert_envelope(response: reqwest::Response, status: u16, error_type: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: Value = response.json().await.expect("a JSON envelope");
+    assert_eq!(body["error_type"], error_type, "{body}");
+    assert!(body["user_message"].is_string(), "{body}");
+    assert!(body["retry_available"].is_boolean(), "{body}");
+    assert!(body["request_id"].is_string(), "{body}");
+    body
+}
+
+fn forged(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn the_full_account_flow_works(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    // Register, and a duplicate in another case.
+    let uuid = app.register("Alice").await;
+    let dup = app
+        .post_json(
+            "/api/v1/users",
+            &json!({"username": "alice", "password": PASSWORD}),
+        )
+        .await;
+    assert_envelope(dup, 409, "conflict").await;
+
+    // Login with JSON and with the OAuth2 password form.
+    let tokens = app.login("alice").await;
+    assert_eq!(tokens["token_type"], "bearer");
+    assert_eq!(tokens["expires_in"], 1800);
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let form = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=ALICE&password=correct+horse+battery&grant_type=password")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 200);
+
+    // Wrong password and unknown user: the same 401.
+    let wrong = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"username": "alice", "password": "wrong password"}),
+        )
+        .await;
+    assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
+    let wrong = assert_envelope(wrong, 401, "unauthenticated").await;
+    let unknown = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"username": "nobody", "password": PASSWORD}),
+        )
+        .await;
+    let unknown = assert_envelope(unknown, 401, "unauthenticated").await;
+    assert_eq!(wrong["user_message"], unknown["user_message"]);
+
+    // Me.
+    let me: Value = app
+        .get_as("/api/v1/auth/me", &access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["uuid"], uuid.as_str());
+    assert_eq!(me["username"], "Alice");
+
+    // Refresh rotates; presenting the spent token revokes the whole family.
+    let first = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let rotated = app
+        .post_json("/api/v1/auth/refresh", &json!({"refresh_token": first}))
+        .await;
+    assert_eq!(rotated.status(), 200);
+    let rotated: Value = rotated.json().await.unwrap();
+    let second = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(first, second);
+    let new_access = rotated["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.get_as("/api/v1/auth/me", new_access).await.status(),
+        200
+    );
+    let reuse = app
+        .post_json("/api/v1/auth/refresh", &json!({"refresh_token": first}))
+        .await;
+    assert_envelope(reuse, 401, "unauthenticated").await;
+    let after_theft = app
+        .post_json("/api/v1/auth/refresh", &json!({"refresh_token": second}))
+        .await;
+    assert_envelope(after_theft, 401, "unauthenticated").await;
+
+    // Logout revokes the presented refresh token.
+    let fresh = app.login("alice").await;
+    let refresh_token = fresh["refresh_token"].as_str().unwrap();
+    let logout = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(&access)
+        .json(&json!({"refresh_token": refresh_token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    let revoked = app
+        .post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": refresh_token}),
+        )
+        .await;
+    assert_envelope(revoked, 401, "unauthenticated").await;
+    // …or all of them.
+    let a = app.login("alice").await;
+    let b = app.login("alice").await;
+    let all = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(&access)
+        .json(&json!({"all": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all.status(), 204);
+    for t in [&a, &b] {
+        let r = app
+            .post_json(
+                "/api/v1/auth/refresh",
+                &json!({"refresh_token": t["refresh_token"]}),
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+
+    // API keys: create, use, list, revoke.
+    let created = app
+        .client
+        .post(app.url("/api/v1/auth/api-keys"))
+        .bearer_auth(&access)
+        .json(&json!({"name": "backup script"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("arb_"));
+    assert!(key.starts_with(created["prefix"].as_str().unwrap()));
+    let me: Value = app
+        .get_as("/api/v1/auth/me", &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["uuid"], uuid.as_str());
+    let listed: Value = app
+        .get_as("/api/v1/auth/api-keys", &access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["name"], "backup script");
+    assert!(listed[0].get("key").is_none(), "the key is shown once only");
+    assert!(listed[0]["last_used_at"].is_string());
+    // A key with the right prefix but a wrong secret is refused.
+    let mut tampered = key.clone();
+    tampered.pop();
+    tampered.push(if key.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(app.get_as("/api/v1/auth/me", &tampered).await.status(), 401);
+    // Another user cannot revoke it.
+    let bob = app.user_token("bob").await;
+    let id = created["id"].as_str().unwrap();
+    let foreign = app
+        .client
+        .delete(app.url(&format!("/api/v1/auth/api-keys/{id}")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_envelope(foreign, 404, "not_found").await;
+    let revoke = app
+        .client
+        .delete(app.url(&format!("/api/v1/auth/api-keys/{id}")))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 204);
+    assert_envelope(
+        app.get_as("/api/v1/auth/me", &key).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+
+    // Tampered, expired and foreign tokens.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (header, payload, signature) = {
+        let mut parts = access.split('.');
+        (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        )
+    };
+    let mut bad_sig = signature.to_owned();
+    bad_sig.replace_range(
+        0..2,
+        if bad_sig.starts_with("AA") {
+            "BB"
+        } else {
+            "AA"
+        },
+    );
+    let alg_none = format!(
+        "{}.{payload}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#)
+    );
+    let expired = forged(
+        &json!({"sub": uuid, "iat": now - 7200, "exp": now - 3600, "jti": "x"}),
+        SECRET,
+    );
+    let wrong_secret = forged(
+        &json!({"sub": uuid, "iat": now, "exp": now + 600, "jti": "x"}),
+        "some-other-secret-some-other-secret!!",
+    );
+    let unknown_user = forged(
+        &json!({"sub": "01923e4f-5a6b-7c8d-9e0f-1a2b3c4d5e6f", "iat": now, "exp": now + 600, "jti": "x"}),
+        SECRET,
+    );
+    for token in [
+        format!("{header}.{payload}.{bad_sig}"),
+        alg_none,
+        expired,
+        wrong_secret,
+        unknown_user,
+        "garbage".to_owned(),
+    ] {
+        let response = app.get_as("/api/v1/auth/me", &token).await;
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        assert_envelope(response, 401, "unauthenticated").await;
+    }
+    let no_scheme = app
+        .client
+        .get(app.url("/api/v1/auth/me"))
+        .header("authorization", access.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_envelope(no_scheme, 401, "unauthenticated").await;
+    app.finish().await;
+}
+
+async fn malformed_input_gets_the_documented_status_and_never_a_500(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.user_token("carol").await;
+    let huge = "x".repeat(300 * 1024);
+    let long_name = "n".repeat(101);
+    // (method, path, content type, body, authenticated, status, error_type)
+    let cases: Vec<(&str, &str, &str, String, bool, u16, &str)> = vec![
+        (
+            "POST",
+            "/api/v1/users",
+            "application/json",
+            "{bad json".into(),
+            false,
+            400,
+            "malformed_request",
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            "application/json",
+            r#"{"username": 5, "password": "x"}"#.into(),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            "application/json",
+            r#"{"username": "dave"}"#.into(),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            "application/json",
+            r#"{"username": "ab", "password": "long enough"}"#.into(),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            "application/json",
+            r#"{"username": "bad name!", "password": "long enough"}"#.into(),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            "application/json",
+            r#"{"username": "dave", "password": "short"}"#.into(),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            "application/json",
+            format!(
+                r#"{{"username": "dave", "password": "{}"}}"#,
+                "p".repeat(129)
+            ),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            "application/json",
+            format!(
+                r#"{{"username": "{}", "password": "long enough"}}"#,
+                "u".repeat(5_000)
+            ),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            "application/json",
+            r#"[1, 2, 3]"#.into(),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            "text/plain",
+            r#"{"username": "dave", "password": "long enough"}"#.into(),
+            false,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            "application/json",
+            format!(r#"{{"username": "{huge}", "password": "x"}}"#),
+            false,
+            413,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/login",
+            "application/json",
+            "{bad".into(),
+            false,
+            400,
+            "malformed_request",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/login",
+            "application/json",
+            r#"{"username": []}"#.into(),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/login",
+            "application/x-www-form-urlencoded",
+            "username=carol".into(),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/login",
+            "application/x-www-form-urlencoded",
+            format!(
+                "username=carol&password={}&grant_type=client_credentials",
+                "x".repeat(9)
+            ),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/login",
+            "text/plain",
+            "hello".into(),
+            false,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/login",
+            "application/json",
+            huge.clone(),
+            false,
+            413,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/login",
+            "application/json",
+            format!(
+                r#"{{"username": "{}", "password": "x"}}"#,
+                "u".repeat(5_000)
+            ),
+            false,
+            401,
+            "unauthenticated",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/refresh",
+            "application/json",
+            r#"{"refresh_token": 12}"#.into(),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/refresh",
+            "application/json",
+            r#"{"refresh_token": ""}"#.into(),
+            false,
+            401,
+            "unauthenticated",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/refresh",
+            "application/json",
+            format!(r#"{{"refresh_token": "{}"}}"#, "t".repeat(10_000)),
+            false,
+            401,
+            "unauthenticated",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/refresh",
+            "application/json",
+            "null".into(),
+            false,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/logout",
+            "application/json",
+            "{}".into(),
+            true,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/logout",
+            "application/json",
+            r#"{"all": "yes"}"#.into(),
+            true,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/logout",
+            "application/json",
+            "{}".into(),
+            false,
+            401,
+            "unauthenticated",
+        ),
+        (
+            "GET",
+            "/api/v1/auth/me",
+            "application/json",
+            String::new(),
+            false,
+            401,
+            "unauthenticated",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/api-keys",
+            "application/json",
+            r#"{"name": ""}"#.into(),
+            true,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/api-keys",
+            "application/json",
+            format!(r#"{{"name": "{long_name}"}}"#),
+            true,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/api-keys",
+            "application/json",
+            r#"{"name": "ok", "extra": 1}"#.into(),
+            true,
+            422,
+            "validation_error",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/api-keys",
+            "application/json",
+            r#"{"nom": "x"}"#.into(),
+            true,
+            422,
+            "validation_error",
+        ),
+        (
+            "DELETE",
+            "/api/v1/auth/api-keys/not-a-uuid",
+            "application/json",
+            String::new(),
+            true,
+            422,
+            "validation_error",
+        ),
+        (
+            "DELETE",
+            "/api/v1/auth/api-keys/01923e4f-5a6b-7c8d-9e0f-1a2b3c4d5e6f",
+            "application/json",
+            String::new(),
+            true,
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/api/v1/auth/api-keys",
+            "application/json",
+            String::new(),
+            false,
+            401,
+            "unauthenticated",
+        ),
+        (
+            "GET",
+            "/api/v1/nothing-here",
+            "application/json",
+            String::new(),
+            false,
+            404,
+            "not_found",
+        ),
+    ];
+    for (method, path, content_type, body, authenticated, status, error_type) in cases {
+        let mut request = app
+            .client
+            .request(method.parse().unwrap(), app.url(path))
+            .header("content-type", content_type)
+            .body(body.clone());
+        if authenticated {
+            request = request.bearer_auth(&token);
+        }
+        let response = request.send().await.unwrap();
+        let got = response.status().as_u16();
+        assert!(got < 500, "{method} {path} {body:.80} → {got}");
+        assert_eq!(got, status, "{method} {path} {body:.80}");
+        assert_envelope(response, status, error_type).await;
+    }
+    app.finish().await;
+}
+
+on_every_backend!(
+    the_full_account_flow_works,
+    malformed_input_gets_the_documented_status_and_never_a_500
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_from_the_client_is_echoed_and_a_bad_one_replaced() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let r = app
+        .client
+        .get(app.url("/api/v1/auth/me"))
+        .header("x-request-id", "client-trace-1")
+        .header("accept-language", "ja")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "client-trace-1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["request_id"], "client-trace-1");
+    assert_eq!(
+        body["user_message"],
+        "認証が必要です。再度ログインしてください。"
+    );
+    let r = app
+        .client
+        .get(app.url("/api/v1/health"))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap();
+    assert_ne!(id, "bad id with spaces");
+    assert_eq!(id.len(), 36);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_and_register_limits_answer_429_with_a_truthful_retry_after_and_recover() {
+    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
+        return;
+    };
+    let mut settings = test_settings(db.url());
+    settings.auth.login_per_window = 2;
+    settings.auth.register_per_window = 2;
+    settings.auth.rate_limit_window_secs = 2;
+    let app = TestApp::spawn_with(settings, db).await;
+    app.register("erin").await;
+    app.register("frank").await;
+    let third = app
+        .post_json(
+            "/api/v1/users",
+            &json!({"username": "gina", "password": PASSWORD}),
+        )
+        .await;
+    let retry: u64 = third.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_envelope(third, 429, "rate_limited").await;
+
+    for _ in 0..2 {
+        let r = app
+            .post_json(
+                "/api/v1/auth/login",
+                &json!({"username": "erin", "password": "wrong password"}),
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+    let limited = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"username": "erin", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Another username from the same address is not affected.
+    assert_eq!(app.login("frank").await["token_type"], "bearer");
+
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(app.login("erin").await["token_type"], "bearer");
+    app.register("gina").await;
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_do_not_stall_other_requests() {
+    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
+        return;
+    };
+    let mut settings = test_settings(db.url());
+    // Production hashing costs and the default hashing concurrency.
+    settings.auth.argon2_memory_kib = 19_456;
+    settings.auth.argon2_iterations = 2;
+    settings.auth.hash_concurrency = 0;
+    let app = Arc::new(TestApp::spawn_with(settings, db).await);
+    app.register("hana").await;
+
+    let logins: Vec<_> = (0..50)
+        .map(|_| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move { app.login("hana").await })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    while latencies.len() < 200 && logins.iter().any(|h| !h.is_finished()) {
+        let start = Instant::now();
+        assert_eq!(app.get("/api/v1/health").await.status(), 200);
+        latencies.push(start.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for h in logins {
+        assert_eq!(h.await.unwrap()["token_type"], "bearer");
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!(
+        "health during 50 logins: {} samples, p99 {p99:?}",
+        latencies.len()
+    );
+    assert!(latencies.len() >= 10, "logins finished too fast to measure");
+    assert!(p99 < Duration::from_millis(50), "p99 {p99:?}");
+    Arc::try_unwrap(app).ok().unwrap().finish().await;
+}
+
+/// Everything logged in this process, at debug level.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_ansi(false)
+            .with_writer(move || Writer(Arc::clone(&sink)))
+            .try_init();
+        logs
+    })
+    .clone()
+}
+
+struct Writer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_logs() {
+    let logs = captured_logs();
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    app.register("ivan").await;
+    let tokens = app.login("ivan").await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let rotated: Value = app
+        .post_json("/api/v1/auth/refresh", &json!({"refresh_token": refresh}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key: Value = app
+        .client
+        .post(app.url("/api/v1/auth/api-keys"))
+        .bearer_auth(&access)
+        .json(&json!({"name": "k"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    assert_eq!(app.get_as("/api/v1/auth/me", &key).await.status(), 200);
+    let _ = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"username": "ivan", "password": "wrong password 123"}),
+        )
+        .await;
+    let hash: String = {
+        let db = app.db.raw().await;
+        sea_orm_free::password_hash(&db).await
+    };
+    app.finish().await;
+
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("/api/v1/auth/login"),
+        "the capture works: {}",
+        text.len()
+    );
+    for secret in [
+        PASSWORD,
+        "wrong password 123",
+        access.as_str(),
+        refresh.as_str(),
+        rotated["refresh_token"].as_str().unwrap(),
+        rotated["access_token"].as_str().unwrap(),
+        key.as_str(),
+        hash.as_str(),
+    ] {
+        assert!(!text.contains(secret), "a secret was logged");
+    }
+}
+
+/// Reads the stored password hash without naming sea-orm types in the test body.
+mod sea_orm_free {
+    pub async fn password_hash(db: &sea_orm::DatabaseConnection) -> String {
+        use sea_orm::{ConnectionTrait, Statement};
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT password_hash FROM users WHERE username_canonical = 'ivan'",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<String>("", "password_hash").unwrap()
+    }
+}
