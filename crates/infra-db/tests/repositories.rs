@@ -20,6 +20,9 @@ use infra_db::SeaOrmStore;
 use infra_db::testing::{Backend, TestDatabase};
 use sea_orm::Value;
 use sea_orm::prelude::Uuid;
+use usecase::auth::{
+    ApiKeyRecord, CredentialRepository, RefreshSuccessor, RefreshTokenRecord, Rotation,
+};
 use usecase::ports::{
     ChatRepository, Entity, HealthCheck, ModelCatalogRepository, NewChat, NewMessage, NewUser,
     RepoError, TemplateRepository, UserRepository,
@@ -592,6 +595,147 @@ mod suite {
         assert_eq!(db.count("models", None).await, 453);
     }
 
+    fn successor(hash: &str) -> RefreshSuccessor {
+        RefreshSuccessor {
+            id: domain::TokenId::from_u128(new_id()),
+            token_hash: hash.to_owned(),
+            created_at: now(),
+            expires_at: now().plus_micros(3_600_000_000),
+        }
+    }
+
+    pub async fn a_refresh_token_rotates_once_and_reuse_revokes_its_family(db: &TestDatabase) {
+        let store = Arc::new(db.store().await);
+        let owner = user(&store, "alice").await;
+        let family = domain::TokenId::from_u128(new_id());
+        store
+            .store_refresh_token(RefreshTokenRecord {
+                id: domain::TokenId::from_u128(new_id()),
+                user_id: owner,
+                family_id: family,
+                token_hash: "h0".into(),
+                created_at: now(),
+                expires_at: now().plus_micros(3_600_000_000),
+            })
+            .await
+            .unwrap();
+        // Twenty concurrent presentations of the same token: exactly one rotates it.
+        let mut handles = Vec::new();
+        for i in 0..20 {
+            let store = Arc::clone(&store);
+            handles.push(tokio::spawn(async move {
+                store
+                    .rotate_refresh_token("h0", successor(&format!("h1-{i}")), now())
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for h in handles {
+            outcomes.push(h.await.unwrap());
+        }
+        let rotated = outcomes
+            .iter()
+            .filter(|o| **o == Rotation::Rotated(owner))
+            .count();
+        assert_eq!(rotated, 1, "{outcomes:?}");
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == Rotation::Reused).count(),
+            19
+        );
+        // The reuse revoked the whole family, the successor included.
+        assert_eq!(db.count("refresh_tokens", None).await, 2);
+        let successor_hash = format!(
+            "h1-{}",
+            outcomes
+                .iter()
+                .position(|o| *o == Rotation::Rotated(owner))
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .rotate_refresh_token(&successor_hash, successor("h2"), now())
+                .await
+                .unwrap(),
+            Rotation::Reused
+        );
+        assert_eq!(
+            store
+                .rotate_refresh_token("nope", successor("h3"), now())
+                .await
+                .unwrap(),
+            Rotation::Unknown
+        );
+        // Expiry.
+        store
+            .store_refresh_token(RefreshTokenRecord {
+                id: domain::TokenId::from_u128(new_id()),
+                user_id: owner,
+                family_id: domain::TokenId::from_u128(new_id()),
+                token_hash: "old".into(),
+                created_at: now(),
+                expires_at: Timestamp::from_unix_micros(1),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .rotate_refresh_token("old", successor("h4"), now())
+                .await
+                .unwrap(),
+            Rotation::Expired
+        );
+        assert_eq!(
+            store
+                .revoke_refresh_tokens(owner, None, now())
+                .await
+                .unwrap(),
+            1
+        );
+    }
+
+    pub async fn api_keys_are_found_by_prefix_and_revoked_by_their_owner_only(db: &TestDatabase) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let other = user(&store, "bob").await;
+        let key = ApiKeyRecord {
+            id: domain::ApiKeyId::from_u128(new_id()),
+            user_id: owner,
+            name: "script".into(),
+            prefix: "arb_abcdefghijkl".into(),
+            key_hash: "digest".into(),
+            created_at: now(),
+            last_used_at: None,
+        };
+        store.create_api_key(key.clone()).await.unwrap();
+        let mut clash = key.clone();
+        clash.id = domain::ApiKeyId::from_u128(new_id());
+        assert!(matches!(
+            store.create_api_key(clash).await,
+            Err(RepoError::Conflict(_))
+        ));
+        let used = store
+            .use_api_key("arb_abcdefghijkl", now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(used.key_hash, "digest");
+        let listed = store.list_api_keys(owner).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].last_used_at.is_some());
+        assert!(store.list_api_keys(other).await.unwrap().is_empty());
+        assert!(store.revoke_api_key(other, key.id, now()).await.is_err());
+        store.revoke_api_key(owner, key.id, now()).await.unwrap();
+        assert!(
+            store
+                .use_api_key("arb_abcdefghijkl", now())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(store.revoke_api_key(owner, key.id, now()).await.is_err());
+    }
+
     /// A failure injected after the first statement of each multi-row operation leaves
     /// nothing behind.
     pub async fn a_failure_half_way_leaves_no_row_behind(db: &TestDatabase) {
@@ -694,4 +838,6 @@ every_backend!(
     private_templates_are_invisible_to_others,
     the_catalogue_is_refreshed_by_upsert,
     a_failure_half_way_leaves_no_row_behind,
+    a_refresh_token_rotates_once_and_reuse_revokes_its_family,
+    api_keys_are_found_by_prefix_and_revoked_by_their_owner_only,
 );

@@ -11,6 +11,10 @@ use domain::{
     ModelInfo, PromptTemplate, Role, TemplateId, Timestamp, User, UserId, Username,
 };
 
+use crate::auth::{
+    AccessToken, ApiKeyRecord, CredentialRepository, CryptoError, PasswordHasher, RefreshSuccessor,
+    RefreshTokenRecord, Rotation, TokenCodec, TokenRejection,
+};
 use crate::ports::{
     ChatRepository, Clock, DeletedSubtree, Entity, HealthCheck, IdGenerator,
     ModelCatalogRepository, NewChat, NewMessage, NewUser, RepoError, TemplateRepository,
@@ -50,8 +54,18 @@ impl IdGenerator for SequentialIds {
     }
 }
 
+/// Stored refresh token with its life-cycle marks.
+#[derive(Debug, Clone)]
+struct StoredRefresh {
+    record: RefreshTokenRecord,
+    used: bool,
+    revoked: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
+    refresh: Vec<StoredRefresh>,
+    api_keys: Vec<(ApiKeyRecord, bool)>,
     users: HashMap<UserId, UserCredentials>,
     chats: HashMap<ChatId, Chat>,
     messages: HashMap<ChatId, Vec<Message>>,
@@ -371,5 +385,204 @@ impl ModelCatalogRepository for InMemoryStore {
                 .cloned()
                 .ok_or(RepoError::NotFound(Entity::Model))
         })
+    }
+}
+
+impl CredentialRepository for InMemoryStore {
+    async fn store_refresh_token(&self, record: RefreshTokenRecord) -> Result<(), RepoError> {
+        self.with(|s| {
+            s.refresh.push(StoredRefresh {
+                record,
+                used: false,
+                revoked: false,
+            });
+            Ok(())
+        })
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        hash: &str,
+        successor: RefreshSuccessor,
+        now: Timestamp,
+    ) -> Result<Rotation, RepoError> {
+        self.with(|s| {
+            let Some(found) = s
+                .refresh
+                .iter()
+                .find(|t| t.record.token_hash == hash)
+                .cloned()
+            else {
+                return Ok(Rotation::Unknown);
+            };
+            if found.used || found.revoked {
+                for t in &mut s.refresh {
+                    if t.record.family_id == found.record.family_id {
+                        t.revoked = true;
+                    }
+                }
+                return Ok(Rotation::Reused);
+            }
+            if found.record.expires_at <= now {
+                return Ok(Rotation::Expired);
+            }
+            for t in &mut s.refresh {
+                if t.record.id == found.record.id {
+                    t.used = true;
+                }
+            }
+            s.refresh.push(StoredRefresh {
+                record: RefreshTokenRecord {
+                    id: successor.id,
+                    user_id: found.record.user_id,
+                    family_id: found.record.family_id,
+                    token_hash: successor.token_hash,
+                    created_at: successor.created_at,
+                    expires_at: successor.expires_at,
+                },
+                used: false,
+                revoked: false,
+            });
+            Ok(Rotation::Rotated(found.record.user_id))
+        })
+    }
+
+    async fn revoke_refresh_tokens(
+        &self,
+        user: UserId,
+        hash: Option<&str>,
+        _now: Timestamp,
+    ) -> Result<u64, RepoError> {
+        self.with(|s| {
+            let mut n = 0;
+            for t in &mut s.refresh {
+                if t.record.user_id == user
+                    && !t.revoked
+                    && hash.is_none_or(|h| h == t.record.token_hash)
+                {
+                    t.revoked = true;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    async fn create_api_key(&self, key: ApiKeyRecord) -> Result<(), RepoError> {
+        self.with(|s| {
+            if s.api_keys.iter().any(|(k, _)| k.prefix == key.prefix) {
+                return Err(RepoError::Conflict("prefix taken"));
+            }
+            s.api_keys.push((key, false));
+            Ok(())
+        })
+    }
+
+    async fn list_api_keys(&self, user: UserId) -> Result<Vec<ApiKeyRecord>, RepoError> {
+        self.with(|s| {
+            Ok(s.api_keys
+                .iter()
+                .rev()
+                .filter(|(k, revoked)| k.user_id == user && !revoked)
+                .map(|(k, _)| k.clone())
+                .collect())
+        })
+    }
+
+    async fn revoke_api_key(
+        &self,
+        user: UserId,
+        id: domain::ApiKeyId,
+        _now: Timestamp,
+    ) -> Result<(), RepoError> {
+        self.with(|s| {
+            let key = s
+                .api_keys
+                .iter_mut()
+                .find(|(k, revoked)| k.id == id && k.user_id == user && !revoked)
+                .ok_or(RepoError::NotFound(Entity::User))?;
+            key.1 = true;
+            Ok(())
+        })
+    }
+
+    async fn use_api_key(
+        &self,
+        prefix: &str,
+        now: Timestamp,
+    ) -> Result<Option<ApiKeyRecord>, RepoError> {
+        self.with(|s| {
+            Ok(s.api_keys
+                .iter_mut()
+                .find(|(k, revoked)| k.prefix == prefix && !revoked)
+                .map(|(k, _)| {
+                    k.last_used_at = Some(now);
+                    k.clone()
+                }))
+        })
+    }
+}
+
+/// A transparent "hasher": `plain:<password>`. Fast and obviously not for production.
+#[derive(Debug, Default)]
+pub struct PlainHasher;
+
+impl PasswordHasher for PlainHasher {
+    async fn hash(&self, password: &domain::Password) -> Result<String, CryptoError> {
+        Ok(format!("plain:{}", password.expose()))
+    }
+
+    async fn verify(
+        &self,
+        password: &domain::Password,
+        hash: Option<&str>,
+    ) -> Result<bool, CryptoError> {
+        Ok(hash == Some(format!("plain:{}", password.expose()).as_str()))
+    }
+}
+
+/// Unsigned, readable tokens `user:<id>:<exp-micros>`; secrets are a counter; digests prefix `d:`.
+#[derive(Debug, Default)]
+pub struct ReadableTokens {
+    counter: AtomicU64,
+}
+
+impl ReadableTokens {
+    /// Access token lifetime of the fake, in seconds.
+    pub const TTL_SECS: u64 = 60;
+}
+
+impl TokenCodec for ReadableTokens {
+    fn issue_access(&self, user: UserId, now: Timestamp) -> Result<AccessToken, CryptoError> {
+        let exp = now
+            .plus_micros(Self::TTL_SECS as i64 * 1_000_000)
+            .as_unix_micros();
+        Ok(AccessToken {
+            token: format!("user:{user}:{exp}"),
+            expires_in: Self::TTL_SECS,
+        })
+    }
+
+    fn verify_access(&self, token: &str, now: Timestamp) -> Result<UserId, TokenRejection> {
+        let mut parts = token.split(':');
+        let (Some("user"), Some(id), Some(exp)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(TokenRejection::Invalid);
+        };
+        let exp: i64 = exp.parse().map_err(|_| TokenRejection::Invalid)?;
+        if exp <= now.as_unix_micros() {
+            return Err(TokenRejection::Expired);
+        }
+        id.parse().map_err(|_| TokenRejection::Invalid)
+    }
+
+    fn random_secret(&self) -> Result<String, CryptoError> {
+        Ok(format!(
+            "secret{:040}",
+            self.counter.fetch_add(1, Ordering::SeqCst)
+        ))
+    }
+
+    fn digest(&self, secret: &str) -> String {
+        format!("d:{secret}")
     }
 }
