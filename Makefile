@@ -4,7 +4,7 @@ CARGO        ?= cargo
 # Test threads per test binary (database suites are I/O-bound; 2 cores are enough for 4).
 TEST_THREADS ?= 4
 
-.PHONY: run test lint fmt arch-check migrate test-unit test-db test-e2e clean-test-dbs
+.PHONY: run test lint fmt arch-check migrate test-unit test-db test-e2e clean-test-dbs fake-provider
 
 ## Start the server on the embedded SQLite file (created and migrated on first start).
 run:
@@ -26,6 +26,10 @@ fmt:
 ## Fails if the hexagon's dependency rules are broken.
 arch-check:
 	bash tests/scripts/arch-check.sh
+
+## The fake OpenAI-compatible provider on 127.0.0.1:8089 (no API key needed).
+fake-provider:
+	$(CARGO) run -p fake-provider -- 127.0.0.1:8089
 
 ## Apply pending migrations to the configured database.
 migrate:

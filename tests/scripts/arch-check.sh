@@ -12,7 +12,7 @@ if [ "$(printf '%s\n' "$domain" | grep -c .)" -ne 1 ]; then
   fail=1
 fi
 
-bad=$(deps usecase | grep -E '^(sea-orm|sea-query|sqlx|actix-web|actix-http|async-openai|reqwest|serde) ' || true)
+bad=$(deps usecase | grep -E '^(sea-orm|sea-query|sqlx|actix-web|actix-http|async-openai|reqwest|serde|hyper) ' || true)
 if [ -n "$bad" ]; then
   echo "arch-check: usecase must not depend on SQL, HTTP or provider crates:"; echo "$bad" | sort -u
   fail=1

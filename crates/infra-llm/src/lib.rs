@@ -1,1 +1,404 @@
-//! placeholder
+//! # infra-llm
+//!
+//! The [`LlmGateway`] port over async-openai, for any OpenAI-compatible provider (OpenRouter
+//! by default; OpenAI, Ollama, vLLM and llama.cpp servers by configuration).
+//!
+//! - One `reqwest::Client` with a connect timeout, a per-read idle timeout (a silent stream
+//!   fails) and a bounded idle pool, handed to async-openai.
+//! - A semaphore caps concurrent upstream calls; a caller that waits longer than the queue
+//!   timeout gets [`LlmError::Unavailable`].
+//! - async-openai's bring-your-own-types calls with our own tolerant wire types, so
+//!   OpenRouter's extra fields, `finish_reason: "error"` chunks and numeric error codes are
+//!   understood instead of failing deserialisation.
+//! - Dropping a [`CompletionStream`] drops async-openai's stream, which closes the upstream
+//!   connection, and releases the concurrency permit.
+
+mod retry;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use domain::{ModelId, ModelInfo, Pricing, Role, Timestamp, TokenUsage, Usd};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use usecase::llm::{
+    Completion, CompletionRequest, CompletionStream, LlmError, LlmGateway, StreamEvent,
+};
+
+use crate::wire::{WireChunk, WireCompletion, WireModels};
+
+/// Provider settings (plain values; the server converts its configuration into this).
+#[derive(Clone)]
+pub struct LlmConfig {
+    /// Base URL, e.g. `https://openrouter.ai/api/v1`.
+    pub base_url: String,
+    /// API key; never logged.
+    pub api_key: String,
+    /// Limit for opening a connection.
+    pub connect_timeout: Duration,
+    /// Limit for a whole blocking call (and for opening a stream).
+    pub request_timeout: Duration,
+    /// Longest silence allowed between two reads of a stream.
+    pub stream_idle_timeout: Duration,
+    /// Idle connections kept per host.
+    pub pool_max_idle_per_host: usize,
+    /// Concurrent upstream calls.
+    pub max_concurrent_requests: usize,
+    /// How long a call waits for a free slot before failing with `Unavailable`.
+    pub queue_timeout: Duration,
+    /// Extra headers on every request (`HTTP-Referer`, `X-Title` for OpenRouter).
+    pub extra_headers: Vec<(String, String)>,
+    /// Retries of a call that got no answer (connection error, 429, 5xx).
+    pub max_retries: u32,
+    /// First backoff delay (doubled per retry, with full jitter).
+    pub retry_base_delay: Duration,
+    /// Longest single wait between retries, `Retry-After` included.
+    pub retry_max_delay: Duration,
+}
+
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &"[redacted]")
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
+    /// A configured header is invalid.
+    #[error("invalid provider header {0:?}")]
+    Header(String),
+}
+
+/// The async-openai adapter.
+#[derive(Clone)]
+pub struct OpenAiGateway {
+    client: Client<OpenAIConfig>,
+    permits: Arc<Semaphore>,
+    config: Arc<LlmConfig>,
+}
+
+impl std::fmt::Debug for OpenAiGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiGateway")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiGateway {
+    /// Builds the client. A rustls crypto provider must be installed first (the server does).
+    ///
+    /// # Errors
+    /// [`BuildError`].
+    pub fn new(config: LlmConfig) -> Result<Self, BuildError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.stream_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_keepalive(Duration::from_secs(30))
+            .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(BuildError::Http)?;
+        let mut openai = OpenAIConfig::new()
+            .with_api_base(config.base_url.trim_end_matches('/'))
+            .with_api_key(config.api_key.clone());
+        for (name, value) in &config.extra_headers {
+            let header = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| BuildError::Header(name.clone()))?;
+            openai = openai
+                .with_header(header, value.clone())
+                .map_err(|_| BuildError::Header(name.clone()))?;
+        }
+        let service = tower::ServiceBuilder::new()
+            .layer(tower::retry::RetryLayer::new(retry::ProviderRetry::new(
+                config.max_retries,
+                config.retry_base_delay,
+                config.retry_max_delay,
+            )))
+            .service(async_openai::middleware::ReqwestService::new(http.clone()));
+        Ok(Self {
+            client: Client::build(http, openai).with_http_service(service),
+            permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
+            config: Arc::new(config),
+        })
+    }
+
+    /// Upstream calls currently holding a slot.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.config.max_concurrent_requests.max(1) - self.permits.available_permits()
+    }
+
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, LlmError> {
+        match tokio::time::timeout(
+            self.config.queue_timeout,
+            Arc::clone(&self.permits).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(LlmError::Unavailable {
+                retry_after: Some(Duration::from_secs(1)),
+            }),
+        }
+    }
+
+    fn body(request: &CompletionRequest, stream: bool) -> Value {
+        let messages: Vec<Value> = request
+            .messages
+            .iter()
+            .map(|m| json!({"role": role(m.role), "content": m.content}))
+            .collect();
+        let mut body =
+            json!({"model": request.model.as_str(), "messages": messages, "stream": stream});
+        if let Some(t) = request.temperature {
+            body["temperature"] = json!(t);
+        }
+        if let Some(n) = request.max_tokens {
+            body["max_tokens"] = json!(n);
+        }
+        if stream {
+            // OpenAI's and OpenRouter's ways of asking for usage in the stream.
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        body["usage"] = json!({"include": true});
+        body
+    }
+}
+
+const fn role(role: Role) -> &'static str {
+    role.as_str()
+}
+
+fn usage(u: &wire::WireUsage) -> TokenUsage {
+    TokenUsage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens.max(u.prompt_tokens + u.completion_tokens),
+    }
+}
+
+/// Classifies an error body's numeric or textual code.
+fn classify_status(status: u16, message: String) -> LlmError {
+    match status {
+        408 => LlmError::Timeout,
+        429 => LlmError::RateLimited { retry_after: None },
+        500..=599 => LlmError::Unavailable { retry_after: None },
+        _ => LlmError::Rejected(message),
+    }
+}
+
+fn to_llm_error(err: OpenAIError) -> LlmError {
+    match err {
+        OpenAIError::ApiError(e) => classify_status(e.status_code.as_u16(), e.api_error.message),
+        OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout,
+        OpenAIError::Reqwest(e) => {
+            tracing::warn!(error = %e, "provider request failed");
+            LlmError::Unavailable { retry_after: None }
+        }
+        // OpenRouter sends numeric `code`s that async-openai's error type cannot read: read
+        // them ourselves.
+        OpenAIError::JSONDeserialize(_, content) => {
+            match serde_json::from_str::<wire::WireErrorBody>(&content) {
+                Ok(body) => {
+                    let status = body
+                        .error
+                        .code
+                        .as_ref()
+                        .and_then(wire::code_as_status)
+                        .unwrap_or(502);
+                    classify_status(status, body.error.message.unwrap_or_default())
+                }
+                Err(_) => LlmError::BrokenStream("unreadable provider response".into()),
+            }
+        }
+        OpenAIError::StreamError(e) => {
+            let text = e.to_string();
+            if text.contains("timed out") || text.contains("operation timed out") {
+                LlmError::Timeout
+            } else {
+                LlmError::BrokenStream(text)
+            }
+        }
+        other => LlmError::Rejected(other.to_string()),
+    }
+}
+
+struct StreamState {
+    inner: async_openai::types::stream::StreamResponse<WireChunk>,
+    finish_reason: Option<String>,
+    usage: Option<TokenUsage>,
+    provider: Option<String>,
+    pending: std::collections::VecDeque<Result<StreamEvent, LlmError>>,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl LlmGateway for OpenAiGateway {
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError> {
+        let _permit = self.permit().await?;
+        let chat = self.client.chat();
+        let call = chat.create_byot::<_, WireCompletion>(Self::body(&request, false));
+        let response = tokio::time::timeout(self.config.request_timeout, call)
+            .await
+            .map_err(|_| LlmError::Timeout)?
+            .map_err(to_llm_error)?;
+        if let Some(error) = response.error {
+            let status = error
+                .code
+                .as_ref()
+                .and_then(wire::code_as_status)
+                .unwrap_or(502);
+            return Err(classify_status(status, error.message.unwrap_or_default()));
+        }
+        let choice = response.choices.into_iter().next();
+        Ok(Completion {
+            content: choice
+                .as_ref()
+                .and_then(|c| c.message.as_ref())
+                .and_then(|m| m.content.clone())
+                .unwrap_or_default(),
+            usage: response.usage.as_ref().map(usage),
+            finish_reason: choice.and_then(|c| c.finish_reason),
+            provider: response.provider,
+        })
+    }
+
+    async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, LlmError> {
+        let permit = self.permit().await?;
+        let chat = self.client.chat();
+        let open = chat.create_stream_byot::<_, WireChunk>(Self::body(&request, true));
+        let inner = tokio::time::timeout(self.config.request_timeout, open)
+            .await
+            .map_err(|_| LlmError::Timeout)?
+            .map_err(to_llm_error)?;
+        let state = StreamState {
+            inner,
+            finish_reason: None,
+            usage: None,
+            provider: None,
+            pending: std::collections::VecDeque::new(),
+            done: false,
+            _permit: permit,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            state,
+            |mut s| async move {
+                loop {
+                    if let Some(item) = s.pending.pop_front() {
+                        return Some((item, s));
+                    }
+                    if s.done {
+                        return None;
+                    }
+                    match s.inner.next().await {
+                        None => {
+                            s.done = true;
+                            s.pending.push_back(Ok(StreamEvent::Done {
+                                finish_reason: s.finish_reason.take(),
+                                usage: s.usage.take(),
+                                provider: s.provider.take(),
+                            }));
+                        }
+                        Some(Err(e)) => {
+                            s.done = true;
+                            s.pending.push_back(Err(match to_llm_error(e) {
+                                LlmError::Timeout => LlmError::Timeout,
+                                other => LlmError::BrokenStream(other.to_string()),
+                            }));
+                        }
+                        Some(Ok(chunk)) => {
+                            if let Some(error) = chunk.error {
+                                s.done = true;
+                                s.pending.push_back(Err(LlmError::BrokenStream(
+                                    error.message.unwrap_or_else(|| "provider error".into()),
+                                )));
+                                continue;
+                            }
+                            if chunk.provider.is_some() {
+                                s.provider = chunk.provider;
+                            }
+                            if let Some(u) = &chunk.usage {
+                                s.usage = Some(usage(u));
+                            }
+                            for choice in chunk.choices {
+                                if choice.finish_reason.as_deref() == Some("error") {
+                                    s.done = true;
+                                    s.pending.push_back(Err(LlmError::BrokenStream(
+                                        "provider error".into(),
+                                    )));
+                                    break;
+                                }
+                                if let Some(text) = choice
+                                    .delta
+                                    .and_then(|d| d.content)
+                                    .filter(|t| !t.is_empty())
+                                {
+                                    s.pending.push_back(Ok(StreamEvent::Delta(text)));
+                                }
+                                if choice.finish_reason.is_some() {
+                                    s.finish_reason = choice.finish_reason;
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        )))
+    }
+
+    async fn list_models(&self) -> Result<Vec<ModelInfo>, LlmError> {
+        let models = self.client.models();
+        let call = models.list_byot::<WireModels>();
+        let response = tokio::time::timeout(self.config.request_timeout, call)
+            .await
+            .map_err(|_| LlmError::Timeout)?
+            .map_err(to_llm_error)?;
+        let fetched_at = Timestamp::from_unix_micros(0);
+        Ok(response
+            .data
+            .into_iter()
+            .filter_map(|m| {
+                let id = ModelId::parse(m.id).ok()?;
+                let pricing = m.pricing.unwrap_or_default();
+                let arch = m.architecture.unwrap_or_default();
+                Some(ModelInfo {
+                    name: m.name.unwrap_or_else(|| id.as_str().to_owned()),
+                    id,
+                    description: m.description,
+                    context_length: m.context_length.and_then(|c| u32::try_from(c).ok()),
+                    pricing: Pricing {
+                        prompt: pricing
+                            .prompt
+                            .as_deref()
+                            .and_then(|p| Usd::parse_decimal(p).ok())
+                            .unwrap_or_default(),
+                        completion: pricing
+                            .completion
+                            .as_deref()
+                            .and_then(|p| Usd::parse_decimal(p).ok())
+                            .unwrap_or_default(),
+                    },
+                    input_modalities: arch.input_modalities.unwrap_or_default(),
+                    output_modalities: arch.output_modalities.unwrap_or_default(),
+                    created: m.created,
+                    fetched_at,
+                })
+            })
+            .collect())
+    }
+}

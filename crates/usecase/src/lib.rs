@@ -5,6 +5,7 @@
 //! HTTP or provider type appears here.
 
 pub mod auth;
+pub mod llm;
 pub mod ports;
 
 #[cfg(feature = "testing")]
