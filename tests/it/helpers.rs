@@ -18,6 +18,8 @@ pub fn ensure_crypto_provider() {
 /// A running server and its database.
 pub struct TestApp {
     pub address: String,
+    /// The provider this server talks to.
+    pub fake: fake_provider::FakeProvider,
     pub client: reqwest::Client,
     pub db: TestDatabase,
     server: actix_web::dev::ServerHandle,
@@ -42,6 +44,9 @@ pub fn test_settings(url: &str) -> Settings {
     settings.auth.hash_concurrency = 4;
     settings.auth.login_per_window = 10_000;
     settings.auth.register_per_window = 10_000;
+    settings.llm.max_retries = 1;
+    settings.llm.retry_base_delay_ms = 10;
+    settings.llm.retry_max_delay_ms = 100;
     settings
 }
 
@@ -56,14 +61,20 @@ impl TestApp {
         Some(Self::spawn_with(settings, db).await)
     }
 
-    pub async fn spawn_with(settings: Settings, db: TestDatabase) -> Self {
+    /// Starts the server with `settings`, pointed at a fresh fake provider.
+    pub async fn spawn_with(mut settings: Settings, db: TestDatabase) -> Self {
         ensure_crypto_provider();
+        let fake = fake_provider::FakeProvider::start()
+            .await
+            .expect("fake provider starts");
+        settings.llm.base_url = fake.base_url();
         let app = Application::build(&settings).await.expect("the app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let server = app.handle();
         tokio::spawn(app.run_until_stopped());
         Self {
             address,
+            fake,
             client: reqwest::Client::new(),
             db,
             server,

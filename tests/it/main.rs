@@ -10,3 +10,4 @@
 mod auth;
 mod health;
 mod helpers;
+mod models;

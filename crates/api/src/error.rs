@@ -186,6 +186,33 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Maps a storage failure (logging its cause here, the one place it is mapped).
+    #[must_use]
+    pub fn from_repo(e: usecase::RepoError) -> Self {
+        match e {
+            usecase::RepoError::NotFound(entity) => Self::NotFound(match entity {
+                usecase::Entity::User => "user",
+                usecase::Entity::Chat => "chat",
+                usecase::Entity::Message => "message",
+                usecase::Entity::Template => "template",
+                usecase::Entity::Preset => "preset",
+                usecase::Entity::Model => "model",
+            }),
+            usecase::RepoError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "storage unavailable");
+                Self::Unavailable {
+                    retry_after_secs: 5,
+                }
+            }
+            other => {
+                tracing::error!(error = %other, "storage failure");
+                Self::Internal
+            }
+        }
+    }
+}
+
 impl From<InvalidInput> for ApiError {
     fn from(e: InvalidInput) -> Self {
         Self::Validation {

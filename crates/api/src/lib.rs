@@ -8,9 +8,11 @@ pub mod auth;
 pub mod context;
 pub mod error;
 pub mod health;
+pub mod models;
 
 use actix_web::web;
 use usecase::auth::AuthUseCase;
+use usecase::catalog::CatalogUseCase;
 use usecase::ports::HealthCheck;
 
 pub use auth::AuthRateLimits;
@@ -36,12 +38,13 @@ pub fn extractor_config(
 }
 
 /// Registers every route under `/api/v1`.
-pub fn configure<H: HealthCheck, A: AuthUseCase>(cfg: &mut web::ServiceConfig) {
+pub fn configure<H: HealthCheck, A: AuthUseCase, M: CatalogUseCase>(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
             .route("/health", web::get().to(health::health))
             .route("/ready", web::get().to(health::ready::<H>))
-            .configure(auth::routes::<A>),
+            .configure(auth::routes::<A>)
+            .configure(models::routes::<A, M>),
     );
 }
 

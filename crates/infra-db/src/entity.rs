@@ -8,4 +8,5 @@ pub(crate) mod messages;
 pub(crate) mod models;
 pub(crate) mod prompt_templates;
 pub(crate) mod refresh_tokens;
+pub(crate) mod user_settings;
 pub(crate) mod users;

@@ -1,14 +1,15 @@
 //! [`ModelCatalogRepository`] on sea-orm: the provider's catalogue, refreshed by upsert.
 
-use domain::{ModelId, ModelInfo};
+use domain::{ModelId, ModelInfo, Timestamp, UserId};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{EntityTrait, QueryOrder, Set};
+use usecase::catalog::{SettingsRepository, UserSettings};
 use usecase::ports::{Entity, ModelCatalogRepository, RepoError};
 
 use crate::SeaOrmStore;
-use crate::convert::{join_names, to_model_info, ts};
-use crate::entity::models;
-use crate::error::to_repo_error;
+use crate::convert::{join_names, to_model_info, ts, uuid};
+use crate::entity::{models, user_settings};
+use crate::error::{classify, corrupt, to_repo_error};
 
 /// Rows per `INSERT … ON CONFLICT` statement (11 parameters each).
 const UPSERT_CHUNK: usize = 200;
@@ -79,5 +80,46 @@ impl ModelCatalogRepository for SeaOrmStore {
             .map_err(to_repo_error)?
             .ok_or(RepoError::NotFound(Entity::Model))
             .and_then(to_model_info)
+    }
+}
+
+impl SettingsRepository for SeaOrmStore {
+    async fn get_settings(&self, user: UserId) -> Result<UserSettings, RepoError> {
+        let row = user_settings::Entity::find_by_id(uuid(user.as_u128()))
+            .one(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        Ok(UserSettings {
+            default_model_id: row
+                .and_then(|r| r.default_model_id)
+                .map(ModelId::parse)
+                .transpose()
+                .map_err(corrupt)?,
+        })
+    }
+
+    async fn put_settings(
+        &self,
+        user: UserId,
+        settings: UserSettings,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        user_settings::Entity::insert(user_settings::ActiveModel {
+            user_id: Set(uuid(user.as_u128())),
+            default_model_id: Set(settings.default_model_id.map(|m| m.as_str().to_owned())),
+            updated_at: Set(ts(now)),
+        })
+        .on_conflict(
+            OnConflict::column(user_settings::Column::UserId)
+                .update_columns([
+                    user_settings::Column::DefaultModelId,
+                    user_settings::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(&self.write)
+        .await
+        .map_err(|e| classify(e, "settings conflict", Entity::User))?;
+        Ok(())
     }
 }

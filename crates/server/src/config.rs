@@ -24,6 +24,51 @@ pub struct Settings {
     pub log: LogSettings,
     /// Accounts and tokens.
     pub auth: AuthSettings,
+    /// The language-model provider.
+    pub llm: LlmSettings,
+    /// The model catalogue.
+    pub models: ModelSettings,
+}
+
+/// The language-model provider.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSettings {
+    /// OpenAI-compatible base URL.
+    pub base_url: String,
+    /// API key (`OPENROUTER_API_KEY` overrides it).
+    #[serde(serialize_with = "serialize_secret")]
+    pub api_key: SecretString,
+    /// Seconds to connect.
+    pub connect_timeout_secs: u64,
+    /// Seconds for a blocking call or opening a stream.
+    pub request_timeout_secs: u64,
+    /// Longest silence within a stream, in seconds.
+    pub stream_idle_timeout_secs: u64,
+    /// Idle connections kept per host.
+    pub pool_max_idle_per_host: usize,
+    /// Concurrent upstream calls.
+    pub max_concurrent_requests: usize,
+    /// Seconds a call waits for a slot before 503.
+    pub queue_timeout_secs: u64,
+    /// Retries of calls without an answer.
+    pub max_retries: u32,
+    /// First retry delay, milliseconds.
+    pub retry_base_delay_ms: u64,
+    /// Longest retry delay, milliseconds.
+    pub retry_max_delay_ms: u64,
+    /// `HTTP-Referer` header (OpenRouter attribution); empty to omit.
+    pub http_referer: String,
+    /// `X-Title` header (OpenRouter attribution); empty to omit.
+    pub x_title: String,
+}
+
+/// The model catalogue.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Seconds before cached entries are refreshed.
+    pub ttl_secs: u64,
 }
 
 /// The example JWT secret shipped in `config/default.toml`.
@@ -163,6 +208,9 @@ impl Settings {
             .merge(Toml::file(config_dir.join(format!("{env}.toml"))))
             .merge(Env::prefixed("ARBOR__").split("__"))
             .merge(Serialized::default("env", &env));
+        if let Ok(key) = std::env::var("OPENROUTER_API_KEY") {
+            figment = figment.merge(Serialized::default("llm.api_key", key));
+        }
         if let Ok(url) = std::env::var("DATABASE_URL") {
             figment = figment.merge(Serialized::default("database.url", url));
         }
@@ -261,10 +309,59 @@ impl Settings {
         if self.auth.rate_limit_window_secs == 0 {
             return invalid("auth.rate_limit_window_secs", "must be at least 1");
         }
+        let base = &self.llm.base_url;
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return invalid("llm.base_url", "must be an http:// or https:// URL");
+        }
+        if self.llm.max_concurrent_requests == 0 || self.llm.max_concurrent_requests > 100_000 {
+            return invalid(
+                "llm.max_concurrent_requests",
+                "must be between 1 and 100000",
+            );
+        }
+        if self.llm.request_timeout_secs == 0
+            || self.llm.stream_idle_timeout_secs == 0
+            || self.llm.connect_timeout_secs == 0
+        {
+            return invalid(
+                "llm.request_timeout_secs",
+                "provider timeouts must be at least 1 second",
+            );
+        }
+        if self.llm.max_retries > 10 {
+            return invalid("llm.max_retries", "must be at most 10");
+        }
         if self.log.level.trim().is_empty() {
             return invalid("log.level", "must not be empty");
         }
         Ok(())
+    }
+
+    /// The provider adapter's configuration.
+    #[must_use]
+    pub fn llm_config(&self) -> infra_llm::LlmConfig {
+        let l = &self.llm;
+        let mut headers = Vec::new();
+        if !l.http_referer.is_empty() {
+            headers.push(("HTTP-Referer".to_owned(), l.http_referer.clone()));
+        }
+        if !l.x_title.is_empty() {
+            headers.push(("X-Title".to_owned(), l.x_title.clone()));
+        }
+        infra_llm::LlmConfig {
+            base_url: l.base_url.clone(),
+            api_key: l.api_key.expose_secret().to_owned(),
+            connect_timeout: Duration::from_secs(l.connect_timeout_secs),
+            request_timeout: Duration::from_secs(l.request_timeout_secs),
+            stream_idle_timeout: Duration::from_secs(l.stream_idle_timeout_secs),
+            pool_max_idle_per_host: l.pool_max_idle_per_host,
+            max_concurrent_requests: l.max_concurrent_requests,
+            queue_timeout: Duration::from_secs(l.queue_timeout_secs),
+            extra_headers: headers,
+            max_retries: l.max_retries,
+            retry_base_delay: Duration::from_millis(l.retry_base_delay_ms),
+            retry_max_delay: Duration::from_millis(l.retry_max_delay_ms),
+        }
     }
 
     /// The database adapter's configuration.

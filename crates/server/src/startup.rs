@@ -8,8 +8,10 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use infra_db::SeaOrmStore;
+use infra_llm::OpenAiGateway;
 use tracing_actix_web::TracingLogger;
 use usecase::auth::{AuthPolicy, AuthService};
+use usecase::catalog::CatalogService;
 use usecase::ports::{HealthCheck, RepoError};
 
 use crate::adapters::{Argon2Hasher, JwtCodec, SystemClock, UuidV7Ids};
@@ -19,6 +21,8 @@ use crate::config::Settings;
 pub type Store = SeaOrmStore;
 /// The auth use case with its concrete adapters.
 pub type Auth = AuthService<Store, Argon2Hasher, JwtCodec, SystemClock, UuidV7Ids>;
+/// The model catalogue with its concrete adapters.
+pub type Catalog = CatalogService<Store, OpenAiGateway, SystemClock>;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,9 @@ pub enum StartupError {
     /// The password hasher or token codec rejected its configuration.
     #[error("invalid auth configuration")]
     Crypto(#[from] usecase::auth::CryptoError),
+    /// The provider client could not be built.
+    #[error("invalid provider configuration")]
+    Llm(#[from] infra_llm::BuildError),
     /// The listener could not be bound.
     #[error("cannot listen on {address}")]
     Bind {
@@ -103,6 +110,8 @@ impl Application {
     /// [`StartupError`] for a bad database URL, an SQLite file that cannot be opened, a
     /// failing migration, or a port that cannot be bound.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        // reqwest is built without a bundled TLS provider; rustls uses ring, as sqlx does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = SeaOrmStore::connect(&settings.db_config()).await?;
         tracing::info!(backend = store.backend_name(), "database configured");
         let migrated = Arc::new(AtomicBool::new(!settings.database.migrate_on_startup));
@@ -140,6 +149,13 @@ impl Application {
             AuthPolicy {
                 refresh_ttl_secs: i64::try_from(a.refresh_token_ttl_secs).unwrap_or(i64::MAX),
             },
+        ));
+        let llm = OpenAiGateway::new(settings.llm_config())?;
+        let catalog = web::Data::new(Catalog::new(
+            store.clone(),
+            llm,
+            SystemClock,
+            Duration::from_secs(settings.models.ttl_secs),
         ));
         let window = Duration::from_secs(a.rate_limit_window_secs);
         let rate_limits = web::Data::new(api::AuthRateLimits::new(
@@ -180,7 +196,8 @@ impl Application {
                 .app_data(readiness.clone())
                 .app_data(auth.clone())
                 .app_data(rate_limits.clone())
-                .configure(api::configure::<Readiness, Auth>)
+                .app_data(catalog.clone())
+                .configure(api::configure::<Readiness, Auth, Catalog>)
                 .default_service(web::to(api::not_found))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs);

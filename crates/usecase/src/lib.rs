@@ -5,6 +5,7 @@
 //! HTTP or provider type appears here.
 
 pub mod auth;
+pub mod catalog;
 pub mod llm;
 pub mod ports;
 

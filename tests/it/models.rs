@@ -1,0 +1,183 @@
+//! The model catalogue and per-user settings over HTTP, on every backend.
+
+use std::time::Duration;
+
+use infra_db::testing::{Backend, TestDatabase};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, on_every_backend, test_settings};
+
+async fn app_with_ttl(backend: Backend, ttl_secs: u64) -> Option<TestApp> {
+    let db = TestDatabase::create(backend).await?;
+    let mut settings = test_settings(db.url());
+    settings.models.ttl_secs = ttl_secs;
+    Some(TestApp::spawn_with(settings, db).await)
+}
+
+async fn models(app: &TestApp, token: &str) -> reqwest::Response {
+    app.get_as("/api/v1/models?limit=100", token).await
+}
+
+async fn the_catalogue_fills_refreshes_by_upsert_and_falls_back_to_stale(backend: Backend) {
+    let Some(app) = app_with_ttl(backend, 1).await else {
+        return;
+    };
+    let token = app.user_token("alice").await;
+
+    let first = models(&app, &token).await;
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("x-catalog-stale").is_none());
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["total"], 3);
+    assert_eq!(first["stale"], false);
+    assert_eq!(app.db.count("models", None).await, 3);
+    let one: Value = app
+        .get_as("/api/v1/models/openai/gpt-4o-mini", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["pricing"]["prompt"], "0.00000015");
+    assert_eq!(one["context_length"], 128_000);
+
+    // The provider changes a price and adds a model; after the TTL the list is upserted.
+    let mut changed = fake_provider::default_models();
+    changed[1]["pricing"]["prompt"] = json!("0.000004");
+    changed.push(fake_provider::model_entry(
+        "fake/new", "Fake New", "0.000001", "0.000002", 4_096,
+    ));
+    app.fake.set_models(changed);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let refreshed: Value = models(&app, &token).await.json().await.unwrap();
+    assert_eq!(refreshed["total"], 4);
+    let large = refreshed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "fake/large")
+        .unwrap();
+    assert_eq!(large["pricing"]["prompt"], "0.000004");
+    assert_eq!(app.db.count("models", None).await, 4, "one row per model");
+
+    // The provider fails: the cached list is served, marked stale.
+    app.fake.fail_models(true);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let stale = models(&app, &token).await;
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.headers()["x-catalog-stale"], "true");
+    let stale: Value = stale.json().await.unwrap();
+    assert_eq!(stale["stale"], true);
+    assert_eq!(stale["total"], 4);
+
+    let search: Value = app
+        .get_as("/api/v1/models?q=LARGE", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(search["total"], 1);
+    assert_eq!(
+        app.get_as("/api/v1/models/nobody/none", &token)
+            .await
+            .status(),
+        404
+    );
+    app.finish().await;
+}
+
+async fn concurrent_requests_on_an_expired_catalogue_share_one_refresh(backend: Backend) {
+    let Some(app) = app_with_ttl(backend, 1).await else {
+        return;
+    };
+    let token = app.user_token("alice").await;
+    assert_eq!(models(&app, &token).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let before = app.fake.stats().model_requests;
+    let url = app.url("/api/v1/models?limit=100");
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let client = app.client.clone();
+            let (url, token) = (url.clone(), token.clone());
+            tokio::spawn(async move {
+                client
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    assert_eq!(app.fake.stats().model_requests - before, 1);
+    app.finish().await;
+}
+
+async fn each_user_has_a_default_model_validated_against_the_catalogue(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let alice = app.user_token("alice").await;
+    let bob = app.user_token("bob").await;
+    let get = |token: String| {
+        let app = &app;
+        async move {
+            app.get_as("/api/v1/users/me/settings", &token)
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(get(alice.clone()).await["default_model_id"], Value::Null);
+    let put = |token: &str, body: Value| {
+        app.client
+            .put(app.url("/api/v1/users/me/settings"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let unknown = put(&alice, json!({"default_model_id": "nobody/none"}))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 422);
+    let ok = put(&alice, json!({"default_model_id": "fake/large"}))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(get(alice.clone()).await["default_model_id"], "fake/large");
+    assert_eq!(
+        get(bob.clone()).await["default_model_id"],
+        Value::Null,
+        "never global"
+    );
+    let cleared = put(&alice, json!({"default_model_id": null}))
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), 200);
+    assert_eq!(get(alice).await["default_model_id"], Value::Null);
+    assert_eq!(app.get("/api/v1/models").await.status(), 401);
+    app.finish().await;
+}
+
+on_every_backend!(
+    the_catalogue_fills_refreshes_by_upsert_and_falls_back_to_stale,
+    concurrent_requests_on_an_expired_catalogue_share_one_refresh,
+    each_user_has_a_default_model_validated_against_the_catalogue
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_catalogue_with_the_provider_down_is_503() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let token = app.user_token("alice").await;
+    app.fake.fail_models(true);
+    let response = models(&app, &token).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    app.finish().await;
+}
