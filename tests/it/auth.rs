@@ -789,9 +789,13 @@ impl Write for Writer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_logs() {
     let logs = captured_logs();
-    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
         return;
     };
+    let mut settings = test_settings(db.url());
+    let provider_key = "sk-or-v1-test-provider-key-0123456789";
+    settings.llm.api_key = provider_key.to_owned().into();
+    let app = TestApp::spawn_with(settings, db).await;
     app.register("ivan").await;
     let tokens = app.login("ivan").await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
@@ -815,6 +819,8 @@ async fn no_secret_reaches_the_logs() {
         .unwrap();
     let key = key["key"].as_str().unwrap().to_owned();
     assert_eq!(app.get_as("/api/v1/auth/me", &key).await.status(), 200);
+    // A provider call (the catalogue) uses the provider key.
+    assert_eq!(app.get_as("/api/v1/models", &access).await.status(), 200);
     let _ = app
         .post_json(
             "/api/v1/auth/login",
@@ -842,6 +848,7 @@ async fn no_secret_reaches_the_logs() {
         rotated["access_token"].as_str().unwrap(),
         key.as_str(),
         hash.as_str(),
+        provider_key,
     ] {
         assert!(!text.contains(secret), "a secret was logged");
     }

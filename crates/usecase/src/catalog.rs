@@ -292,3 +292,94 @@ where
         Ok(settings)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use domain::{ModelInfo, Pricing, Usd};
+
+    use super::*;
+    use crate::testing::{FakeLlm, InMemoryStore, ManualClock};
+
+    fn model(id: &str, price: &str) -> ModelInfo {
+        ModelInfo {
+            id: ModelId::parse(id).unwrap(),
+            name: id.to_uppercase(),
+            description: None,
+            context_length: Some(1_000),
+            pricing: Pricing {
+                prompt: Usd::parse_decimal(price).unwrap(),
+                completion: Usd::parse_decimal(price).unwrap(),
+            },
+            input_modalities: vec![],
+            output_modalities: vec![],
+            created: None,
+            fetched_at: Timestamp::from_unix_micros(0),
+        }
+    }
+
+    fn service(models: Vec<ModelInfo>) -> Arc<CatalogService<InMemoryStore, FakeLlm, ManualClock>> {
+        Arc::new(CatalogService::new(
+            InMemoryStore::new(),
+            FakeLlm::with_models(models),
+            ManualClock::new(Timestamp::from_unix_seconds(1_800_000_000)),
+            Duration::from_secs(60),
+        ))
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_refresh() {
+        let s = service(vec![model("a/one", "0.1"), model("b/two", "0.2")]);
+        let calls: Vec<_> = (0..50)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move { s.list_models(None, PageRequest::default()).await })
+            })
+            .collect();
+        for c in calls {
+            assert_eq!(c.await.unwrap().unwrap().page.total, 2);
+        }
+        assert_eq!(s.llm.model_calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_expired_list_is_refreshed_and_a_failed_refresh_serves_the_old_list_as_stale() {
+        let s = service(vec![model("a/one", "0.1")]);
+        assert!(
+            !s.list_models(None, PageRequest::default())
+                .await
+                .unwrap()
+                .stale
+        );
+        s.llm
+            .set_models(vec![model("a/one", "0.5"), model("c/three", "0.3")]);
+        s.clock.advance_micros(61_000_000);
+        let page = s.list_models(None, PageRequest::default()).await.unwrap();
+        assert_eq!(page.page.total, 2);
+        let (one, _) = s
+            .get_model(&ModelId::parse("a/one").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(one.pricing.prompt, Usd::parse_decimal("0.5").unwrap());
+
+        s.llm.set_failing(true);
+        s.clock.advance_micros(61_000_000);
+        let stale = s
+            .list_models(Some("THREE".into()), PageRequest::default())
+            .await
+            .unwrap();
+        assert!(stale.stale);
+        assert_eq!(stale.page.total, 1);
+    }
+
+    #[tokio::test]
+    async fn nothing_cached_and_the_provider_down_is_unavailable() {
+        let s = service(vec![]);
+        s.llm.set_failing(true);
+        assert!(matches!(
+            s.list_models(None, PageRequest::default()).await,
+            Err(CatalogError::Unavailable(_))
+        ));
+    }
+}

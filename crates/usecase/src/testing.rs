@@ -72,6 +72,7 @@ struct State {
     records: HashMap<MessageId, GenerationRecord>,
     templates: HashMap<TemplateId, PromptTemplate>,
     models: HashMap<ModelId, ModelInfo>,
+    settings: HashMap<UserId, crate::catalog::UserSettings>,
 }
 
 /// Every repository port over one mutex-guarded state: each call is trivially atomic.
@@ -584,5 +585,125 @@ impl TokenCodec for ReadableTokens {
 
     fn digest(&self, secret: &str) -> String {
         format!("d:{secret}")
+    }
+}
+
+/// A scripted [`crate::llm::LlmGateway`]: answers `echo: <last message>`, serves a settable
+/// model list, can be made to fail, and counts calls.
+#[derive(Debug, Default)]
+pub struct FakeLlm {
+    models: Mutex<Vec<ModelInfo>>,
+    failing: std::sync::atomic::AtomicBool,
+    /// `list_models` calls so far.
+    pub model_calls: AtomicU64,
+}
+
+impl FakeLlm {
+    /// A provider serving `models`.
+    #[must_use]
+    pub fn with_models(models: Vec<ModelInfo>) -> Self {
+        Self {
+            models: Mutex::new(models),
+            ..Self::default()
+        }
+    }
+
+    /// Makes every call fail with `Unavailable` (or recover).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Replaces the model list.
+    pub fn set_models(&self, models: Vec<ModelInfo>) {
+        if let Ok(mut m) = self.models.lock() {
+            *m = models;
+        }
+    }
+
+    fn check(&self) -> Result<(), crate::llm::LlmError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(crate::llm::LlmError::Unavailable { retry_after: None });
+        }
+        Ok(())
+    }
+}
+
+impl crate::llm::LlmGateway for FakeLlm {
+    async fn complete(
+        &self,
+        request: crate::llm::CompletionRequest,
+    ) -> Result<crate::llm::Completion, crate::llm::LlmError> {
+        self.check()?;
+        let last = request
+            .messages
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        Ok(crate::llm::Completion {
+            content: format!("echo: {last}"),
+            usage: None,
+            finish_reason: Some("stop".into()),
+            provider: None,
+        })
+    }
+
+    async fn stream(
+        &self,
+        request: crate::llm::CompletionRequest,
+    ) -> Result<crate::llm::CompletionStream, crate::llm::LlmError> {
+        let answer = self.complete(request).await?;
+        let mut items: Vec<Result<crate::llm::StreamEvent, crate::llm::LlmError>> = answer
+            .content
+            .split_inclusive(' ')
+            .map(|w| Ok(crate::llm::StreamEvent::Delta(w.to_owned())))
+            .collect();
+        items.push(Ok(crate::llm::StreamEvent::Done {
+            finish_reason: answer.finish_reason,
+            usage: None,
+            provider: None,
+        }));
+        Ok(Box::pin(VecStream(items.into_iter())))
+    }
+
+    async fn list_models(&self) -> Result<Vec<ModelInfo>, crate::llm::LlmError> {
+        self.model_calls.fetch_add(1, Ordering::SeqCst);
+        // Yield so concurrent callers really overlap with this call.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.check()?;
+        Ok(self.models.lock().map(|m| m.clone()).unwrap_or_default())
+    }
+}
+
+struct VecStream<I>(I);
+
+impl<I: Iterator + Unpin> futures_core::Stream for VecStream<I> {
+    type Item = I::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(self.0.next())
+    }
+}
+
+impl crate::catalog::SettingsRepository for InMemoryStore {
+    async fn get_settings(&self, user: UserId) -> Result<crate::catalog::UserSettings, RepoError> {
+        self.with(|s| Ok(s.settings.get(&user).cloned().unwrap_or_default()))
+    }
+
+    async fn put_settings(
+        &self,
+        user: UserId,
+        settings: crate::catalog::UserSettings,
+        _now: Timestamp,
+    ) -> Result<(), RepoError> {
+        self.with(|s| {
+            if !s.users.contains_key(&user) {
+                return Err(RepoError::NotFound(Entity::User));
+            }
+            s.settings.insert(user, settings);
+            Ok(())
+        })
     }
 }
