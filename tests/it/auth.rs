@@ -118,13 +118,12 @@ async fn the_full_account_flow_works(backend: Backend) {
     let fresh = app.login("alice").await;
     let refresh_token = fresh["refresh_token"].as_str().unwrap();
     let logout = app
-        .client
-        .post(app.url("/api/v1/auth/logout"))
-        .bearer_auth(&access)
-        .json(&json!({"refresh_token": refresh_token}))
-        .send()
-        .await
-        .unwrap();
+        .post_json_as(
+            "/api/v1/auth/logout",
+            &access,
+            &json!({"refresh_token": refresh_token}),
+        )
+        .await;
     assert_eq!(logout.status(), 204);
     let revoked = app
         .post_json(
@@ -137,13 +136,8 @@ async fn the_full_account_flow_works(backend: Backend) {
     let a = app.login("alice").await;
     let b = app.login("alice").await;
     let all = app
-        .client
-        .post(app.url("/api/v1/auth/logout"))
-        .bearer_auth(&access)
-        .json(&json!({"all": true}))
-        .send()
-        .await
-        .unwrap();
+        .post_json_as("/api/v1/auth/logout", &access, &json!({"all": true}))
+        .await;
     assert_eq!(all.status(), 204);
     for t in [&a, &b] {
         let r = app
@@ -157,13 +151,12 @@ async fn the_full_account_flow_works(backend: Backend) {
 
     // API keys: create, use, list, revoke.
     let created = app
-        .client
-        .post(app.url("/api/v1/auth/api-keys"))
-        .bearer_auth(&access)
-        .json(&json!({"name": "backup script"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json_as(
+            "/api/v1/auth/api-keys",
+            &access,
+            &json!({"name": "backup script"}),
+        )
+        .await;
     assert_eq!(created.status(), 201);
     let created: Value = created.json().await.unwrap();
     let key = created["key"].as_str().unwrap().to_owned();
@@ -807,13 +800,8 @@ async fn no_secret_reaches_the_logs() {
         .await
         .unwrap();
     let key: Value = app
-        .client
-        .post(app.url("/api/v1/auth/api-keys"))
-        .bearer_auth(&access)
-        .json(&json!({"name": "k"}))
-        .send()
+        .post_json_as("/api/v1/auth/api-keys", &access, &json!({"name": "k"}))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

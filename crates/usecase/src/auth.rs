@@ -172,8 +172,8 @@ pub trait CredentialRepository: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<Rotation, RepoError>> + Send;
 
-    /// Revokes the token with digest `hash` if it belongs to `user`; `all` revokes every
-    /// refresh token of `user`. Returns how many were revoked.
+    /// Revokes the token with digest `hash` if it belongs to `user`, or, with `hash = None`,
+    /// every refresh token of `user`. Returns how many were revoked.
     ///
     /// # Errors
     /// Storage failures.
