@@ -8,6 +8,7 @@
 )]
 
 mod auth;
+mod chats;
 mod health;
 mod helpers;
 mod models;

@@ -67,6 +67,12 @@ pub enum ApiError {
         /// Seconds until the next request is allowed.
         retry_after_secs: u64,
     },
+    /// 502: the language model provider failed or refused.
+    #[error("the language model provider failed; try again")]
+    BadGateway,
+    /// 504: the language model provider did not answer in time.
+    #[error("the language model provider timed out; try again")]
+    GatewayTimeout,
     /// 503 with `Retry-After`: a dependency (the database) is unavailable.
     #[error("the service is temporarily unavailable")]
     Unavailable {
@@ -118,6 +124,8 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } => "service_unavailable",
+            Self::BadGateway => "provider_error",
+            Self::GatewayTimeout => "provider_timeout",
             Self::Internal => "internal_error",
         }
     }
@@ -125,7 +133,11 @@ impl ApiError {
     const fn retry_available(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Unavailable { .. } | Self::Internal
+            Self::RateLimited { .. }
+                | Self::Unavailable { .. }
+                | Self::Internal
+                | Self::BadGateway
+                | Self::GatewayTimeout
         )
     }
 
@@ -149,6 +161,8 @@ impl ApiError {
             Self::Internal => {
                 "予期しないエラーが発生しました。問題が続く場合はサポートにお問い合わせください。"
             }
+            Self::BadGateway => "言語モデルのエラーが発生しました。もう一度お試しください。",
+            Self::GatewayTimeout => "処理がタイムアウトしました。もう一度お試しください。",
         }
     }
 
@@ -262,6 +276,8 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -5,6 +5,7 @@
 //! never names a database or provider type.
 
 pub mod auth;
+pub mod chats;
 pub mod context;
 pub mod error;
 pub mod health;
@@ -13,6 +14,7 @@ pub mod models;
 use actix_web::web;
 use usecase::auth::AuthUseCase;
 use usecase::catalog::CatalogUseCase;
+use usecase::chat::ChatUseCase;
 use usecase::ports::HealthCheck;
 
 pub use auth::AuthRateLimits;
@@ -38,13 +40,16 @@ pub fn extractor_config(
 }
 
 /// Registers every route under `/api/v1`.
-pub fn configure<H: HealthCheck, A: AuthUseCase, M: CatalogUseCase>(cfg: &mut web::ServiceConfig) {
+pub fn configure<H: HealthCheck, A: AuthUseCase, M: CatalogUseCase, S: ChatUseCase>(
+    cfg: &mut web::ServiceConfig,
+) {
     cfg.service(
         web::scope("/api/v1")
             .route("/health", web::get().to(health::health))
             .route("/ready", web::get().to(health::ready::<H>))
             .configure(auth::routes::<A>)
-            .configure(models::routes::<A, M>),
+            .configure(models::routes::<A, M>)
+            .configure(chats::routes::<A, S>),
     );
 }
 

@@ -5,11 +5,16 @@ use domain::{
     TreeError, UserId,
 };
 use sea_orm::prelude::Expr;
+use sea_orm::sea_query::{Func, LikeExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter,
     QueryOrder, QuerySelect, QueryTrait, Set,
 };
-use usecase::ports::{ChatRepository, DeletedSubtree, Entity, NewChat, NewMessage, RepoError};
+use sea_orm::{Order, PaginatorTrait};
+use usecase::ports::{
+    ChatQuery, ChatRepository, ChatSort, ChatSummary, DeletedSubtree, Entity, NewChat, NewMessage,
+    RepoError,
+};
 
 use crate::SeaOrmStore;
 use crate::convert::{to_chat, to_message, ts, uuid};
@@ -105,7 +110,118 @@ impl SeaOrmStore {
     }
 }
 
+/// `%`, `_` and `\` of a user's query made literal for `LIKE … ESCAPE '\'`.
+pub(crate) fn like_pattern(query: &str) -> String {
+    let mut out = String::with_capacity(query.len() + 2);
+    out.push('%');
+    for c in query.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
 impl ChatRepository for SeaOrmStore {
+    async fn list_chats(
+        &self,
+        owner: UserId,
+        query: ChatQuery,
+    ) -> Result<domain::Page<ChatSummary>, RepoError> {
+        let mut select =
+            chats::Entity::find().filter(chats::Column::UserId.eq(uuid(owner.as_u128())));
+        if let Some(q) = &query.title {
+            select = select.filter(
+                Expr::expr(Func::lower(Expr::col(chats::Column::Title)))
+                    .like(LikeExpr::new(like_pattern(q.as_str())).escape('\\')),
+            );
+        }
+        let total = select
+            .clone()
+            .count(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        let (column, order) = match query.sort {
+            ChatSort::UpdatedDesc => (chats::Column::UpdatedAt, Order::Desc),
+            ChatSort::CreatedDesc => (chats::Column::CreatedAt, Order::Desc),
+            ChatSort::TitleAsc => (chats::Column::Title, Order::Asc),
+            ChatSort::TitleDesc => (chats::Column::Title, Order::Desc),
+        };
+        let rows = select
+            .order_by(column, order.clone())
+            .order_by(chats::Column::Id, order)
+            .offset(query.page.offset())
+            .limit(u64::from(query.page.limit()))
+            .all(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        // Previews: one query for the whole page.
+        let leaves: Vec<_> = rows.iter().map(|r| r.current_leaf_id).collect();
+        let previews: std::collections::HashMap<sea_orm::prelude::Uuid, String> =
+            messages::Entity::find()
+                .select_only()
+                .column(messages::Column::Id)
+                .column(messages::Column::Content)
+                .filter(messages::Column::Id.is_in(leaves))
+                .into_tuple::<(sea_orm::prelude::Uuid, String)>()
+                .all(&self.read)
+                .await
+                .map_err(to_repo_error)?
+                .into_iter()
+                .collect();
+        let items = rows
+            .into_iter()
+            .map(|row| {
+                let preview = previews
+                    .get(&row.current_leaf_id)
+                    .cloned()
+                    .unwrap_or_default();
+                Ok(ChatSummary {
+                    chat: to_chat(row)?,
+                    preview,
+                })
+            })
+            .collect::<Result<Vec<_>, RepoError>>()?;
+        Ok(domain::Page {
+            items,
+            total,
+            request: query.page,
+        })
+    }
+
+    async fn select_leaf(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+        _now: domain::Timestamp,
+    ) -> Result<Chat, RepoError> {
+        let txn = self.begin_write().await?;
+        let mut row = self.lock_owned_chat(&txn, owner, chat).await?;
+        let in_chat = messages::Entity::find_by_id(uuid(message.as_u128()))
+            .filter(messages::Column::ChatId.eq(uuid(chat.as_u128())))
+            .count(&txn)
+            .await
+            .map_err(to_repo_error)?;
+        if in_chat == 0 {
+            return Err(RepoError::NotFound(Entity::Message));
+        }
+        chats::Entity::update_many()
+            .col_expr(
+                chats::Column::CurrentLeafId,
+                Expr::value(uuid(message.as_u128())),
+            )
+            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
+            .exec(&txn)
+            .await
+            .map_err(to_repo_error)?;
+        txn.commit().await.map_err(to_repo_error)?;
+        row.current_leaf_id = uuid(message.as_u128());
+        to_chat(row)
+    }
+
     async fn create_chat(&self, new: NewChat) -> Result<Chat, RepoError> {
         let txn = self.begin_write().await?;
         let chat = chats::ActiveModel {

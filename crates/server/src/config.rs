@@ -61,6 +61,10 @@ pub struct LlmSettings {
     pub http_referer: String,
     /// `X-Title` header (OpenRouter attribution); empty to omit.
     pub x_title: String,
+    /// The server-wide default model.
+    pub default_model: String,
+    /// The provider's name in generation records.
+    pub provider_name: String,
 }
 
 /// The model catalogue.
@@ -326,6 +330,12 @@ impl Settings {
             return invalid(
                 "llm.request_timeout_secs",
                 "provider timeouts must be at least 1 second",
+            );
+        }
+        if domain::ModelId::parse(self.llm.default_model.as_str()).is_err() {
+            return invalid(
+                "llm.default_model",
+                "must be a model id without white space",
             );
         }
         if self.llm.max_retries > 10 {

@@ -12,6 +12,7 @@ use infra_llm::OpenAiGateway;
 use tracing_actix_web::TracingLogger;
 use usecase::auth::{AuthPolicy, AuthService};
 use usecase::catalog::CatalogService;
+use usecase::chat::ChatService;
 use usecase::ports::{HealthCheck, RepoError};
 
 use crate::adapters::{Argon2Hasher, JwtCodec, SystemClock, UuidV7Ids};
@@ -23,6 +24,8 @@ pub type Store = SeaOrmStore;
 pub type Auth = AuthService<Store, Argon2Hasher, JwtCodec, SystemClock, UuidV7Ids>;
 /// The model catalogue with its concrete adapters.
 pub type Catalog = CatalogService<Store, OpenAiGateway, SystemClock>;
+/// Conversations with their concrete adapters.
+pub type Chats = ChatService<Store, OpenAiGateway, Catalog, SystemClock, UuidV7Ids>;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,9 @@ pub enum StartupError {
     /// The password hasher or token codec rejected its configuration.
     #[error("invalid auth configuration")]
     Crypto(#[from] usecase::auth::CryptoError),
+    /// A configuration value the settings check let through is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// The provider client could not be built.
     #[error("invalid provider configuration")]
     Llm(#[from] infra_llm::BuildError),
@@ -151,12 +157,24 @@ impl Application {
             },
         ));
         let llm = OpenAiGateway::new(settings.llm_config())?;
-        let catalog = web::Data::new(Catalog::new(
+        let catalog = Arc::new(Catalog::new(
             store.clone(),
-            llm,
+            llm.clone(),
             SystemClock,
             Duration::from_secs(settings.models.ttl_secs),
         ));
+        let default_model = domain::ModelId::parse(settings.llm.default_model.as_str())
+            .map_err(|e| StartupError::Config(e.to_string()))?;
+        let chats = web::Data::new(Chats::new(
+            store.clone(),
+            llm,
+            Arc::clone(&catalog),
+            SystemClock,
+            UuidV7Ids,
+            default_model,
+            settings.llm.provider_name.clone(),
+        ));
+        let catalog = web::Data::from(catalog);
         let window = Duration::from_secs(a.rate_limit_window_secs);
         let rate_limits = web::Data::new(api::AuthRateLimits::new(
             a.login_per_window,
@@ -197,7 +215,8 @@ impl Application {
                 .app_data(auth.clone())
                 .app_data(rate_limits.clone())
                 .app_data(catalog.clone())
-                .configure(api::configure::<Readiness, Auth, Catalog>)
+                .app_data(chats.clone())
+                .configure(api::configure::<Readiness, Auth, Catalog, Chats>)
                 .default_service(web::to(api::not_found))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs);

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod chat;
 pub mod llm;
 pub mod ports;
 

@@ -180,6 +180,40 @@ pub struct DeletedSubtree {
     pub current_leaf: MessageId,
 }
 
+/// How a chat list is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChatSort {
+    /// Most recently changed first (the default).
+    #[default]
+    UpdatedDesc,
+    /// Newest first.
+    CreatedDesc,
+    /// By title, A→Z.
+    TitleAsc,
+    /// By title, Z→A.
+    TitleDesc,
+}
+
+/// A chat list request.
+#[derive(Debug, Clone, Default)]
+pub struct ChatQuery {
+    /// Case-insensitive substring of the title (`%` and `_` are literal).
+    pub title: Option<domain::SearchQuery>,
+    /// Order.
+    pub sort: ChatSort,
+    /// Which page.
+    pub page: domain::PageRequest,
+}
+
+/// A chat in a list, with the text of its current leaf as a preview.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatSummary {
+    /// The chat.
+    pub chat: Chat,
+    /// The current leaf's content (truncated by the caller as it likes).
+    pub preview: String,
+}
+
 /// Chats and their message trees. Every method is scoped to `owner`: a chat of another user
 /// MUST behave exactly like a chat that does not exist ([`RepoError::NotFound`]).
 pub trait ChatRepository: Send + Sync + 'static {
@@ -199,6 +233,29 @@ pub trait ChatRepository: Send + Sync + 'static {
         &self,
         owner: UserId,
         chat: ChatId,
+    ) -> impl Future<Output = Result<Chat, RepoError>> + Send;
+
+    /// One page of the owner's chats with a true total. Implementations MUST use a constant
+    /// number of queries whatever the page size.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn list_chats(
+        &self,
+        owner: UserId,
+        query: ChatQuery,
+    ) -> impl Future<Output = Result<domain::Page<ChatSummary>, RepoError>> + Send;
+
+    /// Moves the chat's current leaf to `message`, which MUST be in the chat.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Chat`] or [`Entity::Message`].
+    fn select_leaf(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+        now: Timestamp,
     ) -> impl Future<Output = Result<Chat, RepoError>> + Send;
 
     /// Every message of the chat, in creation order.

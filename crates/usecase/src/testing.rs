@@ -202,6 +202,88 @@ impl UserRepository for InMemoryStore {
 }
 
 impl ChatRepository for InMemoryStore {
+    async fn list_chats(
+        &self,
+        owner: UserId,
+        query: crate::ports::ChatQuery,
+    ) -> Result<domain::Page<crate::ports::ChatSummary>, RepoError> {
+        use crate::ports::ChatSort;
+        self.with(|s| {
+            let needle = query.title.as_ref().map(|q| q.as_str().to_lowercase());
+            let mut chats: Vec<Chat> = s
+                .chats
+                .values()
+                .filter(|c| c.owner == owner)
+                .filter(|c| {
+                    needle.as_deref().is_none_or(|n| {
+                        c.title
+                            .as_ref()
+                            .is_some_and(|t| t.as_str().to_lowercase().contains(n))
+                    })
+                })
+                .cloned()
+                .collect();
+            match query.sort {
+                ChatSort::UpdatedDesc => chats.sort_by_key(|c| std::cmp::Reverse(c.updated_at)),
+                ChatSort::CreatedDesc => chats.sort_by_key(|c| std::cmp::Reverse(c.created_at)),
+                ChatSort::TitleAsc => chats.sort_by(|a, b| {
+                    a.title
+                        .as_ref()
+                        .map(|t| t.as_str())
+                        .cmp(&b.title.as_ref().map(|t| t.as_str()))
+                }),
+                ChatSort::TitleDesc => chats.sort_by(|a, b| {
+                    b.title
+                        .as_ref()
+                        .map(|t| t.as_str())
+                        .cmp(&a.title.as_ref().map(|t| t.as_str()))
+                }),
+            }
+            let total = chats.len() as u64;
+            let items = chats
+                .into_iter()
+                .skip(usize::try_from(query.page.offset()).unwrap_or(usize::MAX))
+                .take(query.page.limit() as usize)
+                .map(|chat| {
+                    let preview = s
+                        .messages
+                        .get(&chat.id)
+                        .and_then(|ms| ms.iter().find(|m| m.id == chat.current_leaf_id))
+                        .map(|m| m.content.clone())
+                        .unwrap_or_default();
+                    crate::ports::ChatSummary { chat, preview }
+                })
+                .collect();
+            Ok(domain::Page {
+                items,
+                total,
+                request: query.page,
+            })
+        })
+    }
+
+    async fn select_leaf(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+        _now: Timestamp,
+    ) -> Result<Chat, RepoError> {
+        self.with(|s| {
+            owned_chat(s, owner, chat)?;
+            if !s
+                .messages
+                .get(&chat)
+                .is_some_and(|ms| ms.iter().any(|m| m.id == message))
+            {
+                return Err(RepoError::NotFound(Entity::Message));
+            }
+            let c = owned_chat(s, owner, chat)?;
+            c.current_leaf_id = message;
+            Ok(c.clone())
+        })
+    }
+
     async fn create_chat(&self, new: NewChat) -> Result<Chat, RepoError> {
         self.with(|s| {
             if !s.users.contains_key(&new.owner) {

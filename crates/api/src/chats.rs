@@ -1,0 +1,423 @@
+//! Chat and message routes.
+
+use actix_web::{HttpResponse, web};
+use domain::{
+    Chat, ChatId, ChatTitle, Message, MessageContent, MessageId, ModelId, PageRequest, SearchQuery,
+    SystemPrompt, limits,
+};
+use serde::{Deserialize, Serialize};
+use usecase::auth::AuthUseCase;
+use usecase::chat::{ChatError, ChatUseCase, NewChatInput, SendInput};
+use usecase::llm::LlmError;
+use usecase::ports::{ChatQuery, ChatSort};
+
+use crate::auth::CurrentUser;
+use crate::error::ApiError;
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::ChatNotFound => Self::NotFound("chat"),
+            ChatError::MessageNotFound => Self::NotFound("message"),
+            ChatError::UnknownModel(id) => Self::Validation {
+                message: format!("model {id} is not in the catalogue"),
+                field: Some("model_id".into()),
+            },
+            ChatError::InvalidTarget(why) => Self::Validation {
+                message: why.to_owned(),
+                field: None,
+            },
+            ChatError::Llm(cause) => {
+                tracing::warn!(error = %cause, "provider call failed");
+                match cause {
+                    LlmError::RateLimited { retry_after }
+                    | LlmError::Unavailable { retry_after } => Self::Unavailable {
+                        retry_after_secs: retry_after.map_or(5, |d| d.as_secs().max(1)),
+                    },
+                    LlmError::Timeout => Self::GatewayTimeout,
+                    LlmError::Rejected(_) | LlmError::BrokenStream(_) => Self::BadGateway,
+                }
+            }
+            ChatError::Catalog(cause) => {
+                tracing::warn!(error = %cause, "catalogue unavailable");
+                Self::Unavailable {
+                    retry_after_secs: 30,
+                }
+            }
+            ChatError::Storage(cause) => Self::from_repo(cause),
+        }
+    }
+}
+
+fn parse_id<T: std::str::FromStr>(raw: &str, field: &'static str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::Validation {
+        message: "not a valid UUID".into(),
+        field: Some(field.into()),
+    })
+}
+
+/// A chat as clients see it.
+#[derive(Debug, Serialize)]
+pub struct ChatResponse {
+    uuid: String,
+    title: String,
+    system_prompt: Option<String>,
+    model_id: Option<String>,
+    root_message_uuid: String,
+    current_leaf_uuid: String,
+    message_count: u64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&Chat> for ChatResponse {
+    fn from(c: &Chat) -> Self {
+        Self {
+            uuid: c.id.to_string(),
+            title: c.display_title().to_owned(),
+            system_prompt: c.system_prompt.as_ref().map(|p| p.as_str().to_owned()),
+            model_id: c.model_id.as_ref().map(|m| m.as_str().to_owned()),
+            root_message_uuid: c.root_id.to_string(),
+            current_leaf_uuid: c.current_leaf_id.to_string(),
+            message_count: c.message_count,
+            created_at: c.created_at.to_string(),
+            updated_at: c.updated_at.to_string(),
+        }
+    }
+}
+
+/// A message as clients see it.
+#[derive(Debug, Serialize)]
+pub struct MessageResponse {
+    uuid: String,
+    parent_uuid: Option<String>,
+    role: &'static str,
+    content: String,
+    status: &'static str,
+    created_at: String,
+}
+
+impl From<&Message> for MessageResponse {
+    fn from(m: &Message) -> Self {
+        Self {
+            uuid: m.id.to_string(),
+            parent_uuid: m.parent_id.map(|p| p.to_string()),
+            role: m.role.as_str(),
+            content: m.content.clone(),
+            status: m.status.as_str(),
+            created_at: m.created_at.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateChatRequest {
+    title: Option<String>,
+    system_prompt: Option<String>,
+    model_id: Option<String>,
+    initial_message: Option<String>,
+}
+
+async fn create_chat<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    body: web::Json<CreateChatRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    if let Some(m) = &b.initial_message
+        && m.chars().count() > limits::SYSTEM_PROMPT_MAX
+    {
+        return Err(ApiError::Validation {
+            message: format!(
+                "initial_message has more than {} characters",
+                limits::SYSTEM_PROMPT_MAX
+            ),
+            field: Some("initial_message".into()),
+        });
+    }
+    let input = NewChatInput {
+        title: b.title.map(ChatTitle::parse).transpose()?,
+        system_prompt: b.system_prompt.map(SystemPrompt::parse).transpose()?,
+        model_id: b.model_id.map(ModelId::parse).transpose()?,
+        initial_message: b.initial_message,
+    };
+    let chat = chats.create_chat(caller.id(), input).await?;
+    Ok(HttpResponse::Created().json(ChatResponse::from(&chat)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    q: Option<String>,
+    sort: Option<String>,
+    page: Option<u32>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct ChatListItem {
+    #[serde(flatten)]
+    chat: ChatResponse,
+    preview: String,
+}
+
+#[derive(Serialize)]
+struct ChatList {
+    items: Vec<ChatListItem>,
+    total: u64,
+    page: u32,
+    limit: u32,
+    pages: u64,
+}
+
+/// Characters of the current leaf shown as a preview.
+const PREVIEW_CHARS: usize = 100;
+
+async fn list_chats<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let sort = match q.sort.as_deref() {
+        None | Some("updated_at" | "-updated_at") => ChatSort::UpdatedDesc,
+        Some("created_at" | "-created_at") => ChatSort::CreatedDesc,
+        Some("title") => ChatSort::TitleAsc,
+        Some("-title") => ChatSort::TitleDesc,
+        Some(_) => {
+            return Err(ApiError::Validation {
+                message: "sort must be updated_at, created_at, title or -title".into(),
+                field: Some("sort".into()),
+            });
+        }
+    };
+    let page = PageRequest::new(q.page, q.limit)?;
+    let title = q.q.map(SearchQuery::parse).transpose()?;
+    let result = chats
+        .list_chats(caller.id(), ChatQuery { title, sort, page })
+        .await?;
+    Ok(HttpResponse::Ok().json(ChatList {
+        pages: result.request.pages_for(result.total),
+        total: result.total,
+        page: result.request.page(),
+        limit: result.request.limit(),
+        items: result
+            .items
+            .iter()
+            .map(|s| ChatListItem {
+                chat: ChatResponse::from(&s.chat),
+                preview: s.preview.chars().take(PREVIEW_CHARS).collect(),
+            })
+            .collect(),
+    }))
+}
+
+async fn get_chat<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let chat = chats
+        .get_chat(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
+        .await?;
+    Ok(HttpResponse::Ok().json(ChatResponse::from(&chat)))
+}
+
+async fn delete_chat<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    chats
+        .delete_chat(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn current_branch<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let messages = chats
+        .current_branch(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
+        .await?;
+    Ok(HttpResponse::Ok().json(
+        messages
+            .iter()
+            .map(MessageResponse::from)
+            .collect::<Vec<_>>(),
+    ))
+}
+
+#[derive(Serialize)]
+struct TreeNode {
+    #[serde(flatten)]
+    message: MessageResponse,
+    children: Vec<String>,
+}
+
+/// The tree as a flat node list (a 10,000-deep chain would overflow nested JSON).
+#[derive(Serialize)]
+struct TreeResponse {
+    chat: ChatResponse,
+    root_uuid: String,
+    current_leaf_uuid: String,
+    nodes: Vec<TreeNode>,
+}
+
+async fn tree<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let t = chats
+        .tree(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
+        .await?;
+    let mut nodes = Vec::with_capacity(t.tree.len());
+    for id in t.tree.subtree_ids(t.tree.root().id) {
+        if let (Some(m), Ok(children)) = (t.tree.get(id), t.tree.children(id)) {
+            nodes.push(TreeNode {
+                message: MessageResponse::from(m),
+                children: children.iter().map(|c| c.id.to_string()).collect(),
+            });
+        }
+    }
+    Ok(HttpResponse::Ok().json(TreeResponse {
+        root_uuid: t.chat.root_id.to_string(),
+        current_leaf_uuid: t.chat.current_leaf_id.to_string(),
+        chat: ChatResponse::from(&t.chat),
+        nodes,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectRequest {
+    message_uuid: String,
+}
+
+async fn select<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    id: web::Path<String>,
+    body: web::Json<SelectRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let chat = chats
+        .select(
+            caller.id(),
+            parse_id::<ChatId>(&id, "chat_id")?,
+            parse_id::<MessageId>(&body.message_uuid, "message_uuid")?,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(ChatResponse::from(&chat)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendRequest {
+    content: String,
+    parent_message_uuid: Option<String>,
+    model_id: Option<String>,
+    temperature: Option<f64>,
+    max_tokens: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct UsageResponse {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct SendResponse {
+    message_uuid: String,
+    user_message_uuid: String,
+    content: String,
+    parent_message_uuid: String,
+    current_path: Vec<String>,
+    usage: Option<UsageResponse>,
+    model: String,
+}
+
+async fn send<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    id: web::Path<String>,
+    body: web::Json<SendRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let chat = parse_id::<ChatId>(&id, "chat_id")?;
+    let b = body.into_inner();
+    let temperature = b
+        .temperature
+        .map(domain::Temperature::new)
+        .transpose()?
+        .map(domain::Temperature::value);
+    let max_tokens = b
+        .max_tokens
+        .map(|n| domain::MaxTokens::new(n, None, limits::MAX_TOKENS_CEILING))
+        .transpose()?
+        .map(domain::MaxTokens::value);
+    let input = SendInput {
+        content: MessageContent::parse(b.content)?,
+        parent: b
+            .parent_message_uuid
+            .as_deref()
+            .map(|p| parse_id::<MessageId>(p, "parent_message_uuid"))
+            .transpose()?,
+        model_id: b.model_id.map(ModelId::parse).transpose()?,
+        temperature,
+        max_tokens,
+    };
+    let reply = chats.send(caller.id(), chat, input).await?;
+    Ok(HttpResponse::Created().json(SendResponse {
+        message_uuid: reply.answer.id.to_string(),
+        user_message_uuid: reply.user_message.id.to_string(),
+        content: reply.answer.content,
+        parent_message_uuid: reply.user_message.id.to_string(),
+        current_path: reply.path.iter().map(ToString::to_string).collect(),
+        usage: reply.usage.map(|u| UsageResponse {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+        }),
+        model: reply.model.as_str().to_owned(),
+    }))
+}
+
+async fn delete_message<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (chat, message) = path.into_inner();
+    chats
+        .delete_message(
+            caller.id(),
+            parse_id::<ChatId>(&chat, "chat_id")?,
+            parse_id::<MessageId>(&message, "message_id")?,
+        )
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Registers the chat routes (inside the `/api/v1` scope).
+pub fn routes<A: AuthUseCase, S: ChatUseCase>(cfg: &mut web::ServiceConfig) {
+    cfg.route("/chats", web::post().to(create_chat::<A, S>))
+        .route("/chats", web::get().to(list_chats::<A, S>))
+        .route("/chats/{id}", web::get().to(get_chat::<A, S>))
+        .route("/chats/{id}", web::delete().to(delete_chat::<A, S>))
+        .route(
+            "/chats/{id}/messages",
+            web::get().to(current_branch::<A, S>),
+        )
+        .route("/chats/{id}/messages", web::post().to(send::<A, S>))
+        .route("/chats/{id}/tree", web::get().to(tree::<A, S>))
+        .route("/chats/{id}/select", web::post().to(select::<A, S>))
+        .route(
+            "/chats/{id}/messages/{mid}",
+            web::delete().to(delete_message::<A, S>),
+        );
+}

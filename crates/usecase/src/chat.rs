@@ -1,0 +1,540 @@
+//! Conversations: chats as trees of messages, branching from any message, and blocking
+//! replies from the model. Every route is scoped to its owner.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use domain::{
+    Chat, ChatId, ChatTitle, ConversationTree, GenerationRecord, Message, MessageContent,
+    MessageId, MessageStatus, ModelId, Page, Role, SystemPrompt, TokenUsage, UserId,
+};
+
+use crate::catalog::{CatalogError, CatalogUseCase};
+use crate::llm::{CompletionRequest, LlmError, LlmGateway, PromptMessage};
+use crate::ports::{
+    ChatQuery, ChatRepository, ChatSummary, Clock, Entity, IdGenerator, NewChat, NewMessage,
+    RepoError,
+};
+
+/// Why a chat operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// No such chat for this user.
+    #[error("chat not found")]
+    ChatNotFound,
+    /// No such message in this chat.
+    #[error("message not found")]
+    MessageNotFound,
+    /// The model is not in the catalogue.
+    #[error("model {0} is not in the catalogue")]
+    UnknownModel(ModelId),
+    /// The root message cannot be deleted or answered again.
+    #[error("{0}")]
+    InvalidTarget(&'static str),
+    /// The provider failed; the user message was kept.
+    #[error("the language model failed")]
+    Llm(#[source] LlmError),
+    /// The catalogue could not be consulted.
+    #[error("the model catalogue is unavailable")]
+    Catalog(#[source] CatalogError),
+    /// Storage failure.
+    #[error("storage failure")]
+    Storage(#[source] RepoError),
+}
+
+fn repo(e: RepoError) -> ChatError {
+    match e {
+        RepoError::NotFound(Entity::Chat) => ChatError::ChatNotFound,
+        RepoError::NotFound(Entity::Message) => ChatError::MessageNotFound,
+        other => ChatError::Storage(other),
+    }
+}
+
+/// Fields of a new chat.
+#[derive(Debug, Clone, Default)]
+pub struct NewChatInput {
+    /// Title (the chat is titled automatically later when absent).
+    pub title: Option<ChatTitle>,
+    /// Sent to the model before every path.
+    pub system_prompt: Option<SystemPrompt>,
+    /// The chat's model.
+    pub model_id: Option<ModelId>,
+    /// Content of the root (system) message.
+    pub initial_message: Option<String>,
+}
+
+/// A message to send.
+#[derive(Debug, Clone)]
+pub struct SendInput {
+    /// The text.
+    pub content: MessageContent,
+    /// Branch from this message instead of the current leaf.
+    pub parent: Option<MessageId>,
+    /// Override the model.
+    pub model_id: Option<ModelId>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Answer cap.
+    pub max_tokens: Option<u32>,
+}
+
+/// A stored exchange.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The user's message.
+    pub user_message: Message,
+    /// The model's answer.
+    pub answer: Message,
+    /// Tokens used, when reported.
+    pub usage: Option<TokenUsage>,
+    /// The model that answered.
+    pub model: ModelId,
+    /// Root → answer.
+    pub path: Vec<MessageId>,
+}
+
+/// A chat with every message (the client's session recovery).
+#[derive(Debug, Clone)]
+pub struct ChatWithTree {
+    /// The chat.
+    pub chat: Chat,
+    /// Its validated tree.
+    pub tree: ConversationTree,
+}
+
+/// Inbound port of the conversation capability.
+pub trait ChatUseCase: Send + Sync + 'static {
+    /// Creates a chat and its root message in one transaction.
+    ///
+    /// # Errors
+    /// [`ChatError::UnknownModel`].
+    fn create_chat(
+        &self,
+        owner: UserId,
+        input: NewChatInput,
+    ) -> impl Future<Output = Result<Chat, ChatError>> + Send;
+
+    /// One chat.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`].
+    fn get_chat(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+    ) -> impl Future<Output = Result<Chat, ChatError>> + Send;
+
+    /// A page of chats.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn list_chats(
+        &self,
+        owner: UserId,
+        query: ChatQuery,
+    ) -> impl Future<Output = Result<Page<ChatSummary>, ChatError>> + Send;
+
+    /// Deletes a chat with everything in it.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`].
+    fn delete_chat(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+    ) -> impl Future<Output = Result<(), ChatError>> + Send;
+
+    /// The chat with its whole tree.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`].
+    fn tree(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+    ) -> impl Future<Output = Result<ChatWithTree, ChatError>> + Send;
+
+    /// The current branch, root → current leaf.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`].
+    fn current_branch(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+    ) -> impl Future<Output = Result<Vec<Message>, ChatError>> + Send;
+
+    /// Moves the current leaf to `message`.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`], [`ChatError::MessageNotFound`].
+    fn select(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+    ) -> impl Future<Output = Result<Chat, ChatError>> + Send;
+
+    /// Removes a message and its subtree.
+    ///
+    /// # Errors
+    /// [`ChatError::InvalidTarget`] for the root; not-found errors.
+    fn delete_message(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+    ) -> impl Future<Output = Result<MessageId, ChatError>> + Send;
+
+    /// Sends a user message (under `input.parent` or the current leaf) and stores the
+    /// model's answer. The user message is committed before the provider is called and stays
+    /// if the provider fails.
+    ///
+    /// # Errors
+    /// Not-found errors, [`ChatError::UnknownModel`], [`ChatError::Llm`].
+    fn send(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        input: SendInput,
+    ) -> impl Future<Output = Result<Reply, ChatError>> + Send;
+}
+
+/// The canonical chat service.
+pub struct ChatService<R, L, M, C, I> {
+    repo: R,
+    llm: L,
+    catalog: Arc<M>,
+    clock: C,
+    ids: I,
+    default_model: ModelId,
+    provider: String,
+}
+
+impl<R, L, M, C, I> std::fmt::Debug for ChatService<R, L, M, C, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatService")
+            .field("default_model", &self.default_model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, L, M, C, I> ChatService<R, L, M, C, I>
+where
+    R: ChatRepository,
+    L: LlmGateway,
+    M: CatalogUseCase,
+    C: Clock,
+    I: IdGenerator,
+{
+    /// Wires the service. `default_model` is the server default; `provider` names the
+    /// provider in generation records.
+    pub fn new(
+        repo: R,
+        llm: L,
+        catalog: Arc<M>,
+        clock: C,
+        ids: I,
+        default_model: ModelId,
+        provider: String,
+    ) -> Self {
+        Self {
+            repo,
+            llm,
+            catalog,
+            clock,
+            ids,
+            default_model,
+            provider,
+        }
+    }
+
+    async fn check_model(&self, model: &ModelId) -> Result<domain::ModelInfo, ChatError> {
+        match self.catalog.get_model(model).await {
+            Ok((info, _)) => Ok(info),
+            Err(CatalogError::UnknownModel(id)) => Err(ChatError::UnknownModel(id)),
+            Err(e) => Err(ChatError::Catalog(e)),
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one private step of send/retry; a parameter struct would only rename them"
+    )]
+    async fn answer(
+        &self,
+        owner: UserId,
+        chat: &Chat,
+        under: &Message,
+        model: ModelId,
+        info: &domain::ModelInfo,
+        temperature: Option<f64>,
+        max_tokens: Option<u32>,
+    ) -> Result<(Message, Option<TokenUsage>, Vec<MessageId>), ChatError> {
+        let messages = self
+            .repo
+            .list_messages(owner, chat.id)
+            .await
+            .map_err(repo)?;
+        let tree = ConversationTree::build(chat.id, messages)
+            .map_err(|e| ChatError::Storage(RepoError::Corrupt(Box::new(e))))?;
+        let path = tree
+            .path_to(under.id)
+            .map_err(|_| ChatError::MessageNotFound)?;
+        let mut prompt = Vec::new();
+        if let Some(system) = chat
+            .system_prompt
+            .as_ref()
+            .filter(|p| !p.as_str().trim().is_empty())
+        {
+            prompt.push(PromptMessage {
+                role: Role::System,
+                content: system.as_str().to_owned(),
+            });
+        }
+        for m in &path {
+            if m.role == Role::System && m.content.trim().is_empty() {
+                continue;
+            }
+            prompt.push(PromptMessage {
+                role: m.role,
+                content: m.content.clone(),
+            });
+        }
+        let mut ids: Vec<MessageId> = path.iter().map(|m| m.id).collect();
+        let started = Instant::now();
+        let completion = self
+            .llm
+            .complete(CompletionRequest {
+                model: model.clone(),
+                messages: prompt,
+                temperature,
+                max_tokens,
+            })
+            .await
+            .map_err(ChatError::Llm)?;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let usage = completion.usage.unwrap_or_default();
+        let answer_id = MessageId::from_u128(self.ids.next_id());
+        let now = self.clock.now();
+        let answer = self
+            .repo
+            .append_answer(
+                owner,
+                chat.id,
+                NewMessage {
+                    id: answer_id,
+                    parent_id: under.id,
+                    role: Role::Assistant,
+                    content: completion.content,
+                    status: MessageStatus::Complete,
+                    created_at: now,
+                },
+                GenerationRecord {
+                    message_id: answer_id,
+                    chat_id: chat.id,
+                    user_id: owner,
+                    provider: completion.provider.unwrap_or_else(|| self.provider.clone()),
+                    model,
+                    usage,
+                    cost: info
+                        .pricing
+                        .cost(usage.prompt_tokens, usage.completion_tokens),
+                    latency_ms,
+                    time_to_first_token_ms: None,
+                    finish_reason: completion.finish_reason,
+                    created_at: now,
+                },
+            )
+            .await
+            .map_err(repo)?;
+        ids.push(answer.id);
+        Ok((answer, completion.usage, ids))
+    }
+}
+
+impl<R, L, M, C, I> ChatUseCase for ChatService<R, L, M, C, I>
+where
+    R: ChatRepository,
+    L: LlmGateway,
+    M: CatalogUseCase,
+    C: Clock,
+    I: IdGenerator,
+{
+    /// Creates a chat and its root message in one transaction.
+    ///
+    /// # Errors
+    /// [`ChatError::UnknownModel`].
+    async fn create_chat(&self, owner: UserId, input: NewChatInput) -> Result<Chat, ChatError> {
+        if let Some(model) = &input.model_id {
+            self.check_model(model).await?;
+        }
+        self.repo
+            .create_chat(NewChat {
+                id: ChatId::from_u128(self.ids.next_id()),
+                owner,
+                title: input.title,
+                system_prompt: input.system_prompt,
+                model_id: input.model_id,
+                preset_id: None,
+                root_id: MessageId::from_u128(self.ids.next_id()),
+                root_content: input.initial_message.unwrap_or_default(),
+                created_at: self.clock.now(),
+            })
+            .await
+            .map_err(repo)
+    }
+
+    /// One chat.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`].
+    async fn get_chat(&self, owner: UserId, chat: ChatId) -> Result<Chat, ChatError> {
+        self.repo.get_chat(owner, chat).await.map_err(repo)
+    }
+
+    /// A page of chats.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn list_chats(
+        &self,
+        owner: UserId,
+        query: ChatQuery,
+    ) -> Result<Page<ChatSummary>, ChatError> {
+        self.repo.list_chats(owner, query).await.map_err(repo)
+    }
+
+    /// Deletes a chat with everything in it.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`].
+    async fn delete_chat(&self, owner: UserId, chat: ChatId) -> Result<(), ChatError> {
+        self.repo.delete_chat(owner, chat).await.map_err(repo)
+    }
+
+    /// The chat with its whole tree.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`].
+    async fn tree(&self, owner: UserId, chat: ChatId) -> Result<ChatWithTree, ChatError> {
+        let chat = self.get_chat(owner, chat).await?;
+        let messages = self
+            .repo
+            .list_messages(owner, chat.id)
+            .await
+            .map_err(repo)?;
+        let tree = ConversationTree::build(chat.id, messages)
+            .map_err(|e| ChatError::Storage(RepoError::Corrupt(Box::new(e))))?;
+        Ok(ChatWithTree { chat, tree })
+    }
+
+    /// The current branch, root → current leaf.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`].
+    async fn current_branch(&self, owner: UserId, chat: ChatId) -> Result<Vec<Message>, ChatError> {
+        let t = self.tree(owner, chat).await?;
+        let path = t
+            .tree
+            .path_to(t.chat.current_leaf_id)
+            .map_err(|e| ChatError::Storage(RepoError::Corrupt(Box::new(e))))?;
+        Ok(path.into_iter().cloned().collect())
+    }
+
+    /// Moves the current leaf to `message`.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`], [`ChatError::MessageNotFound`].
+    async fn select(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+    ) -> Result<Chat, ChatError> {
+        self.repo
+            .select_leaf(owner, chat, message, self.clock.now())
+            .await
+            .map_err(repo)
+    }
+
+    /// Removes a message and its subtree.
+    ///
+    /// # Errors
+    /// [`ChatError::InvalidTarget`] for the root; not-found errors.
+    async fn delete_message(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+    ) -> Result<MessageId, ChatError> {
+        match self.repo.delete_subtree(owner, chat, message).await {
+            Ok(d) => Ok(d.current_leaf),
+            Err(RepoError::Conflict(_)) => Err(ChatError::InvalidTarget(
+                "the root message cannot be deleted",
+            )),
+            Err(e) => Err(repo(e)),
+        }
+    }
+
+    /// Sends a user message (under `input.parent` or the current leaf) and stores the
+    /// model's answer. The user message is committed before the provider is called and stays
+    /// if the provider fails.
+    ///
+    /// # Errors
+    /// Not-found errors, [`ChatError::UnknownModel`], [`ChatError::Llm`].
+    async fn send(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        input: SendInput,
+    ) -> Result<Reply, ChatError> {
+        let current = self.get_chat(owner, chat).await?;
+        let model = match input.model_id.clone().or_else(|| current.model_id.clone()) {
+            Some(m) => m,
+            None => self
+                .catalog
+                .settings(owner)
+                .await
+                .map_err(ChatError::Catalog)?
+                .default_model_id
+                .unwrap_or_else(|| self.default_model.clone()),
+        };
+        let info = self.check_model(&model).await?;
+        let parent = input.parent.unwrap_or(current.current_leaf_id);
+        let user_message = self
+            .repo
+            .append_message(
+                owner,
+                chat,
+                NewMessage {
+                    id: MessageId::from_u128(self.ids.next_id()),
+                    parent_id: parent,
+                    role: Role::User,
+                    content: input.content.into_inner(),
+                    status: MessageStatus::Complete,
+                    created_at: self.clock.now(),
+                },
+                true,
+            )
+            .await
+            .map_err(repo)?;
+        self.answer(
+            owner,
+            &current,
+            &user_message,
+            model,
+            &info,
+            input.temperature,
+            input.max_tokens,
+        )
+        .await
+        .map(|(answer, usage, path)| Reply {
+            user_message,
+            answer,
+            usage,
+            model: info.id.clone(),
+            path,
+        })
+    }
+}

@@ -1,0 +1,489 @@
+//! Conversations over HTTP with the fake provider, on every backend.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use infra_db::testing::Backend;
+use sea_orm::prelude::Uuid;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, on_every_backend};
+
+async fn send(app: &TestApp, token: &str, chat: &str, body: Value) -> reqwest::Response {
+    app.post_json_as(&format!("/api/v1/chats/{chat}/messages"), token, &body)
+        .await
+}
+
+async fn new_chat(app: &TestApp, token: &str, body: Value) -> Value {
+    let r = app.post_json_as("/api/v1/chats", token, &body).await;
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+fn uuid_value(s: &Value) -> sea_orm::Value {
+    Uuid::parse_str(s.as_str().unwrap()).unwrap().into()
+}
+
+async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.user_token("alice").await;
+    let chat = new_chat(
+        &app,
+        &token,
+        json!({"system_prompt": "You are terse.", "initial_message": "Context: tests."}),
+    )
+    .await;
+    let id = chat["uuid"].as_str().unwrap();
+    assert_eq!(chat["title"], "Untitled Chat");
+    let root = chat["root_message_uuid"].clone();
+
+    // First turn, continuing the current leaf (the root).
+    let first = send(
+        &app,
+        &token,
+        id,
+        json!({"content": "hello", "temperature": 0.2, "max_tokens": 64}),
+    )
+    .await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(
+        first["content"],
+        "word0 word1 word2 word3 word4 word5 word6 word7"
+    );
+    assert_eq!(first["model"], "openai/gpt-4o-mini");
+    assert_eq!(first["current_path"].as_array().unwrap().len(), 3);
+    assert_eq!(first["current_path"][0], root);
+    assert_eq!(first["usage"]["completion_tokens"], 8);
+    // What the provider received: system prompt first, then the path.
+    let sent = app.fake.requests().last().unwrap().clone();
+    assert_eq!(sent["model"], "openai/gpt-4o-mini");
+    assert_eq!(sent["temperature"], 0.2);
+    assert_eq!(sent["max_tokens"], 64);
+    let roles: Vec<_> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].clone())
+        .collect();
+    assert_eq!(roles, [json!("system"), json!("system"), json!("user")]);
+    assert_eq!(sent["messages"][0]["content"], "You are terse.");
+    assert_eq!(sent["messages"][1]["content"], "Context: tests.");
+    assert_eq!(sent["messages"][2]["content"], "hello");
+
+    // Second turn continues the stored current leaf; then branch from the root and from the middle.
+    let second: Value = send(&app, &token, id, json!({"content": "more"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["current_path"].as_array().unwrap().len(), 5);
+    let from_root: Value = send(
+        &app,
+        &token,
+        id,
+        json!({"content": "other topic", "parent_message_uuid": root}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(from_root["current_path"].as_array().unwrap().len(), 3);
+    let from_middle: Value = send(
+        &app,
+        &token,
+        id,
+        json!({"content": "again", "parent_message_uuid": first["message_uuid"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        from_middle["current_path"].as_array().unwrap()[..3],
+        first["current_path"].as_array().unwrap()[..3]
+    );
+
+    // Select the end of the second turn; the current branch follows it in path order.
+    let selected = app
+        .post_json_as(
+            &format!("/api/v1/chats/{id}/select"),
+            &token,
+            &json!({"message_uuid": second["message_uuid"]}),
+        )
+        .await;
+    assert_eq!(selected.status(), 200);
+    let branch: Value = app
+        .get_as(&format!("/api/v1/chats/{id}/messages"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let branch_ids: Vec<_> = branch
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["uuid"].clone())
+        .collect();
+    assert_eq!(
+        branch_ids,
+        second["current_path"].as_array().unwrap().clone()
+    );
+    assert_eq!(branch[1]["content"], "hello");
+    assert_eq!(branch[3]["content"], "more");
+
+    // The tree holds every message, each child listed under its parent.
+    let tree: Value = app
+        .get_as(&format!("/api/v1/chats/{id}/tree"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let nodes = tree["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 9);
+    assert_eq!(tree["chat"]["message_count"], 9);
+    let root_node = nodes.iter().find(|n| n["uuid"] == root).unwrap();
+    assert_eq!(root_node["children"].as_array().unwrap().len(), 2);
+    for n in nodes {
+        for c in n["children"].as_array().unwrap() {
+            let child = nodes.iter().find(|x| &x["uuid"] == c).unwrap();
+            assert_eq!(child["parent_uuid"], n["uuid"]);
+        }
+    }
+
+    // Delete the first turn's subtree: 6 messages go, the current leaf falls back to the root.
+    let deleted = app
+        .client
+        .delete(app.url(&format!(
+            "/api/v1/chats/{id}/messages/{}",
+            first["user_message_uuid"].as_str().unwrap()
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let after: Value = app
+        .get_as(&format!("/api/v1/chats/{id}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["message_count"], 3);
+    assert_eq!(after["current_leaf_uuid"], root);
+    let root_delete = app
+        .client
+        .delete(app.url(&format!(
+            "/api/v1/chats/{id}/messages/{}",
+            root.as_str().unwrap()
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(root_delete.status(), 422);
+
+    // Delete the chat: no orphan rows.
+    let gone = app
+        .client
+        .delete(app.url(&format!("/api/v1/chats/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    assert_eq!(
+        app.db
+            .count("messages", Some(("chat_id", uuid_value(&chat["uuid"]))))
+            .await,
+        0
+    );
+    assert_eq!(
+        app.db
+            .count("generations", Some(("chat_id", uuid_value(&chat["uuid"]))))
+            .await,
+        0
+    );
+    assert_eq!(
+        app.get_as(&format!("/api/v1/chats/{id}"), &token)
+            .await
+            .status(),
+        404
+    );
+    app.finish().await;
+}
+
+async fn another_users_ids_answer_404_on_every_route(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let alice = app.user_token("alice").await;
+    let bob = app.user_token("bob").await;
+    let chat = new_chat(&app, &alice, json!({"title": "private"})).await;
+    let id = chat["uuid"].as_str().unwrap();
+    let turn: Value = send(&app, &alice, id, json!({"content": "secret"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mid = turn["user_message_uuid"].as_str().unwrap();
+    let before: Value = app
+        .get_as(&format!("/api/v1/chats/{id}/tree"), &alice)
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let routes: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", format!("/api/v1/chats/{id}"), None),
+        ("DELETE", format!("/api/v1/chats/{id}"), None),
+        ("GET", format!("/api/v1/chats/{id}/messages"), None),
+        (
+            "POST",
+            format!("/api/v1/chats/{id}/messages"),
+            Some(json!({"content": "hi"})),
+        ),
+        ("GET", format!("/api/v1/chats/{id}/tree"), None),
+        (
+            "POST",
+            format!("/api/v1/chats/{id}/select"),
+            Some(json!({"message_uuid": mid})),
+        ),
+        ("DELETE", format!("/api/v1/chats/{id}/messages/{mid}"), None),
+    ];
+    for (method, path, body) in routes {
+        let mut request = app
+            .client
+            .request(method.parse().unwrap(), app.url(&path))
+            .bearer_auth(&bob);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 404, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error_type"], "not_found");
+    }
+    let list: Value = app
+        .get_as("/api/v1/chats", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["total"], 0);
+    let after: Value = app
+        .get_as(&format!("/api/v1/chats/{id}/tree"), &alice)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before, after, "alice's chat is unchanged");
+    app.finish().await;
+}
+
+async fn provider_failures_keep_the_user_message_and_map_to_gateway_errors(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let mut models = fake_provider::default_models();
+    models.push(fake_provider::model_entry(
+        "fake/down?status=503&retry_after=2",
+        "Down",
+        "0",
+        "0",
+        1_000,
+    ));
+    models.push(fake_provider::model_entry(
+        "fake/refuses?status=400",
+        "Refuses",
+        "0",
+        "0",
+        1_000,
+    ));
+    app.fake.set_models(models);
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token, json!({})).await;
+    let id = chat["uuid"].as_str().unwrap();
+
+    let down = send(
+        &app,
+        &token,
+        id,
+        json!({"content": "hi", "model_id": "fake/down?status=503&retry_after=2"}),
+    )
+    .await;
+    assert_eq!(down.status(), 503);
+    let retry: u64 = down.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let body: Value = down.json().await.unwrap();
+    assert_eq!(body["retry_available"], true);
+    let refused = send(
+        &app,
+        &token,
+        id,
+        json!({"content": "hi", "model_id": "fake/refuses?status=400"}),
+    )
+    .await;
+    assert_eq!(refused.status(), 502);
+    let unknown = send(
+        &app,
+        &token,
+        id,
+        json!({"content": "hi", "model_id": "no/such-model"}),
+    )
+    .await;
+    assert_eq!(unknown.status(), 422);
+
+    let after: Value = app
+        .get_as(&format!("/api/v1/chats/{id}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["message_count"], 3, "both user messages were kept");
+    app.finish().await;
+}
+
+async fn many_clients_sending_at_once_lose_nothing(backend: Backend) {
+    const CLIENTS: usize = 100;
+    const TURNS: usize = 10;
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let app = Arc::new(app);
+    let token = app.user_token("alice").await;
+    // Ten chats shared by ten clients each, plus two clients branching the same chat at once.
+    let mut chats = Vec::new();
+    for _ in 0..10 {
+        chats.push(
+            new_chat(&app, &token, json!({})).await["uuid"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let app = Arc::clone(&app);
+            let token = token.clone();
+            let chat = chats[i % chats.len()].clone();
+            tokio::spawn(async move {
+                let mut parent: Option<String> = None;
+                let mut errors = 0;
+                for _ in 0..TURNS {
+                    let mut body = json!({"content": format!("client {i}")});
+                    if let Some(p) = &parent {
+                        body["parent_message_uuid"] = json!(p);
+                    }
+                    let r = send(&app, &token, &chat, body).await;
+                    if r.status() == 201 {
+                        let v: Value = r.json().await.unwrap();
+                        parent = Some(v["message_uuid"].as_str().unwrap().to_owned());
+                    } else {
+                        errors += 1;
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let mut errors = 0;
+    for t in tasks {
+        errors += t.await.unwrap();
+    }
+    assert_eq!(errors, 0);
+    let mut total = 0;
+    for chat in &chats {
+        let tree: Value = app
+            .get_as(&format!("/api/v1/chats/{chat}/tree"), &token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let nodes = tree["nodes"].as_array().unwrap();
+        assert_eq!(
+            tree["chat"]["message_count"].as_u64().unwrap() as usize,
+            nodes.len()
+        );
+        let ids: HashSet<_> = nodes.iter().map(|n| n["uuid"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), nodes.len());
+        total += nodes.len() - 1;
+    }
+    assert_eq!(
+        total,
+        CLIENTS * TURNS * 2,
+        "every turn persisted exactly once"
+    );
+    Arc::try_unwrap(app).ok().unwrap().finish().await;
+}
+
+async fn chats_are_listed_searched_sorted_and_paginated(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.user_token("alice").await;
+    for title in ["Beta plan", "alpha 100% done", "Gamma_ray", "beta review"] {
+        new_chat(&app, &token, json!({"title": title})).await;
+    }
+    let list: Value = app
+        .get_as("/api/v1/chats?limit=3", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["total"], 4);
+    assert_eq!(list["pages"], 2);
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        list["items"][0]["title"], "beta review",
+        "most recently updated first"
+    );
+    let beta: Value = app
+        .get_as("/api/v1/chats?q=BETA&sort=title", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(beta["total"], 2);
+    let percent: Value = app
+        .get_as("/api/v1/chats?q=0%25", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(percent["total"], 1, "% is literal");
+    let underscore: Value = app
+        .get_as("/api/v1/chats?q=a_r", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(underscore["total"], 1, "_ is literal");
+    assert_eq!(underscore["items"][0]["title"], "Gamma_ray");
+    assert_eq!(
+        app.get_as("/api/v1/chats?sort=bogus", &token)
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        app.get_as("/api/v1/chats?limit=101", &token).await.status(),
+        422
+    );
+    assert_eq!(app.get_as("/api/v1/chats?q=x", &token).await.status(), 422);
+    app.finish().await;
+}
+
+on_every_backend!(
+    a_conversation_branches_selects_and_deletes,
+    another_users_ids_answer_404_on_every_route,
+    provider_failures_keep_the_user_message_and_map_to_gateway_errors,
+    many_clients_sending_at_once_lose_nothing,
+    chats_are_listed_searched_sorted_and_paginated
+);
