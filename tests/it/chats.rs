@@ -252,6 +252,28 @@ async fn another_users_ids_answer_404_on_every_route(backend: Backend) {
             Some(json!({"message_uuid": mid})),
         ),
         ("DELETE", format!("/api/v1/chats/{id}/messages/{mid}"), None),
+        (
+            "PATCH",
+            format!("/api/v1/chats/{id}"),
+            Some(json!({"title": "mine now"})),
+        ),
+        ("GET", format!("/api/v1/chats/{id}/complete"), None),
+        ("GET", format!("/api/v1/chats/{id}/search?q=secret"), None),
+        (
+            "GET",
+            format!("/api/v1/chats/{id}/export?format=markdown"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/api/v1/chats/{id}/messages/{mid}/retry"),
+            Some(json!({})),
+        ),
+        (
+            "PATCH",
+            format!("/api/v1/chats/{id}/messages/{mid}"),
+            Some(json!({"content": "x"})),
+        ),
     ];
     for (method, path, body) in routes {
         let mut request = app
@@ -480,7 +502,239 @@ async fn chats_are_listed_searched_sorted_and_paginated(backend: Backend) {
     app.finish().await;
 }
 
+async fn retry_edit_patch_search_and_export(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token, json!({"title": "Plans"})).await;
+    let id = chat["uuid"].as_str().unwrap();
+    let root = chat["root_message_uuid"].as_str().unwrap().to_owned();
+    let turn: Value = send(
+        &app,
+        &token,
+        id,
+        json!({"content": "What about 100% cotton?"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let question = turn["user_message_uuid"].as_str().unwrap().to_owned();
+    let answer = turn["message_uuid"].as_str().unwrap().to_owned();
+
+    // Retry on the answer and on the question: both give siblings of the first answer.
+    for target in [&answer, &question] {
+        let r = app
+            .post_json_as(
+                &format!("/api/v1/chats/{id}/messages/{target}/retry"),
+                &token,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let r: Value = r.json().await.unwrap();
+        assert_eq!(r["parent_message_uuid"], question.as_str());
+    }
+    let root_retry = app
+        .post_json_as(
+            &format!("/api/v1/chats/{id}/messages/{root}/retry"),
+            &token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(root_retry.status(), 422);
+    let tree: Value = app
+        .get_as(&format!("/api/v1/chats/{id}/tree"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let q = tree["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["uuid"] == question.as_str())
+        .unwrap();
+    assert_eq!(
+        q["children"].as_array().unwrap().len(),
+        3,
+        "three sibling answers"
+    );
+
+    // Edit: a sibling question with the new text, answered when asked; the original stays.
+    let edited = app
+        .client
+        .patch(app.url(&format!(
+            "/api/v1/chats/{id}/messages/{question}?regenerate=true"
+        )))
+        .bearer_auth(&token)
+        .json(&json!({"content": "What about linen?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(edited.status(), 201);
+    let edited: Value = edited.json().await.unwrap();
+    assert_eq!(edited["message"]["parent_uuid"], root.as_str());
+    assert_eq!(edited["message"]["content"], "What about linen?");
+    assert!(edited["reply"]["message_uuid"].is_string());
+    let complete: Value = app
+        .get_as(&format!("/api/v1/chats/{id}/complete"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let branch: Vec<_> = complete["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].clone())
+        .collect();
+    assert_eq!(branch[1], "What about linen?");
+    assert_eq!(complete["nodes"].as_array().unwrap().len(), 7);
+    let original = complete["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["uuid"] == question.as_str())
+        .unwrap();
+    assert_eq!(original["content"], "What about 100% cotton?");
+
+    // Patch: title, system prompt (null removes it), model.
+    let patched = app
+        .client
+        .patch(app.url(&format!("/api/v1/chats/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"title": "Fabric", "system_prompt": "Be kind.", "model_id": "fake/large"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let patched: Value = patched.json().await.unwrap();
+    assert_eq!(patched["title"], "Fabric");
+    assert_eq!(patched["system_prompt"], "Be kind.");
+    let next: Value = send(&app, &token, id, json!({"content": "and wool?"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["model"], "fake/large", "the chat's model is used");
+    assert_eq!(
+        app.fake.requests().last().unwrap()["messages"][0]["content"],
+        "Be kind."
+    );
+    let cleared: Value = app
+        .client
+        .patch(app.url(&format!("/api/v1/chats/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"system_prompt": null}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleared["system_prompt"], Value::Null);
+    assert_eq!(cleared["title"], "Fabric");
+    let bad_model = app
+        .client
+        .patch(app.url(&format!("/api/v1/chats/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"model_id": "no/such"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_model.status(), 422);
+
+    // Search: in the chat and across chats, case-insensitive, % literal.
+    let other = new_chat(&app, &token, json!({"title": "Other"})).await;
+    send(
+        &app,
+        &token,
+        other["uuid"].as_str().unwrap(),
+        json!({"content": "COTTON shirts"}),
+    )
+    .await;
+    let in_chat: Value = app
+        .get_as(&format!("/api/v1/chats/{id}/search?q=cotton"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(in_chat["total"], 1);
+    let everywhere: Value = app
+        .get_as("/api/v1/search?q=cotton", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(everywhere["total"], 2);
+    let titles: HashSet<_> = everywhere["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["chat_title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, HashSet::from(["Fabric", "Other"]));
+    let percent: Value = app
+        .get_as("/api/v1/search?q=100%25", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(percent["total"], 1);
+    assert_eq!(app.get_as("/api/v1/search?q=a", &token).await.status(), 422);
+
+    // Recent and export.
+    let recent: Value = app
+        .get_as("/api/v1/chats/recent?limit=1", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(recent.as_array().unwrap().len(), 1);
+    assert_eq!(recent[0]["title"], "Other");
+    let json_export = app
+        .get_as(&format!("/api/v1/chats/{id}/export?format=json"), &token)
+        .await;
+    assert!(
+        json_export.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains(".json")
+    );
+    let json_export: Value = json_export.json().await.unwrap();
+    assert_eq!(json_export["nodes"].as_array().unwrap().len(), 9);
+    let md = app
+        .get_as(
+            &format!("/api/v1/chats/{id}/export?format=markdown"),
+            &token,
+        )
+        .await;
+    assert!(
+        md.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/markdown")
+    );
+    let md = md.text().await.unwrap();
+    assert!(md.starts_with("# Fabric"));
+    assert!(md.contains("## user\n\nWhat about linen?"));
+    assert!(
+        !md.contains("100% cotton"),
+        "markdown is the current branch only"
+    );
+    assert_eq!(
+        app.get_as(&format!("/api/v1/chats/{id}/export?format=pdf"), &token)
+            .await
+            .status(),
+        422
+    );
+    app.finish().await;
+}
+
 on_every_backend!(
+    retry_edit_patch_search_and_export,
     a_conversation_branches_selects_and_deletes,
     another_users_ids_answer_404_on_every_route,
     provider_failures_keep_the_user_message_and_map_to_gateway_errors,

@@ -7,9 +7,9 @@ use domain::{
 };
 use serde::{Deserialize, Serialize};
 use usecase::auth::AuthUseCase;
-use usecase::chat::{ChatError, ChatUseCase, NewChatInput, SendInput};
+use usecase::chat::{ChatError, ChatUseCase, GenerationOptions, NewChatInput, Reply, SendInput};
 use usecase::llm::LlmError;
-use usecase::ports::{ChatQuery, ChatSort};
+use usecase::ports::{ChatPatch, ChatQuery, ChatSort};
 
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
@@ -275,6 +275,10 @@ async fn tree<A: AuthUseCase, S: ChatUseCase>(
     let t = chats
         .tree(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
         .await?;
+    Ok(HttpResponse::Ok().json(tree_response(&t)))
+}
+
+fn tree_response(t: &usecase::chat::ChatWithTree) -> TreeResponse {
     let mut nodes = Vec::with_capacity(t.tree.len());
     for id in t.tree.subtree_ids(t.tree.root().id) {
         if let (Some(m), Ok(children)) = (t.tree.get(id), t.tree.children(id)) {
@@ -284,12 +288,12 @@ async fn tree<A: AuthUseCase, S: ChatUseCase>(
             });
         }
     }
-    Ok(HttpResponse::Ok().json(TreeResponse {
+    TreeResponse {
         root_uuid: t.chat.root_id.to_string(),
         current_leaf_uuid: t.chat.current_leaf_id.to_string(),
         chat: ChatResponse::from(&t.chat),
         nodes,
-    }))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,16 +354,7 @@ async fn send<A: AuthUseCase, S: ChatUseCase>(
 ) -> Result<HttpResponse, ApiError> {
     let chat = parse_id::<ChatId>(&id, "chat_id")?;
     let b = body.into_inner();
-    let temperature = b
-        .temperature
-        .map(domain::Temperature::new)
-        .transpose()?
-        .map(domain::Temperature::value);
-    let max_tokens = b
-        .max_tokens
-        .map(|n| domain::MaxTokens::new(n, None, limits::MAX_TOKENS_CEILING))
-        .transpose()?
-        .map(domain::MaxTokens::value);
+    let (temperature, max_tokens) = generation_settings(b.temperature, b.max_tokens)?;
     let input = SendInput {
         content: MessageContent::parse(b.content)?,
         parent: b
@@ -372,19 +367,7 @@ async fn send<A: AuthUseCase, S: ChatUseCase>(
         max_tokens,
     };
     let reply = chats.send(caller.id(), chat, input).await?;
-    Ok(HttpResponse::Created().json(SendResponse {
-        message_uuid: reply.answer.id.to_string(),
-        user_message_uuid: reply.user_message.id.to_string(),
-        content: reply.answer.content,
-        parent_message_uuid: reply.user_message.id.to_string(),
-        current_path: reply.path.iter().map(ToString::to_string).collect(),
-        usage: reply.usage.map(|u| UsageResponse {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u.total_tokens,
-        }),
-        model: reply.model.as_str().to_owned(),
-    }))
+    Ok(HttpResponse::Created().json(reply_response(reply)))
 }
 
 async fn delete_message<A: AuthUseCase, S: ChatUseCase>(
@@ -403,11 +386,354 @@ async fn delete_message<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchChatRequest {
+    title: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    system_prompt: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    model_id: Option<Option<String>>,
+}
+
+async fn patch_chat<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    id: web::Path<String>,
+    body: web::Json<PatchChatRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let patch = ChatPatch {
+        title: b.title.map(ChatTitle::parse).transpose()?,
+        system_prompt: b
+            .system_prompt
+            .map(|p| p.map(SystemPrompt::parse).transpose())
+            .transpose()?,
+        model_id: b
+            .model_id
+            .map(|m| m.map(ModelId::parse).transpose())
+            .transpose()?,
+    };
+    let chat = chats
+        .update_chat(caller.id(), parse_id::<ChatId>(&id, "chat_id")?, patch)
+        .await?;
+    Ok(HttpResponse::Ok().json(ChatResponse::from(&chat)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecentQuery {
+    limit: Option<u32>,
+}
+
+async fn recent<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    query: web::Query<RecentQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = PageRequest::new(Some(1), Some(query.limit.unwrap_or(10)))?;
+    let result = chats
+        .list_chats(
+            caller.id(),
+            ChatQuery {
+                title: None,
+                sort: ChatSort::UpdatedDesc,
+                page,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(
+        result
+            .items
+            .iter()
+            .map(|s| ChatListItem {
+                chat: ChatResponse::from(&s.chat),
+                preview: s.preview.chars().take(PREVIEW_CHARS).collect(),
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+#[derive(Serialize)]
+struct CompleteResponse {
+    #[serde(flatten)]
+    tree: TreeResponse,
+    /// The current branch, root → leaf.
+    messages: Vec<MessageResponse>,
+}
+
+async fn complete<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let t = chats
+        .tree(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
+        .await?;
+    let messages = t
+        .tree
+        .path_to(t.chat.current_leaf_id)
+        .map(|p| p.into_iter().map(MessageResponse::from).collect())
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok().json(CompleteResponse {
+        tree: tree_response(&t),
+        messages,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchParams {
+    q: String,
+    page: Option<u32>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct SearchHitResponse {
+    chat_uuid: String,
+    chat_title: String,
+    message: MessageResponse,
+}
+
+#[derive(Serialize)]
+struct SearchResponse {
+    items: Vec<SearchHitResponse>,
+    total: u64,
+    page: u32,
+    limit: u32,
+    pages: u64,
+}
+
+async fn run_search<A: AuthUseCase, S: ChatUseCase>(
+    caller: &CurrentUser<A>,
+    chats: &S,
+    chat: Option<ChatId>,
+    params: SearchParams,
+) -> Result<HttpResponse, ApiError> {
+    let query = SearchQuery::parse(params.q)?;
+    let page = PageRequest::new(params.page, params.limit)?;
+    let result = chats.search(caller.id(), chat, query, page).await?;
+    Ok(HttpResponse::Ok().json(SearchResponse {
+        pages: result.request.pages_for(result.total),
+        total: result.total,
+        page: result.request.page(),
+        limit: result.request.limit(),
+        items: result
+            .items
+            .iter()
+            .map(|h| SearchHitResponse {
+                chat_uuid: h.message.chat_id.to_string(),
+                chat_title: h
+                    .chat_title
+                    .as_ref()
+                    .map_or(domain::UNTITLED_CHAT, ChatTitle::as_str)
+                    .to_owned(),
+                message: MessageResponse::from(&h.message),
+            })
+            .collect(),
+    }))
+}
+
+async fn search_chat<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    id: web::Path<String>,
+    params: web::Query<SearchParams>,
+) -> Result<HttpResponse, ApiError> {
+    let chat = parse_id::<ChatId>(&id, "chat_id")?;
+    run_search(&caller, chats.get_ref(), Some(chat), params.into_inner()).await
+}
+
+async fn search_all<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    params: web::Query<SearchParams>,
+) -> Result<HttpResponse, ApiError> {
+    run_search(&caller, chats.get_ref(), None, params.into_inner()).await
+}
+
+fn reply_response(reply: Reply) -> SendResponse {
+    SendResponse {
+        message_uuid: reply.answer.id.to_string(),
+        user_message_uuid: reply.user_message.id.to_string(),
+        content: reply.answer.content,
+        parent_message_uuid: reply.user_message.id.to_string(),
+        current_path: reply.path.iter().map(ToString::to_string).collect(),
+        usage: reply.usage.map(|u| UsageResponse {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+        }),
+        model: reply.model.as_str().to_owned(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryRequest {
+    model_id: Option<String>,
+    temperature: Option<f64>,
+    max_tokens: Option<i64>,
+}
+
+fn generation_settings(
+    temperature: Option<f64>,
+    max_tokens: Option<i64>,
+) -> Result<(Option<f64>, Option<u32>), ApiError> {
+    Ok((
+        temperature
+            .map(domain::Temperature::new)
+            .transpose()?
+            .map(domain::Temperature::value),
+        max_tokens
+            .map(|n| domain::MaxTokens::new(n, None, limits::MAX_TOKENS_CEILING))
+            .transpose()?
+            .map(domain::MaxTokens::value),
+    ))
+}
+
+async fn retry<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    path: web::Path<(String, String)>,
+    body: Option<web::Json<RetryRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    let (chat, message) = path.into_inner();
+    let b = body.map(web::Json::into_inner).unwrap_or_default();
+    let (temperature, max_tokens) = generation_settings(b.temperature, b.max_tokens)?;
+    let options = GenerationOptions {
+        model_id: b.model_id.map(ModelId::parse).transpose()?,
+        temperature,
+        max_tokens,
+    };
+    let reply = chats
+        .retry(
+            caller.id(),
+            parse_id::<ChatId>(&chat, "chat_id")?,
+            parse_id::<MessageId>(&message, "message_id")?,
+            options,
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(reply_response(reply)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditRequest {
+    content: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditQuery {
+    #[serde(default)]
+    regenerate: bool,
+}
+
+#[derive(Serialize)]
+struct EditResponse {
+    message: MessageResponse,
+    reply: Option<SendResponse>,
+}
+
+async fn edit<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    path: web::Path<(String, String)>,
+    query: web::Query<EditQuery>,
+    body: web::Json<EditRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (chat, message) = path.into_inner();
+    let edited = chats
+        .edit(
+            caller.id(),
+            parse_id::<ChatId>(&chat, "chat_id")?,
+            parse_id::<MessageId>(&message, "message_id")?,
+            MessageContent::parse(body.into_inner().content)?,
+            query.regenerate,
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(EditResponse {
+        message: MessageResponse::from(&edited.message),
+        reply: edited.reply.map(reply_response),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    format: Option<String>,
+}
+
+async fn export<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    id: web::Path<String>,
+    query: web::Query<ExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let t = chats
+        .tree(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
+        .await?;
+    let name = format!("chat-{}", t.chat.id);
+    match query.format.as_deref().unwrap_or("json") {
+        "json" => Ok(HttpResponse::Ok()
+            .insert_header((
+                "content-disposition",
+                format!("attachment; filename=\"{name}.json\""),
+            ))
+            .json(tree_response(&t))),
+        "markdown" => {
+            let mut md = format!("# {}\n\n", t.chat.display_title());
+            if let Some(p) = &t.chat.system_prompt {
+                md.push_str(&format!("> System prompt: {}\n\n", p.as_str()));
+            }
+            for m in t.tree.path_to(t.chat.current_leaf_id).unwrap_or_default() {
+                if m.role == domain::Role::System && m.content.trim().is_empty() {
+                    continue;
+                }
+                md.push_str(&format!("## {}\n\n{}\n\n", m.role, m.content));
+            }
+            Ok(HttpResponse::Ok()
+                .content_type("text/markdown; charset=utf-8")
+                .insert_header((
+                    "content-disposition",
+                    format!("attachment; filename=\"{name}.md\""),
+                ))
+                .body(md))
+        }
+        _ => Err(ApiError::Validation {
+            message: "format must be json or markdown".into(),
+            field: Some("format".into()),
+        }),
+    }
+}
+
 /// Registers the chat routes (inside the `/api/v1` scope).
 pub fn routes<A: AuthUseCase, S: ChatUseCase>(cfg: &mut web::ServiceConfig) {
     cfg.route("/chats", web::post().to(create_chat::<A, S>))
         .route("/chats", web::get().to(list_chats::<A, S>))
+        .route("/chats/recent", web::get().to(recent::<A, S>))
+        .route("/search", web::get().to(search_all::<A, S>))
         .route("/chats/{id}", web::get().to(get_chat::<A, S>))
+        .route("/chats/{id}", web::patch().to(patch_chat::<A, S>))
+        .route("/chats/{id}/complete", web::get().to(complete::<A, S>))
+        .route("/chats/{id}/search", web::get().to(search_chat::<A, S>))
+        .route("/chats/{id}/export", web::get().to(export::<A, S>))
+        .route(
+            "/chats/{id}/messages/{mid}/retry",
+            web::post().to(retry::<A, S>),
+        )
+        .route("/chats/{id}/messages/{mid}", web::patch().to(edit::<A, S>))
         .route("/chats/{id}", web::delete().to(delete_chat::<A, S>))
         .route(
             "/chats/{id}/messages",

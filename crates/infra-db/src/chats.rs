@@ -1,8 +1,8 @@
 //! [`ChatRepository`] on sea-orm: chats and their message trees.
 
 use domain::{
-    Chat, ChatId, ConversationTree, GenerationRecord, Message, MessageId, MessageStatus, Role,
-    TreeError, UserId,
+    Chat, ChatId, ChatTitle, ConversationTree, GenerationRecord, Message, MessageId, MessageStatus,
+    Role, SystemPrompt, TreeError, UserId,
 };
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr};
@@ -12,8 +12,8 @@ use sea_orm::{
 };
 use sea_orm::{Order, PaginatorTrait};
 use usecase::ports::{
-    ChatQuery, ChatRepository, ChatSort, ChatSummary, DeletedSubtree, Entity, NewChat, NewMessage,
-    RepoError,
+    ChatPatch, ChatQuery, ChatRepository, ChatSort, ChatSummary, DeletedSubtree, Entity, NewChat,
+    NewMessage, RepoError, SearchHit,
 };
 
 use crate::SeaOrmStore;
@@ -188,6 +188,104 @@ impl ChatRepository for SeaOrmStore {
             items,
             total,
             request: query.page,
+        })
+    }
+
+    async fn update_chat(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        patch: ChatPatch,
+        now: domain::Timestamp,
+    ) -> Result<Chat, RepoError> {
+        let txn = self.begin_write().await?;
+        let row = self.lock_owned_chat(&txn, owner, chat).await?;
+        let mut active: chats::ActiveModel = row.into();
+        if let Some(title) = patch.title {
+            active.title = Set(Some(title.into_inner()));
+            active.title_set_by_user = Set(true);
+        }
+        if let Some(prompt) = patch.system_prompt {
+            active.system_prompt = Set(prompt.map(SystemPrompt::into_inner));
+        }
+        if let Some(model) = patch.model_id {
+            active.model_id = Set(model.map(|m| m.as_str().to_owned()));
+        }
+        active.updated_at = Set(ts(now));
+        let row = active.update(&txn).await.map_err(to_repo_error)?;
+        txn.commit().await.map_err(to_repo_error)?;
+        to_chat(row)
+    }
+
+    async fn search_messages(
+        &self,
+        owner: UserId,
+        chat: Option<ChatId>,
+        query: domain::SearchQuery,
+        page: domain::PageRequest,
+    ) -> Result<domain::Page<SearchHit>, RepoError> {
+        if let Some(chat) = chat {
+            self.get_chat(owner, chat).await?;
+        }
+        let mut owned = chats::Entity::find()
+            .select_only()
+            .column(chats::Column::Id)
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())));
+        if let Some(chat) = chat {
+            owned = owned.filter(chats::Column::Id.eq(uuid(chat.as_u128())));
+        }
+        let select = messages::Entity::find()
+            .filter(messages::Column::ChatId.in_subquery(owned.into_query()))
+            .filter(
+                Expr::expr(Func::lower(Expr::col(messages::Column::Content)))
+                    .like(LikeExpr::new(like_pattern(query.as_str())).escape('\\')),
+            );
+        let total = select
+            .clone()
+            .count(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        let rows = select
+            .order_by_desc(messages::Column::CreatedAt)
+            .order_by_desc(messages::Column::Id)
+            .offset(page.offset())
+            .limit(u64::from(page.limit()))
+            .all(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        let chat_ids: Vec<_> = rows.iter().map(|r| r.chat_id).collect();
+        let titles: std::collections::HashMap<sea_orm::prelude::Uuid, Option<String>> =
+            chats::Entity::find()
+                .select_only()
+                .column(chats::Column::Id)
+                .column(chats::Column::Title)
+                .filter(chats::Column::Id.is_in(chat_ids))
+                .into_tuple::<(sea_orm::prelude::Uuid, Option<String>)>()
+                .all(&self.read)
+                .await
+                .map_err(to_repo_error)?
+                .into_iter()
+                .collect();
+        let items = rows
+            .into_iter()
+            .map(|row| {
+                let chat_title = titles
+                    .get(&row.chat_id)
+                    .cloned()
+                    .flatten()
+                    .map(ChatTitle::parse)
+                    .transpose()
+                    .map_err(crate::error::corrupt)?;
+                Ok(SearchHit {
+                    message: to_message(row)?,
+                    chat_title,
+                })
+            })
+            .collect::<Result<Vec<_>, RepoError>>()?;
+        Ok(domain::Page {
+            items,
+            total,
+            request: page,
         })
     }
 

@@ -6,14 +6,15 @@ use std::time::Instant;
 
 use domain::{
     Chat, ChatId, ChatTitle, ConversationTree, GenerationRecord, Message, MessageContent,
-    MessageId, MessageStatus, ModelId, Page, Role, SystemPrompt, TokenUsage, UserId,
+    MessageId, MessageStatus, ModelId, Page, PageRequest, Role, SearchQuery, SystemPrompt,
+    TokenUsage, UserId,
 };
 
 use crate::catalog::{CatalogError, CatalogUseCase};
 use crate::llm::{CompletionRequest, LlmError, LlmGateway, PromptMessage};
 use crate::ports::{
-    ChatQuery, ChatRepository, ChatSummary, Clock, Entity, IdGenerator, NewChat, NewMessage,
-    RepoError,
+    ChatPatch, ChatQuery, ChatRepository, ChatSummary, Clock, Entity, IdGenerator, NewChat,
+    NewMessage, RepoError, SearchHit,
 };
 
 /// Why a chat operation failed.
@@ -198,6 +199,76 @@ pub trait ChatUseCase: Send + Sync + 'static {
         chat: ChatId,
         input: SendInput,
     ) -> impl Future<Output = Result<Reply, ChatError>> + Send;
+
+    /// Changes title, system prompt or model.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`], [`ChatError::UnknownModel`].
+    fn update_chat(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        patch: ChatPatch,
+    ) -> impl Future<Output = Result<Chat, ChatError>> + Send;
+
+    /// Messages containing `query` in one chat or in all of the owner's chats.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`].
+    fn search(
+        &self,
+        owner: UserId,
+        chat: Option<ChatId>,
+        query: SearchQuery,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<SearchHit>, ChatError>> + Send;
+
+    /// A new answer as a sibling of the old one: on a user message, answers it again; on an
+    /// assistant message, answers its user message again.
+    ///
+    /// # Errors
+    /// [`ChatError::InvalidTarget`] for the root; not-found and provider errors.
+    fn retry(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+        options: GenerationOptions,
+    ) -> impl Future<Output = Result<Reply, ChatError>> + Send;
+
+    /// "Edits" a message: a sibling with the new content becomes the current leaf (completed
+    /// messages are immutable). For a user message with `regenerate`, also answers it.
+    ///
+    /// # Errors
+    /// [`ChatError::InvalidTarget`] for the root; not-found and provider errors.
+    fn edit(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+        content: MessageContent,
+        regenerate: bool,
+    ) -> impl Future<Output = Result<Edited, ChatError>> + Send;
+}
+
+/// What an edit produced.
+#[derive(Debug, Clone)]
+pub struct Edited {
+    /// The new sibling.
+    pub message: Message,
+    /// The answer to it, when one was asked for.
+    pub reply: Option<Reply>,
+}
+
+/// Generation settings for a retry.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationOptions {
+    /// Override the model.
+    pub model_id: Option<ModelId>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Answer cap.
+    pub max_tokens: Option<u32>,
 }
 
 /// The canonical chat service.
@@ -255,6 +326,28 @@ where
             Err(CatalogError::UnknownModel(id)) => Err(ChatError::UnknownModel(id)),
             Err(e) => Err(ChatError::Catalog(e)),
         }
+    }
+
+    /// The model for a generation: request > chat > user default > server default,
+    /// validated against the catalogue.
+    async fn resolve_model(
+        &self,
+        owner: UserId,
+        chat: &Chat,
+        requested: Option<ModelId>,
+    ) -> Result<(ModelId, domain::ModelInfo), ChatError> {
+        let model = match requested.or_else(|| chat.model_id.clone()) {
+            Some(m) => m,
+            None => self
+                .catalog
+                .settings(owner)
+                .await
+                .map_err(ChatError::Catalog)?
+                .default_model_id
+                .unwrap_or_else(|| self.default_model.clone()),
+        };
+        let info = self.check_model(&model).await?;
+        Ok((model, info))
     }
 
     #[expect(
@@ -490,17 +583,9 @@ where
         input: SendInput,
     ) -> Result<Reply, ChatError> {
         let current = self.get_chat(owner, chat).await?;
-        let model = match input.model_id.clone().or_else(|| current.model_id.clone()) {
-            Some(m) => m,
-            None => self
-                .catalog
-                .settings(owner)
-                .await
-                .map_err(ChatError::Catalog)?
-                .default_model_id
-                .unwrap_or_else(|| self.default_model.clone()),
-        };
-        let info = self.check_model(&model).await?;
+        let (model, info) = self
+            .resolve_model(owner, &current, input.model_id.clone())
+            .await?;
         let parent = input.parent.unwrap_or(current.current_leaf_id);
         let user_message = self
             .repo
@@ -535,6 +620,132 @@ where
             usage,
             model: info.id.clone(),
             path,
+        })
+    }
+
+    async fn update_chat(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        patch: ChatPatch,
+    ) -> Result<Chat, ChatError> {
+        if let Some(Some(model)) = &patch.model_id {
+            self.check_model(model).await?;
+        }
+        self.repo
+            .update_chat(owner, chat, patch, self.clock.now())
+            .await
+            .map_err(repo)
+    }
+
+    async fn search(
+        &self,
+        owner: UserId,
+        chat: Option<ChatId>,
+        query: SearchQuery,
+        page: PageRequest,
+    ) -> Result<Page<SearchHit>, ChatError> {
+        self.repo
+            .search_messages(owner, chat, query, page)
+            .await
+            .map_err(repo)
+    }
+
+    async fn retry(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+        options: GenerationOptions,
+    ) -> Result<Reply, ChatError> {
+        let t = self.tree(owner, chat).await?;
+        let target = t.tree.get(message).ok_or(ChatError::MessageNotFound)?;
+        let user_message = match target.role {
+            Role::System => {
+                return Err(ChatError::InvalidTarget(
+                    "the root message cannot be answered again",
+                ));
+            }
+            Role::User => target.clone(),
+            Role::Assistant => target
+                .parent_id
+                .and_then(|p| t.tree.get(p))
+                .filter(|p| p.role == Role::User)
+                .cloned()
+                .ok_or(ChatError::InvalidTarget(
+                    "this answer has no question to answer again",
+                ))?,
+        };
+        let (model, info) = self.resolve_model(owner, &t.chat, options.model_id).await?;
+        let (answer, usage, path) = self
+            .answer(
+                owner,
+                &t.chat,
+                &user_message,
+                model,
+                &info,
+                options.temperature,
+                options.max_tokens,
+            )
+            .await?;
+        Ok(Reply {
+            user_message,
+            answer,
+            usage,
+            model: info.id.clone(),
+            path,
+        })
+    }
+
+    async fn edit(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: MessageId,
+        content: MessageContent,
+        regenerate: bool,
+    ) -> Result<Edited, ChatError> {
+        let t = self.tree(owner, chat).await?;
+        let target = t.tree.get(message).ok_or(ChatError::MessageNotFound)?;
+        let parent = target.parent_id.ok_or(ChatError::InvalidTarget(
+            "the root message cannot be edited",
+        ))?;
+        let role = target.role;
+        let edited = self
+            .repo
+            .append_message(
+                owner,
+                chat,
+                NewMessage {
+                    id: MessageId::from_u128(self.ids.next_id()),
+                    parent_id: parent,
+                    role,
+                    content: content.into_inner(),
+                    status: MessageStatus::Complete,
+                    created_at: self.clock.now(),
+                },
+                true,
+            )
+            .await
+            .map_err(repo)?;
+        let reply = if regenerate && role == Role::User {
+            let (model, info) = self.resolve_model(owner, &t.chat, None).await?;
+            let (answer, usage, path) = self
+                .answer(owner, &t.chat, &edited, model, &info, None, None)
+                .await?;
+            Some(Reply {
+                user_message: edited.clone(),
+                answer,
+                usage,
+                model: info.id.clone(),
+                path,
+            })
+        } else {
+            None
+        };
+        Ok(Edited {
+            message: edited,
+            reply,
         })
     }
 }

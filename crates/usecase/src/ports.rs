@@ -214,6 +214,26 @@ pub struct ChatSummary {
     pub preview: String,
 }
 
+/// Changes to a chat's settings; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ChatPatch {
+    /// A user-set title (never overwritten by generated titles afterwards).
+    pub title: Option<ChatTitle>,
+    /// A new system prompt; `Some(None)` removes it.
+    pub system_prompt: Option<Option<SystemPrompt>>,
+    /// A new model; `Some(None)` removes it.
+    pub model_id: Option<Option<ModelId>>,
+}
+
+/// A message found by a search, with its chat's title.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The message.
+    pub message: Message,
+    /// Its chat's title, if any.
+    pub chat_title: Option<ChatTitle>,
+}
+
 /// Chats and their message trees. Every method is scoped to `owner`: a chat of another user
 /// MUST behave exactly like a chat that does not exist ([`RepoError::NotFound`]).
 pub trait ChatRepository: Send + Sync + 'static {
@@ -257,6 +277,31 @@ pub trait ChatRepository: Send + Sync + 'static {
         message: MessageId,
         now: Timestamp,
     ) -> impl Future<Output = Result<Chat, RepoError>> + Send;
+
+    /// Applies `patch` and bumps `updated_at`.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Chat`].
+    fn update_chat(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        patch: ChatPatch,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Chat, RepoError>> + Send;
+
+    /// Messages of the owner's chats (or of one chat) whose content contains `query`,
+    /// case-insensitively (`%` and `_` literal), newest first, with a true total.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Chat`] when `chat` is not the owner's.
+    fn search_messages(
+        &self,
+        owner: UserId,
+        chat: Option<ChatId>,
+        query: domain::SearchQuery,
+        page: domain::PageRequest,
+    ) -> impl Future<Output = Result<domain::Page<SearchHit>, RepoError>> + Send;
 
     /// Every message of the chat, in creation order.
     ///

@@ -262,6 +262,73 @@ impl ChatRepository for InMemoryStore {
         })
     }
 
+    async fn update_chat(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        patch: crate::ports::ChatPatch,
+        now: Timestamp,
+    ) -> Result<Chat, RepoError> {
+        self.with(|s| {
+            let c = owned_chat(s, owner, chat)?;
+            if let Some(title) = patch.title {
+                c.title = Some(title);
+                c.title_set_by_user = true;
+            }
+            if let Some(prompt) = patch.system_prompt {
+                c.system_prompt = prompt;
+            }
+            if let Some(model) = patch.model_id {
+                c.model_id = model;
+            }
+            c.updated_at = now;
+            Ok(c.clone())
+        })
+    }
+
+    async fn search_messages(
+        &self,
+        owner: UserId,
+        chat: Option<ChatId>,
+        query: domain::SearchQuery,
+        page: domain::PageRequest,
+    ) -> Result<domain::Page<crate::ports::SearchHit>, RepoError> {
+        self.with(|s| {
+            if let Some(chat) = chat {
+                owned_chat(s, owner, chat)?;
+            }
+            let needle = query.as_str().to_lowercase();
+            let mut hits: Vec<crate::ports::SearchHit> = s
+                .chats
+                .values()
+                .filter(|c| c.owner == owner && chat.is_none_or(|id| id == c.id))
+                .flat_map(|c| {
+                    s.messages
+                        .get(&c.id)
+                        .into_iter()
+                        .flatten()
+                        .filter(|m| m.content.to_lowercase().contains(&needle))
+                        .map(|m| crate::ports::SearchHit {
+                            message: m.clone(),
+                            chat_title: c.title.clone(),
+                        })
+                })
+                .collect();
+            hits.sort_by_key(|h| std::cmp::Reverse((h.message.created_at, h.message.id)));
+            let total = hits.len() as u64;
+            let items = hits
+                .into_iter()
+                .skip(usize::try_from(page.offset()).unwrap_or(usize::MAX))
+                .take(page.limit() as usize)
+                .collect();
+            Ok(domain::Page {
+                items,
+                total,
+                request: page,
+            })
+        })
+    }
+
     async fn select_leaf(
         &self,
         owner: UserId,
