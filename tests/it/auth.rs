@@ -10,20 +10,9 @@ use infra_db::testing::{Backend, TestDatabase};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, on_every_backend, test_settings};
+use crate::helpers::{PASSWORD, TestApp, assert_envelope, on_every_backend, test_settings};
 
 const SECRET: &str = "arbor-example-secret-change-me-0123456789";
-
-async fn assert_envelope(response: reqwest::Response, status: u16, error_type: &str) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status");
-    assert!(response.headers().contains_key("x-request-id"));
-    let body: Value = response.json().await.expect("a JSON envelope");
-    assert_eq!(body["error_type"], error_type, "{body}");
-    assert!(body["user_message"].is_string(), "{body}");
-    assert!(body["retry_available"].is_boolean(), "{body}");
-    assert!(body["request_id"].is_string(), "{body}");
-    body
-}
 
 fn forged(claims: &Value, secret: &str) -> String {
     jsonwebtoken::encode(

@@ -7,7 +7,7 @@ use infra_db::testing::Backend;
 use sea_orm::prelude::Uuid;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, on_every_backend};
+use crate::helpers::{TestApp, assert_envelope, on_every_backend};
 
 async fn send(app: &TestApp, token: &str, chat: &str, body: Value) -> reqwest::Response {
     app.post_json_as(&format!("/api/v1/chats/{chat}/messages"), token, &body)
@@ -733,7 +733,237 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
     app.finish().await;
 }
 
+async fn malformed_input_on_chat_routes_is_a_4xx_envelope(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token, json!({})).await;
+    let id = chat["uuid"].as_str().unwrap().to_owned();
+    let turn: Value = send(&app, &token, &id, json!({"content": "hi"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mid = turn["user_message_uuid"].as_str().unwrap().to_owned();
+    let nobody = "01923e4f-5a6b-7c8d-9e0f-1a2b3c4d5e6f";
+    let long = |n: usize| "x".repeat(n);
+    let c = format!("/api/v1/chats/{id}");
+    let cases: Vec<(&str, String, String, u16)> = vec![
+        ("POST", "/api/v1/chats".into(), "{oops".into(), 400),
+        (
+            "POST",
+            "/api/v1/chats".into(),
+            json!({"title": ""}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/chats".into(),
+            json!({"title": long(201)}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/chats".into(),
+            json!({"system_prompt": long(8_001)}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/chats".into(),
+            json!({"initial_message": long(8_001)}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/chats".into(),
+            json!({"model_id": "has space"}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/chats".into(),
+            json!({"model_id": "no/such"}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/chats".into(),
+            json!({"colour": "red"}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/chats".into(),
+            json!({"title": long(300_000)}).to_string(),
+            413,
+        ),
+        ("GET", "/api/v1/chats?page=0".into(), String::new(), 422),
+        ("GET", "/api/v1/chats?page=10001".into(), String::new(), 422),
+        ("GET", "/api/v1/chats?limit=abc".into(), String::new(), 422),
+        (
+            "GET",
+            format!("/api/v1/chats?q={}", long(201)),
+            String::new(),
+            422,
+        ),
+        ("GET", "/api/v1/chats/not-a-uuid".into(), String::new(), 422),
+        ("GET", format!("/api/v1/chats/{nobody}"), String::new(), 404),
+        (
+            "GET",
+            format!("/api/v1/chats/{nobody}/messages"),
+            String::new(),
+            404,
+        ),
+        (
+            "POST",
+            format!("{c}/messages"),
+            json!({"content": ""}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("{c}/messages"),
+            json!({"content": " \n "}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("{c}/messages"),
+            json!({"content": long(32_001)}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("{c}/messages"),
+            json!({"content": 5}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("{c}/messages"),
+            json!({"content": "x", "temperature": 3}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("{c}/messages"),
+            json!({"content": "x", "max_tokens": 0}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("{c}/messages"),
+            json!({"content": "x", "parent_message_uuid": "nope"}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("{c}/messages"),
+            json!({"content": "x", "parent_message_uuid": nobody}).to_string(),
+            404,
+        ),
+        (
+            "POST",
+            format!("{c}/select"),
+            json!({"message_uuid": "nope"}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("{c}/select"),
+            json!({"message_uuid": nobody}).to_string(),
+            404,
+        ),
+        ("POST", format!("{c}/select"), "{}".into(), 422),
+        ("PATCH", c.clone(), json!({"title": "  "}).to_string(), 422),
+        (
+            "PATCH",
+            c.clone(),
+            json!({"system_prompt": 12}).to_string(),
+            422,
+        ),
+        (
+            "PATCH",
+            format!("{c}/messages/{mid}"),
+            json!({"content": ""}).to_string(),
+            422,
+        ),
+        (
+            "PATCH",
+            format!("{c}/messages/{mid}?regenerate=maybe"),
+            json!({"content": "y"}).to_string(),
+            422,
+        ),
+        (
+            "PATCH",
+            format!("{c}/messages/{nobody}"),
+            json!({"content": "y"}).to_string(),
+            404,
+        ),
+        (
+            "POST",
+            format!("{c}/messages/{mid}/retry"),
+            json!({"temperature": "hot"}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("{c}/messages/{nobody}/retry"),
+            "{}".into(),
+            404,
+        ),
+        (
+            "DELETE",
+            format!("{c}/messages/not-a-uuid"),
+            String::new(),
+            422,
+        ),
+        ("GET", format!("{c}/search"), String::new(), 422),
+        ("GET", format!("{c}/search?q="), String::new(), 422),
+        ("GET", format!("{c}/export?format=docx"), String::new(), 422),
+        (
+            "GET",
+            "/api/v1/search?q=x&page=-1".into(),
+            String::new(),
+            422,
+        ),
+    ];
+    for (method, path, body, status) in cases {
+        let response = app
+            .client
+            .request(method.parse().unwrap(), app.url(&path))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let got = response.status().as_u16();
+        assert!(got < 500, "{method} {path} {body:.60} → {got}");
+        assert_eq!(got, status, "{method} {path} {body:.60}");
+        let body = assert_envelope(
+            response,
+            status,
+            if status == 404 {
+                "not_found"
+            } else if status == 400 {
+                "malformed_request"
+            } else if status == 413 {
+                "payload_too_large"
+            } else {
+                "validation_error"
+            },
+        )
+        .await;
+        assert!(body["request_id"].is_string());
+    }
+    app.finish().await;
+}
+
 on_every_backend!(
+    malformed_input_on_chat_routes_is_a_4xx_envelope,
     retry_edit_patch_search_and_export,
     a_conversation_branches_selects_and_deletes,
     another_users_ids_answer_404_on_every_route,

@@ -6,6 +6,7 @@ use arbor::config::Settings;
 use arbor::startup::Application;
 use infra_db::testing::{Backend, TestDatabase};
 use secrecy::SecretString;
+use serde_json::Value;
 
 /// reqwest is built without a bundled TLS provider (the workspace shares ring with sqlx).
 pub fn ensure_crypto_provider() {
@@ -176,3 +177,15 @@ macro_rules! on_every_backend {
     };
 }
 pub(crate) use on_every_backend;
+
+/// Asserts the status and the error envelope's shape; returns the body.
+pub async fn assert_envelope(response: reqwest::Response, status: u16, error_type: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: Value = response.json().await.expect("a JSON envelope");
+    assert_eq!(body["error_type"], error_type, "{body}");
+    assert!(body["user_message"].is_string(), "{body}");
+    assert!(body["retry_available"].is_boolean(), "{body}");
+    assert!(body["request_id"].is_string(), "{body}");
+    body
+}

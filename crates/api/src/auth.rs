@@ -292,9 +292,9 @@ struct LogoutRequest {
 async fn logout<A: AuthUseCase>(
     auth: web::Data<A>,
     caller: CurrentUser<A>,
-    body: Option<web::Json<LogoutRequest>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.map(web::Json::into_inner).unwrap_or_default();
+    let body: LogoutRequest = crate::error::optional_json(&body)?;
     if !body.all && body.refresh_token.is_none() {
         return Err(ApiError::Validation {
             message: "give refresh_token, or all: true".into(),

@@ -606,10 +606,10 @@ async fn retry<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
     path: web::Path<(String, String)>,
-    body: Option<web::Json<RetryRequest>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (chat, message) = path.into_inner();
-    let b = body.map(web::Json::into_inner).unwrap_or_default();
+    let b: RetryRequest = crate::error::optional_json(&body)?;
     let (temperature, max_tokens) = generation_settings(b.temperature, b.max_tokens)?;
     let options = GenerationOptions {
         model_id: b.model_id.map(ModelId::parse).transpose()?,

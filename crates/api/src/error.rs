@@ -314,6 +314,27 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> a
     .into()
 }
 
+/// Reads an optional JSON body: empty → `T::default()`; otherwise it must parse (400 for
+/// bad syntax, 422 for the wrong shape). `Option<web::Json<T>>` would silently drop errors.
+///
+/// # Errors
+/// [`ApiError::Malformed`] or [`ApiError::Validation`].
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::Validation {
+                message: e.to_string(),
+                field: None,
+            }
+        } else {
+            ApiError::Malformed(e.to_string())
+        }
+    })
+}
+
 /// Error handler for `web::Query`: 422.
 pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError::Validation {

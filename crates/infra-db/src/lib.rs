@@ -226,6 +226,19 @@ impl SeaOrmStore {
             .map_err(error::to_repo_error)
     }
 
+    /// Counts every statement this store sends from now on (for tests that prove a constant
+    /// number of queries). Call before sharing the store.
+    pub fn count_queries(&mut self) -> Arc<std::sync::atomic::AtomicU64> {
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for conn in [&mut self.read, &mut self.write] {
+            let c = Arc::clone(&counter);
+            conn.set_metric_callback(move |_| {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        counter
+    }
+
     /// Installs a fault hook (tests only).
     #[must_use]
     pub fn with_fault_injector(mut self, faults: FaultInjector) -> Self {

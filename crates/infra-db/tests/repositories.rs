@@ -736,6 +736,46 @@ mod suite {
         assert!(store.revoke_api_key(owner, key.id, now()).await.is_err());
     }
 
+    pub async fn a_chat_page_costs_the_same_number_of_queries_whatever_its_size(db: &TestDatabase) {
+        let mut store = db.store().await;
+        let queries = store.count_queries();
+        let owner = user(&store, "alice").await;
+        for i in 0..120 {
+            let mut chat = new_chat(owner);
+            chat.title = Some(ChatTitle::parse(format!("chat {i}")).unwrap());
+            let chat = store.create_chat(chat).await.unwrap();
+            store
+                .append_message(
+                    owner,
+                    chat.id,
+                    message(chat.root_id, Role::User, &format!("preview {i}")),
+                    true,
+                )
+                .await
+                .unwrap();
+        }
+        let mut costs = Vec::new();
+        for limit in [1, 10, 100] {
+            let before = queries.load(Ordering::SeqCst);
+            let page = store
+                .list_chats(
+                    owner,
+                    usecase::ports::ChatQuery {
+                        page: domain::PageRequest::new(Some(1), Some(limit)).unwrap(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            costs.push(queries.load(Ordering::SeqCst) - before);
+            assert_eq!(page.total, 120);
+            assert_eq!(page.items.len(), limit as usize);
+            assert!(page.items.iter().all(|s| s.preview.starts_with("preview ")));
+        }
+        assert_eq!(costs[0], costs[2], "queries per page: {costs:?}");
+        assert!(costs[0] <= 3, "{costs:?}");
+    }
+
     /// A failure injected after the first statement of each multi-row operation leaves
     /// nothing behind.
     pub async fn a_failure_half_way_leaves_no_row_behind(db: &TestDatabase) {
@@ -840,4 +880,5 @@ every_backend!(
     a_failure_half_way_leaves_no_row_behind,
     a_refresh_token_rotates_once_and_reuse_revokes_its_family,
     api_keys_are_found_by_prefix_and_revoked_by_their_owner_only,
+    a_chat_page_costs_the_same_number_of_queries_whatever_its_size,
 );
