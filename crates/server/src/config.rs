@@ -28,6 +28,16 @@ pub struct Settings {
     pub llm: LlmSettings,
     /// The model catalogue.
     pub models: ModelSettings,
+    /// In-process caches.
+    pub cache: CacheSettings,
+}
+
+/// In-process caches.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Bytes of chat messages kept for hot reads.
+    pub messages_max_bytes: u64,
 }
 
 /// The language-model provider.

@@ -171,8 +171,11 @@ impl Application {
             Arc::clone(&catalog),
             SystemClock,
             UuidV7Ids,
-            default_model,
-            settings.llm.provider_name.clone(),
+            usecase::chat::ChatDefaults {
+                model: default_model,
+                provider: settings.llm.provider_name.clone(),
+            },
+            usecase::chat::MessageCache::new(settings.cache.messages_max_bytes),
         ));
         let catalog = web::Data::from(catalog);
         let window = Duration::from_secs(a.rate_limit_window_secs);

@@ -271,6 +271,15 @@ pub struct GenerationOptions {
     pub max_tokens: Option<u32>,
 }
 
+/// Server-wide defaults of the chat service.
+#[derive(Debug, Clone)]
+pub struct ChatDefaults {
+    /// The model when neither request, chat nor user settings name one.
+    pub model: ModelId,
+    /// The provider's name in generation records when it reports none.
+    pub provider: String,
+}
+
 /// The canonical chat service.
 pub struct ChatService<R, L, M, C, I> {
     repo: R,
@@ -280,6 +289,81 @@ pub struct ChatService<R, L, M, C, I> {
     ids: I,
     default_model: ModelId,
     provider: String,
+    cache: MessageCache,
+}
+
+/// Cache key: a chat at one version. Every change of a chat's messages bumps its
+/// `updated_at` or `message_count`, so a key never names stale data, on any replica.
+type CacheKey = (ChatId, i64, u64);
+
+/// Weighs an entry by the bytes it holds.
+#[derive(Debug, Clone, Copy)]
+struct MessagesWeighter;
+
+impl quick_cache::Weighter<CacheKey, Arc<Vec<Message>>> for MessagesWeighter {
+    fn weight(&self, _key: &CacheKey, messages: &Arc<Vec<Message>>) -> u64 {
+        messages
+            .iter()
+            .map(|m| m.content.len() as u64 + 128)
+            .sum::<u64>()
+            .max(1)
+    }
+}
+
+/// Hot reads of a chat's messages, bounded by total bytes, with hit and miss counters.
+pub struct MessageCache {
+    entries: quick_cache::sync::Cache<CacheKey, Arc<Vec<Message>>, MessagesWeighter>,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for MessageCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageCache")
+            .field("weight", &self.entries.weight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Cache counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Reads served from memory.
+    pub hits: u64,
+    /// Reads that went to the database.
+    pub misses: u64,
+    /// Bytes held now (by the weigher's estimate).
+    pub weight: u64,
+}
+
+impl MessageCache {
+    /// A cache holding at most about `max_bytes` of messages.
+    #[must_use]
+    pub fn new(max_bytes: u64) -> Self {
+        // quick_cache sizes its tables from an estimated item count.
+        let estimated_items =
+            usize::try_from((max_bytes / 4_096).clamp(16, 1_000_000)).unwrap_or(16);
+        Self {
+            entries: quick_cache::sync::Cache::with_weighter(
+                estimated_items,
+                max_bytes.max(1),
+                MessagesWeighter,
+            ),
+            hits: std::sync::atomic::AtomicU64::new(0),
+            misses: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn stats(&self) -> CacheStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        CacheStats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            weight: self.entries.weight(),
+        }
+    }
 }
 
 impl<R, L, M, C, I> std::fmt::Debug for ChatService<R, L, M, C, I> {
@@ -298,16 +382,15 @@ where
     C: Clock,
     I: IdGenerator,
 {
-    /// Wires the service. `default_model` is the server default; `provider` names the
-    /// provider in generation records.
+    /// Wires the service.
     pub fn new(
         repo: R,
         llm: L,
         catalog: Arc<M>,
         clock: C,
         ids: I,
-        default_model: ModelId,
-        provider: String,
+        defaults: ChatDefaults,
+        cache: MessageCache,
     ) -> Self {
         Self {
             repo,
@@ -315,9 +398,49 @@ where
             catalog,
             clock,
             ids,
-            default_model,
-            provider,
+            default_model: defaults.model,
+            provider: defaults.provider,
+            cache,
         }
+    }
+
+    /// The read cache's counters.
+    #[must_use]
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// The chat's messages at the version `chat` shows, from the cache when possible.
+    async fn cached_messages(
+        &self,
+        owner: UserId,
+        chat: &Chat,
+    ) -> Result<Arc<Vec<Message>>, ChatError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let key = (
+            chat.id,
+            chat.updated_at.as_unix_micros(),
+            chat.message_count,
+        );
+        if let Some(hit) = self.cache.entries.get(&key) {
+            self.cache.hits.fetch_add(1, Relaxed);
+            return Ok(hit);
+        }
+        self.cache.misses.fetch_add(1, Relaxed);
+        let messages = Arc::new(
+            self.repo
+                .list_messages(owner, chat.id)
+                .await
+                .map_err(repo)?,
+        );
+        // A write may have landed between reading the chat and its messages; cache only a
+        // list that matches the version it is keyed by.
+        if messages.len() as u64 == chat.message_count
+            && messages.iter().all(|m| m.created_at <= chat.updated_at)
+        {
+            self.cache.entries.insert(key, Arc::clone(&messages));
+        }
+        Ok(messages)
     }
 
     async fn check_model(&self, model: &ModelId) -> Result<domain::ModelInfo, ChatError> {
@@ -512,12 +635,8 @@ where
     /// [`ChatError::ChatNotFound`].
     async fn tree(&self, owner: UserId, chat: ChatId) -> Result<ChatWithTree, ChatError> {
         let chat = self.get_chat(owner, chat).await?;
-        let messages = self
-            .repo
-            .list_messages(owner, chat.id)
-            .await
-            .map_err(repo)?;
-        let tree = ConversationTree::build(chat.id, messages)
+        let messages = self.cached_messages(owner, &chat).await?;
+        let tree = ConversationTree::build(chat.id, messages.as_ref().clone())
             .map_err(|e| ChatError::Storage(RepoError::Corrupt(Box::new(e))))?;
         Ok(ChatWithTree { chat, tree })
     }
@@ -747,5 +866,111 @@ where
             message: edited,
             reply,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::{ModelInfo, Pricing, Timestamp, Username};
+
+    use super::*;
+    use crate::catalog::CatalogService;
+    use crate::ports::{NewUser, UserRepository};
+    use crate::testing::{FakeLlm, InMemoryStore, ManualClock, SequentialIds};
+
+    type Catalog = CatalogService<InMemoryStore, FakeLlm, ManualClock>;
+    type Service = ChatService<InMemoryStore, FakeLlm, Catalog, ManualClock, SequentialIds>;
+
+    async fn service(cache_bytes: u64) -> (Service, UserId) {
+        let store = InMemoryStore::new();
+        let llm = FakeLlm::with_models(vec![ModelInfo {
+            id: ModelId::parse("m/one").unwrap(),
+            name: "one".into(),
+            description: None,
+            context_length: None,
+            pricing: Pricing::default(),
+            input_modalities: vec![],
+            output_modalities: vec![],
+            created: None,
+            fetched_at: Timestamp::from_unix_micros(0),
+        }]);
+        let clock = || ManualClock::new(Timestamp::from_unix_seconds(1_800_000_000));
+        let catalog = Arc::new(CatalogService::new(
+            store.clone(),
+            llm.clone(),
+            clock(),
+            std::time::Duration::from_secs(60),
+        ));
+        let owner = UserId::from_u128(999);
+        store
+            .create_user(NewUser {
+                id: owner,
+                username: Username::parse("alice").unwrap(),
+                password_hash: String::new(),
+                created_at: Timestamp::from_unix_micros(0),
+            })
+            .await
+            .unwrap();
+        let s = ChatService::new(
+            store,
+            llm,
+            catalog,
+            clock(),
+            SequentialIds::default(),
+            ChatDefaults {
+                model: ModelId::parse("m/one").unwrap(),
+                provider: "fake".into(),
+            },
+            MessageCache::new(cache_bytes),
+        );
+        (s, owner)
+    }
+
+    fn say(text: &str) -> SendInput {
+        SendInput {
+            content: MessageContent::parse(text).unwrap(),
+            parent: None,
+            model_id: None,
+            temperature: None,
+            max_tokens: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn repeated_reads_hit_the_cache_and_every_write_changes_what_is_read() {
+        let (s, owner) = service(1 << 20).await;
+        let chat = s.create_chat(owner, NewChatInput::default()).await.unwrap();
+        s.send(owner, chat.id, say("hello")).await.unwrap();
+        assert_eq!(s.tree(owner, chat.id).await.unwrap().tree.len(), 3);
+        assert_eq!(s.tree(owner, chat.id).await.unwrap().tree.len(), 3);
+        assert_eq!(s.cache_stats().hits, 1);
+        s.send(owner, chat.id, say("again")).await.unwrap();
+        assert_eq!(
+            s.tree(owner, chat.id).await.unwrap().tree.len(),
+            5,
+            "a write is never hidden"
+        );
+        let branch = s.current_branch(owner, chat.id).await.unwrap();
+        let leaf = branch.last().unwrap().id;
+        s.delete_message(owner, chat.id, leaf).await.unwrap();
+        assert_eq!(s.tree(owner, chat.id).await.unwrap().tree.len(), 4);
+        assert!(s.cache_stats().weight > 0);
+    }
+
+    #[tokio::test]
+    async fn the_cache_stays_within_its_byte_budget() {
+        let (s, owner) = service(4_096).await;
+        for i in 0..50 {
+            let chat = s.create_chat(owner, NewChatInput::default()).await.unwrap();
+            s.send(
+                owner,
+                chat.id,
+                say(&format!("message {i} {}", "x".repeat(500))),
+            )
+            .await
+            .unwrap();
+            s.tree(owner, chat.id).await.unwrap();
+        }
+        assert!(s.cache_stats().weight <= 4_096, "{:?}", s.cache_stats());
     }
 }

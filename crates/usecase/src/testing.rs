@@ -76,9 +76,10 @@ struct State {
 }
 
 /// Every repository port over one mutex-guarded state: each call is trivially atomic.
-#[derive(Debug, Default)]
+/// Clones share the state.
+#[derive(Debug, Default, Clone)]
 pub struct InMemoryStore {
-    state: Mutex<State>,
+    state: std::sync::Arc<Mutex<State>>,
 }
 
 impl InMemoryStore {
@@ -738,13 +739,13 @@ impl TokenCodec for ReadableTokens {
 }
 
 /// A scripted [`crate::llm::LlmGateway`]: answers `echo: <last message>`, serves a settable
-/// model list, can be made to fail, and counts calls.
-#[derive(Debug, Default)]
+/// model list, can be made to fail, and counts calls. Clones share their state.
+#[derive(Debug, Default, Clone)]
 pub struct FakeLlm {
-    models: Mutex<Vec<ModelInfo>>,
-    failing: std::sync::atomic::AtomicBool,
+    models: std::sync::Arc<Mutex<Vec<ModelInfo>>>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// `list_models` calls so far.
-    pub model_calls: AtomicU64,
+    pub model_calls: std::sync::Arc<AtomicU64>,
 }
 
 impl FakeLlm {
@@ -752,7 +753,7 @@ impl FakeLlm {
     #[must_use]
     pub fn with_models(models: Vec<ModelInfo>) -> Self {
         Self {
-            models: Mutex::new(models),
+            models: std::sync::Arc::new(Mutex::new(models)),
             ..Self::default()
         }
     }
