@@ -38,7 +38,7 @@ pub fn test_settings(url: &str) -> Settings {
     settings.database.url = SecretString::from(url.to_owned());
     settings.database.max_connections = 8;
     settings.database.connect_timeout_secs = 2;
-    settings.database.acquire_timeout_secs = 2;
+    settings.database.acquire_timeout_secs = 30;
     // Cheap hashing and generous limits; the tests that measure those set their own.
     settings.auth.argon2_memory_kib = 1_024;
     settings.auth.argon2_iterations = 1;

@@ -12,3 +12,4 @@ mod chats;
 mod health;
 mod helpers;
 mod models;
+mod presets;

@@ -23,6 +23,10 @@ impl From<ChatError> for ApiError {
                 message: format!("model {id} is not in the catalogue"),
                 field: Some("model_id".into()),
             },
+            ChatError::UnknownPreset => Self::Validation {
+                message: "no such preset".into(),
+                field: Some("preset_id".into()),
+            },
             ChatError::InvalidTarget(why) => Self::Validation {
                 message: why.to_owned(),
                 field: None,
@@ -114,6 +118,7 @@ impl From<&Message> for MessageResponse {
 #[serde(deny_unknown_fields)]
 struct CreateChatRequest {
     title: Option<String>,
+    preset_id: Option<String>,
     system_prompt: Option<String>,
     model_id: Option<String>,
     initial_message: Option<String>,
@@ -141,6 +146,11 @@ async fn create_chat<A: AuthUseCase, S: ChatUseCase>(
         system_prompt: b.system_prompt.map(SystemPrompt::parse).transpose()?,
         model_id: b.model_id.map(ModelId::parse).transpose()?,
         initial_message: b.initial_message,
+        preset_id: b
+            .preset_id
+            .as_deref()
+            .map(|p| parse_id(p, "preset_id"))
+            .transpose()?,
     };
     let chat = chats.create_chat(caller.id(), input).await?;
     Ok(HttpResponse::Created().json(ChatResponse::from(&chat)))
@@ -322,6 +332,7 @@ async fn select<A: AuthUseCase, S: ChatUseCase>(
 #[serde(deny_unknown_fields)]
 struct SendRequest {
     content: String,
+    preset_id: Option<String>,
     parent_message_uuid: Option<String>,
     model_id: Option<String>,
     temperature: Option<f64>,
@@ -363,6 +374,11 @@ async fn send<A: AuthUseCase, S: ChatUseCase>(
             .map(|p| parse_id::<MessageId>(p, "parent_message_uuid"))
             .transpose()?,
         model_id: b.model_id.map(ModelId::parse).transpose()?,
+        preset_id: b
+            .preset_id
+            .as_deref()
+            .map(|p| parse_id(p, "preset_id"))
+            .transpose()?,
         temperature,
         max_tokens,
     };
@@ -582,6 +598,7 @@ fn reply_response(reply: Reply) -> SendResponse {
 #[serde(deny_unknown_fields)]
 struct RetryRequest {
     model_id: Option<String>,
+    preset_id: Option<String>,
     temperature: Option<f64>,
     max_tokens: Option<i64>,
 }
@@ -613,6 +630,11 @@ async fn retry<A: AuthUseCase, S: ChatUseCase>(
     let (temperature, max_tokens) = generation_settings(b.temperature, b.max_tokens)?;
     let options = GenerationOptions {
         model_id: b.model_id.map(ModelId::parse).transpose()?,
+        preset_id: b
+            .preset_id
+            .as_deref()
+            .map(|p| parse_id(p, "preset_id"))
+            .transpose()?,
         temperature,
         max_tokens,
     };

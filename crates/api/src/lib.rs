@@ -10,12 +10,14 @@ pub mod context;
 pub mod error;
 pub mod health;
 pub mod models;
+pub mod presets;
 
 use actix_web::web;
 use usecase::auth::AuthUseCase;
 use usecase::catalog::CatalogUseCase;
 use usecase::chat::ChatUseCase;
 use usecase::ports::HealthCheck;
+use usecase::preset::PresetUseCase;
 
 pub use auth::AuthRateLimits;
 pub use error::{ApiError, ErrorBody};
@@ -40,16 +42,22 @@ pub fn extractor_config(
 }
 
 /// Registers every route under `/api/v1`.
-pub fn configure<H: HealthCheck, A: AuthUseCase, M: CatalogUseCase, S: ChatUseCase>(
-    cfg: &mut web::ServiceConfig,
-) {
+pub fn configure<H, A, M, S, P>(cfg: &mut web::ServiceConfig)
+where
+    H: HealthCheck,
+    A: AuthUseCase,
+    M: CatalogUseCase,
+    S: ChatUseCase,
+    P: PresetUseCase,
+{
     cfg.service(
         web::scope("/api/v1")
             .route("/health", web::get().to(health::health))
             .route("/ready", web::get().to(health::ready::<H>))
             .configure(auth::routes::<A>)
             .configure(models::routes::<A, M>)
-            .configure(chats::routes::<A, S>),
+            .configure(chats::routes::<A, S>)
+            .configure(presets::routes::<A, P>),
     );
 }
 

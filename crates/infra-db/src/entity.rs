@@ -6,6 +6,7 @@ pub(crate) mod chats;
 pub(crate) mod generations;
 pub(crate) mod messages;
 pub(crate) mod models;
+pub(crate) mod presets;
 pub(crate) mod prompt_templates;
 pub(crate) mod refresh_tokens;
 pub(crate) mod user_settings;

@@ -18,6 +18,7 @@ mod credentials;
 mod entity;
 mod error;
 mod models;
+mod presets;
 mod templates;
 mod users;
 

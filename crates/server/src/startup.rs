@@ -14,6 +14,7 @@ use usecase::auth::{AuthPolicy, AuthService};
 use usecase::catalog::CatalogService;
 use usecase::chat::ChatService;
 use usecase::ports::{HealthCheck, RepoError};
+use usecase::preset::PresetService;
 
 use crate::adapters::{Argon2Hasher, JwtCodec, SystemClock, UuidV7Ids};
 use crate::config::Settings;
@@ -24,6 +25,8 @@ pub type Store = SeaOrmStore;
 pub type Auth = AuthService<Store, Argon2Hasher, JwtCodec, SystemClock, UuidV7Ids>;
 /// The model catalogue with its concrete adapters.
 pub type Catalog = CatalogService<Store, OpenAiGateway, SystemClock>;
+/// Presets with their concrete adapters.
+pub type Presets = PresetService<Store, Catalog, SystemClock, UuidV7Ids>;
 /// Conversations with their concrete adapters.
 pub type Chats = ChatService<Store, OpenAiGateway, Catalog, SystemClock, UuidV7Ids>;
 
@@ -177,6 +180,12 @@ impl Application {
             },
             usecase::chat::MessageCache::new(settings.cache.messages_max_bytes),
         ));
+        let presets = web::Data::new(Presets::new(
+            store.clone(),
+            Arc::clone(&catalog),
+            SystemClock,
+            UuidV7Ids,
+        ));
         let catalog = web::Data::from(catalog);
         let window = Duration::from_secs(a.rate_limit_window_secs);
         let rate_limits = web::Data::new(api::AuthRateLimits::new(
@@ -219,7 +228,8 @@ impl Application {
                 .app_data(rate_limits.clone())
                 .app_data(catalog.clone())
                 .app_data(chats.clone())
-                .configure(api::configure::<Readiness, Auth, Catalog, Chats>)
+                .app_data(presets.clone())
+                .configure(api::configure::<Readiness, Auth, Catalog, Chats, Presets>)
                 .default_service(web::to(api::not_found))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs);

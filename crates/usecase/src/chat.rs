@@ -6,15 +6,15 @@ use std::time::Instant;
 
 use domain::{
     Chat, ChatId, ChatTitle, ConversationTree, GenerationRecord, Message, MessageContent,
-    MessageId, MessageStatus, ModelId, Page, PageRequest, Role, SearchQuery, SystemPrompt,
-    TokenUsage, UserId,
+    MessageId, MessageStatus, ModelId, Page, PageRequest, PresetId, Role, SearchQuery,
+    SystemPrompt, TokenUsage, UserId,
 };
 
 use crate::catalog::{CatalogError, CatalogUseCase};
 use crate::llm::{CompletionRequest, LlmError, LlmGateway, PromptMessage};
 use crate::ports::{
     ChatPatch, ChatQuery, ChatRepository, ChatSummary, Clock, Entity, IdGenerator, NewChat,
-    NewMessage, RepoError, SearchHit,
+    NewMessage, PresetRepository, RepoError, SearchHit,
 };
 
 /// Why a chat operation failed.
@@ -29,6 +29,9 @@ pub enum ChatError {
     /// The model is not in the catalogue.
     #[error("model {0} is not in the catalogue")]
     UnknownModel(ModelId),
+    /// The preset does not exist (for this user).
+    #[error("preset not found")]
+    UnknownPreset,
     /// The root message cannot be deleted or answered again.
     #[error("{0}")]
     InvalidTarget(&'static str),
@@ -62,6 +65,8 @@ pub struct NewChatInput {
     pub model_id: Option<ModelId>,
     /// Content of the root (system) message.
     pub initial_message: Option<String>,
+    /// A preset whose settings apply to this chat's answers.
+    pub preset_id: Option<PresetId>,
 }
 
 /// A message to send.
@@ -73,10 +78,22 @@ pub struct SendInput {
     pub parent: Option<MessageId>,
     /// Override the model.
     pub model_id: Option<ModelId>,
+    /// Apply this preset (instead of the chat's).
+    pub preset_id: Option<PresetId>,
     /// Sampling temperature.
     pub temperature: Option<f64>,
     /// Answer cap.
     pub max_tokens: Option<u32>,
+}
+
+/// The resolved settings of one generation.
+#[derive(Debug)]
+struct Plan {
+    model: ModelId,
+    info: domain::ModelInfo,
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+    system_prompt: Option<SystemPrompt>,
 }
 
 /// A stored exchange.
@@ -260,11 +277,13 @@ pub struct Edited {
     pub reply: Option<Reply>,
 }
 
-/// Generation settings for a retry.
+/// Generation settings a request may give.
 #[derive(Debug, Clone, Default)]
 pub struct GenerationOptions {
     /// Override the model.
     pub model_id: Option<ModelId>,
+    /// Apply this preset (instead of the chat's).
+    pub preset_id: Option<PresetId>,
     /// Sampling temperature.
     pub temperature: Option<f64>,
     /// Answer cap.
@@ -376,7 +395,7 @@ impl<R, L, M, C, I> std::fmt::Debug for ChatService<R, L, M, C, I> {
 
 impl<R, L, M, C, I> ChatService<R, L, M, C, I>
 where
-    R: ChatRepository,
+    R: ChatRepository + PresetRepository,
     L: LlmGateway,
     M: CatalogUseCase,
     C: Clock,
@@ -451,15 +470,27 @@ where
         }
     }
 
-    /// The model for a generation: request > chat > user default > server default,
+    /// The settings of one generation. Each resolves in the order request > preset
+    /// (the request's, else the chat's) > chat > user default > server default; the model is
     /// validated against the catalogue.
-    async fn resolve_model(
+    async fn plan(
         &self,
         owner: UserId,
         chat: &Chat,
-        requested: Option<ModelId>,
-    ) -> Result<(ModelId, domain::ModelInfo), ChatError> {
-        let model = match requested.or_else(|| chat.model_id.clone()) {
+        options: GenerationOptions,
+    ) -> Result<Plan, ChatError> {
+        let preset = match options.preset_id.or(chat.preset_id) {
+            Some(id) => Some(self.repo.get_preset(owner, id).await.map_err(|e| match e {
+                RepoError::NotFound(_) => ChatError::UnknownPreset,
+                other => ChatError::Storage(other),
+            })?),
+            None => None,
+        };
+        let model = match options
+            .model_id
+            .or_else(|| preset.as_ref().and_then(|p| p.model_id.clone()))
+            .or_else(|| chat.model_id.clone())
+        {
             Some(m) => m,
             None => self
                 .catalog
@@ -470,23 +501,39 @@ where
                 .unwrap_or_else(|| self.default_model.clone()),
         };
         let info = self.check_model(&model).await?;
-        Ok((model, info))
+        Ok(Plan {
+            temperature: options.temperature.or_else(|| {
+                preset
+                    .as_ref()
+                    .and_then(|p| p.temperature.map(domain::Temperature::value))
+            }),
+            max_tokens: options.max_tokens.or_else(|| {
+                preset
+                    .as_ref()
+                    .and_then(|p| p.max_tokens.map(domain::MaxTokens::value))
+            }),
+            system_prompt: preset
+                .and_then(|p| p.system_prompt)
+                .or_else(|| chat.system_prompt.clone()),
+            model,
+            info,
+        })
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one private step of send/retry; a parameter struct would only rename them"
-    )]
     async fn answer(
         &self,
         owner: UserId,
         chat: &Chat,
         under: &Message,
-        model: ModelId,
-        info: &domain::ModelInfo,
-        temperature: Option<f64>,
-        max_tokens: Option<u32>,
+        plan: Plan,
     ) -> Result<(Message, Option<TokenUsage>, Vec<MessageId>), ChatError> {
+        let Plan {
+            model,
+            info,
+            temperature,
+            max_tokens,
+            system_prompt,
+        } = plan;
         let messages = self
             .repo
             .list_messages(owner, chat.id)
@@ -498,8 +545,7 @@ where
             .path_to(under.id)
             .map_err(|_| ChatError::MessageNotFound)?;
         let mut prompt = Vec::new();
-        if let Some(system) = chat
-            .system_prompt
+        if let Some(system) = system_prompt
             .as_ref()
             .filter(|p| !p.as_str().trim().is_empty())
         {
@@ -571,7 +617,7 @@ where
 
 impl<R, L, M, C, I> ChatUseCase for ChatService<R, L, M, C, I>
 where
-    R: ChatRepository,
+    R: ChatRepository + PresetRepository,
     L: LlmGateway,
     M: CatalogUseCase,
     C: Clock,
@@ -585,6 +631,15 @@ where
         if let Some(model) = &input.model_id {
             self.check_model(model).await?;
         }
+        if let Some(preset) = input.preset_id {
+            self.repo
+                .get_preset(owner, preset)
+                .await
+                .map_err(|e| match e {
+                    RepoError::NotFound(_) => ChatError::UnknownPreset,
+                    other => ChatError::Storage(other),
+                })?;
+        }
         self.repo
             .create_chat(NewChat {
                 id: ChatId::from_u128(self.ids.next_id()),
@@ -592,7 +647,7 @@ where
                 title: input.title,
                 system_prompt: input.system_prompt,
                 model_id: input.model_id,
-                preset_id: None,
+                preset_id: input.preset_id,
                 root_id: MessageId::from_u128(self.ids.next_id()),
                 root_content: input.initial_message.unwrap_or_default(),
                 created_at: self.clock.now(),
@@ -702,9 +757,19 @@ where
         input: SendInput,
     ) -> Result<Reply, ChatError> {
         let current = self.get_chat(owner, chat).await?;
-        let (model, info) = self
-            .resolve_model(owner, &current, input.model_id.clone())
+        let plan = self
+            .plan(
+                owner,
+                &current,
+                GenerationOptions {
+                    model_id: input.model_id.clone(),
+                    preset_id: input.preset_id,
+                    temperature: input.temperature,
+                    max_tokens: input.max_tokens,
+                },
+            )
             .await?;
+        let model_used = plan.info.id.clone();
         let parent = input.parent.unwrap_or(current.current_leaf_id);
         let user_message = self
             .repo
@@ -723,23 +788,15 @@ where
             )
             .await
             .map_err(repo)?;
-        self.answer(
-            owner,
-            &current,
-            &user_message,
-            model,
-            &info,
-            input.temperature,
-            input.max_tokens,
-        )
-        .await
-        .map(|(answer, usage, path)| Reply {
-            user_message,
-            answer,
-            usage,
-            model: info.id.clone(),
-            path,
-        })
+        self.answer(owner, &current, &user_message, plan)
+            .await
+            .map(|(answer, usage, path)| Reply {
+                user_message,
+                answer,
+                usage,
+                model: model_used,
+                path,
+            })
     }
 
     async fn update_chat(
@@ -795,23 +852,14 @@ where
                     "this answer has no question to answer again",
                 ))?,
         };
-        let (model, info) = self.resolve_model(owner, &t.chat, options.model_id).await?;
-        let (answer, usage, path) = self
-            .answer(
-                owner,
-                &t.chat,
-                &user_message,
-                model,
-                &info,
-                options.temperature,
-                options.max_tokens,
-            )
-            .await?;
+        let plan = self.plan(owner, &t.chat, options).await?;
+        let model = plan.info.id.clone();
+        let (answer, usage, path) = self.answer(owner, &t.chat, &user_message, plan).await?;
         Ok(Reply {
             user_message,
             answer,
             usage,
-            model: info.id.clone(),
+            model,
             path,
         })
     }
@@ -848,15 +896,16 @@ where
             .await
             .map_err(repo)?;
         let reply = if regenerate && role == Role::User {
-            let (model, info) = self.resolve_model(owner, &t.chat, None).await?;
-            let (answer, usage, path) = self
-                .answer(owner, &t.chat, &edited, model, &info, None, None)
+            let plan = self
+                .plan(owner, &t.chat, GenerationOptions::default())
                 .await?;
+            let model = plan.info.id.clone();
+            let (answer, usage, path) = self.answer(owner, &t.chat, &edited, plan).await?;
             Some(Reply {
                 user_message: edited.clone(),
                 answer,
                 usage,
-                model: info.id.clone(),
+                model,
                 path,
             })
         } else {
@@ -930,6 +979,7 @@ mod tests {
         SendInput {
             content: MessageContent::parse(text).unwrap(),
             parent: None,
+            preset_id: None,
             model_id: None,
             temperature: None,
             max_tokens: None,

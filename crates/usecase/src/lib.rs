@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod chat;
 pub mod llm;
 pub mod ports;
+pub mod preset;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -430,3 +430,75 @@ pub trait ModelCatalogRepository: Send + Sync + 'static {
     /// [`RepoError::NotFound`] with [`Entity::Model`].
     fn get_model(&self, id: &ModelId) -> impl Future<Output = Result<ModelInfo, RepoError>> + Send;
 }
+
+/// A preset list request.
+#[derive(Debug, Clone, Default)]
+pub struct PresetQuery {
+    /// Case-insensitive substring of the name or description.
+    pub search: Option<domain::SearchQuery>,
+    /// Only favourites.
+    pub favorites_only: bool,
+    /// Which page.
+    pub page: domain::PageRequest,
+}
+
+/// Presets (private to their owner).
+pub trait PresetRepository: Send + Sync + 'static {
+    /// Stores a new preset.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::User`].
+    fn create_preset(
+        &self,
+        preset: domain::Preset,
+    ) -> impl Future<Output = Result<domain::Preset, RepoError>> + Send;
+
+    /// The owner's preset.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Preset`].
+    fn get_preset(
+        &self,
+        owner: UserId,
+        id: PresetId,
+    ) -> impl Future<Output = Result<domain::Preset, RepoError>> + Send;
+
+    /// Replaces the owner's preset (all fields but id, owner, usage count and creation time).
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Preset`].
+    fn update_preset(
+        &self,
+        preset: domain::Preset,
+    ) -> impl Future<Output = Result<domain::Preset, RepoError>> + Send;
+
+    /// Deletes the owner's preset (chats using it keep their own settings).
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Preset`].
+    fn delete_preset(
+        &self,
+        owner: UserId,
+        id: PresetId,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+
+    /// A page of the owner's presets, newest change first, with a true total.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn list_presets(
+        &self,
+        owner: UserId,
+        query: PresetQuery,
+    ) -> impl Future<Output = Result<domain::Page<domain::Preset>, RepoError>> + Send;
+
+    /// Adds one to the usage counter in one `SET n = n + 1` statement; returns the new count.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Preset`].
+    fn increment_preset_usage(
+        &self,
+        owner: UserId,
+        id: PresetId,
+    ) -> impl Future<Output = Result<u64, RepoError>> + Send;
+}

@@ -73,6 +73,7 @@ struct State {
     templates: HashMap<TemplateId, PromptTemplate>,
     models: HashMap<ModelId, ModelInfo>,
     settings: HashMap<UserId, crate::catalog::UserSettings>,
+    presets: HashMap<domain::PresetId, domain::Preset>,
 }
 
 /// Every repository port over one mutex-guarded state: each call is trivially atomic.
@@ -854,6 +855,111 @@ impl crate::catalog::SettingsRepository for InMemoryStore {
             }
             s.settings.insert(user, settings);
             Ok(())
+        })
+    }
+}
+
+impl crate::ports::PresetRepository for InMemoryStore {
+    async fn create_preset(&self, preset: domain::Preset) -> Result<domain::Preset, RepoError> {
+        self.with(|s| {
+            if !s.users.contains_key(&preset.owner) {
+                return Err(RepoError::NotFound(Entity::User));
+            }
+            s.presets.insert(preset.id, preset.clone());
+            Ok(preset)
+        })
+    }
+
+    async fn get_preset(
+        &self,
+        owner: UserId,
+        id: domain::PresetId,
+    ) -> Result<domain::Preset, RepoError> {
+        self.with(|s| {
+            s.presets
+                .get(&id)
+                .filter(|p| p.owner == owner)
+                .cloned()
+                .ok_or(RepoError::NotFound(Entity::Preset))
+        })
+    }
+
+    async fn update_preset(&self, preset: domain::Preset) -> Result<domain::Preset, RepoError> {
+        self.with(|s| {
+            let stored = s
+                .presets
+                .get_mut(&preset.id)
+                .filter(|p| p.owner == preset.owner)
+                .ok_or(RepoError::NotFound(Entity::Preset))?;
+            let (usage, created) = (stored.usage_count, stored.created_at);
+            *stored = domain::Preset {
+                usage_count: usage,
+                created_at: created,
+                ..preset
+            };
+            Ok(stored.clone())
+        })
+    }
+
+    async fn delete_preset(&self, owner: UserId, id: domain::PresetId) -> Result<(), RepoError> {
+        self.with(|s| {
+            if s.presets.get(&id).is_none_or(|p| p.owner != owner) {
+                return Err(RepoError::NotFound(Entity::Preset));
+            }
+            s.presets.remove(&id);
+            Ok(())
+        })
+    }
+
+    async fn list_presets(
+        &self,
+        owner: UserId,
+        query: crate::ports::PresetQuery,
+    ) -> Result<domain::Page<domain::Preset>, RepoError> {
+        self.with(|s| {
+            let needle = query.search.as_ref().map(|q| q.as_str().to_lowercase());
+            let mut all: Vec<domain::Preset> = s
+                .presets
+                .values()
+                .filter(|p| p.owner == owner && (!query.favorites_only || p.is_favorite))
+                .filter(|p| {
+                    needle.as_deref().is_none_or(|n| {
+                        p.name.as_str().to_lowercase().contains(n)
+                            || p.description
+                                .as_ref()
+                                .is_some_and(|d| d.as_str().to_lowercase().contains(n))
+                    })
+                })
+                .cloned()
+                .collect();
+            all.sort_by_key(|p| std::cmp::Reverse((p.updated_at, p.id)));
+            let total = all.len() as u64;
+            let items = all
+                .into_iter()
+                .skip(usize::try_from(query.page.offset()).unwrap_or(usize::MAX))
+                .take(query.page.limit() as usize)
+                .collect();
+            Ok(domain::Page {
+                items,
+                total,
+                request: query.page,
+            })
+        })
+    }
+
+    async fn increment_preset_usage(
+        &self,
+        owner: UserId,
+        id: domain::PresetId,
+    ) -> Result<u64, RepoError> {
+        self.with(|s| {
+            let p = s
+                .presets
+                .get_mut(&id)
+                .filter(|p| p.owner == owner)
+                .ok_or(RepoError::NotFound(Entity::Preset))?;
+            p.usage_count += 1;
+            Ok(p.usage_count)
         })
     }
 }

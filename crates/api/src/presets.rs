@@ -1,0 +1,215 @@
+//! Preset routes (owner-only).
+
+use actix_web::{HttpResponse, web};
+use domain::{
+    ModelId, PageRequest, Preset, PresetDescription, PresetId, PresetName, SearchQuery,
+    SystemPrompt, Temperature,
+};
+use serde::{Deserialize, Serialize};
+use usecase::auth::AuthUseCase;
+use usecase::ports::PresetQuery;
+use usecase::preset::{PresetError, PresetInput, PresetUseCase};
+
+use crate::auth::CurrentUser;
+use crate::error::ApiError;
+
+impl From<PresetError> for ApiError {
+    fn from(e: PresetError) -> Self {
+        match e {
+            PresetError::NotFound => Self::NotFound("preset"),
+            PresetError::UnknownModel(id) => Self::Validation {
+                message: format!("model {id} is not in the catalogue"),
+                field: Some("model_id".into()),
+            },
+            PresetError::Invalid(e) => e.into(),
+            PresetError::Catalog(cause) => {
+                tracing::warn!(error = %cause, "catalogue unavailable");
+                Self::Unavailable {
+                    retry_after_secs: 30,
+                }
+            }
+            PresetError::Storage(cause) => Self::from_repo(cause),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresetRequest {
+    name: String,
+    description: Option<String>,
+    model_id: Option<String>,
+    temperature: Option<f64>,
+    max_tokens: Option<i64>,
+    system_prompt: Option<String>,
+    #[serde(default)]
+    is_favorite: bool,
+}
+
+impl PresetRequest {
+    fn into_input(self) -> Result<PresetInput, ApiError> {
+        Ok(PresetInput {
+            name: PresetName::parse(self.name)?,
+            description: self.description.map(PresetDescription::parse).transpose()?,
+            model_id: self.model_id.map(ModelId::parse).transpose()?,
+            temperature: self.temperature.map(Temperature::new).transpose()?,
+            max_tokens: self.max_tokens,
+            system_prompt: self.system_prompt.map(SystemPrompt::parse).transpose()?,
+            is_favorite: self.is_favorite,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct PresetResponse {
+    uuid: String,
+    name: String,
+    description: Option<String>,
+    model_id: Option<String>,
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+    system_prompt: Option<String>,
+    is_favorite: bool,
+    usage_count: u64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<Preset> for PresetResponse {
+    fn from(p: Preset) -> Self {
+        Self {
+            uuid: p.id.to_string(),
+            name: p.name.into_inner(),
+            description: p.description.map(PresetDescription::into_inner),
+            model_id: p.model_id.map(|m| m.as_str().to_owned()),
+            temperature: p.temperature.map(Temperature::value),
+            max_tokens: p.max_tokens.map(domain::MaxTokens::value),
+            system_prompt: p.system_prompt.map(SystemPrompt::into_inner),
+            is_favorite: p.is_favorite,
+            usage_count: p.usage_count,
+            created_at: p.created_at.to_string(),
+            updated_at: p.updated_at.to_string(),
+        }
+    }
+}
+
+fn preset_id(raw: &str) -> Result<PresetId, ApiError> {
+    raw.parse().map_err(|_| ApiError::Validation {
+        message: "not a valid UUID".into(),
+        field: Some("preset_id".into()),
+    })
+}
+
+async fn create<A: AuthUseCase, P: PresetUseCase>(
+    caller: CurrentUser<A>,
+    presets: web::Data<P>,
+    body: web::Json<PresetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let preset = presets
+        .create(caller.id(), body.into_inner().into_input()?)
+        .await?;
+    Ok(HttpResponse::Created().json(PresetResponse::from(preset)))
+}
+
+async fn get<A: AuthUseCase, P: PresetUseCase>(
+    caller: CurrentUser<A>,
+    presets: web::Data<P>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let preset = presets.get(caller.id(), preset_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(PresetResponse::from(preset)))
+}
+
+async fn update<A: AuthUseCase, P: PresetUseCase>(
+    caller: CurrentUser<A>,
+    presets: web::Data<P>,
+    id: web::Path<String>,
+    body: web::Json<PresetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let preset = presets
+        .update(
+            caller.id(),
+            preset_id(&id)?,
+            body.into_inner().into_input()?,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(PresetResponse::from(preset)))
+}
+
+async fn delete<A: AuthUseCase, P: PresetUseCase>(
+    caller: CurrentUser<A>,
+    presets: web::Data<P>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    presets.delete(caller.id(), preset_id(&id)?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    q: Option<String>,
+    #[serde(default)]
+    favorites: bool,
+    page: Option<u32>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct PresetList {
+    items: Vec<PresetResponse>,
+    total: u64,
+    page: u32,
+    limit: u32,
+    pages: u64,
+}
+
+async fn list<A: AuthUseCase, P: PresetUseCase>(
+    caller: CurrentUser<A>,
+    presets: web::Data<P>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let page = PageRequest::new(q.page, q.limit)?;
+    let result = presets
+        .list(
+            caller.id(),
+            PresetQuery {
+                search: q.q.map(SearchQuery::parse).transpose()?,
+                favorites_only: q.favorites,
+                page,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(PresetList {
+        pages: result.request.pages_for(result.total),
+        total: result.total,
+        page: result.request.page(),
+        limit: result.request.limit(),
+        items: result.items.into_iter().map(PresetResponse::from).collect(),
+    }))
+}
+
+#[derive(Serialize)]
+struct UseResponse {
+    usage_count: u64,
+}
+
+async fn record_use<A: AuthUseCase, P: PresetUseCase>(
+    caller: CurrentUser<A>,
+    presets: web::Data<P>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let usage_count = presets.record_use(caller.id(), preset_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(UseResponse { usage_count }))
+}
+
+/// Registers the preset routes (inside the `/api/v1` scope).
+pub fn routes<A: AuthUseCase, P: PresetUseCase>(cfg: &mut web::ServiceConfig) {
+    cfg.route("/presets", web::post().to(create::<A, P>))
+        .route("/presets", web::get().to(list::<A, P>))
+        .route("/presets/{id}", web::get().to(get::<A, P>))
+        .route("/presets/{id}", web::put().to(update::<A, P>))
+        .route("/presets/{id}", web::delete().to(delete::<A, P>))
+        .route("/presets/{id}/use", web::post().to(record_use::<A, P>));
+}

@@ -1,0 +1,269 @@
+//! Presets over HTTP on every backend: CRUD, ownership, atomic use counter, and presets
+//! really applied to generations.
+
+use std::sync::Arc;
+
+use infra_db::testing::Backend;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_envelope, on_every_backend};
+
+async fn create(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
+    app.post_json_as("/api/v1/presets", token, &body).await
+}
+
+async fn presets_are_private_validated_and_editable(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let alice = app.user_token("alice").await;
+    let bob = app.user_token("bob").await;
+    let too_long = create(
+        &app,
+        &alice,
+        json!({"name": "x", "model_id": "fake/small", "max_tokens": 9_000}),
+    )
+    .await;
+    assert_envelope(too_long, 422, "validation_error").await;
+    let unknown = create(&app, &alice, json!({"name": "x", "model_id": "no/such"})).await;
+    assert_envelope(unknown, 422, "validation_error").await;
+    let hot = create(&app, &alice, json!({"name": "x", "temperature": 2.5})).await;
+    assert_envelope(hot, 422, "validation_error").await;
+
+    let created = create(
+        &app,
+        &alice,
+        json!({"name": "Coder", "description": "for code review", "model_id": "fake/small", "max_tokens": 8_000, "temperature": 0.3}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let preset: Value = created.json().await.unwrap();
+    let id = preset["uuid"].as_str().unwrap();
+    assert_eq!(preset["usage_count"], 0);
+    create(&app, &alice, json!({"name": "Poet", "is_favorite": true})).await;
+
+    let found: Value = app
+        .get_as("/api/v1/presets?q=REVIEW", &alice)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["total"], 1);
+    let favorites: Value = app
+        .get_as("/api/v1/presets?favorites=true", &alice)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(favorites["items"][0]["name"], "Poet");
+    let updated = app
+        .client
+        .put(app.url(&format!("/api/v1/presets/{id}")))
+        .bearer_auth(&alice)
+        .json(&json!({"name": "Reviewer", "model_id": "fake/large", "max_tokens": 100_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    let updated: Value = updated.json().await.unwrap();
+    assert_eq!(updated["name"], "Reviewer");
+    assert_eq!(updated["temperature"], Value::Null);
+
+    for (method, path) in [
+        ("GET", format!("/api/v1/presets/{id}")),
+        ("PUT", format!("/api/v1/presets/{id}")),
+        ("DELETE", format!("/api/v1/presets/{id}")),
+        ("POST", format!("/api/v1/presets/{id}/use")),
+    ] {
+        let r = app
+            .client
+            .request(method.parse().unwrap(), app.url(&path))
+            .bearer_auth(&bob)
+            .json(&json!({"name": "stolen"}))
+            .send()
+            .await
+            .unwrap();
+        assert_envelope(r, 404, "not_found").await;
+    }
+    let bobs: Value = app
+        .get_as("/api/v1/presets", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bobs["total"], 0);
+    let bob_chat = app
+        .post_json_as("/api/v1/chats", &bob, &json!({"preset_id": id}))
+        .await;
+    assert_envelope(bob_chat, 422, "validation_error").await;
+
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/api/v1/presets/{id}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(
+        app.get_as(&format!("/api/v1/presets/{id}"), &alice)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.get_as("/api/v1/presets/not-a-uuid", &alice)
+            .await
+            .status(),
+        422
+    );
+    app.finish().await;
+}
+
+async fn a_preset_really_applies_to_the_generation(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.user_token("alice").await;
+    let preset: Value = create(
+        &app,
+        &token,
+        json!({"name": "Strict", "model_id": "fake/large", "temperature": 1.5, "max_tokens": 100, "system_prompt": "Preset prompt."}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let pid = preset["uuid"].as_str().unwrap();
+
+    // On the chat: every answer uses it.
+    let chat: Value = app
+        .post_json_as(
+            "/api/v1/chats",
+            &token,
+            &json!({"preset_id": pid, "system_prompt": "Chat prompt."}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = chat["uuid"].as_str().unwrap();
+    let reply: Value = app
+        .post_json_as(
+            &format!("/api/v1/chats/{id}/messages"),
+            &token,
+            &json!({"content": "hi"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["model"], "fake/large");
+    let sent = app.fake.requests().last().unwrap().clone();
+    assert_eq!(sent["model"], "fake/large");
+    assert_eq!(sent["temperature"], 1.5);
+    assert_eq!(sent["max_tokens"], 100);
+    assert_eq!(sent["messages"][0]["content"], "Preset prompt.");
+
+    // The request wins over the preset.
+    app.post_json_as(
+        &format!("/api/v1/chats/{id}/messages"),
+        &token,
+        &json!({"content": "again", "temperature": 0.1, "model_id": "fake/small"}),
+    )
+    .await;
+    let sent = app.fake.requests().last().unwrap().clone();
+    assert_eq!(sent["temperature"], 0.1);
+    assert_eq!(sent["model"], "fake/small");
+    assert_eq!(sent["max_tokens"], 100);
+
+    // On one message of a chat without a preset.
+    let plain: Value = app
+        .post_json_as("/api/v1/chats", &token, &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let plain_id = plain["uuid"].as_str().unwrap();
+    app.post_json_as(
+        &format!("/api/v1/chats/{plain_id}/messages"),
+        &token,
+        &json!({"content": "x", "preset_id": pid}),
+    )
+    .await;
+    let sent = app.fake.requests().last().unwrap().clone();
+    assert_eq!(sent["model"], "fake/large");
+    assert_eq!(sent["messages"][0]["content"], "Preset prompt.");
+    app.post_json_as(
+        &format!("/api/v1/chats/{plain_id}/messages"),
+        &token,
+        &json!({"content": "y"}),
+    )
+    .await;
+    let sent = app.fake.requests().last().unwrap().clone();
+    assert_eq!(
+        sent["model"], "openai/gpt-4o-mini",
+        "the server default without a preset"
+    );
+    assert!(sent.get("temperature").is_none());
+    let unknown = app
+        .post_json_as(
+            &format!("/api/v1/chats/{plain_id}/messages"),
+            &token,
+            &json!({"content": "z", "preset_id": "01923e4f-5a6b-7c8d-9e0f-1a2b3c4d5e6f"}),
+        )
+        .await;
+    assert_envelope(unknown, 422, "validation_error").await;
+    app.finish().await;
+}
+
+async fn a_thousand_concurrent_uses_count_a_thousand(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let app = Arc::new(app);
+    let token = app.user_token("alice").await;
+    let preset: Value = create(&app, &token, json!({"name": "Counted"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = app.url(&format!(
+        "/api/v1/presets/{}/use",
+        preset["uuid"].as_str().unwrap()
+    ));
+    let tasks: Vec<_> = (0..1_000)
+        .map(|_| {
+            let (client, url, token) = (app.client.clone(), url.clone(), token.clone());
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let after: Value = app
+        .get_as(
+            &format!("/api/v1/presets/{}", preset["uuid"].as_str().unwrap()),
+            &token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["usage_count"], 1_000);
+    Arc::try_unwrap(app).ok().unwrap().finish().await;
+}
+
+on_every_backend!(
+    presets_are_private_validated_and_editable,
+    a_preset_really_applies_to_the_generation,
+    a_thousand_concurrent_uses_count_a_thousand
+);
