@@ -20,6 +20,36 @@ async fn new_chat(app: &TestApp, token: &str, body: Value) -> Value {
     r.json().await.unwrap()
 }
 
+/// (prompt tokens, completion tokens, cost in picodollars, finish reason) of an answer.
+async fn generation_of(app: &TestApp, message: &Value) -> (i64, i64, i64, Option<String>) {
+    use sea_orm::ConnectionTrait;
+    use sea_orm::sea_query::{Expr, ExprTrait, Query};
+    let db = app.db.raw().await;
+    let query = Query::select()
+        .columns([
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_pico_usd",
+            "finish_reason",
+        ])
+        .from("generations")
+        .and_where(Expr::col("message_id").eq(uuid_value(message)))
+        .to_owned();
+    let row = db
+        .query_one(&query)
+        .await
+        .unwrap()
+        .expect("a generation record");
+    let out = (
+        row.try_get("", "prompt_tokens").unwrap(),
+        row.try_get("", "completion_tokens").unwrap(),
+        row.try_get("", "cost_pico_usd").unwrap(),
+        row.try_get("", "finish_reason").unwrap(),
+    );
+    let _ = db.close().await;
+    out
+}
+
 fn uuid_value(s: &Value) -> sea_orm::Value {
     Uuid::parse_str(s.as_str().unwrap()).unwrap().into()
 }
@@ -72,6 +102,16 @@ async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
     assert_eq!(sent["messages"][0]["content"], "You are terse.");
     assert_eq!(sent["messages"][1]["content"], "Context: tests.");
     assert_eq!(sent["messages"][2]["content"], "hello");
+
+    // The generation record: usage, cost from the catalogue's per-token prices, finish reason.
+    let (prompt, completion, cost, reason) = generation_of(&app, &first["message_uuid"]).await;
+    assert_eq!((prompt, completion), (6, 8));
+    assert_eq!(
+        cost,
+        6 * 150_000 + 8 * 600_000,
+        "picodollars: 0.00000015 and 0.0000006 per token"
+    );
+    assert_eq!(reason.as_deref(), Some("stop"));
 
     // Second turn continues the stored current leaf; then branch from the root and from the middle.
     let second: Value = send(&app, &token, id, json!({"content": "more"}))
