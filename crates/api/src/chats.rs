@@ -373,14 +373,16 @@ async fn send<A: AuthUseCase, S: ChatUseCase>(
             .as_deref()
             .map(|p| parse_id::<MessageId>(p, "parent_message_uuid"))
             .transpose()?,
-        model_id: b.model_id.map(ModelId::parse).transpose()?,
-        preset_id: b
-            .preset_id
-            .as_deref()
-            .map(|p| parse_id(p, "preset_id"))
-            .transpose()?,
-        temperature,
-        max_tokens,
+        options: GenerationOptions {
+            model_id: b.model_id.map(ModelId::parse).transpose()?,
+            preset_id: b
+                .preset_id
+                .as_deref()
+                .map(|p| parse_id(p, "preset_id"))
+                .transpose()?,
+            temperature,
+            max_tokens,
+        },
     };
     let reply = chats.send(caller.id(), chat, input).await?;
     Ok(HttpResponse::Created().json(reply_response(reply)))

@@ -76,14 +76,8 @@ pub struct SendInput {
     pub content: MessageContent,
     /// Branch from this message instead of the current leaf.
     pub parent: Option<MessageId>,
-    /// Override the model.
-    pub model_id: Option<ModelId>,
-    /// Apply this preset (instead of the chat's).
-    pub preset_id: Option<PresetId>,
-    /// Sampling temperature.
-    pub temperature: Option<f64>,
-    /// Answer cap.
-    pub max_tokens: Option<u32>,
+    /// Model, preset and sampling overrides.
+    pub options: GenerationOptions,
 }
 
 /// The resolved settings of one generation.
@@ -757,18 +751,7 @@ where
         input: SendInput,
     ) -> Result<Reply, ChatError> {
         let current = self.get_chat(owner, chat).await?;
-        let plan = self
-            .plan(
-                owner,
-                &current,
-                GenerationOptions {
-                    model_id: input.model_id.clone(),
-                    preset_id: input.preset_id,
-                    temperature: input.temperature,
-                    max_tokens: input.max_tokens,
-                },
-            )
-            .await?;
+        let plan = self.plan(owner, &current, input.options).await?;
         let model_used = plan.info.id.clone();
         let parent = input.parent.unwrap_or(current.current_leaf_id);
         let user_message = self
@@ -979,10 +962,7 @@ mod tests {
         SendInput {
             content: MessageContent::parse(text).unwrap(),
             parent: None,
-            preset_id: None,
-            model_id: None,
-            temperature: None,
-            max_tokens: None,
+            options: GenerationOptions::default(),
         }
     }
 
