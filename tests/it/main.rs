@@ -13,3 +13,4 @@ mod health;
 mod helpers;
 mod models;
 mod presets;
+mod templates;

@@ -11,6 +11,7 @@ pub mod error;
 pub mod health;
 pub mod models;
 pub mod presets;
+pub mod templates;
 
 use actix_web::web;
 use usecase::auth::AuthUseCase;
@@ -18,6 +19,7 @@ use usecase::catalog::CatalogUseCase;
 use usecase::chat::ChatUseCase;
 use usecase::ports::HealthCheck;
 use usecase::preset::PresetUseCase;
+use usecase::template::TemplateUseCase;
 
 pub use auth::AuthRateLimits;
 pub use error::{ApiError, ErrorBody};
@@ -42,8 +44,9 @@ pub fn extractor_config(
 }
 
 /// Registers every route under `/api/v1`.
-pub fn configure<H, A, M, S, P>(cfg: &mut web::ServiceConfig)
+pub fn configure<H, A, M, S, P, T>(cfg: &mut web::ServiceConfig)
 where
+    T: TemplateUseCase,
     H: HealthCheck,
     A: AuthUseCase,
     M: CatalogUseCase,
@@ -57,7 +60,8 @@ where
             .configure(auth::routes::<A>)
             .configure(models::routes::<A, M>)
             .configure(chats::routes::<A, S>)
-            .configure(presets::routes::<A, P>),
+            .configure(presets::routes::<A, P>)
+            .configure(templates::routes::<A, T>),
     );
 }
 

@@ -1,12 +1,15 @@
 //! [`TemplateRepository`] on sea-orm.
 
-use domain::{PromptTemplate, TemplateId, UserId};
+use domain::{Page, PromptTemplate, TemplateId, UserId};
 use sea_orm::prelude::Expr;
-use sea_orm::sea_query::Condition;
+use sea_orm::sea_query::{Condition, Func, LikeExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, EntityTrait, ExprTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
-use usecase::ports::{Entity, RepoError, TemplateRepository};
+use usecase::ports::{Entity, RepoError, TemplateQuery, TemplateRepository, TemplateSort};
+
+use crate::chats::like_pattern;
 
 use crate::SeaOrmStore;
 use crate::convert::{count, join_names, to_template, ts, uuid};
@@ -54,6 +57,137 @@ impl TemplateRepository for SeaOrmStore {
             .map_err(to_repo_error)?
             .ok_or(RepoError::NotFound(Entity::Template))
             .and_then(to_template)
+    }
+
+    async fn update_template(&self, t: PromptTemplate) -> Result<PromptTemplate, RepoError> {
+        let result = prompt_templates::Entity::update_many()
+            .col_expr(prompt_templates::Column::Name, Expr::value(t.name.as_str()))
+            .col_expr(
+                prompt_templates::Column::Description,
+                Expr::value(t.description.as_ref().map(|d| d.as_str().to_owned())),
+            )
+            .col_expr(
+                prompt_templates::Column::Content,
+                Expr::value(t.content.as_str()),
+            )
+            .col_expr(
+                prompt_templates::Column::Category,
+                Expr::value(t.category.as_ref().map(|c| c.as_str().to_owned())),
+            )
+            .col_expr(
+                prompt_templates::Column::Variables,
+                Expr::value(join_names(&t.content.variables())),
+            )
+            .col_expr(prompt_templates::Column::IsPublic, Expr::value(t.is_public))
+            .col_expr(
+                prompt_templates::Column::IsFavorite,
+                Expr::value(t.is_favorite),
+            )
+            .col_expr(
+                prompt_templates::Column::UpdatedAt,
+                Expr::value(ts(t.updated_at)),
+            )
+            .filter(prompt_templates::Column::Id.eq(uuid(t.id.as_u128())))
+            .filter(prompt_templates::Column::UserId.eq(uuid(t.owner.as_u128())))
+            .exec(&self.write)
+            .await
+            .map_err(to_repo_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound(Entity::Template));
+        }
+        self.get_template(t.owner, t.id).await
+    }
+
+    async fn delete_template(&self, owner: UserId, id: TemplateId) -> Result<(), RepoError> {
+        let result = prompt_templates::Entity::delete_many()
+            .filter(prompt_templates::Column::Id.eq(uuid(id.as_u128())))
+            .filter(prompt_templates::Column::UserId.eq(uuid(owner.as_u128())))
+            .exec(&self.write)
+            .await
+            .map_err(to_repo_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound(Entity::Template));
+        }
+        Ok(())
+    }
+
+    async fn list_templates(
+        &self,
+        viewer: UserId,
+        q: TemplateQuery,
+    ) -> Result<Page<PromptTemplate>, RepoError> {
+        use prompt_templates::Column as C;
+        let mut select = prompt_templates::Entity::find().filter(if q.mine_only {
+            Condition::all().add(C::UserId.eq(uuid(viewer.as_u128())))
+        } else {
+            visible_to(viewer)
+        });
+        if let Some(search) = &q.search {
+            let pattern = like_pattern(search.as_str());
+            let like = |col: C| {
+                Expr::expr(Func::lower(Expr::col(col)))
+                    .like(LikeExpr::new(pattern.clone()).escape('\\'))
+            };
+            select = select.filter(
+                Condition::any()
+                    .add(like(C::Name))
+                    .add(like(C::Description))
+                    .add(like(C::Content)),
+            );
+        }
+        if let Some(category) = &q.category {
+            select = select.filter(C::Category.eq(category.as_str()));
+        }
+        if let Some(favorite) = q.is_favorite {
+            select = select.filter(C::IsFavorite.eq(favorite));
+        }
+        if let Some(public) = q.is_public {
+            select = select.filter(C::IsPublic.eq(public));
+        }
+        let total = select
+            .clone()
+            .count(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        select = match q.sort {
+            TemplateSort::Updated => select.order_by_desc(C::UpdatedAt),
+            TemplateSort::Name => select.order_by_asc(C::Name),
+            TemplateSort::Usage => select.order_by_desc(C::UsageCount),
+        };
+        let rows = select
+            .order_by_asc(C::Id)
+            .offset(q.page.offset())
+            .limit(u64::from(q.page.limit()))
+            .all(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        Ok(Page {
+            items: rows
+                .into_iter()
+                .map(to_template)
+                .collect::<Result<_, _>>()?,
+            total,
+            request: q.page,
+        })
+    }
+
+    async fn template_categories(&self, viewer: UserId) -> Result<Vec<(String, u64)>, RepoError> {
+        let rows: Vec<(Option<String>, i64)> = prompt_templates::Entity::find()
+            .select_only()
+            .column(prompt_templates::Column::Category)
+            .column_as(prompt_templates::Column::Id.count(), "n")
+            .filter(visible_to(viewer))
+            .filter(prompt_templates::Column::Category.is_not_null())
+            .group_by(prompt_templates::Column::Category)
+            .order_by_asc(prompt_templates::Column::Category)
+            .into_tuple()
+            .all(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(c, n)| c.map(|c| (c, count(n))))
+            .collect())
     }
 
     async fn increment_template_usage(

@@ -15,6 +15,7 @@ use usecase::catalog::CatalogService;
 use usecase::chat::ChatService;
 use usecase::ports::{HealthCheck, RepoError};
 use usecase::preset::PresetService;
+use usecase::template::TemplateService;
 
 use crate::adapters::{Argon2Hasher, JwtCodec, SystemClock, UuidV7Ids};
 use crate::config::Settings;
@@ -27,6 +28,8 @@ pub type Auth = AuthService<Store, Argon2Hasher, JwtCodec, SystemClock, UuidV7Id
 pub type Catalog = CatalogService<Store, OpenAiGateway, SystemClock>;
 /// Presets with their concrete adapters.
 pub type Presets = PresetService<Store, Catalog, SystemClock, UuidV7Ids>;
+/// Templates with their concrete adapters.
+pub type Templates = TemplateService<Store, SystemClock, UuidV7Ids>;
 /// Conversations with their concrete adapters.
 pub type Chats = ChatService<Store, OpenAiGateway, Catalog, SystemClock, UuidV7Ids>;
 
@@ -186,6 +189,7 @@ impl Application {
             SystemClock,
             UuidV7Ids,
         ));
+        let templates = web::Data::new(Templates::new(store.clone(), SystemClock, UuidV7Ids));
         let catalog = web::Data::from(catalog);
         let window = Duration::from_secs(a.rate_limit_window_secs);
         let rate_limits = web::Data::new(api::AuthRateLimits::new(
@@ -229,7 +233,8 @@ impl Application {
                 .app_data(catalog.clone())
                 .app_data(chats.clone())
                 .app_data(presets.clone())
-                .configure(api::configure::<Readiness, Auth, Catalog, Chats, Presets>)
+                .app_data(templates.clone())
+                .configure(api::configure::<Readiness, Auth, Catalog, Chats, Presets, Templates>)
                 .default_service(web::to(api::not_found))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs);

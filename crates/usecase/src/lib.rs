@@ -10,6 +10,7 @@ pub mod chat;
 pub mod llm;
 pub mod ports;
 pub mod preset;
+pub mod template;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -371,6 +371,37 @@ pub trait ChatRepository: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RepoError>> + Send;
 }
 
+/// How a template list is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TemplateSort {
+    /// Most recently changed first (the default).
+    #[default]
+    Updated,
+    /// By name, A→Z.
+    Name,
+    /// Most used first.
+    Usage,
+}
+
+/// A template list request.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateQuery {
+    /// Case-insensitive substring of name, description or content.
+    pub search: Option<domain::SearchQuery>,
+    /// Only this category.
+    pub category: Option<domain::Category>,
+    /// Only favourites (or only non-favourites).
+    pub is_favorite: Option<bool>,
+    /// Only public (or only private) templates.
+    pub is_public: Option<bool>,
+    /// Only the viewer's own templates.
+    pub mine_only: bool,
+    /// Order.
+    pub sort: TemplateSort,
+    /// Which page.
+    pub page: domain::PageRequest,
+}
+
 /// Prompt templates.
 pub trait TemplateRepository: Send + Sync + 'static {
     /// Stores a new template.
@@ -391,6 +422,45 @@ pub trait TemplateRepository: Send + Sync + 'static {
         viewer: UserId,
         id: TemplateId,
     ) -> impl Future<Output = Result<PromptTemplate, RepoError>> + Send;
+
+    /// Replaces the template's fields (not id, owner, usage count, creation time); only
+    /// the owner's row is touched.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Template`].
+    fn update_template(
+        &self,
+        template: PromptTemplate,
+    ) -> impl Future<Output = Result<PromptTemplate, RepoError>> + Send;
+
+    /// Deletes the owner's template.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Template`].
+    fn delete_template(
+        &self,
+        owner: UserId,
+        id: TemplateId,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+
+    /// A page of the templates `viewer` may see, with a true total.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn list_templates(
+        &self,
+        viewer: UserId,
+        query: TemplateQuery,
+    ) -> impl Future<Output = Result<domain::Page<PromptTemplate>, RepoError>> + Send;
+
+    /// The categories of the templates `viewer` may see, with how many each holds, by name.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn template_categories(
+        &self,
+        viewer: UserId,
+    ) -> impl Future<Output = Result<Vec<(String, u64)>, RepoError>> + Send;
 
     /// Adds one to the usage counter of a template `viewer` can see; returns the new count.
     ///

@@ -495,6 +495,110 @@ impl TemplateRepository for InMemoryStore {
         })
     }
 
+    async fn update_template(&self, t: PromptTemplate) -> Result<PromptTemplate, RepoError> {
+        self.with(|s| {
+            let stored = s
+                .templates
+                .get_mut(&t.id)
+                .filter(|x| x.owner == t.owner)
+                .ok_or(RepoError::NotFound(Entity::Template))?;
+            let (usage, created) = (stored.usage_count, stored.created_at);
+            *stored = PromptTemplate {
+                usage_count: usage,
+                created_at: created,
+                ..t
+            };
+            Ok(stored.clone())
+        })
+    }
+
+    async fn delete_template(&self, owner: UserId, id: TemplateId) -> Result<(), RepoError> {
+        self.with(|s| {
+            if s.templates.get(&id).is_none_or(|t| t.owner != owner) {
+                return Err(RepoError::NotFound(Entity::Template));
+            }
+            s.templates.remove(&id);
+            Ok(())
+        })
+    }
+
+    async fn list_templates(
+        &self,
+        viewer: UserId,
+        q: crate::ports::TemplateQuery,
+    ) -> Result<domain::Page<PromptTemplate>, RepoError> {
+        self.with(|s| {
+            let needle = q.search.as_ref().map(|x| x.as_str().to_lowercase());
+            let mut all: Vec<PromptTemplate> = s
+                .templates
+                .values()
+                .filter(|t| {
+                    if q.mine_only {
+                        t.owner == viewer
+                    } else {
+                        t.owner == viewer || t.is_public
+                    }
+                })
+                .filter(|t| {
+                    needle.as_deref().is_none_or(|n| {
+                        t.name.as_str().to_lowercase().contains(n)
+                            || t.content.as_str().to_lowercase().contains(n)
+                            || t.description
+                                .as_ref()
+                                .is_some_and(|d| d.as_str().to_lowercase().contains(n))
+                    })
+                })
+                .filter(|t| {
+                    q.category
+                        .as_ref()
+                        .is_none_or(|c| t.category.as_ref() == Some(c))
+                })
+                .filter(|t| q.is_favorite.is_none_or(|f| t.is_favorite == f))
+                .filter(|t| q.is_public.is_none_or(|p| t.is_public == p))
+                .cloned()
+                .collect();
+            match q.sort {
+                crate::ports::TemplateSort::Updated => {
+                    all.sort_by_key(|t| std::cmp::Reverse(t.updated_at))
+                }
+                crate::ports::TemplateSort::Name => {
+                    all.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()))
+                }
+                crate::ports::TemplateSort::Usage => {
+                    all.sort_by_key(|t| std::cmp::Reverse(t.usage_count))
+                }
+            }
+            let total = all.len() as u64;
+            let items = all
+                .into_iter()
+                .skip(usize::try_from(q.page.offset()).unwrap_or(usize::MAX))
+                .take(q.page.limit() as usize)
+                .collect();
+            Ok(domain::Page {
+                items,
+                total,
+                request: q.page,
+            })
+        })
+    }
+
+    async fn template_categories(&self, viewer: UserId) -> Result<Vec<(String, u64)>, RepoError> {
+        self.with(|s| {
+            let mut counts: std::collections::BTreeMap<String, u64> =
+                std::collections::BTreeMap::new();
+            for t in s
+                .templates
+                .values()
+                .filter(|t| t.owner == viewer || t.is_public)
+            {
+                if let Some(c) = &t.category {
+                    *counts.entry(c.as_str().to_owned()).or_default() += 1;
+                }
+            }
+            Ok(counts.into_iter().collect())
+        })
+    }
+
     async fn increment_template_usage(
         &self,
         viewer: UserId,

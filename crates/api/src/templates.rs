@@ -1,0 +1,295 @@
+//! Prompt template routes: own + public visible, owner-only changes (403 for someone
+//! else's public template, 404 for a private one).
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use domain::{
+    Category, PageRequest, PromptTemplate, SearchQuery, TemplateContent, TemplateDescription,
+    TemplateId, TemplateName,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use usecase::auth::AuthUseCase;
+use usecase::ports::{TemplateQuery, TemplateSort};
+use usecase::template::{TemplateError, TemplateInput, TemplateUseCase};
+
+use crate::auth::CurrentUser;
+use crate::error::ApiError;
+
+impl From<TemplateError> for ApiError {
+    fn from(e: TemplateError) -> Self {
+        match e {
+            TemplateError::NotFound => Self::NotFound("template"),
+            TemplateError::Forbidden => Self::Forbidden,
+            TemplateError::Invalid(e) => e.into(),
+            TemplateError::Render(e) => Self::Validation {
+                message: e.to_string(),
+                field: Some("variables".into()),
+            },
+            TemplateError::Storage(cause) => Self::from_repo(cause),
+        }
+    }
+}
+
+/// Most variables a render request may carry, and the longest value.
+const MAX_RENDER_VALUES: usize = 100;
+const MAX_RENDER_VALUE_CHARS: usize = 20_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateRequest {
+    name: String,
+    description: Option<String>,
+    content: String,
+    category: Option<String>,
+    variables: Option<Vec<String>>,
+    #[serde(default)]
+    is_public: bool,
+    #[serde(default)]
+    is_favorite: bool,
+}
+
+impl TemplateRequest {
+    fn into_input(self) -> Result<TemplateInput, ApiError> {
+        if self
+            .variables
+            .as_ref()
+            .is_some_and(|v| v.len() > domain::limits::TEMPLATE_VARIABLES_MAX)
+        {
+            return Err(ApiError::Validation {
+                message: "too many variables".into(),
+                field: Some("variables".into()),
+            });
+        }
+        Ok(TemplateInput {
+            name: TemplateName::parse(self.name)?,
+            description: self
+                .description
+                .map(TemplateDescription::parse)
+                .transpose()?,
+            content: TemplateContent::parse(self.content)?,
+            category: self.category.map(Category::parse).transpose()?,
+            variables: self.variables,
+            is_public: self.is_public,
+            is_favorite: self.is_favorite,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct TemplateResponse {
+    uuid: String,
+    owner_uuid: String,
+    name: String,
+    description: Option<String>,
+    content: String,
+    category: Option<String>,
+    variables: Vec<String>,
+    is_public: bool,
+    is_favorite: bool,
+    usage_count: u64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<PromptTemplate> for TemplateResponse {
+    fn from(t: PromptTemplate) -> Self {
+        Self {
+            uuid: t.id.to_string(),
+            owner_uuid: t.owner.to_string(),
+            variables: t.content.variables(),
+            name: t.name.into_inner(),
+            description: t.description.map(TemplateDescription::into_inner),
+            content: t.content.as_str().to_owned(),
+            category: t.category.map(Category::into_inner),
+            is_public: t.is_public,
+            is_favorite: t.is_favorite,
+            usage_count: t.usage_count,
+            created_at: t.created_at.to_string(),
+            updated_at: t.updated_at.to_string(),
+        }
+    }
+}
+
+fn template_id(raw: &str) -> Result<TemplateId, ApiError> {
+    raw.parse().map_err(|_| ApiError::Validation {
+        message: "not a valid UUID".into(),
+        field: Some("template_id".into()),
+    })
+}
+
+async fn create<A: AuthUseCase, T: TemplateUseCase>(
+    caller: CurrentUser<A>,
+    templates: web::Data<T>,
+    body: web::Json<TemplateRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let t = templates
+        .create(caller.id(), body.into_inner().into_input()?)
+        .await?;
+    Ok(HttpResponse::Created().json(TemplateResponse::from(t)))
+}
+
+async fn get<A: AuthUseCase, T: TemplateUseCase>(
+    caller: CurrentUser<A>,
+    templates: web::Data<T>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let t = templates.get(caller.id(), template_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(TemplateResponse::from(t)))
+}
+
+async fn update<A: AuthUseCase, T: TemplateUseCase>(
+    caller: CurrentUser<A>,
+    templates: web::Data<T>,
+    id: web::Path<String>,
+    body: web::Json<TemplateRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = template_id(&id)?;
+    let t = templates
+        .update(caller.id(), id, body.into_inner().into_input()?)
+        .await?;
+    Ok(HttpResponse::Ok().json(TemplateResponse::from(t)))
+}
+
+async fn delete<A: AuthUseCase, T: TemplateUseCase>(
+    caller: CurrentUser<A>,
+    templates: web::Data<T>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    templates.delete(caller.id(), template_id(&id)?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    q: Option<String>,
+    category: Option<String>,
+    is_favorite: Option<bool>,
+    is_public: Option<bool>,
+    #[serde(default)]
+    mine: bool,
+    sort: Option<String>,
+    page: Option<u32>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct TemplateList {
+    items: Vec<TemplateResponse>,
+    total: u64,
+    page: u32,
+    limit: u32,
+    pages: u64,
+}
+
+async fn list<A: AuthUseCase, T: TemplateUseCase>(
+    caller: CurrentUser<A>,
+    templates: web::Data<T>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let sort = match q.sort.as_deref() {
+        None | Some("updated") => TemplateSort::Updated,
+        Some("name") => TemplateSort::Name,
+        Some("usage") => TemplateSort::Usage,
+        Some(_) => {
+            return Err(ApiError::Validation {
+                message: "sort must be updated, name or usage".into(),
+                field: Some("sort".into()),
+            });
+        }
+    };
+    let result = templates
+        .list(
+            caller.id(),
+            TemplateQuery {
+                search: q.q.map(SearchQuery::parse).transpose()?,
+                category: q.category.map(Category::parse).transpose()?,
+                is_favorite: q.is_favorite,
+                is_public: q.is_public,
+                mine_only: q.mine,
+                sort,
+                page: PageRequest::new(q.page, q.limit)?,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(TemplateList {
+        pages: result.request.pages_for(result.total),
+        total: result.total,
+        page: result.request.page(),
+        limit: result.request.limit(),
+        items: result
+            .items
+            .into_iter()
+            .map(TemplateResponse::from)
+            .collect(),
+    }))
+}
+
+async fn categories<A: AuthUseCase, T: TemplateUseCase>(
+    caller: CurrentUser<A>,
+    templates: web::Data<T>,
+) -> Result<HttpResponse, ApiError> {
+    let all = templates.categories(caller.id()).await?;
+    Ok(HttpResponse::Ok().json(
+        all.into_iter()
+            .map(|(name, count)| json!({"category": name, "count": count}))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+async fn record_use<A: AuthUseCase, T: TemplateUseCase>(
+    caller: CurrentUser<A>,
+    templates: web::Data<T>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let n = templates.record_use(caller.id(), template_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(json!({"usage_count": n})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenderRequest {
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+}
+
+async fn render<A: AuthUseCase, T: TemplateUseCase>(
+    caller: CurrentUser<A>,
+    templates: web::Data<T>,
+    id: web::Path<String>,
+    body: web::Json<RenderRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let values = body.into_inner().variables;
+    if values.len() > MAX_RENDER_VALUES
+        || values
+            .values()
+            .any(|v| v.chars().count() > MAX_RENDER_VALUE_CHARS)
+    {
+        return Err(ApiError::Validation {
+            message: format!(
+                "at most {MAX_RENDER_VALUES} variables of at most {MAX_RENDER_VALUE_CHARS} characters"
+            ),
+            field: Some("variables".into()),
+        });
+    }
+    let content = templates
+        .render(caller.id(), template_id(&id)?, values)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"content": content})))
+}
+
+/// Registers the template routes (inside the `/api/v1` scope). `categories` comes before
+/// `{id}` so it is never shadowed.
+pub fn routes<A: AuthUseCase, T: TemplateUseCase>(cfg: &mut web::ServiceConfig) {
+    cfg.route("/templates/categories", web::get().to(categories::<A, T>))
+        .route("/templates", web::post().to(create::<A, T>))
+        .route("/templates", web::get().to(list::<A, T>))
+        .route("/templates/{id}", web::get().to(get::<A, T>))
+        .route("/templates/{id}", web::put().to(update::<A, T>))
+        .route("/templates/{id}", web::delete().to(delete::<A, T>))
+        .route("/templates/{id}/use", web::post().to(record_use::<A, T>))
+        .route("/templates/{id}/render", web::post().to(render::<A, T>));
+}

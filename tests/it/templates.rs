@@ -1,0 +1,264 @@
+//! Prompt templates over HTTP on every backend.
+
+use std::sync::Arc;
+
+use infra_db::testing::Backend;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_envelope, on_every_backend};
+
+async fn create(app: &TestApp, token: &str, body: Value) -> Value {
+    let r = app.post_json_as("/api/v1/templates", token, &body).await;
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+async fn visibility_rendering_and_lists(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let alice = app.user_token("alice").await;
+    let bob = app.user_token("bob").await;
+    let public = create(
+        &app,
+        &alice,
+        json!({"name": "Review", "content": "Review {{code}} in {{ lang }}; literal \\{{x}}", "category": "dev", "is_public": true}),
+    )
+    .await;
+    assert_eq!(public["variables"], json!(["code", "lang"]));
+    let private = create(
+        &app,
+        &alice,
+        json!({"name": "Diary", "content": "Dear {{name}}", "category": "personal"}),
+    )
+    .await;
+    let bobs = create(
+        &app,
+        &bob,
+        json!({"name": "Bob's", "content": "Hi", "category": "dev"}),
+    )
+    .await;
+    let (pub_id, priv_id) = (
+        public["uuid"].as_str().unwrap(),
+        private["uuid"].as_str().unwrap(),
+    );
+
+    // Bob sees Alice's public template but not her private one, and cannot change either.
+    assert_eq!(
+        app.get_as(&format!("/api/v1/templates/{pub_id}"), &bob)
+            .await
+            .status(),
+        200
+    );
+    assert_envelope(
+        app.get_as(&format!("/api/v1/templates/{priv_id}"), &bob)
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let put = |token: &str, id: &str| {
+        app.client
+            .put(app.url(&format!("/api/v1/templates/{id}")))
+            .bearer_auth(token)
+            .json(&json!({"name": "mine", "content": "x"}))
+            .send()
+    };
+    assert_envelope(put(&bob, pub_id).await.unwrap(), 403, "forbidden").await;
+    assert_envelope(put(&bob, priv_id).await.unwrap(), 404, "not_found").await;
+    let del = app
+        .client
+        .delete(app.url(&format!("/api/v1/templates/{pub_id}")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_envelope(del, 403, "forbidden").await;
+
+    // Rendering: substitution, escapes, and clear errors.
+    let rendered: Value = app
+        .post_json_as(
+            &format!("/api/v1/templates/{pub_id}/render"),
+            &bob,
+            &json!({"variables": {"code": "fn main()", "lang": "Rust"}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        rendered["content"],
+        "Review fn main() in Rust; literal {{x}}"
+    );
+    let missing = app
+        .post_json_as(
+            &format!("/api/v1/templates/{pub_id}/render"),
+            &bob,
+            &json!({"variables": {"code": "x", "extra": "y"}}),
+        )
+        .await;
+    let body = assert_envelope(missing, 422, "validation_error").await;
+    let problem = body["detail"]["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("missing variables: lang") && problem.contains("unknown variables: extra"),
+        "{problem}"
+    );
+
+    // Declared variables must match the content; malformed placeholders are refused.
+    let mismatch = app
+        .post_json_as(
+            "/api/v1/templates",
+            &alice,
+            &json!({"name": "x", "content": "{{a}}", "variables": ["b"]}),
+        )
+        .await;
+    assert_envelope(mismatch, 422, "validation_error").await;
+    let unclosed = app
+        .post_json_as(
+            "/api/v1/templates",
+            &alice,
+            &json!({"name": "x", "content": "{{a"}),
+        )
+        .await;
+    assert_envelope(unclosed, 422, "validation_error").await;
+
+    // Categories is a real route; lists filter and count truly.
+    let cats: Value = app
+        .get_as("/api/v1/templates/categories", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cats, json!([{"category": "dev", "count": 2}]));
+    let mine: Value = app
+        .get_as("/api/v1/templates?mine=true", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["total"], 1);
+    assert_eq!(mine["items"][0]["uuid"], bobs["uuid"]);
+    let visible: Value = app
+        .get_as("/api/v1/templates", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(visible["total"], 2);
+    let searched: Value = app
+        .get_as("/api/v1/templates?q=LANG", &alice)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(searched["total"], 1);
+    let by_category: Value = app
+        .get_as("/api/v1/templates?category=personal", &alice)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_category["total"], 1);
+    let public_only: Value = app
+        .get_as("/api/v1/templates?is_public=true", &alice)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(public_only["total"], 1);
+    app.post_json_as(
+        &format!("/api/v1/templates/{priv_id}/use"),
+        &alice,
+        &json!({}),
+    )
+    .await;
+    let by_usage: Value = app
+        .get_as("/api/v1/templates?sort=usage", &alice)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_usage["items"][0]["uuid"], private["uuid"]);
+    assert_eq!(
+        app.get_as("/api/v1/templates?sort=random", &alice)
+            .await
+            .status(),
+        422
+    );
+
+    // The owner updates and deletes.
+    let updated = put(&alice, pub_id).await.unwrap();
+    assert_eq!(updated.status(), 200);
+    let gone = app
+        .client
+        .delete(app.url(&format!("/api/v1/templates/{pub_id}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    assert_eq!(
+        app.get_as(&format!("/api/v1/templates/{pub_id}"), &bob)
+            .await
+            .status(),
+        404
+    );
+    app.finish().await;
+}
+
+async fn a_thousand_concurrent_uses_of_a_public_template_count_a_thousand(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let app = Arc::new(app);
+    let alice = app.user_token("alice").await;
+    let bob = app.user_token("bob").await;
+    let t = create(
+        &app,
+        &alice,
+        json!({"name": "Shared", "content": "x", "is_public": true}),
+    )
+    .await;
+    let url = app.url(&format!(
+        "/api/v1/templates/{}/use",
+        t["uuid"].as_str().unwrap()
+    ));
+    let tasks: Vec<_> = (0..1_000)
+        .map(|i| {
+            let (client, url) = (app.client.clone(), url.clone());
+            let token = if i % 2 == 0 {
+                alice.clone()
+            } else {
+                bob.clone()
+            };
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let after: Value = app
+        .get_as(
+            &format!("/api/v1/templates/{}", t["uuid"].as_str().unwrap()),
+            &alice,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["usage_count"], 1_000);
+    Arc::try_unwrap(app).ok().unwrap().finish().await;
+}
+
+on_every_backend!(
+    visibility_rendering_and_lists,
+    a_thousand_concurrent_uses_of_a_public_template_count_a_thousand
+);
