@@ -4,6 +4,7 @@
 //! generic over the use-case ports they need, so tests can drive them with fakes; this crate
 //! never names a database or provider type.
 
+pub mod analytics;
 pub mod auth;
 pub mod chats;
 pub mod context;
@@ -14,6 +15,7 @@ pub mod presets;
 pub mod templates;
 
 use actix_web::web;
+use usecase::analytics::AnalyticsUseCase;
 use usecase::auth::AuthUseCase;
 use usecase::catalog::CatalogUseCase;
 use usecase::chat::ChatUseCase;
@@ -44,8 +46,9 @@ pub fn extractor_config(
 }
 
 /// Registers every route under `/api/v1`.
-pub fn configure<H, A, M, S, P, T>(cfg: &mut web::ServiceConfig)
+pub fn configure<H, A, M, S, P, T, Y>(cfg: &mut web::ServiceConfig)
 where
+    Y: AnalyticsUseCase,
     T: TemplateUseCase,
     H: HealthCheck,
     A: AuthUseCase,
@@ -61,7 +64,8 @@ where
             .configure(models::routes::<A, M>)
             .configure(chats::routes::<A, S>)
             .configure(presets::routes::<A, P>)
-            .configure(templates::routes::<A, T>),
+            .configure(templates::routes::<A, T>)
+            .configure(analytics::routes::<A, Y>),
     );
 }
 

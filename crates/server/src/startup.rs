@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 use infra_db::SeaOrmStore;
 use infra_llm::OpenAiGateway;
 use tracing_actix_web::TracingLogger;
+use usecase::analytics::AnalyticsService;
 use usecase::auth::{AuthPolicy, AuthService};
 use usecase::catalog::CatalogService;
 use usecase::chat::ChatService;
@@ -30,6 +31,8 @@ pub type Catalog = CatalogService<Store, OpenAiGateway, SystemClock>;
 pub type Presets = PresetService<Store, Catalog, SystemClock, UuidV7Ids>;
 /// Templates with their concrete adapters.
 pub type Templates = TemplateService<Store, SystemClock, UuidV7Ids>;
+/// Analytics with their concrete adapters.
+pub type Analytics = AnalyticsService<Store, SystemClock>;
 /// Conversations with their concrete adapters.
 pub type Chats = ChatService<Store, OpenAiGateway, Catalog, SystemClock, UuidV7Ids>;
 
@@ -190,6 +193,7 @@ impl Application {
             UuidV7Ids,
         ));
         let templates = web::Data::new(Templates::new(store.clone(), SystemClock, UuidV7Ids));
+        let analytics = web::Data::new(Analytics::new(store.clone(), SystemClock));
         let catalog = web::Data::from(catalog);
         let window = Duration::from_secs(a.rate_limit_window_secs);
         let rate_limits = web::Data::new(api::AuthRateLimits::new(
@@ -216,28 +220,40 @@ impl Application {
             .map_err(|source| StartupError::Bind { address, source })?
             .port();
         let body_limit = settings.server.body_limit_bytes;
-        let mut server = HttpServer::new(move || {
-            let (json, query, path, payload) = api::extractor_config(body_limit);
-            App::new()
-                .wrap(actix_web::middleware::from_fn(
-                    api::context::request_context,
-                ))
-                .wrap(TracingLogger::default())
-                .app_data(json)
-                .app_data(query)
-                .app_data(path)
-                .app_data(payload)
-                .app_data(readiness.clone())
-                .app_data(auth.clone())
-                .app_data(rate_limits.clone())
-                .app_data(catalog.clone())
-                .app_data(chats.clone())
-                .app_data(presets.clone())
-                .app_data(templates.clone())
-                .configure(api::configure::<Readiness, Auth, Catalog, Chats, Presets, Templates>)
-                .default_service(web::to(api::not_found))
-        })
-        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        let mut server =
+            HttpServer::new(move || {
+                let (json, query, path, payload) = api::extractor_config(body_limit);
+                App::new()
+                    .wrap(actix_web::middleware::from_fn(
+                        api::context::request_context,
+                    ))
+                    .wrap(TracingLogger::default())
+                    .app_data(json)
+                    .app_data(query)
+                    .app_data(path)
+                    .app_data(payload)
+                    .app_data(readiness.clone())
+                    .app_data(auth.clone())
+                    .app_data(rate_limits.clone())
+                    .app_data(catalog.clone())
+                    .app_data(chats.clone())
+                    .app_data(presets.clone())
+                    .app_data(templates.clone())
+                    .app_data(analytics.clone())
+                    .configure(
+                        api::configure::<
+                            Readiness,
+                            Auth,
+                            Catalog,
+                            Chats,
+                            Presets,
+                            Templates,
+                            Analytics,
+                        >,
+                    )
+                    .default_service(web::to(api::not_found))
+            })
+            .shutdown_timeout(settings.server.shutdown_timeout_secs);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }

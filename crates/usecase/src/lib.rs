@@ -4,6 +4,7 @@
 //! (`infra-db`, `infra-llm`) implement the ports; the `api` crate drives the services. No SQL,
 //! HTTP or provider type appears here.
 
+pub mod analytics;
 pub mod auth;
 pub mod catalog;
 pub mod chat;

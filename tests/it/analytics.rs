@@ -1,0 +1,220 @@
+//! Analytics against a seeded dataset with known answers, on every backend.
+
+use std::collections::BTreeMap;
+
+use domain::{
+    ChatId, GenerationRecord, MessageId, MessageStatus, ModelId, Role, Timestamp, TokenUsage, Usd,
+    UserId,
+};
+use infra_db::SeaOrmStore;
+use infra_db::testing::Backend;
+use serde_json::Value;
+use usecase::ports::{ChatRepository, NewChat, NewMessage};
+
+use crate::helpers::{TestApp, assert_envelope, on_every_backend};
+
+const DAY: i64 = Timestamp::MICROS_PER_DAY;
+const HOUR: i64 = 3_600_000_000;
+
+fn now() -> Timestamp {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    Timestamp::from_unix_micros(micros)
+}
+
+/// (model, time, prompt tokens, completion tokens, cost in picodollars)
+fn seeds(now: Timestamp) -> Vec<(&'static str, Timestamp, u64, u64, i64)> {
+    vec![
+        ("m/one", now.plus_micros(-2 * DAY), 100, 50, 1_000),
+        ("m/two", now.plus_micros(-HOUR), 10, 5, 200),
+        ("m/one", now.plus_micros(-10 * DAY), 1, 1, 7),
+        ("m/one", now.plus_micros(-HOUR / 2), 20, 10, 300),
+    ]
+}
+
+async fn seed(app: &TestApp, owner: UserId, now: Timestamp) {
+    let store = SeaOrmStore::connect(&app.db.config(2)).await.unwrap();
+    let chat = store
+        .create_chat(NewChat {
+            id: ChatId::from_u128(uuid::Uuid::now_v7().as_u128()),
+            owner,
+            title: None,
+            system_prompt: None,
+            model_id: None,
+            preset_id: None,
+            root_id: MessageId::from_u128(uuid::Uuid::now_v7().as_u128()),
+            root_content: String::new(),
+            created_at: now.plus_micros(-20 * DAY),
+        })
+        .await
+        .unwrap();
+    for (model, at, prompt, completion, cost) in seeds(now) {
+        let id = MessageId::from_u128(uuid::Uuid::now_v7().as_u128());
+        store
+            .append_answer(
+                owner,
+                chat.id,
+                NewMessage {
+                    id,
+                    parent_id: chat.root_id,
+                    role: Role::Assistant,
+                    content: "a".into(),
+                    status: MessageStatus::Complete,
+                    created_at: at,
+                },
+                GenerationRecord {
+                    message_id: id,
+                    chat_id: chat.id,
+                    user_id: owner,
+                    provider: "fake".into(),
+                    model: ModelId::parse(model).unwrap(),
+                    usage: TokenUsage {
+                        prompt_tokens: prompt,
+                        completion_tokens: completion,
+                        total_tokens: prompt + completion,
+                    },
+                    cost: Usd::from_pico(cost),
+                    latency_ms: 10,
+                    time_to_first_token_ms: None,
+                    finish_reason: Some("stop".into()),
+                    created_at: at,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    store.close().await;
+}
+
+async fn every_figure_matches_the_seeded_data(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let uuid = app.register("alice").await;
+    let token = app.login("alice").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob = app.user_token("bob").await;
+    let now = now();
+    seed(&app, uuid.parse().unwrap(), now).await;
+
+    let all: Value = app
+        .get_as("/api/v1/analytics?period=7d", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let o = &all["overview"];
+    assert_eq!(o["period"], "7d");
+    assert_eq!(o["messages"], 3);
+    assert_eq!(o["prompt_tokens"], 130);
+    assert_eq!(o["completion_tokens"], 65);
+    assert_eq!(o["total_tokens"], 195);
+    assert_eq!(o["cost_usd"], "0.0000000015");
+
+    let models = all["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[0]["model"], "m/one");
+    assert_eq!(models[0]["messages"], 2);
+    assert_eq!(models[0]["share_percent"], "66.66");
+    assert_eq!(models[1]["share_percent"], "33.33");
+    assert_eq!(models[1]["cost_usd"], "0.0000000002");
+
+    let daily = all["daily"].as_array().unwrap();
+    assert_eq!(daily.len(), 8, "one entry per UTC day, zeros included");
+    assert_eq!(
+        daily
+            .iter()
+            .map(|d| d["messages"].as_u64().unwrap())
+            .sum::<u64>(),
+        3
+    );
+    let two_days_ago = &now.plus_micros(-2 * DAY).to_string()[..10];
+    let that_day = daily.iter().find(|d| d["date"] == *two_days_ago).unwrap();
+    assert_eq!(that_day["messages"], 1);
+    assert_eq!(that_day["total_tokens"], 150);
+
+    let hourly = all["hourly"].as_array().unwrap();
+    assert_eq!(hourly.len(), 24);
+    let mut expected: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for (_, at, p, c, _) in seeds(now)
+        .into_iter()
+        .filter(|s| s.1 >= now.plus_micros(-7 * DAY))
+    {
+        let e = expected
+            .entry(at.as_unix_micros().rem_euclid(DAY) / HOUR)
+            .or_default();
+        e.0 += 1;
+        e.1 += p + c;
+    }
+    for h in hourly {
+        let (messages, tokens) = expected
+            .get(&h["hour"].as_i64().unwrap())
+            .copied()
+            .unwrap_or_default();
+        assert_eq!(h["messages"], messages, "{h}");
+        assert_eq!(h["total_tokens"], tokens, "{h}");
+    }
+
+    let costs = &all["costs"];
+    assert_eq!(
+        costs["daily"].as_array().unwrap().last().unwrap()["cumulative_usd"],
+        "0.0000000015"
+    );
+    assert_eq!(costs["average_per_message_usd"], "0.0000000005");
+    assert_eq!(costs["average_per_token_usd"], "0.000000000007");
+
+    let month: Value = app
+        .get_as("/api/v1/analytics/overview?period=30d", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(month["messages"], 4);
+    let only_two: Value = app
+        .get_as("/api/v1/analytics/overview?period=30d&model=m/two", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(only_two["messages"], 1);
+    for route in ["models", "daily", "hourly", "costs"] {
+        assert_eq!(
+            app.get_as(&format!("/api/v1/analytics/{route}?period=1y"), &token)
+                .await
+                .status(),
+            200
+        );
+    }
+
+    // Nobody else's data, and an empty period is zeros, not an error.
+    let empty: Value = app
+        .get_as("/api/v1/analytics?period=1d", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty["overview"]["messages"], 0);
+    assert_eq!(empty["overview"]["cost_usd"], "0");
+    assert_eq!(empty["costs"]["average_per_token_usd"], "0");
+    assert_eq!(empty["daily"].as_array().unwrap().len(), 2);
+    assert_envelope(
+        app.get_as("/api/v1/analytics?period=2w", &token).await,
+        422,
+        "validation_error",
+    )
+    .await;
+    assert_envelope(
+        app.get_as("/api/v1/analytics/daily?period=", &token).await,
+        422,
+        "validation_error",
+    )
+    .await;
+    assert_eq!(app.get("/api/v1/analytics").await.status(), 401);
+    app.finish().await;
+}
+
+on_every_backend!(every_figure_matches_the_seeded_data);
