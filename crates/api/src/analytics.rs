@@ -55,11 +55,9 @@ fn models(r: &Report) -> Value {
                 let mut v = totals(t);
                 v["model"] = json!(model);
                 // Share of messages in percent, two decimals, exact integer arithmetic.
-                let share = if r.totals.messages == 0 {
-                    0
-                } else {
-                    t.messages * 10_000 / r.totals.messages
-                };
+                let share = (t.messages * 10_000)
+                    .checked_div(r.totals.messages)
+                    .unwrap_or(0);
                 v["share_percent"] = json!(format!("{}.{:02}", share / 100, share % 100));
                 v
             })

@@ -220,10 +220,9 @@ impl Application {
             .map_err(|source| StartupError::Bind { address, source })?
             .port();
         let body_limit = settings.server.body_limit_bytes;
-        let mut server =
-            HttpServer::new(move || {
-                let (json, query, path, payload) = api::extractor_config(body_limit);
-                App::new()
+        let mut server = HttpServer::new(move || {
+            let (json, query, path, payload) = api::extractor_config(body_limit);
+            App::new()
                     .wrap(actix_web::middleware::from_fn(
                         api::context::request_context,
                     ))
@@ -252,8 +251,8 @@ impl Application {
                         >,
                     )
                     .default_service(web::to(api::not_found))
-            })
-            .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        })
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
