@@ -258,7 +258,220 @@ async fn a_thousand_concurrent_uses_of_a_public_template_count_a_thousand(backen
     Arc::try_unwrap(app).ok().unwrap().finish().await;
 }
 
+async fn malformed_input_on_template_preset_and_analytics_routes_is_a_4xx_envelope(
+    backend: Backend,
+) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.user_token("alice").await;
+    let t = create(&app, &token, json!({"name": "T", "content": "{{a}}"})).await;
+    let tid = t["uuid"].as_str().unwrap().to_owned();
+    let p: Value = app
+        .post_json_as("/api/v1/presets", &token, &json!({"name": "P"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let pid = p["uuid"].as_str().unwrap().to_owned();
+    let nobody = "01923e4f-5a6b-7c8d-9e0f-1a2b3c4d5e6f";
+    let long = |n: usize| "x".repeat(n);
+    let many: serde_json::Map<String, Value> =
+        (0..101).map(|i| (format!("v{i}"), json!("x"))).collect();
+    let cases: Vec<(&str, String, String, u16)> = vec![
+        ("POST", "/api/v1/templates".into(), "{bad".into(), 400),
+        (
+            "POST",
+            "/api/v1/templates".into(),
+            json!({"name": "", "content": "x"}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/templates".into(),
+            json!({"name": long(101), "content": "x"}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/templates".into(),
+            json!({"name": "n", "content": long(20_001)}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/templates".into(),
+            json!({"name": "n", "content": "x", "description": long(501)}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/templates".into(),
+            json!({"name": "n", "content": "x", "category": long(51)}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/templates".into(),
+            json!({"name": "n", "content": "x", "is_public": "yes"}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/templates".into(),
+            json!({"name": "n", "content": long(300_000)}).to_string(),
+            413,
+        ),
+        (
+            "GET",
+            "/api/v1/templates?limit=0".into(),
+            String::new(),
+            422,
+        ),
+        (
+            "GET",
+            "/api/v1/templates?is_public=maybe".into(),
+            String::new(),
+            422,
+        ),
+        (
+            "GET",
+            "/api/v1/templates/not-a-uuid".into(),
+            String::new(),
+            422,
+        ),
+        (
+            "GET",
+            format!("/api/v1/templates/{nobody}"),
+            String::new(),
+            404,
+        ),
+        (
+            "PUT",
+            format!("/api/v1/templates/{tid}"),
+            json!({"name": "n"}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("/api/v1/templates/{tid}/render"),
+            json!({"variables": {"a": 1}}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("/api/v1/templates/{tid}/render"),
+            json!({"variables": many}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("/api/v1/templates/{tid}/render"),
+            json!({"variables": {}}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            format!("/api/v1/templates/{nobody}/use"),
+            String::new(),
+            404,
+        ),
+        (
+            "POST",
+            "/api/v1/presets".into(),
+            json!({"name": ""}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/presets".into(),
+            json!({"name": "n", "max_tokens": 0}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/presets".into(),
+            json!({"name": "n", "temperature": -1}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/presets".into(),
+            json!({"name": "n", "system_prompt": long(8_001)}).to_string(),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/presets".into(),
+            json!({"name": "n", "max_tokens": "lots"}).to_string(),
+            422,
+        ),
+        ("PUT", format!("/api/v1/presets/{pid}"), "[]".into(), 422),
+        ("GET", "/api/v1/presets?page=abc".into(), String::new(), 422),
+        ("GET", "/api/v1/presets?q=a".into(), String::new(), 422),
+        (
+            "POST",
+            format!("/api/v1/presets/{nobody}/use"),
+            String::new(),
+            404,
+        ),
+        (
+            "GET",
+            "/api/v1/analytics?period=5d".into(),
+            String::new(),
+            422,
+        ),
+        (
+            "GET",
+            "/api/v1/analytics/hourly?period=7d&extra=1".into(),
+            String::new(),
+            422,
+        ),
+        (
+            "GET",
+            format!("/api/v1/analytics/overview?model={}", long(201)),
+            String::new(),
+            422,
+        ),
+        (
+            "PUT",
+            "/api/v1/users/me/settings".into(),
+            json!({"default_model_id": 5}).to_string(),
+            422,
+        ),
+        (
+            "GET",
+            "/api/v1/models?limit=1000".into(),
+            String::new(),
+            422,
+        ),
+    ];
+    for (method, path, body, status) in cases {
+        let response = app
+            .client
+            .request(method.parse().unwrap(), app.url(&path))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let got = response.status().as_u16();
+        assert!(got < 500, "{method} {path} {body:.60} → {got}");
+        assert_eq!(got, status, "{method} {path} {body:.60}");
+        let kind = match status {
+            400 => "malformed_request",
+            404 => "not_found",
+            413 => "payload_too_large",
+            _ => "validation_error",
+        };
+        assert_envelope(response, status, kind).await;
+    }
+    app.finish().await;
+}
+
 on_every_backend!(
+    malformed_input_on_template_preset_and_analytics_routes_is_a_4xx_envelope,
     visibility_rendering_and_lists,
     a_thousand_concurrent_uses_of_a_public_template_count_a_thousand
 );
