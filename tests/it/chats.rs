@@ -7,7 +7,7 @@ use infra_db::testing::Backend;
 use sea_orm::prelude::Uuid;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_envelope, on_every_backend};
+use crate::helpers::{TestApp, assert_malformed_cases, on_every_backend};
 
 async fn send(app: &TestApp, token: &str, chat: &str, body: Value) -> reqwest::Response {
     app.post_json_as(&format!("/api/v1/chats/{chat}/messages"), token, &body)
@@ -970,35 +970,7 @@ async fn malformed_input_on_chat_routes_is_a_4xx_envelope(backend: Backend) {
             422,
         ),
     ];
-    for (method, path, body, status) in cases {
-        let response = app
-            .client
-            .request(method.parse().unwrap(), app.url(&path))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        let got = response.status().as_u16();
-        assert!(got < 500, "{method} {path} {body:.60} → {got}");
-        assert_eq!(got, status, "{method} {path} {body:.60}");
-        let body = assert_envelope(
-            response,
-            status,
-            if status == 404 {
-                "not_found"
-            } else if status == 400 {
-                "malformed_request"
-            } else if status == 413 {
-                "payload_too_large"
-            } else {
-                "validation_error"
-            },
-        )
-        .await;
-        assert!(body["request_id"].is_string());
-    }
+    assert_malformed_cases(&app, &token, cases).await;
     app.finish().await;
 }
 

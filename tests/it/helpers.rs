@@ -189,3 +189,33 @@ pub async fn assert_envelope(response: reqwest::Response, status: u16, error_typ
     assert!(body["request_id"].is_string(), "{body}");
     body
 }
+
+/// Sends each `(method, path, JSON body, expected status)` as `token` and asserts the status,
+/// that it is never a 5xx, and the envelope with the error type the status implies.
+pub async fn assert_malformed_cases(
+    app: &TestApp,
+    token: &str,
+    cases: Vec<(&str, String, String, u16)>,
+) {
+    for (method, path, body, status) in cases {
+        let response = app
+            .client
+            .request(method.parse().expect("an HTTP method"), app.url(&path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("request sent");
+        let got = response.status().as_u16();
+        assert!(got < 500, "{method} {path} {body:.60} → {got}");
+        assert_eq!(got, status, "{method} {path} {body:.60}");
+        let kind = match status {
+            400 => "malformed_request",
+            404 => "not_found",
+            413 => "payload_too_large",
+            _ => "validation_error",
+        };
+        assert_envelope(response, status, kind).await;
+    }
+}

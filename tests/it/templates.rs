@@ -5,7 +5,7 @@ use std::sync::Arc;
 use infra_db::testing::Backend;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_envelope, on_every_backend};
+use crate::helpers::{TestApp, assert_envelope, assert_malformed_cases, on_every_backend};
 
 async fn create(app: &TestApp, token: &str, body: Value) -> Value {
     let r = app.post_json_as("/api/v1/templates", token, &body).await;
@@ -446,27 +446,7 @@ async fn malformed_input_on_template_preset_and_analytics_routes_is_a_4xx_envelo
             422,
         ),
     ];
-    for (method, path, body, status) in cases {
-        let response = app
-            .client
-            .request(method.parse().unwrap(), app.url(&path))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        let got = response.status().as_u16();
-        assert!(got < 500, "{method} {path} {body:.60} → {got}");
-        assert_eq!(got, status, "{method} {path} {body:.60}");
-        let kind = match status {
-            400 => "malformed_request",
-            404 => "not_found",
-            413 => "payload_too_large",
-            _ => "validation_error",
-        };
-        assert_envelope(response, status, kind).await;
-    }
+    assert_malformed_cases(&app, &token, cases).await;
     app.finish().await;
 }
 
