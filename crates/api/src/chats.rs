@@ -11,6 +11,7 @@ use usecase::chat::{ChatError, ChatUseCase, GenerationOptions, NewChatInput, Rep
 use usecase::llm::LlmError;
 use usecase::ports::{ChatPatch, ChatQuery, ChatSort};
 
+use crate::PageResponse;
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
 
@@ -172,13 +173,13 @@ struct ChatListItem {
     preview: String,
 }
 
-#[derive(Serialize)]
-struct ChatList {
-    items: Vec<ChatListItem>,
-    total: u64,
-    page: u32,
-    limit: u32,
-    pages: u64,
+impl From<&usecase::ports::ChatSummary> for ChatListItem {
+    fn from(s: &usecase::ports::ChatSummary) -> Self {
+        Self {
+            chat: ChatResponse::from(&s.chat),
+            preview: s.preview.chars().take(PREVIEW_CHARS).collect(),
+        }
+    }
 }
 
 /// Characters of the current leaf shown as a preview.
@@ -207,20 +208,7 @@ async fn list_chats<A: AuthUseCase, S: ChatUseCase>(
     let result = chats
         .list_chats(caller.id(), ChatQuery { title, sort, page })
         .await?;
-    Ok(HttpResponse::Ok().json(ChatList {
-        pages: result.request.pages_for(result.total),
-        total: result.total,
-        page: result.request.page(),
-        limit: result.request.limit(),
-        items: result
-            .items
-            .iter()
-            .map(|s| ChatListItem {
-                chat: ChatResponse::from(&s.chat),
-                preview: s.preview.chars().take(PREVIEW_CHARS).collect(),
-            })
-            .collect(),
-    }))
+    Ok(HttpResponse::Ok().json(PageResponse::new(result, |s| ChatListItem::from(&s))))
 }
 
 async fn get_chat<A: AuthUseCase, S: ChatUseCase>(
@@ -473,10 +461,7 @@ async fn recent<A: AuthUseCase, S: ChatUseCase>(
         result
             .items
             .iter()
-            .map(|s| ChatListItem {
-                chat: ChatResponse::from(&s.chat),
-                preview: s.preview.chars().take(PREVIEW_CHARS).collect(),
-            })
+            .map(ChatListItem::from)
             .collect::<Vec<_>>(),
     ))
 }
@@ -523,15 +508,6 @@ struct SearchHitResponse {
     message: MessageResponse,
 }
 
-#[derive(Serialize)]
-struct SearchResponse {
-    items: Vec<SearchHitResponse>,
-    total: u64,
-    page: u32,
-    limit: u32,
-    pages: u64,
-}
-
 async fn run_search<A: AuthUseCase, S: ChatUseCase>(
     caller: &CurrentUser<A>,
     chats: &S,
@@ -541,25 +517,17 @@ async fn run_search<A: AuthUseCase, S: ChatUseCase>(
     let query = SearchQuery::parse(params.q)?;
     let page = PageRequest::new(params.page, params.limit)?;
     let result = chats.search(caller.id(), chat, query, page).await?;
-    Ok(HttpResponse::Ok().json(SearchResponse {
-        pages: result.request.pages_for(result.total),
-        total: result.total,
-        page: result.request.page(),
-        limit: result.request.limit(),
-        items: result
-            .items
-            .iter()
-            .map(|h| SearchHitResponse {
-                chat_uuid: h.message.chat_id.to_string(),
-                chat_title: h
-                    .chat_title
-                    .as_ref()
-                    .map_or(domain::UNTITLED_CHAT, ChatTitle::as_str)
-                    .to_owned(),
-                message: MessageResponse::from(&h.message),
-            })
-            .collect(),
-    }))
+    Ok(
+        HttpResponse::Ok().json(PageResponse::new(result, |h| SearchHitResponse {
+            chat_uuid: h.message.chat_id.to_string(),
+            chat_title: h
+                .chat_title
+                .as_ref()
+                .map_or(domain::UNTITLED_CHAT, ChatTitle::as_str)
+                .to_owned(),
+            message: MessageResponse::from(&h.message),
+        })),
+    )
 }
 
 async fn search_chat<A: AuthUseCase, S: ChatUseCase>(

@@ -26,6 +26,29 @@ use usecase::template::TemplateUseCase;
 pub use auth::AuthRateLimits;
 pub use error::{ApiError, ErrorBody};
 
+/// One page of a list, the shape every list route answers with.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct PageResponse<T> {
+    items: Vec<T>,
+    total: u64,
+    page: u32,
+    limit: u32,
+    pages: u64,
+}
+
+impl<T> PageResponse<T> {
+    /// Maps each item of a domain page into its DTO.
+    pub(crate) fn new<U>(page: domain::Page<U>, map: impl FnMut(U) -> T) -> Self {
+        Self {
+            pages: page.request.pages_for(page.total),
+            total: page.total,
+            page: page.request.page(),
+            limit: page.request.limit(),
+            items: page.items.into_iter().map(map).collect(),
+        }
+    }
+}
+
 /// Extractor configuration that turns every malformed input into the error envelope.
 pub fn extractor_config(
     body_limit: usize,

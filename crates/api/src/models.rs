@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use usecase::auth::AuthUseCase;
 use usecase::catalog::{CatalogError, CatalogUseCase, UserSettings};
 
+use crate::PageResponse;
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
 
@@ -48,11 +49,8 @@ impl From<ModelInfo> for ModelResponse {
 
 #[derive(Serialize)]
 struct ModelListResponse {
-    items: Vec<ModelResponse>,
-    total: u64,
-    page: u32,
-    limit: u32,
-    pages: u64,
+    #[serde(flatten)]
+    page: PageResponse<ModelResponse>,
     /// True when the provider could not be reached and the cached list was served.
     stale: bool,
 }
@@ -109,14 +107,9 @@ async fn list<A: AuthUseCase, M: CatalogUseCase>(
         });
     }
     let result = catalog.list_models(q, page).await.map_err(catalog_error)?;
-    let page = result.page;
     Ok(
         with_stale(HttpResponse::Ok(), result.stale).json(ModelListResponse {
-            pages: page.request.pages_for(page.total),
-            total: page.total,
-            page: page.request.page(),
-            limit: page.request.limit(),
-            items: page.items.into_iter().map(ModelResponse::from).collect(),
+            page: PageResponse::new(result.page, ModelResponse::from),
             stale: result.stale,
         }),
     )

@@ -10,6 +10,7 @@ use usecase::auth::AuthUseCase;
 use usecase::ports::PresetQuery;
 use usecase::preset::{PresetError, PresetInput, PresetUseCase};
 
+use crate::PageResponse;
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
 
@@ -155,15 +156,6 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
-struct PresetList {
-    items: Vec<PresetResponse>,
-    total: u64,
-    page: u32,
-    limit: u32,
-    pages: u64,
-}
-
 async fn list<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -181,13 +173,7 @@ async fn list<A: AuthUseCase, P: PresetUseCase>(
             },
         )
         .await?;
-    Ok(HttpResponse::Ok().json(PresetList {
-        pages: result.request.pages_for(result.total),
-        total: result.total,
-        page: result.request.page(),
-        limit: result.request.limit(),
-        items: result.items.into_iter().map(PresetResponse::from).collect(),
-    }))
+    Ok(HttpResponse::Ok().json(PageResponse::new(result, PresetResponse::from)))
 }
 
 #[derive(Serialize)]

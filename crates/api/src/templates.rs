@@ -14,6 +14,7 @@ use usecase::auth::AuthUseCase;
 use usecase::ports::{TemplateQuery, TemplateSort};
 use usecase::template::{TemplateError, TemplateInput, TemplateUseCase};
 
+use crate::PageResponse;
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
 
@@ -175,15 +176,6 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
-struct TemplateList {
-    items: Vec<TemplateResponse>,
-    total: u64,
-    page: u32,
-    limit: u32,
-    pages: u64,
-}
-
 async fn list<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -215,17 +207,7 @@ async fn list<A: AuthUseCase, T: TemplateUseCase>(
             },
         )
         .await?;
-    Ok(HttpResponse::Ok().json(TemplateList {
-        pages: result.request.pages_for(result.total),
-        total: result.total,
-        page: result.request.page(),
-        limit: result.request.limit(),
-        items: result
-            .items
-            .into_iter()
-            .map(TemplateResponse::from)
-            .collect(),
-    }))
+    Ok(HttpResponse::Ok().json(PageResponse::new(result, TemplateResponse::from)))
 }
 
 async fn categories<A: AuthUseCase, T: TemplateUseCase>(
