@@ -3,11 +3,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use infra_db::testing::Backend;
-use sea_orm::prelude::Uuid;
+use infra_db::testing::{Backend, TestDatabase};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_malformed_cases, on_every_backend};
+use crate::helpers::{
+    TestApp, assert_malformed_cases, generation_of, on_every_backend, test_settings, uuid_value,
+};
 
 async fn send(app: &TestApp, token: &str, chat: &str, body: Value) -> reqwest::Response {
     app.post_json_as(&format!("/api/v1/chats/{chat}/messages"), token, &body)
@@ -18,40 +19,6 @@ async fn new_chat(app: &TestApp, token: &str, body: Value) -> Value {
     let r = app.post_json_as("/api/v1/chats", token, &body).await;
     assert_eq!(r.status(), 201);
     r.json().await.unwrap()
-}
-
-/// (prompt tokens, completion tokens, cost in picodollars, finish reason) of an answer.
-async fn generation_of(app: &TestApp, message: &Value) -> (i64, i64, i64, Option<String>) {
-    use sea_orm::ConnectionTrait;
-    use sea_orm::sea_query::{Expr, ExprTrait, Query};
-    let db = app.db.raw().await;
-    let query = Query::select()
-        .columns([
-            "prompt_tokens",
-            "completion_tokens",
-            "cost_pico_usd",
-            "finish_reason",
-        ])
-        .from("generations")
-        .and_where(Expr::col("message_id").eq(uuid_value(message)))
-        .to_owned();
-    let row = db
-        .query_one(&query)
-        .await
-        .unwrap()
-        .expect("a generation record");
-    let out = (
-        row.try_get("", "prompt_tokens").unwrap(),
-        row.try_get("", "completion_tokens").unwrap(),
-        row.try_get("", "cost_pico_usd").unwrap(),
-        row.try_get("", "finish_reason").unwrap(),
-    );
-    let _ = db.close().await;
-    out
-}
-
-fn uuid_value(s: &Value) -> sea_orm::Value {
-    Uuid::parse_str(s.as_str().unwrap()).unwrap().into()
 }
 
 async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
@@ -88,7 +55,7 @@ async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
     assert_eq!(first["current_path"][0], root);
     assert_eq!(first["usage"]["completion_tokens"], 8);
     // What the provider received: system prompt first, then the path.
-    let sent = app.fake.requests().last().unwrap().clone();
+    let sent = app.last_answer_request();
     assert_eq!(sent["model"], "openai/gpt-4o-mini");
     assert_eq!(sent["temperature"], 0.2);
     assert_eq!(sent["max_tokens"], 64);
@@ -415,9 +382,13 @@ async fn provider_failures_keep_the_user_message_and_map_to_gateway_errors(backe
 async fn many_clients_sending_at_once_lose_nothing(backend: Backend) {
     const CLIENTS: usize = 100;
     const TURNS: usize = 10;
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some(db) = TestDatabase::create(backend).await else {
         return;
     };
+    // One user drives all hundred clients; the per-user generation cap is not under test.
+    let mut settings = test_settings(db.url());
+    settings.generation.per_user_limit = CLIENTS;
+    let app = TestApp::spawn_with(settings, db).await;
     let app = Arc::new(app);
     let token = app.user_token("alice").await;
     // Ten chats shared by ten clients each, plus two clients branching the same chat at once.
@@ -660,7 +631,7 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
         .unwrap();
     assert_eq!(next["model"], "fake/large", "the chat's model is used");
     assert_eq!(
-        app.fake.requests().last().unwrap()["messages"][0]["content"],
+        app.last_answer_request()["messages"][0]["content"],
         "Be kind."
     );
     let cleared: Value = app

@@ -48,8 +48,15 @@ pub fn test_settings(url: &str) -> Settings {
     settings.llm.max_retries = 1;
     settings.llm.retry_base_delay_ms = 10;
     settings.llm.retry_max_delay_ms = 100;
+    settings.generation.shutdown_grace_secs = 1;
+    // Titles come from their own model, so tests can tell title calls from answers.
+    settings.generation.title_model = TITLE_MODEL.to_owned();
+    settings.generation.linger_secs = 5;
     settings
 }
+
+/// The model that writes titles in tests (unless a test sets its own `fake/title…`).
+pub const TITLE_MODEL: &str = "fake/title-model";
 
 /// The password every test user gets.
 pub const PASSWORD: &str = "correct horse battery";
@@ -161,6 +168,16 @@ impl TestApp {
             .to_owned()
     }
 
+    /// The last request the provider received for an answer (title calls skipped).
+    pub fn last_answer_request(&self) -> Value {
+        self.fake
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| !r["model"].as_str().unwrap_or("").starts_with("fake/title"))
+            .expect("an answer request")
+    }
+
     /// Stops the server and drops the database.
     pub async fn finish(self) {
         self.server.stop(true).await;
@@ -218,4 +235,40 @@ pub async fn assert_malformed_cases(
         };
         assert_envelope(response, status, kind).await;
     }
+}
+
+/// (prompt tokens, completion tokens, cost in picodollars, finish reason) of an answer.
+pub async fn generation_of(app: &TestApp, message: &Value) -> (i64, i64, i64, Option<String>) {
+    use sea_orm::ConnectionTrait;
+    use sea_orm::sea_query::{Expr, ExprTrait, Query};
+    let db = app.db.raw().await;
+    let query = Query::select()
+        .columns([
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_pico_usd",
+            "finish_reason",
+        ])
+        .from("generations")
+        .and_where(Expr::col("message_id").eq(uuid_value(message)))
+        .to_owned();
+    let row = db
+        .query_one(&query)
+        .await
+        .unwrap()
+        .expect("a generation record");
+    let out = (
+        row.try_get("", "prompt_tokens").unwrap(),
+        row.try_get("", "completion_tokens").unwrap(),
+        row.try_get("", "cost_pico_usd").unwrap(),
+        row.try_get("", "finish_reason").unwrap(),
+    );
+    let _ = db.close().await;
+    out
+}
+
+pub fn uuid_value(s: &Value) -> sea_orm::Value {
+    sea_orm::prelude::Uuid::parse_str(s.as_str().unwrap())
+        .unwrap()
+        .into()
 }

@@ -14,4 +14,5 @@ mod health;
 mod helpers;
 mod models;
 mod presets;
+mod streaming;
 mod templates;

@@ -159,7 +159,7 @@ async fn a_preset_really_applies_to_the_generation(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(reply["model"], "fake/large");
-    let sent = app.fake.requests().last().unwrap().clone();
+    let sent = app.last_answer_request();
     assert_eq!(sent["model"], "fake/large");
     assert_eq!(sent["temperature"], 1.5);
     assert_eq!(sent["max_tokens"], 100);
@@ -172,7 +172,7 @@ async fn a_preset_really_applies_to_the_generation(backend: Backend) {
         &json!({"content": "again", "temperature": 0.1, "model_id": "fake/small"}),
     )
     .await;
-    let sent = app.fake.requests().last().unwrap().clone();
+    let sent = app.last_answer_request();
     assert_eq!(sent["temperature"], 0.1);
     assert_eq!(sent["model"], "fake/small");
     assert_eq!(sent["max_tokens"], 100);
@@ -191,7 +191,7 @@ async fn a_preset_really_applies_to_the_generation(backend: Backend) {
         &json!({"content": "x", "preset_id": pid}),
     )
     .await;
-    let sent = app.fake.requests().last().unwrap().clone();
+    let sent = app.last_answer_request();
     assert_eq!(sent["model"], "fake/large");
     assert_eq!(sent["messages"][0]["content"], "Preset prompt.");
     app.post_json_as(
@@ -200,7 +200,7 @@ async fn a_preset_really_applies_to_the_generation(backend: Backend) {
         &json!({"content": "y"}),
     )
     .await;
-    let sent = app.fake.requests().last().unwrap().clone();
+    let sent = app.last_answer_request();
     assert_eq!(
         sent["model"], "openai/gpt-4o-mini",
         "the server default without a preset"

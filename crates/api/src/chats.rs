@@ -34,15 +34,18 @@ impl From<ChatError> for ApiError {
             },
             ChatError::Llm(cause) => {
                 tracing::warn!(error = %cause, "provider call failed");
-                match cause {
-                    LlmError::RateLimited { retry_after }
-                    | LlmError::Unavailable { retry_after } => Self::Unavailable {
-                        retry_after_secs: retry_after.map_or(5, |d| d.as_secs().max(1)),
-                    },
-                    LlmError::Timeout => Self::GatewayTimeout,
-                    LlmError::Rejected(_) | LlmError::BrokenStream(_) => Self::BadGateway,
-                }
+                provider_error(&cause)
             }
+            ChatError::Busy { retry_after } => Self::RateLimited {
+                retry_after_secs: retry_after.as_secs().max(1),
+            },
+            ChatError::GenerationRunning => {
+                Self::Conflict("a generation is already running in this chat")
+            }
+            ChatError::NoGeneration => Self::NotFound("generation"),
+            ChatError::ShuttingDown => Self::Unavailable {
+                retry_after_secs: 5,
+            },
             ChatError::Catalog(cause) => {
                 tracing::warn!(error = %cause, "catalogue unavailable");
                 Self::Unavailable {
@@ -54,7 +57,23 @@ impl From<ChatError> for ApiError {
     }
 }
 
-fn parse_id<T: std::str::FromStr>(raw: &str, field: &'static str) -> Result<T, ApiError> {
+/// The status a provider failure answers with.
+pub(crate) fn provider_error(cause: &LlmError) -> ApiError {
+    match cause {
+        LlmError::RateLimited { retry_after } | LlmError::Unavailable { retry_after } => {
+            ApiError::Unavailable {
+                retry_after_secs: retry_after.map_or(5, |d| d.as_secs().max(1)),
+            }
+        }
+        LlmError::Timeout => ApiError::GatewayTimeout,
+        LlmError::Rejected(_) | LlmError::BrokenStream(_) => ApiError::BadGateway,
+    }
+}
+
+pub(crate) fn parse_id<T: std::str::FromStr>(
+    raw: &str,
+    field: &'static str,
+) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::Validation {
         message: "not a valid UUID".into(),
         field: Some(field.into()),
@@ -318,7 +337,7 @@ async fn select<A: AuthUseCase, S: ChatUseCase>(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SendRequest {
+pub(crate) struct SendRequest {
     content: String,
     preset_id: Option<String>,
     parent_message_uuid: Option<String>,
@@ -345,16 +364,10 @@ struct SendResponse {
     model: String,
 }
 
-async fn send<A: AuthUseCase, S: ChatUseCase>(
-    caller: CurrentUser<A>,
-    chats: web::Data<S>,
-    id: web::Path<String>,
-    body: web::Json<SendRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let chat = parse_id::<ChatId>(&id, "chat_id")?;
-    let b = body.into_inner();
+/// A send request as the use case's input.
+pub(crate) fn send_input(b: SendRequest) -> Result<SendInput, ApiError> {
     let (temperature, max_tokens) = generation_settings(b.temperature, b.max_tokens)?;
-    let input = SendInput {
+    Ok(SendInput {
         content: MessageContent::parse(b.content)?,
         parent: b
             .parent_message_uuid
@@ -371,7 +384,33 @@ async fn send<A: AuthUseCase, S: ChatUseCase>(
             temperature,
             max_tokens,
         },
-    };
+    })
+}
+
+/// The optional body of a retry as generation options.
+pub(crate) fn retry_options(body: &web::Bytes) -> Result<GenerationOptions, ApiError> {
+    let b: RetryRequest = crate::error::optional_json(body)?;
+    let (temperature, max_tokens) = generation_settings(b.temperature, b.max_tokens)?;
+    Ok(GenerationOptions {
+        model_id: b.model_id.map(ModelId::parse).transpose()?,
+        preset_id: b
+            .preset_id
+            .as_deref()
+            .map(|p| parse_id(p, "preset_id"))
+            .transpose()?,
+        temperature,
+        max_tokens,
+    })
+}
+
+async fn send<A: AuthUseCase, S: ChatUseCase>(
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    id: web::Path<String>,
+    body: web::Json<SendRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let chat = parse_id::<ChatId>(&id, "chat_id")?;
+    let input = send_input(body.into_inner())?;
     let reply = chats.send(caller.id(), chat, input).await?;
     Ok(HttpResponse::Created().json(reply_response(reply)))
 }
@@ -596,18 +635,7 @@ async fn retry<A: AuthUseCase, S: ChatUseCase>(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (chat, message) = path.into_inner();
-    let b: RetryRequest = crate::error::optional_json(&body)?;
-    let (temperature, max_tokens) = generation_settings(b.temperature, b.max_tokens)?;
-    let options = GenerationOptions {
-        model_id: b.model_id.map(ModelId::parse).transpose()?,
-        preset_id: b
-            .preset_id
-            .as_deref()
-            .map(|p| parse_id(p, "preset_id"))
-            .transpose()?,
-        temperature,
-        max_tokens,
-    };
+    let options = retry_options(&body)?;
     let reply = chats
         .retry(
             caller.id(),
@@ -732,6 +760,7 @@ pub fn routes<A: AuthUseCase, S: ChatUseCase>(cfg: &mut web::ServiceConfig) {
             web::get().to(current_branch::<A, S>),
         )
         .route("/chats/{id}/messages", web::post().to(send::<A, S>))
+        .configure(crate::streaming::routes::<A, S>)
         .route("/chats/{id}/tree", web::get().to(tree::<A, S>))
         .route("/chats/{id}/select", web::post().to(select::<A, S>))
         .route(

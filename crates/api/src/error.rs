@@ -111,7 +111,7 @@ impl ApiError {
         }
     }
 
-    const fn error_type(&self) -> &'static str {
+    pub(crate) const fn error_type(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "malformed_request",
             Self::Validation { .. } => "validation_error",
@@ -130,7 +130,7 @@ impl ApiError {
         }
     }
 
-    const fn retry_available(&self) -> bool {
+    pub(crate) const fn retry_available(&self) -> bool {
         matches!(
             self,
             Self::RateLimited { .. }
@@ -141,7 +141,7 @@ impl ApiError {
         )
     }
 
-    fn japanese(&self) -> &'static str {
+    pub(crate) fn japanese(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "リクエストの形式が正しくありません。",
             Self::Validation { .. } => "入力データが無効です。",

@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod models;
 pub mod presets;
+pub mod streaming;
 pub mod templates;
 
 use actix_web::web;

@@ -43,6 +43,7 @@ mod model;
 mod preset;
 mod template;
 mod time;
+mod title;
 mod tree;
 mod user;
 mod validation;
@@ -59,6 +60,9 @@ pub use template::{
     Category, PromptTemplate, RenderError, TemplateContent, TemplateDescription, TemplateName,
 };
 pub use time::Timestamp;
+pub use title::{
+    TITLE_MAX_CHARS, TitleLanguage, clean_title, fallback_title, title_language, title_prompt,
+};
 pub use tree::{ConversationTree, TreeError};
 pub use user::{Password, User, Username};
 pub use validation::{InvalidInput, Page, PageRequest, Problem, limits};

@@ -2,7 +2,7 @@
 
 use domain::{
     Chat, ChatId, ChatTitle, ConversationTree, GenerationRecord, Message, MessageId, MessageStatus,
-    Role, SystemPrompt, TreeError, UserId,
+    Role, SystemPrompt, Timestamp, TreeError, UserId,
 };
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr};
@@ -12,8 +12,8 @@ use sea_orm::{
 };
 use sea_orm::{Order, PaginatorTrait};
 use usecase::ports::{
-    ChatPatch, ChatQuery, ChatRepository, ChatSort, ChatSummary, DeletedSubtree, Entity, NewChat,
-    NewMessage, RepoError, SearchHit,
+    ChatPatch, ChatQuery, ChatRepository, ChatSort, ChatSummary, DeletedSubtree, Entity,
+    FinishedAnswer, NewChat, NewMessage, RepoError, SearchHit,
 };
 
 use crate::SeaOrmStore;
@@ -483,6 +483,110 @@ impl ChatRepository for SeaOrmStore {
             removed,
             current_leaf: leaf,
         })
+    }
+
+    async fn finish_answer(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        answer: FinishedAnswer,
+    ) -> Result<Message, RepoError> {
+        let txn = self.begin_write().await?;
+        let chat_row = self.lock_owned_chat(&txn, owner, chat).await?;
+        let id = uuid(answer.message.as_u128());
+        let row = messages::Entity::find_by_id(id)
+            .filter(messages::Column::ChatId.eq(uuid(chat.as_u128())))
+            .one(&txn)
+            .await
+            .map_err(to_repo_error)?
+            .ok_or(RepoError::NotFound(Entity::Message))?;
+        if row.status != MessageStatus::Streaming.as_str() {
+            return Err(RepoError::Conflict("the answer has already ended"));
+        }
+        let mut active: messages::ActiveModel = row.into();
+        active.content = Set(answer.content);
+        active.status = Set(answer.status.as_str().to_owned());
+        let row = active.update(&txn).await.map_err(to_repo_error)?;
+        self.fault("finish_answer")?;
+        if let Some(record) = &answer.record {
+            generation_row(record, answer.message)
+                .insert(&txn)
+                .await
+                .map_err(|e| {
+                    classify(e, "answer already has a generation record", Entity::Message)
+                })?;
+        }
+        // The version must move even when the clock did not (the read cache keys on it).
+        let version = Ord::max(ts(answer.now), chat_row.updated_at + 1);
+        chats::Entity::update_many()
+            .col_expr(chats::Column::CurrentLeafId, Expr::value(id))
+            .col_expr(chats::Column::UpdatedAt, Expr::value(version))
+            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
+            .exec(&txn)
+            .await
+            .map_err(to_repo_error)?;
+        txn.commit().await.map_err(to_repo_error)?;
+        to_message(row)
+    }
+
+    async fn interrupt_streaming(
+        &self,
+        created_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64, RepoError> {
+        let streaming = || {
+            messages::Entity::find()
+                .filter(messages::Column::Status.eq(MessageStatus::Streaming.as_str()))
+                .filter(messages::Column::CreatedAt.lt(ts(created_before)))
+        };
+        let txn = self.begin_write().await?;
+        let chat_ids: Vec<sea_orm::prelude::Uuid> = streaming()
+            .select_only()
+            .column(messages::Column::ChatId)
+            .distinct()
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(to_repo_error)?;
+        let marked = messages::Entity::update_many()
+            .col_expr(
+                messages::Column::Status,
+                Expr::value(MessageStatus::Interrupted.as_str()),
+            )
+            .filter(messages::Column::Status.eq(MessageStatus::Streaming.as_str()))
+            .filter(messages::Column::CreatedAt.lt(ts(created_before)))
+            .exec(&txn)
+            .await
+            .map_err(to_repo_error)?
+            .rows_affected;
+        for chunk in chat_ids.chunks(DELETE_CHUNK) {
+            chats::Entity::update_many()
+                .col_expr(chats::Column::UpdatedAt, Expr::value(ts(now)))
+                .filter(chats::Column::Id.is_in(chunk.iter().copied()))
+                .exec(&txn)
+                .await
+                .map_err(to_repo_error)?;
+        }
+        txn.commit().await.map_err(to_repo_error)?;
+        Ok(marked)
+    }
+
+    async fn set_generated_title(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        title: ChatTitle,
+    ) -> Result<bool, RepoError> {
+        let result = chats::Entity::update_many()
+            .col_expr(chats::Column::Title, Expr::value(title.into_inner()))
+            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
+            .filter(chats::Column::Title.is_null())
+            .filter(chats::Column::TitleSetByUser.eq(false))
+            .exec(&self.write)
+            .await
+            .map_err(to_repo_error)?;
+        Ok(result.rows_affected == 1)
     }
 
     async fn delete_chat(&self, owner: UserId, chat: ChatId) -> Result<(), RepoError> {

@@ -24,8 +24,8 @@ use usecase::auth::{
     ApiKeyRecord, CredentialRepository, RefreshSuccessor, RefreshTokenRecord, Rotation,
 };
 use usecase::ports::{
-    ChatRepository, Entity, HealthCheck, ModelCatalogRepository, NewChat, NewMessage, NewUser,
-    RepoError, TemplateRepository, UserRepository,
+    ChatRepository, Entity, FinishedAnswer, HealthCheck, ModelCatalogRepository, NewChat,
+    NewMessage, NewUser, RepoError, TemplateRepository, UserRepository,
 };
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -776,6 +776,177 @@ mod suite {
         assert!(costs[0] <= 3, "{costs:?}");
     }
 
+    /// A streaming answer ends once: content, status, record, current leaf and version
+    /// together; a second end is refused.
+    pub async fn a_streaming_answer_ends_once_with_everything_in_one_write(db: &TestDatabase) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let chat = store.create_chat(new_chat(owner)).await.unwrap();
+        let q = store
+            .append_message(owner, chat.id, message(chat.root_id, Role::User, "q"), true)
+            .await
+            .unwrap();
+        let mut pending = message(q.id, Role::Assistant, "");
+        pending.status = MessageStatus::Streaming;
+        let pending = store
+            .append_message(owner, chat.id, pending, false)
+            .await
+            .unwrap();
+        let during = store.get_chat(owner, chat.id).await.unwrap();
+        assert_eq!(
+            during.current_leaf_id, q.id,
+            "a streaming answer is not the leaf yet"
+        );
+        let end = |status, content: &str, record| FinishedAnswer {
+            message: pending.id,
+            content: content.to_owned(),
+            status,
+            record,
+            // The clock did not move: the version must still change.
+            now: during.updated_at,
+        };
+        let done = store
+            .finish_answer(
+                owner,
+                chat.id,
+                end(
+                    MessageStatus::Complete,
+                    "答え 🤖",
+                    Some(record(chat.id, owner, pending.id)),
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.status, MessageStatus::Complete);
+        assert_eq!(done.content, "答え 🤖");
+        let after = store.get_chat(owner, chat.id).await.unwrap();
+        assert_eq!(after.current_leaf_id, pending.id);
+        assert!(
+            after.updated_at > during.updated_at,
+            "the chat version moved"
+        );
+        assert_eq!(
+            db.count(
+                "generations",
+                Some(("message_id", uuid_value(pending.id.as_u128())))
+            )
+            .await,
+            1
+        );
+        assert!(matches!(
+            store
+                .finish_answer(owner, chat.id, end(MessageStatus::Failed, "x", None))
+                .await,
+            Err(RepoError::Conflict(_))
+        ));
+        let stranger = user(&store, "mallory").await;
+        assert!(matches!(
+            store
+                .finish_answer(stranger, chat.id, end(MessageStatus::Failed, "x", None))
+                .await,
+            Err(RepoError::NotFound(Entity::Chat))
+        ));
+    }
+
+    /// Start-up recovery marks only old `streaming` answers, and bumps their chats.
+    pub async fn answers_left_streaming_are_marked_interrupted(db: &TestDatabase) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let chat = store.create_chat(new_chat(owner)).await.unwrap();
+        let q = store
+            .append_message(owner, chat.id, message(chat.root_id, Role::User, "q"), true)
+            .await
+            .unwrap();
+        let streaming = |content| {
+            let mut m = message(q.id, Role::Assistant, content);
+            m.status = MessageStatus::Streaming;
+            m
+        };
+        let old = store
+            .append_message(owner, chat.id, streaming("old"), false)
+            .await
+            .unwrap();
+        let cutoff = now();
+        let young = store
+            .append_message(owner, chat.id, streaming("young"), false)
+            .await
+            .unwrap();
+        let version = store.get_chat(owner, chat.id).await.unwrap().updated_at;
+        let marked = store.interrupt_streaming(cutoff, now()).await.unwrap();
+        assert_eq!(marked, 1);
+        let messages = store.list_messages(owner, chat.id).await.unwrap();
+        let status = |id| messages.iter().find(|m| m.id == id).unwrap().status;
+        assert_eq!(status(old.id), MessageStatus::Interrupted);
+        assert_eq!(status(young.id), MessageStatus::Streaming);
+        assert_eq!(status(q.id), MessageStatus::Complete);
+        assert!(store.get_chat(owner, chat.id).await.unwrap().updated_at > version);
+        assert_eq!(store.interrupt_streaming(now(), now()).await.unwrap(), 1);
+        assert_eq!(store.interrupt_streaming(now(), now()).await.unwrap(), 0);
+    }
+
+    /// A generated title lands only on an untitled chat, never over a user's title.
+    pub async fn generated_titles_never_overwrite_a_title(db: &TestDatabase) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let untitled = store.create_chat(new_chat(owner)).await.unwrap();
+        let title = |t: &str| ChatTitle::parse(t).unwrap();
+        let stranger = user(&store, "mallory").await;
+        assert!(
+            !store
+                .set_generated_title(stranger, untitled.id, title("Nope"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .set_generated_title(owner, untitled.id, title("First"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .set_generated_title(owner, untitled.id, title("Second"))
+                .await
+                .unwrap()
+        );
+        let chat = store.get_chat(owner, untitled.id).await.unwrap();
+        assert_eq!(chat.title.unwrap().as_str(), "First");
+        assert_eq!(
+            chat.updated_at, untitled.updated_at,
+            "a title is not a change of the tree"
+        );
+
+        let named = store.create_chat(new_chat(owner)).await.unwrap();
+        store
+            .update_chat(
+                owner,
+                named.id,
+                usecase::ports::ChatPatch {
+                    title: Some(title("Mine")),
+                    ..Default::default()
+                },
+                now(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .set_generated_title(owner, named.id, title("Generated"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .get_chat(owner, named.id)
+                .await
+                .unwrap()
+                .title
+                .unwrap()
+                .as_str(),
+            "Mine"
+        );
+    }
+
     /// A failure injected after the first statement of each multi-row operation leaves
     /// nothing behind.
     pub async fn a_failure_half_way_leaves_no_row_behind(db: &TestDatabase) {
@@ -821,6 +992,42 @@ mod suite {
         );
         arm("delete_subtree");
         assert!(store.delete_subtree(owner, chat.id, q.id).await.is_err());
+        *armed.lock().unwrap() = None;
+        let mut pending = message(q.id, Role::Assistant, "");
+        pending.status = MessageStatus::Streaming;
+        let pending = store
+            .append_message(owner, chat.id, pending, false)
+            .await
+            .unwrap();
+        let before = (
+            before.0,
+            before.1 + 1,
+            before.2,
+            store.get_chat(owner, chat.id).await.unwrap(),
+        );
+        arm("finish_answer");
+        assert!(
+            store
+                .finish_answer(
+                    owner,
+                    chat.id,
+                    FinishedAnswer {
+                        message: pending.id,
+                        content: "half".into(),
+                        status: MessageStatus::Complete,
+                        record: Some(record(chat.id, owner, pending.id)),
+                        now: now(),
+                    }
+                )
+                .await
+                .is_err()
+        );
+        let stored = store.list_messages(owner, chat.id).await.unwrap();
+        let stored = stored.iter().find(|m| m.id == pending.id).unwrap();
+        assert_eq!(
+            (stored.status, stored.content.as_str()),
+            (MessageStatus::Streaming, "")
+        );
         let after = (
             db.count("chats", None).await,
             db.count("messages", None).await,
@@ -881,4 +1088,7 @@ every_backend!(
     a_refresh_token_rotates_once_and_reuse_revokes_its_family,
     api_keys_are_found_by_prefix_and_revoked_by_their_owner_only,
     a_chat_page_costs_the_same_number_of_queries_whatever_its_size,
+    a_streaming_answer_ends_once_with_everything_in_one_write,
+    answers_left_streaming_are_marked_interrupted,
+    generated_titles_never_overwrite_a_title,
 );

@@ -30,6 +30,54 @@ pub struct Settings {
     pub models: ModelSettings,
     /// In-process caches.
     pub cache: CacheSettings,
+    /// Streamed generations, their bounds and automatic titles.
+    pub generation: GenerationSettings,
+}
+
+/// What a departed SSE client means for its generation.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnClientDisconnect {
+    /// The generation completes and is saved.
+    Finish,
+    /// The generation stops at once and is saved `interrupted`.
+    Cancel,
+}
+
+/// Which `streaming` messages start-up marks `interrupted`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StartupRecovery {
+    /// All of them: this is the only process on the database.
+    All,
+    /// Only those older than the generation deadline (several replicas share the database).
+    Expired,
+}
+
+/// Streamed generations.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationSettings {
+    /// Concurrent generations per user (streamed and blocking).
+    pub per_user_limit: usize,
+    /// Concurrent generations in this process.
+    pub global_limit: usize,
+    /// Longest a generation may run, in seconds.
+    pub deadline_secs: u64,
+    /// `finish` or `cancel`.
+    pub on_client_disconnect: OnClientDisconnect,
+    /// Milliseconds between `: ping` comments on an SSE stream.
+    pub ping_interval_ms: u64,
+    /// Seconds a finished generation stays re-attachable.
+    pub linger_secs: u64,
+    /// Seconds running generations get to finish on shutdown before they are interrupted.
+    pub shutdown_grace_secs: u64,
+    /// `all` or `expired`.
+    pub startup_recovery: StartupRecovery,
+    /// Title untitled chats after their first answer.
+    pub titles: bool,
+    /// The model that writes titles; empty = the chat's answering model.
+    pub title_model: String,
 }
 
 /// In-process caches.
@@ -351,6 +399,25 @@ impl Settings {
         if self.llm.max_retries > 10 {
             return invalid("llm.max_retries", "must be at most 10");
         }
+        let g = &self.generation;
+        if g.per_user_limit == 0 || g.global_limit == 0 || g.per_user_limit > g.global_limit {
+            return invalid(
+                "generation.per_user_limit",
+                "limits must be at least 1, and per user at most the global limit",
+            );
+        }
+        if g.deadline_secs == 0 {
+            return invalid("generation.deadline_secs", "must be at least 1");
+        }
+        if g.ping_interval_ms < 10 {
+            return invalid("generation.ping_interval_ms", "must be at least 10");
+        }
+        if !g.title_model.is_empty() && domain::ModelId::parse(g.title_model.as_str()).is_err() {
+            return invalid(
+                "generation.title_model",
+                "must be empty or a model id without white space",
+            );
+        }
         if self.log.level.trim().is_empty() {
             return invalid("log.level", "must not be empty");
         }
@@ -381,6 +448,23 @@ impl Settings {
             max_retries: l.max_retries,
             retry_base_delay: Duration::from_millis(l.retry_base_delay_ms),
             retry_max_delay: Duration::from_millis(l.retry_max_delay_ms),
+        }
+    }
+
+    /// The generation registry's bounds.
+    #[must_use]
+    pub fn generation_limits(&self) -> usecase::generation::GenerationLimits {
+        let g = &self.generation;
+        usecase::generation::GenerationLimits {
+            per_user: g.per_user_limit,
+            global: g.global_limit,
+            deadline: Duration::from_secs(g.deadline_secs),
+            linger: Duration::from_secs(g.linger_secs),
+            on_client_disconnect: match g.on_client_disconnect {
+                OnClientDisconnect::Finish => usecase::generation::DisconnectPolicy::Finish,
+                OnClientDisconnect::Cancel => usecase::generation::DisconnectPolicy::Cancel,
+            },
+            retry_after: Duration::from_secs(5),
         }
     }
 

@@ -14,7 +14,8 @@ use usecase::analytics::AnalyticsService;
 use usecase::auth::{AuthPolicy, AuthService};
 use usecase::catalog::CatalogService;
 use usecase::chat::ChatService;
-use usecase::ports::{HealthCheck, RepoError};
+use usecase::generation::Generations;
+use usecase::ports::{ChatRepository, Clock, HealthCheck, RepoError};
 use usecase::preset::PresetService;
 use usecase::template::TemplateService;
 
@@ -81,12 +82,41 @@ impl HealthCheck for Readiness {
     }
 }
 
-/// Applies migrations, retrying with backoff while the database is unreachable.
-async fn migrate_until_done(store: Store, migrated: Arc<AtomicBool>) {
+/// Marks `interrupted` the answers left `streaming` by a process that died: all of them
+/// created before `cutoff`.
+async fn recover_streaming(store: &Store, cutoff: domain::Timestamp) {
+    match store.interrupt_streaming(cutoff, SystemClock.now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            count = n,
+            "answers left streaming by an earlier process marked interrupted"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not recover answers left streaming"),
+    }
+}
+
+/// Every minute, marks `interrupted` the answers still `streaming` long after any
+/// generation's deadline (their process died; with replicas, start-up recovery leaves them).
+async fn sweep_expired_streams(store: Store, deadline: Duration) {
+    let slack = i64::try_from((deadline + Duration::from_secs(60)).as_micros()).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let cutoff = domain::Timestamp::from_unix_micros(
+            SystemClock.now().as_unix_micros().saturating_sub(slack),
+        );
+        recover_streaming(&store, cutoff).await;
+    }
+}
+
+/// Applies migrations, retrying with backoff while the database is unreachable, then
+/// recovers answers left streaming before `cutoff`.
+async fn migrate_until_done(store: Store, migrated: Arc<AtomicBool>, cutoff: domain::Timestamp) {
     let mut delay = Duration::from_millis(250);
     loop {
         match store.migrate().await {
             Ok(()) => {
+                recover_streaming(&store, cutoff).await;
                 migrated.store(true, Ordering::Release);
                 tracing::info!("database schema is up to date");
                 return;
@@ -105,6 +135,8 @@ pub struct Application {
     port: u16,
     server: Server,
     store: Store,
+    generations: Generations,
+    grace: Duration,
 }
 
 impl std::fmt::Debug for Application {
@@ -130,16 +162,39 @@ impl Application {
         let store = SeaOrmStore::connect(&settings.db_config()).await?;
         tracing::info!(backend = store.backend_name(), "database configured");
         let migrated = Arc::new(AtomicBool::new(!settings.database.migrate_on_startup));
+        let deadline = Duration::from_secs(settings.generation.deadline_secs);
+        let cutoff = match settings.generation.startup_recovery {
+            crate::config::StartupRecovery::All => SystemClock.now(),
+            crate::config::StartupRecovery::Expired => domain::Timestamp::from_unix_micros(
+                SystemClock
+                    .now()
+                    .as_unix_micros()
+                    .saturating_sub(i64::try_from(deadline.as_micros()).unwrap_or(i64::MAX)),
+            ),
+        };
         if settings.database.migrate_on_startup {
             match store.migrate().await {
-                Ok(()) => migrated.store(true, Ordering::Release),
+                Ok(()) => {
+                    recover_streaming(&store, cutoff).await;
+                    migrated.store(true, Ordering::Release);
+                }
                 Err(RepoError::Unavailable(e)) => {
                     tracing::warn!(error = %e, "database unreachable at start-up; serving without it until it answers");
-                    tokio::spawn(migrate_until_done(store.clone(), Arc::clone(&migrated)));
+                    tokio::spawn(migrate_until_done(
+                        store.clone(),
+                        Arc::clone(&migrated),
+                        cutoff,
+                    ));
                 }
                 Err(e) => return Err(StartupError::Migration(e)),
             }
+        } else {
+            recover_streaming(&store, cutoff).await;
         }
+        tokio::spawn(sweep_expired_streams(store.clone(), deadline));
+        // Generation tasks run on this (the main) runtime, which outlives the HTTP workers,
+        // so shutdown can still save what runs.
+        let generations = Generations::new(settings.generation_limits());
         let readiness = web::Data::new(Readiness {
             store: store.clone(),
             migrated,
@@ -183,9 +238,20 @@ impl Application {
             usecase::chat::ChatDefaults {
                 model: default_model,
                 provider: settings.llm.provider_name.clone(),
+                titles: settings.generation.titles,
+                title_model: (!settings.generation.title_model.is_empty())
+                    .then(|| domain::ModelId::parse(settings.generation.title_model.as_str()))
+                    .transpose()
+                    .map_err(|e| StartupError::Config(e.to_string()))?,
             },
-            usecase::chat::MessageCache::new(settings.cache.messages_max_bytes),
+            usecase::chat::ProcessState {
+                cache: usecase::chat::MessageCache::new(settings.cache.messages_max_bytes),
+                generations: generations.clone(),
+            },
         ));
+        let streams = web::Data::new(api::streaming::StreamSettings {
+            ping_interval: Duration::from_millis(settings.generation.ping_interval_ms),
+        });
         let presets = web::Data::new(Presets::new(
             store.clone(),
             Arc::clone(&catalog),
@@ -239,6 +305,7 @@ impl Application {
                     .app_data(presets.clone())
                     .app_data(templates.clone())
                     .app_data(analytics.clone())
+                    .app_data(streams.clone())
                     .configure(
                         api::configure::<
                             Readiness,
@@ -252,7 +319,15 @@ impl Application {
                     )
                     .default_service(web::to(api::not_found))
         })
-        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        // SSE responses end when their generation does: give them the generation grace
+        // period plus time to save. Signals are handled in `run_until_stopped`.
+        .shutdown_timeout(
+            settings
+                .server
+                .shutdown_timeout_secs
+                .max(settings.generation.shutdown_grace_secs + 5),
+        )
+        .disable_signals();
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
@@ -268,6 +343,8 @@ impl Application {
             port,
             server,
             store,
+            generations,
+            grace: Duration::from_secs(settings.generation.shutdown_grace_secs),
         })
     }
 
@@ -283,14 +360,49 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM/SIGINT (or a stop through the handle), then closes the pools.
+    /// Serves until SIGTERM/SIGINT (or a stop through the handle). On a signal, new
+    /// generations are refused, running ones get the grace period to finish and are then saved
+    /// `interrupted`, while the HTTP server drains; finally the pools close.
     ///
     /// # Errors
     /// An I/O error from the server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let generations = self.generations.clone();
+        let grace = self.grace;
+        let on_signal = tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+            tokio::join!(generations.shutdown(grace), handle.stop(true));
+        });
         let result = self.server.await;
+        // Stopped through the handle, or after a signal: nothing may outlive the server.
+        self.generations.shutdown(self.grace).await;
+        on_signal.abort();
         self.store.close().await;
         tracing::info!("stopped");
         result
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }

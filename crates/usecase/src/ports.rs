@@ -170,6 +170,21 @@ pub struct NewMessage {
     pub created_at: Timestamp,
 }
 
+/// How a streaming answer ended.
+#[derive(Debug, Clone)]
+pub struct FinishedAnswer {
+    /// The answer, created with status `streaming`.
+    pub message: MessageId,
+    /// Everything generated (the partial text when it did not complete).
+    pub content: String,
+    /// `complete`, `interrupted` or `failed`.
+    pub status: MessageStatus,
+    /// The generation record (stored for complete answers and whenever usage is known).
+    pub record: Option<GenerationRecord>,
+    /// When it ended.
+    pub now: Timestamp,
+}
+
 /// What deleting a subtree did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeletedSubtree {
@@ -359,6 +374,47 @@ pub trait ChatRepository: Send + Sync + 'static {
         chat: ChatId,
         message: MessageId,
     ) -> impl Future<Output = Result<DeletedSubtree, RepoError>> + Send;
+
+    /// Ends a streaming answer: its final content and status, its generation record, the
+    /// chat's current leaf moved to it and the chat's version bumped.
+    ///
+    /// Implementations MUST write all of it in one transaction, and only while the message
+    /// is still `streaming` (an answer ends once).
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] when the chat or the message is gone (deleted meanwhile);
+    /// [`RepoError::Conflict`] when the message is no longer `streaming`.
+    fn finish_answer(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        answer: FinishedAnswer,
+    ) -> impl Future<Output = Result<Message, RepoError>> + Send;
+
+    /// Marks `interrupted` every message still `streaming` that was created before
+    /// `created_before` (answers whose generation died with a process), bumping their chats'
+    /// versions. Returns how many were marked.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn interrupt_streaming(
+        &self,
+        created_before: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<u64, RepoError>> + Send;
+
+    /// Sets a generated title, only while the chat has no title at all (a user's title, or
+    /// an earlier generated one, is never overwritten). Does not change `updated_at`.
+    /// Returns whether the title was set.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn set_generated_title(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        title: ChatTitle,
+    ) -> impl Future<Output = Result<bool, RepoError>> + Send;
 
     /// Deletes the chat with all its messages and records.
     ///

@@ -422,6 +422,87 @@ impl ChatRepository for InMemoryStore {
         })
     }
 
+    async fn finish_answer(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        answer: crate::ports::FinishedAnswer,
+    ) -> Result<Message, RepoError> {
+        self.with(|s| {
+            owned_chat(s, owner, chat)?;
+            let stored = s
+                .messages
+                .get_mut(&chat)
+                .and_then(|list| list.iter_mut().find(|m| m.id == answer.message))
+                .ok_or(RepoError::NotFound(Entity::Message))?;
+            if stored.status != MessageStatus::Streaming {
+                return Err(RepoError::Conflict("the answer has already ended"));
+            }
+            stored.content = answer.content;
+            stored.status = answer.status;
+            let stored = stored.clone();
+            if let Some(record) = answer.record {
+                s.records.insert(stored.id, record);
+            }
+            if let Some(c) = s.chats.get_mut(&chat) {
+                c.current_leaf_id = stored.id;
+                c.updated_at = Timestamp::from_unix_micros(
+                    answer
+                        .now
+                        .as_unix_micros()
+                        .max(c.updated_at.as_unix_micros() + 1),
+                );
+            }
+            Ok(stored)
+        })
+    }
+
+    async fn interrupt_streaming(
+        &self,
+        created_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64, RepoError> {
+        self.with(|s| {
+            let mut marked = 0;
+            let mut touched = Vec::new();
+            for (chat, list) in &mut s.messages {
+                for m in list.iter_mut().filter(|m| {
+                    m.status == MessageStatus::Streaming && m.created_at < created_before
+                }) {
+                    m.status = MessageStatus::Interrupted;
+                    marked += 1;
+                    touched.push(*chat);
+                }
+            }
+            for chat in touched {
+                if let Some(c) = s.chats.get_mut(&chat) {
+                    c.updated_at = now;
+                }
+            }
+            Ok(marked)
+        })
+    }
+
+    async fn set_generated_title(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        title: domain::ChatTitle,
+    ) -> Result<bool, RepoError> {
+        self.with(|s| {
+            let c = s
+                .chats
+                .get_mut(&chat)
+                .filter(|c| c.owner == owner)
+                .ok_or(RepoError::NotFound(Entity::Chat))?;
+            if c.title.is_some() || c.title_set_by_user {
+                return Ok(false);
+            }
+            c.title = Some(title);
+            Ok(true)
+        })
+    }
+
     async fn delete_subtree(
         &self,
         owner: UserId,

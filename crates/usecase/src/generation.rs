@@ -1,0 +1,733 @@
+//! Streamed generations: each runs as its own task owned by the [`Generations`] registry, with
+//! a cancellation token and a log of every event it produced. HTTP responses only subscribe
+//! to that log, so a client can leave, re-attach (replaying what it missed) or cancel, and the
+//! generation's fate follows the configured [`DisconnectPolicy`], never the connection.
+//!
+//! The registry also bounds how many generations run at once, per user and in total (blocking
+//! replies take the same slots), and refuses new ones while the server shuts down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use domain::{ChatId, MessageId, ModelId, Timestamp, TokenUsage, UserId};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::llm::LlmError;
+
+/// What happens to a generation whose last listener goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DisconnectPolicy {
+    /// It completes and is saved; the client can fetch it or re-attach.
+    #[default]
+    Finish,
+    /// It stops at once (saved `interrupted`) and the provider connection is released.
+    Cancel,
+}
+
+/// Bounds of the generation registry.
+#[derive(Debug, Clone)]
+pub struct GenerationLimits {
+    /// Concurrent generations per user (streamed and blocking together).
+    pub per_user: usize,
+    /// Concurrent generations in this process.
+    pub global: usize,
+    /// No generation runs longer than this.
+    pub deadline: Duration,
+    /// How long a finished generation stays attachable (its final events replayable).
+    pub linger: Duration,
+    /// What a departed client means.
+    pub on_client_disconnect: DisconnectPolicy,
+    /// The `Retry-After` advised when a cap is full.
+    pub retry_after: Duration,
+}
+
+impl Default for GenerationLimits {
+    fn default() -> Self {
+        Self {
+            per_user: 3,
+            global: 1_000,
+            deadline: Duration::from_secs(300),
+            linger: Duration::from_secs(60),
+            on_client_disconnect: DisconnectPolicy::Finish,
+            retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The end of a successful generation, as sent to clients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinalAnswer {
+    /// The stored answer.
+    pub message: MessageId,
+    /// Its whole content.
+    pub content: String,
+    /// Tokens used, when reported.
+    pub usage: Option<TokenUsage>,
+    /// The model that answered.
+    pub model: ModelId,
+    /// Why generation stopped.
+    pub finish_reason: Option<String>,
+}
+
+/// Why a generation did not complete. The partial text is saved in every case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GenerationFailure {
+    /// The provider failed (saved `failed`).
+    #[error("the language model failed: {0}")]
+    Provider(LlmError),
+    /// Stopped by its owner, or its client left under the `cancel` policy (saved
+    /// `interrupted`).
+    #[error("the generation was cancelled")]
+    Cancelled,
+    /// It ran into the configured deadline (saved `failed`).
+    #[error("the generation took too long")]
+    Deadline,
+    /// The server shut down before it finished (saved `interrupted`).
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The answer could not be saved (e.g. it was deleted meanwhile).
+    #[error("the answer could not be saved")]
+    Storage,
+}
+
+/// One item of a generation's event log. Clients number them from 0 in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerationEvent {
+    /// First: the user message and the answer being written.
+    Start {
+        /// The question (committed before the provider was called).
+        user_message: MessageId,
+        /// The answer (stored with status `streaming` until the end).
+        message: MessageId,
+        /// The model answering.
+        model: ModelId,
+    },
+    /// New text only.
+    Chunk(String),
+    /// The answer, stored `complete`.
+    Final(FinalAnswer),
+    /// The generation ended without completing.
+    Error(GenerationFailure),
+    /// Always last.
+    Done,
+}
+
+/// How a generation stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationStatus {
+    /// The answer being written.
+    pub message: MessageId,
+    /// Its question.
+    pub user_message: MessageId,
+    /// The model.
+    pub model: ModelId,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// Whether it is still producing.
+    pub running: bool,
+    /// Characters produced so far.
+    pub characters: usize,
+    /// Events logged so far (the next event's id).
+    pub events: u64,
+    /// How it ended (`complete`, `interrupted`, `failed`), once it has.
+    pub outcome: Option<&'static str>,
+}
+
+/// Why a generation could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    /// A per-user or global cap is full.
+    #[error("too many generations are running")]
+    Busy {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The chat already has a running generation.
+    #[error("a generation is already running in this chat")]
+    ChatBusy,
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+const CANCEL_NONE: u8 = 0;
+const CANCEL_USER: u8 = 1;
+const CANCEL_SHUTDOWN: u8 = 2;
+
+#[derive(Debug, Default)]
+struct Log {
+    events: Vec<Arc<GenerationEvent>>,
+    characters: usize,
+    outcome: Option<&'static str>,
+}
+
+/// One running (or recently finished) generation.
+#[derive(Debug)]
+pub struct Generation {
+    chat: ChatId,
+    owner: UserId,
+    message: MessageId,
+    user_message: MessageId,
+    model: ModelId,
+    started_at: Timestamp,
+    cancel: CancellationToken,
+    cancel_reason: AtomicU8,
+    policy: DisconnectPolicy,
+    log: Mutex<Log>,
+    published: watch::Sender<usize>,
+    listeners: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Generation {
+    /// The token the generation task stops on.
+    #[must_use]
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// The failure a cancellation stands for.
+    #[must_use]
+    pub fn cancel_failure(&self) -> GenerationFailure {
+        if self.cancel_reason.load(Ordering::Acquire) == CANCEL_SHUTDOWN {
+            GenerationFailure::ShuttingDown
+        } else {
+            GenerationFailure::Cancelled
+        }
+    }
+
+    fn cancel_for(&self, reason: u8) {
+        let _ = self.cancel_reason.compare_exchange(
+            CANCEL_NONE,
+            reason,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.cancel.cancel();
+    }
+
+    /// Appends an event and wakes every listener.
+    pub fn publish(&self, event: GenerationEvent) {
+        let len = {
+            let mut log = lock(&self.log);
+            match &event {
+                GenerationEvent::Chunk(delta) => log.characters += delta.chars().count(),
+                GenerationEvent::Final(_) => log.outcome = Some("complete"),
+                GenerationEvent::Error(
+                    GenerationFailure::Cancelled | GenerationFailure::ShuttingDown,
+                ) => log.outcome = Some("interrupted"),
+                GenerationEvent::Error(_) => log.outcome = Some("failed"),
+                _ => {}
+            }
+            log.events.push(Arc::new(event));
+            log.events.len()
+        };
+        self.published.send_replace(len);
+    }
+
+    fn finished(log: &Log) -> bool {
+        matches!(
+            log.events.last().map(AsRef::as_ref),
+            Some(GenerationEvent::Done)
+        )
+    }
+
+    /// Where it stands.
+    #[must_use]
+    pub fn status(&self) -> GenerationStatus {
+        let log = lock(&self.log);
+        GenerationStatus {
+            message: self.message,
+            user_message: self.user_message,
+            model: self.model.clone(),
+            started_at: self.started_at,
+            running: !Self::finished(&log),
+            characters: log.characters,
+            events: log.events.len() as u64,
+            outcome: log.outcome,
+        }
+    }
+
+    /// Resolves once the generation has ended and published its last event.
+    pub async fn ended(&self) {
+        let mut published = self.published.subscribe();
+        loop {
+            if Self::finished(&lock(&self.log)) {
+                return;
+            }
+            if published.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A listener that first replays the events after `after` (all when `None`).
+    #[must_use]
+    pub fn subscribe(self: &Arc<Self>, after: Option<u64>) -> Subscription {
+        self.listeners.fetch_add(1, Ordering::AcqRel);
+        Subscription {
+            generation: Arc::clone(self),
+            next: after.map_or(0, |a| {
+                usize::try_from(a).unwrap_or(usize::MAX).saturating_add(1)
+            }),
+            published: self.published.subscribe(),
+        }
+    }
+}
+
+/// A listener of one generation: yields `(id, event)` in order, ending after
+/// [`GenerationEvent::Done`]. Dropping the last listener of a running generation cancels it
+/// under [`DisconnectPolicy::Cancel`].
+#[derive(Debug)]
+pub struct Subscription {
+    generation: Arc<Generation>,
+    next: usize,
+    published: watch::Receiver<usize>,
+}
+
+impl Subscription {
+    /// The next event, waiting for it if need be; `None` after the last.
+    pub async fn next(&mut self) -> Option<(u64, Arc<GenerationEvent>)> {
+        loop {
+            {
+                let log = lock(&self.generation.log);
+                if let Some(event) = log.events.get(self.next) {
+                    let id = self.next as u64;
+                    self.next += 1;
+                    return Some((id, Arc::clone(event)));
+                }
+                if Generation::finished(&log) {
+                    return None;
+                }
+            }
+            // The sender lives as long as the generation we hold.
+            if self.published.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The answer this subscription follows.
+    #[must_use]
+    pub fn message(&self) -> MessageId {
+        self.generation.message
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let g = &self.generation;
+        let left = g.listeners.fetch_sub(1, Ordering::AcqRel) - 1;
+        if left == 0 && g.policy == DisconnectPolicy::Cancel && !g.cancel.is_cancelled() {
+            let running = !Generation::finished(&lock(&g.log));
+            if running {
+                tracing::debug!(message = %g.message, "last listener left; cancelling the generation");
+                g.cancel_for(CANCEL_USER);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    per_user: HashMap<UserId, usize>,
+    global: usize,
+    by_chat: HashMap<ChatId, Arc<Generation>>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    limits: GenerationLimits,
+    counts: Mutex<Counts>,
+    idle: tokio::sync::Notify,
+    tasks: TaskTracker,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A taken concurrency slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Slot {
+    shared: Arc<Shared>,
+    owner: UserId,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = lock(&self.shared.counts);
+        c.global = c.global.saturating_sub(1);
+        if let Some(n) = c.per_user.get_mut(&self.owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_user.remove(&self.owner);
+            }
+        }
+        let idle = c.global == 0;
+        drop(c);
+        if idle {
+            self.shared.idle.notify_waiters();
+        }
+    }
+}
+
+/// The registry of generations of this process. Clones share it.
+#[derive(Debug, Clone)]
+pub struct Generations {
+    shared: Arc<Shared>,
+}
+
+/// What a new streamed generation needs to register.
+#[derive(Debug, Clone)]
+pub struct NewGeneration {
+    /// Its chat.
+    pub chat: ChatId,
+    /// Its owner.
+    pub owner: UserId,
+    /// The question.
+    pub user_message: MessageId,
+    /// The answer row (status `streaming`).
+    pub message: MessageId,
+    /// The model.
+    pub model: ModelId,
+    /// Start time.
+    pub started_at: Timestamp,
+}
+
+impl Generations {
+    /// A registry whose tasks run on the current Tokio runtime (call it from the runtime that
+    /// outlives the HTTP workers, so shutdown can still save what runs).
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    #[must_use]
+    pub fn new(limits: GenerationLimits) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                limits,
+                counts: Mutex::new(Counts::default()),
+                idle: tokio::sync::Notify::new(),
+                tasks: TaskTracker::new(),
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        }
+    }
+
+    /// The configured bounds.
+    #[must_use]
+    pub fn limits(&self) -> &GenerationLimits {
+        &self.shared.limits
+    }
+
+    /// Takes a slot for `owner`, or says why not.
+    ///
+    /// # Errors
+    /// [`AdmissionError::Busy`] when a cap is full, [`AdmissionError::ShuttingDown`].
+    pub fn acquire(&self, owner: UserId) -> Result<Slot, AdmissionError> {
+        let limits = &self.shared.limits;
+        let mut c = lock(&self.shared.counts);
+        if c.closed {
+            return Err(AdmissionError::ShuttingDown);
+        }
+        let mine = c.per_user.get(&owner).copied().unwrap_or(0);
+        if mine >= limits.per_user || c.global >= limits.global {
+            return Err(AdmissionError::Busy {
+                retry_after: limits.retry_after,
+            });
+        }
+        c.global += 1;
+        *c.per_user.entry(owner).or_insert(0) += 1;
+        Ok(Slot {
+            shared: Arc::clone(&self.shared),
+            owner,
+        })
+    }
+
+    /// Fails when `chat` already has a running generation.
+    ///
+    /// # Errors
+    /// [`AdmissionError::ChatBusy`].
+    pub fn ensure_idle(&self, chat: ChatId) -> Result<(), AdmissionError> {
+        let c = lock(&self.shared.counts);
+        match c.by_chat.get(&chat) {
+            Some(g) if !Generation::finished(&lock(&g.log)) => Err(AdmissionError::ChatBusy),
+            _ => Ok(()),
+        }
+    }
+
+    /// Registers a generation and returns it with its first listener (subscribed before the
+    /// task starts, so the `cancel` policy sees a listener from the first event on).
+    ///
+    /// # Errors
+    /// [`AdmissionError::ChatBusy`] when another generation of the chat got there first.
+    pub fn register(
+        &self,
+        new: NewGeneration,
+    ) -> Result<(Arc<Generation>, Subscription), AdmissionError> {
+        let (published, _) = watch::channel(0);
+        let generation = Arc::new(Generation {
+            chat: new.chat,
+            owner: new.owner,
+            message: new.message,
+            user_message: new.user_message,
+            model: new.model,
+            started_at: new.started_at,
+            cancel: CancellationToken::new(),
+            cancel_reason: AtomicU8::new(CANCEL_NONE),
+            policy: self.shared.limits.on_client_disconnect,
+            log: Mutex::new(Log::default()),
+            published,
+            listeners: AtomicUsize::new(0),
+        });
+        let mut c = lock(&self.shared.counts);
+        if let Some(g) = c.by_chat.get(&new.chat)
+            && !Generation::finished(&lock(&g.log))
+        {
+            return Err(AdmissionError::ChatBusy);
+        }
+        c.by_chat.insert(new.chat, Arc::clone(&generation));
+        drop(c);
+        let subscription = generation.subscribe(None);
+        Ok((generation, subscription))
+    }
+
+    /// Runs `task` (a generation's work) on the registry's runtime; then, after the linger
+    /// time, forgets the generation.
+    pub fn spawn<F>(&self, generation: Arc<Generation>, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        self.shared.tasks.spawn_on(
+            async move {
+                task.await;
+                let linger = shared.limits.linger;
+                let forget = async move {
+                    tokio::time::sleep(linger).await;
+                    let mut c = lock(&shared.counts);
+                    if c.by_chat
+                        .get(&generation.chat)
+                        .is_some_and(|g| Arc::ptr_eq(g, &generation))
+                    {
+                        c.by_chat.remove(&generation.chat);
+                    }
+                };
+                // Not tracked: shutdown need not wait for the linger.
+                tokio::spawn(forget);
+            },
+            &self.shared.runtime,
+        );
+    }
+
+    /// Runs a background job (a title) that shutdown waits for, briefly.
+    pub fn spawn_background<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.shared.tasks.spawn_on(task, &self.shared.runtime);
+    }
+
+    /// The generation of `chat` (running or recently finished), if it is `owner`'s.
+    #[must_use]
+    pub fn get(&self, owner: UserId, chat: ChatId) -> Option<Arc<Generation>> {
+        lock(&self.shared.counts)
+            .by_chat
+            .get(&chat)
+            .filter(|g| g.owner == owner)
+            .cloned()
+    }
+
+    /// Cancels the running generation of `chat` and waits (briefly) until its partial
+    /// answer is saved; returns its final status, `None` when nothing runs.
+    pub async fn cancel(&self, owner: UserId, chat: ChatId) -> Option<GenerationStatus> {
+        let g = self.get(owner, chat)?;
+        if !g.status().running {
+            return None;
+        }
+        g.cancel_for(CANCEL_USER);
+        let _ = tokio::time::timeout(Duration::from_secs(10), g.ended()).await;
+        Some(g.status())
+    }
+
+    /// How many generations (streamed and blocking) hold slots now.
+    #[must_use]
+    pub fn running(&self) -> usize {
+        lock(&self.shared.counts).global
+    }
+
+    /// Graceful shutdown: refuses new generations, lets running ones finish for `grace`,
+    /// then cancels the rest (saved `interrupted`) and waits for them to be saved.
+    pub async fn shutdown(&self, grace: Duration) {
+        let already_closed = {
+            let mut c = lock(&self.shared.counts);
+            std::mem::replace(&mut c.closed, true)
+        };
+        if already_closed {
+            let _ = tokio::time::timeout(grace + Duration::from_secs(10), self.shared.tasks.wait())
+                .await;
+            return;
+        }
+        self.shared.tasks.close();
+        let idle = async {
+            loop {
+                let notified = self.shared.idle.notified();
+                if lock(&self.shared.counts).global == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(grace, idle).await.is_err() {
+            let running: Vec<_> = lock(&self.shared.counts)
+                .by_chat
+                .values()
+                .cloned()
+                .collect();
+            tracing::warn!(
+                count = running.len(),
+                "shutdown grace period over; interrupting running generations"
+            );
+            for g in running {
+                g.cancel_for(CANCEL_SHUTDOWN);
+            }
+        }
+        // Saving an interrupted answer is one short transaction; titles are best effort.
+        if tokio::time::timeout(Duration::from_secs(10), self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some generation tasks did not finish saving in time");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(policy: DisconnectPolicy, per_user: usize) -> Generations {
+        Generations::new(GenerationLimits {
+            per_user,
+            global: 4,
+            on_client_disconnect: policy,
+            ..GenerationLimits::default()
+        })
+    }
+
+    fn new(chat: u128) -> NewGeneration {
+        NewGeneration {
+            chat: ChatId::from_u128(chat),
+            owner: UserId::from_u128(1),
+            user_message: MessageId::from_u128(chat * 10),
+            message: MessageId::from_u128(chat * 10 + 1),
+            model: ModelId::parse("m/one").unwrap(),
+            started_at: Timestamp::from_unix_micros(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn caps_are_per_user_and_global_and_slots_come_back() {
+        let r = registry(DisconnectPolicy::Finish, 2);
+        let alice = UserId::from_u128(1);
+        let a1 = r.acquire(alice).unwrap();
+        let _a2 = r.acquire(alice).unwrap();
+        assert!(matches!(r.acquire(alice), Err(AdmissionError::Busy { .. })));
+        let _b1 = r.acquire(UserId::from_u128(2)).unwrap();
+        let _b2 = r.acquire(UserId::from_u128(2)).unwrap();
+        assert!(
+            matches!(
+                r.acquire(UserId::from_u128(3)),
+                Err(AdmissionError::Busy { .. })
+            ),
+            "the global cap of 4 is full"
+        );
+        drop(a1);
+        assert!(r.acquire(alice).is_ok());
+    }
+
+    #[tokio::test]
+    async fn listeners_replay_from_an_id_and_follow_live() {
+        let r = registry(DisconnectPolicy::Finish, 3);
+        let (g, mut first) = r.register(new(7)).unwrap();
+        g.publish(GenerationEvent::Chunk("a".into()));
+        g.publish(GenerationEvent::Chunk("b".into()));
+        let mut late = g.subscribe(Some(0));
+        assert_eq!(late.next().await.unwrap().0, 1, "resumes after id 0");
+        let follower = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some((id, _)) = late.next().await {
+                seen.push(id);
+            }
+            seen
+        });
+        tokio::task::yield_now().await;
+        g.publish(GenerationEvent::Chunk("c".into()));
+        g.publish(GenerationEvent::Done);
+        assert_eq!(follower.await.unwrap(), vec![2, 3]);
+        let mut all = Vec::new();
+        while let Some((id, _)) = first.next().await {
+            all.push(id);
+        }
+        assert_eq!(all, vec![0, 1, 2, 3]);
+        assert!(!g.status().running);
+        assert_eq!(g.status().characters, 3);
+    }
+
+    #[tokio::test]
+    async fn the_last_listener_leaving_cancels_only_under_the_cancel_policy() {
+        let r = registry(DisconnectPolicy::Cancel, 3);
+        let (g, first) = r.register(new(1)).unwrap();
+        let second = g.subscribe(None);
+        drop(first);
+        assert!(!g.cancellation().is_cancelled(), "one listener remains");
+        drop(second);
+        assert!(g.cancellation().is_cancelled());
+        assert_eq!(g.cancel_failure(), GenerationFailure::Cancelled);
+
+        let r = registry(DisconnectPolicy::Finish, 3);
+        let (g, first) = r.register(new(2)).unwrap();
+        drop(first);
+        assert!(!g.cancellation().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn one_running_generation_per_chat() {
+        let r = registry(DisconnectPolicy::Finish, 3);
+        let (g, _s) = r.register(new(5)).unwrap();
+        assert_eq!(
+            r.ensure_idle(ChatId::from_u128(5)),
+            Err(AdmissionError::ChatBusy)
+        );
+        assert!(matches!(r.register(new(5)), Err(AdmissionError::ChatBusy)));
+        g.publish(GenerationEvent::Done);
+        assert!(r.ensure_idle(ChatId::from_u128(5)).is_ok());
+        assert!(r.register(new(5)).is_ok(), "a finished one is replaced");
+    }
+
+    #[tokio::test]
+    async fn shutdown_refuses_new_work_and_cancels_what_outlives_the_grace() {
+        let r = registry(DisconnectPolicy::Finish, 3);
+        let slot = r.acquire(UserId::from_u128(1)).unwrap();
+        let (g, _s) = r.register(new(3)).unwrap();
+        let task_g = Arc::clone(&g);
+        r.spawn(Arc::clone(&g), async move {
+            task_g.cancellation().cancelled().await;
+            task_g.publish(GenerationEvent::Error(task_g.cancel_failure()));
+            task_g.publish(GenerationEvent::Done);
+            drop(slot);
+        });
+        r.shutdown(Duration::from_millis(50)).await;
+        assert_eq!(g.status().outcome, Some("interrupted"));
+        assert!(matches!(
+            r.acquire(UserId::from_u128(1)),
+            Err(AdmissionError::ShuttingDown)
+        ));
+        assert_eq!(r.running(), 0);
+    }
+}

@@ -1,0 +1,951 @@
+//! Streamed answers over SSE, the generation registry (status, cancel, re-attach, caps,
+//! deadline), the disconnect policies and background titles, on every backend.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventsource_stream::{Event, Eventsource};
+use futures::StreamExt;
+use infra_db::testing::{Backend, TestDatabase};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, generation_of, on_every_backend, test_settings};
+
+/// Adds scripted model ids to the fake provider's catalogue.
+fn script_models(app: &TestApp, ids: &[&str]) {
+    let mut models = fake_provider::default_models();
+    for id in ids {
+        models.push(fake_provider::model_entry(
+            id, id, "0.000001", "0.000002", 8_192,
+        ));
+    }
+    app.fake.set_models(models);
+}
+
+async fn new_chat(app: &TestApp, token: &str) -> String {
+    let r = app.post_json_as("/api/v1/chats", token, &json!({})).await;
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    body["uuid"].as_str().unwrap().to_owned()
+}
+
+async fn open_stream(app: &TestApp, token: &str, chat: &str, body: Value) -> reqwest::Response {
+    app.post_json_as(
+        &format!("/api/v1/chats/{chat}/messages/stream"),
+        token,
+        &body,
+    )
+    .await
+}
+
+/// Every event of a finished stream, and its raw text (comments included).
+async fn read_all(response: reqwest::Response) -> (Vec<Event>, String) {
+    let raw = response.text().await.unwrap();
+    let bytes = raw.clone().into_bytes();
+    let events = futures::stream::iter([Ok::<_, std::io::Error>(bytes)])
+        .eventsource()
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
+    (events, raw)
+}
+
+fn data(event: &Event) -> Value {
+    serde_json::from_str(&event.data).unwrap_or(Value::Null)
+}
+
+fn deltas(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(data)
+        .filter(|d| d["type"] == "chunk")
+        .map(|d| d["delta"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The stored messages of a chat, by uuid.
+async fn message(app: &TestApp, token: &str, chat: &str, uuid: &str) -> Value {
+    let tree: Value = app
+        .get_as(&format!("/api/v1/chats/{chat}/complete"), token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    tree["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["uuid"] == uuid)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Waits (up to `limit`) until `check` holds.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_streamed_answer_arrives_in_order_and_is_stored(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let model = "fake/stream?tokens=12&token_ms=5";
+    script_models(&app, &[model]);
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token).await;
+
+    let response = open_stream(
+        &app,
+        &token,
+        &chat,
+        json!({"content": "Tell me a story", "model_id": model}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let h = response.headers();
+    assert!(
+        h["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert_eq!(h["cache-control"], "no-cache");
+    assert_eq!(h["x-accel-buffering"], "no");
+    let (events, _) = read_all(response).await;
+
+    let ids: Vec<u64> = events.iter().map(|e| e.id.parse().unwrap()).collect();
+    assert_eq!(
+        ids,
+        (0..events.len() as u64).collect::<Vec<_>>(),
+        "ids 0, 1, 2, …"
+    );
+    let types: Vec<Value> = events.iter().map(|e| data(e)["type"].clone()).collect();
+    assert_eq!(types[0], "start");
+    assert_eq!(events.len(), 12 + 3, "start, 12 chunks, final, [DONE]");
+    assert!(types[1..13].iter().all(|t| t == "chunk"), "{types:?}");
+    assert_eq!(types[13], "final");
+    assert_eq!(events[14].data, "[DONE]");
+
+    let start = data(&events[0]);
+    let last = data(&events[13]);
+    assert_eq!(start["message_uuid"], last["message_uuid"]);
+    assert_eq!(last["model"], model);
+    assert_eq!(last["finish_reason"], "stop");
+    assert!(last["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    let text = deltas(&events);
+    assert_eq!(
+        text, last["content"],
+        "deltas concatenate to the final content"
+    );
+    assert!(
+        text.starts_with("word0 word1"),
+        "deltas, not accumulated text: {text}"
+    );
+
+    let answer_uuid = last["message_uuid"].as_str().unwrap();
+    let stored = message(&app, &token, &chat, answer_uuid).await;
+    assert_eq!(stored["content"], last["content"]);
+    assert_eq!(stored["status"], "complete");
+    assert_eq!(stored["parent_uuid"], start["user_message_uuid"]);
+    let question = message(
+        &app,
+        &token,
+        &chat,
+        start["user_message_uuid"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(question["content"], "Tell me a story");
+    let branch: Value = app
+        .get_as(&format!("/api/v1/chats/{chat}/messages"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let branch = branch.as_array().unwrap().clone();
+    assert_eq!(
+        branch.last().unwrap()["uuid"],
+        answer_uuid,
+        "the answer is the current leaf"
+    );
+    let (prompt, completion, cost, finish) = generation_of(&app, &last["message_uuid"]).await;
+    assert_eq!(
+        (prompt + completion) as u64,
+        last["usage"]["total_tokens"].as_u64().unwrap()
+    );
+    assert!(cost > 0, "cost from the catalogue's prices");
+    assert_eq!(finish.as_deref(), Some("stop"));
+
+    // A streamed retry answers the same question again, as a sibling.
+    let retry = app
+        .client
+        .post(app.url(&format!(
+            "/api/v1/chats/{chat}/messages/{answer_uuid}/retry/stream"
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 200);
+    let (events, _) = read_all(retry).await;
+    let again = data(&events[events.len() - 2]);
+    assert_eq!(again["type"], "final");
+    let sibling = message(&app, &token, &chat, again["message_uuid"].as_str().unwrap()).await;
+    assert_eq!(sibling["parent_uuid"], start["user_message_uuid"]);
+    app.finish().await;
+}
+
+async fn a_provider_error_mid_stream_keeps_the_partial_answer_as_failed(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let model = "fake/breaks?tokens=10&error_after=4";
+    script_models(&app, &[model]);
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token).await;
+    let response = open_stream(
+        &app,
+        &token,
+        &chat,
+        json!({"content": "hi", "model_id": model}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let (events, _) = read_all(response).await;
+    let types: Vec<Value> = events.iter().map(|e| data(e)["type"].clone()).collect();
+    assert_eq!(
+        types[..5],
+        [
+            json!("start"),
+            json!("chunk"),
+            json!("chunk"),
+            json!("chunk"),
+            json!("chunk")
+        ]
+    );
+    let error = data(&events[5]);
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error_type"], "provider_error");
+    assert_eq!(error["retry_available"], true);
+    assert!(error["message"].is_string());
+    assert_eq!(events[6].data, "[DONE]");
+    assert_eq!(events.len(), 7);
+
+    let answer = data(&events[0])["message_uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = message(&app, &token, &chat, &answer).await;
+    assert_eq!(stored["status"], "failed");
+    assert_eq!(
+        stored["content"],
+        deltas(&events),
+        "the partial text is kept"
+    );
+    assert_eq!(stored["content"], "word0 word1 word2 word3");
+    app.finish().await;
+}
+
+async fn a_slow_stream_gets_ping_comments(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let mut settings = test_settings(db.url());
+    settings.generation.ping_interval_ms = 50;
+    let app = TestApp::spawn_with(settings, db).await;
+    let model = "fake/slow?ttft_ms=400&tokens=2";
+    script_models(&app, &[model]);
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token).await;
+    let response = open_stream(
+        &app,
+        &token,
+        &chat,
+        json!({"content": "hi", "model_id": model}),
+    )
+    .await;
+    let (events, raw) = read_all(response).await;
+    assert!(
+        raw.matches(": ping\n\n").count() >= 3,
+        "pings while the provider is silent: {raw}"
+    );
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    app.finish().await;
+}
+
+async fn errors_before_the_stream_are_plain_http_errors(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let alice = app.user_token("alice").await;
+    let bob = app.user_token("bob").await;
+    let chat = new_chat(&app, &alice).await;
+    let foreign = open_stream(&app, &bob, &chat, json!({"content": "hi"})).await;
+    crate::helpers::assert_envelope(foreign, 404, "not_found").await;
+    let blank = open_stream(&app, &alice, &chat, json!({"content": "  "})).await;
+    crate::helpers::assert_envelope(blank, 422, "validation_error").await;
+    let unknown = open_stream(
+        &app,
+        &alice,
+        &chat,
+        json!({"content": "hi", "model_id": "no/such"}),
+    )
+    .await;
+    crate::helpers::assert_envelope(unknown, 422, "validation_error").await;
+    let no_auth = app
+        .post_json(
+            &format!("/api/v1/chats/{chat}/messages/stream"),
+            &json!({"content": "hi"}),
+        )
+        .await;
+    crate::helpers::assert_envelope(no_auth, 401, "unauthenticated").await;
+    for path in ["generation", "generation/stream"] {
+        let r = app
+            .get_as(&format!("/api/v1/chats/{chat}/{path}"), &bob)
+            .await;
+        crate::helpers::assert_envelope(r, 404, "not_found").await;
+    }
+    let r = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/generation/cancel"),
+            &alice,
+            &json!({}),
+        )
+        .await;
+    crate::helpers::assert_envelope(r, 404, "not_found").await;
+    let status: Value = app
+        .get_as(&format!("/api/v1/chats/{chat}/generation"), &alice)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status, json!({"running": false, "generation": null}));
+    app.finish().await;
+}
+
+/// Opens a long stream and reads its first `n` events.
+async fn open_and_read(
+    app: &TestApp,
+    token: &str,
+    chat: &str,
+    model: &str,
+    n: usize,
+) -> (
+    Vec<Event>,
+    impl futures::Stream<Item = Result<Event, eventsource_stream::EventStreamError<reqwest::Error>>>
+    + use<>,
+) {
+    let response = open_stream(
+        app,
+        token,
+        chat,
+        json!({"content": "go", "model_id": model}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut stream = Box::pin(response.bytes_stream().eventsource());
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        seen.push(
+            stream
+                .next()
+                .await
+                .expect("an event")
+                .expect("a valid event"),
+        );
+    }
+    (seen, stream)
+}
+
+/// Counts stored answers by status with one query.
+async fn answers_by_status(app: &TestApp) -> std::collections::HashMap<String, (usize, usize)> {
+    use sea_orm::ConnectionTrait;
+    let db = app.db.raw().await;
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT status, content FROM messages WHERE role = 'assistant'",
+        ))
+        .await
+        .unwrap();
+    let _ = db.close().await;
+    let mut out = std::collections::HashMap::new();
+    for row in rows {
+        let status: String = row.try_get("", "status").unwrap();
+        let content: String = row.try_get("", "content").unwrap();
+        let e = out.entry(status).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += usize::from(!content.is_empty());
+    }
+    out
+}
+
+async fn disconnects(backend: Backend, cancel: bool) {
+    const STREAMS: usize = 200;
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let mut settings = test_settings(db.url());
+    settings.generation.on_client_disconnect = if cancel {
+        arbor::config::OnClientDisconnect::Cancel
+    } else {
+        arbor::config::OnClientDisconnect::Finish
+    };
+    settings.generation.per_user_limit = STREAMS;
+    settings.llm.max_concurrent_requests = STREAMS;
+    // No idle keep-alive: every provider connection open is one in use.
+    settings.llm.pool_max_idle_per_host = 0;
+    let app = Arc::new(TestApp::spawn_with(settings, db).await);
+    let model = "fake/long?tokens=60&token_ms=25";
+    script_models(&app, &[model]);
+    let token = app.user_token("alice").await;
+    let mut chats = Vec::new();
+    for _ in 0..STREAMS {
+        chats.push(new_chat(&app, &token).await);
+    }
+    let baseline = app.fake.stats().open_connections;
+
+    let mut clients = tokio::task::JoinSet::new();
+    for chat in chats {
+        let (app, token) = (Arc::clone(&app), token.clone());
+        clients.spawn(async move {
+            let (seen, stream) = open_and_read(&app, &token, &chat, model, 3).await;
+            drop(stream); // the client goes away mid-answer
+            assert_eq!(data(&seen[1])["type"], "chunk");
+        });
+    }
+    while let Some(r) = clients.join_next().await {
+        r.unwrap();
+    }
+    let gone = Instant::now();
+
+    if cancel {
+        let released = eventually(Duration::from_secs(1), || async {
+            let s = app.fake.stats();
+            s.open_connections <= baseline && s.in_flight == 0
+        })
+        .await;
+        assert!(
+            released,
+            "provider connections back to baseline within 1 s of the disconnects: {:?} (baseline {baseline})",
+            app.fake.stats()
+        );
+        tracing::info!(elapsed_ms = gone.elapsed().as_millis() as u64, "released");
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                answers_by_status(&app)
+                    .await
+                    .get("interrupted")
+                    .map(|c| c.0)
+                    == Some(STREAMS)
+            })
+            .await,
+            "{:?}",
+            answers_by_status(&app).await
+        );
+        let counts = answers_by_status(&app).await;
+        assert_eq!(
+            counts["interrupted"],
+            (STREAMS, STREAMS),
+            "all with partial text"
+        );
+    } else {
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                answers_by_status(&app).await.get("complete").map(|c| c.0) == Some(STREAMS)
+            })
+            .await,
+            "{:?}",
+            answers_by_status(&app).await
+        );
+        assert!(
+            eventually(Duration::from_secs(2), || async {
+                let s = app.fake.stats();
+                s.open_connections <= baseline && s.in_flight == 0
+            })
+            .await,
+            "{:?}",
+            app.fake.stats()
+        );
+        assert_eq!(
+            answers_by_status(&app).await.len(),
+            1,
+            "nothing but complete answers"
+        );
+    }
+    Arc::try_unwrap(app).ok().unwrap().finish().await;
+}
+
+async fn two_hundred_disconnects_under_cancel_release_everything(backend: Backend) {
+    disconnects(backend, true).await;
+}
+
+async fn two_hundred_disconnects_under_finish_complete_everything(backend: Backend) {
+    disconnects(backend, false).await;
+}
+
+async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let model = "fake/long?tokens=200&token_ms=20";
+    script_models(&app, &[model]);
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token).await;
+    let (mut seen, mut stream) = open_and_read(&app, &token, &chat, model, 4).await;
+    let status: Value = app
+        .get_as(&format!("/api/v1/chats/{chat}/generation"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["running"], true);
+    assert_eq!(
+        status["generation"]["message_uuid"],
+        data(&seen[0])["message_uuid"]
+    );
+
+    let cancelled = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/generation/cancel"),
+            &token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    let cancelled: Value = cancelled.json().await.unwrap();
+    assert_eq!(cancelled["running"], false);
+    assert_eq!(cancelled["outcome"], "interrupted");
+    while let Some(e) = stream.next().await {
+        seen.push(e.unwrap());
+    }
+    let n = seen.len();
+    let error = data(&seen[n - 2]);
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error_type"], "cancelled");
+    assert_eq!(seen[n - 1].data, "[DONE]");
+    let answer = data(&seen[0])["message_uuid"].as_str().unwrap().to_owned();
+    let stored = message(&app, &token, &chat, &answer).await;
+    assert_eq!(stored["status"], "interrupted");
+    assert_eq!(
+        stored["content"],
+        deltas(&seen),
+        "exactly what the client saw"
+    );
+    assert!(deltas(&seen).split(' ').count() < 200, "it stopped early");
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            app.fake.stats().in_flight == 0
+        })
+        .await,
+        "the provider request ends with the cancel"
+    );
+    // The chat stays usable; the interrupted answer can be answered again.
+    let again = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/messages/{answer}/retry"),
+            &token,
+            &json!({"model_id": "fake/small"}),
+        )
+        .await;
+    assert_eq!(again.status(), 201);
+    let r = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/generation/cancel"),
+            &token,
+            &json!({}),
+        )
+        .await;
+    crate::helpers::assert_envelope(r, 404, "not_found").await;
+    app.finish().await;
+}
+
+async fn reattaching_replays_exactly_the_missed_events(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let model = "fake/long?tokens=40&token_ms=15";
+    script_models(&app, &[model]);
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token).await;
+    let (first, stream) = open_and_read(&app, &token, &chat, model, 6).await;
+    drop(stream); // ids 0..=5 seen, then the connection drops
+    assert_eq!(first[5].id, "5");
+
+    let resumed = app
+        .client
+        .get(app.url(&format!("/api/v1/chats/{chat}/generation/stream")))
+        .bearer_auth(&token)
+        .header("Last-Event-ID", "5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let (rest, _) = read_all(resumed).await;
+    let ids: Vec<u64> = rest.iter().map(|e| e.id.parse().unwrap()).collect();
+    assert_eq!(ids[0], 6, "no duplicates");
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "no gaps: {ids:?}");
+    let last = data(&rest[rest.len() - 2]);
+    assert_eq!(last["type"], "final");
+    let mut all = first.clone();
+    all.extend(rest);
+    assert_eq!(deltas(&all), last["content"]);
+
+    // After the end it stays attachable for a while: a full replay from the start.
+    let replay = app
+        .get_as(&format!("/api/v1/chats/{chat}/generation/stream"), &token)
+        .await;
+    let (replayed, _) = read_all(replay).await;
+    assert_eq!(replayed.len(), all.len());
+    assert_eq!(deltas(&replayed), last["content"]);
+    let bad = app
+        .client
+        .get(app.url(&format!("/api/v1/chats/{chat}/generation/stream")))
+        .bearer_auth(&token)
+        .header("Last-Event-ID", "seven")
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::assert_envelope(bad, 422, "validation_error").await;
+    app.finish().await;
+}
+
+async fn caps_refuse_the_extra_generation_with_retry_after(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let mut settings = test_settings(db.url());
+    settings.generation.per_user_limit = 2;
+    let app = TestApp::spawn_with(settings, db).await;
+    let model = "fake/long?tokens=200&token_ms=20";
+    script_models(&app, &[model]);
+    let token = app.user_token("alice").await;
+    let other = app.user_token("bob").await;
+    let (a, b, c) = (
+        new_chat(&app, &token).await,
+        new_chat(&app, &token).await,
+        new_chat(&app, &token).await,
+    );
+    let (_, _sa) = open_and_read(&app, &token, &a, model, 1).await;
+    let busy_chat = open_stream(
+        &app,
+        &token,
+        &a,
+        json!({"content": "again", "model_id": model}),
+    )
+    .await;
+    crate::helpers::assert_envelope(busy_chat, 409, "conflict").await;
+    let (_, _sb) = open_and_read(&app, &token, &b, model, 1).await;
+
+    let third = open_stream(
+        &app,
+        &token,
+        &c,
+        json!({"content": "one more", "model_id": model}),
+    )
+    .await;
+    let retry_after: u64 = third.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    crate::helpers::assert_envelope(third, 429, "rate_limited").await;
+    let blocking = app
+        .post_json_as(
+            &format!("/api/v1/chats/{c}/messages"),
+            &token,
+            &json!({"content": "x"}),
+        )
+        .await;
+    crate::helpers::assert_envelope(blocking, 429, "rate_limited").await;
+    let before: Value = app
+        .get_as(&format!("/api/v1/chats/{c}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before["message_count"], 1, "a refused send stores nothing");
+
+    // Another user is not affected; a freed slot is usable again.
+    let bobs = new_chat(&app, &other).await;
+    let (_, _sbob) = open_and_read(&app, &other, &bobs, model, 1).await;
+    let r = app
+        .post_json_as(
+            &format!("/api/v1/chats/{a}/generation/cancel"),
+            &token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let (_, _sc) = open_and_read(&app, &token, &c, model, 1).await;
+    app.finish().await;
+}
+
+async fn the_deadline_ends_a_stuck_generation(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let mut settings = test_settings(db.url());
+    settings.generation.deadline_secs = 1;
+    let app = TestApp::spawn_with(settings, db).await;
+    let model = "fake/stuck?tokens=3&token_ms=5000";
+    script_models(&app, &[model]);
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token).await;
+    let started = Instant::now();
+    let response = open_stream(
+        &app,
+        &token,
+        &chat,
+        json!({"content": "hi", "model_id": model}),
+    )
+    .await;
+    let (events, _) = read_all(response).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let error = data(&events[events.len() - 2]);
+    assert_eq!(error["error_type"], "generation_timeout");
+    let answer = data(&events[0])["message_uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = message(&app, &token, &chat, &answer).await;
+    assert_eq!(stored["status"], "failed");
+    assert_eq!(stored["content"], "word0", "the partial text is kept");
+    app.finish().await;
+}
+
+/// The chat's title, once it is set (or `None` after `limit`).
+async fn title_after(app: &TestApp, token: &str, chat: &str, limit: Duration) -> Option<String> {
+    let start = Instant::now();
+    loop {
+        let c: Value = app
+            .get_as(&format!("/api/v1/chats/{chat}"), token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if c["title"] != "Untitled Chat" {
+            return c["title"].as_str().map(str::to_owned);
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn title_requests(app: &TestApp) -> Vec<String> {
+    app.fake
+        .requests()
+        .iter()
+        .filter(|r| r["model"].as_str().unwrap_or("").starts_with("fake/title"))
+        .map(|r| r["messages"][0]["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn with_title_model(backend: Backend, title_model: &str) -> Option<TestApp> {
+    let db = TestDatabase::create(backend).await?;
+    let mut settings = test_settings(db.url());
+    settings.generation.title_model = title_model.to_owned();
+    Some(TestApp::spawn_with(settings, db).await)
+}
+
+async fn titles_are_written_in_the_background_in_the_conversation_language(backend: Backend) {
+    let Some(app) = with_title_model(
+        backend,
+        "fake/title?ttft_ms=1500&content=Title:%20%22Trip%20planning%22",
+    )
+    .await
+    else {
+        return;
+    };
+    let japanese_model = "fake/ja?content=%E3%81%AF%E3%81%84%E3%80%81%E8%A8%88%E7%94%BB%E3%81%97%E3%81%BE%E3%81%97%E3%82%87%E3%81%86";
+    script_models(&app, &[japanese_model]);
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token).await;
+    let started = Instant::now();
+    let response = open_stream(
+        &app,
+        &token,
+        &chat,
+        json!({"content": "Plan a trip to Kyoto"}),
+    )
+    .await;
+    let (events, _) = read_all(response).await;
+    assert_eq!(data(&events[events.len() - 2])["type"], "final");
+    assert!(
+        started.elapsed() < Duration::from_millis(1_000),
+        "the final event does not wait for the 1.5 s title call: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        title_after(&app, &token, &chat, Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some("Trip planning"),
+        "prefix and quotes removed"
+    );
+    let prompts = title_requests(&app);
+    assert_eq!(prompts.len(), 1);
+    assert!(
+        prompts[0].contains("User: Plan a trip to Kyoto"),
+        "{}",
+        prompts[0]
+    );
+    assert!(prompts[0].ends_with("Title:"));
+
+    // A Japanese conversation gets a Japanese prompt; a second answer does not retitle.
+    let ja = new_chat(&app, &token).await;
+    let r = app
+        .post_json_as(
+            &format!("/api/v1/chats/{ja}/messages"),
+            &token,
+            &json!({"content": "京都旅行の計画を立ててください", "model_id": japanese_model}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    assert!(
+        title_after(&app, &token, &ja, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    let prompts = title_requests(&app);
+    assert!(prompts[1].ends_with("タイトル:"), "{}", prompts[1]);
+    let r = app
+        .post_json_as(
+            &format!("/api/v1/chats/{ja}/messages"),
+            &token,
+            &json!({"content": "もう一つ"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        title_requests(&app).len(),
+        2,
+        "only the first answer is titled"
+    );
+    app.finish().await;
+}
+
+async fn a_failed_title_call_falls_back_to_the_first_question(backend: Backend) {
+    let Some(app) = with_title_model(backend, "fake/title-down?status=400").await else {
+        return;
+    };
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token).await;
+    let r = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/messages"),
+            &token,
+            &json!({"content": "  Hello world how are you  "}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "a failing title never breaks the chat");
+    assert_eq!(
+        title_after(&app, &token, &chat, Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some("Hello world how are you")
+    );
+    app.finish().await;
+}
+
+async fn a_user_title_is_never_overwritten(backend: Backend) {
+    let Some(app) = with_title_model(backend, "fake/title?ttft_ms=600&content=Generated").await
+    else {
+        return;
+    };
+    let token = app.user_token("alice").await;
+    // Set before the first answer: no title call at all.
+    let named = app
+        .post_json_as("/api/v1/chats", &token, &json!({"title": "Mine"}))
+        .await;
+    let named: Value = named.json().await.unwrap();
+    let named = named["uuid"].as_str().unwrap();
+    let r = app
+        .post_json_as(
+            &format!("/api/v1/chats/{named}/messages"),
+            &token,
+            &json!({"content": "hi"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    // Set while the title call is in flight: the generated title loses.
+    let chat = new_chat(&app, &token).await;
+    let r = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/messages"),
+            &token,
+            &json!({"content": "hi"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let patched = app
+        .client
+        .patch(app.url(&format!("/api/v1/chats/{chat}")))
+        .bearer_auth(&token)
+        .json(&json!({"title": "My own"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            title_requests(&app).len() == 1
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        title_after(&app, &token, &chat, Duration::ZERO)
+            .await
+            .as_deref(),
+        Some("My own")
+    );
+    assert_eq!(
+        title_after(&app, &token, named, Duration::ZERO)
+            .await
+            .as_deref(),
+        Some("Mine")
+    );
+    assert_eq!(
+        title_requests(&app).len(),
+        1,
+        "no title call for a chat titled by its user"
+    );
+    app.finish().await;
+}
+
+on_every_backend!(
+    a_streamed_answer_arrives_in_order_and_is_stored,
+    a_provider_error_mid_stream_keeps_the_partial_answer_as_failed,
+    a_slow_stream_gets_ping_comments,
+    errors_before_the_stream_are_plain_http_errors,
+    two_hundred_disconnects_under_cancel_release_everything,
+    two_hundred_disconnects_under_finish_complete_everything,
+    cancel_stops_the_generation_and_keeps_the_partial_text,
+    reattaching_replays_exactly_the_missed_events,
+    caps_refuse_the_extra_generation_with_retry_after,
+    the_deadline_ends_a_stuck_generation,
+    titles_are_written_in_the_background_in_the_conversation_language,
+    a_failed_title_call_falls_back_to_the_first_question,
+    a_user_title_is_never_overwritten,
+);
