@@ -4,7 +4,7 @@ use domain::{
     Chat, ChatId, ChatTitle, ConversationTree, GenerationRecord, Message, MessageId, MessageStatus,
     Role, SystemPrompt, Timestamp, TreeError, UserId,
 };
-use sea_orm::prelude::Expr;
+use sea_orm::prelude::{Expr, Uuid};
 use sea_orm::sea_query::{Func, LikeExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter,
@@ -540,10 +540,11 @@ impl ChatRepository for SeaOrmStore {
                 .filter(messages::Column::CreatedAt.lt(ts(created_before)))
         };
         let txn = self.begin_write().await?;
-        let chat_ids: Vec<sea_orm::prelude::Uuid> = streaming()
+        let left: Vec<(Uuid, Uuid, Option<Uuid>)> = streaming()
             .select_only()
+            .column(messages::Column::Id)
             .column(messages::Column::ChatId)
-            .distinct()
+            .column(messages::Column::ParentId)
             .into_tuple()
             .all(&txn)
             .await
@@ -559,13 +560,21 @@ impl ChatRepository for SeaOrmStore {
             .await
             .map_err(to_repo_error)?
             .rows_affected;
-        for chunk in chat_ids.chunks(DELETE_CHUNK) {
-            chats::Entity::update_many()
+        // As if the answer had ended: it becomes the current leaf when the user is still on
+        // its question. A handful of rows (what one crash left), one statement each.
+        for (id, chat, parent) in left {
+            let mut update = chats::Entity::update_many()
                 .col_expr(chats::Column::UpdatedAt, Expr::value(ts(now)))
-                .filter(chats::Column::Id.is_in(chunk.iter().copied()))
-                .exec(&txn)
-                .await
-                .map_err(to_repo_error)?;
+                .filter(chats::Column::Id.eq(chat));
+            if let Some(parent) = parent {
+                update = update.col_expr(
+                    chats::Column::CurrentLeafId,
+                    Expr::case(chats::Column::CurrentLeafId.eq(parent), Expr::value(id))
+                        .finally(Expr::col(chats::Column::CurrentLeafId))
+                        .into(),
+                );
+            }
+            update.exec(&txn).await.map_err(to_repo_error)?;
         }
         txn.commit().await.map_err(to_repo_error)?;
         Ok(marked)

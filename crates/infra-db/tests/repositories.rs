@@ -879,8 +879,19 @@ mod suite {
         assert_eq!(status(old.id), MessageStatus::Interrupted);
         assert_eq!(status(young.id), MessageStatus::Streaming);
         assert_eq!(status(q.id), MessageStatus::Complete);
-        assert!(store.get_chat(owner, chat.id).await.unwrap().updated_at > version);
+        let after = store.get_chat(owner, chat.id).await.unwrap();
+        assert!(after.updated_at > version);
+        assert_eq!(after.current_leaf_id, old.id, "where the user left off");
         assert_eq!(store.interrupt_streaming(now(), now()).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .get_chat(owner, chat.id)
+                .await
+                .unwrap()
+                .current_leaf_id,
+            old.id,
+            "the user is no longer on the question: the leaf stays"
+        );
         assert_eq!(store.interrupt_streaming(now(), now()).await.unwrap(), 0);
     }
 

@@ -393,7 +393,8 @@ pub trait ChatRepository: Send + Sync + 'static {
 
     /// Marks `interrupted` every message still `streaming` that was created before
     /// `created_before` (answers whose generation died with a process), bumping their chats'
-    /// versions. Returns how many were marked.
+    /// versions; an answer whose question is still the current leaf becomes the leaf (as if
+    /// it had ended). Returns how many were marked.
     ///
     /// # Errors
     /// Storage failures.

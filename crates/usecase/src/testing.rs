@@ -471,12 +471,15 @@ impl ChatRepository for InMemoryStore {
                 }) {
                     m.status = MessageStatus::Interrupted;
                     marked += 1;
-                    touched.push(*chat);
+                    touched.push((*chat, m.id, m.parent_id));
                 }
             }
-            for chat in touched {
+            for (chat, id, parent) in touched {
                 if let Some(c) = s.chats.get_mut(&chat) {
                     c.updated_at = now;
+                    if Some(c.current_leaf_id) == parent {
+                        c.current_leaf_id = id;
+                    }
                 }
             }
             Ok(marked)

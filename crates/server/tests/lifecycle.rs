@@ -1,0 +1,414 @@
+//! The `arbor` process killed or stopped mid-stream: crash recovery at the next start-up and
+//! graceful shutdown, against the real binary, a real database and the fake provider.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step must abort the test with its reason"
+)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use infra_db::testing::{Backend, TestDatabase};
+use serde_json::{Value, json};
+
+const SLOW: &str = "fake/slow?tokens=200&token_ms=50";
+const QUICK: &str = "fake/quick?tokens=20&token_ms=50";
+
+/// One `arbor serve` process.
+struct Arbor {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Arbor {
+    async fn start(db: &TestDatabase, provider: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let config_dir = std::env::temp_dir().join(format!("arbor-lifecycle-{port}"));
+        std::fs::create_dir_all(&config_dir).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_arbor"));
+        cmd.arg("--config-dir")
+            .arg(&config_dir)
+            .arg("serve")
+            .env_remove("ARBOR_ENV")
+            .env("DATABASE_URL", db.url())
+            .env("ARBOR__SERVER__PORT", port.to_string())
+            .env("ARBOR__SERVER__WORKERS", "2")
+            .env("ARBOR__LLM__BASE_URL", provider)
+            .env("ARBOR__AUTH__ARGON2_MEMORY_KIB", "1024")
+            .env("ARBOR__AUTH__ARGON2_ITERATIONS", "1")
+            .env("ARBOR__AUTH__REGISTER_PER_WINDOW", "1000")
+            .env("ARBOR__AUTH__LOGIN_PER_WINDOW", "1000")
+            .env("ARBOR__GENERATION__TITLES", "false")
+            .env("ARBOR__LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("arbor starts");
+        let arbor = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = arbor.client.get(arbor.url("/api/v1/ready")).send().await
+                && r.status() == 200
+            {
+                return arbor;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "arbor never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Value {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
+    /// A user's token, registering them first when `register`.
+    async fn token(&self, name: &str, register: bool) -> String {
+        let credentials = json!({"username": name, "password": "correct horse battery"});
+        if register {
+            assert_eq!(
+                self.post("/api/v1/users", None, &credentials)
+                    .await
+                    .status(),
+                201
+            );
+        }
+        let r: Value = self
+            .post("/api/v1/auth/login", None, &credentials)
+            .await
+            .json()
+            .await
+            .unwrap();
+        r["access_token"].as_str().unwrap().to_owned()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its exit status.
+    async fn exited(mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < limit, "arbor did not exit in {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Arbor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn provider() -> fake_provider::FakeProvider {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = fake_provider::FakeProvider::start().await.unwrap();
+    let mut models = fake_provider::default_models();
+    for id in [SLOW, QUICK] {
+        models.push(fake_provider::model_entry(
+            id, id, "0.000001", "0.000002", 8_192,
+        ));
+    }
+    fake.set_models(models);
+    fake
+}
+
+/// Opens a stream in a new chat and reads `n` events; returns (chat, answer uuid, the
+/// event stream, text seen).
+async fn stream_some(
+    arbor: &Arbor,
+    token: &str,
+    model: &str,
+    n: usize,
+) -> (
+    String,
+    String,
+    impl futures::Stream<
+        Item = Result<
+            eventsource_stream::Event,
+            eventsource_stream::EventStreamError<reqwest::Error>,
+        >,
+    > + Unpin
+    + use<>,
+    String,
+) {
+    let chat: Value = arbor
+        .post("/api/v1/chats", Some(token), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let chat = chat["uuid"].as_str().unwrap().to_owned();
+    let response = arbor
+        .post(
+            &format!("/api/v1/chats/{chat}/messages/stream"),
+            Some(token),
+            &json!({"content": "tell me everything", "model_id": model}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut events = Box::pin(response.bytes_stream().eventsource());
+    let mut answer = String::new();
+    let mut text = String::new();
+    for _ in 0..n {
+        let e = events.next().await.unwrap().unwrap();
+        let d: Value = serde_json::from_str(&e.data).unwrap();
+        if d["type"] == "start" {
+            answer = d["message_uuid"].as_str().unwrap().to_owned();
+        } else if let Some(delta) = d["delta"].as_str() {
+            text.push_str(delta);
+        }
+    }
+    (chat, answer, events, text)
+}
+
+/// The remaining events' data (`"[DONE]"` as a string), appending deltas to `text`.
+async fn read_rest<S>(mut events: S, text: &mut String) -> Vec<Value>
+where
+    S: futures::Stream<
+            Item = Result<
+                eventsource_stream::Event,
+                eventsource_stream::EventStreamError<reqwest::Error>,
+            >,
+        > + Unpin,
+{
+    let mut out = Vec::new();
+    while let Some(Ok(e)) = events.next().await {
+        if e.data == "[DONE]" {
+            out.push(json!("[DONE]"));
+            continue;
+        }
+        let d: Value = serde_json::from_str(&e.data).unwrap();
+        if let Some(delta) = d["delta"].as_str() {
+            text.push_str(delta);
+        }
+        out.push(d);
+    }
+    out
+}
+
+async fn stored(arbor: &Arbor, token: &str, chat: &str, uuid: &str) -> Value {
+    let all = arbor
+        .get(&format!("/api/v1/chats/{chat}/complete"), token)
+        .await;
+    all["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["uuid"] == uuid)
+        .cloned()
+        .unwrap_or_else(|| panic!("no message {uuid} in {all}"))
+}
+
+/// Rows that would betray a half-written write.
+async fn integrity_violations(db: &TestDatabase) -> Vec<(String, i64)> {
+    use sea_orm::ConnectionTrait;
+    let conn = db.raw().await;
+    let checks = [
+        (
+            "messages still streaming",
+            "SELECT COUNT(*) AS n FROM messages WHERE status = 'streaming'",
+        ),
+        (
+            "messages without a parent that are not a root",
+            "SELECT COUNT(*) AS n FROM messages m WHERE m.parent_id IS NULL \
+             AND m.id NOT IN (SELECT root_id FROM chats)",
+        ),
+        (
+            "chats whose leaf is missing",
+            "SELECT COUNT(*) AS n FROM chats c WHERE c.current_leaf_id NOT IN \
+             (SELECT id FROM messages)",
+        ),
+        (
+            "chats whose message count is wrong",
+            "SELECT COUNT(*) AS n FROM chats c WHERE c.message_count <> \
+             (SELECT COUNT(*) FROM messages m WHERE m.chat_id = c.id)",
+        ),
+        (
+            "generation records of no complete answer",
+            "SELECT COUNT(*) AS n FROM generations g WHERE g.message_id NOT IN \
+             (SELECT id FROM messages WHERE status = 'complete')",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, sql) in checks {
+        let row = conn
+            .query_one_raw(sea_orm::Statement::from_string(
+                conn.get_database_backend(),
+                sql,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let n: i64 = row.try_get("", "n").unwrap();
+        if n != 0 {
+            out.push((name.to_owned(), n));
+        }
+    }
+    let _ = conn.close().await;
+    out
+}
+
+async fn killed_mid_stream_then_restarted(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let fake = provider().await;
+    let arbor = Arbor::start(&db, &fake.base_url(), &[]).await;
+    let token = arbor.token("alice", true).await;
+    let (chat, answer, events, _) = stream_some(&arbor, &token, SLOW, 5).await;
+    arbor.signal("-KILL");
+    drop(events);
+    assert!(!arbor.exited(Duration::from_secs(5)).await.success());
+
+    let arbor = Arbor::start(&db, &fake.base_url(), &[]).await;
+    let token = arbor.token("alice", false).await;
+    let message = stored(&arbor, &token, &chat, &answer).await;
+    assert_eq!(message["status"], "interrupted", "{message}");
+    let current = arbor
+        .get(&format!("/api/v1/chats/{chat}/messages"), &token)
+        .await;
+    assert_eq!(
+        current.as_array().unwrap().last().unwrap()["uuid"],
+        answer.as_str(),
+        "the interrupted answer is where the user left off"
+    );
+    assert_eq!(integrity_violations(&db).await, vec![]);
+    // The chat is usable: the interrupted answer can be retried, and the chat continued.
+    let retried = arbor
+        .post(
+            &format!("/api/v1/chats/{chat}/messages/{answer}/retry"),
+            Some(&token),
+            &json!({"model_id": "fake/small"}),
+        )
+        .await;
+    assert_eq!(retried.status(), 201);
+    let sent = arbor
+        .post(
+            &format!("/api/v1/chats/{chat}/messages"),
+            Some(&token),
+            &json!({"content": "and then?", "model_id": "fake/small"}),
+        )
+        .await;
+    assert_eq!(sent.status(), 201);
+    assert_eq!(integrity_violations(&db).await, vec![]);
+    drop(arbor);
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_killed_mid_stream_then_restarted() {
+    killed_mid_stream_then_restarted(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killed_mid_stream_then_restarted() {
+    killed_mid_stream_then_restarted(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_killed_mid_stream_then_restarted() {
+    killed_mid_stream_then_restarted(Backend::MySql).await;
+}
+
+/// SIGTERM: a generation that fits in the grace period completes and reaches its client; one
+/// that does not is saved `interrupted` with its partial text; the process exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_generations_finish_within_the_grace_period() {
+    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
+        return;
+    };
+    let fake = provider().await;
+    let arbor = Arbor::start(
+        &db,
+        &fake.base_url(),
+        &[("ARBOR__GENERATION__SHUTDOWN_GRACE_SECS", "3")],
+    )
+    .await;
+    let token = arbor.token("alice", true).await;
+    let (quick_chat, quick, quick_events, mut quick_text) =
+        stream_some(&arbor, &token, QUICK, 3).await;
+    let (slow_chat, slow, slow_events, mut slow_text) = stream_some(&arbor, &token, SLOW, 3).await;
+    arbor.signal("-TERM");
+
+    let quick_tail = read_rest(quick_events, &mut quick_text).await;
+    let slow_tail = read_rest(slow_events, &mut slow_text).await;
+    let n = quick_tail.len();
+    assert_eq!(
+        quick_tail[n - 2]["type"],
+        "final",
+        "finished within the grace"
+    );
+    assert_eq!(quick_tail[n - 1], "[DONE]");
+    let n = slow_tail.len();
+    assert_eq!(slow_tail[n - 2]["error_type"], "service_unavailable");
+    assert_eq!(slow_tail[n - 1], "[DONE]");
+    let status = arbor.exited(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}");
+
+    let arbor = Arbor::start(&db, &fake.base_url(), &[]).await;
+    let token = arbor.token("alice", false).await;
+    let q = stored(&arbor, &token, &quick_chat, &quick).await;
+    assert_eq!(q["status"], "complete");
+    assert_eq!(q["content"], quick_text);
+    let s = stored(&arbor, &token, &slow_chat, &slow).await;
+    assert_eq!(s["status"], "interrupted");
+    assert!(!slow_text.is_empty());
+    assert_eq!(
+        s["content"], slow_text,
+        "saved by the shutdown, not by recovery"
+    );
+    drop(arbor);
+    db.drop_database().await;
+}
