@@ -861,6 +861,33 @@ where
         Ok(subscription)
     }
 
+    /// Commits a user message under `parent` (the current leaf when `None`) and makes it
+    /// the current leaf.
+    async fn store_question(
+        &self,
+        owner: UserId,
+        chat: &Chat,
+        parent: Option<MessageId>,
+        content: MessageContent,
+    ) -> Result<Message, ChatError> {
+        self.repo
+            .append_message(
+                owner,
+                chat.id,
+                NewMessage {
+                    id: MessageId::from_u128(self.ids.next_id()),
+                    parent_id: parent.unwrap_or(chat.current_leaf_id),
+                    role: Role::User,
+                    content: content.into_inner(),
+                    status: MessageStatus::Complete,
+                    created_at: self.clock.now(),
+                },
+                true,
+            )
+            .await
+            .map_err(repo)
+    }
+
     /// The question a retry of `message` answers again.
     fn retry_target(tree: &ConversationTree, message: MessageId) -> Result<Message, ChatError> {
         let target = tree.get(message).ok_or(ChatError::MessageNotFound)?;
@@ -1248,24 +1275,9 @@ where
         let plan = self.plan(owner, &current, input.options).await?;
         let model_used = plan.info.id.clone();
         let slot = self.generations.acquire(owner)?;
-        let parent = input.parent.unwrap_or(current.current_leaf_id);
         let user_message = self
-            .repo
-            .append_message(
-                owner,
-                chat,
-                NewMessage {
-                    id: MessageId::from_u128(self.ids.next_id()),
-                    parent_id: parent,
-                    role: Role::User,
-                    content: input.content.into_inner(),
-                    status: MessageStatus::Complete,
-                    created_at: self.clock.now(),
-                },
-                true,
-            )
-            .await
-            .map_err(repo)?;
+            .store_question(owner, &current, input.parent, input.content)
+            .await?;
         self.answer(owner, &current, &user_message, plan, slot)
             .await
             .map(|(answer, usage, path)| Reply {
@@ -1399,24 +1411,9 @@ where
         let plan = self.plan(owner, &current, input.options).await?;
         let slot = self.generations.acquire(owner)?;
         self.generations.ensure_idle(chat)?;
-        let parent = input.parent.unwrap_or(current.current_leaf_id);
         let user_message = self
-            .repo
-            .append_message(
-                owner,
-                chat,
-                NewMessage {
-                    id: MessageId::from_u128(self.ids.next_id()),
-                    parent_id: parent,
-                    role: Role::User,
-                    content: input.content.into_inner(),
-                    status: MessageStatus::Complete,
-                    created_at: self.clock.now(),
-                },
-                true,
-            )
-            .await
-            .map_err(repo)?;
+            .store_question(owner, &current, input.parent, input.content)
+            .await?;
         self.begin_stream(owner, &current, &user_message, plan, slot)
             .await
     }
