@@ -248,6 +248,7 @@ impl From<AuthError> for ApiError {
                 Self::Unauthenticated("refresh token reuse detected; please log in again")
             }
             AuthError::ApiKeyNotFound => Self::NotFound("API key"),
+            AuthError::UnknownUser => Self::NotFound("user"),
             AuthError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "storage unavailable");
                 Self::Unavailable {

@@ -1,8 +1,11 @@
 //! [`UserRepository`] on sea-orm.
 
-use domain::{User, UserId, Username};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
-use usecase::ports::{Entity, NewUser, RepoError, UserCredentials, UserRepository};
+use domain::{Page, PageRequest, Timestamp, User, UserId, Username};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use usecase::ports::{Entity, NewUser, RepoError, UserChange, UserCredentials, UserRepository};
 
 use crate::SeaOrmStore;
 use crate::convert::{to_user, ts, uuid};
@@ -52,5 +55,47 @@ impl UserRepository for SeaOrmStore {
             .map_err(to_repo_error)?
             .ok_or(RepoError::NotFound(Entity::User))
             .and_then(to_user)
+    }
+
+    async fn list_users(&self, page: PageRequest) -> Result<Page<User>, RepoError> {
+        let total = users::Entity::find()
+            .count(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        let rows = users::Entity::find()
+            .order_by_asc(users::Column::CreatedAt)
+            .order_by_asc(users::Column::Id)
+            .offset(page.offset())
+            .limit(u64::from(page.limit()))
+            .all(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        Ok(Page {
+            items: rows.into_iter().map(to_user).collect::<Result<_, _>>()?,
+            total,
+            request: page,
+        })
+    }
+
+    async fn update_user(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: Timestamp,
+    ) -> Result<User, RepoError> {
+        let row = users::Entity::find_by_id(uuid(id.as_u128()))
+            .one(&self.write)
+            .await
+            .map_err(to_repo_error)?
+            .ok_or(RepoError::NotFound(Entity::User))?;
+        let mut active: users::ActiveModel = row.into();
+        if let Some(disabled) = change.disabled {
+            active.disabled = Set(disabled);
+        }
+        if let Some(hash) = change.password_hash {
+            active.password_hash = Set(hash);
+        }
+        active.updated_at = Set(ts(now));
+        to_user(active.update(&self.write).await.map_err(to_repo_error)?)
     }
 }

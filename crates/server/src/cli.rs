@@ -1,4 +1,4 @@
-//! The command line: `arbor serve`, `arbor migrate …`, `arbor config check`.
+//! The command line: `arbor serve`, `arbor migrate …`, `arbor user …`, `arbor config check`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,6 +39,12 @@ pub enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
+    /// Manage accounts (passwords are read from standard input, one line).
+    User {
+        /// Account action.
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Inspect the configuration.
     Config {
         /// Configuration action.
@@ -68,6 +74,114 @@ pub enum MigrateAction {
     },
 }
 
+/// `arbor user …`
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Create an account; its password is the first line of standard input.
+    Create {
+        /// 3–32 of `A-Z a-z 0-9 _ . -`.
+        username: String,
+    },
+    /// List accounts, oldest first.
+    List {
+        /// Page number (from 1).
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+        /// Accounts per page (1–100).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Disable an account (its sessions end at once), or re-enable it with `--enable`.
+    Disable {
+        /// The account.
+        username: String,
+        /// Re-enable instead.
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Set a new password (read from standard input) and end every session of the account.
+    ResetPassword {
+        /// The account.
+        username: String,
+    },
+}
+
+/// The first line of standard input, without its line ending.
+fn password_from_stdin() -> anyhow::Result<domain::Password> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let line = line.trim_end_matches(['\r', '\n']);
+    domain::Password::parse(line).map_err(|e| anyhow::anyhow!("password: {e}"))
+}
+
+fn username(raw: &str) -> anyhow::Result<domain::Username> {
+    domain::Username::parse(raw).map_err(|e| anyhow::anyhow!("username: {e}"))
+}
+
+async fn user_command(settings: &Settings, action: UserAction) -> anyhow::Result<()> {
+    use usecase::auth::AuthUseCase;
+    let mut db = settings.db_config();
+    db.lazy = false;
+    db.acquire_timeout = db.connect_timeout;
+    let store = infra_db::SeaOrmStore::connect(&db).await?;
+    if settings.database.migrate_on_startup {
+        store.migrate().await.context("migrating the database")?;
+    }
+    let auth = crate::startup::auth_service(settings, store.clone())?;
+    let result = async {
+        match action {
+            UserAction::Create { username: name } => {
+                let name = username(&name)?;
+                let user = auth.register(name, password_from_stdin()?).await?;
+                stdout_line(&format!("created {} ({})", user.username.as_str(), user.id))
+            }
+            UserAction::List { page, limit } => {
+                let request = domain::PageRequest::new(Some(page), Some(limit))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let users = auth.list_users(request).await?;
+                for u in &users.items {
+                    stdout_line(&format!(
+                        "{}  {:<32}  {:<8}  {}",
+                        u.id,
+                        u.username.as_str(),
+                        if u.disabled { "disabled" } else { "active" },
+                        u.created_at
+                    ))?;
+                }
+                stdout_line(&format!(
+                    "{} of {} account(s)",
+                    users.items.len(),
+                    users.total
+                ))
+            }
+            UserAction::Disable {
+                username: name,
+                enable,
+            } => {
+                let user = auth.set_disabled(&username(&name)?, !enable).await?;
+                stdout_line(&format!(
+                    "{} is {}",
+                    user.username.as_str(),
+                    if user.disabled { "disabled" } else { "enabled" }
+                ))
+            }
+            UserAction::ResetPassword { username: name } => {
+                let name = username(&name)?;
+                let user = auth.reset_password(&name, password_from_stdin()?).await?;
+                stdout_line(&format!(
+                    "password of {} changed; every session ended",
+                    user.username.as_str()
+                ))
+            }
+        }
+    }
+    .await;
+    store.close().await;
+    result
+}
+
 /// `arbor config …`
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
@@ -92,7 +206,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until_stopped().await?;
         }
         Command::Migrate { action } => {
-            telemetry::init(&settings.log);
+            telemetry::init_for_command(&settings.log);
             let mut db = settings.db_config();
             db.lazy = false;
             // An operator waiting on a CLI wants a fast, clear failure, not a 30 s pool wait.
@@ -128,6 +242,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             store.close().await;
+        }
+        Command::User { action } => {
+            telemetry::init_for_command(&settings.log);
+            user_command(&settings, action).await?;
         }
         Command::Config {
             action: ConfigAction::Check,

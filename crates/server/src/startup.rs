@@ -66,6 +66,34 @@ pub enum StartupError {
     },
 }
 
+/// The account service with its production adapters (also used by `arbor user …`).
+///
+/// # Errors
+/// [`StartupError::Crypto`] for unusable hashing or token settings.
+pub fn auth_service(settings: &Settings, store: Store) -> Result<Auth, StartupError> {
+    let a = &settings.auth;
+    let concurrency = if a.hash_concurrency == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    } else {
+        a.hash_concurrency
+    };
+    Ok(Auth::new(
+        store,
+        Argon2Hasher::new(
+            a.argon2_memory_kib,
+            a.argon2_iterations,
+            a.argon2_parallelism,
+            concurrency,
+        )?,
+        JwtCodec::new(&a.jwt_secret, Duration::from_secs(a.access_token_ttl_secs))?,
+        SystemClock,
+        UuidV7Ids,
+        AuthPolicy {
+            refresh_ttl_secs: i64::try_from(a.refresh_token_ttl_secs).unwrap_or(i64::MAX),
+        },
+    ))
+}
+
 /// Readiness: the schema is migrated and the database answers.
 #[derive(Debug, Clone)]
 pub struct Readiness {
@@ -200,26 +228,7 @@ impl Application {
             migrated,
         });
         let a = &settings.auth;
-        let concurrency = if a.hash_concurrency == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
-        } else {
-            a.hash_concurrency
-        };
-        let auth = web::Data::new(Auth::new(
-            store.clone(),
-            Argon2Hasher::new(
-                a.argon2_memory_kib,
-                a.argon2_iterations,
-                a.argon2_parallelism,
-                concurrency,
-            )?,
-            JwtCodec::new(&a.jwt_secret, Duration::from_secs(a.access_token_ttl_secs))?,
-            SystemClock,
-            UuidV7Ids,
-            AuthPolicy {
-                refresh_ttl_secs: i64::try_from(a.refresh_token_ttl_secs).unwrap_or(i64::MAX),
-            },
-        ));
+        let auth = web::Data::new(auth_service(settings, store.clone())?);
         let llm = OpenAiGateway::new(settings.llm_config())?;
         let catalog = Arc::new(Catalog::new(
             store.clone(),

@@ -103,6 +103,21 @@ impl Arbor {
         r.json().await.unwrap()
     }
 
+    /// A user's access token.
+    async fn token_with(&self, name: &str, password: &str) -> String {
+        let r: Value = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                &json!({"username": name, "password": password}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        r["access_token"].as_str().unwrap().to_owned()
+    }
+
     /// A user's token, registering them first when `register`.
     async fn token(&self, name: &str, register: bool) -> String {
         let credentials = json!({"username": name, "password": "correct horse battery"});
@@ -409,6 +424,110 @@ async fn sigterm_lets_generations_finish_within_the_grace_period() {
         s["content"], slow_text,
         "saved by the shutdown, not by recovery"
     );
+    drop(arbor);
+    db.drop_database().await;
+}
+
+/// Runs `arbor <args>` on `db` with `stdin`; (success, stdout, stderr).
+fn command(db: &TestDatabase, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let config_dir = std::env::temp_dir().join("arbor-lifecycle-commands");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .arg("--config-dir")
+        .arg(&config_dir)
+        .args(args)
+        .env_remove("ARBOR_ENV")
+        .env("DATABASE_URL", db.url())
+        .env("ARBOR__AUTH__ARGON2_MEMORY_KIB", "1024")
+        .env("ARBOR__AUTH__ARGON2_ITERATIONS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn login_status(arbor: &Arbor, name: &str, password: &str) -> u16 {
+    arbor
+        .post(
+            "/api/v1/auth/login",
+            None,
+            &json!({"username": name, "password": password}),
+        )
+        .await
+        .status()
+        .as_u16()
+}
+
+/// `arbor user create|list|disable|reset-password` against the database a server uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_manage_accounts_from_the_command_line() {
+    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
+        return;
+    };
+    let (ok, out, err) = command(&db, &["user", "create", "alice"], "first password\n");
+    assert!(ok, "{err}");
+    assert!(out.contains("created alice"), "{out}");
+    let (ok, _, err) = command(&db, &["user", "create", "ALICE"], "other password\n");
+    assert!(!ok && err.contains("taken"), "{err}");
+    let (ok, _, err) = command(&db, &["user", "create", "bob"], "short\n");
+    assert!(
+        !ok && err.contains("password"),
+        "the failing field is named: {err}"
+    );
+    let (ok, out, _) = command(&db, &["user", "list"], "");
+    assert!(ok);
+    assert!(out.contains("alice") && out.contains("active"), "{out}");
+    assert!(out.contains("1 of 1 account(s)"), "{out}");
+
+    let fake = provider().await;
+    let arbor = Arbor::start(&db, &fake.base_url(), &[]).await;
+    assert_eq!(login_status(&arbor, "alice", "first password").await, 200);
+    let token = arbor.token_with("alice", "first password").await;
+
+    let (ok, out, err) = command(&db, &["user", "disable", "alice"], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("alice is disabled"), "{out}");
+    assert_eq!(login_status(&arbor, "alice", "first password").await, 401);
+    let me = arbor
+        .client
+        .get(arbor.url("/api/v1/auth/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        me.status(),
+        401,
+        "a disabled account's tokens stop working at once"
+    );
+
+    let (ok, _, _) = command(&db, &["user", "disable", "alice", "--enable"], "");
+    assert!(ok);
+    let (ok, out, err) = command(
+        &db,
+        &["user", "reset-password", "alice"],
+        "second password\r\n",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("every session ended"), "{out}");
+    assert_eq!(login_status(&arbor, "alice", "first password").await, 401);
+    assert_eq!(login_status(&arbor, "alice", "second password").await, 200);
+    let (ok, _, err) = command(&db, &["user", "disable", "nobody"], "");
+    assert!(!ok && err.contains("no such user"), "{err}");
     drop(arbor);
     db.drop_database().await;
 }

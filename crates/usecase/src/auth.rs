@@ -6,9 +6,9 @@
 
 use std::fmt;
 
-use domain::{ApiKeyId, Password, Timestamp, TokenId, User, UserId, Username};
+use domain::{ApiKeyId, Page, Password, Timestamp, TokenId, User, UserId, Username};
 
-use crate::ports::{BoxError, Clock, IdGenerator, NewUser, RepoError, UserRepository};
+use crate::ports::{BoxError, Clock, IdGenerator, NewUser, RepoError, UserChange, UserRepository};
 
 /// Prefix of every personal API key, so they are recognisable (and scannable) in the wild.
 pub const API_KEY_PREFIX: &str = "arb_";
@@ -242,6 +242,9 @@ pub enum AuthError {
     /// The API key does not exist.
     #[error("API key not found")]
     ApiKeyNotFound,
+    /// No account has this name (operator commands only; logins never say so).
+    #[error("no such user")]
+    UnknownUser,
     /// The database is unreachable or busy.
     #[error("storage unavailable")]
     Unavailable(#[source] RepoError),
@@ -442,6 +445,79 @@ where
             access: self.tokens.issue_access(user, self.clock.now())?,
             refresh_token,
         })
+    }
+
+    /// Operator: a page of accounts.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn list_users(&self, page: domain::PageRequest) -> Result<Page<User>, AuthError> {
+        Ok(self.repo.list_users(page).await?)
+    }
+
+    /// Operator: disables (or re-enables) an account. Disabling also revokes every refresh
+    /// token; access tokens stop working at once (each request checks the account).
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownUser`].
+    pub async fn set_disabled(
+        &self,
+        username: &Username,
+        disabled: bool,
+    ) -> Result<User, AuthError> {
+        let user = self.find(username).await?;
+        let now = self.clock.now();
+        let user = self
+            .repo
+            .update_user(
+                user.id,
+                UserChange {
+                    disabled: Some(disabled),
+                    ..UserChange::default()
+                },
+                now,
+            )
+            .await?;
+        if disabled {
+            self.repo.revoke_refresh_tokens(user.id, None, now).await?;
+        }
+        Ok(user)
+    }
+
+    /// Operator: sets a new password and signs the account out everywhere (every refresh
+    /// token revoked).
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownUser`].
+    pub async fn reset_password(
+        &self,
+        username: &Username,
+        password: Password,
+    ) -> Result<User, AuthError> {
+        let user = self.find(username).await?;
+        let hash = self.hasher.hash(&password).await?;
+        let now = self.clock.now();
+        let user = self
+            .repo
+            .update_user(
+                user.id,
+                UserChange {
+                    password_hash: Some(hash),
+                    ..UserChange::default()
+                },
+                now,
+            )
+            .await?;
+        self.repo.revoke_refresh_tokens(user.id, None, now).await?;
+        Ok(user)
+    }
+
+    async fn find(&self, username: &Username) -> Result<User, AuthError> {
+        self.repo
+            .find_credentials(username)
+            .await?
+            .map(|c| c.user)
+            .ok_or(AuthError::UnknownUser)
     }
 
     async fn active_user(&self, id: UserId) -> Result<User, AuthError> {

@@ -128,6 +128,35 @@ pub trait UserRepository: Send + Sync + 'static {
     /// # Errors
     /// [`RepoError::NotFound`] with [`Entity::User`].
     fn get_user(&self, id: UserId) -> impl Future<Output = Result<User, RepoError>> + Send;
+
+    /// A page of users, oldest first, with the true total.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn list_users(
+        &self,
+        page: domain::PageRequest,
+    ) -> impl Future<Output = Result<domain::Page<User>, RepoError>> + Send;
+
+    /// Changes an account (operator actions).
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::User`].
+    fn update_user(
+        &self,
+        id: UserId,
+        change: UserChange,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<User, RepoError>> + Send;
+}
+
+/// An operator's change to an account.
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    /// Disable (or re-enable) the account.
+    pub disabled: Option<bool>,
+    /// A new password hash (PHC string).
+    pub password_hash: Option<String>,
 }
 
 /// A chat to create together with its root message.

@@ -201,6 +201,45 @@ impl UserRepository for InMemoryStore {
                 .ok_or(RepoError::NotFound(Entity::User))
         })
     }
+
+    async fn list_users(&self, page: domain::PageRequest) -> Result<domain::Page<User>, RepoError> {
+        self.with(|s| {
+            let mut all: Vec<User> = s.users.values().map(|u| u.user.clone()).collect();
+            all.sort_by_key(|u| (u.created_at, u.id));
+            let total = all.len() as u64;
+            let items = all
+                .into_iter()
+                .skip(usize::try_from(page.offset()).unwrap_or(usize::MAX))
+                .take(page.limit() as usize)
+                .collect();
+            Ok(domain::Page {
+                items,
+                total,
+                request: page,
+            })
+        })
+    }
+
+    async fn update_user(
+        &self,
+        id: UserId,
+        change: crate::ports::UserChange,
+        _now: Timestamp,
+    ) -> Result<User, RepoError> {
+        self.with(|s| {
+            let u = s
+                .users
+                .get_mut(&id)
+                .ok_or(RepoError::NotFound(Entity::User))?;
+            if let Some(disabled) = change.disabled {
+                u.user.disabled = disabled;
+            }
+            if let Some(hash) = change.password_hash {
+                u.password_hash = hash;
+            }
+            Ok(u.user.clone())
+        })
+    }
 }
 
 impl ChatRepository for InMemoryStore {
