@@ -14,5 +14,6 @@ mod health;
 mod helpers;
 mod models;
 mod presets;
+mod security;
 mod streaming;
 mod templates;

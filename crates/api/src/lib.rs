@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod models;
 pub mod presets;
+pub mod security;
 pub mod streaming;
 pub mod templates;
 

@@ -181,6 +181,12 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
+    /// Origins allowed to call the API from a browser (`*` = any, without credentials).
+    pub cors_allowed_origins: Vec<String>,
+    /// Let those origins send cookies/credentials (never with `*`).
+    pub cors_allow_credentials: bool,
+    /// `Strict-Transport-Security` max-age; 0 = not sent (enable behind HTTPS only).
+    pub hsts_max_age_secs: u64,
 }
 
 /// Database settings.
@@ -333,6 +339,26 @@ impl Settings {
             return invalid(
                 "server.body_limit_bytes",
                 "must be between 1 KiB and 64 MiB",
+            );
+        }
+        for origin in &self.server.cors_allowed_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.trim_end_matches('/').contains(['?', '#'])
+                    && origin.split('/').count() == 3);
+            if !ok {
+                return invalid(
+                    "server.cors_allowed_origins",
+                    "each entry must be * or an origin such as https://app.example.com",
+                );
+            }
+        }
+        if self.server.cors_allow_credentials
+            && self.server.cors_allowed_origins.iter().any(|o| o == "*")
+        {
+            return invalid(
+                "server.cors_allow_credentials",
+                "credentials are never allowed with the * origin; list the origins",
             );
         }
         if self.server.workers > 1_024 {
@@ -535,6 +561,28 @@ mod tests {
                 .to_string()
                 .contains("database.url")
         );
+    }
+
+    #[test]
+    fn cors_never_pairs_credentials_with_any_origin_and_origins_are_origins() {
+        let key_of = |s: &Settings| s.validate().unwrap_err().to_string();
+        let mut s = Settings::default();
+        s.server.cors_allowed_origins = vec!["*".into()];
+        s.validate().unwrap();
+        s.server.cors_allow_credentials = true;
+        assert!(key_of(&s).contains("server.cors_allow_credentials"));
+        for bad in ["app.example.com", "https://app.example.com/path", "ftp://x"] {
+            let mut s = Settings::default();
+            s.server.cors_allowed_origins = vec![bad.into()];
+            assert!(key_of(&s).contains("server.cors_allowed_origins"), "{bad}");
+        }
+        let mut s = Settings::default();
+        s.server.cors_allowed_origins = vec!["https://app.example.com".into()];
+        s.server.cors_allow_credentials = true;
+        s.validate().unwrap();
+        let mut s = Settings::default();
+        s.generation.per_user_limit = 0;
+        assert!(key_of(&s).contains("generation.per_user_limit"));
     }
 
     #[test]

@@ -295,6 +295,9 @@ impl Application {
             .map_err(|source| StartupError::Bind { address, source })?
             .port();
         let body_limit = settings.server.body_limit_bytes;
+        let origins = settings.server.cors_allowed_origins.clone();
+        let credentials = settings.server.cors_allow_credentials;
+        let hsts = settings.server.hsts_max_age_secs;
         let mut server = HttpServer::new(move || {
             let (json, query, path, payload) = api::extractor_config(body_limit);
             App::new()
@@ -302,6 +305,9 @@ impl Application {
                         api::context::request_context,
                     ))
                     .wrap(TracingLogger::default())
+                    // Outermost, so every response (error envelopes included) carries them.
+                    .wrap(api::security::cors(&origins, credentials))
+                    .wrap(api::security::security_headers(hsts))
                     .app_data(json)
                     .app_data(query)
                     .app_data(path)
