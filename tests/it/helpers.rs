@@ -45,6 +45,17 @@ pub fn test_settings(url: &str) -> Settings {
     settings.auth.hash_concurrency = 4;
     settings.auth.login_per_window = 10_000;
     settings.auth.register_per_window = 10_000;
+    let r = &mut settings.rate_limits;
+    for limit in [
+        &mut r.send_per_minute,
+        &mut r.create_chat_per_minute,
+        &mut r.history_per_minute,
+        &mut r.retry_per_minute,
+        &mut r.general_per_minute,
+        &mut r.anonymous_per_minute,
+    ] {
+        *limit = 1_000_000;
+    }
     settings.llm.max_retries = 1;
     settings.llm.retry_base_delay_ms = 10;
     settings.llm.retry_max_delay_ms = 100;

@@ -12,6 +12,7 @@ mod auth;
 mod chats;
 mod health;
 mod helpers;
+mod limits;
 mod models;
 mod presets;
 mod security;

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,6 +12,8 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use domain::{ApiKeyId, Password, User, UserId, Username, limits};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::limits::RateLimits;
 use serde::{Deserialize, Serialize};
 use usecase::auth::{ApiKeyRecord, AuthUseCase, TokenPair};
 
@@ -58,13 +59,27 @@ impl<A: AuthUseCase> FromRequest for CurrentUser<A> {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let token = bearer(req);
         let auth = req.app_data::<web::Data<A>>().cloned();
+        let limits = req.app_data::<web::Data<RateLimits>>().cloned();
+        let req = req.clone();
         Box::pin(async move {
             let token = token?;
             let auth = auth.ok_or_else(|| {
                 tracing::error!("auth use case not registered");
                 ApiError::Internal
             })?;
-            let user = auth.authenticate(&token).await?;
+            let user = match auth.authenticate(&token).await {
+                Ok(user) => user,
+                Err(e) => {
+                    // Failed credentials spend the client's anonymous budget.
+                    if let Some(limits) = &limits {
+                        limits.check_anonymous(&req)?;
+                    }
+                    return Err(e.into());
+                }
+            };
+            if let Some(limits) = &limits {
+                limits.check_user(&req, user.id)?;
+            }
             Ok(Self {
                 user,
                 marker: PhantomData,
@@ -118,15 +133,7 @@ impl AuthRateLimits {
 }
 
 fn client_ip(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| normalise(a.ip()).to_string())
-}
-
-fn normalise(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
+    crate::limits::client_ip(req).to_string()
 }
 
 #[derive(Debug, Deserialize)]

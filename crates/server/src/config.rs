@@ -32,6 +32,30 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// Streamed generations, their bounds and automatic titles.
     pub generation: GenerationSettings,
+    /// Request rate limits per route family.
+    pub rate_limits: RateLimitSettings,
+}
+
+/// Request rate limits: per user for authenticated requests, per client IP otherwise.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Off = no route limits (the login/registration limits of `[auth]` still apply).
+    pub enabled: bool,
+    /// Sends (blocking and streamed) per user per minute.
+    pub send_per_minute: u32,
+    /// New chats per user per minute.
+    pub create_chat_per_minute: u32,
+    /// Conversation reads per user per minute.
+    pub history_per_minute: u32,
+    /// Retries per user per minute.
+    pub retry_per_minute: u32,
+    /// Other authenticated requests per user per minute.
+    pub general_per_minute: u32,
+    /// Requests without (valid) credentials per client IP per minute.
+    pub anonymous_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` is believed (exact addresses).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// What a departed SSE client means for its generation.
@@ -425,6 +449,22 @@ impl Settings {
         if self.llm.max_retries > 10 {
             return invalid("llm.max_retries", "must be at most 10");
         }
+        let r = &self.rate_limits;
+        if [
+            r.send_per_minute,
+            r.create_chat_per_minute,
+            r.history_per_minute,
+            r.retry_per_minute,
+            r.general_per_minute,
+            r.anonymous_per_minute,
+        ]
+        .contains(&0)
+        {
+            return invalid(
+                "rate_limits.send_per_minute",
+                "every per-minute limit must be at least 1 (set rate_limits.enabled = false to turn them off)",
+            );
+        }
         let g = &self.generation;
         if g.per_user_limit == 0 || g.global_limit == 0 || g.per_user_limit > g.global_limit {
             return invalid(
@@ -475,6 +515,24 @@ impl Settings {
             retry_base_delay: Duration::from_millis(l.retry_base_delay_ms),
             retry_max_delay: Duration::from_millis(l.retry_max_delay_ms),
         }
+    }
+
+    /// The route limits.
+    #[must_use]
+    pub fn route_limits(&self) -> api::limits::RateLimits {
+        let r = &self.rate_limits;
+        api::limits::RateLimits::new(
+            api::limits::RoutePerMinute {
+                send: r.send_per_minute,
+                create_chat: r.create_chat_per_minute,
+                history: r.history_per_minute,
+                retry: r.retry_per_minute,
+                general: r.general_per_minute,
+                anonymous: r.anonymous_per_minute,
+            },
+            r.trusted_proxies.clone(),
+            r.enabled,
+        )
     }
 
     /// The generation registry's bounds.

@@ -276,6 +276,12 @@ impl Application {
             a.register_per_window,
             window,
         ));
+        let route_limits = settings.route_limits();
+        tokio::spawn(api::limits::shrink_periodically(
+            route_limits.clone(),
+            Duration::from_secs(60),
+        ));
+        let route_limits = web::Data::new(route_limits);
         let shrink = rate_limits.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(window.max(Duration::from_secs(10)));
@@ -301,6 +307,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             let (json, query, path, payload) = api::extractor_config(body_limit);
             App::new()
+                    .wrap(actix_web::middleware::from_fn(api::limits::anonymous_limit))
                     .wrap(actix_web::middleware::from_fn(
                         api::context::request_context,
                     ))
@@ -315,6 +322,7 @@ impl Application {
                     .app_data(readiness.clone())
                     .app_data(auth.clone())
                     .app_data(rate_limits.clone())
+                    .app_data(route_limits.clone())
                     .app_data(catalog.clone())
                     .app_data(chats.clone())
                     .app_data(presets.clone())
