@@ -13,6 +13,7 @@ mod chats;
 mod health;
 mod helpers;
 mod limits;
+mod metrics;
 mod models;
 mod presets;
 mod security;

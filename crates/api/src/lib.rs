@@ -15,6 +15,7 @@ pub mod models;
 pub mod presets;
 pub mod security;
 pub mod streaming;
+pub mod telemetry;
 pub mod templates;
 
 use actix_web::web;
@@ -82,6 +83,7 @@ where
     S: ChatUseCase,
     P: PresetUseCase,
 {
+    cfg.route("/metrics", web::get().to(telemetry::scrape));
     cfg.service(
         web::scope("/api/v1")
             .route("/health", web::get().to(health::health))

@@ -122,8 +122,8 @@ fn event_stream(req: &HttpRequest, subscription: Subscription) -> HttpResponse {
     let period = settings.ping_interval.max(Duration::from_millis(10));
     let ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let body = futures::stream::unfold(
-        (subscription, ping),
-        move |(mut subscription, mut ping)| async move {
+        (subscription, ping, crate::telemetry::OpenStream::open()),
+        move |(mut subscription, mut ping, open)| async move {
             let chunk = tokio::select! {
                 next = subscription.next() => {
                     let (id, event) = next?;
@@ -133,7 +133,7 @@ fn event_stream(req: &HttpRequest, subscription: Subscription) -> HttpResponse {
             };
             Some((
                 Ok::<_, std::convert::Infallible>(chunk),
-                (subscription, ping),
+                (subscription, ping, open),
             ))
         },
     );

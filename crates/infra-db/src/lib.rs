@@ -258,6 +258,36 @@ impl SeaOrmStore {
         }
     }
 
+    /// Connections in use and idle per pool: `write` and `read` on SQLite, one `shared` pool
+    /// on PostgreSQL and MySQL.
+    #[must_use]
+    pub fn pool_usage(&self) -> Vec<(&'static str, u32, u32)> {
+        fn usage(db: &DatabaseConnection) -> (u32, u32) {
+            let (size, idle) = match db.get_database_backend() {
+                DbBackend::Sqlite => {
+                    let p = db.get_sqlite_connection_pool();
+                    (p.size(), p.num_idle())
+                }
+                DbBackend::Postgres => {
+                    let p = db.get_postgres_connection_pool();
+                    (p.size(), p.num_idle())
+                }
+                _ => {
+                    let p = db.get_mysql_connection_pool();
+                    (p.size(), p.num_idle())
+                }
+            };
+            let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+            (size.saturating_sub(idle), idle)
+        }
+        let (w_used, w_idle) = usage(&self.write);
+        if self.backend != DbBackend::Sqlite {
+            return vec![("shared", w_used, w_idle)];
+        }
+        let (r_used, r_idle) = usage(&self.read);
+        vec![("write", w_used, w_idle), ("read", r_used, r_idle)]
+    }
+
     /// The connection writes go through, for the migration CLI.
     #[must_use]
     pub fn migration_connection(&self) -> &DatabaseConnection {

@@ -144,16 +144,27 @@ impl OpenAiGateway {
     }
 
     async fn permit(&self) -> Result<OwnedSemaphorePermit, LlmError> {
-        match tokio::time::timeout(
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        // The cap is full: this call queues.
+        metrics::counter!("arbor_provider_permit_waits_total").increment(1);
+        let waited = std::time::Instant::now();
+        let result = tokio::time::timeout(
             self.config.queue_timeout,
             Arc::clone(&self.permits).acquire_owned(),
         )
-        .await
-        {
+        .await;
+        metrics::histogram!("arbor_provider_permit_wait_seconds")
+            .record(waited.elapsed().as_secs_f64());
+        match result {
             Ok(Ok(permit)) => Ok(permit),
-            _ => Err(LlmError::Unavailable {
-                retry_after: Some(Duration::from_secs(1)),
-            }),
+            _ => {
+                metrics::counter!("arbor_provider_permit_timeouts_total").increment(1);
+                Err(LlmError::Unavailable {
+                    retry_after: Some(Duration::from_secs(1)),
+                })
+            }
         }
     }
 
@@ -238,6 +249,13 @@ fn to_llm_error(err: OpenAIError) -> LlmError {
     }
 }
 
+/// Provider latency by call kind and result.
+fn record_call(kind: &'static str, started: std::time::Instant, ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics::histogram!("arbor_provider_request_seconds", "kind" => kind, "result" => result)
+        .record(started.elapsed().as_secs_f64());
+}
+
 struct StreamState {
     inner: async_openai::types::stream::StreamResponse<WireChunk>,
     finish_reason: Option<String>,
@@ -253,10 +271,13 @@ impl LlmGateway for OpenAiGateway {
         let _permit = self.permit().await?;
         let chat = self.client.chat();
         let call = chat.create_byot::<_, WireCompletion>(Self::body(&request, false));
+        let started = std::time::Instant::now();
         let response = tokio::time::timeout(self.config.request_timeout, call)
             .await
-            .map_err(|_| LlmError::Timeout)?
-            .map_err(to_llm_error)?;
+            .map_err(|_| LlmError::Timeout)
+            .and_then(|r| r.map_err(to_llm_error));
+        record_call("complete", started, response.is_ok());
+        let response = response?;
         if let Some(error) = response.error {
             let status = error
                 .code
@@ -282,10 +303,13 @@ impl LlmGateway for OpenAiGateway {
         let permit = self.permit().await?;
         let chat = self.client.chat();
         let open = chat.create_stream_byot::<_, WireChunk>(Self::body(&request, true));
+        let started = std::time::Instant::now();
         let inner = tokio::time::timeout(self.config.request_timeout, open)
             .await
-            .map_err(|_| LlmError::Timeout)?
-            .map_err(to_llm_error)?;
+            .map_err(|_| LlmError::Timeout)
+            .and_then(|r| r.map_err(to_llm_error));
+        record_call("stream_open", started, inner.is_ok());
+        let inner = inner?;
         let state = StreamState {
             inner,
             finish_reason: None,

@@ -34,6 +34,19 @@ pub struct Settings {
     pub generation: GenerationSettings,
     /// Request rate limits per route family.
     pub rate_limits: RateLimitSettings,
+    /// Prometheus metrics.
+    pub metrics: MetricsSettings,
+}
+
+/// Prometheus metrics at `GET /metrics`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` (404 when off).
+    pub enabled: bool,
+    /// When set, scrapers must send `Authorization: Bearer <token>`.
+    #[serde(serialize_with = "serialize_secret")]
+    pub token: SecretString,
 }
 
 /// Request rate limits: per user for authenticated requests, per client IP otherwise.

@@ -94,6 +94,27 @@ pub fn auth_service(settings: &Settings, store: Store) -> Result<Auth, StartupEr
     ))
 }
 
+/// The process-wide Prometheus recorder (installed once; every server in the process shares
+/// it).
+fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0, 60.0, 120.0,
+                ])
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
 /// Readiness: the schema is migrated and the database answers.
 #[derive(Debug, Clone)]
 pub struct Readiness {
@@ -238,6 +259,7 @@ impl Application {
         ));
         let default_model = domain::ModelId::parse(settings.llm.default_model.as_str())
             .map_err(|e| StartupError::Config(e.to_string()))?;
+        let llm_gauge = llm.clone();
         let chats = web::Data::new(Chats::new(
             store.clone(),
             llm,
@@ -258,6 +280,31 @@ impl Application {
                 generations: generations.clone(),
             },
         ));
+        let metrics_endpoint = if settings.metrics.enabled {
+            let handle = prometheus();
+            let (store, chats, generations) = (store.clone(), chats.clone(), generations.clone());
+            let llm_in_flight = llm_gauge.clone();
+            web::Data::new(api::telemetry::MetricsEndpoint::new(
+                move || {
+                    // Sampled at scrape time: levels, not events.
+                    for (pool, used, idle) in store.pool_usage() {
+                        metrics::gauge!("arbor_db_pool_connections", "pool" => pool, "state" => "in_use")
+                            .set(f64::from(used));
+                        metrics::gauge!("arbor_db_pool_connections", "pool" => pool, "state" => "idle")
+                            .set(f64::from(idle));
+                    }
+                    metrics::gauge!("arbor_generations_running").set(generations.running() as f64);
+                    metrics::gauge!("arbor_provider_in_flight")
+                        .set(llm_in_flight.in_flight() as f64);
+                    metrics::gauge!("arbor_cache_bytes", "cache" => "messages")
+                        .set(chats.cache_stats().weight as f64);
+                    handle.as_ref().map(|h| h.render()).unwrap_or_default()
+                },
+                Some(secrecy::ExposeSecret::expose_secret(&settings.metrics.token).to_owned()),
+            ))
+        } else {
+            web::Data::new(api::telemetry::MetricsEndpoint::disabled())
+        };
         let streams = web::Data::new(api::streaming::StreamSettings {
             ping_interval: Duration::from_millis(settings.generation.ping_interval_ms),
         });
@@ -311,6 +358,7 @@ impl Application {
                     .wrap(actix_web::middleware::from_fn(
                         api::context::request_context,
                     ))
+                    .wrap(actix_web::middleware::from_fn(api::telemetry::record_http))
                     .wrap(TracingLogger::default())
                     // Outermost, so every response (error envelopes included) carries them.
                     .wrap(api::security::cors(&origins, credentials))
@@ -329,6 +377,7 @@ impl Application {
                     .app_data(templates.clone())
                     .app_data(analytics.clone())
                     .app_data(streams.clone())
+                    .app_data(metrics_endpoint.clone())
                     .configure(
                         api::configure::<
                             Readiness,

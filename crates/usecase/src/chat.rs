@@ -432,9 +432,29 @@ impl quick_cache::Weighter<CacheKey, Arc<Vec<Message>>> for MessagesWeighter {
     }
 }
 
+/// Counts what the cache evicts to stay within its budget.
+#[derive(Debug, Clone, Copy, Default)]
+struct CountEvictions;
+
+impl quick_cache::Lifecycle<CacheKey, Arc<Vec<Message>>> for CountEvictions {
+    type RequestState = ();
+
+    fn on_evict(&self, (): &mut (), _key: CacheKey, _messages: Arc<Vec<Message>>) {
+        metrics::counter!("arbor_cache_evictions_total", "cache" => "messages").increment(1);
+    }
+}
+
+type Entries = quick_cache::sync::Cache<
+    CacheKey,
+    Arc<Vec<Message>>,
+    MessagesWeighter,
+    quick_cache::DefaultHashBuilder,
+    CountEvictions,
+>;
+
 /// Hot reads of a chat's messages, bounded by total bytes, with hit and miss counters.
 pub struct MessageCache {
-    entries: quick_cache::sync::Cache<CacheKey, Arc<Vec<Message>>, MessagesWeighter>,
+    entries: Entries,
     hits: std::sync::atomic::AtomicU64,
     misses: std::sync::atomic::AtomicU64,
 }
@@ -466,10 +486,12 @@ impl MessageCache {
         let estimated_items =
             usize::try_from((max_bytes / 4_096).clamp(16, 1_000_000)).unwrap_or(16);
         Self {
-            entries: quick_cache::sync::Cache::with_weighter(
+            entries: quick_cache::sync::Cache::with(
                 estimated_items,
                 max_bytes.max(1),
                 MessagesWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                CountEvictions,
             ),
             hits: std::sync::atomic::AtomicU64::new(0),
             misses: std::sync::atomic::AtomicU64::new(0),
@@ -556,9 +578,11 @@ where
         );
         if let Some(hit) = self.cache.entries.get(&key) {
             self.cache.hits.fetch_add(1, Relaxed);
+            metrics::counter!("arbor_cache_hits_total", "cache" => "messages").increment(1);
             return Ok(hit);
         }
         self.cache.misses.fetch_add(1, Relaxed);
+        metrics::counter!("arbor_cache_misses_total", "cache" => "messages").increment(1);
         let messages = Arc::new(
             self.repo
                 .list_messages(owner, chat.id)
@@ -729,9 +753,17 @@ where
             self.llm.complete(request),
         )
         .await
-        .map_err(|_| ChatError::Llm(LlmError::Timeout))?
-        .map_err(ChatError::Llm)?;
+        .unwrap_or(Err(LlmError::Timeout));
         drop(slot);
+        metrics::counter!(
+            "arbor_generations_total",
+            "outcome" => if completion.is_ok() { "complete" } else { "failed" },
+            "mode" => "blocking"
+        )
+        .increment(1);
+        metrics::histogram!("arbor_generation_duration_seconds", "mode" => "blocking")
+            .record(started.elapsed().as_secs_f64());
+        let completion = completion.map_err(ChatError::Llm)?;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let usage = completion.usage.unwrap_or_default();
         let answer_id = MessageId::from_u128(self.ids.next_id());
@@ -1053,6 +1085,15 @@ async fn run_stream<R: ChatRepository, L: LlmGateway, C: Clock>(
         record,
         now,
     };
+    let outcome = status.as_str();
+    metrics::counter!("arbor_generations_total", "outcome" => outcome, "mode" => "stream")
+        .increment(1);
+    metrics::histogram!("arbor_generation_duration_seconds", "mode" => "stream")
+        .record(started.elapsed().as_secs_f64());
+    if let Some(first) = first_token {
+        metrics::histogram!("arbor_generation_ttft_seconds")
+            .record(first.duration_since(started).as_secs_f64());
+    }
     let saved = save_with_retries(repo, job.owner, job.chat, finished).await;
     if saved {
         generation.publish(event);
