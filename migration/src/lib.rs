@@ -11,6 +11,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_initial_schema;
+mod m20261129_000002_long_text_on_mysql;
 
 /// Applies Arbor's migrations.
 #[derive(Debug)]
@@ -18,6 +19,9 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261128_000001_initial_schema::Migration)]
+        vec![
+            Box::new(m20261128_000001_initial_schema::Migration),
+            Box::new(m20261129_000002_long_text_on_mysql::Migration),
+        ]
     }
 }

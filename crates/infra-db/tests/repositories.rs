@@ -848,6 +848,53 @@ mod suite {
         ));
     }
 
+    /// The longest question (32,000 characters of Japanese, 96 KB) and a 1 MiB answer are
+    /// stored whole (MySQL's plain `TEXT` would hold 64 KB).
+    pub async fn long_texts_are_stored_whole(db: &TestDatabase) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let chat = store.create_chat(new_chat(owner)).await.unwrap();
+        let question = "日本語".repeat(32_000 / 3);
+        let q = store
+            .append_message(
+                owner,
+                chat.id,
+                message(chat.root_id, Role::User, &question),
+                true,
+            )
+            .await
+            .unwrap();
+        let mut pending = message(q.id, Role::Assistant, "");
+        pending.status = MessageStatus::Streaming;
+        let pending = store
+            .append_message(owner, chat.id, pending, false)
+            .await
+            .unwrap();
+        let answer = "x".repeat(1 << 20);
+        store
+            .finish_answer(
+                owner,
+                chat.id,
+                FinishedAnswer {
+                    message: pending.id,
+                    content: answer.clone(),
+                    status: MessageStatus::Complete,
+                    record: None,
+                    now: now(),
+                },
+            )
+            .await
+            .unwrap();
+        let stored = store.list_messages(owner, chat.id).await.unwrap();
+        let text_of = |id| stored.iter().find(|m| m.id == id).unwrap().content.clone();
+        assert_eq!(text_of(q.id), question);
+        assert_eq!(text_of(pending.id).len(), answer.len());
+        let mut long_template = template(owner, false);
+        long_template.content = TemplateContent::parse("テンプレート".repeat(3_000)).unwrap();
+        let saved = store.create_template(long_template.clone()).await.unwrap();
+        assert_eq!(saved.content, long_template.content);
+    }
+
     /// Start-up recovery marks only old `streaming` answers, and bumps their chats.
     pub async fn answers_left_streaming_are_marked_interrupted(db: &TestDatabase) {
         let store = db.store().await;
@@ -1102,4 +1149,5 @@ every_backend!(
     a_streaming_answer_ends_once_with_everything_in_one_write,
     answers_left_streaming_are_marked_interrupted,
     generated_titles_never_overwrite_a_title,
+    long_texts_are_stored_whole,
 );
