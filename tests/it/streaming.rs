@@ -408,7 +408,12 @@ async fn disconnects(backend: Backend, cancel: bool) {
     // No idle keep-alive: every provider connection open is one in use.
     settings.llm.pool_max_idle_per_host = 0;
     let app = Arc::new(TestApp::spawn_with(settings, db).await);
-    let model = "fake/long?tokens=60&token_ms=25";
+    // Under `cancel` the answer would take 10 s, so only the cancellation can end it in time.
+    let model = if cancel {
+        "fake/long?tokens=400&token_ms=25"
+    } else {
+        "fake/long?tokens=60&token_ms=25"
+    };
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
     let mut chats = Vec::new();
@@ -770,7 +775,7 @@ async fn with_title_model(backend: Backend, title_model: &str) -> Option<TestApp
 async fn titles_are_written_in_the_background_in_the_conversation_language(backend: Backend) {
     let Some(app) = with_title_model(
         backend,
-        "fake/title?ttft_ms=1500&content=Title:%20%22Trip%20planning%22",
+        "fake/title?ttft_ms=5000&content=Title:%20%22Trip%20planning%22",
     )
     .await
     else {
@@ -791,12 +796,12 @@ async fn titles_are_written_in_the_background_in_the_conversation_language(backe
     let (events, _) = read_all(response).await;
     assert_eq!(data(&events[events.len() - 2])["type"], "final");
     assert!(
-        started.elapsed() < Duration::from_millis(1_000),
-        "the final event does not wait for the 1.5 s title call: {:?}",
+        started.elapsed() < Duration::from_secs(3),
+        "the final event does not wait for the 5 s title call: {:?}",
         started.elapsed()
     );
     assert_eq!(
-        title_after(&app, &token, &chat, Duration::from_secs(5))
+        title_after(&app, &token, &chat, Duration::from_secs(15))
             .await
             .as_deref(),
         Some("Trip planning"),
@@ -822,7 +827,7 @@ async fn titles_are_written_in_the_background_in_the_conversation_language(backe
         .await;
     assert_eq!(r.status(), 201);
     assert!(
-        title_after(&app, &token, &ja, Duration::from_secs(5))
+        title_after(&app, &token, &ja, Duration::from_secs(15))
             .await
             .is_some()
     );
@@ -836,11 +841,26 @@ async fn titles_are_written_in_the_background_in_the_conversation_language(backe
         )
         .await;
     assert_eq!(r.status(), 201);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        title_requests(&app).len(),
-        2,
-        "only the first answer is titled"
+    // A title call would have reached the provider long before a later chat's did.
+    let later = new_chat(&app, &token).await;
+    let r = app
+        .post_json_as(
+            &format!("/api/v1/chats/{later}/messages"),
+            &token,
+            &json!({"content": "hello"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            title_requests(&app).len() == 3
+        })
+        .await
+    );
+    let prompts = title_requests(&app);
+    assert!(
+        !prompts.iter().any(|p| p.contains("もう一つ")),
+        "only the first answer is titled: {prompts:?}"
     );
     app.finish().await;
 }
@@ -869,7 +889,7 @@ async fn a_failed_title_call_falls_back_to_the_first_question(backend: Backend) 
 }
 
 async fn a_user_title_is_never_overwritten(backend: Backend) {
-    let Some(app) = with_title_model(backend, "fake/title?ttft_ms=600&content=Generated").await
+    let Some(app) = with_title_model(backend, "fake/title?ttft_ms=2000&content=Generated").await
     else {
         return;
     };
@@ -898,6 +918,14 @@ async fn a_user_title_is_never_overwritten(backend: Backend) {
         )
         .await;
     assert_eq!(r.status(), 201);
+    // The title call is at the provider (which answers after 2 s) when the user renames.
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            title_requests(&app).len() == 1
+        })
+        .await
+    );
+    let renamed_at = Instant::now();
     let patched = app
         .client
         .patch(app.url(&format!("/api/v1/chats/{chat}")))
@@ -908,12 +936,11 @@ async fn a_user_title_is_never_overwritten(backend: Backend) {
         .unwrap();
     assert_eq!(patched.status(), 200);
     assert!(
-        eventually(Duration::from_secs(3), || async {
-            title_requests(&app).len() == 1
-        })
-        .await
+        renamed_at.elapsed() < Duration::from_millis(1_500),
+        "renamed while in flight"
     );
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // Wait for the title call to have answered and its result to have been offered.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
     assert_eq!(
         title_after(&app, &token, &chat, Duration::ZERO)
             .await
@@ -934,7 +961,114 @@ async fn a_user_title_is_never_overwritten(backend: Backend) {
     app.finish().await;
 }
 
+async fn another_user_cannot_see_cancel_or_attach_a_running_generation(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let model = "fake/long?tokens=200&token_ms=20";
+    script_models(&app, &[model]);
+    let alice = app.user_token("alice").await;
+    let bob = app.user_token("bob").await;
+    let chat = new_chat(&app, &alice).await;
+    let (_, _stream) = open_and_read(&app, &alice, &chat, model, 2).await;
+    for path in ["generation", "generation/stream"] {
+        let r = app
+            .get_as(&format!("/api/v1/chats/{chat}/{path}"), &bob)
+            .await;
+        crate::helpers::assert_envelope(r, 404, "not_found").await;
+    }
+    let r = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/generation/cancel"),
+            &bob,
+            &json!({}),
+        )
+        .await;
+    crate::helpers::assert_envelope(r, 404, "not_found").await;
+    let status: Value = app
+        .get_as(&format!("/api/v1/chats/{chat}/generation"), &alice)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["running"], true, "bob's attempts changed nothing");
+    app.finish().await;
+}
+
+async fn switching_branches_mid_stream_is_not_undone_by_the_answer(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let model = "fake/long?tokens=30&token_ms=20";
+    script_models(&app, &[model]);
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token).await;
+    let root: Value = app
+        .get_as(&format!("/api/v1/chats/{chat}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let root = root["root_message_uuid"].as_str().unwrap().to_owned();
+    let (_, mut stream) = open_and_read(&app, &token, &chat, model, 2).await;
+    let selected = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/select"),
+            &token,
+            &json!({"message_uuid": root}),
+        )
+        .await;
+    assert_eq!(selected.status(), 200);
+    while let Some(e) = stream.next().await {
+        e.unwrap();
+    }
+    let after: Value = app
+        .get_as(&format!("/api/v1/chats/{chat}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        after["current_leaf_uuid"],
+        root.as_str(),
+        "the user stays where they went"
+    );
+    app.finish().await;
+}
+
+async fn two_streamed_sends_racing_on_one_chat_leave_no_junk(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let model = "fake/long?tokens=20&token_ms=10";
+    script_models(&app, &[model]);
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token).await;
+    let body = json!({"content": "race", "model_id": model});
+    let (a, b) = tokio::join!(
+        open_stream(&app, &token, &chat, body.clone()),
+        open_stream(&app, &token, &chat, body.clone()),
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409]);
+    let winner = if a.status() == 200 { a } else { b };
+    let (events, _) = read_all(winner).await;
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    let after: Value = app
+        .get_as(&format!("/api/v1/chats/{chat}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["message_count"], 3, "root, one question, one answer");
+    app.finish().await;
+}
+
 on_every_backend!(
+    another_user_cannot_see_cancel_or_attach_a_running_generation,
+    switching_branches_mid_stream_is_not_undone_by_the_answer,
+    two_streamed_sends_racing_on_one_chat_leave_no_junk,
     a_streamed_answer_arrives_in_order_and_is_stored,
     a_provider_error_mid_stream_keeps_the_partial_answer_as_failed,
     a_slow_stream_gets_ping_comments,

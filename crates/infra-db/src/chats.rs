@@ -503,6 +503,7 @@ impl ChatRepository for SeaOrmStore {
         if row.status != MessageStatus::Streaming.as_str() {
             return Err(RepoError::Conflict("the answer has already ended"));
         }
+        let question = row.parent_id;
         let mut active: messages::ActiveModel = row.into();
         active.content = Set(answer.content);
         active.status = Set(answer.status.as_str().to_owned());
@@ -518,8 +519,14 @@ impl ChatRepository for SeaOrmStore {
         }
         // The version must move even when the clock did not (the read cache keys on it).
         let version = Ord::max(ts(answer.now), chat_row.updated_at + 1);
+        // The chat row is locked: deciding here is race-free.
+        let leaf = chat_row.current_leaf_id;
+        let user_stayed = leaf == uuid(answer.leaf_at_start.as_u128()) || Some(leaf) == question;
         chats::Entity::update_many()
-            .col_expr(chats::Column::CurrentLeafId, Expr::value(id))
+            .col_expr(
+                chats::Column::CurrentLeafId,
+                Expr::value(if user_stayed { id } else { leaf }),
+            )
             .col_expr(chats::Column::UpdatedAt, Expr::value(version))
             .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
             .exec(&txn)
@@ -549,17 +556,42 @@ impl ChatRepository for SeaOrmStore {
             .all(&txn)
             .await
             .map_err(to_repo_error)?;
-        let marked = messages::Entity::update_many()
-            .col_expr(
-                messages::Column::Status,
-                Expr::value(MessageStatus::Interrupted.as_str()),
-            )
-            .filter(messages::Column::Status.eq(MessageStatus::Streaming.as_str()))
-            .filter(messages::Column::CreatedAt.lt(ts(created_before)))
-            .exec(&txn)
-            .await
-            .map_err(to_repo_error)?
-            .rows_affected;
+        if left.is_empty() {
+            txn.commit().await.map_err(to_repo_error)?;
+            return Ok(0);
+        }
+        // Chats first, in id order, as every other writer does (chat row, then its messages):
+        // no lock-order deadlock with an answer being finished.
+        let mut chat_ids: Vec<Uuid> = left.iter().map(|(_, chat, _)| *chat).collect();
+        chat_ids.sort_unstable();
+        chat_ids.dedup();
+        if self.locks_rows() {
+            for chunk in chat_ids.chunks(DELETE_CHUNK) {
+                chats::Entity::find()
+                    .filter(chats::Column::Id.is_in(chunk.iter().copied()))
+                    .order_by_asc(chats::Column::Id)
+                    .lock_exclusive()
+                    .all(&txn)
+                    .await
+                    .map_err(to_repo_error)?;
+            }
+        }
+        // By primary key (no range locks), and only rows still streaming.
+        let ids: Vec<Uuid> = left.iter().map(|(id, _, _)| *id).collect();
+        let mut marked = 0;
+        for chunk in ids.chunks(DELETE_CHUNK) {
+            marked += messages::Entity::update_many()
+                .col_expr(
+                    messages::Column::Status,
+                    Expr::value(MessageStatus::Interrupted.as_str()),
+                )
+                .filter(messages::Column::Id.is_in(chunk.iter().copied()))
+                .filter(messages::Column::Status.eq(MessageStatus::Streaming.as_str()))
+                .exec(&txn)
+                .await
+                .map_err(to_repo_error)?
+                .rows_affected;
+        }
         // As if the answer had ended: it becomes the current leaf when the user is still on
         // its question. A handful of rows (what one crash left), one statement each.
         for (id, chat, parent) in left {

@@ -802,6 +802,7 @@ mod suite {
             content: content.to_owned(),
             status,
             record,
+            leaf_at_start: q.id,
             // The clock did not move: the version must still change.
             now: during.updated_at,
         };
@@ -848,6 +849,69 @@ mod suite {
         ));
     }
 
+    /// The answer becomes the current leaf only where the user still is: on its question, or
+    /// on the leaf they had when it started (a retry); never after they moved elsewhere.
+    pub async fn a_finished_answer_does_not_move_a_user_who_went_elsewhere(db: &TestDatabase) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let chat = store.create_chat(new_chat(owner)).await.unwrap();
+        let streaming = |parent| {
+            let mut m = message(parent, Role::Assistant, "");
+            m.status = MessageStatus::Streaming;
+            m
+        };
+        let end = |message, leaf_at_start| FinishedAnswer {
+            message,
+            content: "done".into(),
+            status: MessageStatus::Complete,
+            record: None,
+            leaf_at_start,
+            now: now(),
+        };
+        let q = store
+            .append_message(owner, chat.id, message(chat.root_id, Role::User, "q"), true)
+            .await
+            .unwrap();
+        let pending = store
+            .append_message(owner, chat.id, streaming(q.id), false)
+            .await
+            .unwrap();
+        store
+            .select_leaf(owner, chat.id, chat.root_id, now())
+            .await
+            .unwrap();
+        store
+            .finish_answer(owner, chat.id, end(pending.id, q.id))
+            .await
+            .unwrap();
+        let leaf = store
+            .get_chat(owner, chat.id)
+            .await
+            .unwrap()
+            .current_leaf_id;
+        assert_eq!(leaf, chat.root_id, "the user moved away: they stay");
+
+        // A retry: the user is on the old answer, the new one replaces it as the leaf.
+        store
+            .select_leaf(owner, chat.id, pending.id, now())
+            .await
+            .unwrap();
+        let again = store
+            .append_message(owner, chat.id, streaming(q.id), false)
+            .await
+            .unwrap();
+        store
+            .finish_answer(owner, chat.id, end(again.id, pending.id))
+            .await
+            .unwrap();
+        let leaf = store
+            .get_chat(owner, chat.id)
+            .await
+            .unwrap()
+            .current_leaf_id;
+        assert_eq!(leaf, again.id);
+    }
+
     /// The longest question (32,000 characters of Japanese, 96 KB) and a 1 MiB answer are
     /// stored whole (MySQL's plain `TEXT` would hold 64 KB).
     pub async fn long_texts_are_stored_whole(db: &TestDatabase) {
@@ -880,6 +944,7 @@ mod suite {
                     content: answer.clone(),
                     status: MessageStatus::Complete,
                     record: None,
+                    leaf_at_start: q.id,
                     now: now(),
                 },
             )
@@ -1074,6 +1139,7 @@ mod suite {
                         content: "half".into(),
                         status: MessageStatus::Complete,
                         record: Some(record(chat.id, owner, pending.id)),
+                        leaf_at_start: q.id,
                         now: now(),
                     }
                 )
@@ -1150,4 +1216,5 @@ every_backend!(
     answers_left_streaming_are_marked_interrupted,
     generated_titles_never_overwrite_a_title,
     long_texts_are_stored_whole,
+    a_finished_answer_does_not_move_a_user_who_went_elsewhere,
 );

@@ -88,6 +88,10 @@ pub struct OpenAiGateway {
     client: Client<OpenAIConfig>,
     permits: Arc<Semaphore>,
     config: Arc<LlmConfig>,
+    /// The runtime the gateway was built on. Every call runs there, so pooled connections
+    /// are driven by one long-lived runtime, not by whichever HTTP worker opened them (a
+    /// worker stopping at shutdown would otherwise break streams still using them).
+    home: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for OpenAiGateway {
@@ -134,6 +138,7 @@ impl OpenAiGateway {
             client: Client::build(http, openai).with_http_service(service),
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
             config: Arc::new(config),
+            home: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -266,8 +271,52 @@ struct StreamState {
     _permit: OwnedSemaphorePermit,
 }
 
+impl OpenAiGateway {
+    /// Runs `call` on the gateway's home runtime (aborted if the caller goes away).
+    async fn at_home<T, F>(&self, call: F) -> Result<T, LlmError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, LlmError>> + Send + 'static,
+    {
+        match &self.home {
+            Some(home) => tokio_util::task::AbortOnDropHandle::new(home.spawn(call))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(LlmError::Unavailable {
+                        retry_after: if e.is_cancelled() {
+                            Some(Duration::from_secs(1))
+                        } else {
+                            None
+                        },
+                    })
+                }),
+            None => call.await,
+        }
+    }
+}
+
 impl LlmGateway for OpenAiGateway {
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError> {
+        let this = self.clone();
+        self.at_home(async move { this.complete_here(request).await })
+            .await
+    }
+
+    async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, LlmError> {
+        let this = self.clone();
+        self.at_home(async move { this.stream_here(request).await })
+            .await
+    }
+
+    async fn list_models(&self) -> Result<Vec<ModelInfo>, LlmError> {
+        let this = self.clone();
+        self.at_home(async move { this.list_models_here().await })
+            .await
+    }
+}
+
+impl OpenAiGateway {
+    async fn complete_here(&self, request: CompletionRequest) -> Result<Completion, LlmError> {
         let _permit = self.permit().await?;
         let chat = self.client.chat();
         let call = chat.create_byot::<_, WireCompletion>(Self::body(&request, false));
@@ -299,7 +348,7 @@ impl LlmGateway for OpenAiGateway {
         })
     }
 
-    async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, LlmError> {
+    async fn stream_here(&self, request: CompletionRequest) -> Result<CompletionStream, LlmError> {
         let permit = self.permit().await?;
         let chat = self.client.chat();
         let open = chat.create_stream_byot::<_, WireChunk>(Self::body(&request, true));
@@ -385,7 +434,7 @@ impl LlmGateway for OpenAiGateway {
         )))
     }
 
-    async fn list_models(&self) -> Result<Vec<ModelInfo>, LlmError> {
+    async fn list_models_here(&self) -> Result<Vec<ModelInfo>, LlmError> {
         let models = self.client.models();
         let call = models.list_byot::<WireModels>();
         let response = tokio::time::timeout(self.config.request_timeout, call)

@@ -147,15 +147,18 @@ async fn recover_streaming(store: &Store, cutoff: domain::Timestamp) {
 /// Every minute, marks `interrupted` the answers still `streaming` long after any
 /// generation's deadline (their process died; with replicas, start-up recovery leaves them).
 async fn sweep_expired_streams(store: Store, deadline: Duration) {
-    let slack = i64::try_from((deadline + Duration::from_secs(60)).as_micros()).unwrap_or(i64::MAX);
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        let cutoff = domain::Timestamp::from_unix_micros(
-            SystemClock.now().as_unix_micros().saturating_sub(slack),
-        );
-        recover_streaming(&store, cutoff).await;
+        recover_streaming(&store, expired_before(deadline)).await;
     }
+}
+
+/// Answers created before this are past any live generation's deadline (plus a minute to
+/// save): no process is still writing them.
+fn expired_before(deadline: Duration) -> domain::Timestamp {
+    let slack = i64::try_from((deadline + Duration::from_secs(60)).as_micros()).unwrap_or(i64::MAX);
+    domain::Timestamp::from_unix_micros(SystemClock.now().as_unix_micros().saturating_sub(slack))
 }
 
 /// Applies migrations, retrying with backoff while the database is unreachable, then
@@ -214,12 +217,7 @@ impl Application {
         let deadline = Duration::from_secs(settings.generation.deadline_secs);
         let cutoff = match settings.generation.startup_recovery {
             crate::config::StartupRecovery::All => SystemClock.now(),
-            crate::config::StartupRecovery::Expired => domain::Timestamp::from_unix_micros(
-                SystemClock
-                    .now()
-                    .as_unix_micros()
-                    .saturating_sub(i64::try_from(deadline.as_micros()).unwrap_or(i64::MAX)),
-            ),
+            crate::config::StartupRecovery::Expired => expired_before(deadline),
         };
         if settings.database.migrate_on_startup {
             match store.migrate().await {

@@ -13,7 +13,7 @@ use domain::{
 use crate::catalog::{CatalogError, CatalogUseCase};
 use crate::generation::{
     AdmissionError, FinalAnswer, GenerationEvent, GenerationFailure, GenerationStatus, Generations,
-    NewGeneration, Slot, Subscription,
+    NewGeneration, Reservation, Slot, Subscription,
 };
 use crate::llm::{CompletionRequest, LlmError, LlmGateway, PromptMessage, StreamEvent};
 use crate::ports::{
@@ -807,85 +807,70 @@ where
         Ok((answer, completion.usage, ids))
     }
 
-    /// Stores the `streaming` answer row under `under`, registers the generation and starts
-    /// its task. `slot` is held until the task ends.
+    /// Registers the generation in its reserved chat and starts its task, which stores the
+    /// `streaming` answer row under `under` and generates. Once the task is spawned nothing
+    /// depends on this request: a client that leaves cannot orphan a `streaming` row.
+    /// `slot` is held until the answer is saved.
     async fn begin_stream(
         &self,
         owner: UserId,
         chat: &Chat,
         under: &Message,
         plan: Plan,
-        slot: Slot,
+        admission: (Slot, Reservation),
+        leaf_at_start: MessageId,
     ) -> Result<Subscription, ChatError> {
+        let (slot, reservation) = admission;
         let (request, path) = self.prompt(owner, chat, under, &plan).await?;
         let title = self.title_job(chat, &path, &plan);
-        let answer = self
-            .repo
-            .append_message(
-                owner,
-                chat.id,
-                NewMessage {
-                    id: MessageId::from_u128(self.ids.next_id()),
-                    parent_id: under.id,
-                    role: Role::Assistant,
-                    content: String::new(),
-                    status: MessageStatus::Streaming,
-                    created_at: self.clock.now(),
-                },
-                false,
-            )
-            .await
-            .map_err(repo)?;
+        let answer = NewMessage {
+            id: MessageId::from_u128(self.ids.next_id()),
+            parent_id: under.id,
+            role: Role::Assistant,
+            content: String::new(),
+            status: MessageStatus::Streaming,
+            created_at: self.clock.now(),
+        };
         let job = StreamJob {
             owner,
             chat: chat.id,
             message: answer.id,
+            user_message: under.id,
             plan,
             provider: self.provider.clone(),
             deadline: self.generations.limits().deadline,
+            leaf_at_start,
         };
-        let registered = self.generations.register(NewGeneration {
-            chat: chat.id,
-            owner,
-            user_message: under.id,
-            message: answer.id,
-            model: job.plan.model.clone(),
-            started_at: answer.created_at,
-        });
-        let (generation, subscription) = match registered {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Another generation of this chat won the race; this answer never starts.
-                let _ = self
-                    .repo
-                    .finish_answer(
-                        owner,
-                        chat.id,
-                        FinishedAnswer {
-                            message: answer.id,
-                            content: String::new(),
-                            status: MessageStatus::Failed,
-                            record: None,
-                            now: self.clock.now(),
-                        },
-                    )
-                    .await;
-                return Err(e.into());
-            }
-        };
-        generation.publish(GenerationEvent::Start {
-            user_message: under.id,
-            message: answer.id,
-            model: job.plan.model.clone(),
-        });
+        let (generation, subscription) = self.generations.register(
+            reservation,
+            NewGeneration {
+                owner,
+                user_message: under.id,
+                message: answer.id,
+                model: job.plan.model.clone(),
+                started_at: answer.created_at,
+            },
+        );
         let repo = Arc::clone(&self.repo);
         let llm = Arc::clone(&self.llm);
         let clock = Arc::clone(&self.clock);
         let registry = self.generations.clone();
         let task_generation = Arc::clone(&generation);
         self.generations.spawn(generation, async move {
-            let answer = run_stream(&*repo, &*llm, &*clock, &task_generation, job, request).await;
-            drop(slot);
+            let generation = task_generation;
+            if let Err(e) = repo.append_message(owner, job.chat, answer, false).await {
+                tracing::warn!(error = %e, "the answer row could not be stored");
+                drop(slot);
+                generation.publish(GenerationEvent::Error(GenerationFailure::Storage));
+                generation.publish(GenerationEvent::Done);
+                return;
+            }
+            generation.publish(GenerationEvent::Start {
+                user_message: job.user_message,
+                message: job.message,
+                model: job.plan.model.clone(),
+            });
+            let answer = run_stream(&*repo, &*llm, &*clock, &generation, job, request, slot).await;
             if let (Some(title), Some(answer)) = (title, answer) {
                 registry.spawn_background(write_title(repo, llm, title, answer));
             }
@@ -946,9 +931,11 @@ struct StreamJob {
     owner: UserId,
     chat: ChatId,
     message: MessageId,
+    user_message: MessageId,
     plan: Plan,
     provider: String,
     deadline: Duration,
+    leaf_at_start: MessageId,
 }
 
 /// A chat to title after its first answer.
@@ -967,7 +954,24 @@ struct StreamEnd {
     provider: Option<String>,
 }
 
-/// Reads the provider's stream into `content`, publishing every delta.
+/// The most text one chunk event carries when deltas arrive faster than they are read.
+const CHUNK_COALESCE_BYTES: usize = 4_096;
+
+/// The next item if one is ready now, without waiting.
+fn ready_now(
+    stream: &mut crate::llm::CompletionStream,
+) -> Option<Option<Result<StreamEvent, LlmError>>> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match stream.as_mut().poll_next(&mut cx) {
+        std::task::Poll::Ready(item) => Some(item),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Reads the provider's stream into `content`, publishing the new text. Deltas that are
+/// already waiting are merged into one chunk (up to [`CHUNK_COALESCE_BYTES`]), so a fast
+/// provider cannot make the event log grow one tiny event per byte.
 async fn pump<L: LlmGateway>(
     llm: &L,
     request: CompletionRequest,
@@ -979,10 +983,30 @@ async fn pump<L: LlmGateway>(
         .stream(request)
         .await
         .map_err(GenerationFailure::Provider)?;
-    while let Some(item) = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+    let mut next = None;
+    loop {
+        let item = match next.take() {
+            Some(item) => item,
+            None => std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await,
+        };
+        let Some(item) = item else {
+            return Err(GenerationFailure::Provider(LlmError::BrokenStream(
+                "the stream ended without a finish".into(),
+            )));
+        };
         match item.map_err(GenerationFailure::Provider)? {
-            StreamEvent::Delta(delta) => {
+            StreamEvent::Delta(mut delta) => {
                 first_token.get_or_insert_with(Instant::now);
+                while delta.len() < CHUNK_COALESCE_BYTES {
+                    match ready_now(&mut stream) {
+                        Some(Some(Ok(StreamEvent::Delta(more)))) => delta.push_str(&more),
+                        Some(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
                 if content.len() + delta.len() > ANSWER_MAX_BYTES {
                     return Ok(StreamEnd {
                         finish_reason: Some("length".into()),
@@ -1011,9 +1035,6 @@ async fn pump<L: LlmGateway>(
             }
         }
     }
-    Err(GenerationFailure::Provider(LlmError::BrokenStream(
-        "the stream ended without a finish".into(),
-    )))
 }
 
 /// One generation, start to end: streams the answer (until it completes, fails, is
@@ -1026,6 +1047,7 @@ async fn run_stream<R: ChatRepository, L: LlmGateway, C: Clock>(
     generation: &crate::generation::Generation,
     job: StreamJob,
     request: CompletionRequest,
+    slot: Slot,
 ) -> Option<String> {
     let started = Instant::now();
     let mut content = String::new();
@@ -1083,6 +1105,7 @@ async fn run_stream<R: ChatRepository, L: LlmGateway, C: Clock>(
         content: content.clone(),
         status,
         record,
+        leaf_at_start: job.leaf_at_start,
         now,
     };
     let outcome = status.as_str();
@@ -1095,6 +1118,9 @@ async fn run_stream<R: ChatRepository, L: LlmGateway, C: Clock>(
             .record(first.duration_since(started).as_secs_f64());
     }
     let saved = save_with_retries(repo, job.owner, job.chat, finished).await;
+    // Free the slot before anyone hears of the end: a client that reacts at once may start
+    // the next generation.
+    drop(slot);
     if saved {
         generation.publish(event);
     } else {
@@ -1115,6 +1141,8 @@ async fn save_with_retries<R: ChatRepository>(
     for attempt in 1..=6 {
         match repo.finish_answer(owner, chat, finished.clone()).await {
             Ok(_) => return true,
+            // The previous attempt committed but its acknowledgement was lost.
+            Err(RepoError::Conflict(_)) if attempt > 1 => return true,
             Err(RepoError::Unavailable(e)) if attempt < 6 => {
                 tracing::warn!(error = %e, attempt, "saving an answer failed; retrying");
                 tokio::time::sleep(delay).await;
@@ -1451,12 +1479,20 @@ where
         let current = self.get_chat(owner, chat).await?;
         let plan = self.plan(owner, &current, input.options).await?;
         let slot = self.generations.acquire(owner)?;
-        self.generations.ensure_idle(chat)?;
+        let reservation = self.generations.reserve(chat)?;
         let user_message = self
             .store_question(owner, &current, input.parent, input.content)
             .await?;
-        self.begin_stream(owner, &current, &user_message, plan, slot)
-            .await
+        let leaf = user_message.id;
+        self.begin_stream(
+            owner,
+            &current,
+            &user_message,
+            plan,
+            (slot, reservation),
+            leaf,
+        )
+        .await
     }
 
     async fn retry_stream(
@@ -1470,9 +1506,16 @@ where
         let user_message = Self::retry_target(&t.tree, message)?;
         let plan = self.plan(owner, &t.chat, options).await?;
         let slot = self.generations.acquire(owner)?;
-        self.generations.ensure_idle(chat)?;
-        self.begin_stream(owner, &t.chat, &user_message, plan, slot)
-            .await
+        let reservation = self.generations.reserve(chat)?;
+        self.begin_stream(
+            owner,
+            &t.chat,
+            &user_message,
+            plan,
+            (slot, reservation),
+            t.chat.current_leaf_id,
+        )
+        .await
     }
 
     async fn generation(

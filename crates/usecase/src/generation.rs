@@ -340,6 +340,8 @@ struct Counts {
     per_user: HashMap<UserId, usize>,
     global: usize,
     by_chat: HashMap<ChatId, Arc<Generation>>,
+    /// Chats whose generation is being prepared (question stored, not registered yet).
+    reserved: std::collections::HashSet<ChatId>,
     closed: bool,
 }
 
@@ -377,6 +379,54 @@ impl Drop for Slot {
     }
 }
 
+/// A chat claimed for a generation being prepared.
+#[derive(Debug)]
+pub struct Reservation {
+    shared: Arc<Shared>,
+    chat: ChatId,
+    /// Still holding the claim (not yet turned into a registered generation).
+    armed: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.armed {
+            lock(&self.shared.counts).reserved.remove(&self.chat);
+        }
+    }
+}
+
+/// Runs when a generation's task is gone: ends a generation the task did not end (a panic),
+/// so listeners get an error and `Done` and the chat is free again; then forgets it after the
+/// linger time.
+struct EndGuard {
+    shared: Arc<Shared>,
+    generation: Arc<Generation>,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        let generation = Arc::clone(&self.generation);
+        if !Generation::finished(&lock(&generation.log)) {
+            tracing::error!(message = %generation.message, "a generation task ended without finishing");
+            generation.publish(GenerationEvent::Error(GenerationFailure::Storage));
+            generation.publish(GenerationEvent::Done);
+        }
+        let shared = Arc::clone(&self.shared);
+        // Not tracked: shutdown need not wait for the linger.
+        self.shared.runtime.spawn(async move {
+            tokio::time::sleep(shared.limits.linger).await;
+            let mut c = lock(&shared.counts);
+            if c.by_chat
+                .get(&generation.chat)
+                .is_some_and(|g| Arc::ptr_eq(g, &generation))
+            {
+                c.by_chat.remove(&generation.chat);
+            }
+        });
+    }
+}
+
 /// The registry of generations of this process. Clones share it.
 #[derive(Debug, Clone)]
 pub struct Generations {
@@ -386,8 +436,6 @@ pub struct Generations {
 /// What a new streamed generation needs to register.
 #[derive(Debug, Clone)]
 pub struct NewGeneration {
-    /// Its chat.
-    pub chat: ChatId,
     /// Its owner.
     pub owner: UserId,
     /// The question.
@@ -449,30 +497,39 @@ impl Generations {
         })
     }
 
-    /// Fails when `chat` already has a running generation.
+    /// Claims `chat` for a new generation before anything is written, so two concurrent
+    /// sends cannot both start one; dropping the reservation releases it.
     ///
     /// # Errors
-    /// [`AdmissionError::ChatBusy`].
-    pub fn ensure_idle(&self, chat: ChatId) -> Result<(), AdmissionError> {
-        let c = lock(&self.shared.counts);
-        match c.by_chat.get(&chat) {
-            Some(g) if !Generation::finished(&lock(&g.log)) => Err(AdmissionError::ChatBusy),
-            _ => Ok(()),
+    /// [`AdmissionError::ChatBusy`] when a generation runs or is being prepared there.
+    pub fn reserve(&self, chat: ChatId) -> Result<Reservation, AdmissionError> {
+        let mut c = lock(&self.shared.counts);
+        let running = c
+            .by_chat
+            .get(&chat)
+            .is_some_and(|g| !Generation::finished(&lock(&g.log)));
+        if running || !c.reserved.insert(chat) {
+            return Err(AdmissionError::ChatBusy);
         }
+        Ok(Reservation {
+            shared: Arc::clone(&self.shared),
+            chat,
+            armed: true,
+        })
     }
 
-    /// Registers a generation and returns it with its first listener (subscribed before the
-    /// task starts, so the `cancel` policy sees a listener from the first event on).
-    ///
-    /// # Errors
-    /// [`AdmissionError::ChatBusy`] when another generation of the chat got there first.
+    /// Registers a generation in its reserved chat and returns it with its first listener
+    /// (subscribed before the task starts, so the `cancel` policy sees a listener from the
+    /// first event on).
+    #[must_use]
     pub fn register(
         &self,
+        mut reservation: Reservation,
         new: NewGeneration,
-    ) -> Result<(Arc<Generation>, Subscription), AdmissionError> {
+    ) -> (Arc<Generation>, Subscription) {
         let (published, _) = watch::channel(0);
         let generation = Arc::new(Generation {
-            chat: new.chat,
+            chat: reservation.chat,
             owner: new.owner,
             message: new.message,
             user_message: new.user_message,
@@ -485,16 +542,14 @@ impl Generations {
             published,
             listeners: AtomicUsize::new(0),
         });
-        let mut c = lock(&self.shared.counts);
-        if let Some(g) = c.by_chat.get(&new.chat)
-            && !Generation::finished(&lock(&g.log))
         {
-            return Err(AdmissionError::ChatBusy);
+            let mut c = lock(&self.shared.counts);
+            c.reserved.remove(&reservation.chat);
+            c.by_chat.insert(reservation.chat, Arc::clone(&generation));
         }
-        c.by_chat.insert(new.chat, Arc::clone(&generation));
-        drop(c);
+        reservation.armed = false;
         let subscription = generation.subscribe(None);
-        Ok((generation, subscription))
+        (generation, subscription)
     }
 
     /// Runs `task` (a generation's work) on the registry's runtime; then, after the linger
@@ -503,23 +558,15 @@ impl Generations {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let shared = Arc::clone(&self.shared);
+        let guard = EndGuard {
+            shared: Arc::clone(&self.shared),
+            generation,
+        };
         self.shared.tasks.spawn_on(
             async move {
+                // Dropped when the task ends, normally or by a panic.
+                let _guard = guard;
                 task.await;
-                let linger = shared.limits.linger;
-                let forget = async move {
-                    tokio::time::sleep(linger).await;
-                    let mut c = lock(&shared.counts);
-                    if c.by_chat
-                        .get(&generation.chat)
-                        .is_some_and(|g| Arc::ptr_eq(g, &generation))
-                    {
-                        c.by_chat.remove(&generation.chat);
-                    }
-                };
-                // Not tracked: shutdown need not wait for the linger.
-                tokio::spawn(forget);
             },
             &self.shared.runtime,
         );
@@ -622,13 +669,17 @@ mod tests {
 
     fn new(chat: u128) -> NewGeneration {
         NewGeneration {
-            chat: ChatId::from_u128(chat),
             owner: UserId::from_u128(1),
             user_message: MessageId::from_u128(chat * 10),
             message: MessageId::from_u128(chat * 10 + 1),
             model: ModelId::parse("m/one").unwrap(),
             started_at: Timestamp::from_unix_micros(0),
         }
+    }
+
+    fn register(r: &Generations, chat: u128) -> (Arc<Generation>, Subscription) {
+        let reservation = r.reserve(ChatId::from_u128(chat)).unwrap();
+        r.register(reservation, new(chat))
     }
 
     #[tokio::test]
@@ -654,7 +705,7 @@ mod tests {
     #[tokio::test]
     async fn listeners_replay_from_an_id_and_follow_live() {
         let r = registry(DisconnectPolicy::Finish, 3);
-        let (g, mut first) = r.register(new(7)).unwrap();
+        let (g, mut first) = register(&r, 7);
         g.publish(GenerationEvent::Chunk("a".into()));
         g.publish(GenerationEvent::Chunk("b".into()));
         let mut late = g.subscribe(Some(0));
@@ -682,7 +733,7 @@ mod tests {
     #[tokio::test]
     async fn the_last_listener_leaving_cancels_only_under_the_cancel_policy() {
         let r = registry(DisconnectPolicy::Cancel, 3);
-        let (g, first) = r.register(new(1)).unwrap();
+        let (g, first) = register(&r, 1);
         let second = g.subscribe(None);
         drop(first);
         assert!(!g.cancellation().is_cancelled(), "one listener remains");
@@ -691,30 +742,43 @@ mod tests {
         assert_eq!(g.cancel_failure(), GenerationFailure::Cancelled);
 
         let r = registry(DisconnectPolicy::Finish, 3);
-        let (g, first) = r.register(new(2)).unwrap();
+        let (g, first) = register(&r, 2);
         drop(first);
         assert!(!g.cancellation().is_cancelled());
     }
 
     #[tokio::test]
-    async fn one_running_generation_per_chat() {
+    async fn one_generation_per_chat_from_reservation_to_the_end() {
         let r = registry(DisconnectPolicy::Finish, 3);
-        let (g, _s) = r.register(new(5)).unwrap();
-        assert_eq!(
-            r.ensure_idle(ChatId::from_u128(5)),
-            Err(AdmissionError::ChatBusy)
-        );
-        assert!(matches!(r.register(new(5)), Err(AdmissionError::ChatBusy)));
+        let chat = ChatId::from_u128(5);
+        let reserved = r.reserve(chat).unwrap();
+        assert_eq!(r.reserve(chat).unwrap_err(), AdmissionError::ChatBusy);
+        drop(reserved);
+        let (g, _s) = register(&r, 5);
+        assert_eq!(r.reserve(chat).unwrap_err(), AdmissionError::ChatBusy);
         g.publish(GenerationEvent::Done);
-        assert!(r.ensure_idle(ChatId::from_u128(5)).is_ok());
-        assert!(r.register(new(5)).is_ok(), "a finished one is replaced");
+        let _again = r.reserve(chat).expect("a finished one is replaced");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_dies_still_ends_its_generation() {
+        let r = registry(DisconnectPolicy::Finish, 3);
+        let (g, mut s) = register(&r, 9);
+        r.spawn(Arc::clone(&g), async { panic!("boom") });
+        let mut last = None;
+        while let Some((_, e)) = s.next().await {
+            last = Some(e);
+        }
+        assert_eq!(last.as_deref(), Some(&GenerationEvent::Done));
+        assert_eq!(g.status().outcome, Some("failed"));
+        assert!(r.reserve(ChatId::from_u128(9)).is_ok());
     }
 
     #[tokio::test]
     async fn shutdown_refuses_new_work_and_cancels_what_outlives_the_grace() {
         let r = registry(DisconnectPolicy::Finish, 3);
         let slot = r.acquire(UserId::from_u128(1)).unwrap();
-        let (g, _s) = r.register(new(3)).unwrap();
+        let (g, _s) = register(&r, 3);
         let task_g = Arc::clone(&g);
         r.spawn(Arc::clone(&g), async move {
             task_g.cancellation().cancelled().await;

@@ -210,6 +210,10 @@ pub struct FinishedAnswer {
     pub status: MessageStatus,
     /// The generation record (stored for complete answers and whenever usage is known).
     pub record: Option<GenerationRecord>,
+    /// The chat's current leaf when the generation began. The answer becomes the current
+    /// leaf only if the user is still there (or on the question); a user who moved to
+    /// another branch meanwhile stays where they are.
+    pub leaf_at_start: MessageId,
     /// When it ended.
     pub now: Timestamp,
 }
@@ -405,7 +409,8 @@ pub trait ChatRepository: Send + Sync + 'static {
     ) -> impl Future<Output = Result<DeletedSubtree, RepoError>> + Send;
 
     /// Ends a streaming answer: its final content and status, its generation record, the
-    /// chat's current leaf moved to it and the chat's version bumped.
+    /// chat's current leaf moved to it (unless the user moved elsewhere, see
+    /// [`FinishedAnswer::leaf_at_start`]) and the chat's version bumped.
     ///
     /// Implementations MUST write all of it in one transaction, and only while the message
     /// is still `streaming` (an answer ends once).

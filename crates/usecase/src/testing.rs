@@ -480,11 +480,15 @@ impl ChatRepository for InMemoryStore {
             stored.content = answer.content;
             stored.status = answer.status;
             let stored = stored.clone();
+            let question = stored.parent_id;
             if let Some(record) = answer.record {
                 s.records.insert(stored.id, record);
             }
             if let Some(c) = s.chats.get_mut(&chat) {
-                c.current_leaf_id = stored.id;
+                if c.current_leaf_id == answer.leaf_at_start || Some(c.current_leaf_id) == question
+                {
+                    c.current_leaf_id = stored.id;
+                }
                 c.updated_at = Timestamp::from_unix_micros(
                     answer
                         .now
