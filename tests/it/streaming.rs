@@ -133,14 +133,16 @@ async fn a_streamed_answer_arrives_in_order_and_is_stored(backend: Backend) {
         "ids 0, 1, 2, …"
     );
     let types: Vec<Value> = events.iter().map(|e| data(e)["type"].clone()).collect();
+    // Deltas that arrive together may share a chunk; with 5 ms between tokens most do not.
+    let n = events.len();
     assert_eq!(types[0], "start");
-    assert_eq!(events.len(), 12 + 3, "start, 12 chunks, final, [DONE]");
-    assert!(types[1..13].iter().all(|t| t == "chunk"), "{types:?}");
-    assert_eq!(types[13], "final");
-    assert_eq!(events[14].data, "[DONE]");
+    assert!(n >= 2 + 3, "start, chunks, final, [DONE]: {types:?}");
+    assert!(types[1..n - 2].iter().all(|t| t == "chunk"), "{types:?}");
+    assert_eq!(types[n - 2], "final");
+    assert_eq!(events[n - 1].data, "[DONE]");
 
     let start = data(&events[0]);
-    let last = data(&events[13]);
+    let last = data(&events[n - 2]);
     assert_eq!(start["message_uuid"], last["message_uuid"]);
     assert_eq!(last["model"], model);
     assert_eq!(last["finish_reason"], "stop");
@@ -225,23 +227,16 @@ async fn a_provider_error_mid_stream_keeps_the_partial_answer_as_failed(backend:
     assert_eq!(response.status(), 200);
     let (events, _) = read_all(response).await;
     let types: Vec<Value> = events.iter().map(|e| data(e)["type"].clone()).collect();
-    assert_eq!(
-        types[..5],
-        [
-            json!("start"),
-            json!("chunk"),
-            json!("chunk"),
-            json!("chunk"),
-            json!("chunk")
-        ]
-    );
-    let error = data(&events[5]);
+    let n = events.len();
+    assert_eq!(types[0], "start");
+    assert!(n >= 4, "{types:?}");
+    assert!(types[1..n - 2].iter().all(|t| t == "chunk"), "{types:?}");
+    let error = data(&events[n - 2]);
     assert_eq!(error["type"], "error");
     assert_eq!(error["error_type"], "provider_error");
     assert_eq!(error["retry_available"], true);
     assert!(error["message"].is_string());
-    assert_eq!(events[6].data, "[DONE]");
-    assert_eq!(events.len(), 7);
+    assert_eq!(events[n - 1].data, "[DONE]");
 
     let answer = data(&events[0])["message_uuid"]
         .as_str()
