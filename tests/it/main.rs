@@ -10,6 +10,7 @@
 mod analytics;
 mod auth;
 mod chats;
+mod docs;
 mod health;
 mod helpers;
 mod limits;

@@ -10,7 +10,8 @@ use usecase::auth::AuthUseCase;
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AnalyticsQuery {
     period: Option<String>,
@@ -139,30 +140,55 @@ async fn report<A: AuthUseCase, Y: AnalyticsUseCase>(
 }
 
 macro_rules! analytics_route {
-    ($name:ident, $render:expr) => {
+    ($(#[$doc:meta])* $name:ident, $render:expr) => {
+        $(#[$doc])*
         async fn $name<A: AuthUseCase, Y: AnalyticsUseCase>(
             caller: CurrentUser<A>,
             analytics: web::Data<Y>,
             query: web::Query<AnalyticsQuery>,
         ) -> Result<HttpResponse, ApiError> {
             let r = report(&caller, analytics.get_ref(), query.into_inner()).await?;
-            Ok(HttpResponse::Ok().json($render(&r)))
+            Ok(HttpResponse::Ok().json(($render)(&r)))
         }
     };
 }
 
-analytics_route!(overview_route, overview);
-analytics_route!(models_route, models);
-analytics_route!(daily_route, daily);
-analytics_route!(hourly_route, hourly);
-analytics_route!(costs_route, costs);
-analytics_route!(all_route, |r: &Report| json!({
-    "overview": overview(r),
-    "models": models(r),
-    "daily": daily(r),
-    "hourly": hourly(r),
-    "costs": costs(r),
-}));
+analytics_route!(
+    #[utoipa::path(get, path = "/api/v1/analytics/overview", tag = "analytics", params(AnalyticsQuery), responses((status = 200, description = "Totals", body = serde_json::Value)), security(("bearer" = [])))]
+    overview_route,
+    overview
+);
+analytics_route!(
+    #[utoipa::path(get, path = "/api/v1/analytics/models", tag = "analytics", params(AnalyticsQuery), responses((status = 200, description = "Per model", body = serde_json::Value)), security(("bearer" = [])))]
+    models_route,
+    models
+);
+analytics_route!(
+    #[utoipa::path(get, path = "/api/v1/analytics/daily", tag = "analytics", params(AnalyticsQuery), responses((status = 200, description = "Per UTC day, zeros included", body = serde_json::Value)), security(("bearer" = [])))]
+    daily_route,
+    daily
+);
+analytics_route!(
+    #[utoipa::path(get, path = "/api/v1/analytics/hourly", tag = "analytics", params(AnalyticsQuery), responses((status = 200, description = "24 hourly buckets", body = serde_json::Value)), security(("bearer" = [])))]
+    hourly_route,
+    hourly
+);
+analytics_route!(
+    #[utoipa::path(get, path = "/api/v1/analytics/costs", tag = "analytics", params(AnalyticsQuery), responses((status = 200, description = "Costs per day and cumulative", body = serde_json::Value)), security(("bearer" = [])))]
+    costs_route,
+    costs
+);
+analytics_route!(
+    #[utoipa::path(get, path = "/api/v1/analytics", tag = "analytics", params(AnalyticsQuery), responses((status = 200, description = "Every report at once", body = serde_json::Value)), security(("bearer" = [])))]
+    all_route,
+    |r: &Report| json!({
+        "overview": overview(r),
+        "models": models(r),
+        "daily": daily(r),
+        "hourly": hourly(r),
+        "costs": costs(r),
+    })
+);
 
 /// Registers the analytics routes (inside the `/api/v1` scope).
 pub fn routes<A: AuthUseCase, Y: AnalyticsUseCase>(cfg: &mut web::ServiceConfig) {

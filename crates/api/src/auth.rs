@@ -136,14 +136,14 @@ fn client_ip(req: &HttpRequest) -> String {
     crate::limits::client_ip(req).to_string()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Credentials {
     username: String,
     password: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct FormCredentials {
     username: String,
     password: String,
@@ -152,7 +152,7 @@ struct FormCredentials {
 }
 
 /// `{uuid, username, created_at}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserResponse {
     uuid: String,
     username: String,
@@ -169,7 +169,7 @@ impl From<&User> for UserResponse {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct TokenResponse {
     access_token: String,
     token_type: &'static str,
@@ -193,6 +193,7 @@ fn parse_credentials(username: String, password: String) -> Result<(Username, Pa
 }
 
 /// `POST /api/v1/users`.
+#[utoipa::path(post, path = "/api/v1/users", tag = "auth", request_body = Credentials, responses((status = 201, description = "The new account", body = UserResponse), (status = 409, description = "The name is taken", body = crate::error::ErrorBody)))]
 async fn register<A: AuthUseCase>(
     req: HttpRequest,
     auth: web::Data<A>,
@@ -207,6 +208,7 @@ async fn register<A: AuthUseCase>(
 }
 
 /// `POST /api/v1/auth/login`: JSON `{username, password}` or the OAuth2 password form.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials, responses((status = 200, description = "An access and a refresh token", body = TokenResponse)))]
 async fn login<A: AuthUseCase>(
     req: HttpRequest,
     auth: web::Data<A>,
@@ -267,13 +269,14 @@ async fn login<A: AuthUseCase>(
     Ok(HttpResponse::Ok().json(TokenResponse::from(tokens)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
     refresh_token: String,
 }
 
 /// `POST /api/v1/auth/refresh`.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses((status = 200, description = "A new token pair (the old refresh token is spent)", body = TokenResponse)))]
 async fn refresh<A: AuthUseCase>(
     auth: web::Data<A>,
     body: web::Json<RefreshRequest>,
@@ -286,7 +289,7 @@ async fn refresh<A: AuthUseCase>(
     Ok(HttpResponse::Ok().json(TokenResponse::from(tokens)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LogoutRequest {
     #[serde(default)]
@@ -296,6 +299,7 @@ struct LogoutRequest {
 }
 
 /// `POST /api/v1/auth/logout`: revokes the given refresh token, or all with `{"all": true}`.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = LogoutRequest, responses((status = 204, description = "Signed out")), security(("bearer" = [])))]
 async fn logout<A: AuthUseCase>(
     auth: web::Data<A>,
     caller: CurrentUser<A>,
@@ -314,17 +318,18 @@ async fn logout<A: AuthUseCase>(
 }
 
 /// `GET /api/v1/auth/me`.
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", responses((status = 200, description = "The caller", body = UserResponse)), security(("bearer" = [])))]
 async fn me<A: AuthUseCase>(caller: CurrentUser<A>) -> HttpResponse {
     HttpResponse::Ok().json(UserResponse::from(&caller.user))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewApiKey {
     name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ApiKeyResponse {
     id: String,
     name: String,
@@ -349,6 +354,7 @@ impl ApiKeyResponse {
 }
 
 /// `POST /api/v1/auth/api-keys`: the full key is in this response only.
+#[utoipa::path(post, path = "/api/v1/auth/api-keys", tag = "auth", request_body = NewApiKey, responses((status = 201, description = "The key (its secret is shown once)", body = ApiKeyResponse)), security(("bearer" = [])))]
 async fn create_api_key<A: AuthUseCase>(
     auth: web::Data<A>,
     caller: CurrentUser<A>,
@@ -373,6 +379,7 @@ async fn create_api_key<A: AuthUseCase>(
 }
 
 /// `GET /api/v1/auth/api-keys`.
+#[utoipa::path(get, path = "/api/v1/auth/api-keys", tag = "auth", responses((status = 200, description = "The caller's keys (no secrets)", body = Vec<ApiKeyResponse>)), security(("bearer" = [])))]
 async fn list_api_keys<A: AuthUseCase>(
     auth: web::Data<A>,
     caller: CurrentUser<A>,
@@ -386,6 +393,7 @@ async fn list_api_keys<A: AuthUseCase>(
 }
 
 /// `DELETE /api/v1/auth/api-keys/{id}`.
+#[utoipa::path(delete, path = "/api/v1/auth/api-keys/{id}", tag = "auth", params(("id" = String, Path, description = "The key id")), responses((status = 204, description = "Revoked")), security(("bearer" = [])))]
 async fn revoke_api_key<A: AuthUseCase>(
     auth: web::Data<A>,
     caller: CurrentUser<A>,

@@ -81,7 +81,7 @@ pub(crate) fn parse_id<T: std::str::FromStr>(
 }
 
 /// A chat as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChatResponse {
     uuid: String,
     title: String,
@@ -111,7 +111,7 @@ impl From<&Chat> for ChatResponse {
 }
 
 /// A message as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageResponse {
     uuid: String,
     parent_uuid: Option<String>,
@@ -134,7 +134,7 @@ impl From<&Message> for MessageResponse {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateChatRequest {
     title: Option<String>,
@@ -144,6 +144,7 @@ struct CreateChatRequest {
     initial_message: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/chats", tag = "chats", request_body = CreateChatRequest, responses((status = 201, description = "The chat with its root message", body = ChatResponse)), security(("bearer" = [])))]
 async fn create_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -176,7 +177,8 @@ async fn create_chat<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Created().json(ChatResponse::from(&chat)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     q: Option<String>,
@@ -185,7 +187,7 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ChatListItem {
     #[serde(flatten)]
     chat: ChatResponse,
@@ -204,6 +206,7 @@ impl From<&usecase::ports::ChatSummary> for ChatListItem {
 /// Characters of the current leaf shown as a preview.
 const PREVIEW_CHARS: usize = 100;
 
+#[utoipa::path(get, path = "/api/v1/chats", tag = "chats", params(ListQuery), responses((status = 200, description = "A page of chats", body = crate::PageResponse<ChatListItem>)), security(("bearer" = [])))]
 async fn list_chats<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -230,6 +233,7 @@ async fn list_chats<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Ok().json(PageResponse::new(result, |s| ChatListItem::from(&s))))
 }
 
+#[utoipa::path(get, path = "/api/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The chat", body = ChatResponse)), security(("bearer" = [])))]
 async fn get_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -241,6 +245,7 @@ async fn get_chat<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Ok().json(ChatResponse::from(&chat)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 204, description = "Deleted with everything in it")), security(("bearer" = [])))]
 async fn delete_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -252,6 +257,7 @@ async fn delete_chat<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(get, path = "/api/v1/chats/{id}/messages", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The current branch, root to leaf", body = Vec<MessageResponse>)), security(("bearer" = [])))]
 async fn current_branch<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -268,7 +274,7 @@ async fn current_branch<A: AuthUseCase, S: ChatUseCase>(
     ))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct TreeNode {
     #[serde(flatten)]
     message: MessageResponse,
@@ -276,7 +282,7 @@ struct TreeNode {
 }
 
 /// The tree as a flat node list (a 10,000-deep chain would overflow nested JSON).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct TreeResponse {
     chat: ChatResponse,
     root_uuid: String,
@@ -284,6 +290,7 @@ struct TreeResponse {
     nodes: Vec<TreeNode>,
 }
 
+#[utoipa::path(get, path = "/api/v1/chats/{id}/tree", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "Every message as a flat node list", body = TreeResponse)), security(("bearer" = [])))]
 async fn tree<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -313,12 +320,13 @@ fn tree_response(t: &usecase::chat::ChatWithTree) -> TreeResponse {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SelectRequest {
     message_uuid: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/chats/{id}/select", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = SelectRequest, responses((status = 200, description = "The chat with its new current leaf", body = ChatResponse)), security(("bearer" = [])))]
 async fn select<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -335,7 +343,7 @@ async fn select<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Ok().json(ChatResponse::from(&chat)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SendRequest {
     content: String,
@@ -346,14 +354,14 @@ pub(crate) struct SendRequest {
     max_tokens: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct UsageResponse {
     prompt_tokens: u64,
     completion_tokens: u64,
     total_tokens: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SendResponse {
     message_uuid: String,
     user_message_uuid: String,
@@ -403,6 +411,7 @@ pub(crate) fn retry_options(body: &web::Bytes) -> Result<GenerationOptions, ApiE
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = SendRequest, responses((status = 201, description = "The question and its answer", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn send<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -415,6 +424,7 @@ async fn send<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Created().json(reply_response(reply)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/chats/{id}/messages/{mid}", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("mid" = String, Path, description = "The message uuid")), responses((status = 200, description = "The subtree is gone; the new current leaf", body = serde_json::Value)), security(("bearer" = [])))]
 async fn delete_message<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -440,7 +450,7 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PatchChatRequest {
     title: Option<String>,
@@ -450,6 +460,7 @@ struct PatchChatRequest {
     model_id: Option<Option<String>>,
 }
 
+#[utoipa::path(patch, path = "/api/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = PatchChatRequest, responses((status = 200, description = "The changed chat", body = ChatResponse)), security(("bearer" = [])))]
 async fn patch_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -474,12 +485,14 @@ async fn patch_chat<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Ok().json(ChatResponse::from(&chat)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct RecentQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/v1/chats/recent", tag = "chats", params(RecentQuery), responses((status = 200, description = "The most recently changed chats", body = Vec<ChatListItem>)), security(("bearer" = [])))]
 async fn recent<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -505,7 +518,7 @@ async fn recent<A: AuthUseCase, S: ChatUseCase>(
     ))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CompleteResponse {
     #[serde(flatten)]
     tree: TreeResponse,
@@ -513,6 +526,7 @@ struct CompleteResponse {
     messages: Vec<MessageResponse>,
 }
 
+#[utoipa::path(get, path = "/api/v1/chats/{id}/complete", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The chat, its current branch and its whole tree", body = CompleteResponse)), security(("bearer" = [])))]
 async fn complete<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -532,7 +546,8 @@ async fn complete<A: AuthUseCase, S: ChatUseCase>(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct SearchParams {
     q: String,
@@ -540,7 +555,7 @@ struct SearchParams {
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SearchHitResponse {
     chat_uuid: String,
     chat_title: String,
@@ -569,6 +584,7 @@ async fn run_search<A: AuthUseCase, S: ChatUseCase>(
     )
 }
 
+#[utoipa::path(get, path = "/api/v1/chats/{id}/search", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid"), SearchParams), responses((status = 200, description = "Messages of this chat", body = crate::PageResponse<SearchHitResponse>)), security(("bearer" = [])))]
 async fn search_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -579,6 +595,7 @@ async fn search_chat<A: AuthUseCase, S: ChatUseCase>(
     run_search(&caller, chats.get_ref(), Some(chat), params.into_inner()).await
 }
 
+#[utoipa::path(get, path = "/api/v1/search", tag = "chats", params(SearchParams), responses((status = 200, description = "Messages of all the caller's chats", body = crate::PageResponse<SearchHitResponse>)), security(("bearer" = [])))]
 async fn search_all<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -603,9 +620,9 @@ fn reply_response(reply: Reply) -> SendResponse {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RetryRequest {
+pub(crate) struct RetryRequest {
     model_id: Option<String>,
     preset_id: Option<String>,
     temperature: Option<f64>,
@@ -628,6 +645,7 @@ fn generation_settings(
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("mid" = String, Path, description = "The message uuid")), request_body = RetryRequest, responses((status = 201, description = "A new answer, a sibling of the old one", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn retry<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -647,25 +665,27 @@ async fn retry<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Created().json(reply_response(reply)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EditRequest {
     content: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EditQuery {
     #[serde(default)]
     regenerate: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct EditResponse {
     message: MessageResponse,
     reply: Option<SendResponse>,
 }
 
+#[utoipa::path(patch, path = "/api/v1/chats/{id}/messages/{mid}", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("mid" = String, Path, description = "The message uuid"), EditQuery), request_body = EditRequest, responses((status = 201, description = "The new sibling (and its answer with regenerate=true)", body = EditResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn edit<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -689,12 +709,14 @@ async fn edit<A: AuthUseCase, S: ChatUseCase>(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ExportQuery {
     format: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/chats/{id}/export", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid"), ExportQuery), responses((status = 200, description = "A download: JSON (the whole tree) or Markdown (the current branch)", body = String, content_type = "application/json")), security(("bearer" = [])))]
 async fn export<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,

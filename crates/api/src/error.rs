@@ -11,7 +11,7 @@ use usecase::auth::AuthError;
 use crate::context;
 
 /// Every error body: `{"error_type", "user_message", "retry_available", "detail"?, "request_id"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code.
     pub error_type: &'static str,

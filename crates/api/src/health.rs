@@ -11,13 +11,14 @@ use crate::error::ApiError;
 /// How long readiness waits for the database before answering 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Health {
     status: &'static str,
     version: &'static str,
 }
 
 /// `GET /api/v1/health`: the process is up. Never touches the database.
+#[utoipa::path(get, path = "/api/v1/health", tag = "operations", responses((status = 200, description = "The process is up", body = Health)))]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "healthy",
@@ -25,7 +26,7 @@ pub async fn health() -> HttpResponse {
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Ready {
     status: &'static str,
     database: &'static str,
@@ -33,6 +34,7 @@ struct Ready {
 
 /// `GET /api/v1/ready`: 200 when the database answers (and its schema is in place), 503
 /// with `Retry-After` when not.
+#[utoipa::path(get, path = "/api/v1/ready", tag = "operations", responses((status = 200, description = "The database answers and the schema is current", body = Ready)))]
 pub async fn ready<H: HealthCheck>(check: web::Data<H>) -> Result<HttpResponse, ApiError> {
     match tokio::time::timeout(READY_TIMEOUT, check.ping()).await {
         Ok(Ok(())) => Ok(HttpResponse::Ok().json(Ready {

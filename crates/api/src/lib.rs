@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod limits;
 pub mod models;
+pub mod openapi;
 pub mod presets;
 pub mod security;
 pub mod streaming;
@@ -31,7 +32,7 @@ pub use auth::AuthRateLimits;
 pub use error::{ApiError, ErrorBody};
 
 /// One page of a list, the shape every list route answers with.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct PageResponse<T> {
     items: Vec<T>,
     total: u64,
@@ -84,6 +85,7 @@ where
     P: PresetUseCase,
 {
     cfg.route("/metrics", web::get().to(telemetry::scrape));
+    openapi::routes(cfg);
     cfg.service(
         web::scope("/api/v1")
             .route("/health", web::get().to(health::health))

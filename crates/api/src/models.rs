@@ -10,14 +10,14 @@ use crate::PageResponse;
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PricingResponse {
     prompt: String,
     completion: String,
 }
 
 /// A catalogue entry. Prices are USD per token, as decimal strings.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ModelResponse {
     id: String,
     name: String,
@@ -47,7 +47,7 @@ impl From<ModelInfo> for ModelResponse {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ModelListResponse {
     #[serde(flatten)]
     page: PageResponse<ModelResponse>,
@@ -55,7 +55,8 @@ struct ModelListResponse {
     stale: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     q: Option<String>,
@@ -87,6 +88,7 @@ fn with_stale(
 }
 
 /// `GET /api/v1/models?q=&page=&limit=`.
+#[utoipa::path(get, path = "/api/v1/models", tag = "models", params(ListQuery), responses((status = 200, description = "The catalogue (X-Catalog-Stale: true when served stale)", body = ModelListResponse)), security(("bearer" = [])))]
 async fn list<A: AuthUseCase, M: CatalogUseCase>(
     _caller: CurrentUser<A>,
     catalog: web::Data<M>,
@@ -116,6 +118,7 @@ async fn list<A: AuthUseCase, M: CatalogUseCase>(
 }
 
 /// `GET /api/v1/models/{id}` (ids contain slashes: `openai/gpt-4o-mini`).
+#[utoipa::path(get, path = "/api/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, e.g. openai/gpt-4o-mini")), responses((status = 200, description = "One model", body = ModelResponse)), security(("bearer" = [])))]
 async fn get<A: AuthUseCase, M: CatalogUseCase>(
     _caller: CurrentUser<A>,
     catalog: web::Data<M>,
@@ -126,13 +129,14 @@ async fn get<A: AuthUseCase, M: CatalogUseCase>(
     Ok(with_stale(HttpResponse::Ok(), stale).json(ModelResponse::from(model)))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SettingsBody {
     default_model_id: Option<String>,
 }
 
 /// `GET /api/v1/users/me/settings`.
+#[utoipa::path(get, path = "/api/v1/users/me/settings", tag = "models", responses((status = 200, description = "The caller's settings", body = SettingsBody)), security(("bearer" = [])))]
 async fn get_settings<A: AuthUseCase, M: CatalogUseCase>(
     caller: CurrentUser<A>,
     catalog: web::Data<M>,
@@ -144,6 +148,7 @@ async fn get_settings<A: AuthUseCase, M: CatalogUseCase>(
 }
 
 /// `PUT /api/v1/users/me/settings`: the default model must be in the catalogue (422 if not).
+#[utoipa::path(put, path = "/api/v1/users/me/settings", tag = "models", request_body = SettingsBody, responses((status = 200, description = "The new settings", body = SettingsBody)), security(("bearer" = [])))]
 async fn put_settings<A: AuthUseCase, M: CatalogUseCase>(
     caller: CurrentUser<A>,
     catalog: web::Data<M>,

@@ -34,7 +34,7 @@ impl From<PresetError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PresetRequest {
     name: String,
@@ -61,7 +61,7 @@ impl PresetRequest {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PresetResponse {
     uuid: String,
     name: String,
@@ -101,6 +101,7 @@ fn preset_id(raw: &str) -> Result<PresetId, ApiError> {
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/presets", tag = "presets", request_body = PresetRequest, responses((status = 201, description = "The preset", body = PresetResponse)), security(("bearer" = [])))]
 async fn create<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -112,6 +113,7 @@ async fn create<A: AuthUseCase, P: PresetUseCase>(
     Ok(HttpResponse::Created().json(PresetResponse::from(preset)))
 }
 
+#[utoipa::path(get, path = "/api/v1/presets/{id}", tag = "presets", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The preset", body = PresetResponse)), security(("bearer" = [])))]
 async fn get<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -121,6 +123,7 @@ async fn get<A: AuthUseCase, P: PresetUseCase>(
     Ok(HttpResponse::Ok().json(PresetResponse::from(preset)))
 }
 
+#[utoipa::path(put, path = "/api/v1/presets/{id}", tag = "presets", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = PresetRequest, responses((status = 200, description = "The replaced preset", body = PresetResponse)), security(("bearer" = [])))]
 async fn update<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -137,6 +140,7 @@ async fn update<A: AuthUseCase, P: PresetUseCase>(
     Ok(HttpResponse::Ok().json(PresetResponse::from(preset)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/presets/{id}", tag = "presets", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
 async fn delete<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -146,7 +150,8 @@ async fn delete<A: AuthUseCase, P: PresetUseCase>(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     q: Option<String>,
@@ -156,6 +161,7 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/v1/presets", tag = "presets", params(ListQuery), responses((status = 200, description = "A page of the caller's presets", body = crate::PageResponse<PresetResponse>)), security(("bearer" = [])))]
 async fn list<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -176,11 +182,12 @@ async fn list<A: AuthUseCase, P: PresetUseCase>(
     Ok(HttpResponse::Ok().json(PageResponse::new(result, PresetResponse::from)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct UseResponse {
     usage_count: u64,
 }
 
+#[utoipa::path(post, path = "/api/v1/presets/{id}/use", tag = "presets", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The new use count", body = UseResponse)), security(("bearer" = [])))]
 async fn record_use<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,

@@ -144,6 +144,7 @@ fn event_stream(req: &HttpRequest, subscription: Subscription) -> HttpResponse {
         .streaming(body)
 }
 
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/stream", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = SendRequest, responses((status = 200, description = "text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments", body = String, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn send_stream<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,
@@ -157,6 +158,7 @@ async fn send_stream<A: AuthUseCase, S: ChatUseCase>(
     Ok(event_stream(&req, subscription))
 }
 
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry/stream", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("mid" = String, Path, description = "The message uuid")), request_body = crate::chats::RetryRequest, responses((status = 200, description = "text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments", body = String, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn retry_stream<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,
@@ -178,7 +180,7 @@ async fn retry_stream<A: AuthUseCase, S: ChatUseCase>(
 }
 
 /// A generation as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct GenerationResponse {
     running: bool,
     message_uuid: String,
@@ -207,6 +209,7 @@ impl From<GenerationStatus> for GenerationResponse {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/chats/{id}/generation", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "`{running, generation: {…}|null}`", body = serde_json::Value)), security(("bearer" = [])))]
 async fn status<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -222,6 +225,7 @@ async fn status<A: AuthUseCase, S: ChatUseCase>(
     })))
 }
 
+#[utoipa::path(post, path = "/api/v1/chats/{id}/generation/cancel", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "Stopped; the partial answer is saved", body = GenerationResponse)), security(("bearer" = [])))]
 async fn cancel<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -233,6 +237,7 @@ async fn cancel<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Ok().json(GenerationResponse::from(status)))
 }
 
+#[utoipa::path(get, path = "/api/v1/chats/{id}/generation/stream", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")), responses((status = 200, description = "Replay after Last-Event-ID, then live (text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments)", body = String, content_type = "text/event-stream")), security(("bearer" = [])))]
 async fn attach<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,

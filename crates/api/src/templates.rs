@@ -37,7 +37,7 @@ impl From<TemplateError> for ApiError {
 const MAX_RENDER_VALUES: usize = 100;
 const MAX_RENDER_VALUE_CHARS: usize = 20_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TemplateRequest {
     name: String,
@@ -78,7 +78,7 @@ impl TemplateRequest {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TemplateResponse {
     uuid: String,
     owner_uuid: String,
@@ -120,6 +120,7 @@ fn template_id(raw: &str) -> Result<TemplateId, ApiError> {
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/templates", tag = "templates", request_body = TemplateRequest, responses((status = 201, description = "The template", body = TemplateResponse)), security(("bearer" = [])))]
 async fn create<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -131,6 +132,7 @@ async fn create<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::Created().json(TemplateResponse::from(t)))
 }
 
+#[utoipa::path(get, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The template", body = TemplateResponse)), security(("bearer" = [])))]
 async fn get<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -140,6 +142,7 @@ async fn get<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::Ok().json(TemplateResponse::from(t)))
 }
 
+#[utoipa::path(put, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = TemplateRequest, responses((status = 200, description = "The replaced template", body = TemplateResponse), (status = 403, description = "Someone else's public template", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn update<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -153,6 +156,7 @@ async fn update<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::Ok().json(TemplateResponse::from(t)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 204, description = "Deleted"), (status = 403, description = "Someone else's public template", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn delete<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -162,7 +166,8 @@ async fn delete<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     q: Option<String>,
@@ -176,6 +181,7 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/v1/templates", tag = "templates", params(ListQuery), responses((status = 200, description = "A page of own and public templates", body = crate::PageResponse<TemplateResponse>)), security(("bearer" = [])))]
 async fn list<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -210,6 +216,7 @@ async fn list<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::Ok().json(PageResponse::new(result, TemplateResponse::from)))
 }
 
+#[utoipa::path(get, path = "/api/v1/templates/categories", tag = "templates", responses((status = 200, description = "Categories with their template counts", body = Vec<serde_json::Value>)), security(("bearer" = [])))]
 async fn categories<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -222,6 +229,7 @@ async fn categories<A: AuthUseCase, T: TemplateUseCase>(
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/templates/{id}/use", tag = "templates", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The new use count", body = serde_json::Value)), security(("bearer" = [])))]
 async fn record_use<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -231,13 +239,14 @@ async fn record_use<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::Ok().json(json!({"usage_count": n})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RenderRequest {
     #[serde(default)]
     variables: BTreeMap<String, String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/templates/{id}/render", tag = "templates", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = RenderRequest, responses((status = 200, description = "The rendered text", body = serde_json::Value)), security(("bearer" = [])))]
 async fn render<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
