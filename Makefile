@@ -4,7 +4,7 @@ CARGO        ?= cargo
 # Test threads per test binary (database suites are I/O-bound; 2 cores are enough for 4).
 TEST_THREADS ?= 4
 
-.PHONY: run test lint fmt arch-check migrate test-unit test-db test-e2e clean-test-dbs fake-provider
+.PHONY: run test lint fmt arch-check migrate test-unit test-db test-e2e clean-test-dbs fake-provider fuzz-api
 
 ## Start the server on the embedded SQLite file (created and migrated on first start).
 run:
@@ -42,6 +42,13 @@ test-db:
 	TEST_THREADS=$(TEST_THREADS) CARGO=$(CARGO) bash tests/scripts/run-tests.sh db
 test-e2e:
 	TEST_THREADS=$(TEST_THREADS) CARGO=$(CARGO) bash tests/scripts/run-tests.sh e2e
+
+## API fuzzing: schemathesis (from PyPI) against the served OpenAPI document, as a logged-in
+## user; fails on any 5xx or any response that breaks its documented schema.
+FUZZ_EXAMPLES ?= 50
+FUZZ_SEED     ?= 20261128
+fuzz-api:
+	CARGO=$(CARGO) bash tests/scripts/fuzz-api.sh $(FUZZ_EXAMPLES) $(FUZZ_SEED)
 
 ## Drop test databases left behind by interrupted test runs.
 clean-test-dbs:

@@ -716,7 +716,7 @@ struct ExportQuery {
     format: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/export", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid"), ExportQuery), responses((status = 200, description = "A download: JSON (the whole tree) or Markdown (the current branch)", body = String, content_type = "application/json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/export", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid"), ExportQuery), responses((status = 200, description = "A download: JSON (the whole tree) or Markdown (the current branch)", content((TreeResponse = "application/json"), (String = "text/markdown")))), security(("bearer" = [])))]
 async fn export<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,

@@ -33,6 +33,20 @@ impl Default for StreamSettings {
     }
 }
 
+/// One event of a `text/event-stream` response, as an SSE parser hands it over (for the
+/// OpenAPI document). `data` is a JSON object with a `type` of `start`, `chunk`, `final` or
+/// `error`, or the literal `[DONE]` last.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct ServerSentEvent {
+    /// The event's number, from 0 (send it back as `Last-Event-ID` to resume).
+    id: Option<String>,
+    /// Always the default `message`.
+    event: Option<String>,
+    /// The JSON payload, or `[DONE]`.
+    data: String,
+}
+
 /// `(error_type, English, Japanese, retry_available)` of a failure that is not an HTTP error.
 fn failure_fields(failure: &GenerationFailure) -> (&'static str, String, &'static str, bool) {
     match failure {
@@ -144,7 +158,7 @@ fn event_stream(req: &HttpRequest, subscription: Subscription) -> HttpResponse {
         .streaming(body)
 }
 
-#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/stream", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = SendRequest, responses((status = 200, description = "text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments", body = String, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/stream", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = SendRequest, responses((status = 200, description = "text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments", body = ServerSentEvent, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn send_stream<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,
@@ -158,7 +172,7 @@ async fn send_stream<A: AuthUseCase, S: ChatUseCase>(
     Ok(event_stream(&req, subscription))
 }
 
-#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry/stream", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("mid" = String, Path, description = "The message uuid")), request_body = crate::chats::RetryRequest, responses((status = 200, description = "text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments", body = String, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry/stream", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("mid" = String, Path, description = "The message uuid")), request_body = crate::chats::RetryRequest, responses((status = 200, description = "text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments", body = ServerSentEvent, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn retry_stream<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,
@@ -237,7 +251,7 @@ async fn cancel<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Ok().json(GenerationResponse::from(status)))
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/generation/stream", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")), responses((status = 200, description = "Replay after Last-Event-ID, then live (text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments)", body = String, content_type = "text/event-stream")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/generation/stream", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")), responses((status = 200, description = "Replay after Last-Event-ID, then live (text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments)", body = ServerSentEvent, content_type = "text/event-stream")), security(("bearer" = [])))]
 async fn attach<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,
