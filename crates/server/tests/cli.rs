@@ -50,6 +50,12 @@ fn config_check_prints_the_effective_configuration_without_secrets() {
                 "postgres://arbor:hunter2@db.internal:5432/arbor",
             ),
             ("ARBOR__SERVER__PORT", "9123"),
+            ("ARBOR__METRICS__TOKEN", "scrape-token-s3cr3t"),
+            (
+                "ARBOR__AUTH__JWT_SECRET",
+                "jwt-s3cr3t-0123456789abcdef0123456789",
+            ),
+            ("OPENROUTER_API_KEY", "sk-or-s3cr3t"),
         ],
     );
     let stdout = text(&out.stdout);
@@ -60,6 +66,10 @@ fn config_check_prints_the_effective_configuration_without_secrets() {
         "{stdout}"
     );
     assert!(!stdout.contains("hunter2"), "{stdout}");
+    for secret in ["scrape-token-s3cr3t", "jwt-s3cr3t", "sk-or-s3cr3t"] {
+        assert!(!stdout.contains(secret), "{secret} printed: {stdout}");
+    }
+    assert!(stdout.contains("[redacted]"), "{stdout}");
 }
 
 #[test]
@@ -78,6 +88,31 @@ fn a_bad_configuration_exits_non_zero_naming_the_key() {
         text(&out.stderr)
     );
 
+    std::fs::write(
+        dir.join("default.toml"),
+        "[rate_limits]\nsend_per_minute = 0\n",
+    )
+    .unwrap();
+    let out = arbor(&dir, &["config", "check"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("rate_limits.send_per_minute"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(
+        dir.join("default.toml"),
+        "[server]\ncors_allowed_origins = [\"*\"]\ncors_allow_credentials = true\n",
+    )
+    .unwrap();
+    let out = arbor(&dir, &["config", "check"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("server.cors_allow_credentials"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_file(dir.join("default.toml")).unwrap();
     let out = arbor(&dir, &["serve"], &[("ARBOR__SERVER__PORT", "not-a-port")]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("port"), "{}", text(&out.stderr));
