@@ -1,0 +1,99 @@
+//! `arbor-bench`: Arbor's load scenarios, against the release binary as a separate process,
+//! the fake provider, and a real SQLite file or PostgreSQL database.
+//!
+//! - P1 overhead: concurrent streams through Arbor vs. the same requests straight to the fake
+//!   provider: added time to first and to last token (p50/p99).
+//! - P2 open streams: ramp to N simultaneously open SSE streams on a slow provider; errors and
+//!   the server's peak RSS.
+//! - P3 persisted turns per second: blocking sends with an instant provider, many users, next
+//!   to the database's own single-row-transaction ceiling at the same concurrency.
+//! - P4 reads: current branch of a 200-message chat (req/s), path of a 10,000-message chat
+//!   (ms), a chat-list page of a user with 100,000 chats (ms).
+
+#![expect(
+    clippy::print_stdout,
+    reason = "a benchmark prints its table; that is its output"
+)]
+
+mod load;
+mod scenarios;
+mod server;
+
+use clap::{Parser, ValueEnum};
+use infra_db::testing::Backend;
+
+/// Arbor's load scenarios.
+#[derive(Debug, Parser)]
+#[command(name = "arbor-bench", about)]
+struct Cli {
+    /// Which scenario(s).
+    #[arg(value_enum, default_value_t = Scenario::All)]
+    scenario: Scenario,
+    /// Databases to run the database-bound scenarios on.
+    #[arg(long, value_delimiter = ',', default_values = ["sqlite", "postgres"])]
+    backends: Vec<Db>,
+    /// Smaller sizes, for a quick check (not for the recorded figures).
+    #[arg(long)]
+    quick: bool,
+    /// The Arbor binary to run (built with `cargo build --release -p arbor`).
+    #[arg(long, env = "ARBOR_BIN", default_value = "target/release/arbor")]
+    arbor_bin: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    P1,
+    P2,
+    P3,
+    P4,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Db {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+impl Db {
+    const fn backend(self) -> Backend {
+        match self {
+            Self::Sqlite => Backend::Sqlite,
+            Self::Postgres => Backend::Postgres,
+            Self::Mysql => Backend::MySql,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ctx = scenarios::Context {
+        arbor_bin: cli.arbor_bin.clone(),
+        quick: cli.quick,
+    };
+    let run = |s: Scenario| cli.scenario == Scenario::All || cli.scenario == s;
+    println!(
+        "arbor-bench: {} cores, {} MiB RAM{}",
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        server::total_ram_mib(),
+        if cli.quick { ", quick sizes" } else { "" }
+    );
+    if run(Scenario::P1) {
+        scenarios::p1(&ctx).await?;
+    }
+    if run(Scenario::P2) {
+        scenarios::p2(&ctx).await?;
+    }
+    for db in &cli.backends {
+        if run(Scenario::P3) {
+            scenarios::p3(&ctx, db.backend()).await?;
+        }
+        if run(Scenario::P4) {
+            scenarios::p4(&ctx, db.backend()).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,608 @@
+//! The scenarios. Each prints its figures; sizes shrink with `--quick`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use fake_provider::FakeProvider;
+use infra_db::testing::{Backend, TestDatabase};
+use sea_orm::{ConnectionTrait, ExprTrait, Statement};
+
+use crate::load::{Client, Latencies};
+use crate::server::Arbor;
+
+/// What every scenario needs.
+pub struct Context {
+    pub arbor_bin: String,
+    pub quick: bool,
+}
+
+async fn provider(models: &[&str]) -> anyhow::Result<FakeProvider> {
+    let fake = FakeProvider::start().await?;
+    let mut all = fake_provider::default_models();
+    for id in models {
+        all.push(fake_provider::model_entry(
+            id, id, "0.000001", "0.000002", 128_000,
+        ));
+    }
+    fake.set_models(all);
+    Ok(fake)
+}
+
+async fn database(backend: Backend) -> anyhow::Result<TestDatabase> {
+    TestDatabase::create(backend)
+        .await
+        .with_context(|| format!("{backend:?} is not reachable"))
+}
+
+fn row(label: &str, value: String) {
+    println!("  {label:<58} {value}");
+}
+
+/// P1: the time Arbor adds to the first and the last token of concurrent streams.
+pub async fn p1(ctx: &Context) -> anyhow::Result<()> {
+    const MODEL: &str = "fake/p1?ttft_ms=50&tokens=20&token_ms=5";
+    let streams = if ctx.quick { 50 } else { 200 };
+    let rounds = if ctx.quick { 2 } else { 5 };
+    println!(
+        "\nP1 overhead: {streams} concurrent streams x {rounds} rounds, provider TTFT 50 ms, 20 tokens 5 ms apart (SQLite)"
+    );
+    let fake = provider(&[MODEL]).await?;
+    let db = database(Backend::Sqlite).await?;
+    let arbor = Arbor::start(&ctx.arbor_bin, db.url(), &fake.base_url(), &[]).await?;
+    let client = Client::new(&arbor.base)?;
+    let direct = Client::new(&fake.base_url())?;
+    let token = client.user("p1").await?;
+    let mut chats = Vec::new();
+    for _ in 0..streams {
+        chats.push(client.chat(&token).await?);
+    }
+    let (mut d_first, mut d_last, mut a_first, mut a_last) = (
+        Latencies::new(),
+        Latencies::new(),
+        Latencies::new(),
+        Latencies::new(),
+    );
+    for round in 0..=rounds {
+        let via_provider =
+            futures::future::join_all((0..streams).map(|_| direct.stream_direct(MODEL)));
+        let results = via_provider.await;
+        let via_arbor = futures::future::join_all(
+            chats
+                .iter()
+                .map(|chat| client.stream_arbor(&token, chat, MODEL)),
+        );
+        let arbor_results = via_arbor.await;
+        if round == 0 {
+            continue; // warm-up: connections, caches, the catalogue
+        }
+        for r in results {
+            let t = r?;
+            d_first.record(t.first);
+            d_last.record(t.last);
+        }
+        for r in arbor_results {
+            let t = r?;
+            a_first.record(t.first);
+            a_last.record(t.last);
+        }
+    }
+    for (what, d, a) in [
+        ("first token", &d_first, &a_first),
+        ("last token", &d_last, &a_last),
+    ] {
+        for q in [0.5, 0.99] {
+            row(
+                &format!(
+                    "time to {what} p{:.0}: provider / via Arbor / added",
+                    q * 100.0
+                ),
+                format!(
+                    "{:.2} / {:.2} / {:+.2} ms",
+                    d.ms(q),
+                    a.ms(q),
+                    a.ms(q) - d.ms(q)
+                ),
+            );
+        }
+    }
+    drop(arbor);
+    db.drop_database().await;
+    Ok(())
+}
+
+/// P2: many simultaneously open SSE streams on a slow provider.
+pub async fn p2(ctx: &Context) -> anyhow::Result<()> {
+    const MODEL: &str = "fake/p2?tokens=20&token_ms=1000";
+    let streams: usize = if ctx.quick { 500 } else { 10_000 };
+    println!("\nP2 open streams: ramp to {streams} SSE streams, 1 token per second (SQLite)");
+    let fake = provider(&[MODEL]).await?;
+    let db = database(Backend::Sqlite).await?;
+    let arbor = Arbor::start(
+        &ctx.arbor_bin,
+        db.url(),
+        &fake.base_url(),
+        &[("ARBOR__LLM__POOL_MAX_IDLE_PER_HOST", "0".to_owned())],
+    )
+    .await?;
+    let client = Client::new(&arbor.base)?;
+    let token = client.user("p2").await?;
+    let idle = arbor.rss_mib().0;
+    let mut chats = Vec::with_capacity(streams);
+    for chunk in (0..streams).collect::<Vec<_>>().chunks(200) {
+        let made = futures::future::join_all(chunk.iter().map(|_| client.chat(&token))).await;
+        for c in made {
+            chats.push(c?);
+        }
+    }
+    let open = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chat in chats {
+        let (client, token, open, errors) = (
+            client.clone(),
+            token.clone(),
+            Arc::clone(&open),
+            Arc::clone(&errors),
+        );
+        tasks.spawn(async move {
+            match client.stream_arbor(&token, &chat, MODEL).await {
+                Ok(_) => {}
+                Err(e) => {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("p2 stream error: {e:#}");
+                    }
+                }
+            }
+            let _ = open;
+        });
+        // Ramp: about 1,000 new streams per second.
+        if tasks.len() % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let ramp = started.elapsed();
+    let mut peak_open = 0;
+    let mut at_peak = (0.0, 0.0);
+    while !tasks.is_empty() {
+        let in_flight = fake.stats().in_flight;
+        if in_flight >= peak_open {
+            peak_open = in_flight;
+            at_peak = arbor.rss_mib();
+        }
+        tokio::select! {
+            done = tasks.join_next() => { if done.is_none() { break; } }
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    let (_, hwm) = arbor.rss_mib();
+    row(
+        "streams",
+        format!("{streams} (ramp {:.1} s)", ramp.as_secs_f64()),
+    );
+    row(
+        "peak simultaneously open (provider in-flight)",
+        peak_open.to_string(),
+    );
+    row("errors", errors.load(Ordering::Relaxed).to_string());
+    row(
+        "server RSS idle / at peak / high-water mark",
+        format!("{idle:.0} / {:.0} / {hwm:.0} MiB", at_peak.0),
+    );
+    drop(arbor);
+    db.drop_database().await;
+    Ok(())
+}
+
+/// The database's own ceiling: single-row insert transactions at `clients` concurrency for
+/// `seconds`.
+async fn ceiling(
+    db: &TestDatabase,
+    backend: Backend,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    let conn = db.raw().await;
+    let create = match backend {
+        Backend::Sqlite => {
+            "CREATE TABLE bench_ceiling (id INTEGER PRIMARY KEY AUTOINCREMENT, x INTEGER)"
+        }
+        Backend::Postgres => "CREATE TABLE bench_ceiling (id BIGSERIAL PRIMARY KEY, x INTEGER)",
+        Backend::MySql => {
+            "CREATE TABLE bench_ceiling (id BIGINT AUTO_INCREMENT PRIMARY KEY, x INTEGER)"
+        }
+    };
+    conn.execute_raw(Statement::from_string(conn.get_database_backend(), create))
+        .await?;
+    if backend == Backend::Postgres {
+        let name = db.url().rsplit('/').next().unwrap_or_default().to_owned();
+        let script = std::env::temp_dir().join(format!("arbor-ceiling-{name}.sql"));
+        std::fs::write(&script, "INSERT INTO bench_ceiling (x) VALUES (1);\n")?;
+        let out = tokio::process::Command::new("pgbench")
+            .args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-j", "2"])
+            .args(["-c", &clients.to_string(), "-T", &seconds.to_string()])
+            .arg("-f")
+            .arg(&script)
+            .arg(&name)
+            .output()
+            .await
+            .context("pgbench")?;
+        let _ = std::fs::remove_file(&script);
+        let text = String::from_utf8_lossy(&out.stdout);
+        return text
+            .lines()
+            .find(|l| l.starts_with("tps ="))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| {
+                format!(
+                    "pgbench said: {text} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+    }
+    // SQLite (and MySQL): the same statement through one connection per client, each in its
+    // own transaction (SQLite serialises them, as Arbor's single writer does).
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let conn = Arc::new(conn);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (conn, done) = (Arc::clone(&conn), Arc::clone(&done));
+        tasks.spawn(async move {
+            while Instant::now() < deadline {
+                let backend = conn.get_database_backend();
+                if conn
+                    .execute_raw(Statement::from_string(
+                        backend,
+                        "INSERT INTO bench_ceiling (x) VALUES (1)",
+                    ))
+                    .await
+                    .is_ok()
+                {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
+}
+
+/// P3: persisted turns per second with an instant provider.
+pub async fn p3(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
+    const MODEL: &str = "fake/instant?tokens=5";
+    let (users, clients, seconds) = if ctx.quick {
+        (10, 16, 3)
+    } else {
+        (100, 64, 15)
+    };
+    println!(
+        "\nP3 persisted turns ({backend:?}): {users} users, {clients} clients, {seconds} s, blocking sends, instant provider"
+    );
+    let fake = provider(&[MODEL]).await?;
+    let db = database(backend).await?;
+    let arbor = Arbor::start(&ctx.arbor_bin, db.url(), &fake.base_url(), &[]).await?;
+    let client = Client::new(&arbor.base)?;
+    let mut tokens = Vec::new();
+    for u in 0..users {
+        tokens.push(client.user(&format!("p3user{u}")).await?);
+    }
+    let mut work = Vec::new();
+    for c in 0..clients {
+        let token = tokens[c % users].clone();
+        let chat = client.chat(&token).await?;
+        work.push((token, chat));
+    }
+    // Warm-up: one turn per client.
+    for (token, chat) in &work {
+        client.send(token, chat, MODEL).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (token, chat) in work {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut latencies = Latencies::new();
+            let mut errors = 0_u64;
+            while Instant::now() < deadline {
+                match client.send(&token, &chat, MODEL).await {
+                    Ok(d) => latencies.record(d),
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, errors)
+        });
+    }
+    let mut all = Latencies::new();
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (l, e) = done?;
+        all.merge(&l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let turns = all.len() as f64 / elapsed;
+    drop(arbor);
+    let ceiling = ceiling(&db, backend, clients, seconds).await?;
+    row(
+        "turns/s (each: question + answer + record, 2 transactions)",
+        format!("{turns:.0}"),
+    );
+    row(
+        "latency p50 / p99",
+        format!("{:.1} / {:.1} ms", all.ms(0.5), all.ms(0.99)),
+    );
+    row("errors", errors.to_string());
+    row(
+        "database ceiling: 1-row insert transactions/s",
+        format!("{ceiling:.0}"),
+    );
+    row(
+        "turns/s as a share of the ceiling",
+        format!("{:.2}", turns / ceiling),
+    );
+    db.drop_database().await;
+    Ok(())
+}
+
+/// Inserts `n` messages as one chain under the chat's root, and makes the last the leaf.
+async fn bulk_chain(db: &TestDatabase, chat: &str, n: usize) -> anyhow::Result<()> {
+    let conn = db.raw().await;
+    let backend = conn.get_database_backend();
+    let chat_id = uuid::Uuid::parse_str(chat)?;
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DbBackend::Postgres => "SELECT root_id FROM chats WHERE id = $1",
+                _ => "SELECT root_id FROM chats WHERE id = ?",
+            },
+            [chat_id.into()],
+        ))
+        .await?
+        .context("the chat")?;
+    let root: uuid::Uuid = row.try_get("", "root_id")?;
+    let mut parent = root;
+    let base = 1_800_000_000_000_000_i64;
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = uuid::Uuid::now_v7();
+        ids.push((id, parent, i));
+        parent = id;
+    }
+    for chunk in ids.chunks(500) {
+        let mut insert = sea_orm::sea_query::Query::insert();
+        insert.into_table("messages").columns([
+            "id",
+            "chat_id",
+            "parent_id",
+            "role",
+            "content",
+            "status",
+            "created_at",
+        ]);
+        for (id, parent, i) in chunk {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            insert.values_panic([
+                (*id).into(),
+                chat_id.into(),
+                (*parent).into(),
+                role.into(),
+                format!("message {i}: some ordinary text of a typical length for a chat").into(),
+                "complete".into(),
+                (base + *i as i64).into(),
+            ]);
+        }
+        conn.execute(&insert).await?;
+    }
+    let update = sea_orm::sea_query::Query::update()
+        .table("chats")
+        .values([
+            ("current_leaf_id", parent.into()),
+            ("message_count", i64::try_from(n + 1)?.into()),
+            ("updated_at", (base + n as i64).into()),
+        ])
+        .and_where(sea_orm::sea_query::Expr::col("id").eq(chat_id))
+        .to_owned();
+    conn.execute(&update).await?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// Inserts `n` chats (each with its root message) for the user owning `like_chat`.
+async fn bulk_chats(db: &TestDatabase, like_chat: &str, n: usize) -> anyhow::Result<()> {
+    let conn = db.raw().await;
+    let backend = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DbBackend::Postgres => "SELECT user_id FROM chats WHERE id = $1",
+                _ => "SELECT user_id FROM chats WHERE id = ?",
+            },
+            [uuid::Uuid::parse_str(like_chat)?.into()],
+        ))
+        .await?
+        .context("the chat")?;
+    let user: uuid::Uuid = row.try_get("", "user_id")?;
+    let base = 1_700_000_000_000_000_i64;
+    let all: Vec<(uuid::Uuid, uuid::Uuid, i64)> = (0..n)
+        .map(|i| {
+            (
+                uuid::Uuid::now_v7(),
+                uuid::Uuid::now_v7(),
+                base + i as i64 * 1_000,
+            )
+        })
+        .collect();
+    for chunk in all.chunks(400) {
+        let mut chats = sea_orm::sea_query::Query::insert();
+        chats.into_table("chats").columns([
+            "id",
+            "user_id",
+            "title",
+            "title_set_by_user",
+            "root_id",
+            "current_leaf_id",
+            "message_count",
+            "created_at",
+            "updated_at",
+        ]);
+        let mut roots = sea_orm::sea_query::Query::insert();
+        roots.into_table("messages").columns([
+            "id",
+            "chat_id",
+            "parent_id",
+            "role",
+            "content",
+            "status",
+            "created_at",
+        ]);
+        for (chat, root, at) in chunk {
+            chats.values_panic([
+                (*chat).into(),
+                user.into(),
+                format!("Chat {at}").into(),
+                false.into(),
+                (*root).into(),
+                (*root).into(),
+                1_i64.into(),
+                (*at).into(),
+                (*at).into(),
+            ]);
+            roots.values_panic([
+                (*root).into(),
+                (*chat).into(),
+                Option::<uuid::Uuid>::None.into(),
+                "system".into(),
+                String::new().into(),
+                "complete".into(),
+                (*at).into(),
+            ]);
+        }
+        conn.execute(&chats).await?;
+        conn.execute(&roots).await?;
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// Requests per second of `path` with `clients` concurrent clients for `seconds`.
+async fn throughput(
+    client: &Client,
+    token: &str,
+    path: &str,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, Latencies, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (client, token, path) = (client.clone(), token.to_owned(), path.to_owned());
+        tasks.spawn(async move {
+            let mut l = Latencies::new();
+            let mut errors = 0;
+            while Instant::now() < deadline {
+                match client.get(&path, &token).await {
+                    Ok(d) => l.record(d),
+                    Err(_) => errors += 1,
+                }
+            }
+            (l, errors)
+        });
+    }
+    let mut all = Latencies::new();
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (l, e) = done?;
+        all.merge(&l);
+        errors += e;
+    }
+    Ok((
+        all.len() as f64 / started.elapsed().as_secs_f64(),
+        all,
+        errors,
+    ))
+}
+
+/// Median of `n` sequential GETs, and the first (cold) one.
+async fn sequential(
+    client: &Client,
+    token: &str,
+    path: &str,
+    n: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let first = client.get(path, token).await?;
+    let mut l = Latencies::new();
+    for _ in 0..n {
+        l.record(client.get(path, token).await?);
+    }
+    Ok((first.as_secs_f64() * 1_000.0, l.ms(0.5)))
+}
+
+/// P4: reads.
+pub async fn p4(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
+    const MODEL: &str = "fake/instant?tokens=5";
+    let (long_chain, many_chats, seconds) = if ctx.quick {
+        (2_000, 10_000, 3)
+    } else {
+        (10_000, 100_000, 10)
+    };
+    println!("\nP4 reads ({backend:?})");
+    let fake = provider(&[MODEL]).await?;
+    let db = database(backend).await?;
+    let arbor = Arbor::start(&ctx.arbor_bin, db.url(), &fake.base_url(), &[]).await?;
+    let client = Client::new(&arbor.base)?;
+    let token = client.user("p4").await?;
+
+    let chat = client.chat(&token).await?;
+    for _ in 0..100 {
+        client.send(&token, &chat, MODEL).await?;
+    }
+    let path = format!("/api/v1/chats/{chat}/messages");
+    let (rps, l, errors) = throughput(&client, &token, &path, 32, seconds).await?;
+    if errors > 0 {
+        bail!("{errors} failed reads");
+    }
+    row(
+        "current branch of a 200-message chat: req/s (p50 / p99)",
+        format!("{rps:.0} ({:.2} / {:.2} ms)", l.ms(0.5), l.ms(0.99)),
+    );
+
+    let long = client.chat(&token).await?;
+    bulk_chain(&db, &long, long_chain).await?;
+    let (cold, warm) = sequential(
+        &client,
+        &token,
+        &format!("/api/v1/chats/{long}/messages"),
+        20,
+    )
+    .await?;
+    row(
+        &format!("path of a {long_chain}-message chat: first / then (p50)"),
+        format!("{cold:.1} / {warm:.1} ms"),
+    );
+
+    let other = client.user("p4many").await?;
+    let seed = client.chat(&other).await?;
+    bulk_chats(&db, &seed, many_chats).await?;
+    let (cold, warm) = sequential(&client, &other, "/api/v1/chats?page=1&limit=20", 20).await?;
+    row(
+        &format!("chat list, first page of {many_chats} chats: first / then (p50)"),
+        format!("{cold:.1} / {warm:.1} ms"),
+    );
+    let deep = format!("/api/v1/chats?page={}&limit=20", many_chats / 40);
+    let (_, deep_ms) = sequential(&client, &other, &deep, 10).await?;
+    row(
+        "chat list, a page in the middle (p50)",
+        format!("{deep_ms:.1} ms"),
+    );
+    drop(arbor);
+    db.drop_database().await;
+    Ok(())
+}
