@@ -4,7 +4,7 @@ CARGO        ?= cargo
 # Test threads per test binary (database suites are I/O-bound; 2 cores are enough for 4).
 TEST_THREADS ?= 4
 
-.PHONY: run test lint fmt arch-check migrate test-unit test-db test-e2e clean-test-dbs fake-provider fuzz-api
+.PHONY: run test lint fmt arch-check migrate test-unit test-db test-e2e clean-test-dbs fake-provider fuzz-api bench test-reliability
 
 ## Start the server on the embedded SQLite file (created and migrated on first start).
 run:
@@ -49,6 +49,18 @@ FUZZ_EXAMPLES ?= 50
 FUZZ_SEED     ?= 20261128
 fuzz-api:
 	CARGO=$(CARGO) bash tests/scripts/fuzz-api.sh $(FUZZ_EXAMPLES) $(FUZZ_SEED)
+
+## Load scenarios P1-P4 on a release build (SQLite and PostgreSQL); figures go to BENCHMARKS.md.
+## One scenario: make bench SCENARIO=p3. Smaller sizes: make bench BENCH_FLAGS=--quick
+SCENARIO    ?= all
+BENCH_FLAGS ?=
+bench:
+	CARGO=$(CARGO) bash tests/scripts/bench.sh $(SCENARIO) $(BENCH_FLAGS)
+
+## Reliability scenarios R1-R13 on every backend (full sizes; CI: RELIABILITY_SCALE=ci).
+RELIABILITY_SCALE ?= full
+test-reliability:
+	RELIABILITY_SCALE=$(RELIABILITY_SCALE) CARGO=$(CARGO) bash tests/scripts/reliability.sh
 
 ## Drop test databases left behind by interrupted test runs.
 clean-test-dbs:

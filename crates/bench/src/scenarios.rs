@@ -53,7 +53,7 @@ pub async fn p1(ctx: &Context) -> anyhow::Result<()> {
     let arbor = Arbor::start(&ctx.arbor_bin, db.url(), &fake.base_url(), &[]).await?;
     let client = Client::new(&arbor.base)?;
     let direct = Client::new(&fake.base_url())?;
-    let token = client.user("p1").await?;
+    let token = client.user("bench_p1").await?;
     let mut chats = Vec::new();
     for _ in 0..streams {
         chats.push(client.chat(&token).await?);
@@ -115,8 +115,20 @@ pub async fn p1(ctx: &Context) -> anyhow::Result<()> {
 /// P2: many simultaneously open SSE streams on a slow provider.
 pub async fn p2(ctx: &Context) -> anyhow::Result<()> {
     const MODEL: &str = "fake/p2?tokens=20&token_ms=1000";
-    let streams: usize = if ctx.quick { 500 } else { 10_000 };
-    println!("\nP2 open streams: ramp to {streams} SSE streams, 1 token per second (SQLite)");
+    // Each stream holds two sockets in Arbor (client and provider) and two here (the client
+    // and the in-process fake provider): the open-files limit bounds what can be shown.
+    let fd_limit = open_files_limit();
+    let possible = fd_limit.saturating_sub(1_000) / 2;
+    let wanted: usize = if ctx.quick { 500 } else { 10_000 };
+    let streams = wanted.min(possible);
+    println!(
+        "\nP2 open streams: ramp to {streams} SSE streams, 1 token per second (SQLite){}",
+        if streams < wanted {
+            format!(" — capped by this machine's open-files limit of {fd_limit}")
+        } else {
+            String::new()
+        }
+    );
     let fake = provider(&[MODEL]).await?;
     let db = database(Backend::Sqlite).await?;
     let arbor = Arbor::start(
@@ -127,7 +139,7 @@ pub async fn p2(ctx: &Context) -> anyhow::Result<()> {
     )
     .await?;
     let client = Client::new(&arbor.base)?;
-    let token = client.user("p2").await?;
+    let token = client.user("bench_p2").await?;
     let idle = arbor.rss_mib().0;
     let mut chats = Vec::with_capacity(streams);
     for chunk in (0..streams).collect::<Vec<_>>().chunks(200) {
@@ -194,6 +206,19 @@ pub async fn p2(ctx: &Context) -> anyhow::Result<()> {
     drop(arbor);
     db.drop_database().await;
     Ok(())
+}
+
+/// The soft limit on open files of this process (the child inherits it).
+fn open_files_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(1_024)
 }
 
 /// The database's own ceiling: single-row insert transactions at `clients` concurrency for
@@ -558,7 +583,7 @@ pub async fn p4(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
     let db = database(backend).await?;
     let arbor = Arbor::start(&ctx.arbor_bin, db.url(), &fake.base_url(), &[]).await?;
     let client = Client::new(&arbor.base)?;
-    let token = client.user("p4").await?;
+    let token = client.user("bench_p4").await?;
 
     let chat = client.chat(&token).await?;
     for _ in 0..100 {

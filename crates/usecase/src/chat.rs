@@ -1681,6 +1681,59 @@ mod tests {
         ));
     }
 
+    fn rss_mib() -> f64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// R5 of the reliability suite: a million distinct keys through the read cache; memory
+    /// stays within its capacity plus a stated slack.
+    #[test]
+    #[ignore = "reliability suite (make test-reliability): a million inserts"]
+    #[expect(clippy::print_stdout, reason = "the figure is the suite's report")]
+    fn r5_a_million_distinct_keys_stay_within_the_cache_budget() {
+        const CAPACITY: u64 = 16 << 20;
+        const SLACK_MIB: f64 = 32.0;
+        let cache = MessageCache::new(CAPACITY);
+        let before = rss_mib();
+        let message = |i: u128| Message {
+            id: MessageId::from_u128(i),
+            chat_id: ChatId::from_u128(i),
+            parent_id: None,
+            role: Role::User,
+            content: format!("message number {i} with some ordinary text"),
+            status: MessageStatus::Complete,
+            created_at: domain::Timestamp::from_unix_micros(0),
+        };
+        let mut peak = before;
+        for i in 0..1_000_000_u128 {
+            let key = (ChatId::from_u128(i), i as i64, 1);
+            cache.entries.insert(key, Arc::new(vec![message(i)]));
+            if i % 100_000 == 0 {
+                peak = peak.max(rss_mib());
+            }
+        }
+        peak = peak.max(rss_mib());
+        let weight = cache.stats().weight;
+        let growth = peak - before;
+        println!(
+            "R5 message cache: 1,000,000 distinct keys, capacity {} MiB: weight {:.1} MiB, RSS growth {growth:.1} MiB (allowed {} + {SLACK_MIB})",
+            CAPACITY >> 20,
+            weight as f64 / 1_048_576.0,
+            CAPACITY >> 20
+        );
+        assert!(weight <= CAPACITY);
+        assert!(
+            growth <= (CAPACITY >> 20) as f64 + SLACK_MIB,
+            "RSS grew {growth:.1} MiB"
+        );
+    }
+
     #[tokio::test]
     async fn the_cache_stays_within_its_byte_budget() {
         let (s, owner) = service(4_096).await;

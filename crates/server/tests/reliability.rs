@@ -1,0 +1,330 @@
+//! The process-level part of the reliability suite (`make test-reliability`): the real
+//! binary killed at random moments under load (R2), a thousand mid-stream disconnects per
+//! policy (R3), and two processes sharing one PostgreSQL (R13). Sized by
+//! `RELIABILITY_SCALE` (`full` locally; anything else is the reduced size CI runs).
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "test code: a failed step aborts the test; the figures are its report"
+)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use infra_db::testing::{Backend, TestDatabase};
+use serde_json::{Value, json};
+use support::{Arbor, integrity_violations};
+
+const INSTANT: &str = "fake/instant?tokens=4";
+const STREAMING: &str = "fake/streaming?tokens=40&token_ms=25";
+
+fn full() -> bool {
+    std::env::var("RELIABILITY_SCALE").is_ok_and(|s| s == "full")
+}
+
+async fn provider() -> fake_provider::FakeProvider {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = fake_provider::FakeProvider::start().await.unwrap();
+    let mut models = fake_provider::default_models();
+    for id in [INSTANT, STREAMING] {
+        models.push(fake_provider::model_entry(
+            id, id, "0.000001", "0.000002", 8_192,
+        ));
+    }
+    fake.set_models(models);
+    fake
+}
+
+const GENEROUS: [(&str, &str); 4] = [
+    ("ARBOR__RATE_LIMITS__ENABLED", "false"),
+    ("ARBOR__GENERATION__PER_USER_LIMIT", "5000"),
+    ("ARBOR__GENERATION__GLOBAL_LIMIT", "5000"),
+    ("ARBOR__LLM__MAX_CONCURRENT_REQUESTS", "5000"),
+];
+
+async fn new_chat(arbor: &Arbor, token: &str) -> String {
+    let chat: Value = arbor
+        .post("/api/v1/chats", Some(token), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    chat["uuid"].as_str().unwrap().to_owned()
+}
+
+/// R2: SIGKILL at random moments during mixed load, restart, ten times: no half-written row,
+/// no `streaming` row after start-up.
+async fn r2_killed_at_random_moments(backend: Backend) {
+    let rounds = if full() { 10 } else { 3 };
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let fake = provider().await;
+    let mut arbor = Arbor::start(&db, &fake.base_url(), &GENEROUS).await;
+    let token = arbor.token("chaos", true).await;
+    let mut kills = Vec::new();
+    for round in 0..rounds {
+        let chats: Vec<String> =
+            futures::future::join_all((0..8).map(|_| new_chat(&arbor, &token))).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let mut load = tokio::task::JoinSet::new();
+        for (i, chat) in chats.into_iter().enumerate() {
+            let (base, token, stop, done) = (
+                arbor.base.clone(),
+                token.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&done),
+            );
+            load.spawn(async move {
+                let client = reqwest::Client::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let streamed = i % 2 == 0;
+                    let url = if streamed {
+                        format!("{base}/api/v1/chats/{chat}/messages/stream")
+                    } else {
+                        format!("{base}/api/v1/chats/{chat}/messages")
+                    };
+                    let model = if streamed { STREAMING } else { INSTANT };
+                    let Ok(r) = client
+                        .post(url)
+                        .bearer_auth(&token)
+                        .json(&json!({"content": "load", "model_id": model}))
+                        .send()
+                        .await
+                    else {
+                        break; // the server is gone
+                    };
+                    if r.bytes().await.is_err() {
+                        break;
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        let delay = Duration::from_millis(300 + (rand::random::<u64>() % 1_200));
+        tokio::time::sleep(delay).await;
+        arbor.signal("-KILL");
+        stop.store(true, Ordering::Relaxed);
+        let _ = arbor.exited(Duration::from_secs(5)).await;
+        while load.join_next().await.is_some() {}
+        kills.push((delay.as_millis(), done.load(Ordering::Relaxed)));
+        arbor = Arbor::start(&db, &fake.base_url(), &GENEROUS).await;
+        let violations = integrity_violations(&db).await;
+        assert_eq!(violations, vec![], "after kill {round} at {delay:?}");
+    }
+    // The data is still usable: a turn in a chat that lived through every kill.
+    let chat = new_chat(&arbor, &token).await;
+    let r = arbor
+        .post(
+            &format!("/api/v1/chats/{chat}/messages"),
+            Some(&token),
+            &json!({"content": "after", "model_id": INSTANT}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    println!(
+        "R2 {backend:?}: {rounds} SIGKILLs under load (ms into the round, requests done): {kills:?}; 0 integrity violations after each restart"
+    );
+    drop(arbor);
+    db.drop_database().await;
+}
+
+/// R3: a thousand streams whose clients leave mid-answer, under each policy: provider
+/// connections back to baseline, server memory back near where it was.
+async fn r3_disconnects(policy: &str) {
+    let (streams, batch) = if full() { (1_000, 200) } else { (200, 100) };
+    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
+        return;
+    };
+    let fake = provider().await;
+    let mut env = GENEROUS.to_vec();
+    env.push(("ARBOR__GENERATION__ON_CLIENT_DISCONNECT", policy));
+    env.push(("ARBOR__LLM__POOL_MAX_IDLE_PER_HOST", "0"));
+    let arbor = Arbor::start(&db, &fake.base_url(), &env).await;
+    let token = arbor.token("leaver", true).await;
+    let leave_early = |chats: Vec<String>| {
+        let (base, token) = (arbor.base.clone(), token.clone());
+        async move {
+            let client = reqwest::Client::new();
+            futures::future::join_all(chats.into_iter().map(|chat| {
+                let (client, base, token) = (client.clone(), base.clone(), token.clone());
+                async move {
+                    let r = client
+                        .post(format!("{base}/api/v1/chats/{chat}/messages/stream"))
+                        .bearer_auth(&token)
+                        .json(&json!({"content": "go", "model_id": STREAMING}))
+                        .send()
+                        .await
+                        .unwrap();
+                    let mut events = Box::pin(r.bytes_stream().eventsource());
+                    for _ in 0..3 {
+                        events.next().await.unwrap().unwrap();
+                    }
+                    // dropped here: the client leaves mid-answer
+                }
+            }))
+            .await;
+        }
+    };
+    let settle = || async {
+        let started = Instant::now();
+        loop {
+            let s = fake.stats();
+            if s.in_flight == 0 && s.open_connections == 0 {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "provider connections never came back: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // Warm-up, so the measured memory is the server's steady state.
+    let warm: Vec<String> =
+        futures::future::join_all((0..batch).map(|_| new_chat(&arbor, &token))).await;
+    leave_early(warm).await;
+    settle().await;
+    let before = arbor.rss_mib();
+    let mut worst_settle = Duration::ZERO;
+    for _ in 0..streams / batch {
+        let chats: Vec<String> =
+            futures::future::join_all((0..batch).map(|_| new_chat(&arbor, &token))).await;
+        leave_early(chats).await;
+        worst_settle = worst_settle.max(settle().await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = arbor.rss_mib();
+    let growth = (after - before) / before;
+    println!(
+        "R3 {policy}: {streams} mid-stream disconnects in batches of {batch}: provider connections back to 0 within {:.2} s of each batch; server RSS {before:.1} → {after:.1} MiB ({:+.1} %)",
+        worst_settle.as_secs_f64(),
+        growth * 100.0
+    );
+    assert!(growth <= 0.10, "server RSS grew {:.1} %", growth * 100.0);
+    if policy == "cancel" {
+        assert!(worst_settle < Duration::from_secs(2), "{worst_settle:?}");
+    }
+    drop(arbor);
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r3_disconnects_under_cancel() {
+    r3_disconnects("cancel").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r3_disconnects_under_finish() {
+    r3_disconnects("finish").await;
+}
+
+/// R13: two processes on one PostgreSQL behind a round-robin client: no lost write, no stale
+/// read of the current branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r13_two_replicas_share_one_postgresql() {
+    let (clients, turns) = if full() { (50, 20) } else { (10, 5) };
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let fake = provider().await;
+    let mut env = GENEROUS.to_vec();
+    env.push(("ARBOR__GENERATION__STARTUP_RECOVERY", "expired"));
+    let a = Arbor::start(&db, &fake.base_url(), &env).await;
+    let b = Arbor::start(&db, &fake.base_url(), &env).await;
+    let replicas = Arc::new([a.base.clone(), b.base.clone()]);
+    let token = a.token("roundrobin", true).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (replicas, token) = (Arc::clone(&replicas), token.clone());
+        tasks.spawn(async move {
+            let client = reqwest::Client::new();
+            let mut next = c;
+            let mut pick = || {
+                next += 1;
+                replicas[next % 2].clone()
+            };
+            let chat: Value = client
+                .post(format!("{}/api/v1/chats", pick()))
+                .bearer_auth(&token)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let chat = chat["uuid"].as_str().unwrap().to_owned();
+            let mut stale = 0;
+            for t in 0..turns {
+                let sent: Value = client
+                    .post(format!("{}/api/v1/chats/{chat}/messages", pick()))
+                    .bearer_auth(&token)
+                    .json(&json!({"content": format!("turn {t}"), "model_id": INSTANT}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                // Read it back on the other replica at once.
+                let branch: Value = client
+                    .get(format!("{}/api/v1/chats/{chat}/messages", pick()))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let last = branch
+                    .as_array()
+                    .and_then(|b| b.last())
+                    .cloned()
+                    .unwrap_or_default();
+                if last["uuid"] != sent["message_uuid"] {
+                    stale += 1;
+                }
+            }
+            (chat, stale)
+        });
+    }
+    let mut stale = 0;
+    let mut chats = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (chat, s) = done.unwrap();
+        stale += s;
+        chats.push(chat);
+    }
+    let mut lost = 0;
+    for chat in &chats {
+        let branch = a
+            .get(&format!("/api/v1/chats/{chat}/messages"), &token)
+            .await;
+        lost += (1 + 2 * turns).saturating_sub(branch.as_array().unwrap().len());
+    }
+    println!(
+        "R13: 2 replicas, {clients} clients x {turns} turns round-robin: {lost} lost writes, {stale} stale reads of the current branch"
+    );
+    assert_eq!((lost, stale), (0, 0));
+    drop((a, b));
+    db.drop_database().await;
+}
+
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Sqlite).await; } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Postgres).await; } )* }
+        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::MySql).await; } )* }
+    };
+}
+
+on_every_backend!(r2_killed_at_random_moments);

@@ -1,0 +1,219 @@
+//! The real `arbor` binary as a child process, shared by the process-level test suites.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use infra_db::testing::TestDatabase;
+use serde_json::{Value, json};
+
+/// One `arbor serve` process.
+pub struct Arbor {
+    pub child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Arbor {
+    pub async fn start(db: &TestDatabase, provider: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let config_dir = std::env::temp_dir().join(format!("arbor-lifecycle-{port}"));
+        std::fs::create_dir_all(&config_dir).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_arbor"));
+        cmd.arg("--config-dir")
+            .arg(&config_dir)
+            .arg("serve")
+            .env_remove("ARBOR_ENV")
+            .env("DATABASE_URL", db.url())
+            .env("ARBOR__SERVER__PORT", port.to_string())
+            .env("ARBOR__SERVER__WORKERS", "2")
+            .env("ARBOR__LLM__BASE_URL", provider)
+            .env("ARBOR__AUTH__ARGON2_MEMORY_KIB", "1024")
+            .env("ARBOR__AUTH__ARGON2_ITERATIONS", "1")
+            .env("ARBOR__AUTH__REGISTER_PER_WINDOW", "1000")
+            .env("ARBOR__AUTH__LOGIN_PER_WINDOW", "1000")
+            .env("ARBOR__GENERATION__TITLES", "false")
+            .env("ARBOR__LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("arbor starts");
+        let arbor = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = arbor.client.get(arbor.url("/api/v1/ready")).send().await
+                && r.status() == 200
+            {
+                return arbor;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "arbor never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Value {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
+    /// A user's access token.
+    pub async fn token_with(&self, name: &str, password: &str) -> String {
+        let r: Value = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                &json!({"username": name, "password": password}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        r["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A user's token, registering them first when `register`.
+    pub async fn token(&self, name: &str, register: bool) -> String {
+        let credentials = json!({"username": name, "password": "correct horse battery"});
+        if register {
+            assert_eq!(
+                self.post("/api/v1/users", None, &credentials)
+                    .await
+                    .status(),
+                201
+            );
+        }
+        let r: Value = self
+            .post("/api/v1/auth/login", None, &credentials)
+            .await
+            .json()
+            .await
+            .unwrap();
+        r["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its exit status.
+    pub async fn exited(mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < limit, "arbor did not exit in {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Arbor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Arbor {
+    /// Resident set size in MiB (Linux `/proc`).
+    pub fn rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+/// Rows that would betray a half-written write.
+pub async fn integrity_violations(db: &TestDatabase) -> Vec<(String, i64)> {
+    use sea_orm::ConnectionTrait;
+    let conn = db.raw().await;
+    let checks = [
+        (
+            "messages still streaming",
+            "SELECT COUNT(*) AS n FROM messages WHERE status = 'streaming'",
+        ),
+        (
+            "messages without a parent that are not a root",
+            "SELECT COUNT(*) AS n FROM messages m WHERE m.parent_id IS NULL \
+             AND m.id NOT IN (SELECT root_id FROM chats)",
+        ),
+        (
+            "chats whose leaf is missing",
+            "SELECT COUNT(*) AS n FROM chats c WHERE c.current_leaf_id NOT IN \
+             (SELECT id FROM messages)",
+        ),
+        (
+            "chats whose message count is wrong",
+            "SELECT COUNT(*) AS n FROM chats c WHERE c.message_count <> \
+             (SELECT COUNT(*) FROM messages m WHERE m.chat_id = c.id)",
+        ),
+        (
+            "generation records of no complete answer",
+            "SELECT COUNT(*) AS n FROM generations g WHERE g.message_id NOT IN \
+             (SELECT id FROM messages WHERE status = 'complete')",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, sql) in checks {
+        let row = conn
+            .query_one_raw(sea_orm::Statement::from_string(
+                conn.get_database_backend(),
+                sql,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let n: i64 = row.try_get("", "n").unwrap();
+        if n != 0 {
+            out.push((name.to_owned(), n));
+        }
+    }
+    let _ = conn.close().await;
+    out
+}
