@@ -13,4 +13,4 @@ $cargo test --workspace --test reliability -- --test-threads 1 --nocapture 2>&1 
 $cargo test --workspace --lib -- --ignored --test-threads 1 --nocapture r5_ 2>&1 | tee -a "$log"
 echo
 echo "==> figures"
-grep -E '^R[0-9]+ ' "$log" || true
+grep -oE 'R[0-9]+[ :].*' "$log" || true

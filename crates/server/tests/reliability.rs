@@ -231,7 +231,7 @@ async fn r3_disconnects_under_finish() {
 /// read of the current branch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r13_two_replicas_share_one_postgresql() {
-    let (clients, turns) = if full() { (50, 20) } else { (10, 5) };
+    let (clients, turns): (usize, usize) = if full() { (50, 20) } else { (10, 5) };
     let Some(db) = TestDatabase::create(Backend::Postgres).await else {
         return;
     };
