@@ -81,8 +81,10 @@ async fn main() -> anyhow::Result<()> {
         server::total_ram_mib(),
         if cli.quick { ", quick sizes" } else { "" }
     );
-    if run(Scenario::P1) {
-        scenarios::p1(&ctx).await?;
+    for db in &cli.backends {
+        if run(Scenario::P1) {
+            scenarios::p1(&ctx, db.backend()).await?;
+        }
     }
     if run(Scenario::P2) {
         scenarios::p2(&ctx).await?;

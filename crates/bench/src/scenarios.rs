@@ -41,15 +41,15 @@ fn row(label: &str, value: String) {
 }
 
 /// P1: the time Arbor adds to the first and the last token of concurrent streams.
-pub async fn p1(ctx: &Context) -> anyhow::Result<()> {
+pub async fn p1(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
     const MODEL: &str = "fake/p1?ttft_ms=50&tokens=20&token_ms=5";
     let streams = if ctx.quick { 50 } else { 200 };
     let rounds = if ctx.quick { 2 } else { 5 };
     println!(
-        "\nP1 overhead: {streams} concurrent streams x {rounds} rounds, provider TTFT 50 ms, 20 tokens 5 ms apart (SQLite)"
+        "\nP1 overhead ({backend:?}): {streams} concurrent streams x {rounds} rounds, provider TTFT 50 ms, 20 tokens 5 ms apart"
     );
     let fake = provider(&[MODEL]).await?;
-    let db = database(Backend::Sqlite).await?;
+    let db = database(backend).await?;
     let arbor = Arbor::start(&ctx.arbor_bin, db.url(), &fake.base_url(), &[]).await?;
     let client = Client::new(&arbor.base)?;
     let direct = Client::new(&fake.base_url())?;

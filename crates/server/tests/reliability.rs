@@ -148,6 +148,9 @@ async fn r3_disconnects(policy: &str) {
     let mut env = GENEROUS.to_vec();
     env.push(("ARBOR__GENERATION__ON_CLIENT_DISCONNECT", policy));
     env.push(("ARBOR__LLM__POOL_MAX_IDLE_PER_HOST", "0"));
+    // Finished generations stay re-attachable for the linger time; keep it short so the
+    // memory measured afterwards is what remains once nothing is kept on purpose.
+    env.push(("ARBOR__GENERATION__LINGER_SECS", "1"));
     let arbor = Arbor::start(&db, &fake.base_url(), &env).await;
     let token = arbor.token("leaver", true).await;
     let leave_early = |chats: Vec<String>| {
@@ -193,6 +196,7 @@ async fn r3_disconnects(policy: &str) {
         futures::future::join_all((0..batch).map(|_| new_chat(&arbor, &token))).await;
     leave_early(warm).await;
     settle().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let before = arbor.rss_mib();
     let mut worst_settle = Duration::ZERO;
     for _ in 0..streams / batch {
@@ -201,7 +205,7 @@ async fn r3_disconnects(policy: &str) {
         leave_early(chats).await;
         worst_settle = worst_settle.max(settle().await);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let after = arbor.rss_mib();
     let growth = (after - before) / before;
     println!(

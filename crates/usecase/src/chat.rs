@@ -840,6 +840,7 @@ where
             provider: self.provider.clone(),
             deadline: self.generations.limits().deadline,
             leaf_at_start,
+            slot,
         };
         let (generation, subscription) = self.generations.register(
             reservation,
@@ -858,19 +859,24 @@ where
         let task_generation = Arc::clone(&generation);
         self.generations.spawn(generation, async move {
             let generation = task_generation;
-            if let Err(e) = repo.append_message(owner, job.chat, answer, false).await {
-                tracing::warn!(error = %e, "the answer row could not be stored");
-                drop(slot);
-                generation.publish(GenerationEvent::Error(GenerationFailure::Storage));
-                generation.publish(GenerationEvent::Done);
-                return;
-            }
             generation.publish(GenerationEvent::Start {
                 user_message: job.user_message,
                 message: job.message,
                 model: job.plan.model.clone(),
             });
-            let answer = run_stream(&*repo, &*llm, &*clock, &generation, job, request, slot).await;
+            // The answer row is written while the provider is already being asked: the
+            // question is committed, and nothing is saved into the row before it exists.
+            let chat = job.chat;
+            let row = async {
+                repo.append_message(owner, chat, answer, false)
+                    .await
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "the answer row could not be stored");
+                        generation.cancellation().cancel();
+                    })
+                    .is_ok()
+            };
+            let answer = run_stream(&*repo, &*llm, &*clock, &generation, job, request, row).await;
             if let (Some(title), Some(answer)) = (title, answer) {
                 registry.spawn_background(write_title(repo, llm, title, answer));
             }
@@ -936,6 +942,8 @@ struct StreamJob {
     provider: String,
     deadline: Duration,
     leaf_at_start: MessageId,
+    /// The concurrency slot, freed once the answer is saved.
+    slot: Slot,
 }
 
 /// A chat to title after its first answer.
@@ -1047,17 +1055,26 @@ async fn run_stream<R: ChatRepository, L: LlmGateway, C: Clock>(
     generation: &crate::generation::Generation,
     job: StreamJob,
     request: CompletionRequest,
-    slot: Slot,
+    row_stored: impl Future<Output = bool>,
 ) -> Option<String> {
     let started = Instant::now();
     let mut content = String::new();
     let mut first_token = None;
-    let result = tokio::select! {
-        biased;
-        () = generation.cancellation().cancelled() => Err(generation.cancel_failure()),
-        () = tokio::time::sleep(job.deadline) => Err(GenerationFailure::Deadline),
-        end = pump(llm, request, generation, &mut content, &mut first_token) => end,
+    let generate = async {
+        tokio::select! {
+            biased;
+            () = generation.cancellation().cancelled() => Err(generation.cancel_failure()),
+            () = tokio::time::sleep(job.deadline) => Err(GenerationFailure::Deadline),
+            end = pump(llm, request, generation, &mut content, &mut first_token) => end,
+        }
     };
+    let (stored, result) = tokio::join!(row_stored, generate);
+    if !stored {
+        drop(job.slot);
+        generation.publish(GenerationEvent::Error(GenerationFailure::Storage));
+        generation.publish(GenerationEvent::Done);
+        return None;
+    }
     let now = clock.now();
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let (status, record, event) = match result {
@@ -1120,7 +1137,7 @@ async fn run_stream<R: ChatRepository, L: LlmGateway, C: Clock>(
     let saved = save_with_retries(repo, job.owner, job.chat, finished).await;
     // Free the slot before anyone hears of the end: a client that reacts at once may start
     // the next generation.
-    drop(slot);
+    drop(job.slot);
     if saved {
         generation.publish(event);
     } else {
