@@ -35,6 +35,9 @@ struct Cli {
     /// Smaller sizes, for a quick check (not for the recorded figures).
     #[arg(long)]
     quick: bool,
+    /// P1: concurrent streams per round (default 200; 50 with --quick).
+    #[arg(long)]
+    streams: Option<usize>,
     /// The Arbor binary to run (built with `cargo build --release -p arbor`).
     #[arg(long, env = "ARBOR_BIN", default_value = "target/release/arbor")]
     arbor_bin: String,
@@ -73,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let ctx = scenarios::Context {
         arbor_bin: cli.arbor_bin.clone(),
         quick: cli.quick,
+        streams: cli.streams,
     };
     let run = |s: Scenario| cli.scenario == Scenario::All || cli.scenario == s;
     println!(

@@ -16,6 +16,7 @@ use crate::server::Arbor;
 pub struct Context {
     pub arbor_bin: String,
     pub quick: bool,
+    pub streams: Option<usize>,
 }
 
 async fn provider(models: &[&str]) -> anyhow::Result<FakeProvider> {
@@ -43,7 +44,7 @@ fn row(label: &str, value: String) {
 /// P1: the time Arbor adds to the first and the last token of concurrent streams.
 pub async fn p1(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
     const MODEL: &str = "fake/p1?ttft_ms=50&tokens=20&token_ms=5";
-    let streams = if ctx.quick { 50 } else { 200 };
+    let streams = ctx.streams.unwrap_or(if ctx.quick { 50 } else { 200 });
     let rounds = if ctx.quick { 2 } else { 5 };
     println!(
         "\nP1 overhead ({backend:?}): {streams} concurrent streams x {rounds} rounds, provider TTFT 50 ms, 20 tokens 5 ms apart"
