@@ -332,3 +332,163 @@ macro_rules! on_every_backend {
 }
 
 on_every_backend!(r2_killed_at_random_moments);
+
+/// Stops or starts the local PostgreSQL cluster.
+fn postgres(action: &str) {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .max()
+        })
+        .expect("a PostgreSQL cluster under /etc/postgresql");
+    let mut cmd = std::process::Command::new("pg_ctlcluster");
+    cmd.args(["--skip-systemctl-redirect", &version, "main", action]);
+    if action == "stop" {
+        cmd.args(["-m", "fast"]);
+    }
+    let status = cmd.status().expect("pg_ctlcluster runs");
+    assert!(status.success(), "pg_ctlcluster {action}");
+}
+
+/// Starts PostgreSQL again even when the test fails half-way.
+struct RestartPostgres;
+
+impl Drop for RestartPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .args(["-c", "pg_lsclusters -h | awk '$4 != \"online\" {print $1}' | xargs -r -I{} pg_ctlcluster --skip-systemctl-redirect {} main start"])
+            .status();
+    }
+}
+
+/// R11: PostgreSQL stopped during load and started again: requests fail with 503 (never
+/// 500) while it is down, succeed again within 5 s, and no answered turn is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r11_a_postgresql_outage_is_503_then_recovers_without_loss() {
+    // Longer than the pool's acquire timeout (5 s), so requests asked during it end in it.
+    let outage = if full() {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(7)
+    };
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let fake = provider().await;
+    let arbor = Arbor::start(&db, &fake.base_url(), &GENEROUS).await;
+    let token = arbor.token("outage", true).await;
+    let chats: Vec<String> =
+        futures::future::join_all((0..8).map(|_| new_chat(&arbor, &token))).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = tokio::task::JoinSet::new();
+    for chat in chats {
+        let (base, token, stop) = (arbor.base.clone(), token.clone(), Arc::clone(&stop));
+        load.spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap();
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                let r = client
+                    .post(format!("{base}/api/v1/chats/{chat}/messages"))
+                    .bearer_auth(&token)
+                    .json(&json!({"content": "during an outage?", "model_id": INSTANT}))
+                    .send()
+                    .await;
+                let at = Instant::now();
+                match r {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let body: Value = r.json().await.unwrap_or_default();
+                        let answer = body["message_uuid"].as_str().map(str::to_owned);
+                        seen.push((asked, at, status, answer));
+                        if status != 201 {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    Err(_) => seen.push((asked, at, 0, None)),
+                }
+            }
+            seen
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _restart = RestartPostgres;
+    let stopping = Instant::now();
+    postgres("stop");
+    let stopped = Instant::now();
+    tokio::time::sleep(outage).await;
+    // PostgreSQL may accept connections before `start` returns: the outage ends here.
+    let restarting = Instant::now();
+    postgres("start");
+    let started = Instant::now();
+    println!(
+        "R11: stop took {:.1} s, start took {:.1} s",
+        stopped.duration_since(stopping).as_secs_f64(),
+        started.duration_since(restarting).as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    while let Some(done) = load.join_next().await {
+        all.extend(done.unwrap());
+    }
+    // Asked and answered while the database was down.
+    let during: Vec<u16> = all
+        .iter()
+        .filter(|(asked, at, ..)| *asked > stopped && *at < restarting)
+        .map(|(_, _, s, _)| *s)
+        .collect();
+    let statuses: std::collections::BTreeSet<u16> = all.iter().map(|(_, _, s, _)| *s).collect();
+    let recovered = all
+        .iter()
+        .filter(|(asked, _, s, _)| *asked > restarting && *s == 201)
+        .map(|(_, at, ..)| at.duration_since(restarting))
+        .min();
+    let answered: Vec<String> = all.iter().filter_map(|(_, _, _, a)| a.clone()).collect();
+    // Every answered turn is in the database.
+    let stored: std::collections::HashSet<String> = {
+        use sea_orm::ConnectionTrait;
+        let conn = db.raw().await;
+        let rows = conn
+            .query_all_raw(sea_orm::Statement::from_string(
+                conn.get_database_backend(),
+                "SELECT id FROM messages WHERE role = 'assistant'",
+            ))
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<sea_orm::prelude::Uuid>("", "id")
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let missing = answered.iter().filter(|id| !stored.contains(*id)).count();
+    println!(
+        "R11: PostgreSQL down {:.0} s under load: statuses seen {statuses:?}; during the outage {} requests, all 503: {}; first success {:.2} s after restart; {} answered turns, {missing} missing",
+        outage.as_secs_f64(),
+        during.len(),
+        during.iter().all(|s| *s == 503),
+        recovered.map_or(f64::NAN, |d| d.as_secs_f64()),
+        answered.len()
+    );
+    assert!(!statuses.contains(&500), "never a 500: {statuses:?}");
+    assert!(
+        !during.is_empty() && during.iter().all(|s| *s == 503),
+        "{during:?}"
+    );
+    assert!(
+        recovered.is_some_and(|d| d < Duration::from_secs(5)),
+        "{recovered:?}"
+    );
+    assert_eq!(missing, 0);
+    drop(arbor);
+    db.drop_database().await;
+}
