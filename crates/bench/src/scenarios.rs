@@ -326,32 +326,16 @@ pub async fn p3(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
     for (token, chat) in &work {
         client.send(token, chat, MODEL).await?;
     }
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (token, chat) in work {
-        let client = client.clone();
-        tasks.spawn(async move {
-            let mut latencies = Latencies::new();
-            let mut errors = 0_u64;
-            while Instant::now() < deadline {
-                match client.send(&token, &chat, MODEL).await {
-                    Ok(d) => latencies.record(d),
-                    Err(_) => errors += 1,
-                }
-            }
-            (latencies, errors)
-        });
-    }
-    let mut all = Latencies::new();
-    let mut errors = 0;
-    while let Some(done) = tasks.join_next().await {
-        let (l, e) = done?;
-        all.merge(&l);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let turns = all.len() as f64 / elapsed;
+    let work = Arc::new(work);
+    let sender = client.clone();
+    let (turns, all, errors) = closed_loop(clients, seconds, move |i| {
+        let (client, work) = (sender.clone(), Arc::clone(&work));
+        async move {
+            let (token, chat) = &work[i];
+            client.send(token, chat, MODEL).await
+        }
+    })
+    .await?;
     drop(arbor);
     let ceiling = ceiling(&db, backend, clients, seconds).await?;
     row(
@@ -517,24 +501,28 @@ async fn bulk_chats(db: &TestDatabase, like_chat: &str, n: usize) -> anyhow::Res
     Ok(())
 }
 
-/// Requests per second of `path` with `clients` concurrent clients for `seconds`.
-async fn throughput(
-    client: &Client,
-    token: &str,
-    path: &str,
-    clients: usize,
+/// Closed-loop load: `workers` tasks, each repeating `step(its index)` until `seconds` pass.
+/// Returns (operations per second, latencies, errors).
+async fn closed_loop<F, Fut>(
+    workers: usize,
     seconds: u64,
-) -> anyhow::Result<(f64, Latencies, u64)> {
+    step: F,
+) -> anyhow::Result<(f64, Latencies, u64)>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<Duration>> + Send,
+{
+    let step = Arc::new(step);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..clients {
-        let (client, token, path) = (client.clone(), token.to_owned(), path.to_owned());
+    for worker in 0..workers {
+        let step = Arc::clone(&step);
         tasks.spawn(async move {
             let mut l = Latencies::new();
             let mut errors = 0;
             while Instant::now() < deadline {
-                match client.get(&path, &token).await {
+                match step(worker).await {
                     Ok(d) => l.record(d),
                     Err(_) => errors += 1,
                 }
@@ -554,6 +542,22 @@ async fn throughput(
         all,
         errors,
     ))
+}
+
+/// Requests per second of `path` with `clients` concurrent clients for `seconds`.
+async fn throughput(
+    client: &Client,
+    token: &str,
+    path: &str,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, Latencies, u64)> {
+    let (client, token, path) = (client.clone(), token.to_owned(), path.to_owned());
+    closed_loop(clients, seconds, move |_| {
+        let (client, token, path) = (client.clone(), token.clone(), path.clone());
+        async move { client.get(&path, &token).await }
+    })
+    .await
 }
 
 /// Median of `n` sequential GETs, and the first (cold) one.

@@ -23,16 +23,7 @@ const SLOW: &str = "fake/slow?tokens=200&token_ms=50";
 const QUICK: &str = "fake/quick?tokens=20&token_ms=50";
 
 async fn provider() -> fake_provider::FakeProvider {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let fake = fake_provider::FakeProvider::start().await.unwrap();
-    let mut models = fake_provider::default_models();
-    for id in [SLOW, QUICK] {
-        models.push(fake_provider::model_entry(
-            id, id, "0.000001", "0.000002", 8_192,
-        ));
-    }
-    fake.set_models(models);
-    fake
+    support::provider(&[SLOW, QUICK]).await
 }
 
 /// Opens a stream in a new chat and reads `n` events; returns (chat, answer uuid, the

@@ -30,16 +30,7 @@ fn full() -> bool {
 }
 
 async fn provider() -> fake_provider::FakeProvider {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let fake = fake_provider::FakeProvider::start().await.unwrap();
-    let mut models = fake_provider::default_models();
-    for id in [INSTANT, STREAMING] {
-        models.push(fake_provider::model_entry(
-            id, id, "0.000001", "0.000002", 8_192,
-        ));
-    }
-    fake.set_models(models);
-    fake
+    support::provider(&[INSTANT, STREAMING]).await
 }
 
 const GENEROUS: [(&str, &str); 4] = [

@@ -217,3 +217,17 @@ pub async fn integrity_violations(db: &TestDatabase) -> Vec<(String, i64)> {
     let _ = conn.close().await;
     out
 }
+
+/// The fake provider, with `models` added to its catalogue.
+pub async fn provider(models: &[&str]) -> fake_provider::FakeProvider {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = fake_provider::FakeProvider::start().await.unwrap();
+    let mut all = fake_provider::default_models();
+    for id in models {
+        all.push(fake_provider::model_entry(
+            id, id, "0.000001", "0.000002", 8_192,
+        ));
+    }
+    fake.set_models(all);
+    fake
+}
