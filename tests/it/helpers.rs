@@ -145,6 +145,17 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A GET as `token` that must succeed with JSON; the body.
+    pub async fn get_json_as(&self, path: &str, token: &str) -> Value {
+        let response = self.get_as(path, token).await;
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("a JSON body")
+    }
+
     /// Registers `username` with [`PASSWORD`]; returns the user's uuid.
     pub async fn register(&self, username: &str) -> String {
         let response = self

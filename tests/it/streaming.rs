@@ -66,11 +66,8 @@ fn deltas(events: &[Event]) -> String {
 /// The stored messages of a chat, by uuid.
 async fn message(app: &TestApp, token: &str, chat: &str, uuid: &str) -> Value {
     let tree: Value = app
-        .get_as(&format!("/api/v1/chats/{chat}/complete"), token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/api/v1/chats/{chat}/complete"), token)
+        .await;
     tree["messages"]
         .as_array()
         .unwrap()
@@ -86,6 +83,24 @@ async fn send_ok(app: &TestApp, token: &str, chat: &str, body: Value) {
         .post_json_as(&format!("/api/v1/chats/{chat}/messages"), token, &body)
         .await;
     assert_eq!(r.status(), 201);
+}
+
+/// `token` sees none of `chat`'s generation routes: status, re-attach and cancel are 404.
+async fn generation_routes_answer_404(app: &TestApp, chat: &str, token: &str) {
+    for path in ["generation", "generation/stream"] {
+        let r = app
+            .get_as(&format!("/api/v1/chats/{chat}/{path}"), token)
+            .await;
+        crate::helpers::assert_envelope(r, 404, "not_found").await;
+    }
+    let r = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/generation/cancel"),
+            token,
+            &json!({}),
+        )
+        .await;
+    crate::helpers::assert_envelope(r, 404, "not_found").await;
 }
 
 /// Waits (up to `limit`) until `check` holds.
@@ -179,11 +194,8 @@ async fn a_streamed_answer_arrives_in_order_and_is_stored(backend: Backend) {
     .await;
     assert_eq!(question["content"], "Tell me a story");
     let branch: Value = app
-        .get_as(&format!("/api/v1/chats/{chat}/messages"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/api/v1/chats/{chat}/messages"), &token)
+        .await;
     let branch = branch.as_array().unwrap().clone();
     assert_eq!(
         branch.last().unwrap()["uuid"],
@@ -314,12 +326,8 @@ async fn errors_before_the_stream_are_plain_http_errors(backend: Backend) {
         )
         .await;
     crate::helpers::assert_envelope(no_auth, 401, "unauthenticated").await;
-    for path in ["generation", "generation/stream"] {
-        let r = app
-            .get_as(&format!("/api/v1/chats/{chat}/{path}"), &bob)
-            .await;
-        crate::helpers::assert_envelope(r, 404, "not_found").await;
-    }
+    generation_routes_answer_404(&app, &chat, &bob).await;
+    // Nothing runs: the owner's cancel is a 404 too.
     let r = app
         .post_json_as(
             &format!("/api/v1/chats/{chat}/generation/cancel"),
@@ -329,11 +337,8 @@ async fn errors_before_the_stream_are_plain_http_errors(backend: Backend) {
         .await;
     crate::helpers::assert_envelope(r, 404, "not_found").await;
     let status: Value = app
-        .get_as(&format!("/api/v1/chats/{chat}/generation"), &alice)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/api/v1/chats/{chat}/generation"), &alice)
+        .await;
     assert_eq!(status, json!({"running": false, "generation": null}));
     app.finish().await;
 }
@@ -514,11 +519,8 @@ async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend
     let chat = new_chat(&app, &token).await;
     let (mut seen, mut stream) = open_and_read(&app, &token, &chat, model, 4).await;
     let status: Value = app
-        .get_as(&format!("/api/v1/chats/{chat}/generation"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/api/v1/chats/{chat}/generation"), &token)
+        .await;
     assert_eq!(status["running"], true);
     assert_eq!(
         status["generation"]["message_uuid"],
@@ -679,12 +681,7 @@ async fn caps_refuse_the_extra_generation_with_retry_after(backend: Backend) {
         )
         .await;
     crate::helpers::assert_envelope(blocking, 429, "rate_limited").await;
-    let before: Value = app
-        .get_as(&format!("/api/v1/chats/{c}"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let before: Value = app.get_json_as(&format!("/api/v1/chats/{c}"), &token).await;
     assert_eq!(before["message_count"], 1, "a refused send stores nothing");
 
     // Another user is not affected; a freed slot is usable again.
@@ -744,11 +741,8 @@ async fn title_after(app: &TestApp, token: &str, chat: &str, limit: Duration) ->
     let start = Instant::now();
     loop {
         let c: Value = app
-            .get_as(&format!("/api/v1/chats/{chat}"), token)
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json_as(&format!("/api/v1/chats/{chat}"), token)
+            .await;
         if c["title"] != "Untitled Chat" {
             return c["title"].as_str().map(str::to_owned);
         }
@@ -945,26 +939,10 @@ async fn another_user_cannot_see_cancel_or_attach_a_running_generation(backend: 
     let bob = app.user_token("bob").await;
     let chat = new_chat(&app, &alice).await;
     let (_, _stream) = open_and_read(&app, &alice, &chat, model, 2).await;
-    for path in ["generation", "generation/stream"] {
-        let r = app
-            .get_as(&format!("/api/v1/chats/{chat}/{path}"), &bob)
-            .await;
-        crate::helpers::assert_envelope(r, 404, "not_found").await;
-    }
-    let r = app
-        .post_json_as(
-            &format!("/api/v1/chats/{chat}/generation/cancel"),
-            &bob,
-            &json!({}),
-        )
-        .await;
-    crate::helpers::assert_envelope(r, 404, "not_found").await;
+    generation_routes_answer_404(&app, &chat, &bob).await;
     let status: Value = app
-        .get_as(&format!("/api/v1/chats/{chat}/generation"), &alice)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/api/v1/chats/{chat}/generation"), &alice)
+        .await;
     assert_eq!(status["running"], true, "bob's attempts changed nothing");
     app.finish().await;
 }
@@ -978,11 +956,8 @@ async fn switching_branches_mid_stream_is_not_undone_by_the_answer(backend: Back
     let token = app.user_token("alice").await;
     let chat = new_chat(&app, &token).await;
     let root: Value = app
-        .get_as(&format!("/api/v1/chats/{chat}"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/api/v1/chats/{chat}"), &token)
+        .await;
     let root = root["root_message_uuid"].as_str().unwrap().to_owned();
     let (_, mut stream) = open_and_read(&app, &token, &chat, model, 2).await;
     let selected = app
@@ -997,11 +972,8 @@ async fn switching_branches_mid_stream_is_not_undone_by_the_answer(backend: Back
         e.unwrap();
     }
     let after: Value = app
-        .get_as(&format!("/api/v1/chats/{chat}"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/api/v1/chats/{chat}"), &token)
+        .await;
     assert_eq!(
         after["current_leaf_uuid"],
         root.as_str(),
@@ -1030,11 +1002,8 @@ async fn two_streamed_sends_racing_on_one_chat_leave_no_junk(backend: Backend) {
     let (events, _) = read_all(winner).await;
     assert_eq!(events.last().unwrap().data, "[DONE]");
     let after: Value = app
-        .get_as(&format!("/api/v1/chats/{chat}"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/api/v1/chats/{chat}"), &token)
+        .await;
     assert_eq!(after["message_count"], 3, "root, one question, one answer");
     app.finish().await;
 }

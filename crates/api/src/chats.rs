@@ -70,6 +70,17 @@ pub(crate) fn provider_error(cause: &LlmError) -> ApiError {
     }
 }
 
+/// `/chats/{id}/messages/{mid}` as ids.
+pub(crate) fn message_path(
+    path: web::Path<(String, String)>,
+) -> Result<(ChatId, MessageId), ApiError> {
+    let (chat, message) = path.into_inner();
+    Ok((
+        parse_id(&chat, "chat_id")?,
+        parse_id(&message, "message_id")?,
+    ))
+}
+
 pub(crate) fn parse_id<T: std::str::FromStr>(
     raw: &str,
     field: &'static str,
@@ -424,20 +435,14 @@ async fn send<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Created().json(reply_response(reply)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/chats/{id}/messages/{mid}", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("mid" = String, Path, description = "The message uuid")), responses((status = 200, description = "The subtree is gone; the new current leaf", body = serde_json::Value)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/chats/{id}/messages/{mid}", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("mid" = String, Path, description = "The message uuid")), responses((status = 204, description = "The message and its subtree are gone")), security(("bearer" = [])))]
 async fn delete_message<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (chat, message) = path.into_inner();
-    chats
-        .delete_message(
-            caller.id(),
-            parse_id::<ChatId>(&chat, "chat_id")?,
-            parse_id::<MessageId>(&message, "message_id")?,
-        )
-        .await?;
+    let (chat, message) = message_path(path)?;
+    chats.delete_message(caller.id(), chat, message).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -652,16 +657,9 @@ async fn retry<A: AuthUseCase, S: ChatUseCase>(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let (chat, message) = path.into_inner();
+    let (chat, message) = message_path(path)?;
     let options = retry_options(&body)?;
-    let reply = chats
-        .retry(
-            caller.id(),
-            parse_id::<ChatId>(&chat, "chat_id")?,
-            parse_id::<MessageId>(&message, "message_id")?,
-            options,
-        )
-        .await?;
+    let reply = chats.retry(caller.id(), chat, message, options).await?;
     Ok(HttpResponse::Created().json(reply_response(reply)))
 }
 
@@ -693,12 +691,12 @@ async fn edit<A: AuthUseCase, S: ChatUseCase>(
     query: web::Query<EditQuery>,
     body: web::Json<EditRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (chat, message) = path.into_inner();
+    let (chat, message) = message_path(path)?;
     let edited = chats
         .edit(
             caller.id(),
-            parse_id::<ChatId>(&chat, "chat_id")?,
-            parse_id::<MessageId>(&message, "message_id")?,
+            chat,
+            message,
             MessageContent::parse(body.into_inner().content)?,
             query.regenerate,
         )

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use domain::{ChatId, MessageId};
+use domain::ChatId;
 use serde::Serialize;
 use serde_json::json;
 use usecase::auth::AuthUseCase;
@@ -15,7 +15,9 @@ use usecase::chat::ChatUseCase;
 use usecase::generation::{GenerationEvent, GenerationFailure, GenerationStatus, Subscription};
 
 use crate::auth::CurrentUser;
-use crate::chats::{SendRequest, parse_id, provider_error, retry_options, send_input};
+use crate::chats::{
+    SendRequest, message_path, parse_id, provider_error, retry_options, send_input,
+};
 use crate::error::ApiError;
 
 /// SSE settings, registered as app data (defaults apply when absent).
@@ -180,15 +182,10 @@ async fn retry_stream<A: AuthUseCase, S: ChatUseCase>(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let (chat, message) = path.into_inner();
+    let (chat, message) = message_path(path)?;
     let options = retry_options(&body)?;
     let subscription = chats
-        .retry_stream(
-            caller.id(),
-            parse_id::<ChatId>(&chat, "chat_id")?,
-            parse_id::<MessageId>(&message, "message_id")?,
-            options,
-        )
+        .retry_stream(caller.id(), chat, message, options)
         .await?;
     Ok(event_stream(&req, subscription))
 }
@@ -298,7 +295,7 @@ pub fn routes<A: AuthUseCase, S: ChatUseCase>(cfg: &mut web::ServiceConfig) {
 
 #[cfg(test)]
 mod tests {
-    use domain::{ModelId, TokenUsage};
+    use domain::{MessageId, ModelId, TokenUsage};
     use usecase::generation::FinalAnswer;
     use usecase::llm::LlmError;
 
