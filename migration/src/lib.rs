@@ -12,6 +12,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_initial_schema;
 mod m20261129_000002_long_text_on_mysql;
+mod m20261201_000003_account_revocation;
 
 /// Applies Arbor's migrations.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261128_000001_initial_schema::Migration),
             Box::new(m20261129_000002_long_text_on_mysql::Migration),
+            Box::new(m20261201_000003_account_revocation::Migration),
         ]
     }
 }

@@ -94,6 +94,9 @@ pub struct User {
     pub username: Username,
     /// A disabled user cannot log in or use tokens.
     pub disabled: bool,
+    /// Grows whenever every access token issued so far must stop working (password reset,
+    /// disabling); a token carries the epoch it was issued at.
+    pub token_epoch: i64,
     /// When the account was created.
     pub created_at: Timestamp,
 }

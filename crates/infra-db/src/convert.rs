@@ -29,6 +29,7 @@ pub(crate) fn to_user(row: users::Model) -> Result<User, RepoError> {
         id: UserId::from_u128(row.id.as_u128()),
         username: Username::parse(row.username).map_err(corrupt)?,
         disabled: row.disabled,
+        token_epoch: row.token_epoch,
         created_at: Timestamp::from_unix_micros(row.created_at),
     })
 }

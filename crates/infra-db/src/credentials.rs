@@ -6,13 +6,14 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use usecase::auth::{
-    ApiKeyRecord, CredentialRepository, RefreshSuccessor, RefreshTokenRecord, Rotation,
+    AccountChanges, ApiKeyRecord, CredentialRepository, RefreshSuccessor, RefreshTokenRecord,
+    Rotation,
 };
 use usecase::ports::{Entity, RepoError};
 
 use crate::SeaOrmStore;
 use crate::convert::{ts, uuid};
-use crate::entity::{api_keys, refresh_tokens};
+use crate::entity::{api_keys, refresh_tokens, users};
 use crate::error::{classify, to_repo_error};
 
 fn to_key(row: api_keys::Model) -> ApiKeyRecord {
@@ -188,5 +189,31 @@ impl CredentialRepository for SeaOrmStore {
                 .await;
         }
         Ok(Some(to_key(row)))
+    }
+
+    async fn account_changes_since(&self, since: Timestamp) -> Result<AccountChanges, RepoError> {
+        let users = users::Entity::find()
+            .select_only()
+            .column(users::Column::Id)
+            .filter(users::Column::UpdatedAt.gte(ts(since)))
+            .into_tuple::<sea_orm::prelude::Uuid>()
+            .all(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        let api_keys = api_keys::Entity::find()
+            .select_only()
+            .column(api_keys::Column::Prefix)
+            .filter(api_keys::Column::RevokedAt.gte(ts(since)))
+            .into_tuple::<String>()
+            .all(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        Ok(AccountChanges {
+            users: users
+                .into_iter()
+                .map(|id| UserId::from_u128(id.as_u128()))
+                .collect(),
+            api_keys,
+        })
     }
 }

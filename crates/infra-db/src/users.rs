@@ -1,6 +1,8 @@
 //! [`UserRepository`] on sea-orm.
 
 use domain::{Page, PageRequest, Timestamp, User, UserId, Username};
+use sea_orm::prelude::Expr;
+use sea_orm::sea_query::ExprTrait;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
@@ -20,6 +22,7 @@ impl UserRepository for SeaOrmStore {
             username_canonical: Set(user.username.canonical()),
             password_hash: Set(user.password_hash),
             disabled: Set(false),
+            token_epoch: Set(0),
             created_at: Set(ts(user.created_at)),
             updated_at: Set(ts(user.created_at)),
         }
@@ -83,19 +86,31 @@ impl UserRepository for SeaOrmStore {
         change: UserChange,
         now: Timestamp,
     ) -> Result<User, RepoError> {
-        let row = users::Entity::find_by_id(uuid(id.as_u128()))
+        let mut update = users::Entity::update_many()
+            .col_expr(users::Column::UpdatedAt, Expr::value(ts(now)))
+            .filter(users::Column::Id.eq(uuid(id.as_u128())));
+        if let Some(disabled) = change.disabled {
+            update = update.col_expr(users::Column::Disabled, Expr::value(disabled));
+        }
+        if let Some(hash) = change.password_hash {
+            update = update.col_expr(users::Column::PasswordHash, Expr::value(hash));
+        }
+        if change.end_sessions {
+            // One atomic statement: two concurrent resets both count.
+            update = update.col_expr(
+                users::Column::TokenEpoch,
+                Expr::col(users::Column::TokenEpoch).add(1),
+            );
+        }
+        let result = update.exec(&self.write).await.map_err(to_repo_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound(Entity::User));
+        }
+        users::Entity::find_by_id(uuid(id.as_u128()))
             .one(&self.write)
             .await
             .map_err(to_repo_error)?
-            .ok_or(RepoError::NotFound(Entity::User))?;
-        let mut active: users::ActiveModel = row.into();
-        if let Some(disabled) = change.disabled {
-            active.disabled = Set(disabled);
-        }
-        if let Some(hash) = change.password_hash {
-            active.password_hash = Set(hash);
-        }
-        active.updated_at = Set(ts(now));
-        to_user(active.update(&self.write).await.map_err(to_repo_error)?)
+            .ok_or(RepoError::NotFound(Entity::User))
+            .and_then(to_user)
     }
 }

@@ -25,7 +25,7 @@ use usecase::auth::{
 };
 use usecase::ports::{
     ChatRepository, Entity, FinishedAnswer, HealthCheck, ModelCatalogRepository, NewChat,
-    NewMessage, NewUser, RepoError, TemplateRepository, UserRepository,
+    NewMessage, NewUser, RepoError, TemplateRepository, UserChange, UserRepository,
 };
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -736,6 +736,64 @@ mod suite {
         assert!(store.revoke_api_key(owner, key.id, now()).await.is_err());
     }
 
+    /// What each process's account cache polls: accounts changed and keys revoked since a
+    /// moment; ending sessions bumps the token epoch atomically (concurrent resets all count).
+    pub async fn account_changes_are_found_by_time_and_epochs_count_every_reset(db: &TestDatabase) {
+        let store = db.store().await;
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let key = ApiKeyRecord {
+            id: domain::ApiKeyId::from_u128(new_id()),
+            user_id: bob,
+            name: "bot".into(),
+            prefix: "arb_zyxwvutsrqpo".into(),
+            key_hash: "digest".into(),
+            created_at: now(),
+            last_used_at: None,
+        };
+        store.create_api_key(key.clone()).await.unwrap();
+        let since = now();
+        let quiet = store.account_changes_since(since).await.unwrap();
+        assert!(
+            quiet.users.is_empty() && quiet.api_keys.is_empty(),
+            "{quiet:?}"
+        );
+
+        let resets = (0..8).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .update_user(
+                        alice,
+                        UserChange {
+                            end_sessions: true,
+                            ..UserChange::default()
+                        },
+                        now(),
+                    )
+                    .await
+                    .unwrap()
+            })
+        });
+        for reset in resets.collect::<Vec<_>>() {
+            reset.await.unwrap();
+        }
+        assert_eq!(store.get_user(alice).await.unwrap().token_epoch, 8);
+        assert_eq!(store.get_user(bob).await.unwrap().token_epoch, 0);
+        store.revoke_api_key(bob, key.id, now()).await.unwrap();
+        let changed = store.account_changes_since(since).await.unwrap();
+        assert_eq!(changed.users, vec![alice]);
+        assert_eq!(changed.api_keys, vec!["arb_zyxwvutsrqpo".to_owned()]);
+        let later = store.account_changes_since(now()).await.unwrap();
+        assert!(later.users.is_empty() && later.api_keys.is_empty());
+        assert!(matches!(
+            store
+                .update_user(UserId::from_u128(new_id()), UserChange::default(), now())
+                .await,
+            Err(RepoError::NotFound(Entity::User))
+        ));
+    }
+
     pub async fn a_chat_page_costs_the_same_number_of_queries_whatever_its_size(db: &TestDatabase) {
         let mut store = db.store().await;
         let queries = store.count_queries();
@@ -1211,6 +1269,7 @@ every_backend!(
     a_failure_half_way_leaves_no_row_behind,
     a_refresh_token_rotates_once_and_reuse_revokes_its_family,
     api_keys_are_found_by_prefix_and_revoked_by_their_owner_only,
+    account_changes_are_found_by_time_and_epochs_count_every_reset,
     a_chat_page_costs_the_same_number_of_queries_whatever_its_size,
     a_streaming_answer_ends_once_with_everything_in_one_write,
     answers_left_streaming_are_marked_interrupted,

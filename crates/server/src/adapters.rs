@@ -7,13 +7,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier, Version};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use domain::{Password, Timestamp, UserId};
+use domain::{Password, Timestamp, User};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use usecase::auth::{AccessToken, CryptoError, PasswordHasher, TokenCodec, TokenRejection};
+use usecase::auth::{
+    AccessClaims, AccessToken, CryptoError, PasswordHasher, TokenCodec, TokenRejection,
+};
 use usecase::ports::{Clock, IdGenerator};
 
 /// Wall-clock time.
@@ -118,6 +120,9 @@ struct Claims {
     iat: i64,
     exp: i64,
     jti: String,
+    /// The user's token epoch at issue time (absent in tokens of older versions: 0).
+    #[serde(default)]
+    epc: i64,
 }
 
 /// HS256 access tokens, 256-bit random secrets, SHA-256 digests.
@@ -158,14 +163,15 @@ impl JwtCodec {
 }
 
 impl TokenCodec for JwtCodec {
-    fn issue_access(&self, user: UserId, now: Timestamp) -> Result<AccessToken, CryptoError> {
+    fn issue_access(&self, user: &User, now: Timestamp) -> Result<AccessToken, CryptoError> {
         let iat = now.as_unix_seconds();
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
         let claims = Claims {
-            sub: user.to_string(),
+            sub: user.id.to_string(),
             iat,
             exp: iat.saturating_add(ttl),
             jti: uuid::Uuid::new_v4().to_string(),
+            epc: user.token_epoch,
         };
         let token = encode(
             &Header::new(jsonwebtoken::Algorithm::HS256),
@@ -179,13 +185,20 @@ impl TokenCodec for JwtCodec {
         })
     }
 
-    fn verify_access(&self, token: &str, now: Timestamp) -> Result<UserId, TokenRejection> {
+    fn verify_access(&self, token: &str, now: Timestamp) -> Result<AccessClaims, TokenRejection> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| TokenRejection::Invalid)?;
         if data.claims.exp <= now.as_unix_seconds() {
             return Err(TokenRejection::Expired);
         }
-        data.claims.sub.parse().map_err(|_| TokenRejection::Invalid)
+        Ok(AccessClaims {
+            user: data
+                .claims
+                .sub
+                .parse()
+                .map_err(|_| TokenRejection::Invalid)?,
+            epoch: data.claims.epc,
+        })
     }
 
     fn random_secret(&self) -> Result<String, CryptoError> {
@@ -203,6 +216,18 @@ impl TokenCodec for JwtCodec {
 mod tests {
     use super::*;
 
+    use domain::{UserId, Username};
+
+    fn user(id: u128, epoch: i64) -> User {
+        User {
+            id: UserId::from_u128(id),
+            username: Username::parse("someone").unwrap(),
+            disabled: false,
+            token_epoch: epoch,
+            created_at: Timestamp::from_unix_seconds(1_700_000_000),
+        }
+    }
+
     fn codec(secret: &str) -> JwtCodec {
         JwtCodec::new(
             &SecretString::from(secret.to_owned()),
@@ -214,10 +239,15 @@ mod tests {
     #[test]
     fn a_token_verifies_until_it_expires() {
         let c = codec("a-secret-that-is-long-enough-for-hs256!!");
-        let user = UserId::from_u128(42);
         let now = Timestamp::from_unix_seconds(1_800_000_000);
-        let t = c.issue_access(user, now).unwrap();
-        assert_eq!(c.verify_access(&t.token, now), Ok(user));
+        let t = c.issue_access(&user(42, 7), now).unwrap();
+        assert_eq!(
+            c.verify_access(&t.token, now),
+            Ok(AccessClaims {
+                user: UserId::from_u128(42),
+                epoch: 7
+            })
+        );
         assert_eq!(
             c.verify_access(&t.token, now.plus_micros(61_000_000)),
             Err(TokenRejection::Expired)
@@ -228,7 +258,7 @@ mod tests {
     fn tokens_signed_with_another_secret_or_alg_none_are_invalid() {
         let now = Timestamp::from_unix_seconds(1_800_000_000);
         let t = codec("first-secret-first-secret-first-secret")
-            .issue_access(UserId::from_u128(1), now)
+            .issue_access(&user(1, 0), now)
             .unwrap();
         let other = codec("other-secret-other-secret-other-secret");
         assert_eq!(

@@ -198,6 +198,11 @@ pub struct AuthSettings {
     pub register_per_window: u32,
     /// The rate-limit window.
     pub rate_limit_window_secs: u64,
+    /// Accounts and API keys kept in the authentication cache (each); 0 = no cache.
+    pub account_cache_capacity: usize,
+    /// How often each process asks the database which accounts changed; a disabled account,
+    /// a password reset or a revoked key takes effect within about this interval.
+    pub revocation_poll_ms: u64,
 }
 
 fn default_env() -> String {
@@ -430,6 +435,9 @@ impl Settings {
             || self.auth.argon2_parallelism == 0
         {
             return invalid("auth.argon2_memory_kib", "argon2 costs are out of range");
+        }
+        if !(50..=1_000).contains(&self.auth.revocation_poll_ms) {
+            return invalid("auth.revocation_poll_ms", "must be 50-1000");
         }
         if self.auth.rate_limit_window_secs == 0 {
             return invalid("auth.rate_limit_window_secs", "must be at least 1");

@@ -146,6 +146,29 @@ async fn recover_streaming(store: &Store, cutoff: domain::Timestamp) {
 
 /// Every minute, marks `interrupted` the answers still `streaming` long after any
 /// generation's deadline (their process died; with replicas, start-up recovery leaves them).
+/// Keeps the account cache honest: every `every`, forgets the accounts changed and the keys
+/// revoked anywhere (by any process) since the previous poll.
+async fn poll_account_changes(auth: Arc<Auth>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        match auth.sync_account_changes().await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("account changes are polled again; the account cache is back");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "polling account changes failed; authentication reads accounts until it succeeds");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 async fn sweep_expired_streams(store: Store, deadline: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -247,7 +270,20 @@ impl Application {
             migrated,
         });
         let a = &settings.auth;
-        let auth = web::Data::new(auth_service(settings, store.clone())?);
+        let auth = auth_service(settings, store.clone())?;
+        let auth = if a.account_cache_capacity > 0 {
+            let poll = Duration::from_millis(a.revocation_poll_ms);
+            let auth = auth.with_account_cache(usecase::auth::AccountCacheConfig {
+                capacity: a.account_cache_capacity,
+                poll_interval_micros: i64::try_from(poll.as_micros()).unwrap_or(i64::MAX),
+                max_age_micros: 60_000_000,
+            });
+            let auth = web::Data::new(auth);
+            tokio::spawn(poll_account_changes(auth.clone().into_inner(), poll));
+            auth
+        } else {
+            web::Data::new(auth)
+        };
         let llm = OpenAiGateway::new(settings.llm_config())?;
         let catalog = Arc::new(Catalog::new(
             store.clone(),

@@ -10,7 +10,7 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::{Arbor, integrity_violations};
 
@@ -270,10 +270,52 @@ async fn login_status(arbor: &Arbor, name: &str, password: &str) -> u16 {
         .as_u16()
 }
 
+async fn me_status(arbor: &Arbor, token: &str) -> u16 {
+    arbor
+        .client
+        .get(arbor.url("/api/v1/auth/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Asks with `token` until it is refused; fails if that takes longer than `limit` (the
+/// account cache's promise: a change made by another process is seen within a second).
+async fn refused_within(arbor: &Arbor, token: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let status = me_status(arbor, token).await;
+        if status == 401 {
+            return started.elapsed();
+        }
+        assert_eq!(status, 200);
+        assert!(
+            started.elapsed() <= limit,
+            "the token still works {:?} after the change",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// `arbor user create|list|disable|reset-password` against the database a server uses.
+/// A disabled account and a password reset stop the tokens the running server has cached
+/// within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operators_manage_accounts_from_the_command_line() {
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
+async fn sqlite_operators_manage_accounts_from_the_command_line() {
+    operators_manage_accounts(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_operators_manage_accounts_from_the_command_line() {
+    operators_manage_accounts(Backend::Postgres).await;
+}
+
+async fn operators_manage_accounts(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
         return;
     };
     let (ok, out, err) = command(&db, &["user", "create", "alice"], "first password\n");
@@ -296,25 +338,19 @@ async fn operators_manage_accounts_from_the_command_line() {
     assert_eq!(login_status(&arbor, "alice", "first password").await, 200);
     let token = arbor.token_with("alice", "first password").await;
 
+    // The server's account cache is warm: the token has been used.
+    assert_eq!(me_status(&arbor, &token).await, 200);
     let (ok, out, err) = command(&db, &["user", "disable", "alice"], "");
     assert!(ok, "{err}");
     assert!(out.contains("alice is disabled"), "{out}");
+    let took = refused_within(&arbor, &token, Duration::from_secs(1)).await;
+    eprintln!("disabled account refused after {took:?}");
     assert_eq!(login_status(&arbor, "alice", "first password").await, 401);
-    let me = arbor
-        .client
-        .get(arbor.url("/api/v1/auth/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        me.status(),
-        401,
-        "a disabled account's tokens stop working at once"
-    );
 
     let (ok, _, _) = command(&db, &["user", "disable", "alice", "--enable"], "");
     assert!(ok);
+    let token = arbor.token_with("alice", "first password").await;
+    assert_eq!(me_status(&arbor, &token).await, 200);
     let (ok, out, err) = command(
         &db,
         &["user", "reset-password", "alice"],
@@ -322,6 +358,8 @@ async fn operators_manage_accounts_from_the_command_line() {
     );
     assert!(ok, "{err}");
     assert!(out.contains("every session ended"), "{out}");
+    let took = refused_within(&arbor, &token, Duration::from_secs(1)).await;
+    eprintln!("token from before the password reset refused after {took:?}");
     assert_eq!(login_status(&arbor, "alice", "first password").await, 401);
     assert_eq!(login_status(&arbor, "alice", "second password").await, 200);
     let (ok, _, err) = command(&db, &["user", "disable", "nobody"], "");

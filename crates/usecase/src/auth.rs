@@ -4,7 +4,11 @@
 //! Secrets at rest are digests only (refresh tokens, API keys) or password hashes; digests
 //! are compared with `constant_time_eq`.
 
+mod cache;
+
 use std::fmt;
+
+pub use cache::AccountCacheConfig;
 
 use domain::{ApiKeyId, Page, Password, Timestamp, TokenId, User, UserId, Username};
 
@@ -60,19 +64,29 @@ pub enum TokenRejection {
     Expired,
 }
 
+/// What a valid access token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// Whose token it is.
+    pub user: UserId,
+    /// The user's [`User::token_epoch`] when it was issued; a token of an older epoch is
+    /// refused.
+    pub epoch: i64,
+}
+
 /// Issues and checks access tokens, makes random secrets and digests them.
 pub trait TokenCodec: Send + Sync + 'static {
-    /// A signed token for `user`, valid from `now`.
+    /// A signed token for `user` at the user's current token epoch, valid from `now`.
     ///
     /// # Errors
     /// [`CryptoError`].
-    fn issue_access(&self, user: UserId, now: Timestamp) -> Result<AccessToken, CryptoError>;
+    fn issue_access(&self, user: &User, now: Timestamp) -> Result<AccessToken, CryptoError>;
 
-    /// The user a valid token names.
+    /// The user and epoch a valid token names.
     ///
     /// # Errors
     /// [`TokenRejection`].
-    fn verify_access(&self, token: &str, now: Timestamp) -> Result<UserId, TokenRejection>;
+    fn verify_access(&self, token: &str, now: Timestamp) -> Result<AccessClaims, TokenRejection>;
 
     /// A new random secret of at least 256 bits, URL-safe.
     ///
@@ -222,6 +236,26 @@ pub trait CredentialRepository: Send + Sync + 'static {
         prefix: &str,
         now: Timestamp,
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, RepoError>> + Send;
+
+    /// Accounts changed (`updated_at`) and API keys revoked at or after `since`: what a
+    /// cache of account state must forget.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn account_changes_since(
+        &self,
+        since: Timestamp,
+    ) -> impl Future<Output = Result<AccountChanges, RepoError>> + Send;
+}
+
+/// What changed in accounts and keys since a moment (see
+/// [`CredentialRepository::account_changes_since`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountChanges {
+    /// Accounts whose row changed (disabled, password, epoch).
+    pub users: Vec<UserId>,
+    /// Prefixes of API keys revoked.
+    pub api_keys: Vec<String>,
 }
 
 /// Why an auth operation failed.
@@ -394,10 +428,11 @@ pub struct AuthService<R, H, T, C, I> {
     clock: C,
     ids: I,
     policy: AuthPolicy,
+    cache: Option<cache::AccountCache>,
 }
 
 impl<R, H, T, C, I> AuthService<R, H, T, C, I> {
-    /// Wires the service.
+    /// Wires the service (no account cache: every request reads the account).
     pub const fn new(repo: R, hasher: H, tokens: T, clock: C, ids: I, policy: AuthPolicy) -> Self {
         Self {
             repo,
@@ -406,7 +441,17 @@ impl<R, H, T, C, I> AuthService<R, H, T, C, I> {
             clock,
             ids,
             policy,
+            cache: None,
         }
+    }
+
+    /// Serves account state from a bounded cache. Whoever owns the service must then call
+    /// [`AuthService::sync_account_changes`] every `config.poll_interval_micros`; until a
+    /// poll has succeeded (and whenever none has for two intervals) the cache answers nothing.
+    #[must_use]
+    pub fn with_account_cache(mut self, config: AccountCacheConfig) -> Self {
+        self.cache = Some(cache::AccountCache::new(config));
+        self
     }
 }
 
@@ -428,13 +473,13 @@ where
         }
     }
 
-    async fn issue_pair(&self, user: UserId, family: TokenId) -> Result<TokenPair, AuthError> {
+    async fn issue_pair(&self, user: &User, family: TokenId) -> Result<TokenPair, AuthError> {
         let refresh_token = format!("art_{}", self.tokens.random_secret()?);
         let next = self.successor(&refresh_token);
         self.repo
             .store_refresh_token(RefreshTokenRecord {
                 id: next.id,
-                user_id: user,
+                user_id: user.id,
                 family_id: family,
                 token_hash: next.token_hash,
                 created_at: next.created_at,
@@ -473,6 +518,7 @@ where
                 user.id,
                 UserChange {
                     disabled: Some(disabled),
+                    end_sessions: disabled,
                     ..UserChange::default()
                 },
                 now,
@@ -481,6 +527,7 @@ where
         if disabled {
             self.repo.revoke_refresh_tokens(user.id, None, now).await?;
         }
+        self.forget(user.id);
         Ok(user)
     }
 
@@ -503,13 +550,39 @@ where
                 user.id,
                 UserChange {
                     password_hash: Some(hash),
+                    end_sessions: true,
                     ..UserChange::default()
                 },
                 now,
             )
             .await?;
         self.repo.revoke_refresh_tokens(user.id, None, now).await?;
+        self.forget(user.id);
         Ok(user)
+    }
+
+    fn forget(&self, user: UserId) {
+        if let Some(cache) = &self.cache {
+            cache.forget_user(user);
+        }
+    }
+
+    /// Asks the database which accounts changed and which API keys were revoked since the
+    /// previous call, and drops them from the account cache. Call it every poll interval.
+    ///
+    /// # Errors
+    /// Storage failures (the cache then stops answering once its trust runs out).
+    pub async fn sync_account_changes(&self) -> Result<(), AuthError> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        let started = self.clock.now();
+        let changes = match cache.poll_from() {
+            Some(since) => Some(self.repo.account_changes_since(since).await?),
+            None => None,
+        };
+        cache.apply(started, changes);
+        Ok(())
     }
 
     async fn find(&self, username: &Username) -> Result<User, AuthError> {
@@ -520,9 +593,32 @@ where
             .ok_or(AuthError::UnknownUser)
     }
 
-    async fn active_user(&self, id: UserId) -> Result<User, AuthError> {
-        match self.repo.get_user(id).await {
-            Ok(user) if !user.disabled => Ok(user),
+    /// The account `id` if it is enabled and (with `epoch`) still at that token epoch.
+    ///
+    /// The cache may say yes; only the database says no: a cached refusal (a disabled
+    /// account, another epoch) is read again, so an account enabled or a token issued by
+    /// another process a moment ago is never refused for a stale entry.
+    async fn active_user(&self, id: UserId, epoch: Option<i64>) -> Result<User, AuthError> {
+        let accepts = |user: &User| !user.disabled && epoch.is_none_or(|e| e == user.token_epoch);
+        let found = match &self.cache {
+            Some(cache) => {
+                match cache
+                    .user_or_load(id, self.clock.now(), self.repo.get_user(id))
+                    .await
+                {
+                    Ok(user) if !accepts(&user) => {
+                        cache.forget_user(id);
+                        cache
+                            .user_or_load(id, self.clock.now(), self.repo.get_user(id))
+                            .await
+                    }
+                    other => other,
+                }
+            }
+            None => self.repo.get_user(id).await,
+        };
+        match found {
+            Ok(user) if accepts(&user) => Ok(user),
             Ok(_) | Err(RepoError::NotFound(_)) => Err(AuthError::Unauthenticated),
             Err(e) => Err(e.into()),
         }
@@ -562,7 +658,7 @@ where
         match found {
             Some(c) if ok && !c.user.disabled => {
                 let family = TokenId::from_u128(self.ids.next_id());
-                self.issue_pair(c.user.id, family).await
+                self.issue_pair(&c.user, family).await
             }
             _ => Err(AuthError::InvalidCredentials),
         }
@@ -578,9 +674,14 @@ where
             .await?
         {
             Rotation::Rotated(user) => {
-                let user = self.active_user(user).await?;
+                // Read, not cached: the new token carries the account's current epoch.
+                let user = match self.repo.get_user(user).await {
+                    Ok(user) if !user.disabled => user,
+                    Ok(_) | Err(RepoError::NotFound(_)) => return Err(AuthError::Unauthenticated),
+                    Err(e) => return Err(e.into()),
+                };
                 Ok(TokenPair {
-                    access: self.tokens.issue_access(user.id, self.clock.now())?,
+                    access: self.tokens.issue_access(&user, self.clock.now())?,
                     refresh_token: secret,
                 })
             }
@@ -614,20 +715,29 @@ where
                 return Err(AuthError::Unauthenticated);
             };
             let prefix = format!("{API_KEY_PREFIX}{lookup}");
-            let Some(key) = self.repo.use_api_key(&prefix, now).await? else {
+            let found = match &self.cache {
+                Some(cache) => {
+                    cache
+                        .key_or_load(&prefix, now, self.repo.use_api_key(&prefix, now))
+                        .await?
+                }
+                None => self.repo.use_api_key(&prefix, now).await?,
+            };
+            let Some(key) = found else {
                 return Err(AuthError::Unauthenticated);
             };
             let presented = self.tokens.digest(bearer);
             if !constant_time_eq::constant_time_eq(presented.as_bytes(), key.key_hash.as_bytes()) {
                 return Err(AuthError::Unauthenticated);
             }
-            return self.active_user(key.user_id).await;
+            return self.active_user(key.user_id, None).await;
         }
-        let user = self
+        let claims = self
             .tokens
             .verify_access(bearer, now)
             .map_err(|_| AuthError::Unauthenticated)?;
-        self.active_user(user).await
+        // A token issued before a password reset or a disabling names an older epoch.
+        self.active_user(claims.user, Some(claims.epoch)).await
     }
 
     async fn create_api_key(&self, user: UserId, name: String) -> Result<IssuedApiKey, AuthError> {
@@ -662,7 +772,11 @@ where
     }
 
     async fn revoke_api_key(&self, user: UserId, id: ApiKeyId) -> Result<(), AuthError> {
-        match self.repo.revoke_api_key(user, id, self.clock.now()).await {
+        let revoked = self.repo.revoke_api_key(user, id, self.clock.now()).await;
+        if let Some(cache) = &self.cache {
+            cache.forget_key(id);
+        }
+        match revoked {
             Err(RepoError::NotFound(_)) => Err(AuthError::ApiKeyNotFound),
             other => Ok(other?),
         }
@@ -804,5 +918,128 @@ mod tests {
         assert_eq!(s.logout(user.id, None, true).await.unwrap(), 2);
         assert!(s.refresh(&b.refresh_token).await.is_err());
         assert!(s.refresh(&c.refresh_token).await.is_err());
+    }
+
+    /// Two processes on one store: `cached` serves accounts from its cache, `operator` (the
+    /// CLI, another replica) changes them.
+    fn two_processes() -> (Service, Service) {
+        let store = InMemoryStore::new();
+        let make = |store: InMemoryStore| {
+            AuthService::new(
+                store,
+                PlainHasher,
+                ReadableTokens::default(),
+                ManualClock::new(Timestamp::from_unix_seconds(1_800_000_000)),
+                SequentialIds::default(),
+                AuthPolicy {
+                    refresh_ttl_secs: 3_600,
+                },
+            )
+        };
+        let cached = make(store.clone()).with_account_cache(AccountCacheConfig {
+            capacity: 100,
+            poll_interval_micros: 500_000,
+            max_age_micros: 60_000_000,
+        });
+        (cached, make(store))
+    }
+
+    #[tokio::test]
+    async fn a_cached_account_sees_a_change_made_elsewhere_at_the_next_poll() {
+        let (cached, operator) = two_processes();
+        cached.sync_account_changes().await.unwrap();
+        let user = operator
+            .register(name("alice"), pw("password1"))
+            .await
+            .unwrap();
+        let pair = cached.login(name("alice"), pw("password1")).await.unwrap();
+        assert_eq!(
+            cached.authenticate(&pair.access.token).await.unwrap().id,
+            user.id
+        );
+        operator.set_disabled(&name("alice"), true).await.unwrap();
+        // Served from the cache until the next poll: the store was not asked.
+        assert!(cached.authenticate(&pair.access.token).await.is_ok());
+        cached.sync_account_changes().await.unwrap();
+        assert!(matches!(
+            cached.authenticate(&pair.access.token).await,
+            Err(AuthError::Unauthenticated)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_password_reset_elsewhere_ends_every_access_token_issued_before_it() {
+        let (cached, operator) = two_processes();
+        cached.sync_account_changes().await.unwrap();
+        operator
+            .register(name("alice"), pw("password1"))
+            .await
+            .unwrap();
+        let old = cached.login(name("alice"), pw("password1")).await.unwrap();
+        cached.authenticate(&old.access.token).await.unwrap();
+        operator
+            .reset_password(&name("alice"), pw("password2"))
+            .await
+            .unwrap();
+        cached.sync_account_changes().await.unwrap();
+        assert!(matches!(
+            cached.authenticate(&old.access.token).await,
+            Err(AuthError::Unauthenticated)
+        ));
+        let new = cached.login(name("alice"), pw("password2")).await.unwrap();
+        assert!(cached.authenticate(&new.access.token).await.is_ok());
+        // Locally, a reset takes effect at once, without waiting for a poll.
+        cached
+            .reset_password(&name("alice"), pw("password3"))
+            .await
+            .unwrap();
+        assert!(cached.authenticate(&new.access.token).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn without_a_recent_poll_the_cache_answers_nothing() {
+        let (cached, operator) = two_processes();
+        operator
+            .register(name("alice"), pw("password1"))
+            .await
+            .unwrap();
+        let pair = cached.login(name("alice"), pw("password1")).await.unwrap();
+        // Never polled: every request reads the account.
+        cached.authenticate(&pair.access.token).await.unwrap();
+        operator.set_disabled(&name("alice"), true).await.unwrap();
+        assert!(cached.authenticate(&pair.access.token).await.is_err());
+        operator.set_disabled(&name("alice"), false).await.unwrap();
+        let pair = cached.login(name("alice"), pw("password1")).await.unwrap();
+        cached.sync_account_changes().await.unwrap();
+        cached.authenticate(&pair.access.token).await.unwrap();
+        // Polls stop (the database is down): after two intervals the cache is not trusted.
+        cached.clock.advance_micros(1_000_001);
+        operator.set_disabled(&name("alice"), true).await.unwrap();
+        assert!(cached.authenticate(&pair.access.token).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_api_key_revoked_elsewhere_stops_at_the_next_poll() {
+        let (cached, operator) = two_processes();
+        cached.sync_account_changes().await.unwrap();
+        let user = operator
+            .register(name("alice"), pw("password1"))
+            .await
+            .unwrap();
+        let issued = operator
+            .create_api_key(user.id, "bot".into())
+            .await
+            .unwrap();
+        assert!(cached.authenticate(&issued.key).await.is_ok());
+        operator
+            .revoke_api_key(user.id, issued.record.id)
+            .await
+            .unwrap();
+        assert!(cached.authenticate(&issued.key).await.is_ok());
+        cached.sync_account_changes().await.unwrap();
+        assert!(matches!(
+            cached.authenticate(&issued.key).await,
+            Err(AuthError::Unauthenticated)
+        ));
     }
 }

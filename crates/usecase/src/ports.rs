@@ -157,6 +157,8 @@ pub struct UserChange {
     pub disabled: Option<bool>,
     /// A new password hash (PHC string).
     pub password_hash: Option<String>,
+    /// Bump the token epoch: every access token issued so far stops working.
+    pub end_sessions: bool,
 }
 
 /// A chat to create together with its root message.

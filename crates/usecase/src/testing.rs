@@ -12,8 +12,8 @@ use domain::{
 };
 
 use crate::auth::{
-    AccessToken, ApiKeyRecord, CredentialRepository, CryptoError, PasswordHasher, RefreshSuccessor,
-    RefreshTokenRecord, Rotation, TokenCodec, TokenRejection,
+    AccessClaims, AccessToken, ApiKeyRecord, CredentialRepository, CryptoError, PasswordHasher,
+    RefreshSuccessor, RefreshTokenRecord, Rotation, TokenCodec, TokenRejection,
 };
 use crate::ports::{
     ChatRepository, Clock, DeletedSubtree, Entity, HealthCheck, IdGenerator,
@@ -66,6 +66,9 @@ struct StoredRefresh {
 struct State {
     refresh: Vec<StoredRefresh>,
     api_keys: Vec<(ApiKeyRecord, bool)>,
+    /// When each account changed and each key was revoked (for account-change polls).
+    user_changes: Vec<(UserId, Timestamp)>,
+    key_revocations: Vec<(String, Timestamp)>,
     users: HashMap<UserId, UserCredentials>,
     chats: HashMap<ChatId, Chat>,
     messages: HashMap<ChatId, Vec<Message>>,
@@ -167,6 +170,7 @@ impl UserRepository for InMemoryStore {
                 id: user.id,
                 username: user.username,
                 disabled: false,
+                token_epoch: 0,
                 created_at: user.created_at,
             };
             s.users.insert(
@@ -224,7 +228,7 @@ impl UserRepository for InMemoryStore {
         &self,
         id: UserId,
         change: crate::ports::UserChange,
-        _now: Timestamp,
+        now: Timestamp,
     ) -> Result<User, RepoError> {
         self.with(|s| {
             let u = s
@@ -237,7 +241,12 @@ impl UserRepository for InMemoryStore {
             if let Some(hash) = change.password_hash {
                 u.password_hash = hash;
             }
-            Ok(u.user.clone())
+            if change.end_sessions {
+                u.user.token_epoch += 1;
+            }
+            let user = u.user.clone();
+            s.user_changes.push((id, now));
+            Ok(user)
         })
     }
 }
@@ -876,7 +885,7 @@ impl CredentialRepository for InMemoryStore {
         &self,
         user: UserId,
         id: domain::ApiKeyId,
-        _now: Timestamp,
+        now: Timestamp,
     ) -> Result<(), RepoError> {
         self.with(|s| {
             let key = s
@@ -885,7 +894,31 @@ impl CredentialRepository for InMemoryStore {
                 .find(|(k, revoked)| k.id == id && k.user_id == user && !revoked)
                 .ok_or(RepoError::NotFound(Entity::User))?;
             key.1 = true;
+            let prefix = key.0.prefix.clone();
+            s.key_revocations.push((prefix, now));
             Ok(())
+        })
+    }
+
+    async fn account_changes_since(
+        &self,
+        since: Timestamp,
+    ) -> Result<crate::auth::AccountChanges, RepoError> {
+        self.with(|s| {
+            Ok(crate::auth::AccountChanges {
+                users: s
+                    .user_changes
+                    .iter()
+                    .filter(|(_, at)| *at >= since)
+                    .map(|(id, _)| *id)
+                    .collect(),
+                api_keys: s
+                    .key_revocations
+                    .iter()
+                    .filter(|(_, at)| *at >= since)
+                    .map(|(prefix, _)| prefix.clone())
+                    .collect(),
+            })
         })
     }
 
@@ -936,26 +969,31 @@ impl ReadableTokens {
 }
 
 impl TokenCodec for ReadableTokens {
-    fn issue_access(&self, user: UserId, now: Timestamp) -> Result<AccessToken, CryptoError> {
+    fn issue_access(&self, user: &User, now: Timestamp) -> Result<AccessToken, CryptoError> {
         let exp = now
             .plus_micros(Self::TTL_SECS as i64 * 1_000_000)
             .as_unix_micros();
         Ok(AccessToken {
-            token: format!("user:{user}:{exp}"),
+            token: format!("user:{}:{exp}:{}", user.id, user.token_epoch),
             expires_in: Self::TTL_SECS,
         })
     }
 
-    fn verify_access(&self, token: &str, now: Timestamp) -> Result<UserId, TokenRejection> {
+    fn verify_access(&self, token: &str, now: Timestamp) -> Result<AccessClaims, TokenRejection> {
         let mut parts = token.split(':');
-        let (Some("user"), Some(id), Some(exp)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some("user"), Some(id), Some(exp), Some(epoch)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(TokenRejection::Invalid);
         };
         let exp: i64 = exp.parse().map_err(|_| TokenRejection::Invalid)?;
         if exp <= now.as_unix_micros() {
             return Err(TokenRejection::Expired);
         }
-        id.parse().map_err(|_| TokenRejection::Invalid)
+        Ok(AccessClaims {
+            user: id.parse().map_err(|_| TokenRejection::Invalid)?,
+            epoch: epoch.parse().map_err(|_| TokenRejection::Invalid)?,
+        })
     }
 
     fn random_secret(&self) -> Result<String, CryptoError> {

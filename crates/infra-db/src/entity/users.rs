@@ -9,6 +9,7 @@ pub struct Model {
     pub username_canonical: String,
     pub password_hash: String,
     pub disabled: bool,
+    pub token_epoch: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
