@@ -81,13 +81,25 @@ impl TestApp {
     }
 
     /// Starts the server with `settings`, pointed at a fresh fake provider.
-    pub async fn spawn_with(mut settings: Settings, db: TestDatabase) -> Self {
+    pub async fn spawn_with(settings: Settings, db: TestDatabase) -> Self {
+        Self::spawn_with_faults(settings, db, |_| None).await
+    }
+
+    /// [`TestApp::spawn_with`] with a fault hook in the storage adapter, made from the
+    /// fake provider (so a fault can wait for what the provider saw).
+    pub async fn spawn_with_faults(
+        mut settings: Settings,
+        db: TestDatabase,
+        faults: impl FnOnce(&fake_provider::FakeProvider) -> Option<infra_db::FaultInjector>,
+    ) -> Self {
         ensure_crypto_provider();
         let fake = fake_provider::FakeProvider::start()
             .await
             .expect("fake provider starts");
         settings.llm.base_url = fake.base_url();
-        let app = Application::build(&settings).await.expect("the app builds");
+        let app = Application::build_with_faults(&settings, faults(&fake))
+            .await
+            .expect("the app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let server = app.handle();
         tokio::spawn(app.run_until_stopped());

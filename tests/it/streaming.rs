@@ -1008,7 +1008,88 @@ async fn two_streamed_sends_racing_on_one_chat_leave_no_junk(backend: Backend) {
     app.finish().await;
 }
 
+/// The provider is asked while the question is committed (overlap), but nothing of the
+/// answer is shown or stored unless that commit succeeds: with the commit made to fail (a
+/// fault after its first statement, once the provider has the request), the client gets the
+/// ordinary error, no row of the turn exists, and the provider call is cancelled at once.
+async fn a_failed_question_commit_cancels_the_provider_call_and_stores_nothing(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hook_armed = Arc::clone(&armed);
+    let app = TestApp::spawn_with_faults(test_settings(db.url()), db, move |fake| {
+        let probe = fake.stats_probe();
+        Some(Arc::new(move |point: &'static str| {
+            if !point.starts_with("append_")
+                || !hook_armed.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return false;
+            }
+            // Fail only once the provider has the request, so the test sees it cancelled.
+            let waited = Instant::now();
+            while probe.stats().in_flight == 0 && waited.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            true
+        }))
+    })
+    .await;
+    let slow = "fake/slow?ttft_ms=20000";
+    script_models(&app, &[slow]);
+    let token = app.user_token("alice").await;
+    let chat = new_chat(&app, &token).await;
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    for path in ["messages/stream", "messages"] {
+        let before = app.fake.stats().chat_requests;
+        let started = Instant::now();
+        let r = app
+            .post_json_as(
+                &format!("/api/v1/chats/{chat}/{path}"),
+                &token,
+                &json!({"content": "never stored", "model_id": slow}),
+            )
+            .await;
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{path}: an ordinary error, not a stream"
+        );
+        crate::helpers::assert_envelope(r, 500, "internal_error").await;
+        assert_eq!(
+            app.fake.stats().chat_requests,
+            before + 1,
+            "{path}: the call had started"
+        );
+        while app.fake.stats().in_flight > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{path}: the provider call is still open"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let tree: Value = app
+        .get_json_as(&format!("/api/v1/chats/{chat}/complete"), &token)
+        .await;
+    assert_eq!(
+        tree["messages"].as_array().unwrap().len(),
+        1,
+        "only the root: no question, no answer row: {tree}"
+    );
+    // Nothing was left reserved: the next send streams normally.
+    armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = open_stream(&app, &token, &chat, json!({"content": "now it works"})).await;
+    assert_eq!(r.status(), 200);
+    let (events, _) = read_all(r).await;
+    assert!(events.iter().any(|e| data(e)["type"] == "final"));
+    app.finish().await;
+}
+
 on_every_backend!(
+    a_failed_question_commit_cancels_the_provider_call_and_stores_nothing,
     another_user_cannot_see_cancel_or_attach_a_running_generation,
     switching_branches_mid_stream_is_not_undone_by_the_answer,
     two_streamed_sends_racing_on_one_chat_leave_no_junk,

@@ -503,6 +503,18 @@ async fn route(
     Ok(response)
 }
 
+/// Reads a running provider's counters (see [`FakeProvider::stats_probe`]).
+#[derive(Debug, Clone)]
+pub struct StatsProbe(Arc<State>);
+
+impl StatsProbe {
+    /// The counters now.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.0.stats()
+    }
+}
+
 /// A running fake provider.
 #[derive(Debug)]
 pub struct FakeProvider {
@@ -572,6 +584,12 @@ impl FakeProvider {
     #[must_use]
     pub fn stats(&self) -> Stats {
         self.state.stats()
+    }
+
+    /// A handle that reads the counters from anywhere, also from synchronous code.
+    #[must_use]
+    pub fn stats_probe(&self) -> StatsProbe {
+        StatsProbe(Arc::clone(&self.state))
     }
 
     /// The chat request bodies received, oldest first (at most the last 1,000).

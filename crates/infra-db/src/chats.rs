@@ -403,6 +403,23 @@ impl ChatRepository for SeaOrmStore {
         to_message(row)
     }
 
+    async fn append_turn(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        question: NewMessage,
+        answer: NewMessage,
+    ) -> Result<Message, RepoError> {
+        let txn = self.begin_write().await?;
+        let row = self
+            .insert_in_tree(&txn, owner, chat, &question, true, "append_turn")
+            .await?;
+        self.insert_in_tree(&txn, owner, chat, &answer, false, "append_turn_answer")
+            .await?;
+        txn.commit().await.map_err(to_repo_error)?;
+        to_message(row)
+    }
+
     async fn append_answer(
         &self,
         owner: UserId,

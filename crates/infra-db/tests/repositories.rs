@@ -736,6 +736,42 @@ mod suite {
         assert!(store.revoke_api_key(owner, key.id, now()).await.is_err());
     }
 
+    /// A streamed turn starts with one transaction: the question as the current leaf and
+    /// the answer's `streaming` row under it.
+    pub async fn a_turn_stores_its_question_and_answer_row_together(db: &TestDatabase) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let chat = store.create_chat(new_chat(owner)).await.unwrap();
+        let question = message(chat.root_id, Role::User, "q");
+        let mut row = message(question.id, Role::Assistant, "");
+        row.status = MessageStatus::Streaming;
+        let (question_id, row_id) = (question.id, row.id);
+        let stored = store
+            .append_turn(owner, chat.id, question, row)
+            .await
+            .unwrap();
+        assert_eq!(stored.id, question_id);
+        let after = store.get_chat(owner, chat.id).await.unwrap();
+        assert_eq!(after.current_leaf_id, question_id);
+        assert_eq!(after.message_count, chat.message_count + 2);
+        let messages = store.list_messages(owner, chat.id).await.unwrap();
+        let answer = messages.iter().find(|m| m.id == row_id).unwrap();
+        assert_eq!(answer.status, MessageStatus::Streaming);
+        assert_eq!(answer.parent_id, Some(question_id));
+        // Another user's chat is not found, and nothing is written.
+        let other = user(&store, "bob").await;
+        let question = message(chat.root_id, Role::User, "q");
+        let row = message(question.id, Role::Assistant, "");
+        assert!(matches!(
+            store.append_turn(other, chat.id, question, row).await,
+            Err(RepoError::NotFound(Entity::Chat))
+        ));
+        assert_eq!(
+            store.get_chat(owner, chat.id).await.unwrap().message_count,
+            chat.message_count + 2
+        );
+    }
+
     /// What each process's account cache polls: accounts changed and keys revoked since a
     /// moment; ending sessions bumps the token epoch atomically (concurrent resets all count).
     pub async fn account_changes_are_found_by_time_and_epochs_count_every_reset(db: &TestDatabase) {
@@ -1171,6 +1207,20 @@ mod suite {
                 .await
                 .is_err()
         );
+        // A streamed turn: the question and its answer row, failing after either insert.
+        for point in ["append_turn", "append_turn_answer"] {
+            arm(point);
+            let question = message(q.id, Role::User, "q2");
+            let mut row = message(question.id, Role::Assistant, "");
+            row.status = MessageStatus::Streaming;
+            assert!(
+                store
+                    .append_turn(owner, chat.id, question, row)
+                    .await
+                    .is_err(),
+                "{point}"
+            );
+        }
         arm("delete_subtree");
         assert!(store.delete_subtree(owner, chat.id, q.id).await.is_err());
         *armed.lock().unwrap() = None;
@@ -1270,6 +1320,7 @@ every_backend!(
     a_refresh_token_rotates_once_and_reuse_revokes_its_family,
     api_keys_are_found_by_prefix_and_revoked_by_their_owner_only,
     account_changes_are_found_by_time_and_epochs_count_every_reset,
+    a_turn_stores_its_question_and_answer_row_together,
     a_chat_page_costs_the_same_number_of_queries_whatever_its_size,
     a_streaming_answer_ends_once_with_everything_in_one_write,
     answers_left_streaming_are_marked_interrupted,

@@ -232,9 +232,25 @@ impl Application {
     /// [`StartupError`] for a bad database URL, an SQLite file that cannot be opened, a
     /// failing migration, or a port that cannot be bound.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        Self::build_with_faults(settings, None).await
+    }
+
+    /// [`Application::build`] with a fault hook in the storage adapter (tests that prove a
+    /// failed write leaves nothing behind; production never sets one).
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_with_faults(
+        settings: &Settings,
+        faults: Option<infra_db::FaultInjector>,
+    ) -> Result<Self, StartupError> {
         // reqwest is built without a bundled TLS provider; rustls uses ring, as sqlx does.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = SeaOrmStore::connect(&settings.db_config()).await?;
+        let store = match faults {
+            Some(faults) => store.with_fault_injector(faults),
+            None => store,
+        };
         tracing::info!(backend = store.backend_name(), "database configured");
         let migrated = Arc::new(AtomicBool::new(!settings.database.migrate_on_startup));
         let deadline = Duration::from_secs(settings.generation.deadline_secs);

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::task::AbortOnDropHandle;
+
 use domain::{
     Chat, ChatId, ChatTitle, ConversationTree, GenerationRecord, Message, MessageContent,
     MessageId, MessageStatus, ModelId, Page, PageRequest, PresetId, Role, SearchQuery,
@@ -399,6 +401,36 @@ pub const ANSWER_MAX_BYTES: usize = 1 << 20;
 /// How long a title may take before the chat keeps its fallback.
 const TITLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A provider call under way in a task of its own; dropping the handle cancels it (and so
+/// releases its upstream connection).
+type Upstream<T> = AbortOnDropHandle<Result<T, LlmError>>;
+
+/// The outcome of a provider call's task.
+fn joined<T>(done: Result<Result<T, LlmError>, tokio::task::JoinError>) -> Result<T, LlmError> {
+    done.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a provider call's task failed");
+        Err(LlmError::BrokenStream("the provider call failed".into()))
+    })
+}
+
+/// The path root → `to` among `messages` (one chat's), or `None` when `to` is not there.
+fn path_in(messages: &[Message], to: MessageId) -> Option<Vec<Message>> {
+    let by_id: std::collections::HashMap<MessageId, &Message> =
+        messages.iter().map(|m| (m.id, m)).collect();
+    let mut path = Vec::new();
+    let mut next = Some(to);
+    while let Some(id) = next {
+        let message = by_id.get(&id)?;
+        path.push((*message).clone());
+        if path.len() > messages.len() {
+            return None; // a cycle: corrupt data, answered as not found
+        }
+        next = message.parent_id;
+    }
+    path.reverse();
+    Some(path)
+}
+
 /// The canonical chat service.
 pub struct ChatService<R, L, M, C, I> {
     repo: Arc<R>,
@@ -657,29 +689,20 @@ where
         })
     }
 
-    /// The request for an answer to `under`: the system prompt, then the path root → `under`.
-    /// Also returns the path.
-    async fn prompt(
+    /// The path root → `to` in the chat at the version `chat` shows (from the cache).
+    async fn path_to(
         &self,
         owner: UserId,
         chat: &Chat,
-        under: &Message,
-        plan: &Plan,
-    ) -> Result<(CompletionRequest, Vec<Message>), ChatError> {
-        let messages = self
-            .repo
-            .list_messages(owner, chat.id)
-            .await
-            .map_err(repo)?;
-        let tree = ConversationTree::build(chat.id, messages)
-            .map_err(|e| ChatError::Storage(RepoError::Corrupt(Box::new(e))))?;
-        let path: Vec<Message> = tree
-            .path_to(under.id)
-            .map_err(|_| ChatError::MessageNotFound)?
-            .into_iter()
-            .cloned()
-            .collect();
-        let mut prompt = Vec::new();
+        to: MessageId,
+    ) -> Result<Vec<Message>, ChatError> {
+        let messages = self.cached_messages(owner, chat).await?;
+        path_in(&messages, to).ok_or(ChatError::MessageNotFound)
+    }
+
+    /// The request for an answer at the end of `path`: the system prompt, then the path.
+    fn request_for(path: &[Message], plan: &Plan) -> CompletionRequest {
+        let mut prompt = Vec::with_capacity(path.len() + 1);
         if let Some(system) = plan
             .system_prompt
             .as_ref()
@@ -690,7 +713,7 @@ where
                 content: system.as_str().to_owned(),
             });
         }
-        for m in &path {
+        for m in path {
             if m.role == Role::System && m.content.trim().is_empty() {
                 continue;
             }
@@ -699,15 +722,45 @@ where
                 content: m.content.clone(),
             });
         }
-        Ok((
-            CompletionRequest {
-                model: plan.model.clone(),
-                messages: prompt,
-                temperature: plan.temperature,
-                max_tokens: plan.max_tokens,
-            },
-            path,
-        ))
+        CompletionRequest {
+            model: plan.model.clone(),
+            messages: prompt,
+            temperature: plan.temperature,
+            max_tokens: plan.max_tokens,
+        }
+    }
+
+    /// Asks the provider for a blocking answer at once, in a task of its own (aborted when
+    /// the handle is dropped), so the question can be committed meanwhile.
+    fn start_completion(&self, request: CompletionRequest) -> Upstream<crate::llm::Completion> {
+        let llm = Arc::clone(&self.llm);
+        self.generations
+            .spawn_call(async move { llm.complete(request).await })
+    }
+
+    /// Opens the provider's stream at once (see [`Self::start_completion`]).
+    fn start_stream(&self, request: CompletionRequest) -> Upstream<crate::llm::CompletionStream> {
+        let llm = Arc::clone(&self.llm);
+        self.generations
+            .spawn_call(async move { llm.stream(request).await })
+    }
+
+    /// A new message under `parent`, not stored yet.
+    fn new_message(
+        &self,
+        parent: MessageId,
+        role: Role,
+        content: String,
+        status: MessageStatus,
+    ) -> NewMessage {
+        NewMessage {
+            id: MessageId::from_u128(self.ids.next_id()),
+            parent_id: parent,
+            role,
+            content,
+            status,
+            created_at: self.clock.now(),
+        }
     }
 
     /// A title job when this answer is the chat's first: the chat has no title and the path
@@ -735,25 +788,27 @@ where
             .spawn_background(write_title(repo, llm, job, answer));
     }
 
-    /// A blocking answer to `under`, stored with its generation record.
+    /// The blocking answer to `turn.question` from the call already under way, stored with
+    /// its generation record.
     async fn answer(
         &self,
         owner: UserId,
         chat: &Chat,
-        under: &Message,
         plan: Plan,
         slot: Slot,
+        turn: Turn<crate::llm::Completion>,
     ) -> Result<(Message, Option<TokenUsage>, Vec<MessageId>), ChatError> {
-        let (request, path) = self.prompt(owner, chat, under, &plan).await?;
+        let Turn {
+            question: under,
+            path,
+            upstream: (started, upstream),
+            ..
+        } = turn;
         let title = self.title_job(chat, &path, &plan);
         let mut ids: Vec<MessageId> = path.iter().map(|m| m.id).collect();
-        let started = Instant::now();
-        let completion = tokio::time::timeout(
-            self.generations.limits().deadline,
-            self.llm.complete(request),
-        )
-        .await
-        .unwrap_or(Err(LlmError::Timeout));
+        let completion = tokio::time::timeout(self.generations.limits().deadline, upstream)
+            .await
+            .map_or(Err(LlmError::Timeout), joined);
         drop(slot);
         metrics::counter!(
             "arbor_generations_total",
@@ -766,38 +821,31 @@ where
         let completion = completion.map_err(ChatError::Llm)?;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let usage = completion.usage.unwrap_or_default();
-        let answer_id = MessageId::from_u128(self.ids.next_id());
-        let now = self.clock.now();
+        let answer = self.new_message(
+            under.id,
+            Role::Assistant,
+            completion.content,
+            MessageStatus::Complete,
+        );
+        let record = GenerationRecord {
+            message_id: answer.id,
+            chat_id: chat.id,
+            user_id: owner,
+            provider: completion.provider.unwrap_or_else(|| self.provider.clone()),
+            model: plan.model,
+            usage,
+            cost: plan
+                .info
+                .pricing
+                .cost(usage.prompt_tokens, usage.completion_tokens),
+            latency_ms,
+            time_to_first_token_ms: None,
+            finish_reason: completion.finish_reason,
+            created_at: answer.created_at,
+        };
         let answer = self
             .repo
-            .append_answer(
-                owner,
-                chat.id,
-                NewMessage {
-                    id: answer_id,
-                    parent_id: under.id,
-                    role: Role::Assistant,
-                    content: completion.content,
-                    status: MessageStatus::Complete,
-                    created_at: now,
-                },
-                GenerationRecord {
-                    message_id: answer_id,
-                    chat_id: chat.id,
-                    user_id: owner,
-                    provider: completion.provider.unwrap_or_else(|| self.provider.clone()),
-                    model: plan.model,
-                    usage,
-                    cost: plan
-                        .info
-                        .pricing
-                        .cost(usage.prompt_tokens, usage.completion_tokens),
-                    latency_ms,
-                    time_to_first_token_ms: None,
-                    finish_reason: completion.finish_reason,
-                    created_at: now,
-                },
-            )
+            .append_answer(owner, chat.id, answer, record)
             .await
             .map_err(repo)?;
         if let Some(job) = title {
@@ -807,30 +855,28 @@ where
         Ok((answer, completion.usage, ids))
     }
 
-    /// Registers the generation in its reserved chat and starts its task, which stores the
-    /// `streaming` answer row under `under` and generates. Once the task is spawned nothing
-    /// depends on this request: a client that leaves cannot orphan a `streaming` row.
-    /// `slot` is held until the answer is saved.
-    async fn begin_stream(
+    /// Registers the generation in its reserved chat and starts its task, which streams the
+    /// answer from `upstream` (already under way) into the `streaming` row `answer`, stored
+    /// by the caller. Once the task is spawned nothing depends on this request: a client
+    /// that leaves cannot orphan a `streaming` row. `slot` is held until the answer is saved.
+    fn begin_stream(
         &self,
-        owner: UserId,
         chat: &Chat,
-        under: &Message,
         plan: Plan,
         admission: (Slot, Reservation),
         leaf_at_start: MessageId,
-    ) -> Result<Subscription, ChatError> {
+        turn: Turn<crate::llm::CompletionStream>,
+        answer: &NewMessage,
+    ) -> Subscription {
+        let owner = chat.owner;
         let (slot, reservation) = admission;
-        let (request, path) = self.prompt(owner, chat, under, &plan).await?;
+        let Turn {
+            question: under,
+            path,
+            upstream,
+            ..
+        } = turn;
         let title = self.title_job(chat, &path, &plan);
-        let answer = NewMessage {
-            id: MessageId::from_u128(self.ids.next_id()),
-            parent_id: under.id,
-            role: Role::Assistant,
-            content: String::new(),
-            status: MessageStatus::Streaming,
-            created_at: self.clock.now(),
-        };
         let job = StreamJob {
             owner,
             chat: chat.id,
@@ -859,56 +905,81 @@ where
         let task_generation = Arc::clone(&generation);
         self.generations.spawn(generation, async move {
             let generation = task_generation;
+            // The question and the answer row are committed: only now may the client hear
+            // of the answer.
             generation.publish(GenerationEvent::Start {
                 user_message: job.user_message,
                 message: job.message,
                 model: job.plan.model.clone(),
             });
-            // The answer row is written while the provider is already being asked: the
-            // question is committed, and nothing is saved into the row before it exists.
-            let chat = job.chat;
-            let row = async {
-                repo.append_message(owner, chat, answer, false)
-                    .await
-                    .inspect_err(|e| {
-                        tracing::warn!(error = %e, "the answer row could not be stored");
-                        generation.cancellation().cancel();
-                    })
-                    .is_ok()
-            };
-            let answer = run_stream(&*repo, &*llm, &*clock, &generation, job, request, row).await;
+            let answer = run_stream(&*repo, &*clock, &generation, job, upstream).await;
             if let (Some(title), Some(answer)) = (title, answer) {
                 registry.spawn_background(write_title(repo, llm, title, answer));
             }
         });
-        Ok(subscription)
+        subscription
     }
 
-    /// Commits a user message under `parent` (the current leaf when `None`) and makes it
-    /// the current leaf.
-    async fn store_question(
+    /// Sends `content` under `parent` (the current leaf when `None`): assembles the prompt
+    /// from the cached path, starts the provider call, and meanwhile commits the question
+    /// (with the streamed answer's `streaming` row when `with_answer_row`). A failed commit
+    /// drops the call, which cancels it.
+    async fn commit_question<T: Send + 'static>(
         &self,
         owner: UserId,
         chat: &Chat,
-        parent: Option<MessageId>,
-        content: MessageContent,
-    ) -> Result<Message, ChatError> {
-        self.repo
-            .append_message(
-                owner,
-                chat.id,
-                NewMessage {
-                    id: MessageId::from_u128(self.ids.next_id()),
-                    parent_id: parent.unwrap_or(chat.current_leaf_id),
-                    role: Role::User,
-                    content: content.into_inner(),
-                    status: MessageStatus::Complete,
-                    created_at: self.clock.now(),
-                },
-                true,
+        (parent, content): (Option<MessageId>, MessageContent),
+        plan: &Plan,
+        start: impl FnOnce(&Self, CompletionRequest) -> Upstream<T>,
+        with_answer_row: bool,
+    ) -> Result<Turn<T>, ChatError> {
+        let parent = parent.unwrap_or(chat.current_leaf_id);
+        let mut path = self.path_to(owner, chat, parent).await?;
+        let question = self.new_message(
+            parent,
+            Role::User,
+            content.into_inner(),
+            MessageStatus::Complete,
+        );
+        path.push(Message {
+            id: question.id,
+            chat_id: chat.id,
+            parent_id: Some(parent),
+            role: Role::User,
+            content: question.content.clone(),
+            status: MessageStatus::Complete,
+            created_at: question.created_at,
+        });
+        let answer_row = with_answer_row.then(|| {
+            self.new_message(
+                question.id,
+                Role::Assistant,
+                String::new(),
+                MessageStatus::Streaming,
             )
-            .await
-            .map_err(repo)
+        });
+        let started = Instant::now();
+        let upstream = start(self, Self::request_for(&path, plan));
+        let stored = match &answer_row {
+            Some(row) => {
+                self.repo
+                    .append_turn(owner, chat.id, question, row.clone())
+                    .await
+            }
+            None => {
+                self.repo
+                    .append_message(owner, chat.id, question, true)
+                    .await
+            }
+        };
+        // On failure `upstream` is dropped here, which aborts the provider call.
+        let question = stored.map_err(repo)?;
+        Ok(Turn {
+            question,
+            path,
+            upstream: (started, upstream),
+            answer_row,
+        })
     }
 
     /// The question a retry of `message` answers again.
@@ -929,6 +1000,28 @@ where
                 )),
         }
     }
+}
+
+/// A question with the call for its answer under way.
+struct Turn<T> {
+    /// The stored question (for a retry, the question answered again).
+    question: Message,
+    /// Root → the question.
+    path: Vec<Message>,
+    /// When the call started, and the call.
+    upstream: (Instant, Upstream<T>),
+    /// The streamed answer's `streaming` row, stored with the question.
+    answer_row: Option<NewMessage>,
+}
+
+/// The path root → `to` in a built tree.
+fn tree_path(tree: &ConversationTree, to: MessageId) -> Result<Vec<Message>, ChatError> {
+    Ok(tree
+        .path_to(to)
+        .map_err(|_| ChatError::MessageNotFound)?
+        .into_iter()
+        .cloned()
+        .collect())
 }
 
 /// What a generation task needs besides the adapters.
@@ -980,17 +1073,13 @@ fn ready_now(
 /// Reads the provider's stream into `content`, publishing the new text. Deltas that are
 /// already waiting are merged into one chunk (up to [`CHUNK_COALESCE_BYTES`]), so a fast
 /// provider cannot make the event log grow one tiny event per byte.
-async fn pump<L: LlmGateway>(
-    llm: &L,
-    request: CompletionRequest,
+async fn pump(
+    upstream: Upstream<crate::llm::CompletionStream>,
     generation: &crate::generation::Generation,
     content: &mut String,
     first_token: &mut Option<Instant>,
 ) -> Result<StreamEnd, GenerationFailure> {
-    let mut stream = llm
-        .stream(request)
-        .await
-        .map_err(GenerationFailure::Provider)?;
+    let mut stream = joined(upstream.await).map_err(GenerationFailure::Provider)?;
     let mut next = None;
     loop {
         let item = match next.take() {
@@ -1048,33 +1137,22 @@ async fn pump<L: LlmGateway>(
 /// One generation, start to end: streams the answer (until it completes, fails, is
 /// cancelled or hits the deadline), saves it with the partial text in every case, and
 /// publishes the outcome. Returns the content when it completed.
-async fn run_stream<R: ChatRepository, L: LlmGateway, C: Clock>(
+async fn run_stream<R: ChatRepository, C: Clock>(
     repo: &R,
-    llm: &L,
     clock: &C,
     generation: &crate::generation::Generation,
     job: StreamJob,
-    request: CompletionRequest,
-    row_stored: impl Future<Output = bool>,
+    upstream: (Instant, Upstream<crate::llm::CompletionStream>),
 ) -> Option<String> {
-    let started = Instant::now();
+    let (started, upstream) = upstream;
     let mut content = String::new();
     let mut first_token = None;
-    let generate = async {
-        tokio::select! {
-            biased;
-            () = generation.cancellation().cancelled() => Err(generation.cancel_failure()),
-            () = tokio::time::sleep(job.deadline) => Err(GenerationFailure::Deadline),
-            end = pump(llm, request, generation, &mut content, &mut first_token) => end,
-        }
+    let result = tokio::select! {
+        biased;
+        () = generation.cancellation().cancelled() => Err(generation.cancel_failure()),
+        () = tokio::time::sleep(job.deadline.saturating_sub(started.elapsed())) => Err(GenerationFailure::Deadline),
+        end = pump(upstream, generation, &mut content, &mut first_token) => end,
     };
-    let (stored, result) = tokio::join!(row_stored, generate);
-    if !stored {
-        drop(job.slot);
-        generation.publish(GenerationEvent::Error(GenerationFailure::Storage));
-        generation.publish(GenerationEvent::Done);
-        return None;
-    }
     let now = clock.now();
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let (status, record, event) = match result {
@@ -1147,31 +1225,47 @@ async fn run_stream<R: ChatRepository, L: LlmGateway, C: Clock>(
     (saved && status == MessageStatus::Complete).then_some(content)
 }
 
-/// Saves the end of an answer, retrying while the database is briefly unavailable.
+/// How long the end of an answer keeps being retried: the client may already have read it,
+/// so a busy or briefly unreachable database must not lose it.
+const SAVE_RETRY_FOR: Duration = Duration::from_secs(120);
+/// The longest pause between two attempts.
+const SAVE_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Saves the end of an answer, retrying (bounded by [`SAVE_RETRY_FOR`]) on any failure
+/// that is not final: a full pool, a busy or restarting database, a lost connection.
 async fn save_with_retries<R: ChatRepository>(
     repo: &R,
     owner: UserId,
     chat: ChatId,
     finished: FinishedAnswer,
 ) -> bool {
-    let mut delay = Duration::from_millis(100);
-    for attempt in 1..=6 {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 0_u32;
+    loop {
+        attempt += 1;
         match repo.finish_answer(owner, chat, finished.clone()).await {
-            Ok(_) => return true,
+            Ok(_) => {
+                if attempt > 1 {
+                    tracing::info!(message = %finished.message, attempt, "the answer was saved after retrying");
+                }
+                return true;
+            }
             // The previous attempt committed but its acknowledgement was lost.
             Err(RepoError::Conflict(_)) if attempt > 1 => return true,
-            Err(RepoError::Unavailable(e)) if attempt < 6 => {
-                tracing::warn!(error = %e, attempt, "saving an answer failed; retrying");
+            Err(e @ (RepoError::Unavailable(_) | RepoError::Unexpected(_)))
+                if started.elapsed() < SAVE_RETRY_FOR =>
+            {
+                tracing::warn!(error = %e, attempt, message = %finished.message, "saving an answer failed; retrying");
                 tokio::time::sleep(delay).await;
-                delay *= 2;
+                delay = (delay * 2).min(SAVE_RETRY_MAX_DELAY);
             }
             Err(e) => {
-                tracing::warn!(error = %e, message = %finished.message, "the answer could not be saved");
+                tracing::error!(error = %e, attempt, message = %finished.message, "the answer could not be saved");
                 return false;
             }
         }
     }
-    false
 }
 
 /// Asks the model for a title and stores it (or the fallback) unless the chat got one
@@ -1361,10 +1455,18 @@ where
         let plan = self.plan(owner, &current, input.options).await?;
         let model_used = plan.info.id.clone();
         let slot = self.generations.acquire(owner)?;
-        let user_message = self
-            .store_question(owner, &current, input.parent, input.content)
+        let turn = self
+            .commit_question(
+                owner,
+                &current,
+                (input.parent, input.content),
+                &plan,
+                Self::start_completion,
+                false,
+            )
             .await?;
-        self.answer(owner, &current, &user_message, plan, slot)
+        let user_message = turn.question.clone();
+        self.answer(owner, &current, plan, slot, turn)
             .await
             .map(|(answer, usage, path)| Reply {
                 user_message,
@@ -1415,9 +1517,17 @@ where
         let plan = self.plan(owner, &t.chat, options).await?;
         let model = plan.info.id.clone();
         let slot = self.generations.acquire(owner)?;
-        let (answer, usage, path) = self
-            .answer(owner, &t.chat, &user_message, plan, slot)
-            .await?;
+        let path = tree_path(&t.tree, user_message.id)?;
+        let turn = Turn {
+            upstream: (
+                Instant::now(),
+                self.start_completion(Self::request_for(&path, &plan)),
+            ),
+            question: user_message.clone(),
+            path,
+            answer_row: None,
+        };
+        let (answer, usage, path) = self.answer(owner, &t.chat, plan, slot, turn).await?;
         Ok(Reply {
             user_message,
             answer,
@@ -1451,26 +1561,39 @@ where
         } else {
             None
         };
+        let edited = self.new_message(parent, role, content.into_inner(), MessageStatus::Complete);
+        // The answer to an edited question is asked for while the edit is committed.
+        let upstream = match &generation {
+            Some((plan, _)) => {
+                let mut path = tree_path(&t.tree, parent)?;
+                path.push(Message {
+                    id: edited.id,
+                    chat_id: chat,
+                    parent_id: Some(parent),
+                    role,
+                    content: edited.content.clone(),
+                    status: MessageStatus::Complete,
+                    created_at: edited.created_at,
+                });
+                let request = Self::request_for(&path, plan);
+                Some((path, (Instant::now(), self.start_completion(request))))
+            }
+            None => None,
+        };
         let edited = self
             .repo
-            .append_message(
-                owner,
-                chat,
-                NewMessage {
-                    id: MessageId::from_u128(self.ids.next_id()),
-                    parent_id: parent,
-                    role,
-                    content: content.into_inner(),
-                    status: MessageStatus::Complete,
-                    created_at: self.clock.now(),
-                },
-                true,
-            )
+            .append_message(owner, chat, edited, true)
             .await
             .map_err(repo)?;
-        let reply = if let Some((plan, slot)) = generation {
+        let reply = if let (Some((plan, slot)), Some((path, upstream))) = (generation, upstream) {
             let model = plan.info.id.clone();
-            let (answer, usage, path) = self.answer(owner, &t.chat, &edited, plan, slot).await?;
+            let turn = Turn {
+                question: edited.clone(),
+                path,
+                upstream,
+                answer_row: None,
+            };
+            let (answer, usage, path) = self.answer(owner, &t.chat, plan, slot, turn).await?;
             Some(Reply {
                 user_message: edited.clone(),
                 answer,
@@ -1497,19 +1620,21 @@ where
         let plan = self.plan(owner, &current, input.options).await?;
         let slot = self.generations.acquire(owner)?;
         let reservation = self.generations.reserve(chat)?;
-        let user_message = self
-            .store_question(owner, &current, input.parent, input.content)
+        let turn = self
+            .commit_question(
+                owner,
+                &current,
+                (input.parent, input.content),
+                &plan,
+                Self::start_stream,
+                true,
+            )
             .await?;
-        let leaf = user_message.id;
-        self.begin_stream(
-            owner,
-            &current,
-            &user_message,
-            plan,
-            (slot, reservation),
-            leaf,
-        )
-        .await
+        let answer = turn.answer_row.clone().ok_or_else(|| {
+            ChatError::Storage(RepoError::Unexpected("no answer row was made".into()))
+        })?;
+        let leaf = turn.question.id;
+        Ok(self.begin_stream(&current, plan, (slot, reservation), leaf, turn, &answer))
     }
 
     async fn retry_stream(
@@ -1524,15 +1649,37 @@ where
         let plan = self.plan(owner, &t.chat, options).await?;
         let slot = self.generations.acquire(owner)?;
         let reservation = self.generations.reserve(chat)?;
-        self.begin_stream(
-            owner,
+        let path = tree_path(&t.tree, user_message.id)?;
+        let upstream = (
+            Instant::now(),
+            self.start_stream(Self::request_for(&path, &plan)),
+        );
+        // The answer row is committed while the provider is already asked; a failure drops
+        // (cancels) the call.
+        let answer = self.new_message(
+            user_message.id,
+            Role::Assistant,
+            String::new(),
+            MessageStatus::Streaming,
+        );
+        self.repo
+            .append_message(owner, chat, answer.clone(), false)
+            .await
+            .map_err(repo)?;
+        let turn = Turn {
+            question: user_message,
+            path,
+            upstream,
+            answer_row: None,
+        };
+        Ok(self.begin_stream(
             &t.chat,
-            &user_message,
             plan,
             (slot, reservation),
             t.chat.current_leaf_id,
-        )
-        .await
+            turn,
+            &answer,
+        ))
     }
 
     async fn generation(

@@ -572,6 +572,17 @@ impl Generations {
         );
     }
 
+    /// Runs a provider call on the registry's (multi-threaded) runtime, so it makes progress
+    /// while the request that started it waits for the database; dropping the handle
+    /// cancels it.
+    pub fn spawn_call<T, F>(&self, call: F) -> tokio_util::task::AbortOnDropHandle<T>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio_util::task::AbortOnDropHandle::new(self.shared.runtime.spawn(call))
+    }
+
     /// Runs a background job (a title) that shutdown waits for, briefly.
     pub fn spawn_background<F>(&self, task: F)
     where

@@ -380,6 +380,22 @@ pub trait ChatRepository: Send + Sync + 'static {
         move_leaf: bool,
     ) -> impl Future<Output = Result<Message, RepoError>> + Send;
 
+    /// Starts a streamed turn: adds `question` under its parent as the current leaf and the
+    /// `streaming` row of its `answer` under it (the leaf stays on the question), as
+    /// [`ChatRepository::append_message`] does for each.
+    ///
+    /// Implementations MUST write both in one transaction.
+    ///
+    /// # Errors
+    /// As [`ChatRepository::append_message`].
+    fn append_turn(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        question: NewMessage,
+        answer: NewMessage,
+    ) -> impl Future<Output = Result<Message, RepoError>> + Send;
+
     /// Stores a finished assistant answer: the message, its generation record, and the
     /// current leaf moved to it.
     ///

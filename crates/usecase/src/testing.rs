@@ -456,6 +456,20 @@ impl ChatRepository for InMemoryStore {
         self.with(|s| insert_message(s, owner, chat, message, move_leaf))
     }
 
+    async fn append_turn(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        question: NewMessage,
+        answer: NewMessage,
+    ) -> Result<Message, RepoError> {
+        self.with(|s| {
+            let stored = insert_message(s, owner, chat, question, true)?;
+            insert_message(s, owner, chat, answer, false)?;
+            Ok(stored)
+        })
+    }
+
     async fn append_answer(
         &self,
         owner: UserId,
