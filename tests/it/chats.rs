@@ -510,6 +510,59 @@ async fn chats_are_listed_searched_sorted_and_paginated(backend: Backend) {
         422
     );
     assert_eq!(app.get_as("/api/v1/chats?q=x", &token).await.status(), 422);
+
+    // Keyset pages: the same chats in the same order as page numbers give, without a total.
+    for sort in ["updated_at", "created_at", "title", "-title"] {
+        let all: Value = app
+            .get_json_as(&format!("/api/v1/chats?sort={sort}&limit=100"), &token)
+            .await;
+        assert!(all["next_cursor"].is_null(), "{all}");
+        let expected: Vec<Value> = all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["uuid"].clone())
+            .collect();
+        let first: Value = app
+            .get_json_as(&format!("/api/v1/chats?sort={sort}&limit=3"), &token)
+            .await;
+        assert_eq!(first["total"], 4, "the first page still counts");
+        let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+        let second: Value = app
+            .get_json_as(
+                &format!("/api/v1/chats?sort={sort}&limit=3&cursor={cursor}"),
+                &token,
+            )
+            .await;
+        assert!(second.get("total").is_none() && second.get("pages").is_none());
+        assert!(second["next_cursor"].is_null(), "the list ends: {second}");
+        let walked: Vec<Value> = first["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(second["items"].as_array().unwrap())
+            .map(|c| c["uuid"].clone())
+            .collect();
+        assert_eq!(walked, expected, "{sort}");
+        let other_sort = if sort == "title" { "-title" } else { "title" };
+        for bad in [
+            format!("/api/v1/chats?sort={other_sort}&cursor={cursor}"),
+            format!("/api/v1/chats?sort={sort}&cursor={cursor}&page=2"),
+            format!("/api/v1/chats?sort={sort}&cursor=not-a-cursor"),
+            format!("/api/v1/chats?sort={sort}&cursor={}", "A".repeat(3_000)),
+        ] {
+            let r = app.get_as(&bad, &token).await;
+            crate::helpers::assert_envelope(r, 422, "validation_error").await;
+        }
+    }
+    // Another user's cursor shows nothing of alice's.
+    let bob = app.user_token("bob").await;
+    let first: Value = app.get_json_as("/api/v1/chats?limit=1", &token).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let foreign: Value = app
+        .get_json_as(&format!("/api/v1/chats?cursor={cursor}"), &bob)
+        .await;
+    assert_eq!(foreign["items"], json!([]));
     app.finish().await;
 }
 

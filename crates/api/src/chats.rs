@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use usecase::auth::AuthUseCase;
 use usecase::chat::{ChatError, ChatUseCase, GenerationOptions, NewChatInput, Reply, SendInput};
 use usecase::llm::LlmError;
-use usecase::ports::{ChatPatch, ChatQuery, ChatSort};
+use usecase::ports::{ChatCursor, ChatPatch, ChatQuery, ChatSort, CursorKey};
 
 use crate::PageResponse;
 use crate::auth::CurrentUser;
@@ -192,10 +192,97 @@ async fn create_chat<A: AuthUseCase, S: ChatUseCase>(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Case-insensitive substring of the title (2–200 characters).
     q: Option<String>,
+    /// `updated_at` (default, newest first), `created_at` (newest first), `title`, `-title`.
     sort: Option<String>,
+    /// Page number (1–10,000), counted with a total. Not with `cursor`.
     page: Option<u32>,
+    /// Items per page (1–100, default 20).
     limit: Option<u32>,
+    /// Keyset pagination: the `next_cursor` of the previous page (same `sort`). Pages
+    /// fetched this way cost the same however deep they are, and carry no total.
+    cursor: Option<String>,
+}
+
+/// A page of chats: by number (`page`, with `total` and `pages`) or after a cursor
+/// (without them); `next_cursor` continues the list, `null` at its end.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ChatListResponse {
+    items: Vec<ChatListItem>,
+    /// How many chats match (page-number requests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<u64>,
+    /// The page number (page-number requests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page: Option<u32>,
+    limit: u32,
+    /// How many pages there are (page-number requests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pages: Option<u64>,
+    /// Pass as `cursor` for the next page; `null` when this is the last.
+    next_cursor: Option<String>,
+}
+
+/// The longest cursor accepted (a 200-character title encodes well below it).
+const CURSOR_MAX_LEN: usize = 2_048;
+
+fn sort_code(sort: ChatSort) -> &'static str {
+    match sort {
+        ChatSort::UpdatedDesc => "u",
+        ChatSort::CreatedDesc => "c",
+        ChatSort::TitleAsc => "t",
+        ChatSort::TitleDesc => "-t",
+    }
+}
+
+/// A cursor as the client sees it: opaque URL-safe base64 of `[sort, key, id]`.
+fn encode_cursor(cursor: &ChatCursor, sort: ChatSort) -> String {
+    use base64::Engine as _;
+    let key = match &cursor.key {
+        CursorKey::Time(t) => serde_json::json!(t),
+        CursorKey::Title(t) => serde_json::json!(t),
+    };
+    let raw = serde_json::json!([sort_code(sort), key, cursor.id.to_string()]).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(text: &str, sort: ChatSort) -> Result<ChatCursor, ApiError> {
+    use base64::Engine as _;
+    let invalid = |message: &str| ApiError::Validation {
+        message: message.to_owned(),
+        field: Some("cursor".into()),
+    };
+    if text.len() > CURSOR_MAX_LEN {
+        return Err(invalid("cursor is too long"));
+    }
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| invalid("cursor is not one this server made"))?;
+    let (code, key, id): (String, serde_json::Value, String) =
+        serde_json::from_slice(&raw).map_err(|_| invalid("cursor is not one this server made"))?;
+    if code != sort_code(sort) {
+        return Err(invalid("cursor was made for another sort order"));
+    }
+    let key = match (sort, key) {
+        (ChatSort::UpdatedDesc | ChatSort::CreatedDesc, serde_json::Value::Number(n)) => {
+            CursorKey::Time(
+                n.as_i64()
+                    .ok_or_else(|| invalid("cursor is not one this server made"))?,
+            )
+        }
+        (ChatSort::TitleAsc | ChatSort::TitleDesc, serde_json::Value::String(t)) => {
+            CursorKey::Title(Some(t))
+        }
+        (ChatSort::TitleAsc | ChatSort::TitleDesc, serde_json::Value::Null) => {
+            CursorKey::Title(None)
+        }
+        _ => return Err(invalid("cursor is not one this server made")),
+    };
+    let id = id
+        .parse::<ChatId>()
+        .map_err(|_| invalid("cursor is not one this server made"))?;
+    Ok(ChatCursor { key, id })
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -217,7 +304,7 @@ impl From<&usecase::ports::ChatSummary> for ChatListItem {
 /// Characters of the current leaf shown as a preview.
 const PREVIEW_CHARS: usize = 100;
 
-#[utoipa::path(get, path = "/api/v1/chats", tag = "chats", params(ListQuery), responses((status = 200, description = "A page of chats", body = crate::PageResponse<ChatListItem>)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats", tag = "chats", params(ListQuery), responses((status = 200, description = "A page of chats", body = ChatListResponse)), security(("bearer" = [])))]
 async fn list_chats<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -236,12 +323,39 @@ async fn list_chats<A: AuthUseCase, S: ChatUseCase>(
             });
         }
     };
+    if q.cursor.is_some() && q.page.is_some() {
+        return Err(ApiError::Validation {
+            message: "give either page or cursor, not both".into(),
+            field: Some("cursor".into()),
+        });
+    }
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor(c, sort))
+        .transpose()?;
     let page = PageRequest::new(q.page, q.limit)?;
     let title = q.q.map(SearchQuery::parse).transpose()?;
+    let by_number = after.is_none();
     let result = chats
-        .list_chats(caller.id(), ChatQuery { title, sort, page })
+        .list_chats(
+            caller.id(),
+            ChatQuery {
+                title,
+                sort,
+                page,
+                after,
+            },
+        )
         .await?;
-    Ok(HttpResponse::Ok().json(PageResponse::new(result, |s| ChatListItem::from(&s))))
+    Ok(HttpResponse::Ok().json(ChatListResponse {
+        items: result.items.iter().map(ChatListItem::from).collect(),
+        total: result.total,
+        page: by_number.then(|| page.page()),
+        limit: page.limit(),
+        pages: result.total.map(|t| page.pages_for(t)),
+        next_cursor: result.next.map(|c| encode_cursor(&c, sort)),
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The chat", body = ChatResponse)), security(("bearer" = [])))]
@@ -511,6 +625,7 @@ async fn recent<A: AuthUseCase, S: ChatUseCase>(
                 title: None,
                 sort: ChatSort::UpdatedDesc,
                 page,
+                after: None,
             },
         )
         .await?;

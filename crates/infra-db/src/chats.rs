@@ -5,15 +5,15 @@ use domain::{
     Role, SystemPrompt, Timestamp, TreeError, UserId,
 };
 use sea_orm::prelude::{Expr, Uuid};
-use sea_orm::sea_query::{Func, LikeExpr};
+use sea_orm::sea_query::{Func, LikeExpr, NullOrdering};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, Set,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, ExprTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
 };
 use sea_orm::{Order, PaginatorTrait};
 use usecase::ports::{
-    ChatPatch, ChatQuery, ChatRepository, ChatSort, ChatSummary, DeletedSubtree, Entity,
-    FinishedAnswer, NewChat, NewMessage, RepoError, SearchHit,
+    ChatCursor, ChatList, ChatPatch, ChatQuery, ChatRepository, ChatSort, ChatSummary, CursorKey,
+    DeletedSubtree, Entity, FinishedAnswer, NewChat, NewMessage, RepoError, SearchHit,
 };
 
 use crate::SeaOrmStore;
@@ -124,12 +124,52 @@ pub(crate) fn like_pattern(query: &str) -> String {
     out
 }
 
+/// The rows strictly after `after` in the order of `column` (`order`, titles with NULL
+/// first) then id.
+fn after_cursor(after: &ChatCursor, column: chats::Column, order: &Order) -> Condition {
+    let id = uuid(after.id.as_u128());
+    let desc = matches!(order, Order::Desc);
+    let id_after = if desc {
+        chats::Column::Id.lt(id)
+    } else {
+        chats::Column::Id.gt(id)
+    };
+    match &after.key {
+        CursorKey::Time(t) => {
+            let key_after = if desc { column.lt(*t) } else { column.gt(*t) };
+            Condition::any()
+                .add(key_after)
+                .add(Condition::all().add(column.eq(*t)).add(id_after))
+        }
+        CursorKey::Title(Some(t)) => {
+            let key_after = if desc {
+                column.lt(t.as_str())
+            } else {
+                column.gt(t.as_str())
+            };
+            let mut any = Condition::any()
+                .add(key_after)
+                .add(Condition::all().add(column.eq(t.as_str())).add(id_after));
+            if desc {
+                // Descending, NULL titles come last: after every title.
+                any = any.add(column.is_null());
+            }
+            any
+        }
+        CursorKey::Title(None) => {
+            let among_nulls = Condition::all().add(column.is_null()).add(id_after);
+            if desc {
+                among_nulls
+            } else {
+                // Ascending, NULL titles come first: every title is after them.
+                Condition::any().add(among_nulls).add(column.is_not_null())
+            }
+        }
+    }
+}
+
 impl ChatRepository for SeaOrmStore {
-    async fn list_chats(
-        &self,
-        owner: UserId,
-        query: ChatQuery,
-    ) -> Result<domain::Page<ChatSummary>, RepoError> {
+    async fn list_chats(&self, owner: UserId, query: ChatQuery) -> Result<ChatList, RepoError> {
         let mut select =
             chats::Entity::find().filter(chats::Column::UserId.eq(uuid(owner.as_u128())));
         if let Some(q) = &query.title {
@@ -138,25 +178,36 @@ impl ChatRepository for SeaOrmStore {
                     .like(LikeExpr::new(like_pattern(q.as_str())).escape('\\')),
             );
         }
-        let total = select
-            .clone()
-            .count(&self.read)
-            .await
-            .map_err(to_repo_error)?;
-        let (column, order) = match query.sort {
-            ChatSort::UpdatedDesc => (chats::Column::UpdatedAt, Order::Desc),
-            ChatSort::CreatedDesc => (chats::Column::CreatedAt, Order::Desc),
-            ChatSort::TitleAsc => (chats::Column::Title, Order::Asc),
-            ChatSort::TitleDesc => (chats::Column::Title, Order::Desc),
+        let total = match query.after {
+            Some(_) => None,
+            None => Some(
+                select
+                    .clone()
+                    .count(&self.read)
+                    .await
+                    .map_err(to_repo_error)?,
+            ),
         };
-        let rows = select
-            .order_by(column, order.clone())
+        let (column, order, nulls) = match query.sort {
+            ChatSort::UpdatedDesc => (chats::Column::UpdatedAt, Order::Desc, NullOrdering::Last),
+            ChatSort::CreatedDesc => (chats::Column::CreatedAt, Order::Desc, NullOrdering::Last),
+            ChatSort::TitleAsc => (chats::Column::Title, Order::Asc, NullOrdering::First),
+            ChatSort::TitleDesc => (chats::Column::Title, Order::Desc, NullOrdering::Last),
+        };
+        let limit = u64::from(query.page.limit());
+        select = match &query.after {
+            Some(after) => select.filter(after_cursor(after, column, &order)),
+            None => select.offset(query.page.offset()),
+        };
+        let mut rows = select
+            .order_by_with_nulls(column, order.clone(), nulls)
             .order_by(chats::Column::Id, order)
-            .offset(query.page.offset())
-            .limit(u64::from(query.page.limit()))
+            .limit(limit + 1)
             .all(&self.read)
             .await
             .map_err(to_repo_error)?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         // Previews: one query for the whole page.
         let leaves: Vec<_> = rows.iter().map(|r| r.current_leaf_id).collect();
         let previews: std::collections::HashMap<sea_orm::prelude::Uuid, String> =
@@ -183,12 +234,15 @@ impl ChatRepository for SeaOrmStore {
                     preview,
                 })
             })
-            .collect::<Result<Vec<_>, RepoError>>()?;
-        Ok(domain::Page {
-            items,
-            total,
-            request: query.page,
-        })
+            .collect::<Result<Vec<ChatSummary>, RepoError>>()?;
+        let next = if more {
+            items
+                .last()
+                .map(|last| ChatCursor::after(&last.chat, query.sort))
+        } else {
+            None
+        };
+        Ok(ChatList { items, total, next })
     }
 
     async fn update_chat(

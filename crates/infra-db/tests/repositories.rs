@@ -736,6 +736,76 @@ mod suite {
         assert!(store.revoke_api_key(owner, key.id, now()).await.is_err());
     }
 
+    /// Keyset pages walk the list in exactly the order of one big page, for every sort,
+    /// with equal sort keys (same time, same title, no title) broken by id.
+    pub async fn keyset_pages_follow_the_list_order_for_every_sort(db: &TestDatabase) {
+        use usecase::ports::{ChatQuery, ChatSort};
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let same_time = now();
+        let titles = [
+            None,
+            Some("beta"),
+            Some("alpha"),
+            None,
+            Some("beta"),
+            Some("Gamma"),
+        ];
+        for i in 0..18 {
+            let mut chat = new_chat(owner);
+            chat.title = titles[i % titles.len()].map(|t| ChatTitle::parse(t).unwrap());
+            if i % 3 == 0 {
+                chat.created_at = same_time;
+            }
+            store.create_chat(chat).await.unwrap();
+        }
+        for sort in [
+            ChatSort::UpdatedDesc,
+            ChatSort::CreatedDesc,
+            ChatSort::TitleAsc,
+            ChatSort::TitleDesc,
+        ] {
+            let all = store
+                .list_chats(
+                    owner,
+                    ChatQuery {
+                        sort,
+                        page: domain::PageRequest::new(Some(1), Some(100)).unwrap(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(all.total, Some(18));
+            assert!(all.next.is_none());
+            let expected: Vec<ChatId> = all.items.iter().map(|s| s.chat.id).collect();
+            let mut walked = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store
+                    .list_chats(
+                        owner,
+                        ChatQuery {
+                            sort,
+                            page: domain::PageRequest::new(None, Some(4)).unwrap(),
+                            after: after.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(page.total.is_some(), after.is_none());
+                walked.extend(page.items.iter().map(|s| s.chat.id));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+                assert!(walked.len() <= 18, "{sort:?}: the walk does not end");
+            }
+            assert_eq!(walked, expected, "{sort:?}");
+        }
+    }
+
     /// A streamed turn starts with one transaction: the question as the current leaf and
     /// the answer's `streaming` row under it.
     pub async fn a_turn_stores_its_question_and_answer_row_together(db: &TestDatabase) {
@@ -862,7 +932,7 @@ mod suite {
                 .await
                 .unwrap();
             costs.push(queries.load(Ordering::SeqCst) - before);
-            assert_eq!(page.total, 120);
+            assert_eq!(page.total, Some(120));
             assert_eq!(page.items.len(), limit as usize);
             assert!(page.items.iter().all(|s| s.preview.starts_with("preview ")));
         }
@@ -1321,6 +1391,7 @@ every_backend!(
     api_keys_are_found_by_prefix_and_revoked_by_their_owner_only,
     account_changes_are_found_by_time_and_epochs_count_every_reset,
     a_turn_stores_its_question_and_answer_row_together,
+    keyset_pages_follow_the_list_order_for_every_sort,
     a_chat_page_costs_the_same_number_of_queries_whatever_its_size,
     a_streaming_answer_ends_once_with_everything_in_one_write,
     answers_left_streaming_are_marked_interrupted,

@@ -19,7 +19,7 @@ use crate::generation::{
 };
 use crate::llm::{CompletionRequest, LlmError, LlmGateway, PromptMessage, StreamEvent};
 use crate::ports::{
-    ChatPatch, ChatQuery, ChatRepository, ChatSummary, Clock, Entity, FinishedAnswer, IdGenerator,
+    ChatList, ChatPatch, ChatQuery, ChatRepository, Clock, Entity, FinishedAnswer, IdGenerator,
     NewChat, NewMessage, PresetRepository, RepoError, SearchHit,
 };
 
@@ -167,7 +167,7 @@ pub trait ChatUseCase: Send + Sync + 'static {
         chat: ChatId,
     ) -> impl Future<Output = Result<Chat, ChatError>> + Send;
 
-    /// A page of chats.
+    /// A page of chats (by offset, or after a cursor), with the next page's cursor.
     ///
     /// # Errors
     /// Storage failures.
@@ -175,7 +175,7 @@ pub trait ChatUseCase: Send + Sync + 'static {
         &self,
         owner: UserId,
         query: ChatQuery,
-    ) -> impl Future<Output = Result<Page<ChatSummary>, ChatError>> + Send;
+    ) -> impl Future<Output = Result<ChatList, ChatError>> + Send;
 
     /// Deletes a chat with everything in it.
     ///
@@ -1363,11 +1363,7 @@ where
     ///
     /// # Errors
     /// Storage failures.
-    async fn list_chats(
-        &self,
-        owner: UserId,
-        query: ChatQuery,
-    ) -> Result<Page<ChatSummary>, ChatError> {
+    async fn list_chats(&self, owner: UserId, query: ChatQuery) -> Result<ChatList, ChatError> {
         self.repo.list_chats(owner, query).await.map_err(repo)
     }
 

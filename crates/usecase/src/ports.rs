@@ -251,8 +251,55 @@ pub struct ChatQuery {
     pub title: Option<domain::SearchQuery>,
     /// Order.
     pub sort: ChatSort,
-    /// Which page.
+    /// Which page (its limit always applies; its number only without `after`).
     pub page: domain::PageRequest,
+    /// Keyset pagination: the page starts right after this chat, in `sort`'s order. The
+    /// total is not counted then (its cost grows with the list).
+    pub after: Option<ChatCursor>,
+}
+
+/// A position in a chat list: the sort key and id of the last chat seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatCursor {
+    /// The sort key of that chat.
+    pub key: CursorKey,
+    /// Its id (the tie-breaker).
+    pub id: ChatId,
+}
+
+/// The sort key a [`ChatCursor`] holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorKey {
+    /// `updated_at` or `created_at`, microseconds.
+    Time(i64),
+    /// The title (`None` sorts before every title).
+    Title(Option<String>),
+}
+
+/// One page of a chat list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatList {
+    /// The chats, in order.
+    pub items: Vec<ChatSummary>,
+    /// How many chats match, counted only for a request without a cursor.
+    pub total: Option<u64>,
+    /// Where the next page starts, when there is one.
+    pub next: Option<ChatCursor>,
+}
+
+impl ChatCursor {
+    /// The cursor that continues after `chat` in `sort`'s order.
+    #[must_use]
+    pub fn after(chat: &Chat, sort: ChatSort) -> Self {
+        let key = match sort {
+            ChatSort::UpdatedDesc => CursorKey::Time(chat.updated_at.as_unix_micros()),
+            ChatSort::CreatedDesc => CursorKey::Time(chat.created_at.as_unix_micros()),
+            ChatSort::TitleAsc | ChatSort::TitleDesc => {
+                CursorKey::Title(chat.title.as_ref().map(|t| t.as_str().to_owned()))
+            }
+        };
+        Self { key, id: chat.id }
+    }
 }
 
 /// A chat in a list, with the text of its current leaf as a preview.
@@ -305,8 +352,11 @@ pub trait ChatRepository: Send + Sync + 'static {
         chat: ChatId,
     ) -> impl Future<Output = Result<Chat, RepoError>> + Send;
 
-    /// One page of the owner's chats with a true total. Implementations MUST use a constant
-    /// number of queries whatever the page size.
+    /// One page of the owner's chats: by offset with a true total, or (with
+    /// `query.after`) by keyset without one; with the cursor of the next page when there is
+    /// one. Implementations MUST use a constant number of queries whatever the page size, and
+    /// a keyset page MUST cost the same wherever it is in the list. Titles sort with `None`
+    /// first.
     ///
     /// # Errors
     /// Storage failures.
@@ -314,7 +364,7 @@ pub trait ChatRepository: Send + Sync + 'static {
         &self,
         owner: UserId,
         query: ChatQuery,
-    ) -> impl Future<Output = Result<domain::Page<ChatSummary>, RepoError>> + Send;
+    ) -> impl Future<Output = Result<ChatList, RepoError>> + Send;
 
     /// Moves the chat's current leaf to `message`, which MUST be in the chat.
     ///

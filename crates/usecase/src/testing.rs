@@ -256,8 +256,23 @@ impl ChatRepository for InMemoryStore {
         &self,
         owner: UserId,
         query: crate::ports::ChatQuery,
-    ) -> Result<domain::Page<crate::ports::ChatSummary>, RepoError> {
-        use crate::ports::ChatSort;
+    ) -> Result<crate::ports::ChatList, RepoError> {
+        use crate::ports::{ChatCursor, ChatSort, CursorKey};
+        use std::cmp::Ordering as O;
+        // The list's order as a comparison of (key, id), ties broken by id in the same
+        // direction; titles sort with `None` first.
+        let order = |a: &ChatCursor, b: &ChatCursor| -> O {
+            let by_key = match (&a.key, &b.key) {
+                (CursorKey::Time(x), CursorKey::Time(y)) => x.cmp(y),
+                (CursorKey::Title(x), CursorKey::Title(y)) => x.cmp(y),
+                _ => O::Equal,
+            };
+            let ascending = by_key.then(a.id.cmp(&b.id));
+            match query.sort {
+                ChatSort::TitleAsc => ascending,
+                _ => ascending.reverse(),
+            }
+        };
         self.with(|s| {
             let needle = query.title.as_ref().map(|q| q.as_str().to_lowercase());
             let mut chats: Vec<Chat> = s
@@ -273,27 +288,27 @@ impl ChatRepository for InMemoryStore {
                 })
                 .cloned()
                 .collect();
-            match query.sort {
-                ChatSort::UpdatedDesc => chats.sort_by_key(|c| std::cmp::Reverse(c.updated_at)),
-                ChatSort::CreatedDesc => chats.sort_by_key(|c| std::cmp::Reverse(c.created_at)),
-                ChatSort::TitleAsc => chats.sort_by(|a, b| {
-                    a.title
-                        .as_ref()
-                        .map(|t| t.as_str())
-                        .cmp(&b.title.as_ref().map(|t| t.as_str()))
-                }),
-                ChatSort::TitleDesc => chats.sort_by(|a, b| {
-                    b.title
-                        .as_ref()
-                        .map(|t| t.as_str())
-                        .cmp(&a.title.as_ref().map(|t| t.as_str()))
-                }),
-            }
-            let total = chats.len() as u64;
-            let items = chats
+            chats.sort_by(|a, b| {
+                order(
+                    &ChatCursor::after(a, query.sort),
+                    &ChatCursor::after(b, query.sort),
+                )
+            });
+            let total = query.after.is_none().then_some(chats.len() as u64);
+            let start = match &query.after {
+                Some(after) => chats
+                    .iter()
+                    .position(|c| order(&ChatCursor::after(c, query.sort), after) == O::Greater)
+                    .unwrap_or(chats.len()),
+                None => usize::try_from(query.page.offset()).unwrap_or(usize::MAX),
+            };
+            let limit = query.page.limit() as usize;
+            let rest: Vec<Chat> = chats.into_iter().skip(start).collect();
+            let next =
+                (rest.len() > limit).then(|| ChatCursor::after(&rest[limit - 1], query.sort));
+            let items = rest
                 .into_iter()
-                .skip(usize::try_from(query.page.offset()).unwrap_or(usize::MAX))
-                .take(query.page.limit() as usize)
+                .take(limit)
                 .map(|chat| {
                     let preview = s
                         .messages
@@ -304,11 +319,7 @@ impl ChatRepository for InMemoryStore {
                     crate::ports::ChatSummary { chat, preview }
                 })
                 .collect();
-            Ok(domain::Page {
-                items,
-                total,
-                request: query.page,
-            })
+            Ok(crate::ports::ChatList { items, total, next })
         })
     }
 
