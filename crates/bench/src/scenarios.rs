@@ -41,13 +41,18 @@ fn row(label: &str, value: String) {
     println!("  {label:<58} {value}");
 }
 
-/// P1: the time Arbor adds to the first and the last token of concurrent streams.
+/// P1: the time Arbor adds to the first and the last token of concurrent streams, at each
+/// burst size (streams started at the same instant), with the server's CPU per stream.
 pub async fn p1(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
     const MODEL: &str = "fake/p1?ttft_ms=50&tokens=20&token_ms=5";
-    let streams = ctx.streams.unwrap_or(if ctx.quick { 50 } else { 200 });
+    let levels: Vec<usize> = match ctx.streams {
+        Some(n) => vec![n],
+        None if ctx.quick => vec![1, 10, 50],
+        None => vec![1, 10, 50, 200, 1_000],
+    };
     let rounds = if ctx.quick { 2 } else { 5 };
     println!(
-        "\nP1 overhead ({backend:?}): {streams} concurrent streams x {rounds} rounds, provider TTFT 50 ms, 20 tokens 5 ms apart"
+        "\nP1 overhead ({backend:?}): bursts of {levels:?} streams started at once x {rounds} rounds each, provider TTFT 50 ms, 20 tokens 5 ms apart"
     );
     let fake = provider(&[MODEL]).await?;
     let db = database(backend).await?;
@@ -55,62 +60,129 @@ pub async fn p1(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
     let client = Client::new(&arbor.base)?;
     let direct = Client::new(&fake.base_url())?;
     let token = client.user("bench_p1").await?;
+    let most = levels.iter().copied().max().unwrap_or(1);
     let mut chats = Vec::new();
-    for _ in 0..streams {
+    for _ in 0..most {
         chats.push(client.chat(&token).await?);
     }
-    let (mut d_first, mut d_last, mut a_first, mut a_last) = (
-        Latencies::new(),
-        Latencies::new(),
-        Latencies::new(),
-        Latencies::new(),
+    println!(
+        "  {:>7} | {:>21} | {:>21} | {:>21} | {:>14}",
+        "streams",
+        "added TTFT p50 / p99",
+        "added last p50 / p99",
+        "provider TTFT p50",
+        "CPU per stream"
     );
-    for round in 0..=rounds {
-        let via_provider =
-            futures::future::join_all((0..streams).map(|_| direct.stream_direct(MODEL)));
-        let results = via_provider.await;
-        let via_arbor = futures::future::join_all(
-            chats
-                .iter()
-                .map(|chat| client.stream_arbor(&token, chat, MODEL)),
+    let mut curve = Vec::new();
+    for &streams in &levels {
+        let (mut d_first, mut d_last, mut a_first, mut a_last) = (
+            Latencies::new(),
+            Latencies::new(),
+            Latencies::new(),
+            Latencies::new(),
         );
-        let arbor_results = via_arbor.await;
-        if round == 0 {
-            continue; // warm-up: connections, caches, the catalogue
-        }
-        for r in results {
-            let t = r?;
-            d_first.record(t.first);
-            d_last.record(t.last);
-        }
-        for r in arbor_results {
-            let t = r?;
-            a_first.record(t.first);
-            a_last.record(t.last);
-        }
-    }
-    for (what, d, a) in [
-        ("first token", &d_first, &a_first),
-        ("last token", &d_last, &a_last),
-    ] {
-        for q in [0.5, 0.99] {
-            row(
-                &format!(
-                    "time to {what} p{:.0}: provider / via Arbor / added",
-                    q * 100.0
-                ),
-                format!(
-                    "{:.2} / {:.2} / {:+.2} ms",
-                    d.ms(q),
-                    a.ms(q),
-                    a.ms(q) - d.ms(q)
-                ),
+        let mut cpu = 0.0;
+        for round in 0..=rounds {
+            let via_provider =
+                futures::future::join_all((0..streams).map(|_| direct.stream_direct(MODEL)));
+            let results = via_provider.await;
+            let cpu_before = arbor.cpu_seconds();
+            let via_arbor = futures::future::join_all(
+                chats[..streams]
+                    .iter()
+                    .map(|chat| client.stream_arbor(&token, chat, MODEL)),
             );
+            let arbor_results = via_arbor.await;
+            if round == 0 {
+                continue; // warm-up: connections, caches, the catalogue
+            }
+            cpu += arbor.cpu_seconds() - cpu_before;
+            for r in results {
+                let t = r?;
+                d_first.record(t.first);
+                d_last.record(t.last);
+            }
+            for r in arbor_results {
+                let t = r?;
+                a_first.record(t.first);
+                a_last.record(t.last);
+            }
+        }
+        let added = |a: &Latencies, d: &Latencies, q: f64| a.ms(q) - d.ms(q);
+        let cpu_ms = cpu * 1_000.0 / (streams * rounds) as f64;
+        println!(
+            "  {streams:>7} | {:>+9.2} / {:>+9.2} ms | {:>+9.2} / {:>+9.2} ms | {:>18.2} ms | {cpu_ms:>11.3} ms",
+            added(&a_first, &d_first, 0.5),
+            added(&a_first, &d_first, 0.99),
+            added(&a_last, &d_last, 0.5),
+            added(&a_last, &d_last, 0.99),
+            d_first.ms(0.5),
+        );
+        curve.push((
+            streams,
+            added(&a_first, &d_first, 0.5),
+            added(&a_first, &d_first, 0.99),
+            cpu_ms,
+        ));
+    }
+    if curve.len() > 1 {
+        let path = format!("target/bench/p1-{backend:?}.svg").to_lowercase();
+        match write_curve_svg(&path, backend, &curve) {
+            Ok(()) => println!("  plot: {path}"),
+            Err(e) => println!("  plot not written: {e}"),
         }
     }
     drop(arbor);
     db.drop_database().await;
     Ok(())
+}
+
+/// A small SVG of added TTFT (p50, p99) against the burst size (log scale).
+fn write_curve_svg(
+    path: &str,
+    backend: Backend,
+    curve: &[(usize, f64, f64, f64)],
+) -> std::io::Result<()> {
+    let (w, h, pad) = (640.0_f64, 360.0_f64, 50.0_f64);
+    let max_x = curve.iter().map(|c| c.0).max().unwrap_or(1).max(2) as f64;
+    let max_y = curve.iter().map(|c| c.2.max(c.1)).fold(1.0_f64, f64::max) * 1.1;
+    let x = |n: usize| pad + (n as f64).log10() / max_x.log10() * (w - 2.0 * pad);
+    let y = |v: f64| h - pad - v.max(0.0) / max_y * (h - 2.0 * pad);
+    let line = |pick: fn(&(usize, f64, f64, f64)) -> f64| {
+        curve
+            .iter()
+            .map(|c| format!("{:.1},{:.1}", x(c.0), y(pick(c))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{pad}" y="20">P1 {backend:?}: added time to first token vs streams started at once</text>
+<line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="black"/>
+<text x="4" y="{pad}">{max_y:.0} ms</text><text x="20" y="{b}">0</text>
+<polyline fill="none" stroke="steelblue" stroke-width="2" points="{p50}"/>
+<polyline fill="none" stroke="firebrick" stroke-width="2" stroke-dasharray="4" points="{p99}"/>
+<text x="{r}" y="40" text-anchor="end" fill="steelblue">p50</text><text x="{r}" y="56" text-anchor="end" fill="firebrick">p99</text>
+"#,
+        b = h - pad,
+        r = w - pad,
+        p50 = line(|c| c.1),
+        p99 = line(|c| c.2),
+    );
+    for c in curve {
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+            x(c.0),
+            h - pad + 16.0,
+            c.0
+        ));
+    }
+    svg.push_str("</svg>\n");
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, svg)
 }
 
 /// P2: many simultaneously open SSE streams on a slow provider.
@@ -328,6 +400,7 @@ pub async fn p3(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
     }
     let work = Arc::new(work);
     let sender = client.clone();
+    let cpu_before = arbor.cpu_seconds();
     let (turns, all, errors) = closed_loop(clients, seconds, move |i| {
         let (client, work) = (sender.clone(), Arc::clone(&work));
         async move {
@@ -336,6 +409,7 @@ pub async fn p3(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
         }
     })
     .await?;
+    let cpu = arbor.cpu_seconds() - cpu_before;
     drop(arbor);
     let ceiling = ceiling(&db, backend, clients, seconds).await?;
     row(
@@ -347,6 +421,10 @@ pub async fn p3(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
         format!("{:.1} / {:.1} ms", all.ms(0.5), all.ms(0.99)),
     );
     row("errors", errors.to_string());
+    row(
+        "server CPU per turn (user + system, /proc)",
+        format!("{:.3} ms", cpu * 1_000.0 / Ord::max(all.len(), 1) as f64),
+    );
     row(
         "database ceiling: 1-row insert transactions/s",
         format!("{ceiling:.0}"),

@@ -93,6 +93,24 @@ impl Arbor {
         }
     }
 
+    /// CPU time the server has used so far (user + system), in seconds, from
+    /// `/proc/<pid>/stat` (fields 14 and 15, in Linux's fixed 100 Hz user ticks).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The command name (field 2) may hold spaces; count from the closing parenthesis.
+        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // After ')': state is index 0, so utime (field 14) is 11 and stime (15) is 12.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     /// Resident set size now and at its peak, in MiB (Linux `/proc`).
     pub fn rss_mib(&self) -> (f64, f64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

@@ -5,7 +5,7 @@ use domain::{
     Role, SystemPrompt, Timestamp, TreeError, UserId,
 };
 use sea_orm::prelude::{Expr, Uuid};
-use sea_orm::sea_query::{Func, LikeExpr, NullOrdering};
+use sea_orm::sea_query::{Func, LikeExpr, NullOrdering, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, ExprTrait,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
@@ -36,6 +36,19 @@ fn message_row(chat: ChatId, new: &NewMessage) -> messages::ActiveModel {
     }
 }
 
+/// A message as stored from what was inserted (nothing is read back).
+fn stored(chat: ChatId, new: NewMessage) -> Message {
+    Message {
+        id: new.id,
+        chat_id: chat,
+        parent_id: Some(new.parent_id),
+        role: new.role,
+        content: new.content,
+        status: new.status,
+        created_at: new.created_at,
+    }
+}
+
 impl SeaOrmStore {
     /// The owner's chat, locked against concurrent tree changes until `txn` ends
     /// (`FOR UPDATE` on PostgreSQL and MySQL; SQLite's `IMMEDIATE` transaction already
@@ -58,55 +71,78 @@ impl SeaOrmStore {
             .ok_or(RepoError::NotFound(Entity::Chat))
     }
 
-    /// Inserts `new` under its parent (which must be in `chat`) and updates the chat's
-    /// counters and, when `move_leaf`, its current leaf. Runs inside the caller's transaction.
-    async fn insert_in_tree(
+    /// Claims the owner's chat for `added` new messages under `parent`, in one statement
+    /// that also takes the chat row's write lock first (as every writer does): bumps the
+    /// message count and the version, and moves the current leaf to `leaf` when given. It
+    /// changes nothing unless `owner` owns the chat and `parent` is one of its messages.
+    /// Runs inside the caller's transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn claim_chat(
         &self,
         txn: &DatabaseTransaction,
         owner: UserId,
         chat: ChatId,
-        new: &NewMessage,
-        move_leaf: bool,
-        fault_point: &'static str,
-    ) -> Result<messages::Model, RepoError> {
-        if new.role == Role::System {
-            return Err(RepoError::Conflict("only the root is a system message"));
-        }
-        self.lock_owned_chat(txn, owner, chat).await?;
-        let parent_in_chat = messages::Entity::find_by_id(uuid(new.parent_id.as_u128()))
-            .filter(messages::Column::ChatId.eq(uuid(chat.as_u128())))
-            .select_only()
-            .column(messages::Column::Id)
-            .into_tuple::<sea_orm::prelude::Uuid>()
-            .one(txn)
-            .await
-            .map_err(to_repo_error)?;
-        if parent_in_chat.is_none() {
-            return Err(RepoError::NotFound(Entity::Message));
-        }
-        let row = message_row(chat, new)
-            .insert(txn)
-            .await
-            .map_err(|e| classify(e, "message id already used", Entity::Message))?;
-        self.fault(fault_point)?;
+        parent: MessageId,
+        added: i64,
+        leaf: Option<MessageId>,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        let chat_id = uuid(chat.as_u128());
+        let parent_in_chat = Query::select()
+            .expr(Expr::val(1))
+            .from(messages::Entity)
+            .and_where(messages::Column::Id.eq(uuid(parent.as_u128())))
+            .and_where(messages::Column::ChatId.eq(chat_id))
+            .to_owned();
         let mut update = chats::Entity::update_many()
             .col_expr(
                 chats::Column::MessageCount,
-                Expr::col(chats::Column::MessageCount).add(1),
+                Expr::col(chats::Column::MessageCount).add(added),
             )
-            .col_expr(chats::Column::UpdatedAt, Expr::value(ts(new.created_at)));
-        if move_leaf {
+            .col_expr(chats::Column::UpdatedAt, Expr::value(ts(now)))
+            .filter(chats::Column::Id.eq(chat_id))
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
+            .filter(Expr::exists(parent_in_chat));
+        if let Some(leaf) = leaf {
             update = update.col_expr(
                 chats::Column::CurrentLeafId,
-                Expr::value(uuid(new.id.as_u128())),
+                Expr::value(uuid(leaf.as_u128())),
             );
         }
-        update
-            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
-            .exec(txn)
+        let done = update.exec(txn).await.map_err(to_repo_error)?;
+        if done.rows_affected > 0 {
+            return Ok(());
+        }
+        // Nothing changed; say why (the rare path).
+        let owned = chats::Entity::find_by_id(chat_id)
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
+            .select_only()
+            .column(chats::Column::Id)
+            .into_tuple::<Uuid>()
+            .one(txn)
             .await
             .map_err(to_repo_error)?;
-        Ok(row)
+        Err(RepoError::NotFound(if owned.is_some() {
+            Entity::Message
+        } else {
+            Entity::Chat
+        }))
+    }
+
+    /// Inserts `rows` (messages of `chat`) without reading them back.
+    async fn insert_messages(
+        txn: &DatabaseTransaction,
+        chat: ChatId,
+        rows: &[&NewMessage],
+    ) -> Result<(), RepoError> {
+        if rows.iter().any(|m| m.role == Role::System) {
+            return Err(RepoError::Conflict("only the root is a system message"));
+        }
+        messages::Entity::insert_many(rows.iter().map(|m| message_row(chat, m)))
+            .exec_without_returning(txn)
+            .await
+            .map_err(|e| classify(e, "message id already used", Entity::Message))?;
+        Ok(())
     }
 }
 
@@ -450,11 +486,21 @@ impl ChatRepository for SeaOrmStore {
         move_leaf: bool,
     ) -> Result<Message, RepoError> {
         let txn = self.begin_write().await?;
-        let row = self
-            .insert_in_tree(&txn, owner, chat, &message, move_leaf, "append_message")
-            .await?;
+        let leaf = move_leaf.then_some(message.id);
+        self.claim_chat(
+            &txn,
+            owner,
+            chat,
+            message.parent_id,
+            1,
+            leaf,
+            message.created_at,
+        )
+        .await?;
+        self.fault("append_message")?;
+        Self::insert_messages(&txn, chat, &[&message]).await?;
         txn.commit().await.map_err(to_repo_error)?;
-        to_message(row)
+        Ok(stored(chat, message))
     }
 
     async fn append_turn(
@@ -464,14 +510,26 @@ impl ChatRepository for SeaOrmStore {
         question: NewMessage,
         answer: NewMessage,
     ) -> Result<Message, RepoError> {
+        if answer.parent_id != question.id {
+            return Err(RepoError::NotFound(Entity::Message));
+        }
         let txn = self.begin_write().await?;
-        let row = self
-            .insert_in_tree(&txn, owner, chat, &question, true, "append_turn")
-            .await?;
-        self.insert_in_tree(&txn, owner, chat, &answer, false, "append_turn_answer")
-            .await?;
+        let leaf = Some(question.id);
+        self.claim_chat(
+            &txn,
+            owner,
+            chat,
+            question.parent_id,
+            2,
+            leaf,
+            question.created_at,
+        )
+        .await?;
+        self.fault("append_turn")?;
+        Self::insert_messages(&txn, chat, &[&question, &answer]).await?;
+        self.fault("append_turn_answer")?;
         txn.commit().await.map_err(to_repo_error)?;
-        to_message(row)
+        Ok(stored(chat, question))
     }
 
     async fn append_answer(
@@ -482,15 +540,25 @@ impl ChatRepository for SeaOrmStore {
         record: GenerationRecord,
     ) -> Result<Message, RepoError> {
         let txn = self.begin_write().await?;
-        let row = self
-            .insert_in_tree(&txn, owner, chat, &message, true, "append_answer")
-            .await?;
-        generation_row(&record, message.id)
-            .insert(&txn)
+        let leaf = Some(message.id);
+        self.claim_chat(
+            &txn,
+            owner,
+            chat,
+            message.parent_id,
+            1,
+            leaf,
+            message.created_at,
+        )
+        .await?;
+        self.fault("append_answer")?;
+        Self::insert_messages(&txn, chat, &[&message]).await?;
+        generations::Entity::insert(generation_row(&record, message.id))
+            .exec_without_returning(&txn)
             .await
             .map_err(|e| classify(e, "answer already has a generation record", Entity::Message))?;
         txn.commit().await.map_err(to_repo_error)?;
-        to_message(row)
+        Ok(stored(chat, message))
     }
 
     async fn delete_subtree(
@@ -561,50 +629,78 @@ impl ChatRepository for SeaOrmStore {
         owner: UserId,
         chat: ChatId,
         answer: FinishedAnswer,
-    ) -> Result<Message, RepoError> {
+    ) -> Result<(), RepoError> {
         let txn = self.begin_write().await?;
-        let chat_row = self.lock_owned_chat(&txn, owner, chat).await?;
         let id = uuid(answer.message.as_u128());
-        let row = messages::Entity::find_by_id(id)
-            .filter(messages::Column::ChatId.eq(uuid(chat.as_u128())))
-            .one(&txn)
+        let chat_id = uuid(chat.as_u128());
+        // The chat row first (its write lock, as every writer takes it): the answer becomes
+        // the current leaf only if the user is still where the generation began (or on its
+        // question), and the version moves even when the clock did not (the read cache keys
+        // on it). Deciding inside the statement is race-free.
+        let leaf = Expr::col(chats::Column::CurrentLeafId);
+        let stayed = leaf.clone().is_in([
+            uuid(answer.leaf_at_start.as_u128()),
+            uuid(answer.question.as_u128()),
+        ]);
+        let claimed = chats::Entity::update_many()
+            .col_expr(
+                chats::Column::CurrentLeafId,
+                Expr::case(stayed, Expr::value(id)).finally(leaf).into(),
+            )
+            .col_expr(
+                chats::Column::UpdatedAt,
+                Func::greatest([
+                    Expr::value(ts(answer.now)),
+                    Expr::col(chats::Column::UpdatedAt).add(1),
+                ])
+                .into(),
+            )
+            .filter(chats::Column::Id.eq(chat_id))
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
+            .exec(&txn)
             .await
-            .map_err(to_repo_error)?
-            .ok_or(RepoError::NotFound(Entity::Message))?;
-        if row.status != MessageStatus::Streaming.as_str() {
-            return Err(RepoError::Conflict("the answer has already ended"));
+            .map_err(to_repo_error)?;
+        if claimed.rows_affected == 0 {
+            return Err(RepoError::NotFound(Entity::Chat));
         }
-        let question = row.parent_id;
-        let mut active: messages::ActiveModel = row.into();
-        active.content = Set(answer.content);
-        active.status = Set(answer.status.as_str().to_owned());
-        let row = active.update(&txn).await.map_err(to_repo_error)?;
+        let ended = messages::Entity::update_many()
+            .col_expr(messages::Column::Content, Expr::value(answer.content))
+            .col_expr(
+                messages::Column::Status,
+                Expr::value(answer.status.as_str()),
+            )
+            .filter(messages::Column::Id.eq(id))
+            .filter(messages::Column::ChatId.eq(chat_id))
+            .filter(messages::Column::Status.eq(MessageStatus::Streaming.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(to_repo_error)?;
+        if ended.rows_affected == 0 {
+            // Say why (the rare path); the transaction is dropped, so nothing changed.
+            let exists = messages::Entity::find_by_id(id)
+                .filter(messages::Column::ChatId.eq(chat_id))
+                .select_only()
+                .column(messages::Column::Id)
+                .into_tuple::<Uuid>()
+                .one(&txn)
+                .await
+                .map_err(to_repo_error)?;
+            return Err(match exists {
+                Some(_) => RepoError::Conflict("the answer has already ended"),
+                None => RepoError::NotFound(Entity::Message),
+            });
+        }
         self.fault("finish_answer")?;
         if let Some(record) = &answer.record {
-            generation_row(record, answer.message)
-                .insert(&txn)
+            generations::Entity::insert(generation_row(record, answer.message))
+                .exec_without_returning(&txn)
                 .await
                 .map_err(|e| {
                     classify(e, "answer already has a generation record", Entity::Message)
                 })?;
         }
-        // The version must move even when the clock did not (the read cache keys on it).
-        let version = Ord::max(ts(answer.now), chat_row.updated_at + 1);
-        // The chat row is locked: deciding here is race-free.
-        let leaf = chat_row.current_leaf_id;
-        let user_stayed = leaf == uuid(answer.leaf_at_start.as_u128()) || Some(leaf) == question;
-        chats::Entity::update_many()
-            .col_expr(
-                chats::Column::CurrentLeafId,
-                Expr::value(if user_stayed { id } else { leaf }),
-            )
-            .col_expr(chats::Column::UpdatedAt, Expr::value(version))
-            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
-            .exec(&txn)
-            .await
-            .map_err(to_repo_error)?;
         txn.commit().await.map_err(to_repo_error)?;
-        to_message(row)
+        Ok(())
     }
 
     async fn interrupt_streaming(

@@ -963,6 +963,7 @@ mod suite {
         );
         let end = |status, content: &str, record| FinishedAnswer {
             message: pending.id,
+            question: q.id,
             content: content.to_owned(),
             status,
             record,
@@ -970,7 +971,7 @@ mod suite {
             // The clock did not move: the version must still change.
             now: during.updated_at,
         };
-        let done = store
+        store
             .finish_answer(
                 owner,
                 chat.id,
@@ -982,6 +983,8 @@ mod suite {
             )
             .await
             .unwrap();
+        let messages = store.list_messages(owner, chat.id).await.unwrap();
+        let done = messages.iter().find(|m| m.id == pending.id).unwrap();
         assert_eq!(done.status, MessageStatus::Complete);
         assert_eq!(done.content, "答え 🤖");
         let after = store.get_chat(owner, chat.id).await.unwrap();
@@ -1024,8 +1027,9 @@ mod suite {
             m.status = MessageStatus::Streaming;
             m
         };
-        let end = |message, leaf_at_start| FinishedAnswer {
+        let end = |message, leaf_at_start, question| FinishedAnswer {
             message,
+            question,
             content: "done".into(),
             status: MessageStatus::Complete,
             record: None,
@@ -1045,7 +1049,7 @@ mod suite {
             .await
             .unwrap();
         store
-            .finish_answer(owner, chat.id, end(pending.id, q.id))
+            .finish_answer(owner, chat.id, end(pending.id, q.id, q.id))
             .await
             .unwrap();
         let leaf = store
@@ -1065,7 +1069,7 @@ mod suite {
             .await
             .unwrap();
         store
-            .finish_answer(owner, chat.id, end(again.id, pending.id))
+            .finish_answer(owner, chat.id, end(again.id, pending.id, q.id))
             .await
             .unwrap();
         let leaf = store
@@ -1105,6 +1109,7 @@ mod suite {
                 chat.id,
                 FinishedAnswer {
                     message: pending.id,
+                    question: q.id,
                     content: answer.clone(),
                     status: MessageStatus::Complete,
                     record: None,
@@ -1314,6 +1319,7 @@ mod suite {
                     chat.id,
                     FinishedAnswer {
                         message: pending.id,
+                        question: q.id,
                         content: "half".into(),
                         status: MessageStatus::Complete,
                         record: Some(record(chat.id, owner, pending.id)),

@@ -314,6 +314,103 @@ async fn r13_two_replicas_share_one_postgresql() {
     db.drop_database().await;
 }
 
+/// R14: a burst of streams started within two seconds on the default pool: every stream
+/// the server accepts ends `complete` and stored with exactly the text its client read;
+/// every refused one is a 429/503 before anything was written; no answer is ever lost
+/// ("could not be saved").
+async fn r14_a_burst_of_streams_loses_no_answer(backend: Backend) {
+    const BURST: &str = "fake/burst?ttft_ms=100&tokens=10&token_ms=20";
+    let streams: usize = if full() { 2_000 } else { 500 };
+    let spread = Duration::from_secs(2);
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let fake = support::provider(&[BURST]).await;
+    let arbor = Arbor::start(&db, &fake.base_url(), &GENEROUS).await;
+    let token = arbor.token("burst", true).await;
+    let mut chats = Vec::with_capacity(streams);
+    for batch in (0..streams).collect::<Vec<_>>().chunks(100) {
+        chats.extend(
+            futures::future::join_all(batch.iter().map(|_| new_chat(&arbor, &token))).await,
+        );
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let runs = futures::future::join_all(chats.iter().enumerate().map(|(i, chat)| {
+        let (client, base, token) = (client.clone(), arbor.base.clone(), token.clone());
+        let at = spread.mul_f64(i as f64 / streams as f64);
+        async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(started + at)).await;
+            let r = client
+                .post(format!("{base}/api/v1/chats/{chat}/messages/stream"))
+                .bearer_auth(&token)
+                .json(&json!({"content": "burst", "model_id": BURST}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            if status != 200 {
+                return (status, None, String::new(), Vec::new());
+            }
+            let mut events = Box::pin(r.bytes_stream().eventsource());
+            let (mut answer, mut text, mut kinds) = (None, String::new(), Vec::new());
+            while let Some(event) = events.next().await {
+                let event = event.unwrap();
+                if event.data == "[DONE]" {
+                    break;
+                }
+                let data: Value = serde_json::from_str(&event.data).unwrap();
+                let kind = data["type"].as_str().unwrap_or_default().to_owned();
+                match kind.as_str() {
+                    "start" => answer = data["message_uuid"].as_str().map(str::to_owned),
+                    "chunk" => text.push_str(data["delta"].as_str().unwrap()),
+                    _ => {}
+                }
+                kinds.push(kind);
+            }
+            (status, answer, text, kinds)
+        }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let (mut accepted, mut refused) = (0, 0);
+    for ((status, answer, text, kinds), chat) in runs.iter().zip(&chats) {
+        let stored = arbor
+            .get(&format!("/api/v1/chats/{chat}/complete"), &token)
+            .await;
+        let messages = stored["messages"].as_array().unwrap();
+        if *status == 200 {
+            accepted += 1;
+            assert_eq!(
+                kinds.last().map(String::as_str),
+                Some("final"),
+                "an accepted stream ends with its answer: {kinds:?}"
+            );
+            let answer = answer.as_deref().unwrap();
+            let row = messages.iter().find(|m| m["uuid"] == answer).unwrap();
+            assert_eq!(row["status"], "complete");
+            assert_eq!(row["content"].as_str().unwrap(), text);
+        } else {
+            refused += 1;
+            assert!(matches!(status, 429 | 503), "refused with {status}");
+            assert_eq!(messages.len(), 1, "a refused send wrote nothing");
+        }
+    }
+    assert_eq!(integrity_violations(&db).await, vec![]);
+    println!(
+        "R14 {backend:?}: {streams} streams started within {:.1} s (all ended after {:.1} s): {accepted} accepted and stored complete, {refused} refused with 429/503 before any write, 0 lost",
+        spread.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    assert!(accepted > 0);
+    drop(arbor);
+    db.drop_database().await;
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Sqlite).await; } )* }
@@ -322,7 +419,10 @@ macro_rules! on_every_backend {
     };
 }
 
-on_every_backend!(r2_killed_at_random_moments);
+on_every_backend!(
+    r2_killed_at_random_moments,
+    r14_a_burst_of_streams_loses_no_answer
+);
 
 /// Stops or starts the local PostgreSQL cluster.
 fn postgres(action: &str) {

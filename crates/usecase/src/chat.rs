@@ -1197,6 +1197,7 @@ async fn run_stream<R: ChatRepository, C: Clock>(
     };
     let finished = FinishedAnswer {
         message: job.message,
+        question: job.user_message,
         content: content.clone(),
         status,
         record,

@@ -206,6 +206,8 @@ pub struct NewMessage {
 pub struct FinishedAnswer {
     /// The answer, created with status `streaming`.
     pub message: MessageId,
+    /// The question it answers (its parent).
+    pub question: MessageId,
     /// Everything generated (the partial text when it did not complete).
     pub content: String,
     /// `complete`, `interrupted` or `failed`.
@@ -491,7 +493,7 @@ pub trait ChatRepository: Send + Sync + 'static {
         owner: UserId,
         chat: ChatId,
         answer: FinishedAnswer,
-    ) -> impl Future<Output = Result<Message, RepoError>> + Send;
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
 
     /// Marks `interrupted` every message still `streaming` that was created before
     /// `created_before` (answers whose generation died with a process), bumping their chats'

@@ -500,7 +500,7 @@ impl ChatRepository for InMemoryStore {
         owner: UserId,
         chat: ChatId,
         answer: crate::ports::FinishedAnswer,
-    ) -> Result<Message, RepoError> {
+    ) -> Result<(), RepoError> {
         self.with(|s| {
             owned_chat(s, owner, chat)?;
             let stored = s
@@ -530,7 +530,7 @@ impl ChatRepository for InMemoryStore {
                         .max(c.updated_at.as_unix_micros() + 1),
                 );
             }
-            Ok(stored)
+            Ok(())
         })
     }
 
