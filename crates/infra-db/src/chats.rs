@@ -20,6 +20,7 @@ use crate::SeaOrmStore;
 use crate::convert::{to_chat, to_message, ts, uuid};
 use crate::entity::{chats, generations, messages};
 use crate::error::{classify, to_repo_error};
+use crate::writes::{Failure, Write, Written, dirty};
 
 /// Rows deleted per statement, well under every backend's parameter limit.
 const DELETE_CHUNK: usize = 500;
@@ -37,13 +38,13 @@ fn message_row(chat: ChatId, new: &NewMessage) -> messages::ActiveModel {
 }
 
 /// A message as stored from what was inserted (nothing is read back).
-fn stored(chat: ChatId, new: NewMessage) -> Message {
+fn stored(chat: ChatId, new: &NewMessage) -> Message {
     Message {
         id: new.id,
         chat_id: chat,
         parent_id: Some(new.parent_id),
         role: new.role,
-        content: new.content,
+        content: new.content.clone(),
         status: new.status,
         created_at: new.created_at,
     }
@@ -86,7 +87,7 @@ impl SeaOrmStore {
         added: i64,
         leaf: Option<MessageId>,
         now: Timestamp,
-    ) -> Result<(), RepoError> {
+    ) -> Result<(), Failure> {
         let chat_id = uuid(chat.as_u128());
         let parent_in_chat = Query::select()
             .expr(Expr::val(1))
@@ -109,7 +110,10 @@ impl SeaOrmStore {
                 Expr::value(uuid(leaf.as_u128())),
             );
         }
-        let done = update.exec(txn).await.map_err(to_repo_error)?;
+        let done = update
+            .exec(txn)
+            .await
+            .map_err(|e| dirty(to_repo_error(e)))?;
         if done.rows_affected > 0 {
             return Ok(());
         }
@@ -121,12 +125,12 @@ impl SeaOrmStore {
             .into_tuple::<Uuid>()
             .one(txn)
             .await
-            .map_err(to_repo_error)?;
-        Err(RepoError::NotFound(if owned.is_some() {
+            .map_err(|e| dirty(to_repo_error(e)))?;
+        Err(Failure::Clean(RepoError::NotFound(if owned.is_some() {
             Entity::Message
         } else {
             Entity::Chat
-        }))
+        })))
     }
 
     /// Inserts `rows` (messages of `chat`) without reading them back.
@@ -134,14 +138,102 @@ impl SeaOrmStore {
         txn: &DatabaseTransaction,
         chat: ChatId,
         rows: &[&NewMessage],
-    ) -> Result<(), RepoError> {
+    ) -> Result<(), Failure> {
         if rows.iter().any(|m| m.role == Role::System) {
-            return Err(RepoError::Conflict("only the root is a system message"));
+            return Err(dirty(RepoError::Conflict(
+                "only the root is a system message",
+            )));
         }
         messages::Entity::insert_many(rows.iter().map(|m| message_row(chat, m)))
             .exec_without_returning(txn)
             .await
-            .map_err(|e| classify(e, "message id already used", Entity::Message))?;
+            .map_err(|e| dirty(classify(e, "message id already used", Entity::Message)))?;
+        Ok(())
+    }
+    /// Ends a streaming answer inside `txn` (see [`ChatRepository::finish_answer`]).
+    async fn end_answer(
+        &self,
+        txn: &DatabaseTransaction,
+        owner: UserId,
+        chat: ChatId,
+        answer: &FinishedAnswer,
+    ) -> Result<(), Failure> {
+        let id = uuid(answer.message.as_u128());
+        let chat_id = uuid(chat.as_u128());
+        // The chat row first (its write lock, as every writer takes it): the answer becomes
+        // the current leaf only if the user is still where the generation began (or on its
+        // question), and the version moves even when the clock did not (the read cache keys
+        // on it). Deciding inside the statement is race-free.
+        let leaf = Expr::col(chats::Column::CurrentLeafId);
+        let stayed = leaf.clone().is_in([
+            uuid(answer.leaf_at_start.as_u128()),
+            uuid(answer.question.as_u128()),
+        ]);
+        let claimed = chats::Entity::update_many()
+            .col_expr(
+                chats::Column::CurrentLeafId,
+                Expr::case(stayed, Expr::value(id)).finally(leaf).into(),
+            )
+            .col_expr(
+                chats::Column::UpdatedAt,
+                Func::greatest([
+                    Expr::value(ts(answer.now)),
+                    Expr::col(chats::Column::UpdatedAt).add(1),
+                ])
+                .into(),
+            )
+            .filter(chats::Column::Id.eq(chat_id))
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
+            .exec(txn)
+            .await
+            .map_err(|e| dirty(to_repo_error(e)))?;
+        if claimed.rows_affected == 0 {
+            return Err(Failure::Clean(RepoError::NotFound(Entity::Chat)));
+        }
+        let ended = messages::Entity::update_many()
+            .col_expr(
+                messages::Column::Content,
+                Expr::value(answer.content.clone()),
+            )
+            .col_expr(
+                messages::Column::Status,
+                Expr::value(answer.status.as_str()),
+            )
+            .filter(messages::Column::Id.eq(id))
+            .filter(messages::Column::ChatId.eq(chat_id))
+            .filter(messages::Column::Status.eq(MessageStatus::Streaming.as_str()))
+            .exec(txn)
+            .await
+            .map_err(|e| dirty(to_repo_error(e)))?;
+        if ended.rows_affected == 0 {
+            // Say why (the rare path); the transaction is dropped, so nothing changed.
+            let exists = messages::Entity::find_by_id(id)
+                .filter(messages::Column::ChatId.eq(chat_id))
+                .select_only()
+                .column(messages::Column::Id)
+                .into_tuple::<Uuid>()
+                .one(txn)
+                .await
+                .map_err(|e| dirty(to_repo_error(e)))?;
+            // The chat row was changed above: dirty, the transaction rolls back.
+            return Err(dirty(match exists {
+                Some(_) => RepoError::Conflict("the answer has already ended"),
+                None => RepoError::NotFound(Entity::Message),
+            }));
+        }
+        self.fault("finish_answer").map_err(dirty)?;
+        if let Some(record) = &answer.record {
+            generations::Entity::insert(generation_row(record, answer.message))
+                .exec_without_returning(txn)
+                .await
+                .map_err(|e| {
+                    dirty(classify(
+                        e,
+                        "answer already has a generation record",
+                        Entity::Message,
+                    ))
+                })?;
+        }
         Ok(())
     }
 }
@@ -158,6 +250,133 @@ pub(crate) fn like_pattern(query: &str) -> String {
     }
     out.push('%');
     out
+}
+
+fn written_message(written: Written) -> Result<Message, RepoError> {
+    match written {
+        Written::Message(m) => Ok(m),
+        Written::Done => Err(RepoError::Unexpected("a write returned no message".into())),
+    }
+}
+
+impl SeaOrmStore {
+    /// Applies a hot write: in the next group commit on SQLite, else in a transaction of
+    /// its own.
+    async fn write(&self, write: Write) -> Result<Written, RepoError> {
+        match &self.group_commit {
+            Some(group) => match group.write(write).await {
+                Some(result) => result,
+                None => Err(RepoError::Unavailable(
+                    "the database writer has stopped".into(),
+                )),
+            },
+            None => self.write_alone(&write).await,
+        }
+    }
+
+    /// Applies `write` in a transaction of its own.
+    pub(crate) async fn write_alone(&self, write: &Write) -> Result<Written, RepoError> {
+        let txn = self.begin_write().await?;
+        let written = self.apply(&txn, write).await.map_err(Failure::into_error)?;
+        txn.commit().await.map_err(to_repo_error)?;
+        Ok(written)
+    }
+
+    /// Applies `write` inside `txn`. A [`Failure::Clean`] changed nothing.
+    pub(crate) async fn apply(
+        &self,
+        txn: &DatabaseTransaction,
+        write: &Write,
+    ) -> Result<Written, Failure> {
+        let fault = |point| self.fault(point).map_err(dirty);
+        match write {
+            Write::Message {
+                owner,
+                chat,
+                message,
+                move_leaf,
+            } => {
+                let leaf = move_leaf.then_some(message.id);
+                self.claim_chat(
+                    txn,
+                    *owner,
+                    *chat,
+                    message.parent_id,
+                    1,
+                    leaf,
+                    message.created_at,
+                )
+                .await?;
+                fault("append_message")?;
+                Self::insert_messages(txn, *chat, &[message]).await?;
+                Ok(Written::Message(stored(*chat, message)))
+            }
+            Write::Turn {
+                owner,
+                chat,
+                question,
+                answer,
+            } => {
+                if answer.parent_id != question.id {
+                    return Err(Failure::Clean(RepoError::NotFound(Entity::Message)));
+                }
+                let leaf = Some(question.id);
+                self.claim_chat(
+                    txn,
+                    *owner,
+                    *chat,
+                    question.parent_id,
+                    2,
+                    leaf,
+                    question.created_at,
+                )
+                .await?;
+                fault("append_turn")?;
+                Self::insert_messages(txn, *chat, &[question, answer]).await?;
+                fault("append_turn_answer")?;
+                Ok(Written::Message(stored(*chat, question)))
+            }
+            Write::Answer {
+                owner,
+                chat,
+                message,
+                record,
+            } => {
+                let leaf = Some(message.id);
+                self.claim_chat(
+                    txn,
+                    *owner,
+                    *chat,
+                    message.parent_id,
+                    1,
+                    leaf,
+                    message.created_at,
+                )
+                .await?;
+                fault("append_answer")?;
+                Self::insert_messages(txn, *chat, &[message]).await?;
+                generations::Entity::insert(generation_row(record, message.id))
+                    .exec_without_returning(txn)
+                    .await
+                    .map_err(|e| {
+                        dirty(classify(
+                            e,
+                            "answer already has a generation record",
+                            Entity::Message,
+                        ))
+                    })?;
+                Ok(Written::Message(stored(*chat, message)))
+            }
+            Write::Finish {
+                owner,
+                chat,
+                answer,
+            } => {
+                self.end_answer(txn, *owner, *chat, answer).await?;
+                Ok(Written::Done)
+            }
+        }
+    }
 }
 
 /// The rows strictly after `after` in the order of `column` (`order`, titles with NULL
@@ -485,22 +704,14 @@ impl ChatRepository for SeaOrmStore {
         message: NewMessage,
         move_leaf: bool,
     ) -> Result<Message, RepoError> {
-        let txn = self.begin_write().await?;
-        let leaf = move_leaf.then_some(message.id);
-        self.claim_chat(
-            &txn,
+        self.write(Write::Message {
             owner,
             chat,
-            message.parent_id,
-            1,
-            leaf,
-            message.created_at,
-        )
-        .await?;
-        self.fault("append_message")?;
-        Self::insert_messages(&txn, chat, &[&message]).await?;
-        txn.commit().await.map_err(to_repo_error)?;
-        Ok(stored(chat, message))
+            message,
+            move_leaf,
+        })
+        .await
+        .and_then(written_message)
     }
 
     async fn append_turn(
@@ -510,26 +721,14 @@ impl ChatRepository for SeaOrmStore {
         question: NewMessage,
         answer: NewMessage,
     ) -> Result<Message, RepoError> {
-        if answer.parent_id != question.id {
-            return Err(RepoError::NotFound(Entity::Message));
-        }
-        let txn = self.begin_write().await?;
-        let leaf = Some(question.id);
-        self.claim_chat(
-            &txn,
+        self.write(Write::Turn {
             owner,
             chat,
-            question.parent_id,
-            2,
-            leaf,
-            question.created_at,
-        )
-        .await?;
-        self.fault("append_turn")?;
-        Self::insert_messages(&txn, chat, &[&question, &answer]).await?;
-        self.fault("append_turn_answer")?;
-        txn.commit().await.map_err(to_repo_error)?;
-        Ok(stored(chat, question))
+            question,
+            answer,
+        })
+        .await
+        .and_then(written_message)
     }
 
     async fn append_answer(
@@ -539,26 +738,14 @@ impl ChatRepository for SeaOrmStore {
         message: NewMessage,
         record: GenerationRecord,
     ) -> Result<Message, RepoError> {
-        let txn = self.begin_write().await?;
-        let leaf = Some(message.id);
-        self.claim_chat(
-            &txn,
+        self.write(Write::Answer {
             owner,
             chat,
-            message.parent_id,
-            1,
-            leaf,
-            message.created_at,
-        )
-        .await?;
-        self.fault("append_answer")?;
-        Self::insert_messages(&txn, chat, &[&message]).await?;
-        generations::Entity::insert(generation_row(&record, message.id))
-            .exec_without_returning(&txn)
-            .await
-            .map_err(|e| classify(e, "answer already has a generation record", Entity::Message))?;
-        txn.commit().await.map_err(to_repo_error)?;
-        Ok(stored(chat, message))
+            message,
+            record,
+        })
+        .await
+        .and_then(written_message)
     }
 
     async fn delete_subtree(
@@ -630,77 +817,13 @@ impl ChatRepository for SeaOrmStore {
         chat: ChatId,
         answer: FinishedAnswer,
     ) -> Result<(), RepoError> {
-        let txn = self.begin_write().await?;
-        let id = uuid(answer.message.as_u128());
-        let chat_id = uuid(chat.as_u128());
-        // The chat row first (its write lock, as every writer takes it): the answer becomes
-        // the current leaf only if the user is still where the generation began (or on its
-        // question), and the version moves even when the clock did not (the read cache keys
-        // on it). Deciding inside the statement is race-free.
-        let leaf = Expr::col(chats::Column::CurrentLeafId);
-        let stayed = leaf.clone().is_in([
-            uuid(answer.leaf_at_start.as_u128()),
-            uuid(answer.question.as_u128()),
-        ]);
-        let claimed = chats::Entity::update_many()
-            .col_expr(
-                chats::Column::CurrentLeafId,
-                Expr::case(stayed, Expr::value(id)).finally(leaf).into(),
-            )
-            .col_expr(
-                chats::Column::UpdatedAt,
-                Func::greatest([
-                    Expr::value(ts(answer.now)),
-                    Expr::col(chats::Column::UpdatedAt).add(1),
-                ])
-                .into(),
-            )
-            .filter(chats::Column::Id.eq(chat_id))
-            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
-            .exec(&txn)
-            .await
-            .map_err(to_repo_error)?;
-        if claimed.rows_affected == 0 {
-            return Err(RepoError::NotFound(Entity::Chat));
-        }
-        let ended = messages::Entity::update_many()
-            .col_expr(messages::Column::Content, Expr::value(answer.content))
-            .col_expr(
-                messages::Column::Status,
-                Expr::value(answer.status.as_str()),
-            )
-            .filter(messages::Column::Id.eq(id))
-            .filter(messages::Column::ChatId.eq(chat_id))
-            .filter(messages::Column::Status.eq(MessageStatus::Streaming.as_str()))
-            .exec(&txn)
-            .await
-            .map_err(to_repo_error)?;
-        if ended.rows_affected == 0 {
-            // Say why (the rare path); the transaction is dropped, so nothing changed.
-            let exists = messages::Entity::find_by_id(id)
-                .filter(messages::Column::ChatId.eq(chat_id))
-                .select_only()
-                .column(messages::Column::Id)
-                .into_tuple::<Uuid>()
-                .one(&txn)
-                .await
-                .map_err(to_repo_error)?;
-            return Err(match exists {
-                Some(_) => RepoError::Conflict("the answer has already ended"),
-                None => RepoError::NotFound(Entity::Message),
-            });
-        }
-        self.fault("finish_answer")?;
-        if let Some(record) = &answer.record {
-            generations::Entity::insert(generation_row(record, answer.message))
-                .exec_without_returning(&txn)
-                .await
-                .map_err(|e| {
-                    classify(e, "answer already has a generation record", Entity::Message)
-                })?;
-        }
-        txn.commit().await.map_err(to_repo_error)?;
-        Ok(())
+        self.write(Write::Finish {
+            owner,
+            chat,
+            answer,
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn interrupt_streaming(

@@ -22,6 +22,7 @@ mod models;
 mod presets;
 mod templates;
 mod users;
+mod writes;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -119,6 +120,8 @@ pub struct SeaOrmStore {
     write: DatabaseConnection,
     backend: DbBackend,
     faults: Option<FaultInjector>,
+    /// SQLite's writer task (group commit of the hot writes); `None` elsewhere.
+    group_commit: Option<writes::GroupCommit>,
 }
 
 impl fmt::Debug for SeaOrmStore {
@@ -201,7 +204,9 @@ impl SeaOrmStore {
                 write,
                 backend,
                 faults: None,
-            });
+                group_commit: None,
+            }
+            .with_group_commit());
         }
         let pool = Database::connect(options(
             config.max_connections.max(1),
@@ -214,7 +219,21 @@ impl SeaOrmStore {
             write: pool,
             backend,
             faults: None,
+            group_commit: None,
         })
+    }
+
+    /// On SQLite, (re)starts the writer task that group-commits the hot writes, with this
+    /// store's current hooks.
+    fn with_group_commit(mut self) -> Self {
+        if self.backend == DbBackend::Sqlite {
+            let writer = Self {
+                group_commit: None,
+                ..self.clone()
+            };
+            self.group_commit = Some(writes::GroupCommit::start(writer));
+        }
+        self
     }
 
     /// Applies pending migrations.
@@ -238,6 +257,13 @@ impl SeaOrmStore {
                 c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
+        if self.group_commit.is_some() {
+            *self = Self {
+                group_commit: None,
+                ..self.clone()
+            }
+            .with_group_commit();
+        }
         counter
     }
 
@@ -245,6 +271,10 @@ impl SeaOrmStore {
     #[must_use]
     pub fn with_fault_injector(mut self, faults: FaultInjector) -> Self {
         self.faults = Some(faults);
+        if self.group_commit.is_some() {
+            self.group_commit = None;
+            return self.with_group_commit();
+        }
         self
     }
 

@@ -806,6 +806,57 @@ mod suite {
         }
     }
 
+    /// Concurrent writes (group-committed on SQLite): each learns its own outcome, and a
+    /// write that fails (refused up front, or failing half-way) fails alone.
+    pub async fn concurrent_writes_each_learn_their_own_outcome(db: &TestDatabase) {
+        let store = Arc::new(db.store().await);
+        let owner = user(&store, "alice").await;
+        let stranger = user(&store, "mallory").await;
+        let chat = store.create_chat(new_chat(owner)).await.unwrap();
+        let writes = (0..60).map(|i| {
+            let store = Arc::clone(&store);
+            let root = chat.root_id;
+            async move {
+                let mut question = message(root, Role::User, &format!("q{i}"));
+                let mut answer = message(question.id, Role::Assistant, "");
+                answer.status = MessageStatus::Streaming;
+                match i % 6 {
+                    // Not the stranger's chat: refused by the first statement.
+                    4 => store.append_turn(stranger, chat.id, question, answer).await,
+                    // A second root: refused half-way, after the chat was claimed.
+                    5 => {
+                        question.role = Role::System;
+                        store.append_turn(owner, chat.id, question, answer).await
+                    }
+                    _ => store.append_turn(owner, chat.id, question, answer).await,
+                }
+            }
+        });
+        let results = futures::future::join_all(writes).await;
+        for (i, result) in results.iter().enumerate() {
+            match i % 6 {
+                4 => assert!(
+                    matches!(result, Err(RepoError::NotFound(Entity::Chat))),
+                    "{i}: {result:?}"
+                ),
+                5 => assert!(
+                    matches!(result, Err(RepoError::Conflict(_))),
+                    "{i}: {result:?}"
+                ),
+                _ => assert!(result.is_ok(), "{i}: {result:?}"),
+            }
+        }
+        let after = store.get_chat(owner, chat.id).await.unwrap();
+        assert_eq!(after.message_count, chat.message_count + 40 * 2);
+        let stored = store.list_messages(owner, chat.id).await.unwrap();
+        assert_eq!(stored.len() as u64, after.message_count);
+        assert_eq!(
+            stored.iter().filter(|m| m.role == Role::System).count(),
+            1,
+            "only the root"
+        );
+    }
+
     /// A streamed turn starts with one transaction: the question as the current leaf and
     /// the answer's `streaming` row under it.
     pub async fn a_turn_stores_its_question_and_answer_row_together(db: &TestDatabase) {
@@ -1397,6 +1448,7 @@ every_backend!(
     api_keys_are_found_by_prefix_and_revoked_by_their_owner_only,
     account_changes_are_found_by_time_and_epochs_count_every_reset,
     a_turn_stores_its_question_and_answer_row_together,
+    concurrent_writes_each_learn_their_own_outcome,
     keyset_pages_follow_the_list_order_for_every_sort,
     a_chat_page_costs_the_same_number_of_queries_whatever_its_size,
     a_streaming_answer_ends_once_with_everything_in_one_write,
