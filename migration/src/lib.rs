@@ -13,6 +13,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261128_000001_initial_schema;
 mod m20261129_000002_long_text_on_mysql;
 mod m20261201_000003_account_revocation;
+mod m20261201_000004_chat_list_keyset;
 
 /// Applies Arbor's migrations.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_initial_schema::Migration),
             Box::new(m20261129_000002_long_text_on_mysql::Migration),
             Box::new(m20261201_000003_account_revocation::Migration),
+            Box::new(m20261201_000004_chat_list_keyset::Migration),
         ]
     }
 }

@@ -526,7 +526,16 @@ async fn chats_are_listed_searched_sorted_and_paginated(backend: Backend) {
         let first: Value = app
             .get_json_as(&format!("/api/v1/chats?sort={sort}&limit=3"), &token)
             .await;
-        assert_eq!(first["total"], 4, "the first page still counts");
+        assert_eq!(first["total"], 4, "a page by number counts");
+        let keyset_first: Value = app
+            .get_json_as(
+                &format!("/api/v1/chats?sort={sort}&limit=3&cursor="),
+                &token,
+            )
+            .await;
+        assert!(keyset_first.get("total").is_none(), "{keyset_first}");
+        assert_eq!(keyset_first["items"], first["items"]);
+        assert_eq!(keyset_first["next_cursor"], first["next_cursor"]);
         let cursor = first["next_cursor"].as_str().unwrap().to_owned();
         let second: Value = app
             .get_json_as(

@@ -200,8 +200,9 @@ struct ListQuery {
     page: Option<u32>,
     /// Items per page (1–100, default 20).
     limit: Option<u32>,
-    /// Keyset pagination: the `next_cursor` of the previous page (same `sort`). Pages
-    /// fetched this way cost the same however deep they are, and carry no total.
+    /// Keyset pagination: empty for the first page, then the `next_cursor` of the previous
+    /// page (same `sort`). Pages fetched this way cost the same however deep they are, and
+    /// carry no total.
     cursor: Option<String>,
 }
 
@@ -329,14 +330,16 @@ async fn list_chats<A: AuthUseCase, S: ChatUseCase>(
             field: Some("cursor".into()),
         });
     }
+    // An empty cursor starts a keyset walk: the first page, without a total.
     let after = q
         .cursor
         .as_deref()
+        .filter(|c| !c.is_empty())
         .map(|c| decode_cursor(c, sort))
         .transpose()?;
     let page = PageRequest::new(q.page, q.limit)?;
     let title = q.q.map(SearchQuery::parse).transpose()?;
-    let by_number = after.is_none();
+    let by_number = q.cursor.is_none();
     let result = chats
         .list_chats(
             caller.id(),
@@ -345,6 +348,7 @@ async fn list_chats<A: AuthUseCase, S: ChatUseCase>(
                 sort,
                 page,
                 after,
+                without_total: !by_number,
             },
         )
         .await?;
@@ -626,6 +630,7 @@ async fn recent<A: AuthUseCase, S: ChatUseCase>(
                 sort: ChatSort::UpdatedDesc,
                 page,
                 after: None,
+                without_total: true,
             },
         )
         .await?;

@@ -112,6 +112,22 @@ impl Client {
     }
 
     /// A GET; its latency.
+    /// A GET that must succeed, with its JSON body.
+    pub async fn get_json(&self, path: &str, token: &str) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("GET {path}: {status} {text:.200}");
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let response = self

@@ -707,9 +707,38 @@ pub async fn p4(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
     let deep = format!("/api/v1/chats?page={}&limit=20", many_chats / 40);
     let (_, deep_ms) = sequential(&client, &other, &deep, 10).await?;
     row(
-        "chat list, a page in the middle (p50)",
+        "chat list, a page in the middle by page number (p50)",
         format!("{deep_ms:.1} ms"),
     );
+    let (_, first_ms) = sequential(&client, &other, "/api/v1/chats?limit=20&cursor=", 20).await?;
+    row(
+        "chat list, the first page by cursor (no total) (p50)",
+        format!("{first_ms:.1} ms"),
+    );
+    // Keyset pages: the cursor that continues after the middle, and after the last but one.
+    for (label, page) in [
+        ("in the middle", many_chats / 40),
+        ("the last", many_chats / 20 - 1),
+    ] {
+        let listed = client
+            .get_json(&format!("/api/v1/chats?page={page}&limit=20"), &other)
+            .await?;
+        let cursor = listed["next_cursor"]
+            .as_str()
+            .context("a page before the last has a next cursor")?
+            .to_owned();
+        let (_, ms) = sequential(
+            &client,
+            &other,
+            &format!("/api/v1/chats?limit=20&cursor={cursor}"),
+            20,
+        )
+        .await?;
+        row(
+            &format!("chat list, {label} page by cursor (p50)"),
+            format!("{ms:.1} ms"),
+        );
+    }
     drop(arbor);
     db.drop_database().await;
     Ok(())

@@ -389,27 +389,28 @@ fn after_cursor(after: &ChatCursor, column: chats::Column, order: &Order) -> Con
     } else {
         chats::Column::Id.gt(id)
     };
+    // `key <= t AND (key < t OR id < i)` (descending; mirrored ascending): the first
+    // conjunct bounds an index range scan that starts at the cursor.
+    let from_key = |t: sea_orm::Value| {
+        let (bound, strictly) = if desc {
+            (column.lte(t.clone()), column.lt(t))
+        } else {
+            (column.gte(t.clone()), column.gt(t))
+        };
+        Condition::all()
+            .add(bound)
+            .add(Condition::any().add(strictly).add(id_after.clone()))
+    };
     match &after.key {
-        CursorKey::Time(t) => {
-            let key_after = if desc { column.lt(*t) } else { column.gt(*t) };
-            Condition::any()
-                .add(key_after)
-                .add(Condition::all().add(column.eq(*t)).add(id_after))
-        }
+        CursorKey::Time(t) => from_key((*t).into()),
         CursorKey::Title(Some(t)) => {
-            let key_after = if desc {
-                column.lt(t.as_str())
-            } else {
-                column.gt(t.as_str())
-            };
-            let mut any = Condition::any()
-                .add(key_after)
-                .add(Condition::all().add(column.eq(t.as_str())).add(id_after));
+            let titled = from_key(t.as_str().into());
             if desc {
                 // Descending, NULL titles come last: after every title.
-                any = any.add(column.is_null());
+                Condition::any().add(titled).add(column.is_null())
+            } else {
+                titled
             }
-            any
         }
         CursorKey::Title(None) => {
             let among_nulls = Condition::all().add(column.is_null()).add(id_after);
@@ -435,6 +436,7 @@ impl ChatRepository for SeaOrmStore {
         }
         let total = match query.after {
             Some(_) => None,
+            None if query.without_total => None,
             None => Some(
                 select
                     .clone()
@@ -443,19 +445,23 @@ impl ChatRepository for SeaOrmStore {
                     .map_err(to_repo_error)?,
             ),
         };
+        // Times are never NULL: no NULL ordering, so PostgreSQL can read its index in order.
         let (column, order, nulls) = match query.sort {
-            ChatSort::UpdatedDesc => (chats::Column::UpdatedAt, Order::Desc, NullOrdering::Last),
-            ChatSort::CreatedDesc => (chats::Column::CreatedAt, Order::Desc, NullOrdering::Last),
-            ChatSort::TitleAsc => (chats::Column::Title, Order::Asc, NullOrdering::First),
-            ChatSort::TitleDesc => (chats::Column::Title, Order::Desc, NullOrdering::Last),
+            ChatSort::UpdatedDesc => (chats::Column::UpdatedAt, Order::Desc, None),
+            ChatSort::CreatedDesc => (chats::Column::CreatedAt, Order::Desc, None),
+            ChatSort::TitleAsc => (chats::Column::Title, Order::Asc, Some(NullOrdering::First)),
+            ChatSort::TitleDesc => (chats::Column::Title, Order::Desc, Some(NullOrdering::Last)),
         };
         let limit = u64::from(query.page.limit());
         select = match &query.after {
             Some(after) => select.filter(after_cursor(after, column, &order)),
             None => select.offset(query.page.offset()),
         };
+        select = match nulls {
+            Some(nulls) => select.order_by_with_nulls(column, order.clone(), nulls),
+            None => select.order_by(column, order.clone()),
+        };
         let mut rows = select
-            .order_by_with_nulls(column, order.clone(), nulls)
             .order_by(chats::Column::Id, order)
             .limit(limit + 1)
             .all(&self.read)

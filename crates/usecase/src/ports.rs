@@ -258,6 +258,8 @@ pub struct ChatQuery {
     /// Keyset pagination: the page starts right after this chat, in `sort`'s order. The
     /// total is not counted then (its cost grows with the list).
     pub after: Option<ChatCursor>,
+    /// Do not count the total (the first page of a keyset walk).
+    pub without_total: bool,
 }
 
 /// A position in a chat list: the sort key and id of the last chat seen.

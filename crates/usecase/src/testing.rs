@@ -294,7 +294,8 @@ impl ChatRepository for InMemoryStore {
                     &ChatCursor::after(b, query.sort),
                 )
             });
-            let total = query.after.is_none().then_some(chats.len() as u64);
+            let total =
+                (query.after.is_none() && !query.without_total).then_some(chats.len() as u64);
             let start = match &query.after {
                 Some(after) => chats
                     .iter()
