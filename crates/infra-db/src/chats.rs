@@ -10,7 +10,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, ExprTrait,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
 };
-use sea_orm::{Order, PaginatorTrait};
+use sea_orm::{DbBackend, Order, PaginatorTrait};
 use usecase::ports::{
     ChatCursor, ChatList, ChatPatch, ChatQuery, ChatRepository, ChatSort, ChatSummary, CursorKey,
     DeletedSubtree, Entity, FinishedAnswer, NewChat, NewMessage, RepoError, SearchHit,
@@ -381,7 +381,12 @@ impl SeaOrmStore {
 
 /// The rows strictly after `after` in the order of `column` (`order`, titles with NULL
 /// first) then id.
-fn after_cursor(after: &ChatCursor, column: chats::Column, order: &Order) -> Condition {
+fn after_cursor(
+    after: &ChatCursor,
+    column: chats::Column,
+    order: &Order,
+    backend: DbBackend,
+) -> Condition {
     let id = uuid(after.id.as_u128());
     let desc = matches!(order, Order::Desc);
     let id_after = if desc {
@@ -392,6 +397,12 @@ fn after_cursor(after: &ChatCursor, column: chats::Column, order: &Order) -> Con
     // `key <= t AND (key < t OR id < i)` (descending; mirrored ascending): the first
     // conjunct bounds an index range scan that starts at the cursor.
     let from_key = |t: sea_orm::Value| {
+        if backend != DbBackend::MySql {
+            // A row-value comparison: PostgreSQL and SQLite scan the (key, id) index from it.
+            let key = Expr::tuple([Expr::col(column), Expr::col(chats::Column::Id)]);
+            let cursor = Expr::tuple([Expr::val(t), Expr::val(id)]);
+            return Condition::all().add(if desc { key.lt(cursor) } else { key.gt(cursor) });
+        }
         let (bound, strictly) = if desc {
             (column.lte(t.clone()), column.lt(t))
         } else {
@@ -454,7 +465,7 @@ impl ChatRepository for SeaOrmStore {
         };
         let limit = u64::from(query.page.limit());
         select = match &query.after {
-            Some(after) => select.filter(after_cursor(after, column, &order)),
+            Some(after) => select.filter(after_cursor(after, column, &order, self.backend)),
             None => select.offset(query.page.offset()),
         };
         select = match nulls {
