@@ -392,15 +392,33 @@ async fn current_branch<A: AuthUseCase, S: ChatUseCase>(
     chats: web::Data<S>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let messages = chats
-        .current_branch(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
+    // Kept serialised with the chat's version: an unchanged branch is sent as stored bytes.
+    let body = chats
+        .current_branch_rendered(
+            caller.id(),
+            parse_id::<ChatId>(&id, "chat_id")?,
+            "branch.json",
+            |path| {
+                serde_json::to_vec(&path.iter().map(MessageResponse::from).collect::<Vec<_>>())
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "a branch could not be serialised");
+                        b"[]".to_vec()
+                    })
+            },
+        )
         .await?;
-    Ok(HttpResponse::Ok().json(
-        messages
-            .iter()
-            .map(MessageResponse::from)
-            .collect::<Vec<_>>(),
-    ))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(web::Bytes::from_owner(SharedBytes(body))))
+}
+
+/// Bytes shared with the cache, sent without a copy.
+struct SharedBytes(std::sync::Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

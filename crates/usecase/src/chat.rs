@@ -207,6 +207,22 @@ pub trait ChatUseCase: Send + Sync + 'static {
         chat: ChatId,
     ) -> impl Future<Output = Result<Vec<Message>, ChatError>> + Send;
 
+    /// The current branch as `render` makes it (an HTTP body, say), kept with the chat's
+    /// version under `kind`: reading an unchanged chat again costs neither its messages nor
+    /// the rendering.
+    ///
+    /// # Errors
+    /// [`ChatError::ChatNotFound`].
+    fn current_branch_rendered<F>(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        kind: &'static str,
+        render: F,
+    ) -> impl Future<Output = Result<Arc<Vec<u8>>, ChatError>> + Send
+    where
+        F: FnOnce(&[Message]) -> Vec<u8> + Send;
+
     /// Moves the current leaf to `message`.
     ///
     /// # Errors
@@ -413,6 +429,22 @@ fn joined<T>(done: Result<Result<T, LlmError>, tokio::task::JoinError>) -> Resul
     })
 }
 
+/// The cache key of `chat` at the version it shows.
+fn version(chat: &Chat) -> CacheKey {
+    (
+        chat.id,
+        chat.updated_at.as_unix_micros(),
+        chat.message_count,
+    )
+}
+
+/// Whether `messages` are the chat's at the version `chat` shows: a write may have landed
+/// between reading the chat and its messages, and only a matching list may be cached.
+fn matches_version(chat: &Chat, messages: &[Message]) -> bool {
+    messages.len() as u64 == chat.message_count
+        && messages.iter().all(|m| m.created_at <= chat.updated_at)
+}
+
 /// The path root → `to` among `messages` (one chat's), or `None` when `to` is not there.
 fn path_in(messages: &[Message], to: MessageId) -> Option<Vec<Message>> {
     let by_id: std::collections::HashMap<MessageId, &Message> =
@@ -484,9 +516,24 @@ type Entries = quick_cache::sync::Cache<
     CountEvictions,
 >;
 
-/// Hot reads of a chat's messages, bounded by total bytes, with hit and miss counters.
+/// A rendering of a chat at one version (e.g. its current branch as an HTTP body).
+type RenderedKey = (CacheKey, &'static str);
+
+/// Weighs a rendering by its bytes.
+#[derive(Debug, Clone, Copy)]
+struct BytesWeighter;
+
+impl quick_cache::Weighter<RenderedKey, Arc<Vec<u8>>> for BytesWeighter {
+    fn weight(&self, _key: &RenderedKey, bytes: &Arc<Vec<u8>>) -> u64 {
+        (bytes.len() as u64 + 64).max(1)
+    }
+}
+
+/// Hot reads of a chat's messages (and renderings of them, a quarter of the budget again),
+/// bounded by total bytes, with hit and miss counters.
 pub struct MessageCache {
     entries: Entries,
+    rendered: quick_cache::sync::Cache<RenderedKey, Arc<Vec<u8>>, BytesWeighter>,
     hits: std::sync::atomic::AtomicU64,
     misses: std::sync::atomic::AtomicU64,
 }
@@ -525,6 +572,11 @@ impl MessageCache {
                 quick_cache::DefaultHashBuilder::default(),
                 CountEvictions,
             ),
+            rendered: quick_cache::sync::Cache::with_weighter(
+                (estimated_items / 4).max(16),
+                (max_bytes / 4).max(1),
+                BytesWeighter,
+            ),
             hits: std::sync::atomic::AtomicU64::new(0),
             misses: std::sync::atomic::AtomicU64::new(0),
         }
@@ -537,7 +589,7 @@ impl MessageCache {
         CacheStats {
             hits: self.hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
-            weight: self.entries.weight(),
+            weight: self.entries.weight() + self.rendered.weight(),
         }
     }
 }
@@ -603,11 +655,7 @@ where
         chat: &Chat,
     ) -> Result<Arc<Vec<Message>>, ChatError> {
         use std::sync::atomic::Ordering::Relaxed;
-        let key = (
-            chat.id,
-            chat.updated_at.as_unix_micros(),
-            chat.message_count,
-        );
+        let key = version(chat);
         if let Some(hit) = self.cache.entries.get(&key) {
             self.cache.hits.fetch_add(1, Relaxed);
             metrics::counter!("arbor_cache_hits_total", "cache" => "messages").increment(1);
@@ -621,11 +669,7 @@ where
                 .await
                 .map_err(repo)?,
         );
-        // A write may have landed between reading the chat and its messages; cache only a
-        // list that matches the version it is keyed by.
-        if messages.len() as u64 == chat.message_count
-            && messages.iter().all(|m| m.created_at <= chat.updated_at)
-        {
+        if matches_version(chat, &messages) {
             self.cache.entries.insert(key, Arc::clone(&messages));
         }
         Ok(messages)
@@ -1392,6 +1436,36 @@ where
     ///
     /// # Errors
     /// [`ChatError::ChatNotFound`].
+    async fn current_branch_rendered<F>(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        kind: &'static str,
+        render: F,
+    ) -> Result<Arc<Vec<u8>>, ChatError>
+    where
+        F: FnOnce(&[Message]) -> Vec<u8> + Send,
+    {
+        let chat = self.get_chat(owner, chat).await?;
+        let key = (version(&chat), kind);
+        if let Some(hit) = self.cache.rendered.get(&key) {
+            metrics::counter!("arbor_cache_hits_total", "cache" => "rendered").increment(1);
+            return Ok(hit);
+        }
+        metrics::counter!("arbor_cache_misses_total", "cache" => "rendered").increment(1);
+        let messages = self.cached_messages(owner, &chat).await?;
+        let path = path_in(&messages, chat.current_leaf_id).ok_or_else(|| {
+            ChatError::Storage(RepoError::Corrupt(
+                "the current leaf is not in the chat".into(),
+            ))
+        })?;
+        let bytes = Arc::new(render(&path));
+        if matches_version(&chat, &messages) {
+            self.cache.rendered.insert(key, Arc::clone(&bytes));
+        }
+        Ok(bytes)
+    }
+
     async fn current_branch(&self, owner: UserId, chat: ChatId) -> Result<Vec<Message>, ChatError> {
         let t = self.tree(owner, chat).await?;
         let path = t
@@ -1800,9 +1874,40 @@ mod tests {
             "a write is never hidden"
         );
         let branch = s.current_branch(owner, chat.id).await.unwrap();
+        // A rendering is made once per version.
+        let renders = std::sync::atomic::AtomicUsize::new(0);
+        let render = |path: &[Message]| {
+            renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            path.iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("|")
+                .into_bytes()
+        };
+        let first = s
+            .current_branch_rendered(owner, chat.id, "test", render)
+            .await
+            .unwrap();
+        let again = s
+            .current_branch_rendered(owner, chat.id, "test", render)
+            .await
+            .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(String::from_utf8_lossy(&first).ends_with("again|echo: again"));
         let leaf = branch.last().unwrap().id;
         s.delete_message(owner, chat.id, leaf).await.unwrap();
         assert_eq!(s.tree(owner, chat.id).await.unwrap().tree.len(), 4);
+        let after = s
+            .current_branch_rendered(owner, chat.id, "test", render)
+            .await
+            .unwrap();
+        assert_eq!(
+            renders.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "a write renders anew"
+        );
+        assert!(String::from_utf8_lossy(&after).ends_with("again"));
         assert!(s.cache_stats().weight > 0);
     }
 
