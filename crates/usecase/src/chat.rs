@@ -572,13 +572,33 @@ impl MessageCache {
                 quick_cache::DefaultHashBuilder::default(),
                 CountEvictions,
             ),
-            rendered: quick_cache::sync::Cache::with_weighter(
-                (estimated_items / 4).max(16),
-                (max_bytes / 4).max(1),
-                BytesWeighter,
-            ),
+            rendered: Self::renderings(max_bytes / 4),
             hits: std::sync::atomic::AtomicU64::new(0),
             misses: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The cache of renderings: two shards, so that one rendering may take almost half of
+    /// the budget (quick_cache refuses an item heavier than its shard; the branch of a
+    /// 10,000-message chat is a few MB of JSON).
+    fn renderings(
+        max_bytes: u64,
+    ) -> quick_cache::sync::Cache<RenderedKey, Arc<Vec<u8>>, BytesWeighter> {
+        let options = quick_cache::OptionsBuilder::new()
+            .shards(2)
+            .estimated_items_capacity(
+                usize::try_from((max_bytes / 65_536).clamp(64, 65_536)).unwrap_or(64),
+            )
+            .weight_capacity(max_bytes.max(1))
+            .build();
+        match options {
+            Ok(options) => quick_cache::sync::Cache::with_options(
+                options,
+                BytesWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            ),
+            Err(_) => quick_cache::sync::Cache::with_weighter(64, max_bytes.max(1), BytesWeighter),
         }
     }
 
