@@ -113,8 +113,11 @@ async fn the_series_exist_and_move_with_traffic() {
         &["kind=\"complete\""],
     );
     moved("arbor_provider_permit_waits_total", &[]);
-    moved("arbor_cache_hits_total", &["cache=\"messages\""]);
+    // The branch read is served as a stored rendering; the send read the messages.
+    moved("arbor_cache_hits_total", &["cache=\"rendered\""]);
+    moved("arbor_cache_misses_total", &["cache=\"rendered\""]);
     moved("arbor_cache_misses_total", &["cache=\"messages\""]);
+    moved("arbor_cache_hits_total", &["cache=\"accounts\""]);
     for level in [
         "arbor_sse_streams_open",
         "arbor_generations_running",
