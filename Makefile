@@ -57,7 +57,7 @@ BENCH_FLAGS ?=
 bench:
 	CARGO=$(CARGO) bash tests/scripts/bench.sh $(SCENARIO) $(BENCH_FLAGS)
 
-## Reliability scenarios R1-R13 on every backend (full sizes; CI: RELIABILITY_SCALE=ci).
+## Reliability scenarios R1-R14 on every backend (full sizes; CI: RELIABILITY_SCALE=ci).
 RELIABILITY_SCALE ?= full
 test-reliability:
 	RELIABILITY_SCALE=$(RELIABILITY_SCALE) CARGO=$(CARGO) bash tests/scripts/reliability.sh
