@@ -12,8 +12,8 @@ use sea_orm::{
 };
 use sea_orm::{DbBackend, Order, PaginatorTrait};
 use usecase::ports::{
-    ChatCursor, ChatList, ChatPatch, ChatQuery, ChatRepository, ChatSort, ChatSummary, CursorKey,
-    DeletedSubtree, Entity, FinishedAnswer, NewChat, NewMessage, RepoError, SearchHit,
+    ChatCursor, ChatList, ChatPatch, ChatQuery, ChatRepository, ChatSort, ChatSummary, ChatVersion,
+    CursorKey, DeletedSubtree, Entity, FinishedAnswer, NewChat, NewMessage, RepoError, SearchHit,
 };
 
 use crate::SeaOrmStore;
@@ -86,8 +86,8 @@ impl SeaOrmStore {
         parent: MessageId,
         added: i64,
         leaf: Option<MessageId>,
-        now: Timestamp,
-    ) -> Result<(), Failure> {
+        (now, expected): (Timestamp, Option<ChatVersion>),
+    ) -> Result<Option<ChatVersion>, Failure> {
         let chat_id = uuid(chat.as_u128());
         let parent_in_chat = Query::select()
             .expr(Expr::val(1))
@@ -110,12 +110,26 @@ impl SeaOrmStore {
                 Expr::value(uuid(leaf.as_u128())),
             );
         }
+        if let Some((at, count)) = expected {
+            // From the version the caller knows: then the version after is known too.
+            let from_expected = update
+                .clone()
+                .filter(chats::Column::UpdatedAt.eq(at))
+                .filter(chats::Column::MessageCount.eq(i64::try_from(count).unwrap_or(i64::MAX)))
+                .exec(txn)
+                .await
+                .map_err(|e| dirty(to_repo_error(e)))?;
+            if from_expected.rows_affected > 0 {
+                let added = u64::try_from(added).unwrap_or(0);
+                return Ok(Some((ts(now), count + added)));
+            }
+        }
         let done = update
             .exec(txn)
             .await
             .map_err(|e| dirty(to_repo_error(e)))?;
         if done.rows_affected > 0 {
-            return Ok(());
+            return Ok(None);
         }
         // Nothing changed; say why (the rare path).
         let owned = chats::Entity::find_by_id(chat_id)
@@ -157,7 +171,8 @@ impl SeaOrmStore {
         owner: UserId,
         chat: ChatId,
         answer: &FinishedAnswer,
-    ) -> Result<(), Failure> {
+        expected: Option<ChatVersion>,
+    ) -> Result<Option<ChatVersion>, Failure> {
         let id = uuid(answer.message.as_u128());
         let chat_id = uuid(chat.as_u128());
         // The chat row first (its write lock, as every writer takes it): the answer becomes
@@ -169,7 +184,7 @@ impl SeaOrmStore {
             uuid(answer.leaf_at_start.as_u128()),
             uuid(answer.question.as_u128()),
         ]);
-        let claimed = chats::Entity::update_many()
+        let update = chats::Entity::update_many()
             .col_expr(
                 chats::Column::CurrentLeafId,
                 Expr::case(stayed, Expr::value(id)).finally(leaf).into(),
@@ -183,11 +198,31 @@ impl SeaOrmStore {
                 .into(),
             )
             .filter(chats::Column::Id.eq(chat_id))
-            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
-            .exec(txn)
-            .await
-            .map_err(|e| dirty(to_repo_error(e)))?;
-        if claimed.rows_affected == 0 {
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())));
+        let mut version = None;
+        if let Some((at, count)) = expected {
+            let from_expected = update
+                .clone()
+                .filter(chats::Column::UpdatedAt.eq(at))
+                .filter(chats::Column::MessageCount.eq(i64::try_from(count).unwrap_or(i64::MAX)))
+                .exec(txn)
+                .await
+                .map_err(|e| dirty(to_repo_error(e)))?;
+            if from_expected.rows_affected > 0 {
+                version = Some((Ord::max(ts(answer.now), at + 1), count));
+            }
+        }
+        let claimed = match version {
+            Some(_) => 1,
+            None => {
+                update
+                    .exec(txn)
+                    .await
+                    .map_err(|e| dirty(to_repo_error(e)))?
+                    .rows_affected
+            }
+        };
+        if claimed == 0 {
             return Err(Failure::Clean(RepoError::NotFound(Entity::Chat)));
         }
         let ended = messages::Entity::update_many()
@@ -234,7 +269,7 @@ impl SeaOrmStore {
                     ))
                 })?;
         }
-        Ok(())
+        Ok(version)
     }
 }
 
@@ -252,10 +287,10 @@ pub(crate) fn like_pattern(query: &str) -> String {
     out
 }
 
-fn written_message(written: Written) -> Result<Message, RepoError> {
+fn written_message(written: Written) -> Result<(Message, Option<ChatVersion>), RepoError> {
     match written {
-        Written::Message(m) => Ok(m),
-        Written::Done => Err(RepoError::Unexpected("a write returned no message".into())),
+        Written::Message(m, version) => Ok((m, version)),
+        Written::Done(_) => Err(RepoError::Unexpected("a write returned no message".into())),
     }
 }
 
@@ -295,64 +330,70 @@ impl SeaOrmStore {
                 chat,
                 message,
                 move_leaf,
+                expected,
             } => {
                 let leaf = move_leaf.then_some(message.id);
-                self.claim_chat(
-                    txn,
-                    *owner,
-                    *chat,
-                    message.parent_id,
-                    1,
-                    leaf,
-                    message.created_at,
-                )
-                .await?;
+                let version = self
+                    .claim_chat(
+                        txn,
+                        *owner,
+                        *chat,
+                        message.parent_id,
+                        1,
+                        leaf,
+                        (message.created_at, *expected),
+                    )
+                    .await?;
                 fault("append_message")?;
                 Self::insert_messages(txn, *chat, &[message]).await?;
-                Ok(Written::Message(stored(*chat, message)))
+                Ok(Written::Message(stored(*chat, message), version))
             }
             Write::Turn {
                 owner,
                 chat,
                 question,
                 answer,
+                expected,
             } => {
                 if answer.parent_id != question.id {
                     return Err(Failure::Clean(RepoError::NotFound(Entity::Message)));
                 }
                 let leaf = Some(question.id);
-                self.claim_chat(
-                    txn,
-                    *owner,
-                    *chat,
-                    question.parent_id,
-                    2,
-                    leaf,
-                    question.created_at,
-                )
-                .await?;
+                let version = self
+                    .claim_chat(
+                        txn,
+                        *owner,
+                        *chat,
+                        question.parent_id,
+                        2,
+                        leaf,
+                        (question.created_at, *expected),
+                    )
+                    .await?;
                 fault("append_turn")?;
                 Self::insert_messages(txn, *chat, &[question, answer]).await?;
                 fault("append_turn_answer")?;
-                Ok(Written::Message(stored(*chat, question)))
+                Ok(Written::Message(stored(*chat, question), version))
             }
             Write::Answer {
                 owner,
                 chat,
                 message,
                 record,
+                expected,
             } => {
                 let leaf = Some(message.id);
-                self.claim_chat(
-                    txn,
-                    *owner,
-                    *chat,
-                    message.parent_id,
-                    1,
-                    leaf,
-                    message.created_at,
-                )
-                .await?;
+                let version = self
+                    .claim_chat(
+                        txn,
+                        *owner,
+                        *chat,
+                        message.parent_id,
+                        1,
+                        leaf,
+                        (message.created_at, *expected),
+                    )
+                    .await?;
                 fault("append_answer")?;
                 Self::insert_messages(txn, *chat, &[message]).await?;
                 generations::Entity::insert(generation_row(record, message.id))
@@ -365,15 +406,18 @@ impl SeaOrmStore {
                             Entity::Message,
                         ))
                     })?;
-                Ok(Written::Message(stored(*chat, message)))
+                Ok(Written::Message(stored(*chat, message), version))
             }
             Write::Finish {
                 owner,
                 chat,
                 answer,
+                expected,
             } => {
-                self.end_answer(txn, *owner, *chat, answer).await?;
-                Ok(Written::Done)
+                let version = self
+                    .end_answer(txn, *owner, *chat, answer, *expected)
+                    .await?;
+                Ok(Written::Done(version))
             }
         }
     }
@@ -726,6 +770,26 @@ impl ChatRepository for SeaOrmStore {
             chat,
             message,
             move_leaf,
+            expected: None,
+        })
+        .await
+        .and_then(written_message)
+        .map(|(m, _)| m)
+    }
+
+    async fn append_message_from(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        (message, move_leaf): (NewMessage, bool),
+        expected: ChatVersion,
+    ) -> Result<(Message, Option<ChatVersion>), RepoError> {
+        self.write(Write::Message {
+            owner,
+            chat,
+            message,
+            move_leaf,
+            expected: Some(expected),
         })
         .await
         .and_then(written_message)
@@ -743,6 +807,26 @@ impl ChatRepository for SeaOrmStore {
             chat,
             question,
             answer,
+            expected: None,
+        })
+        .await
+        .and_then(written_message)
+        .map(|(m, _)| m)
+    }
+
+    async fn append_turn_from(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        (question, answer): (NewMessage, NewMessage),
+        expected: ChatVersion,
+    ) -> Result<(Message, Option<ChatVersion>), RepoError> {
+        self.write(Write::Turn {
+            owner,
+            chat,
+            question,
+            answer,
+            expected: Some(expected),
         })
         .await
         .and_then(written_message)
@@ -760,6 +844,26 @@ impl ChatRepository for SeaOrmStore {
             chat,
             message,
             record,
+            expected: None,
+        })
+        .await
+        .and_then(written_message)
+        .map(|(m, _)| m)
+    }
+
+    async fn append_answer_from(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        (message, record): (NewMessage, GenerationRecord),
+        expected: ChatVersion,
+    ) -> Result<(Message, Option<ChatVersion>), RepoError> {
+        self.write(Write::Answer {
+            owner,
+            chat,
+            message,
+            record,
+            expected: Some(expected),
         })
         .await
         .and_then(written_message)
@@ -838,9 +942,31 @@ impl ChatRepository for SeaOrmStore {
             owner,
             chat,
             answer,
+            expected: None,
         })
         .await
         .map(|_| ())
+    }
+
+    async fn finish_answer_from(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        answer: FinishedAnswer,
+        expected: ChatVersion,
+    ) -> Result<Option<ChatVersion>, RepoError> {
+        match self
+            .write(Write::Finish {
+                owner,
+                chat,
+                answer,
+                expected: Some(expected),
+            })
+            .await?
+        {
+            Written::Done(version) => Ok(version),
+            Written::Message(..) => Ok(None),
+        }
     }
 
     async fn interrupt_streaming(

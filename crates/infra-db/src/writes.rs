@@ -13,7 +13,7 @@
 use domain::{ChatId, GenerationRecord, Message, UserId};
 use sea_orm::DatabaseTransaction;
 use tokio::sync::{mpsc, oneshot};
-use usecase::ports::{FinishedAnswer, NewMessage, RepoError};
+use usecase::ports::{ChatVersion, FinishedAnswer, NewMessage, RepoError};
 
 use crate::SeaOrmStore;
 use crate::error::to_repo_error;
@@ -32,6 +32,7 @@ pub(crate) enum Write {
         chat: ChatId,
         message: NewMessage,
         move_leaf: bool,
+        expected: Option<ChatVersion>,
     },
     /// A question (the current leaf) and its answer's `streaming` row.
     Turn {
@@ -39,6 +40,7 @@ pub(crate) enum Write {
         chat: ChatId,
         question: NewMessage,
         answer: NewMessage,
+        expected: Option<ChatVersion>,
     },
     /// A complete answer with its generation record (the current leaf).
     Answer {
@@ -46,20 +48,23 @@ pub(crate) enum Write {
         chat: ChatId,
         message: NewMessage,
         record: GenerationRecord,
+        expected: Option<ChatVersion>,
     },
     /// The end of a streaming answer.
     Finish {
         owner: UserId,
         chat: ChatId,
         answer: FinishedAnswer,
+        expected: Option<ChatVersion>,
     },
 }
 
-/// What a write returns: the stored message, or nothing (an end).
+/// What a write returns: the stored message (or nothing, for an end), and the chat's
+/// version after it when the chat was at the expected version before it.
 #[derive(Debug)]
 pub(crate) enum Written {
-    Message(Message),
-    Done,
+    Message(Message, Option<ChatVersion>),
+    Done(Option<ChatVersion>),
 }
 
 /// Why a write failed, and whether it left anything behind in its transaction.

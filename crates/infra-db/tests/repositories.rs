@@ -806,6 +806,68 @@ mod suite {
         }
     }
 
+    /// A write from a known version says the version after it, exactly as the chat reads
+    /// afterwards; from a stale version it still writes but says nothing.
+    pub async fn a_write_from_a_known_version_returns_the_version_after_it(db: &TestDatabase) {
+        let store = db.store().await;
+        let owner = user(&store, "alice").await;
+        let chat = store.create_chat(new_chat(owner)).await.unwrap();
+        let version = |c: &domain::Chat| (c.updated_at.as_unix_micros(), c.message_count);
+        let question = message(chat.root_id, Role::User, "q");
+        let mut row = message(question.id, Role::Assistant, "");
+        row.status = MessageStatus::Streaming;
+        let (q, after) = store
+            .append_turn_from(owner, chat.id, (question, row.clone()), version(&chat))
+            .await
+            .unwrap();
+        let now = store.get_chat(owner, chat.id).await.unwrap();
+        assert_eq!(after, Some(version(&now)));
+        let end = FinishedAnswer {
+            message: row.id,
+            question: q.id,
+            content: "done".into(),
+            status: MessageStatus::Complete,
+            record: None,
+            leaf_at_start: q.id,
+            now: now.updated_at,
+        };
+        let ended = store
+            .finish_answer_from(owner, chat.id, end, version(&now))
+            .await
+            .unwrap();
+        let later = store.get_chat(owner, chat.id).await.unwrap();
+        assert_eq!(ended, Some(version(&later)));
+        assert!(later.updated_at > now.updated_at, "the version moved");
+        // From a stale version: written all the same, but no version is claimed.
+        let (m, stale) = store
+            .append_message_from(
+                owner,
+                chat.id,
+                (message(row.id, Role::User, "next"), true),
+                version(&now),
+            )
+            .await
+            .unwrap();
+        assert_eq!(stale, None);
+        let last = store.get_chat(owner, chat.id).await.unwrap();
+        assert_eq!(last.current_leaf_id, m.id);
+        assert_eq!(last.message_count, later.message_count + 1);
+        let (_, from_last) = store
+            .append_answer_from(
+                owner,
+                chat.id,
+                (
+                    message(m.id, Role::Assistant, "a"),
+                    record(chat.id, owner, MessageId::from_u128(0)),
+                ),
+                version(&last),
+            )
+            .await
+            .unwrap();
+        let fin = store.get_chat(owner, chat.id).await.unwrap();
+        assert_eq!(from_last, Some(version(&fin)));
+    }
+
     /// Concurrent writes (group-committed on SQLite): each learns its own outcome, and a
     /// write that fails (refused up front, or failing half-way) fails alone.
     pub async fn concurrent_writes_each_learn_their_own_outcome(db: &TestDatabase) {
@@ -1449,6 +1511,7 @@ every_backend!(
     account_changes_are_found_by_time_and_epochs_count_every_reset,
     a_turn_stores_its_question_and_answer_row_together,
     concurrent_writes_each_learn_their_own_outcome,
+    a_write_from_a_known_version_returns_the_version_after_it,
     keyset_pages_follow_the_list_order_for_every_sort,
     a_chat_page_costs_the_same_number_of_queries_whatever_its_size,
     a_streaming_answer_ends_once_with_everything_in_one_write,

@@ -19,8 +19,8 @@ use crate::generation::{
 };
 use crate::llm::{CompletionRequest, LlmError, LlmGateway, PromptMessage, StreamEvent};
 use crate::ports::{
-    ChatList, ChatPatch, ChatQuery, ChatRepository, Clock, Entity, FinishedAnswer, IdGenerator,
-    NewChat, NewMessage, PresetRepository, RepoError, SearchHit,
+    ChatList, ChatPatch, ChatQuery, ChatRepository, ChatVersion, Clock, Entity, FinishedAnswer,
+    IdGenerator, NewChat, NewMessage, PresetRepository, RepoError, SearchHit,
 };
 
 /// Why a chat operation failed.
@@ -429,6 +429,27 @@ fn joined<T>(done: Result<Result<T, LlmError>, tokio::task::JoinError>) -> Resul
     })
 }
 
+/// `base` followed by `added`.
+fn extended(base: &[Message], added: Vec<Message>) -> Vec<Message> {
+    let mut messages = Vec::with_capacity(base.len() + added.len());
+    messages.extend_from_slice(base);
+    messages.extend(added);
+    messages
+}
+
+/// A new message as it reads once stored in `chat`.
+fn as_stored(chat: ChatId, new: &NewMessage) -> Message {
+    Message {
+        id: new.id,
+        chat_id: chat,
+        parent_id: Some(new.parent_id),
+        role: new.role,
+        content: new.content.clone(),
+        status: new.status,
+        created_at: new.created_at,
+    }
+}
+
 /// The cache key of `chat` at the version it shows.
 fn version(chat: &Chat) -> CacheKey {
     (
@@ -474,7 +495,7 @@ pub struct ChatService<R, L, M, C, I> {
     provider: String,
     titles: bool,
     title_model: Option<ModelId>,
-    cache: MessageCache,
+    cache: Arc<MessageCache>,
     generations: Generations,
 }
 
@@ -602,6 +623,16 @@ impl MessageCache {
         }
     }
 
+    /// Keeps `messages` as the chat's at `version` (a write that knows exactly what it
+    /// changed extends the copy it started from, so the next read needs no query); returns
+    /// them.
+    fn put(&self, chat: ChatId, version: ChatVersion, messages: Vec<Message>) -> Arc<Vec<Message>> {
+        let messages = Arc::new(messages);
+        self.entries
+            .insert((chat, version.0, version.1), Arc::clone(&messages));
+        messages
+    }
+
     /// The counters.
     #[must_use]
     pub fn stats(&self) -> CacheStats {
@@ -651,7 +682,7 @@ where
             provider: defaults.provider,
             titles: defaults.titles,
             title_model: defaults.title_model,
-            cache,
+            cache: Arc::new(cache),
             generations,
         }
     }
@@ -751,17 +782,6 @@ where
             model,
             info,
         })
-    }
-
-    /// The path root → `to` in the chat at the version `chat` shows (from the cache).
-    async fn path_to(
-        &self,
-        owner: UserId,
-        chat: &Chat,
-        to: MessageId,
-    ) -> Result<Vec<Message>, ChatError> {
-        let messages = self.cached_messages(owner, chat).await?;
-        path_in(&messages, to).ok_or(ChatError::MessageNotFound)
     }
 
     /// The request for an answer at the end of `path`: the system prompt, then the path.
@@ -866,6 +886,7 @@ where
             question: under,
             path,
             upstream: (started, upstream),
+            after,
             ..
         } = turn;
         let title = self.title_job(chat, &path, &plan);
@@ -907,11 +928,26 @@ where
             finish_reason: completion.finish_reason,
             created_at: answer.created_at,
         };
-        let answer = self
-            .repo
-            .append_answer(owner, chat.id, answer, record)
-            .await
-            .map_err(repo)?;
+        let answer = match after {
+            Some((at, known)) => {
+                let stored = as_stored(chat.id, &answer);
+                let (answer, version) = self
+                    .repo
+                    .append_answer_from(owner, chat.id, (answer, record), at)
+                    .await
+                    .map_err(repo)?;
+                if let Some(version) = version {
+                    self.cache
+                        .put(chat.id, version, extended(&known, vec![stored]));
+                }
+                answer
+            }
+            None => self
+                .repo
+                .append_answer(owner, chat.id, answer, record)
+                .await
+                .map_err(repo)?,
+        };
         if let Some(job) = title {
             self.spawn_title(job, answer.content.clone());
         }
@@ -938,6 +974,7 @@ where
             question: under,
             path,
             upstream,
+            after,
             ..
         } = turn;
         let title = self.title_job(chat, &path, &plan);
@@ -951,6 +988,7 @@ where
             deadline: self.generations.limits().deadline,
             leaf_at_start,
             slot,
+            after: after.map(|(version, known)| (version, known, Arc::clone(&self.cache))),
         };
         let (generation, subscription) = self.generations.register(
             reservation,
@@ -998,7 +1036,8 @@ where
         with_answer_row: bool,
     ) -> Result<Turn<T>, ChatError> {
         let parent = parent.unwrap_or(chat.current_leaf_id);
-        let mut path = self.path_to(owner, chat, parent).await?;
+        let base = self.cached_messages(owner, chat).await?;
+        let mut path = path_in(&base, parent).ok_or(ChatError::MessageNotFound)?;
         let question = self.new_message(
             parent,
             Role::User,
@@ -1024,25 +1063,32 @@ where
         });
         let started = Instant::now();
         let upstream = start(self, Self::request_for(&path, plan));
+        let mut added = path.last().cloned().into_iter().collect::<Vec<_>>();
+        let (_, at, count) = version(chat);
         let stored = match &answer_row {
             Some(row) => {
+                added.push(as_stored(chat.id, row));
                 self.repo
-                    .append_turn(owner, chat.id, question, row.clone())
+                    .append_turn_from(owner, chat.id, (question, row.clone()), (at, count))
                     .await
             }
             None => {
                 self.repo
-                    .append_message(owner, chat.id, question, true)
+                    .append_message_from(owner, chat.id, (question, true), (at, count))
                     .await
             }
         };
         // On failure `upstream` is dropped here, which aborts the provider call.
-        let question = stored.map_err(repo)?;
+        let (question, after) = stored.map_err(repo)?;
+        let after = after
+            .filter(|_| matches_version(chat, &base))
+            .map(|v| (v, self.cache.put(chat.id, v, extended(&base, added))));
         Ok(Turn {
             question,
             path,
             upstream: (started, upstream),
             answer_row,
+            after,
         })
     }
 
@@ -1076,6 +1122,9 @@ struct Turn<T> {
     upstream: (Instant, Upstream<T>),
     /// The streamed answer's `streaming` row, stored with the question.
     answer_row: Option<NewMessage>,
+    /// The chat's messages and version right after the question was stored, when known
+    /// exactly (nobody else wrote in between): the next write extends them in the cache.
+    after: Option<(ChatVersion, Arc<Vec<Message>>)>,
 }
 
 /// The path root → `to` in a built tree.
@@ -1101,6 +1150,9 @@ struct StreamJob {
     leaf_at_start: MessageId,
     /// The concurrency slot, freed once the answer is saved.
     slot: Slot,
+    /// The chat's version and messages once the turn was stored (when known exactly), and
+    /// the cache to extend when the answer ends.
+    after: Option<(ChatVersion, Arc<Vec<Message>>, Arc<MessageCache>)>,
 }
 
 /// A chat to title after its first answer.
@@ -1277,7 +1329,28 @@ async fn run_stream<R: ChatRepository, C: Clock>(
         metrics::histogram!("arbor_generation_ttft_seconds")
             .record(first.duration_since(started).as_secs_f64());
     }
-    let saved = save_with_retries(repo, job.owner, job.chat, finished).await;
+    let saved = match job.after {
+        Some((at, known, cache)) => {
+            let (message, content) = (finished.message, finished.content.clone());
+            let (saved, version) =
+                save_with_retries(repo, job.owner, job.chat, finished, Some(at)).await;
+            if let Some(version) = version {
+                // The turn's messages with the answer as it ended.
+                let mut messages = known.as_ref().clone();
+                if let Some(answer) = messages.iter_mut().find(|m| m.id == message) {
+                    answer.content = content;
+                    answer.status = status;
+                }
+                cache.put(job.chat, version, messages);
+            }
+            saved
+        }
+        None => {
+            save_with_retries(repo, job.owner, job.chat, finished, None)
+                .await
+                .0
+        }
+    };
     // Free the slot before anyone hears of the end: a client that reacts at once may start
     // the next generation.
     drop(job.slot);
@@ -1298,26 +1371,39 @@ const SAVE_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// Saves the end of an answer, retrying (bounded by [`SAVE_RETRY_FOR`]) on any failure
 /// that is not final: a full pool, a busy or restarting database, a lost connection.
+/// With `expected`, the first attempt writes from that chat version and returns the version
+/// after it when the chat was still there.
 async fn save_with_retries<R: ChatRepository>(
     repo: &R,
     owner: UserId,
     chat: ChatId,
     finished: FinishedAnswer,
-) -> bool {
+    expected: Option<ChatVersion>,
+) -> (bool, Option<ChatVersion>) {
     let started = Instant::now();
     let mut delay = Duration::from_millis(50);
     let mut attempt = 0_u32;
     loop {
         attempt += 1;
-        match repo.finish_answer(owner, chat, finished.clone()).await {
-            Ok(_) => {
+        let result = match expected.filter(|_| attempt == 1) {
+            Some(at) => {
+                repo.finish_answer_from(owner, chat, finished.clone(), at)
+                    .await
+            }
+            None => repo
+                .finish_answer(owner, chat, finished.clone())
+                .await
+                .map(|()| None),
+        };
+        match result {
+            Ok(version) => {
                 if attempt > 1 {
                     tracing::info!(message = %finished.message, attempt, "the answer was saved after retrying");
                 }
-                return true;
+                return (true, version);
             }
             // The previous attempt committed but its acknowledgement was lost.
-            Err(RepoError::Conflict(_)) if attempt > 1 => return true,
+            Err(RepoError::Conflict(_)) if attempt > 1 => return (true, None),
             Err(e @ (RepoError::Unavailable(_) | RepoError::Unexpected(_)))
                 if started.elapsed() < SAVE_RETRY_FOR =>
             {
@@ -1327,7 +1413,7 @@ async fn save_with_retries<R: ChatRepository>(
             }
             Err(e) => {
                 tracing::error!(error = %e, attempt, message = %finished.message, "the answer could not be saved");
-                return false;
+                return (false, None);
             }
         }
     }
@@ -1617,6 +1703,7 @@ where
             question: user_message.clone(),
             path,
             answer_row: None,
+            after: None,
         };
         let (answer, usage, path) = self.answer(owner, &t.chat, plan, slot, turn).await?;
         Ok(Reply {
@@ -1683,6 +1770,7 @@ where
                 path,
                 upstream,
                 answer_row: None,
+                after: None,
             };
             let (answer, usage, path) = self.answer(owner, &t.chat, plan, slot, turn).await?;
             Some(Reply {
@@ -1762,6 +1850,7 @@ where
             path,
             upstream,
             answer_row: None,
+            after: None,
         };
         Ok(self.begin_stream(
             &t.chat,

@@ -262,6 +262,10 @@ pub struct ChatQuery {
     pub without_total: bool,
 }
 
+/// A chat's version as caches key it: `updated_at` (microseconds) and the message count.
+/// Every change of a chat's messages changes it.
+pub type ChatVersion = (i64, u64);
+
 /// A position in a chat list: the sort key and id of the last chat seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatCursor {
@@ -449,6 +453,83 @@ pub trait ChatRepository: Send + Sync + 'static {
         question: NewMessage,
         answer: NewMessage,
     ) -> impl Future<Output = Result<Message, RepoError>> + Send;
+
+    /// [`ChatRepository::append_turn`] from a known chat version: when the chat was still at
+    /// `expected` (nobody wrote in between), also returns the chat's version after this
+    /// write, so a cache can extend its copy instead of reading the chat again.
+    ///
+    /// # Errors
+    /// As [`ChatRepository::append_turn`].
+    fn append_turn_from(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        (question, answer): (NewMessage, NewMessage),
+        expected: ChatVersion,
+    ) -> impl Future<Output = Result<(Message, Option<ChatVersion>), RepoError>> + Send {
+        let _ = expected;
+        async move {
+            self.append_turn(owner, chat, question, answer)
+                .await
+                .map(|m| (m, None))
+        }
+    }
+
+    /// [`ChatRepository::append_message`] from a known chat version (see
+    /// [`ChatRepository::append_turn_from`]).
+    ///
+    /// # Errors
+    /// As [`ChatRepository::append_message`].
+    fn append_message_from(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        (message, move_leaf): (NewMessage, bool),
+        expected: ChatVersion,
+    ) -> impl Future<Output = Result<(Message, Option<ChatVersion>), RepoError>> + Send {
+        let _ = expected;
+        async move {
+            self.append_message(owner, chat, message, move_leaf)
+                .await
+                .map(|m| (m, None))
+        }
+    }
+
+    /// [`ChatRepository::append_answer`] from a known chat version (see
+    /// [`ChatRepository::append_turn_from`]).
+    ///
+    /// # Errors
+    /// As [`ChatRepository::append_answer`].
+    fn append_answer_from(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        (message, record): (NewMessage, GenerationRecord),
+        expected: ChatVersion,
+    ) -> impl Future<Output = Result<(Message, Option<ChatVersion>), RepoError>> + Send {
+        let _ = expected;
+        async move {
+            self.append_answer(owner, chat, message, record)
+                .await
+                .map(|m| (m, None))
+        }
+    }
+
+    /// [`ChatRepository::finish_answer`] from a known chat version (see
+    /// [`ChatRepository::append_turn_from`]).
+    ///
+    /// # Errors
+    /// As [`ChatRepository::finish_answer`].
+    fn finish_answer_from(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        answer: FinishedAnswer,
+        expected: ChatVersion,
+    ) -> impl Future<Output = Result<Option<ChatVersion>, RepoError>> + Send {
+        let _ = expected;
+        async move { self.finish_answer(owner, chat, answer).await.map(|()| None) }
+    }
 
     /// Stores a finished assistant answer: the message, its generation record, and the
     /// current leaf moved to it.
