@@ -37,19 +37,6 @@ fn message_row(chat: ChatId, new: &NewMessage) -> messages::ActiveModel {
     }
 }
 
-/// A message as stored from what was inserted (nothing is read back).
-fn stored(chat: ChatId, new: &NewMessage) -> Message {
-    Message {
-        id: new.id,
-        chat_id: chat,
-        parent_id: Some(new.parent_id),
-        role: new.role,
-        content: new.content.clone(),
-        status: new.status,
-        created_at: new.created_at,
-    }
-}
-
 impl SeaOrmStore {
     /// The owner's chat, locked against concurrent tree changes until `txn` ends
     /// (`FOR UPDATE` on PostgreSQL and MySQL; SQLite's `IMMEDIATE` transaction already
@@ -346,7 +333,7 @@ impl SeaOrmStore {
                     .await?;
                 fault("append_message")?;
                 Self::insert_messages(txn, *chat, &[message]).await?;
-                Ok(Written::Message(stored(*chat, message), version))
+                Ok(Written::Message(message.stored_in(*chat), version))
             }
             Write::Turn {
                 owner,
@@ -373,7 +360,7 @@ impl SeaOrmStore {
                 fault("append_turn")?;
                 Self::insert_messages(txn, *chat, &[question, answer]).await?;
                 fault("append_turn_answer")?;
-                Ok(Written::Message(stored(*chat, question), version))
+                Ok(Written::Message(question.stored_in(*chat), version))
             }
             Write::Answer {
                 owner,
@@ -406,7 +393,7 @@ impl SeaOrmStore {
                             Entity::Message,
                         ))
                     })?;
-                Ok(Written::Message(stored(*chat, message), version))
+                Ok(Written::Message(message.stored_in(*chat), version))
             }
             Write::Finish {
                 owner,

@@ -437,19 +437,6 @@ fn extended(base: &[Message], added: Vec<Message>) -> Vec<Message> {
     messages
 }
 
-/// A new message as it reads once stored in `chat`.
-fn as_stored(chat: ChatId, new: &NewMessage) -> Message {
-    Message {
-        id: new.id,
-        chat_id: chat,
-        parent_id: Some(new.parent_id),
-        role: new.role,
-        content: new.content.clone(),
-        status: new.status,
-        created_at: new.created_at,
-    }
-}
-
 /// The cache key of `chat` at the version it shows.
 fn version(chat: &Chat) -> CacheKey {
     (
@@ -930,7 +917,7 @@ where
         };
         let answer = match after {
             Some((at, known)) => {
-                let stored = as_stored(chat.id, &answer);
+                let stored = answer.stored_in(chat.id);
                 let (answer, version) = self
                     .repo
                     .append_answer_from(owner, chat.id, (answer, record), at)
@@ -1044,15 +1031,7 @@ where
             content.into_inner(),
             MessageStatus::Complete,
         );
-        path.push(Message {
-            id: question.id,
-            chat_id: chat.id,
-            parent_id: Some(parent),
-            role: Role::User,
-            content: question.content.clone(),
-            status: MessageStatus::Complete,
-            created_at: question.created_at,
-        });
+        path.push(question.stored_in(chat.id));
         let answer_row = with_answer_row.then(|| {
             self.new_message(
                 question.id,
@@ -1067,7 +1046,7 @@ where
         let (_, at, count) = version(chat);
         let stored = match &answer_row {
             Some(row) => {
-                added.push(as_stored(chat.id, row));
+                added.push(row.stored_in(chat.id));
                 self.repo
                     .append_turn_from(owner, chat.id, (question, row.clone()), (at, count))
                     .await
@@ -1744,15 +1723,7 @@ where
         let upstream = match &generation {
             Some((plan, _)) => {
                 let mut path = tree_path(&t.tree, parent)?;
-                path.push(Message {
-                    id: edited.id,
-                    chat_id: chat,
-                    parent_id: Some(parent),
-                    role,
-                    content: edited.content.clone(),
-                    status: MessageStatus::Complete,
-                    created_at: edited.created_at,
-                });
+                path.push(edited.stored_in(chat));
                 let request = Self::request_for(&path, plan);
                 Some((path, (Instant::now(), self.start_completion(request))))
             }

@@ -201,6 +201,22 @@ pub struct NewMessage {
     pub created_at: Timestamp,
 }
 
+impl NewMessage {
+    /// The message as it reads once stored in `chat`.
+    #[must_use]
+    pub fn stored_in(&self, chat: ChatId) -> Message {
+        Message {
+            id: self.id,
+            chat_id: chat,
+            parent_id: Some(self.parent_id),
+            role: self.role,
+            content: self.content.clone(),
+            status: self.status,
+            created_at: self.created_at,
+        }
+    }
+}
+
 /// How a streaming answer ended.
 #[derive(Debug, Clone)]
 pub struct FinishedAnswer {

@@ -131,15 +131,7 @@ fn insert_message(
     if new.role == Role::System {
         return Err(RepoError::Conflict("only the root is a system message"));
     }
-    let message = Message {
-        id: new.id,
-        chat_id,
-        parent_id: Some(new.parent_id),
-        role: new.role,
-        content: new.content,
-        status: new.status,
-        created_at: new.created_at,
-    };
+    let message = new.stored_in(chat_id);
     messages.push(message.clone());
     let chat = owned_chat(state, owner, chat_id)?;
     chat.message_count += 1;
