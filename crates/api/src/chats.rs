@@ -273,7 +273,10 @@ fn decode_cursor(text: &str, sort: ChatSort) -> Result<ChatCursor, ApiError> {
             )
         }
         (ChatSort::TitleAsc | ChatSort::TitleDesc, serde_json::Value::String(t)) => {
-            CursorKey::Title(Some(t))
+            // Only a title this server could have stored (never, say, a NUL byte).
+            let title =
+                ChatTitle::parse(t).map_err(|_| invalid("cursor is not one this server made"))?;
+            CursorKey::Title(Some(title.as_str().to_owned()))
         }
         (ChatSort::TitleAsc | ChatSort::TitleDesc, serde_json::Value::Null) => {
             CursorKey::Title(None)
@@ -925,4 +928,52 @@ pub fn routes<A: AuthUseCase, S: ChatUseCase>(cfg: &mut web::ServiceConfig) {
             "/chats/{id}/messages/{mid}",
             web::delete().to(delete_message::<A, S>),
         );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_foreign_or_forged_ones_are_refused() {
+        use base64::Engine as _;
+        let id = ChatId::from_u128(42);
+        for (sort, key) in [
+            (
+                ChatSort::UpdatedDesc,
+                CursorKey::Time(1_800_000_000_000_000),
+            ),
+            (
+                ChatSort::TitleAsc,
+                CursorKey::Title(Some("日本語 title".into())),
+            ),
+            (ChatSort::TitleDesc, CursorKey::Title(None)),
+        ] {
+            let cursor = ChatCursor { key, id };
+            let text = encode_cursor(&cursor, sort);
+            assert_eq!(decode_cursor(&text, sort).ok(), Some(cursor));
+            let other = if sort == ChatSort::TitleAsc {
+                ChatSort::CreatedDesc
+            } else {
+                ChatSort::TitleAsc
+            };
+            assert!(decode_cursor(&text, other).is_err(), "{sort:?} → {other:?}");
+        }
+        let forge = |raw: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        for raw in [
+            r#"["t","a\u0000b","00000000-0000-0000-0000-00000000002a"]"#,
+            r#"["t","","00000000-0000-0000-0000-00000000002a"]"#,
+            r#"["u",1.5,"00000000-0000-0000-0000-00000000002a"]"#,
+            r#"["u",1,"not-a-uuid"]"#,
+            r#"{"u":1}"#,
+        ] {
+            let sort = if raw.contains("\"t\"") {
+                ChatSort::TitleAsc
+            } else {
+                ChatSort::UpdatedDesc
+            };
+            assert!(decode_cursor(&forge(raw), sort).is_err(), "{raw}");
+        }
+        assert!(decode_cursor("%%%", ChatSort::UpdatedDesc).is_err());
+    }
 }

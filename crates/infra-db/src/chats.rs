@@ -76,11 +76,16 @@ impl SeaOrmStore {
         (now, expected): (Timestamp, Option<ChatVersion>),
     ) -> Result<Option<ChatVersion>, Failure> {
         let chat_id = uuid(chat.as_u128());
+        // Correlated with the row being updated, so MySQL evaluates it per chat row, after
+        // locking that row: the chat is locked before the parent is read on every backend.
         let parent_in_chat = Query::select()
             .expr(Expr::val(1))
             .from(messages::Entity)
             .and_where(messages::Column::Id.eq(uuid(parent.as_u128())))
-            .and_where(messages::Column::ChatId.eq(chat_id))
+            .and_where(
+                Expr::col((messages::Entity, messages::Column::ChatId))
+                    .equals((chats::Entity, chats::Column::Id)),
+            )
             .to_owned();
         let mut update = chats::Entity::update_many()
             .col_expr(
@@ -287,10 +292,11 @@ impl SeaOrmStore {
     async fn write(&self, write: Write) -> Result<Written, RepoError> {
         match &self.group_commit {
             Some(group) => match group.write(write).await {
-                Some(result) => result,
-                None => Err(RepoError::Unavailable(
-                    "the database writer has stopped".into(),
-                )),
+                Ok(result) => result,
+                Err(write) => {
+                    tracing::error!("the database writer task has stopped; writing alone");
+                    self.write_alone(&write).await
+                }
             },
             None => self.write_alone(&write).await,
         }

@@ -109,11 +109,20 @@ impl GroupCommit {
         Self { jobs }
     }
 
-    /// Applies `write` in the next group commit. `None` when the writer task is gone.
-    pub(crate) async fn write(&self, write: Write) -> Option<Result<Written, RepoError>> {
+    /// Applies `write` in the next group commit. When the writer task is gone the write is
+    /// handed back untouched (`Err`), so the caller can apply it alone.
+    pub(crate) async fn write(&self, write: Write) -> Result<Result<Written, RepoError>, Write> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { write, reply }).await.ok()?;
-        answer.await.ok()
+        if let Err(refused) = self.jobs.send(Job { write, reply }).await {
+            return Err(refused.0.write);
+        }
+        // A reply dropped unsent means the writer died mid-batch: whether the write landed
+        // is unknown, so it is not applied again.
+        Ok(answer.await.unwrap_or_else(|_| {
+            Err(RepoError::Unavailable(
+                "the database writer stopped during a write".into(),
+            ))
+        }))
     }
 }
 

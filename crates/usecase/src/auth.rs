@@ -603,13 +603,21 @@ where
         let found = match &self.cache {
             Some(cache) => {
                 match cache
-                    .user_or_load(id, self.clock.now(), self.repo.get_user(id))
+                    .user_or_load(
+                        id,
+                        (self.clock.now(), || self.clock.now()),
+                        self.repo.get_user(id),
+                    )
                     .await
                 {
                     Ok(user) if !accepts(&user) => {
                         cache.forget_user(id);
                         cache
-                            .user_or_load(id, self.clock.now(), self.repo.get_user(id))
+                            .user_or_load(
+                                id,
+                                (self.clock.now(), || self.clock.now()),
+                                self.repo.get_user(id),
+                            )
                             .await
                     }
                     other => other,
@@ -718,7 +726,11 @@ where
             let found = match &self.cache {
                 Some(cache) => {
                     cache
-                        .key_or_load(&prefix, now, self.repo.use_api_key(&prefix, now))
+                        .key_or_load(
+                            &prefix,
+                            (now, || self.clock.now()),
+                            self.repo.use_api_key(&prefix, now),
+                        )
                         .await?
                 }
                 None => self.repo.use_api_key(&prefix, now).await?,

@@ -524,8 +524,9 @@ type Entries = quick_cache::sync::Cache<
     CountEvictions,
 >;
 
-/// A rendering of a chat at one version (e.g. its current branch as an HTTP body).
-type RenderedKey = (CacheKey, &'static str);
+/// A rendering of a chat at one version with one current leaf (moving the leaf changes no
+/// message, so it is not part of the version), e.g. its current branch as an HTTP body.
+type RenderedKey = (CacheKey, MessageId, &'static str);
 
 /// Weighs a rendering by its bytes.
 #[derive(Debug, Clone, Copy)]
@@ -944,8 +945,9 @@ where
 
     /// Registers the generation in its reserved chat and starts its task, which streams the
     /// answer from `upstream` (already under way) into the `streaming` row `answer`, stored
-    /// by the caller. Once the task is spawned nothing depends on this request: a client
-    /// that leaves cannot orphan a `streaming` row. `slot` is held until the answer is saved.
+    /// by the caller just before (no await in between). Once the task is spawned nothing
+    /// depends on this request. A row left `streaming` by a request that died between the
+    /// two (a crash) is ended by the sweep. `slot` is held until the answer is saved.
     fn begin_stream(
         &self,
         chat: &Chat,
@@ -1532,7 +1534,7 @@ where
         F: FnOnce(&[Message]) -> Vec<u8> + Send,
     {
         let chat = self.get_chat(owner, chat).await?;
-        let key = (version(&chat), kind);
+        let key = (version(&chat), chat.current_leaf_id, kind);
         if let Some(hit) = self.cache.rendered.get(&key) {
             metrics::counter!("arbor_cache_hits_total", "cache" => "rendered").increment(1);
             return Ok(hit);
@@ -1975,6 +1977,19 @@ mod tests {
         assert_eq!(first, again);
         assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert!(String::from_utf8_lossy(&first).ends_with("again|echo: again"));
+        // Moving the leaf changes no message but does change the branch.
+        s.select(owner, chat.id, branch[1].id).await.unwrap();
+        let moved = s
+            .current_branch_rendered(owner, chat.id, "test", render)
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&moved).ends_with("hello"),
+            "{moved:?}"
+        );
+        s.select(owner, chat.id, branch.last().unwrap().id)
+            .await
+            .unwrap();
         let leaf = branch.last().unwrap().id;
         s.delete_message(owner, chat.id, leaf).await.unwrap();
         assert_eq!(s.tree(owner, chat.id).await.unwrap().tree.len(), 4);
@@ -1984,8 +1999,8 @@ mod tests {
             .unwrap();
         assert_eq!(
             renders.load(std::sync::atomic::Ordering::SeqCst),
-            2,
-            "a write renders anew"
+            3,
+            "a moved leaf and a write render anew"
         );
         assert!(String::from_utf8_lossy(&after).ends_with("again"));
         assert!(s.cache_stats().weight > 0);

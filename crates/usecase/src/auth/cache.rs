@@ -31,6 +31,16 @@ pub struct AccountCacheConfig {
 /// differ, and a change is stamped a little before it commits.
 pub(super) const POLL_SLACK_MICROS: i64 = 5_000_000;
 
+/// Why a load put nothing in the cache.
+enum Miss<T> {
+    /// Nothing there (an unknown key).
+    Absent,
+    /// Found, but too slowly to be trusted later.
+    Slow(T),
+    /// The store failed.
+    Failed(RepoError),
+}
+
 #[derive(Debug, Default)]
 struct SyncState {
     /// When the last successful poll started (its query saw every change committed then).
@@ -90,11 +100,13 @@ impl AccountCache {
     }
 
     /// The user, from the cache when it may answer at `now`, else from `load` (concurrent
-    /// misses for one user share one load).
+    /// misses for one user share one load). `clock` reads the time after the load: a load
+    /// slower than the polls' overlap is not cached (a change committed meanwhile could be
+    /// missed by every poll).
     pub(super) async fn user_or_load(
         &self,
         id: UserId,
-        now: Timestamp,
+        (now, clock): (Timestamp, impl Fn() -> Timestamp),
         load: impl Future<Output = Result<User, RepoError>>,
     ) -> Result<User, RepoError> {
         if !self.trusted(now) {
@@ -109,33 +121,43 @@ impl AccountCache {
             self.users.remove(&id);
         }
         let mut loaded = false;
-        let (user, _) = self
+        let found = self
             .users
             .get_or_insert_async(&id, async {
                 loaded = true;
-                load.await.map(|user| (user, now))
+                match load.await {
+                    Ok(user) if self.quick(now, clock()) => Ok((user, now)),
+                    Ok(user) => Err(Miss::Slow(user)),
+                    Err(e) => Err(Miss::Failed(e)),
+                }
             })
-            .await?;
+            .await;
         hit("accounts", !loaded);
-        Ok(user)
+        match found {
+            Ok((user, _)) | Err(Miss::Slow(user)) => Ok(user),
+            Err(Miss::Failed(e)) => Err(e),
+            Err(Miss::Absent) => Err(RepoError::NotFound(crate::ports::Entity::User)),
+        }
     }
 
     pub(super) fn forget_user(&self, id: UserId) {
         self.users.remove(&id);
     }
 
+    /// Whether a load that started at `started` and ended at `ended` may be cached.
+    fn quick(&self, started: Timestamp, ended: Timestamp) -> bool {
+        ended.as_unix_micros() - started.as_unix_micros()
+            <= POLL_SLACK_MICROS - self.config.poll_interval_micros.saturating_mul(2)
+    }
+
     /// The unrevoked key with this prefix, from the cache when it may answer at `now`, else
-    /// from `load`. Unknown prefixes are not cached.
+    /// from `load` (see [`Self::user_or_load`]). Unknown prefixes are not cached.
     pub(super) async fn key_or_load(
         &self,
         prefix: &str,
-        now: Timestamp,
+        (now, clock): (Timestamp, impl Fn() -> Timestamp),
         load: impl Future<Output = Result<Option<ApiKeyRecord>, RepoError>>,
     ) -> Result<Option<ApiKeyRecord>, RepoError> {
-        enum Miss {
-            Absent,
-            Failed(RepoError),
-        }
         if !self.trusted(now) {
             hit("api_keys", false);
             return load.await;
@@ -153,7 +175,8 @@ impl AccountCache {
             .get_or_insert_async(prefix, async {
                 loaded = true;
                 match load.await {
-                    Ok(Some(key)) => Ok((key, now)),
+                    Ok(Some(key)) if self.quick(now, clock()) => Ok((key, now)),
+                    Ok(Some(key)) => Err(Miss::Slow(key)),
                     Ok(None) => Err(Miss::Absent),
                     Err(e) => Err(Miss::Failed(e)),
                 }
@@ -161,7 +184,7 @@ impl AccountCache {
             .await;
         hit("api_keys", !loaded);
         match found {
-            Ok((key, _)) => Ok(Some(key)),
+            Ok((key, _)) | Err(Miss::Slow(key)) => Ok(Some(key)),
             Err(Miss::Absent) => Ok(None),
             Err(Miss::Failed(e)) => Err(e),
         }
@@ -197,5 +220,23 @@ impl AccountCache {
         if let Ok(mut state) = self.state.lock() {
             state.last_ok = Some(started);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_slower_than_the_polls_overlap_is_not_cached() {
+        let cache = AccountCache::new(AccountCacheConfig {
+            capacity: 10,
+            poll_interval_micros: 500_000,
+            max_age_micros: 60_000_000,
+        });
+        let t = Timestamp::from_unix_seconds(1_800_000_000);
+        assert!(cache.quick(t, t.plus_micros(1_000)));
+        assert!(cache.quick(t, t.plus_micros(4_000_000)));
+        assert!(!cache.quick(t, t.plus_micros(4_000_001)));
     }
 }
