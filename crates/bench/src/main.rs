@@ -50,6 +50,7 @@ enum Scenario {
     P2,
     P3,
     P4,
+    P5,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -99,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if run(Scenario::P4) {
             scenarios::p4(&ctx, db.backend()).await?;
+        }
+        if run(Scenario::P5) {
+            scenarios::p5(&ctx, db.backend()).await?;
         }
     }
     Ok(())

@@ -439,6 +439,19 @@ pub async fn p3(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
 
 /// Inserts `n` messages as one chain under the chat's root, and makes the last the leaf.
 async fn bulk_chain(db: &TestDatabase, chat: &str, n: usize) -> anyhow::Result<()> {
+    bulk_chain_with(db, chat, n, |i| {
+        format!("message {i}: some ordinary text of a typical length for a chat")
+    })
+    .await
+}
+
+/// [`bulk_chain`] with the content of message `i` from `content`.
+async fn bulk_chain_with(
+    db: &TestDatabase,
+    chat: &str,
+    n: usize,
+    content: impl Fn(usize) -> String,
+) -> anyhow::Result<()> {
     let conn = db.raw().await;
     let backend = conn.get_database_backend();
     let chat_id = uuid::Uuid::parse_str(chat)?;
@@ -480,7 +493,7 @@ async fn bulk_chain(db: &TestDatabase, chat: &str, n: usize) -> anyhow::Result<(
                 chat_id.into(),
                 (*parent).into(),
                 role.into(),
-                format!("message {i}: some ordinary text of a typical length for a chat").into(),
+                content(*i).into(),
                 "complete".into(),
                 (base + *i as i64).into(),
             ]);
@@ -742,4 +755,95 @@ pub async fn p4(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
     drop(arbor);
     db.drop_database().await;
     Ok(())
+}
+
+/// P5: substring search across all of one user's messages (`GET /search?q=`).
+pub async fn p5(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
+    const WORDS: [&str; 16] = [
+        "river",
+        "market",
+        "window",
+        "garden",
+        "planet",
+        "silver",
+        "orange",
+        "coffee",
+        "東京",
+        "天気",
+        "電車",
+        "会議",
+        "予定",
+        "写真",
+        "ありがとう",
+        "おはよう",
+    ];
+    let (chats, per_chat) = if ctx.quick {
+        (10, 1_000)
+    } else {
+        (100, 10_000)
+    };
+    println!(
+        "\nP5 search ({backend:?}): {} messages of one user ({chats} chats x {per_chat}), LIKE substring semantics",
+        chats * per_chat
+    );
+    let fake = provider(&[]).await?;
+    let db = database(backend).await?;
+    let arbor = Arbor::start(&ctx.arbor_bin, db.url(), &fake.base_url(), &[]).await?;
+    let client = Client::new(&arbor.base)?;
+    let token = client.user("p5user").await?;
+    let loading = Instant::now();
+    for c in 0..chats {
+        let chat = client.chat(&token).await?;
+        bulk_chain_with(&db, &chat, per_chat, |i| {
+            let n = c * per_chat + i;
+            // A deterministic mix of English and Japanese words; a few rare markers.
+            let mut text: Vec<&str> = (0..8)
+                .map(|k| WORDS[(n.wrapping_mul(2_654_435_761) >> (k * 3)) % WORDS.len()])
+                .collect();
+            if n % 10_007 == 0 {
+                text.push("zephyrine");
+            }
+            if n % 1_009 == 0 {
+                text.push("東京タワー");
+            }
+            if n % 997 == 0 {
+                text.push("猫犬");
+            }
+            text.join(" ")
+        })
+        .await?;
+    }
+    row(
+        "loaded (bulk insert)",
+        format!("{:.1} s", loading.elapsed().as_secs_f64()),
+    );
+    for (label, q) in [
+        ("a rare word (~100 hits)", "zephyrine"),
+        ("a Japanese word, 5 characters (~1,000 hits)", "東京タワー"),
+        ("a Japanese word, 2 characters (~1,000 hits)", "猫犬"),
+        ("a common word (most messages)", "coffee"),
+    ] {
+        let path = format!("/api/v1/search?q={}&limit=20", urlencode(q));
+        let hits = client.get_json(&path, &token).await?["total"].clone();
+        let (first, p50) = sequential(&client, &token, &path, 5).await?;
+        row(
+            &format!("{label}: first / then p50 (total hits)"),
+            format!("{first:.1} / {p50:.1} ms ({hits})"),
+        );
+    }
+    drop(arbor);
+    db.drop_database().await;
+    Ok(())
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
