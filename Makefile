@@ -50,7 +50,7 @@ FUZZ_SEED     ?= 20261128
 fuzz-api:
 	CARGO=$(CARGO) bash tests/scripts/fuzz-api.sh $(FUZZ_EXAMPLES) $(FUZZ_SEED)
 
-## Load scenarios P1-P4 on a release build (SQLite and PostgreSQL); figures go to BENCHMARKS.md.
+## Load scenarios P1-P5 on a release build (SQLite and PostgreSQL); figures go to BENCHMARKS.md.
 ## One scenario: make bench SCENARIO=p3. Smaller sizes: make bench BENCH_FLAGS=--quick
 SCENARIO    ?= all
 BENCH_FLAGS ?=

@@ -1,14 +1,15 @@
 //! `arbor-bench`: Arbor's load scenarios, against the release binary as a separate process,
 //! the fake provider, and a real SQLite file or PostgreSQL database.
 //!
-//! - P1 overhead: concurrent streams through Arbor vs. the same requests straight to the fake
-//!   provider: added time to first and to last token (p50/p99).
+//! - P1 overhead: bursts of 1 to 1,000 streams through Arbor vs. the same requests straight to
+//!   the fake provider: added time to first and to last token (p50/p99), server CPU per stream.
 //! - P2 open streams: ramp to N simultaneously open SSE streams on a slow provider; errors and
 //!   the server's peak RSS.
 //! - P3 persisted turns per second: blocking sends with an instant provider, many users, next
 //!   to the database's own single-row-transaction ceiling at the same concurrency.
 //! - P4 reads: current branch of a 200-message chat (req/s), path of a 10,000-message chat
-//!   (ms), a chat-list page of a user with 100,000 chats (ms).
+//!   (ms), chat-list pages (by number and by cursor) of a user with 100,000 chats (ms).
+//! - P5 search: substring search across 1,000,000 messages of one user (ms).
 
 #![expect(
     clippy::print_stdout,
