@@ -111,9 +111,8 @@ impl Client {
         Ok(started.elapsed())
     }
 
-    /// A GET; its latency.
-    /// A GET that must succeed, with its JSON body.
-    pub async fn get_json(&self, path: &str, token: &str) -> anyhow::Result<Value> {
+    /// A GET that must succeed: its body.
+    async fn get_body(&self, path: &str, token: &str) -> anyhow::Result<bytes::Bytes> {
         let response = self
             .http
             .get(format!("{}{path}", self.base))
@@ -121,26 +120,25 @@ impl Client {
             .send()
             .await?;
         let status = response.status();
-        let text = response.text().await?;
+        let body = response.bytes().await?;
         if !status.is_success() {
-            bail!("GET {path}: {status} {text:.200}");
+            bail!(
+                "GET {path}: {status} {:.200}",
+                String::from_utf8_lossy(&body)
+            );
         }
-        Ok(serde_json::from_str(&text)?)
+        Ok(body)
     }
 
+    /// A GET that must succeed, with its JSON body.
+    pub async fn get_json(&self, path: &str, token: &str) -> anyhow::Result<Value> {
+        Ok(serde_json::from_slice(&self.get_body(path, token).await?)?)
+    }
+
+    /// A GET that must succeed; its latency.
     pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await?;
-        let status = response.status();
-        let _ = response.bytes().await?;
-        if !status.is_success() {
-            bail!("GET {path}: {status}");
-        }
+        self.get_body(path, token).await?;
         Ok(started.elapsed())
     }
 
