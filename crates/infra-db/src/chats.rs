@@ -16,6 +16,10 @@ use usecase::ports::{
     CursorKey, DeletedSubtree, Entity, FinishedAnswer, NewChat, NewMessage, RepoError, SearchHit,
 };
 
+mod apply;
+
+use apply::written_message;
+
 use crate::SeaOrmStore;
 use crate::convert::{to_chat, to_message, ts, uuid};
 use crate::entity::{chats, generations, messages};
@@ -58,211 +62,6 @@ impl SeaOrmStore {
             .map_err(to_repo_error)?
             .ok_or(RepoError::NotFound(Entity::Chat))
     }
-
-    /// Claims the owner's chat for `added` new messages under `parent`, in one statement
-    /// that also takes the chat row's write lock first (as every writer does): bumps the
-    /// message count and the version, and moves the current leaf to `leaf` when given. It
-    /// changes nothing unless `owner` owns the chat and `parent` is one of its messages.
-    /// Runs inside the caller's transaction.
-    #[allow(clippy::too_many_arguments)]
-    async fn claim_chat(
-        &self,
-        txn: &DatabaseTransaction,
-        owner: UserId,
-        chat: ChatId,
-        parent: MessageId,
-        added: i64,
-        leaf: Option<MessageId>,
-        (now, expected): (Timestamp, Option<ChatVersion>),
-    ) -> Result<Option<ChatVersion>, Failure> {
-        let chat_id = uuid(chat.as_u128());
-        // Correlated with the row being updated, so MySQL evaluates it per chat row, after
-        // locking that row: the chat is locked before the parent is read on every backend.
-        let parent_in_chat = Query::select()
-            .expr(Expr::val(1))
-            .from(messages::Entity)
-            .and_where(messages::Column::Id.eq(uuid(parent.as_u128())))
-            .and_where(
-                Expr::col((messages::Entity, messages::Column::ChatId))
-                    .equals((chats::Entity, chats::Column::Id)),
-            )
-            .to_owned();
-        let mut update = chats::Entity::update_many()
-            .col_expr(
-                chats::Column::MessageCount,
-                Expr::col(chats::Column::MessageCount).add(added),
-            )
-            .col_expr(chats::Column::UpdatedAt, Expr::value(ts(now)))
-            .filter(chats::Column::Id.eq(chat_id))
-            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
-            .filter(Expr::exists(parent_in_chat));
-        if let Some(leaf) = leaf {
-            update = update.col_expr(
-                chats::Column::CurrentLeafId,
-                Expr::value(uuid(leaf.as_u128())),
-            );
-        }
-        if let Some((at, count)) = expected {
-            // From the version the caller knows: then the version after is known too.
-            let from_expected = update
-                .clone()
-                .filter(chats::Column::UpdatedAt.eq(at))
-                .filter(chats::Column::MessageCount.eq(i64::try_from(count).unwrap_or(i64::MAX)))
-                .exec(txn)
-                .await
-                .map_err(|e| dirty(to_repo_error(e)))?;
-            if from_expected.rows_affected > 0 {
-                let added = u64::try_from(added).unwrap_or(0);
-                return Ok(Some((ts(now), count + added)));
-            }
-        }
-        let done = update
-            .exec(txn)
-            .await
-            .map_err(|e| dirty(to_repo_error(e)))?;
-        if done.rows_affected > 0 {
-            return Ok(None);
-        }
-        // Nothing changed; say why (the rare path).
-        let owned = chats::Entity::find_by_id(chat_id)
-            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
-            .select_only()
-            .column(chats::Column::Id)
-            .into_tuple::<Uuid>()
-            .one(txn)
-            .await
-            .map_err(|e| dirty(to_repo_error(e)))?;
-        Err(Failure::Clean(RepoError::NotFound(if owned.is_some() {
-            Entity::Message
-        } else {
-            Entity::Chat
-        })))
-    }
-
-    /// Inserts `rows` (messages of `chat`) without reading them back.
-    async fn insert_messages(
-        txn: &DatabaseTransaction,
-        chat: ChatId,
-        rows: &[&NewMessage],
-    ) -> Result<(), Failure> {
-        if rows.iter().any(|m| m.role == Role::System) {
-            return Err(dirty(RepoError::Conflict(
-                "only the root is a system message",
-            )));
-        }
-        messages::Entity::insert_many(rows.iter().map(|m| message_row(chat, m)))
-            .exec_without_returning(txn)
-            .await
-            .map_err(|e| dirty(classify(e, "message id already used", Entity::Message)))?;
-        Ok(())
-    }
-    /// Ends a streaming answer inside `txn` (see [`ChatRepository::finish_answer`]).
-    async fn end_answer(
-        &self,
-        txn: &DatabaseTransaction,
-        owner: UserId,
-        chat: ChatId,
-        answer: &FinishedAnswer,
-        expected: Option<ChatVersion>,
-    ) -> Result<Option<ChatVersion>, Failure> {
-        let id = uuid(answer.message.as_u128());
-        let chat_id = uuid(chat.as_u128());
-        // The chat row first (its write lock, as every writer takes it): the answer becomes
-        // the current leaf only if the user is still where the generation began (or on its
-        // question), and the version moves even when the clock did not (the read cache keys
-        // on it). Deciding inside the statement is race-free.
-        let leaf = Expr::col(chats::Column::CurrentLeafId);
-        let stayed = leaf.clone().is_in([
-            uuid(answer.leaf_at_start.as_u128()),
-            uuid(answer.question.as_u128()),
-        ]);
-        let update = chats::Entity::update_many()
-            .col_expr(
-                chats::Column::CurrentLeafId,
-                Expr::case(stayed, Expr::value(id)).finally(leaf).into(),
-            )
-            .col_expr(
-                chats::Column::UpdatedAt,
-                Func::greatest([
-                    Expr::value(ts(answer.now)),
-                    Expr::col(chats::Column::UpdatedAt).add(1),
-                ])
-                .into(),
-            )
-            .filter(chats::Column::Id.eq(chat_id))
-            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())));
-        let mut version = None;
-        if let Some((at, count)) = expected {
-            let from_expected = update
-                .clone()
-                .filter(chats::Column::UpdatedAt.eq(at))
-                .filter(chats::Column::MessageCount.eq(i64::try_from(count).unwrap_or(i64::MAX)))
-                .exec(txn)
-                .await
-                .map_err(|e| dirty(to_repo_error(e)))?;
-            if from_expected.rows_affected > 0 {
-                version = Some((Ord::max(ts(answer.now), at + 1), count));
-            }
-        }
-        let claimed = match version {
-            Some(_) => 1,
-            None => {
-                update
-                    .exec(txn)
-                    .await
-                    .map_err(|e| dirty(to_repo_error(e)))?
-                    .rows_affected
-            }
-        };
-        if claimed == 0 {
-            return Err(Failure::Clean(RepoError::NotFound(Entity::Chat)));
-        }
-        let ended = messages::Entity::update_many()
-            .col_expr(
-                messages::Column::Content,
-                Expr::value(answer.content.clone()),
-            )
-            .col_expr(
-                messages::Column::Status,
-                Expr::value(answer.status.as_str()),
-            )
-            .filter(messages::Column::Id.eq(id))
-            .filter(messages::Column::ChatId.eq(chat_id))
-            .filter(messages::Column::Status.eq(MessageStatus::Streaming.as_str()))
-            .exec(txn)
-            .await
-            .map_err(|e| dirty(to_repo_error(e)))?;
-        if ended.rows_affected == 0 {
-            // Say why (the rare path); the transaction is dropped, so nothing changed.
-            let exists = messages::Entity::find_by_id(id)
-                .filter(messages::Column::ChatId.eq(chat_id))
-                .select_only()
-                .column(messages::Column::Id)
-                .into_tuple::<Uuid>()
-                .one(txn)
-                .await
-                .map_err(|e| dirty(to_repo_error(e)))?;
-            // The chat row was changed above: dirty, the transaction rolls back.
-            return Err(dirty(match exists {
-                Some(_) => RepoError::Conflict("the answer has already ended"),
-                None => RepoError::NotFound(Entity::Message),
-            }));
-        }
-        self.fault("finish_answer").map_err(dirty)?;
-        if let Some(record) = &answer.record {
-            generations::Entity::insert(generation_row(record, answer.message))
-                .exec_without_returning(txn)
-                .await
-                .map_err(|e| {
-                    dirty(classify(
-                        e,
-                        "answer already has a generation record",
-                        Entity::Message,
-                    ))
-                })?;
-        }
-        Ok(version)
-    }
 }
 
 /// `%`, `_` and `\` of a user's query made literal for `LIKE … ESCAPE '\'`.
@@ -277,143 +76,6 @@ pub(crate) fn like_pattern(query: &str) -> String {
     }
     out.push('%');
     out
-}
-
-fn written_message(written: Written) -> Result<(Message, Option<ChatVersion>), RepoError> {
-    match written {
-        Written::Message(m, version) => Ok((m, version)),
-        Written::Done(_) => Err(RepoError::Unexpected("a write returned no message".into())),
-    }
-}
-
-impl SeaOrmStore {
-    /// Applies a hot write: in the next group commit on SQLite, else in a transaction of
-    /// its own.
-    async fn write(&self, write: Write) -> Result<Written, RepoError> {
-        match &self.group_commit {
-            Some(group) => match group.write(write).await {
-                Ok(result) => result,
-                Err(write) => {
-                    tracing::error!("the database writer task has stopped; writing alone");
-                    self.write_alone(&write).await
-                }
-            },
-            None => self.write_alone(&write).await,
-        }
-    }
-
-    /// Applies `write` in a transaction of its own.
-    pub(crate) async fn write_alone(&self, write: &Write) -> Result<Written, RepoError> {
-        let txn = self.begin_write().await?;
-        let written = self.apply(&txn, write).await.map_err(Failure::into_error)?;
-        txn.commit().await.map_err(to_repo_error)?;
-        Ok(written)
-    }
-
-    /// Applies `write` inside `txn`. A [`Failure::Clean`] changed nothing.
-    pub(crate) async fn apply(
-        &self,
-        txn: &DatabaseTransaction,
-        write: &Write,
-    ) -> Result<Written, Failure> {
-        let fault = |point| self.fault(point).map_err(dirty);
-        match write {
-            Write::Message {
-                owner,
-                chat,
-                message,
-                move_leaf,
-                expected,
-            } => {
-                let leaf = move_leaf.then_some(message.id);
-                let version = self
-                    .claim_chat(
-                        txn,
-                        *owner,
-                        *chat,
-                        message.parent_id,
-                        1,
-                        leaf,
-                        (message.created_at, *expected),
-                    )
-                    .await?;
-                fault("append_message")?;
-                Self::insert_messages(txn, *chat, &[message]).await?;
-                Ok(Written::Message(message.stored_in(*chat), version))
-            }
-            Write::Turn {
-                owner,
-                chat,
-                question,
-                answer,
-                expected,
-            } => {
-                if answer.parent_id != question.id {
-                    return Err(Failure::Clean(RepoError::NotFound(Entity::Message)));
-                }
-                let leaf = Some(question.id);
-                let version = self
-                    .claim_chat(
-                        txn,
-                        *owner,
-                        *chat,
-                        question.parent_id,
-                        2,
-                        leaf,
-                        (question.created_at, *expected),
-                    )
-                    .await?;
-                fault("append_turn")?;
-                Self::insert_messages(txn, *chat, &[question, answer]).await?;
-                fault("append_turn_answer")?;
-                Ok(Written::Message(question.stored_in(*chat), version))
-            }
-            Write::Answer {
-                owner,
-                chat,
-                message,
-                record,
-                expected,
-            } => {
-                let leaf = Some(message.id);
-                let version = self
-                    .claim_chat(
-                        txn,
-                        *owner,
-                        *chat,
-                        message.parent_id,
-                        1,
-                        leaf,
-                        (message.created_at, *expected),
-                    )
-                    .await?;
-                fault("append_answer")?;
-                Self::insert_messages(txn, *chat, &[message]).await?;
-                generations::Entity::insert(generation_row(record, message.id))
-                    .exec_without_returning(txn)
-                    .await
-                    .map_err(|e| {
-                        dirty(classify(
-                            e,
-                            "answer already has a generation record",
-                            Entity::Message,
-                        ))
-                    })?;
-                Ok(Written::Message(message.stored_in(*chat), version))
-            }
-            Write::Finish {
-                owner,
-                chat,
-                answer,
-                expected,
-            } => {
-                let version = self
-                    .end_answer(txn, *owner, *chat, answer, *expected)
-                    .await?;
-                Ok(Written::Done(version))
-            }
-        }
-    }
 }
 
 /// The rows strictly after `after` in the order of `column` (`order`, titles with NULL
@@ -751,60 +413,22 @@ impl ChatRepository for SeaOrmStore {
         rows.into_iter().map(to_message).collect()
     }
 
-    async fn append_message(
-        &self,
-        owner: UserId,
-        chat: ChatId,
-        message: NewMessage,
-        move_leaf: bool,
-    ) -> Result<Message, RepoError> {
-        self.write(Write::Message {
-            owner,
-            chat,
-            message,
-            move_leaf,
-            expected: None,
-        })
-        .await
-        .and_then(written_message)
-        .map(|(m, _)| m)
-    }
-
     async fn append_message_from(
         &self,
         owner: UserId,
         chat: ChatId,
         (message, move_leaf): (NewMessage, bool),
-        expected: ChatVersion,
+        expected: Option<ChatVersion>,
     ) -> Result<(Message, Option<ChatVersion>), RepoError> {
         self.write(Write::Message {
             owner,
             chat,
             message,
             move_leaf,
-            expected: Some(expected),
+            expected,
         })
         .await
         .and_then(written_message)
-    }
-
-    async fn append_turn(
-        &self,
-        owner: UserId,
-        chat: ChatId,
-        question: NewMessage,
-        answer: NewMessage,
-    ) -> Result<Message, RepoError> {
-        self.write(Write::Turn {
-            owner,
-            chat,
-            question,
-            answer,
-            expected: None,
-        })
-        .await
-        .and_then(written_message)
-        .map(|(m, _)| m)
     }
 
     async fn append_turn_from(
@@ -812,36 +436,17 @@ impl ChatRepository for SeaOrmStore {
         owner: UserId,
         chat: ChatId,
         (question, answer): (NewMessage, NewMessage),
-        expected: ChatVersion,
+        expected: Option<ChatVersion>,
     ) -> Result<(Message, Option<ChatVersion>), RepoError> {
         self.write(Write::Turn {
             owner,
             chat,
             question,
             answer,
-            expected: Some(expected),
+            expected,
         })
         .await
         .and_then(written_message)
-    }
-
-    async fn append_answer(
-        &self,
-        owner: UserId,
-        chat: ChatId,
-        message: NewMessage,
-        record: GenerationRecord,
-    ) -> Result<Message, RepoError> {
-        self.write(Write::Answer {
-            owner,
-            chat,
-            message,
-            record,
-            expected: None,
-        })
-        .await
-        .and_then(written_message)
-        .map(|(m, _)| m)
     }
 
     async fn append_answer_from(
@@ -849,14 +454,14 @@ impl ChatRepository for SeaOrmStore {
         owner: UserId,
         chat: ChatId,
         (message, record): (NewMessage, GenerationRecord),
-        expected: ChatVersion,
+        expected: Option<ChatVersion>,
     ) -> Result<(Message, Option<ChatVersion>), RepoError> {
         self.write(Write::Answer {
             owner,
             chat,
             message,
             record,
-            expected: Some(expected),
+            expected,
         })
         .await
         .and_then(written_message)
@@ -925,35 +530,19 @@ impl ChatRepository for SeaOrmStore {
         })
     }
 
-    async fn finish_answer(
-        &self,
-        owner: UserId,
-        chat: ChatId,
-        answer: FinishedAnswer,
-    ) -> Result<(), RepoError> {
-        self.write(Write::Finish {
-            owner,
-            chat,
-            answer,
-            expected: None,
-        })
-        .await
-        .map(|_| ())
-    }
-
     async fn finish_answer_from(
         &self,
         owner: UserId,
         chat: ChatId,
         answer: FinishedAnswer,
-        expected: ChatVersion,
+        expected: Option<ChatVersion>,
     ) -> Result<Option<ChatVersion>, RepoError> {
         match self
             .write(Write::Finish {
                 owner,
                 chat,
                 answer,
-                expected: Some(expected),
+                expected,
             })
             .await?
         {

@@ -817,7 +817,12 @@ mod suite {
         let mut row = message(question.id, Role::Assistant, "");
         row.status = MessageStatus::Streaming;
         let (q, after) = store
-            .append_turn_from(owner, chat.id, (question, row.clone()), version(&chat))
+            .append_turn_from(
+                owner,
+                chat.id,
+                (question, row.clone()),
+                Some(version(&chat)),
+            )
             .await
             .unwrap();
         let now = store.get_chat(owner, chat.id).await.unwrap();
@@ -832,7 +837,7 @@ mod suite {
             now: now.updated_at,
         };
         let ended = store
-            .finish_answer_from(owner, chat.id, end, version(&now))
+            .finish_answer_from(owner, chat.id, end, Some(version(&now)))
             .await
             .unwrap();
         let later = store.get_chat(owner, chat.id).await.unwrap();
@@ -844,7 +849,7 @@ mod suite {
                 owner,
                 chat.id,
                 (message(row.id, Role::User, "next"), true),
-                version(&now),
+                Some(version(&now)),
             )
             .await
             .unwrap();
@@ -860,7 +865,7 @@ mod suite {
                     message(m.id, Role::Assistant, "a"),
                     record(chat.id, owner, MessageId::from_u128(0)),
                 ),
-                version(&last),
+                Some(version(&last)),
             )
             .await
             .unwrap();

@@ -438,7 +438,29 @@ pub trait ChatRepository: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Message>, RepoError>> + Send;
 
     /// Adds a message under `message.parent_id` and, when `move_leaf`, makes it the chat's
-    /// current leaf; bumps the message count and `updated_at`.
+    /// current leaf; bumps the message count and `updated_at` (see
+    /// [`ChatRepository::append_message_from`]).
+    ///
+    /// # Errors
+    /// As [`ChatRepository::append_message_from`].
+    fn append_message(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        message: NewMessage,
+        move_leaf: bool,
+    ) -> impl Future<Output = Result<Message, RepoError>> + Send {
+        async move {
+            self.append_message_from(owner, chat, (message, move_leaf), None)
+                .await
+                .map(|(m, _)| m)
+        }
+    }
+
+    /// [`ChatRepository::append_message`]; with `expected`, a write made from a known chat
+    /// version: when the chat was still there (nobody wrote in between) the chat's version
+    /// after this write is returned too, so a cache can extend its copy instead of reading
+    /// the chat again.
     ///
     /// Implementations MUST do all of it in one transaction and MUST serialise concurrent
     /// appends to one chat so that none is lost.
@@ -446,121 +468,80 @@ pub trait ChatRepository: Send + Sync + 'static {
     /// # Errors
     /// [`RepoError::NotFound`] with [`Entity::Chat`], or with [`Entity::Message`] when the
     /// parent is not a message of this chat.
-    fn append_message(
+    fn append_message_from(
         &self,
         owner: UserId,
         chat: ChatId,
-        message: NewMessage,
-        move_leaf: bool,
-    ) -> impl Future<Output = Result<Message, RepoError>> + Send;
+        message: (NewMessage, bool),
+        expected: Option<ChatVersion>,
+    ) -> impl Future<Output = Result<(Message, Option<ChatVersion>), RepoError>> + Send;
 
     /// Starts a streamed turn: adds `question` under its parent as the current leaf and the
     /// `streaming` row of its `answer` under it (the leaf stays on the question), as
     /// [`ChatRepository::append_message`] does for each.
     ///
-    /// Implementations MUST write both in one transaction.
-    ///
     /// # Errors
-    /// As [`ChatRepository::append_message`].
+    /// As [`ChatRepository::append_message_from`].
     fn append_turn(
         &self,
         owner: UserId,
         chat: ChatId,
         question: NewMessage,
         answer: NewMessage,
-    ) -> impl Future<Output = Result<Message, RepoError>> + Send;
+    ) -> impl Future<Output = Result<Message, RepoError>> + Send {
+        async move {
+            self.append_turn_from(owner, chat, (question, answer), None)
+                .await
+                .map(|(m, _)| m)
+        }
+    }
 
-    /// [`ChatRepository::append_turn`] from a known chat version: when the chat was still at
-    /// `expected` (nobody wrote in between), also returns the chat's version after this
-    /// write, so a cache can extend its copy instead of reading the chat again.
+    /// [`ChatRepository::append_turn`], from a known version as in
+    /// [`ChatRepository::append_message_from`]. Implementations MUST write both rows in one
+    /// transaction.
     ///
     /// # Errors
-    /// As [`ChatRepository::append_turn`].
+    /// As [`ChatRepository::append_message_from`].
     fn append_turn_from(
         &self,
         owner: UserId,
         chat: ChatId,
-        (question, answer): (NewMessage, NewMessage),
-        expected: ChatVersion,
-    ) -> impl Future<Output = Result<(Message, Option<ChatVersion>), RepoError>> + Send {
-        let _ = expected;
-        async move {
-            self.append_turn(owner, chat, question, answer)
-                .await
-                .map(|m| (m, None))
-        }
-    }
-
-    /// [`ChatRepository::append_message`] from a known chat version (see
-    /// [`ChatRepository::append_turn_from`]).
-    ///
-    /// # Errors
-    /// As [`ChatRepository::append_message`].
-    fn append_message_from(
-        &self,
-        owner: UserId,
-        chat: ChatId,
-        (message, move_leaf): (NewMessage, bool),
-        expected: ChatVersion,
-    ) -> impl Future<Output = Result<(Message, Option<ChatVersion>), RepoError>> + Send {
-        let _ = expected;
-        async move {
-            self.append_message(owner, chat, message, move_leaf)
-                .await
-                .map(|m| (m, None))
-        }
-    }
-
-    /// [`ChatRepository::append_answer`] from a known chat version (see
-    /// [`ChatRepository::append_turn_from`]).
-    ///
-    /// # Errors
-    /// As [`ChatRepository::append_answer`].
-    fn append_answer_from(
-        &self,
-        owner: UserId,
-        chat: ChatId,
-        (message, record): (NewMessage, GenerationRecord),
-        expected: ChatVersion,
-    ) -> impl Future<Output = Result<(Message, Option<ChatVersion>), RepoError>> + Send {
-        let _ = expected;
-        async move {
-            self.append_answer(owner, chat, message, record)
-                .await
-                .map(|m| (m, None))
-        }
-    }
-
-    /// [`ChatRepository::finish_answer`] from a known chat version (see
-    /// [`ChatRepository::append_turn_from`]).
-    ///
-    /// # Errors
-    /// As [`ChatRepository::finish_answer`].
-    fn finish_answer_from(
-        &self,
-        owner: UserId,
-        chat: ChatId,
-        answer: FinishedAnswer,
-        expected: ChatVersion,
-    ) -> impl Future<Output = Result<Option<ChatVersion>, RepoError>> + Send {
-        let _ = expected;
-        async move { self.finish_answer(owner, chat, answer).await.map(|()| None) }
-    }
+        turn: (NewMessage, NewMessage),
+        expected: Option<ChatVersion>,
+    ) -> impl Future<Output = Result<(Message, Option<ChatVersion>), RepoError>> + Send;
 
     /// Stores a finished assistant answer: the message, its generation record, and the
     /// current leaf moved to it.
     ///
-    /// Implementations MUST write the three in one transaction.
-    ///
     /// # Errors
-    /// As [`Self::append_message`].
+    /// As [`ChatRepository::append_message_from`].
     fn append_answer(
         &self,
         owner: UserId,
         chat: ChatId,
         message: NewMessage,
         record: GenerationRecord,
-    ) -> impl Future<Output = Result<Message, RepoError>> + Send;
+    ) -> impl Future<Output = Result<Message, RepoError>> + Send {
+        async move {
+            self.append_answer_from(owner, chat, (message, record), None)
+                .await
+                .map(|(m, _)| m)
+        }
+    }
+
+    /// [`ChatRepository::append_answer`], from a known version as in
+    /// [`ChatRepository::append_message_from`]. Implementations MUST write the three in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// As [`ChatRepository::append_message_from`].
+    fn append_answer_from(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        answer: (NewMessage, GenerationRecord),
+        expected: Option<ChatVersion>,
+    ) -> impl Future<Output = Result<(Message, Option<ChatVersion>), RepoError>> + Send;
 
     /// Removes a message and its whole subtree (with their generation records) and moves the
     /// current leaf to the nearest surviving ancestor if it was removed.
@@ -581,18 +562,37 @@ pub trait ChatRepository: Send + Sync + 'static {
     /// chat's current leaf moved to it (unless the user moved elsewhere, see
     /// [`FinishedAnswer::leaf_at_start`]) and the chat's version bumped.
     ///
+    /// # Errors
+    /// As [`ChatRepository::finish_answer_from`].
+    fn finish_answer(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        answer: FinishedAnswer,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send {
+        async move {
+            self.finish_answer_from(owner, chat, answer, None)
+                .await
+                .map(|_| ())
+        }
+    }
+
+    /// [`ChatRepository::finish_answer`], from a known version as in
+    /// [`ChatRepository::append_message_from`] (returns the version after it, if so).
+    ///
     /// Implementations MUST write all of it in one transaction, and only while the message
     /// is still `streaming` (an answer ends once).
     ///
     /// # Errors
     /// [`RepoError::NotFound`] when the chat or the message is gone (deleted meanwhile);
     /// [`RepoError::Conflict`] when the message is no longer `streaming`.
-    fn finish_answer(
+    fn finish_answer_from(
         &self,
         owner: UserId,
         chat: ChatId,
         answer: FinishedAnswer,
-    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+        expected: Option<ChatVersion>,
+    ) -> impl Future<Output = Result<Option<ChatVersion>, RepoError>> + Send;
 
     /// Marks `interrupted` every message still `streaming` that was created before
     /// `created_before` (answers whose generation died with a process), bumping their chats'

@@ -1,0 +1,179 @@
+//! The read cache of chats: their messages and renderings, keyed by chat version.
+
+use super::*;
+
+/// `base` followed by `added`.
+pub(super) fn extended(base: &[Message], added: Vec<Message>) -> Vec<Message> {
+    let mut messages = Vec::with_capacity(base.len() + added.len());
+    messages.extend_from_slice(base);
+    messages.extend(added);
+    messages
+}
+
+/// The cache key of `chat` at the version it shows.
+pub(super) fn version(chat: &Chat) -> CacheKey {
+    (
+        chat.id,
+        chat.updated_at.as_unix_micros(),
+        chat.message_count,
+    )
+}
+
+/// Whether `messages` are the chat's at the version `chat` shows: a write may have landed
+/// between reading the chat and its messages, and only a matching list may be cached.
+pub(super) fn matches_version(chat: &Chat, messages: &[Message]) -> bool {
+    messages.len() as u64 == chat.message_count
+        && messages.iter().all(|m| m.created_at <= chat.updated_at)
+}
+
+/// Cache key: a chat at one version. Every change of a chat's messages bumps its
+/// `updated_at` or `message_count`, so a key never names stale data, on any replica.
+pub(super) type CacheKey = (ChatId, i64, u64);
+
+/// Weighs an entry by the bytes it holds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MessagesWeighter;
+
+impl quick_cache::Weighter<CacheKey, Arc<Vec<Message>>> for MessagesWeighter {
+    fn weight(&self, _key: &CacheKey, messages: &Arc<Vec<Message>>) -> u64 {
+        messages
+            .iter()
+            .map(|m| m.content.len() as u64 + 128)
+            .sum::<u64>()
+            .max(1)
+    }
+}
+
+/// Counts what the cache evicts to stay within its budget.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CountEvictions;
+
+impl quick_cache::Lifecycle<CacheKey, Arc<Vec<Message>>> for CountEvictions {
+    type RequestState = ();
+
+    fn on_evict(&self, (): &mut (), _key: CacheKey, _messages: Arc<Vec<Message>>) {
+        metrics::counter!("arbor_cache_evictions_total", "cache" => "messages").increment(1);
+    }
+}
+
+pub(super) type Entries = quick_cache::sync::Cache<
+    CacheKey,
+    Arc<Vec<Message>>,
+    MessagesWeighter,
+    quick_cache::DefaultHashBuilder,
+    CountEvictions,
+>;
+
+/// A rendering of a chat at one version with one current leaf (moving the leaf changes no
+/// message, so it is not part of the version), e.g. its current branch as an HTTP body.
+pub(super) type RenderedKey = (CacheKey, MessageId, &'static str);
+
+/// Weighs a rendering by its bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BytesWeighter;
+
+impl quick_cache::Weighter<RenderedKey, Arc<Vec<u8>>> for BytesWeighter {
+    fn weight(&self, _key: &RenderedKey, bytes: &Arc<Vec<u8>>) -> u64 {
+        (bytes.len() as u64 + 64).max(1)
+    }
+}
+
+/// Hot reads of a chat's messages (and renderings of them, a quarter of the budget again),
+/// bounded by total bytes, with hit and miss counters.
+pub struct MessageCache {
+    pub(super) entries: Entries,
+    pub(super) rendered: quick_cache::sync::Cache<RenderedKey, Arc<Vec<u8>>, BytesWeighter>,
+    pub(super) hits: std::sync::atomic::AtomicU64,
+    pub(super) misses: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for MessageCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageCache")
+            .field("weight", &self.entries.weight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Cache counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Reads served from memory.
+    pub hits: u64,
+    /// Reads that went to the database.
+    pub misses: u64,
+    /// Bytes held now (by the weigher's estimate).
+    pub weight: u64,
+}
+
+impl MessageCache {
+    /// A cache holding at most about `max_bytes` of messages.
+    #[must_use]
+    pub fn new(max_bytes: u64) -> Self {
+        // quick_cache sizes its tables from an estimated item count.
+        let estimated_items =
+            usize::try_from((max_bytes / 4_096).clamp(16, 1_000_000)).unwrap_or(16);
+        Self {
+            entries: quick_cache::sync::Cache::with(
+                estimated_items,
+                max_bytes.max(1),
+                MessagesWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                CountEvictions,
+            ),
+            rendered: Self::renderings(max_bytes / 4),
+            hits: std::sync::atomic::AtomicU64::new(0),
+            misses: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The cache of renderings: two shards, so that one rendering may take almost half of
+    /// the budget (quick_cache refuses an item heavier than its shard; the branch of a
+    /// 10,000-message chat is a few MB of JSON).
+    pub(super) fn renderings(
+        max_bytes: u64,
+    ) -> quick_cache::sync::Cache<RenderedKey, Arc<Vec<u8>>, BytesWeighter> {
+        let options = quick_cache::OptionsBuilder::new()
+            .shards(2)
+            .estimated_items_capacity(
+                usize::try_from((max_bytes / 65_536).clamp(64, 65_536)).unwrap_or(64),
+            )
+            .weight_capacity(max_bytes.max(1))
+            .build();
+        match options {
+            Ok(options) => quick_cache::sync::Cache::with_options(
+                options,
+                BytesWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            ),
+            Err(_) => quick_cache::sync::Cache::with_weighter(64, max_bytes.max(1), BytesWeighter),
+        }
+    }
+
+    /// Keeps `messages` as the chat's at `version` (a write that knows exactly what it
+    /// changed extends the copy it started from, so the next read needs no query); returns
+    /// them.
+    pub(super) fn put(
+        &self,
+        chat: ChatId,
+        version: ChatVersion,
+        messages: Vec<Message>,
+    ) -> Arc<Vec<Message>> {
+        let messages = Arc::new(messages);
+        self.entries
+            .insert((chat, version.0, version.1), Arc::clone(&messages));
+        messages
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn stats(&self) -> CacheStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        CacheStats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            weight: self.entries.weight() + self.rendered.weight(),
+        }
+    }
+}

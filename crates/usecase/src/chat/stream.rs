@@ -1,0 +1,315 @@
+//! One streamed generation, start to end: reading the provider, publishing, saving.
+
+use super::*;
+
+/// What a generation task needs besides the adapters.
+#[derive(Debug)]
+pub(super) struct StreamJob {
+    pub(super) owner: UserId,
+    pub(super) chat: ChatId,
+    pub(super) message: MessageId,
+    pub(super) user_message: MessageId,
+    pub(super) plan: Plan,
+    pub(super) provider: String,
+    pub(super) deadline: Duration,
+    pub(super) leaf_at_start: MessageId,
+    /// The concurrency slot, freed once the answer is saved.
+    pub(super) slot: Slot,
+    /// The chat's version and messages once the turn was stored (when known exactly), and
+    /// the cache to extend when the answer ends.
+    pub(super) after: Option<(ChatVersion, Arc<Vec<Message>>, Arc<MessageCache>)>,
+}
+
+/// A chat to title after its first answer.
+#[derive(Debug)]
+pub(super) struct TitleJob {
+    pub(super) owner: UserId,
+    pub(super) chat: ChatId,
+    pub(super) model: ModelId,
+    pub(super) conversation: Vec<(Role, String)>,
+}
+
+/// How the provider's stream ended well.
+pub(super) struct StreamEnd {
+    pub(super) finish_reason: Option<String>,
+    pub(super) usage: Option<TokenUsage>,
+    pub(super) provider: Option<String>,
+}
+
+/// The most text one chunk event carries when deltas arrive faster than they are read.
+pub(super) const CHUNK_COALESCE_BYTES: usize = 4_096;
+
+/// The next item if one is ready now, without waiting.
+pub(super) fn ready_now(
+    stream: &mut crate::llm::CompletionStream,
+) -> Option<Option<Result<StreamEvent, LlmError>>> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match stream.as_mut().poll_next(&mut cx) {
+        std::task::Poll::Ready(item) => Some(item),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Reads the provider's stream into `content`, publishing the new text. Deltas that are
+/// already waiting are merged into one chunk (up to [`CHUNK_COALESCE_BYTES`]), so a fast
+/// provider cannot make the event log grow one tiny event per byte.
+pub(super) async fn pump(
+    upstream: Upstream<crate::llm::CompletionStream>,
+    generation: &crate::generation::Generation,
+    content: &mut String,
+    first_token: &mut Option<Instant>,
+) -> Result<StreamEnd, GenerationFailure> {
+    let mut stream = joined(upstream.await).map_err(GenerationFailure::Provider)?;
+    let mut next = None;
+    loop {
+        let item = match next.take() {
+            Some(item) => item,
+            None => std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await,
+        };
+        let Some(item) = item else {
+            return Err(GenerationFailure::Provider(LlmError::BrokenStream(
+                "the stream ended without a finish".into(),
+            )));
+        };
+        match item.map_err(GenerationFailure::Provider)? {
+            StreamEvent::Delta(mut delta) => {
+                first_token.get_or_insert_with(Instant::now);
+                while delta.len() < CHUNK_COALESCE_BYTES {
+                    match ready_now(&mut stream) {
+                        Some(Some(Ok(StreamEvent::Delta(more)))) => delta.push_str(&more),
+                        Some(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                if content.len() + delta.len() > ANSWER_MAX_BYTES {
+                    return Ok(StreamEnd {
+                        finish_reason: Some("length".into()),
+                        usage: None,
+                        provider: None,
+                    });
+                }
+                content.push_str(&delta);
+                generation.publish(GenerationEvent::Chunk(delta));
+            }
+            StreamEvent::Done {
+                finish_reason,
+                usage,
+                provider,
+            } => {
+                if content.is_empty() {
+                    return Err(GenerationFailure::Provider(LlmError::BrokenStream(
+                        "the model returned an empty answer".into(),
+                    )));
+                }
+                return Ok(StreamEnd {
+                    finish_reason,
+                    usage,
+                    provider,
+                });
+            }
+        }
+    }
+}
+
+/// One generation, start to end: streams the answer (until it completes, fails, is
+/// cancelled or hits the deadline), saves it with the partial text in every case, and
+/// publishes the outcome. Returns the content when it completed.
+pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
+    repo: &R,
+    clock: &C,
+    generation: &crate::generation::Generation,
+    job: StreamJob,
+    upstream: (Instant, Upstream<crate::llm::CompletionStream>),
+) -> Option<String> {
+    let (started, upstream) = upstream;
+    let mut content = String::new();
+    let mut first_token = None;
+    let result = tokio::select! {
+        biased;
+        () = generation.cancellation().cancelled() => Err(generation.cancel_failure()),
+        () = tokio::time::sleep(job.deadline.saturating_sub(started.elapsed())) => Err(GenerationFailure::Deadline),
+        end = pump(upstream, generation, &mut content, &mut first_token) => end,
+    };
+    let now = clock.now();
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let (status, record, event) = match result {
+        Ok(end) => {
+            let usage = end.usage.unwrap_or_default();
+            let record = GenerationRecord {
+                message_id: job.message,
+                chat_id: job.chat,
+                user_id: job.owner,
+                provider: end.provider.unwrap_or(job.provider),
+                model: job.plan.model.clone(),
+                usage,
+                cost: job
+                    .plan
+                    .info
+                    .pricing
+                    .cost(usage.prompt_tokens, usage.completion_tokens),
+                latency_ms: ms(started.elapsed()),
+                time_to_first_token_ms: first_token.map(|t| ms(t.duration_since(started))),
+                finish_reason: end.finish_reason.clone(),
+                created_at: now,
+            };
+            let event = GenerationEvent::Final(FinalAnswer {
+                message: job.message,
+                content: content.clone(),
+                usage: end.usage,
+                model: job.plan.model.clone(),
+                finish_reason: end.finish_reason,
+            });
+            (MessageStatus::Complete, Some(record), event)
+        }
+        Err(failure) => {
+            let status = match failure {
+                GenerationFailure::Cancelled | GenerationFailure::ShuttingDown => {
+                    MessageStatus::Interrupted
+                }
+                _ => MessageStatus::Failed,
+            };
+            tracing::info!(message = %job.message, outcome = status.as_str(), reason = %failure, "generation ended early");
+            (status, None, GenerationEvent::Error(failure))
+        }
+    };
+    let finished = FinishedAnswer {
+        message: job.message,
+        question: job.user_message,
+        content: content.clone(),
+        status,
+        record,
+        leaf_at_start: job.leaf_at_start,
+        now,
+    };
+    let outcome = status.as_str();
+    metrics::counter!("arbor_generations_total", "outcome" => outcome, "mode" => "stream")
+        .increment(1);
+    metrics::histogram!("arbor_generation_duration_seconds", "mode" => "stream")
+        .record(started.elapsed().as_secs_f64());
+    if let Some(first) = first_token {
+        metrics::histogram!("arbor_generation_ttft_seconds")
+            .record(first.duration_since(started).as_secs_f64());
+    }
+    let message = finished.message;
+    let expected = job.after.as_ref().map(|a| a.0);
+    let (saved, version) = save_with_retries(repo, job.owner, job.chat, finished, expected).await;
+    if let (Some(version), Some((_, known, cache))) = (version, job.after) {
+        // The turn's messages with the answer as it ended.
+        let mut messages = known.as_ref().clone();
+        if let Some(answer) = messages.iter_mut().find(|m| m.id == message) {
+            answer.content.clone_from(&content);
+            answer.status = status;
+        }
+        cache.put(job.chat, version, messages);
+    }
+    // Free the slot before anyone hears of the end: a client that reacts at once may start
+    // the next generation.
+    drop(job.slot);
+    if saved {
+        generation.publish(event);
+    } else {
+        generation.publish(GenerationEvent::Error(GenerationFailure::Storage));
+    }
+    generation.publish(GenerationEvent::Done);
+    (saved && status == MessageStatus::Complete).then_some(content)
+}
+
+/// How long the end of an answer keeps being retried: the client may already have read it,
+/// so a busy or briefly unreachable database must not lose it.
+pub(super) const SAVE_RETRY_FOR: Duration = Duration::from_secs(120);
+/// The longest pause between two attempts.
+pub(super) const SAVE_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Saves the end of an answer, retrying (bounded by [`SAVE_RETRY_FOR`]) on any failure
+/// that is not final: a full pool, a busy or restarting database, a lost connection.
+/// With `expected`, the first attempt writes from that chat version and returns the version
+/// after it when the chat was still there.
+pub(super) async fn save_with_retries<R: ChatRepository>(
+    repo: &R,
+    owner: UserId,
+    chat: ChatId,
+    finished: FinishedAnswer,
+    expected: Option<ChatVersion>,
+) -> (bool, Option<ChatVersion>) {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 0_u32;
+    loop {
+        attempt += 1;
+        let result = repo
+            .finish_answer_from(
+                owner,
+                chat,
+                finished.clone(),
+                expected.filter(|_| attempt == 1),
+            )
+            .await;
+        match result {
+            Ok(version) => {
+                if attempt > 1 {
+                    tracing::info!(message = %finished.message, attempt, "the answer was saved after retrying");
+                }
+                return (true, version);
+            }
+            // The previous attempt committed but its acknowledgement was lost.
+            Err(RepoError::Conflict(_)) if attempt > 1 => return (true, None),
+            Err(e @ (RepoError::Unavailable(_) | RepoError::Unexpected(_)))
+                if started.elapsed() < SAVE_RETRY_FOR =>
+            {
+                tracing::warn!(error = %e, attempt, message = %finished.message, "saving an answer failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(SAVE_RETRY_MAX_DELAY);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, attempt, message = %finished.message, "the answer could not be saved");
+                return (false, None);
+            }
+        }
+    }
+}
+
+/// Asks the model for a title and stores it (or the fallback) unless the chat got one
+/// meanwhile. Failures are logged, never surfaced.
+pub(super) async fn write_title<R: ChatRepository, L: LlmGateway>(
+    repo: Arc<R>,
+    llm: Arc<L>,
+    job: TitleJob,
+    answer: String,
+) {
+    let mut conversation: Vec<(Role, &str)> = job
+        .conversation
+        .iter()
+        .map(|(role, text)| (*role, text.as_str()))
+        .collect();
+    conversation.push((Role::Assistant, &answer));
+    let request = CompletionRequest {
+        model: job.model.clone(),
+        messages: vec![PromptMessage {
+            role: Role::User,
+            content: domain::title_prompt(&conversation),
+        }],
+        temperature: Some(0.3),
+        max_tokens: Some(60),
+    };
+    let generated = match tokio::time::timeout(TITLE_TIMEOUT, llm.complete(request)).await {
+        Ok(Ok(c)) => domain::clean_title(&c.content),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, chat = %job.chat, "title generation failed; using the fallback");
+            None
+        }
+        Err(_) => {
+            tracing::info!(chat = %job.chat, "title generation timed out; using the fallback");
+            None
+        }
+    };
+    let Some(title) = generated.or_else(|| domain::fallback_title(&conversation)) else {
+        return;
+    };
+    if let Err(e) = repo.set_generated_title(job.owner, job.chat, title).await {
+        tracing::warn!(error = %e, chat = %job.chat, "the generated title could not be saved");
+    }
+}
