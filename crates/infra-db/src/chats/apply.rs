@@ -19,17 +19,27 @@ impl SeaOrmStore {
     /// message count and the version, and moves the current leaf to `leaf` when given. It
     /// changes nothing unless `owner` owns the chat and `parent` is one of its messages.
     /// Runs inside the caller's transaction.
-    #[allow(clippy::too_many_arguments)]
+    /// `first` is the first of the `added` messages (its parent and time are the claim's).
     pub(super) async fn claim_chat(
         &self,
         txn: &DatabaseTransaction,
-        owner: UserId,
-        chat: ChatId,
-        parent: MessageId,
-        added: i64,
-        leaf: Option<MessageId>,
-        (now, expected): (Timestamp, Option<ChatVersion>),
+        (owner, chat): (UserId, ChatId),
+        first: &NewMessage,
+        (added, leaf): (i64, Option<MessageId>),
+        expected: Option<ChatVersion>,
     ) -> Result<Option<ChatVersion>, Failure> {
+        let (parent, now) = (first.parent_id, first.created_at);
+        if self.backend == sea_orm::DbBackend::MySql {
+            // MySQL may read the parent (and lock its index gap) before it locks the chat
+            // row, which deadlocks with a concurrent insert into the same chat: lock the
+            // chat row first, explicitly.
+            self.lock_owned_chat(txn, owner, chat)
+                .await
+                .map_err(|e| match e {
+                    RepoError::NotFound(_) => Failure::Clean(e),
+                    other => dirty(other),
+                })?;
+        }
         let chat_id = uuid(chat.as_u128());
         // Correlated with the row being updated, so MySQL evaluates it per chat row, after
         // locking that row: the chat is locked before the parent is read on every backend.
@@ -259,15 +269,7 @@ impl SeaOrmStore {
             } => {
                 let leaf = move_leaf.then_some(message.id);
                 let version = self
-                    .claim_chat(
-                        txn,
-                        *owner,
-                        *chat,
-                        message.parent_id,
-                        1,
-                        leaf,
-                        (message.created_at, *expected),
-                    )
+                    .claim_chat(txn, (*owner, *chat), message, (1, leaf), *expected)
                     .await?;
                 fault("append_message")?;
                 Self::insert_messages(txn, *chat, &[message]).await?;
@@ -285,15 +287,7 @@ impl SeaOrmStore {
                 }
                 let leaf = Some(question.id);
                 let version = self
-                    .claim_chat(
-                        txn,
-                        *owner,
-                        *chat,
-                        question.parent_id,
-                        2,
-                        leaf,
-                        (question.created_at, *expected),
-                    )
+                    .claim_chat(txn, (*owner, *chat), question, (2, leaf), *expected)
                     .await?;
                 fault("append_turn")?;
                 Self::insert_messages(txn, *chat, &[question, answer]).await?;
@@ -309,15 +303,7 @@ impl SeaOrmStore {
             } => {
                 let leaf = Some(message.id);
                 let version = self
-                    .claim_chat(
-                        txn,
-                        *owner,
-                        *chat,
-                        message.parent_id,
-                        1,
-                        leaf,
-                        (message.created_at, *expected),
-                    )
+                    .claim_chat(txn, (*owner, *chat), message, (1, leaf), *expected)
                     .await?;
                 fault("append_answer")?;
                 Self::insert_messages(txn, *chat, &[message]).await?;
