@@ -14,6 +14,7 @@ mod m20261128_000001_initial_schema;
 mod m20261129_000002_long_text_on_mysql;
 mod m20261201_000003_account_revocation;
 mod m20261201_000004_chat_list_keyset;
+mod m20261201_000005_message_search;
 
 /// Applies Arbor's migrations.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000002_long_text_on_mysql::Migration),
             Box::new(m20261201_000003_account_revocation::Migration),
             Box::new(m20261201_000004_chat_list_keyset::Migration),
+            Box::new(m20261201_000005_message_search::Migration),
         ]
     }
 }

@@ -742,6 +742,8 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(everywhere["total"], 2);
+    assert_eq!(everywhere["total_exact"], true);
+    assert_eq!(everywhere["searched_all"], true);
     let titles: HashSet<_> = everywhere["items"]
         .as_array()
         .unwrap()

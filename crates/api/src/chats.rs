@@ -12,10 +12,11 @@ use usecase::llm::LlmError;
 use usecase::ports::{ChatCursor, ChatPatch, ChatQuery, ChatSort, CursorKey};
 
 mod list;
+mod search;
 
 pub(crate) use list::{__path_list_chats, list_chats};
+pub(crate) use search::{__path_search_all, __path_search_chat, search_all, search_chat};
 
-use crate::PageResponse;
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
 
@@ -536,64 +537,6 @@ async fn complete<A: AuthUseCase, S: ChatUseCase>(
         tree: tree_response(&t),
         messages,
     }))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct SearchParams {
-    q: String,
-    page: Option<u32>,
-    limit: Option<u32>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct SearchHitResponse {
-    chat_uuid: String,
-    chat_title: String,
-    message: MessageResponse,
-}
-
-async fn run_search<A: AuthUseCase, S: ChatUseCase>(
-    caller: &CurrentUser<A>,
-    chats: &S,
-    chat: Option<ChatId>,
-    params: SearchParams,
-) -> Result<HttpResponse, ApiError> {
-    let query = SearchQuery::parse(params.q)?;
-    let page = PageRequest::new(params.page, params.limit)?;
-    let result = chats.search(caller.id(), chat, query, page).await?;
-    Ok(
-        HttpResponse::Ok().json(PageResponse::new(result, |h| SearchHitResponse {
-            chat_uuid: h.message.chat_id.to_string(),
-            chat_title: h
-                .chat_title
-                .as_ref()
-                .map_or(domain::UNTITLED_CHAT, ChatTitle::as_str)
-                .to_owned(),
-            message: MessageResponse::from(&h.message),
-        })),
-    )
-}
-
-#[utoipa::path(get, path = "/api/v1/chats/{id}/search", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid"), SearchParams), responses((status = 200, description = "Messages of this chat", body = crate::PageResponse<SearchHitResponse>)), security(("bearer" = [])))]
-async fn search_chat<A: AuthUseCase, S: ChatUseCase>(
-    caller: CurrentUser<A>,
-    chats: web::Data<S>,
-    id: web::Path<String>,
-    params: web::Query<SearchParams>,
-) -> Result<HttpResponse, ApiError> {
-    let chat = parse_id::<ChatId>(&id, "chat_id")?;
-    run_search(&caller, chats.get_ref(), Some(chat), params.into_inner()).await
-}
-
-#[utoipa::path(get, path = "/api/v1/search", tag = "chats", params(SearchParams), responses((status = 200, description = "Messages of all the caller's chats", body = crate::PageResponse<SearchHitResponse>)), security(("bearer" = [])))]
-async fn search_all<A: AuthUseCase, S: ChatUseCase>(
-    caller: CurrentUser<A>,
-    chats: web::Data<S>,
-    params: web::Query<SearchParams>,
-) -> Result<HttpResponse, ApiError> {
-    run_search(&caller, chats.get_ref(), None, params.into_inner()).await
 }
 
 fn reply_response(reply: Reply) -> SendResponse {

@@ -38,6 +38,15 @@ pub mod limits {
     pub const SEARCH_QUERY_MIN: usize = 2;
     /// Search query length bounds, in characters.
     pub const SEARCH_QUERY_MAX: usize = 200;
+    /// Queries of at least this many characters are answered through a trigram index and
+    /// search every message in scope.
+    pub const SEARCH_INDEXED_MIN: usize = 3;
+    /// A shorter query (which no trigram index can answer) reads only this many of the
+    /// newest messages in scope.
+    pub const SEARCH_SHORT_WINDOW: u64 = 10_000;
+    /// A search counts its matches exactly up to this many; past it the total is this cap
+    /// (and the pages beyond it are still served).
+    pub const SEARCH_TOTAL_CAP: u64 = 1_000;
     /// Highest page number a list accepts.
     pub const PAGE_MAX: u32 = 10_000;
     /// Largest page size a list accepts.

@@ -13,10 +13,12 @@ use sea_orm::{
 use sea_orm::{DbBackend, Order, PaginatorTrait};
 use usecase::ports::{
     ChatCursor, ChatList, ChatPatch, ChatQuery, ChatRepository, ChatSort, ChatSummary, ChatVersion,
-    CursorKey, DeletedSubtree, Entity, FinishedAnswer, NewChat, NewMessage, RepoError, SearchHit,
+    CursorKey, DeletedSubtree, Entity, FinishedAnswer, NewChat, NewMessage, RepoError,
+    SearchResults,
 };
 
 mod apply;
+mod search;
 
 use apply::written_message;
 
@@ -29,10 +31,11 @@ use crate::writes::{Failure, Write, Written, dirty};
 /// Rows deleted per statement, well under every backend's parameter limit.
 const DELETE_CHUNK: usize = 500;
 
-fn message_row(chat: ChatId, new: &NewMessage) -> messages::ActiveModel {
+fn message_row(owner: UserId, chat: ChatId, new: &NewMessage) -> messages::ActiveModel {
     messages::ActiveModel {
         id: Set(uuid(new.id.as_u128())),
         chat_id: Set(uuid(chat.as_u128())),
+        user_id: Set(Some(uuid(owner.as_u128()))),
         parent_id: Set(Some(uuid(new.parent_id.as_u128()))),
         role: Set(new.role.as_str().to_owned()),
         content: Set(new.content.clone()),
@@ -248,70 +251,8 @@ impl ChatRepository for SeaOrmStore {
         chat: Option<ChatId>,
         query: domain::SearchQuery,
         page: domain::PageRequest,
-    ) -> Result<domain::Page<SearchHit>, RepoError> {
-        if let Some(chat) = chat {
-            self.get_chat(owner, chat).await?;
-        }
-        let mut owned = chats::Entity::find()
-            .select_only()
-            .column(chats::Column::Id)
-            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())));
-        if let Some(chat) = chat {
-            owned = owned.filter(chats::Column::Id.eq(uuid(chat.as_u128())));
-        }
-        let select = messages::Entity::find()
-            .filter(messages::Column::ChatId.in_subquery(owned.into_query()))
-            .filter(
-                Expr::expr(Func::lower(Expr::col(messages::Column::Content)))
-                    .like(LikeExpr::new(like_pattern(query.as_str())).escape('\\')),
-            );
-        let total = select
-            .clone()
-            .count(&self.read)
-            .await
-            .map_err(to_repo_error)?;
-        let rows = select
-            .order_by_desc(messages::Column::CreatedAt)
-            .order_by_desc(messages::Column::Id)
-            .offset(page.offset())
-            .limit(u64::from(page.limit()))
-            .all(&self.read)
-            .await
-            .map_err(to_repo_error)?;
-        let chat_ids: Vec<_> = rows.iter().map(|r| r.chat_id).collect();
-        let titles: std::collections::HashMap<sea_orm::prelude::Uuid, Option<String>> =
-            chats::Entity::find()
-                .select_only()
-                .column(chats::Column::Id)
-                .column(chats::Column::Title)
-                .filter(chats::Column::Id.is_in(chat_ids))
-                .into_tuple::<(sea_orm::prelude::Uuid, Option<String>)>()
-                .all(&self.read)
-                .await
-                .map_err(to_repo_error)?
-                .into_iter()
-                .collect();
-        let items = rows
-            .into_iter()
-            .map(|row| {
-                let chat_title = titles
-                    .get(&row.chat_id)
-                    .cloned()
-                    .flatten()
-                    .map(ChatTitle::parse)
-                    .transpose()
-                    .map_err(crate::error::corrupt)?;
-                Ok(SearchHit {
-                    message: to_message(row)?,
-                    chat_title,
-                })
-            })
-            .collect::<Result<Vec<_>, RepoError>>()?;
-        Ok(domain::Page {
-            items,
-            total,
-            request: page,
-        })
+    ) -> Result<SearchResults, RepoError> {
+        self.search(owner, chat, &query, page).await
     }
 
     async fn select_leaf(
@@ -368,6 +309,7 @@ impl ChatRepository for SeaOrmStore {
         messages::ActiveModel {
             id: Set(uuid(new.root_id.as_u128())),
             chat_id: Set(uuid(new.id.as_u128())),
+            user_id: Set(Some(uuid(new.owner.as_u128()))),
             parent_id: Set(None),
             role: Set(Role::System.as_str().to_owned()),
             content: Set(new.root_content),

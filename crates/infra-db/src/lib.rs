@@ -122,6 +122,8 @@ pub struct SeaOrmStore {
     faults: Option<FaultInjector>,
     /// SQLite's writer task (group commit of the hot writes); `None` elsewhere.
     group_commit: Option<writes::GroupCommit>,
+    /// How many of the newest messages a query too short for the trigram index reads.
+    short_search_window: u64,
 }
 
 impl fmt::Debug for SeaOrmStore {
@@ -205,6 +207,7 @@ impl SeaOrmStore {
                 backend,
                 faults: None,
                 group_commit: None,
+                short_search_window: domain::limits::SEARCH_SHORT_WINDOW,
             }
             .with_group_commit());
         }
@@ -220,6 +223,7 @@ impl SeaOrmStore {
             backend,
             faults: None,
             group_commit: None,
+            short_search_window: domain::limits::SEARCH_SHORT_WINDOW,
         })
     }
 
@@ -271,6 +275,18 @@ impl SeaOrmStore {
     #[must_use]
     pub fn with_fault_injector(mut self, faults: FaultInjector) -> Self {
         self.faults = Some(faults);
+        if self.group_commit.is_some() {
+            self.group_commit = None;
+            return self.with_group_commit();
+        }
+        self
+    }
+
+    /// Reads at most `window` of the newest messages for a search query too short for the
+    /// trigram index (default [`domain::limits::SEARCH_SHORT_WINDOW`]; tests use a small one).
+    #[must_use]
+    pub fn with_short_search_window(mut self, window: u64) -> Self {
+        self.short_search_window = window;
         if self.group_commit.is_some() {
             self.group_commit = None;
             return self.with_group_commit();

@@ -1470,6 +1470,248 @@ mod suite {
         *armed.lock().unwrap() = None;
         assert!(store.delete_subtree(owner, chat.id, q.id).await.is_ok());
     }
+
+    /// What a full scan finds: the owner's messages (of the given chats) whose content holds
+    /// `q` regardless of ASCII case, newest first.
+    async fn scanned(
+        store: &SeaOrmStore,
+        owner: UserId,
+        chats: &[ChatId],
+        q: &str,
+    ) -> Vec<MessageId> {
+        let mut found = Vec::new();
+        for chat in chats {
+            for m in store.list_messages(owner, *chat).await.unwrap() {
+                if m.content
+                    .to_ascii_lowercase()
+                    .contains(&q.to_ascii_lowercase())
+                {
+                    found.push((m.created_at, m.id));
+                }
+            }
+        }
+        found.sort_by_key(|hit| std::cmp::Reverse(*hit));
+        found.into_iter().map(|(_, id)| id).collect()
+    }
+
+    async fn searched(
+        store: &SeaOrmStore,
+        owner: UserId,
+        chat: Option<ChatId>,
+        q: &str,
+        page: u32,
+    ) -> (Vec<MessageId>, usecase::ports::SearchResults) {
+        let found = store
+            .search_messages(
+                owner,
+                chat,
+                domain::SearchQuery::parse(q).unwrap(),
+                domain::PageRequest::new(Some(page), Some(100)).unwrap(),
+            )
+            .await
+            .unwrap();
+        (
+            found.page.items.iter().map(|h| h.message.id).collect(),
+            found,
+        )
+    }
+
+    const SEARCHED_TEXTS: [&str; 9] = [
+        "Black COFFEE at 東京タワー, then coffee again",
+        "東京タワーの展望台で猫犬を見た",
+        "猫と犬。猫犬カフェ",
+        "Cafe au lait is not a Coffee",
+        "50% off, a_b testing, \"quoted\" words",
+        "5000 off, aXb testing, quoted words",
+        "タワー only",
+        "emoji ☕ coffee ☕ time",
+        "",
+    ];
+
+    const QUERIES: [&str; 16] = [
+        "coffee",
+        "COFFEE",
+        "ffe",
+        "東京タワー",
+        "タワー",
+        "猫犬",
+        "タワ",
+        "50%",
+        "a_b",
+        "\"quoted\"",
+        "quoted",
+        "☕ coffee",
+        "t 東",
+        "zz",
+        "nowhere",
+        "ee",
+    ];
+
+    pub async fn search_finds_exactly_what_a_substring_scan_finds(db: &TestDatabase) {
+        let store = db.store().await;
+        let alice = user(&store, "alice").await;
+        let mallory = user(&store, "mallory").await;
+        let mut chats = Vec::new();
+        for _ in 0..2 {
+            let chat = store.create_chat(new_chat(alice)).await.unwrap();
+            let mut parent = chat.root_id;
+            for text in SEARCHED_TEXTS {
+                let m = message(parent, Role::User, text);
+                parent = store
+                    .append_message(alice, chat.id, m, true)
+                    .await
+                    .unwrap()
+                    .id;
+            }
+            chats.push(chat);
+        }
+        // Another user's identical words are never found.
+        let theirs = store.create_chat(new_chat(mallory)).await.unwrap();
+        for text in SEARCHED_TEXTS {
+            let m = message(theirs.root_id, Role::User, text);
+            store
+                .append_message(mallory, theirs.id, m, false)
+                .await
+                .unwrap();
+        }
+        // An answer is found by the words it ended with, not by its empty streaming row.
+        let question = message(chats[0].current_leaf_id, Role::User, "question");
+        let mut answer = message(question.id, Role::Assistant, "");
+        answer.status = MessageStatus::Streaming;
+        let (question_id, answer_id) = (question.id, answer.id);
+        store
+            .append_turn(alice, chats[0].id, question, answer)
+            .await
+            .unwrap();
+        store
+            .finish_answer(
+                alice,
+                chats[0].id,
+                FinishedAnswer {
+                    message: answer_id,
+                    question: question_id,
+                    content: "The coffee answer: 東京タワー".into(),
+                    status: MessageStatus::Complete,
+                    record: None,
+                    leaf_at_start: question_id,
+                    now: now(),
+                },
+            )
+            .await
+            .unwrap();
+        // A deleted message is no longer found.
+        let gone = message(chats[1].root_id, Role::User, "coffee that was deleted");
+        let gone = store
+            .append_message(alice, chats[1].id, gone, false)
+            .await
+            .unwrap();
+        store
+            .delete_subtree(alice, chats[1].id, gone.id)
+            .await
+            .unwrap();
+
+        let ids: Vec<ChatId> = chats.iter().map(|c| c.id).collect();
+        for q in QUERIES {
+            let expected = scanned(&store, alice, &ids, q).await;
+            let (got, found) = searched(&store, alice, None, q, 1).await;
+            assert_eq!(got, expected, "search for {q:?}");
+            assert_eq!(found.page.total, expected.len() as u64, "total for {q:?}");
+            assert!(found.total_exact && found.searched_all, "{q:?}");
+            let expected = scanned(&store, alice, &ids[1..], q).await;
+            let (got, _) = searched(&store, alice, Some(ids[1]), q, 1).await;
+            assert_eq!(got, expected, "search for {q:?} in one chat");
+        }
+        let (coffee, _) = searched(&store, alice, None, "coffee", 1).await;
+        assert_eq!(
+            coffee.first(),
+            Some(&answer_id),
+            "the finished answer, newest"
+        );
+        assert!(!coffee.contains(&gone.id));
+        let (_, theirs_found) = searched(&store, mallory, None, "coffee", 1).await;
+        assert_eq!(theirs_found.page.total, 3);
+        assert!(matches!(
+            store
+                .search_messages(
+                    mallory,
+                    Some(ids[0]),
+                    domain::SearchQuery::parse("coffee").unwrap(),
+                    domain::PageRequest::new(None, None).unwrap(),
+                )
+                .await,
+            Err(RepoError::NotFound(Entity::Chat))
+        ));
+
+        // Deleting the chat (a cascade) takes its messages out of every later search.
+        store.delete_chat(alice, ids[0]).await.unwrap();
+        for q in QUERIES {
+            let (got, _) = searched(&store, alice, None, q, 1).await;
+            assert_eq!(got, scanned(&store, alice, &ids[1..], q).await, "{q:?}");
+        }
+    }
+
+    pub async fn a_common_term_is_paged_past_the_counting_cap(db: &TestDatabase) {
+        use domain::limits::SEARCH_TOTAL_CAP;
+        let store = db.store().await;
+        let alice = user(&store, "alice").await;
+        let chat = store.create_chat(new_chat(alice)).await.unwrap();
+        let mut order = Vec::new();
+        for i in 0..=SEARCH_TOTAL_CAP {
+            let m = message(chat.root_id, Role::User, &format!("coffee number {i}"));
+            order.push(
+                store
+                    .append_message(alice, chat.id, m, false)
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        order.reverse();
+        for q in ["coffee", "co"] {
+            let (first, found) = searched(&store, alice, None, q, 1).await;
+            assert!(!found.total_exact, "{q:?}: more matches than the cap");
+            assert_eq!(found.page.total, SEARCH_TOTAL_CAP);
+            assert_eq!(first, order[..100]);
+            let (last, _) = searched(&store, alice, None, q, 11).await;
+            assert_eq!(
+                last,
+                order[1000..],
+                "{q:?}: a page past the cap is still served"
+            );
+        }
+        let (rare, found) = searched(&store, alice, None, "number 100", 1).await;
+        assert!(found.total_exact);
+        assert_eq!(rare, vec![order[0], order[900]], "numbers 1000 and 100");
+    }
+
+    pub async fn a_short_query_reads_a_bounded_window_of_the_newest_messages(db: &TestDatabase) {
+        let store = db.store().await.with_short_search_window(5);
+        let alice = user(&store, "alice").await;
+        let chat = store.create_chat(new_chat(alice)).await.unwrap();
+        let mut ids = Vec::new();
+        for text in ["猫犬 old", "old", "猫犬 a", "b", "猫犬 c", "d"] {
+            let m = message(chat.root_id, Role::User, text);
+            ids.push(
+                store
+                    .append_message(alice, chat.id, m, false)
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        // Seven messages with the root: the window holds the newest five.
+        let (short, found) = searched(&store, alice, None, "猫犬", 1).await;
+        assert_eq!(short, vec![ids[4], ids[2]]);
+        assert!(!found.searched_all);
+        assert_eq!(found.page.total, 2);
+        let (long, found) = searched(&store, alice, None, "猫犬 o", 1).await;
+        assert_eq!(long, vec![ids[0]], "an indexed query reads everything");
+        assert!(found.searched_all);
+        let small = db.store().await;
+        let (all, found) = searched(&small, alice, None, "猫犬", 1).await;
+        assert_eq!(all, vec![ids[4], ids[2], ids[0]]);
+        assert!(found.searched_all);
+    }
 }
 
 macro_rules! backend_suite {
@@ -1524,4 +1766,7 @@ every_backend!(
     generated_titles_never_overwrite_a_title,
     long_texts_are_stored_whole,
     a_finished_answer_does_not_move_a_user_who_went_elsewhere,
+    search_finds_exactly_what_a_substring_scan_finds,
+    a_common_term_is_paged_past_the_counting_cap,
+    a_short_query_reads_a_bounded_window_of_the_newest_messages,
 );

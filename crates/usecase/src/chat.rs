@@ -8,8 +8,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use domain::{
     Chat, ChatId, ChatTitle, ConversationTree, GenerationRecord, Message, MessageContent,
-    MessageId, MessageStatus, ModelId, Page, PageRequest, PresetId, Role, SearchQuery,
-    SystemPrompt, TokenUsage, UserId,
+    MessageId, MessageStatus, ModelId, PageRequest, PresetId, Role, SearchQuery, SystemPrompt,
+    TokenUsage, UserId,
 };
 
 mod cache;
@@ -30,7 +30,7 @@ use crate::generation::{
 use crate::llm::{CompletionRequest, LlmError, LlmGateway, PromptMessage, StreamEvent};
 use crate::ports::{
     ChatList, ChatPatch, ChatQuery, ChatRepository, ChatVersion, Clock, Entity, FinishedAnswer,
-    IdGenerator, NewChat, NewMessage, PresetRepository, RepoError, SearchHit,
+    IdGenerator, NewChat, NewMessage, PresetRepository, RepoError, SearchResults,
 };
 
 /// Why a chat operation failed.

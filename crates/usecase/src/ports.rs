@@ -355,6 +355,20 @@ pub struct SearchHit {
     pub chat_title: Option<ChatTitle>,
 }
 
+/// One page of a search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResults {
+    /// The hits, newest first; `total` counts at most [`domain::limits::SEARCH_TOTAL_CAP`].
+    pub page: domain::Page<SearchHit>,
+    /// Whether `page.total` is the true number of matches (false: there are more than the
+    /// cap).
+    pub total_exact: bool,
+    /// Whether every message in scope was searched (false: a query shorter than
+    /// [`domain::limits::SEARCH_INDEXED_MIN`] read only the newest
+    /// [`domain::limits::SEARCH_SHORT_WINDOW`] messages).
+    pub searched_all: bool,
+}
+
 /// Chats and their message trees. Every method is scoped to `owner`: a chat of another user
 /// MUST behave exactly like a chat that does not exist ([`RepoError::NotFound`]).
 pub trait ChatRepository: Send + Sync + 'static {
@@ -415,7 +429,11 @@ pub trait ChatRepository: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Chat, RepoError>> + Send;
 
     /// Messages of the owner's chats (or of one chat) whose content contains `query`,
-    /// case-insensitively (`%` and `_` literal), newest first, with a true total.
+    /// case-insensitively (`%` and `_` literal), newest first (`created_at`, then id). The
+    /// total is exact up to [`domain::limits::SEARCH_TOTAL_CAP`]; a query shorter than
+    /// [`domain::limits::SEARCH_INDEXED_MIN`] characters reads only the newest
+    /// [`domain::limits::SEARCH_SHORT_WINDOW`] messages in scope. Implementations MUST
+    /// NOT read every message of a large scope for a query that an index can answer.
     ///
     /// # Errors
     /// [`RepoError::NotFound`] with [`Entity::Chat`] when `chat` is not the owner's.
@@ -425,7 +443,7 @@ pub trait ChatRepository: Send + Sync + 'static {
         chat: Option<ChatId>,
         query: domain::SearchQuery,
         page: domain::PageRequest,
-    ) -> impl Future<Output = Result<domain::Page<SearchHit>, RepoError>> + Send;
+    ) -> impl Future<Output = Result<SearchResults, RepoError>> + Send;
 
     /// Every message of the chat, in creation order.
     ///

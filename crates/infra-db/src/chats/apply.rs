@@ -107,7 +107,7 @@ impl SeaOrmStore {
     /// Inserts `rows` (messages of `chat`) without reading them back.
     pub(super) async fn insert_messages(
         txn: &DatabaseTransaction,
-        chat: ChatId,
+        (owner, chat): (UserId, ChatId),
         rows: &[&NewMessage],
     ) -> Result<(), Failure> {
         if rows.iter().any(|m| m.role == Role::System) {
@@ -115,7 +115,7 @@ impl SeaOrmStore {
                 "only the root is a system message",
             )));
         }
-        messages::Entity::insert_many(rows.iter().map(|m| message_row(chat, m)))
+        messages::Entity::insert_many(rows.iter().map(|m| message_row(owner, chat, m)))
             .exec_without_returning(txn)
             .await
             .map_err(|e| dirty(classify(e, "message id already used", Entity::Message)))?;
@@ -272,7 +272,7 @@ impl SeaOrmStore {
                     .claim_chat(txn, (*owner, *chat), message, (1, leaf), *expected)
                     .await?;
                 fault("append_message")?;
-                Self::insert_messages(txn, *chat, &[message]).await?;
+                Self::insert_messages(txn, (*owner, *chat), &[message]).await?;
                 Ok(Written::Message(message.stored_in(*chat), version))
             }
             Write::Turn {
@@ -290,7 +290,7 @@ impl SeaOrmStore {
                     .claim_chat(txn, (*owner, *chat), question, (2, leaf), *expected)
                     .await?;
                 fault("append_turn")?;
-                Self::insert_messages(txn, *chat, &[question, answer]).await?;
+                Self::insert_messages(txn, (*owner, *chat), &[question, answer]).await?;
                 fault("append_turn_answer")?;
                 Ok(Written::Message(question.stored_in(*chat), version))
             }
@@ -306,7 +306,7 @@ impl SeaOrmStore {
                     .claim_chat(txn, (*owner, *chat), message, (1, leaf), *expected)
                     .await?;
                 fault("append_answer")?;
-                Self::insert_messages(txn, *chat, &[message]).await?;
+                Self::insert_messages(txn, (*owner, *chat), &[message]).await?;
                 generations::Entity::insert(generation_row(record, message.id))
                     .exec_without_returning(txn)
                     .await

@@ -6,6 +6,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub chat_id: Uuid,
+    /// The chat's owner, copied so that a user's messages are one index range.
+    pub user_id: Option<Uuid>,
     pub parent_id: Option<Uuid>,
     pub role: String,
     #[sea_orm(column_type = "Text")]

@@ -136,7 +136,7 @@ pub trait ChatUseCase: Send + Sync + 'static {
         chat: Option<ChatId>,
         query: SearchQuery,
         page: PageRequest,
-    ) -> impl Future<Output = Result<Page<SearchHit>, ChatError>> + Send;
+    ) -> impl Future<Output = Result<SearchResults, ChatError>> + Send;
 
     /// A new answer as a sibling of the old one: on a user message, answers it again; on an
     /// assistant message, answers its user message again.
@@ -439,7 +439,7 @@ where
         chat: Option<ChatId>,
         query: SearchQuery,
         page: PageRequest,
-    ) -> Result<Page<SearchHit>, ChatError> {
+    ) -> Result<SearchResults, ChatError> {
         self.repo
             .search_messages(owner, chat, query, page)
             .await

@@ -105,13 +105,14 @@ impl ChatRepository for InMemoryStore {
         chat: Option<ChatId>,
         query: domain::SearchQuery,
         page: domain::PageRequest,
-    ) -> Result<domain::Page<crate::ports::SearchHit>, RepoError> {
+    ) -> Result<crate::ports::SearchResults, RepoError> {
+        use domain::limits::{SEARCH_INDEXED_MIN, SEARCH_SHORT_WINDOW, SEARCH_TOTAL_CAP};
         self.with(|s| {
             if let Some(chat) = chat {
                 owned_chat(s, owner, chat)?;
             }
             let needle = query.as_str().to_lowercase();
-            let mut hits: Vec<crate::ports::SearchHit> = s
+            let mut scope: Vec<(&domain::Message, &domain::Chat)> = s
                 .chats
                 .values()
                 .filter(|c| c.owner == owner && chat.is_none_or(|id| id == c.id))
@@ -120,24 +121,39 @@ impl ChatRepository for InMemoryStore {
                         .get(&c.id)
                         .into_iter()
                         .flatten()
-                        .filter(|m| m.content.to_lowercase().contains(&needle))
-                        .map(|m| crate::ports::SearchHit {
-                            message: m.clone(),
-                            chat_title: c.title.clone(),
-                        })
+                        .map(move |m| (m, c))
                 })
                 .collect();
-            hits.sort_by_key(|h| std::cmp::Reverse((h.message.created_at, h.message.id)));
+            scope.sort_by_key(|(m, _)| std::cmp::Reverse((m.created_at, m.id)));
+            let short = query.as_str().chars().count() < SEARCH_INDEXED_MIN;
+            let window = usize::try_from(SEARCH_SHORT_WINDOW).unwrap_or(usize::MAX);
+            let searched_all = !short || scope.len() <= window;
+            if short {
+                scope.truncate(window);
+            }
+            let hits: Vec<crate::ports::SearchHit> = scope
+                .into_iter()
+                .filter(|(m, _)| m.content.to_lowercase().contains(&needle))
+                .map(|(m, c)| crate::ports::SearchHit {
+                    message: m.clone(),
+                    chat_title: c.title.clone(),
+                })
+                .collect();
             let total = hits.len() as u64;
+            let total_exact = total <= SEARCH_TOTAL_CAP;
             let items = hits
                 .into_iter()
                 .skip(usize::try_from(page.offset()).unwrap_or(usize::MAX))
                 .take(page.limit() as usize)
                 .collect();
-            Ok(domain::Page {
-                items,
-                total,
-                request: page,
+            Ok(crate::ports::SearchResults {
+                page: domain::Page {
+                    items,
+                    total: if total_exact { total } else { SEARCH_TOTAL_CAP },
+                    request: page,
+                },
+                total_exact,
+                searched_all,
             })
         })
     }
