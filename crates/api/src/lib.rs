@@ -90,9 +90,9 @@ where
         web::scope("/api/v1")
             .route("/health", web::get().to(health::health))
             .route("/ready", web::get().to(health::ready::<H>))
+            .configure(chats::routes::<A, S>)
             .configure(auth::routes::<A>)
             .configure(models::routes::<A, M>)
-            .configure(chats::routes::<A, S>)
             .configure(presets::routes::<A, P>)
             .configure(templates::routes::<A, T>)
             .configure(analytics::routes::<A, Y>),

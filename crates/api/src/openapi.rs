@@ -210,13 +210,26 @@ mod tests {
             ("/api/v1", include_str!("presets.rs")),
             ("/api/v1", include_str!("templates.rs")),
             ("/api/v1", include_str!("analytics.rs")),
-            ("/api/v1", include_str!("streaming.rs")),
+            ("/api/v1/chats/{id}", include_str!("streaming.rs")),
             ("", include_str!("lib.rs")),
         ];
         let mut routes = BTreeSet::new();
-        for (prefix, source) in sources {
+        for (mut prefix, source) in sources {
             let mut rest = source;
+            let scoped_in = source.find("web::scope(\"").map(|at| {
+                let path = &source[at + "web::scope(\"".len()..];
+                (at, &path[..path.find('"').unwrap_or(0)])
+            });
+            let mut scope_prefix = String::new();
             while let Some(at) = rest.find("route(") {
+                // Routes after `web::scope("…")` (one per file at most) are inside it.
+                if let Some((scope_at, scope)) = scoped_in
+                    && source.len() - rest.len() + at > scope_at
+                    && scope_prefix.is_empty()
+                {
+                    scope_prefix = format!("{prefix}{scope}");
+                    prefix = &scope_prefix;
+                }
                 rest = &rest[at + "route(".len()..];
                 let text: String = rest
                     .chars()

@@ -272,25 +272,16 @@ async fn attach<A: AuthUseCase, S: ChatUseCase>(
     Ok(event_stream(&req, subscription))
 }
 
-/// Registers the streaming routes (inside the `/api/v1` scope).
+/// The streaming routes, relative to the chat's scope (`/chats/{id}`).
 pub fn routes<A: AuthUseCase, S: ChatUseCase>(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/chats/{id}/messages/stream",
-        web::post().to(send_stream::<A, S>),
-    )
-    .route(
-        "/chats/{id}/messages/{mid}/retry/stream",
-        web::post().to(retry_stream::<A, S>),
-    )
-    .route("/chats/{id}/generation", web::get().to(status::<A, S>))
-    .route(
-        "/chats/{id}/generation/cancel",
-        web::post().to(cancel::<A, S>),
-    )
-    .route(
-        "/chats/{id}/generation/stream",
-        web::get().to(attach::<A, S>),
-    );
+    cfg.route("/messages/stream", web::post().to(send_stream::<A, S>))
+        .route(
+            "/messages/{mid}/retry/stream",
+            web::post().to(retry_stream::<A, S>),
+        )
+        .route("/generation", web::get().to(status::<A, S>))
+        .route("/generation/cancel", web::post().to(cancel::<A, S>))
+        .route("/generation/stream", web::get().to(attach::<A, S>));
 }
 
 #[cfg(test)]

@@ -582,6 +582,7 @@ async fn bulk_chats(db: &TestDatabase, like_chat: &str, n: usize) -> anyhow::Res
             roots.values_panic([
                 (*root).into(),
                 (*chat).into(),
+                user.into(),
                 Option::<uuid::Uuid>::None.into(),
                 "system".into(),
                 String::new().into(),
