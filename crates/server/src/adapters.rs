@@ -1,21 +1,16 @@
-//! Small adapters that need no crate of their own: the system clock, UUID v7 ids, argon2id
-//! password hashing and HS256 access tokens.
+//! Small adapters that need no crate of their own: the system clock, UUID v7 ids and HS256
+//! access tokens (password hashing: [`crate::password`]).
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier, Version};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use domain::{Password, Timestamp, User};
+use domain::{Timestamp, User};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
-use usecase::auth::{
-    AccessClaims, AccessToken, CryptoError, PasswordHasher, TokenCodec, TokenRejection,
-};
+use usecase::auth::{AccessClaims, AccessToken, CryptoError, TokenCodec, TokenRejection};
 use usecase::ports::{Clock, IdGenerator};
 
 /// Wall-clock time.
@@ -43,75 +38,6 @@ impl IdGenerator for UuidV7Ids {
 
 fn crypto(e: impl std::fmt::Display) -> CryptoError {
     CryptoError(e.to_string().into())
-}
-
-/// argon2id with configured costs, run on the blocking pool and bounded by a semaphore so
-/// a burst of logins cannot starve the request-serving threads of CPU.
-#[derive(Debug, Clone)]
-pub struct Argon2Hasher {
-    params: Params,
-    permits: Arc<Semaphore>,
-    dummy_hash: Arc<str>,
-}
-
-impl Argon2Hasher {
-    /// A hasher with memory cost `m_kib`, `t` iterations, `p` lanes and at most `concurrency`
-    /// hashes at once.
-    ///
-    /// # Errors
-    /// [`CryptoError`] for parameters argon2 rejects.
-    pub fn new(m_kib: u32, t: u32, p: u32, concurrency: usize) -> Result<Self, CryptoError> {
-        let params = Params::new(m_kib, t, p, None).map_err(crypto)?;
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-        // Verifying against this when a user does not exist costs the same as a real check.
-        let dummy_hash = argon
-            .hash_password(b"arbor-dummy-password-for-unknown-users")
-            .map_err(crypto)?
-            .to_string();
-        Ok(Self {
-            params,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            dummy_hash: dummy_hash.into(),
-        })
-    }
-
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(Argon2<'static>) -> T + Send + 'static,
-    ) -> Result<T, CryptoError> {
-        let _permit = self.permits.acquire().await.map_err(crypto)?;
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
-        tokio::task::spawn_blocking(move || work(argon))
-            .await
-            .map_err(crypto)
-    }
-}
-
-impl PasswordHasher for Argon2Hasher {
-    async fn hash(&self, password: &Password) -> Result<String, CryptoError> {
-        let secret = password.expose().to_owned();
-        self.run(move |argon| {
-            argon
-                .hash_password(secret.as_bytes())
-                .map(|h| h.to_string())
-        })
-        .await?
-        .map_err(crypto)
-    }
-
-    async fn verify(&self, password: &Password, hash: Option<&str>) -> Result<bool, CryptoError> {
-        let known = hash.is_some();
-        let hash = hash.map_or_else(|| self.dummy_hash.to_string(), str::to_owned);
-        let secret = password.expose().to_owned();
-        let matched = self
-            .run(move |argon| {
-                argon
-                    .verify_password(secret.as_bytes(), hash.as_str())
-                    .is_ok()
-            })
-            .await?;
-        Ok(known && matched)
-    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -286,20 +212,5 @@ mod tests {
             c.digest("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-    }
-
-    #[tokio::test]
-    async fn argon2_verifies_the_right_password_only_and_unknown_users_never_match() {
-        let h = Argon2Hasher::new(1024, 1, 1, 2).unwrap();
-        let pw = Password::parse("correct horse battery").unwrap();
-        let hash = h.hash(&pw).await.unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(h.verify(&pw, Some(&hash)).await.unwrap());
-        assert!(
-            !h.verify(&Password::parse("wrong password").unwrap(), Some(&hash))
-                .await
-                .unwrap()
-        );
-        assert!(!h.verify(&pw, None).await.unwrap());
     }
 }

@@ -6,5 +6,6 @@
 pub mod adapters;
 pub mod cli;
 pub mod config;
+pub mod password;
 pub mod startup;
 pub mod telemetry;

@@ -19,8 +19,9 @@ use usecase::ports::{ChatRepository, Clock, HealthCheck, RepoError};
 use usecase::preset::PresetService;
 use usecase::template::TemplateService;
 
-use crate::adapters::{Argon2Hasher, JwtCodec, SystemClock, UuidV7Ids};
+use crate::adapters::{JwtCodec, SystemClock, UuidV7Ids};
 use crate::config::Settings;
+use crate::password::Argon2Hasher;
 
 /// The storage adapter this binary uses.
 pub type Store = SeaOrmStore;

@@ -583,3 +583,82 @@ async fn r11_a_postgresql_outage_is_503_then_recovers_without_loss() {
     drop(arbor);
     db.drop_database().await;
 }
+
+/// R15: a burst of registrations and logins, a quarter of them abandoned by their client
+/// mid-request, with production argon2 costs: never more hashes at once than the configured
+/// concurrency, and the memory they used is bounded by it (RSS 10 s later within idle +
+/// 64 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r15_a_login_burst_keeps_password_memory_bounded() {
+    let (registrations, logins) = if full() { (500, 2_000) } else { (100, 300) };
+    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
+        return;
+    };
+    let fake = provider().await;
+    let mut env = GENEROUS.to_vec();
+    env.extend([
+        ("ARBOR__AUTH__ARGON2_MEMORY_KIB", "19456"),
+        ("ARBOR__AUTH__ARGON2_ITERATIONS", "2"),
+        ("ARBOR__AUTH__HASH_CONCURRENCY", "2"),
+    ]);
+    let arbor = Arbor::start(&db, &fake.base_url(), &env).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = arbor.rss_mib();
+    let client = reqwest::Client::new();
+    let attempt = |path: &'static str, i: usize| {
+        let (client, url) = (client.clone(), arbor.url(path));
+        async move {
+            let name = format!("burst{}", i % registrations);
+            let request = client
+                .post(url)
+                .json(&json!({"username": name, "password": "correct horse battery"}));
+            if i % 4 == 3 {
+                // This client gives up before its answer: the request is dropped mid-hash.
+                let _ = request.timeout(Duration::from_millis(20)).send().await;
+                None
+            } else {
+                Some(request.send().await.unwrap().status().as_u16())
+            }
+        }
+    };
+    let started = Instant::now();
+    let registered =
+        futures::future::join_all((0..registrations).map(|i| attempt("/api/v1/users", i))).await;
+    let logged_in =
+        futures::future::join_all((0..logins).map(|i| attempt("/api/v1/auth/login", i))).await;
+    let elapsed = started.elapsed();
+    for status in registered.iter().flatten() {
+        assert_eq!(*status, 201);
+    }
+    let ok = logged_in.iter().flatten().filter(|s| **s == 200).count();
+    let unauthorised = logged_in.iter().flatten().filter(|s| **s == 401).count();
+    // A login whose registration was abandoned may find no such user (401); nothing else.
+    assert_eq!(ok + unauthorised, logged_in.iter().flatten().count());
+    assert!(ok > logins / 2, "{ok} logins succeeded");
+    let peak = arbor.rss_mib();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = arbor.rss_mib();
+    let metrics = client
+        .get(arbor.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let most: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("arbor_password_hashes_most_running "))
+        .expect("the hash gauge is exported")
+        .trim()
+        .parse()
+        .unwrap();
+    println!(
+        "R15: {registrations} registrations + {logins} logins (1 in 4 abandoned) in {:.1} s, at most {most} hashes at once (allowed 2); RSS idle {idle:.1} → peak {peak:.1} → {after:.1} MiB 10 s later",
+        elapsed.as_secs_f64()
+    );
+    assert!((1.0..=2.0).contains(&most), "{most} hashes at once");
+    assert!(after <= idle + 64.0, "RSS {idle:.1} → {after:.1} MiB");
+    drop(arbor);
+    db.drop_database().await;
+}
