@@ -450,6 +450,9 @@ impl Application {
                 .shutdown_timeout_secs
                 .max(settings.generation.shutdown_grace_secs + 5),
         )
+        // A client that closes its connection is gone: the read side's EOF ends the response
+        // at once (an SSE stream notices a hang-up without waiting for its next write).
+        .h1_allow_half_closed(false)
         .disable_signals();
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);

@@ -411,6 +411,108 @@ async fn r14_a_burst_of_streams_loses_no_answer(backend: Backend) {
     db.drop_database().await;
 }
 
+/// R16 (R3 on a slow model): streams on a model silent for 30 s before its first token, whose
+/// clients hang up after 1 s. Under `cancel` the hang-up is noticed from the connection itself
+/// (not from a write that would come 30 s later): the provider calls are released and the
+/// answers stored `interrupted` within 100 ms of the hang-ups.
+async fn r16_a_hang_up_is_noticed_before_the_first_token(backend: Backend) {
+    const SILENT: &str = "fake/streaming?ttft_ms=30000&tokens=2";
+    let streams = if full() { 100 } else { 20 };
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let fake = support::provider(&[SILENT]).await;
+    let mut env = GENEROUS.to_vec();
+    env.push(("ARBOR__GENERATION__ON_CLIENT_DISCONNECT", "cancel"));
+    env.push(("ARBOR__LLM__POOL_MAX_IDLE_PER_HOST", "0"));
+    let arbor = Arbor::start(&db, &fake.base_url(), &env).await;
+    let token = arbor.token("hangs_up", true).await;
+    let chats: Vec<String> =
+        futures::future::join_all((0..streams).map(|_| new_chat(&arbor, &token))).await;
+    // One connection, opened now, so that polling costs a query and not a connection.
+    let conn = db.raw().await;
+    let count_interrupted = || async {
+        let n: i64 = sea_orm::ConnectionTrait::query_one_raw(
+            &conn,
+            sea_orm::Statement::from_string(
+                conn.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM messages WHERE status = 'interrupted'",
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+        n
+    };
+    assert_eq!(count_interrupted().await, 0);
+    let client = reqwest::Client::new();
+    let opened = Instant::now();
+    let hung_up = futures::future::join_all(chats.iter().map(|chat| {
+        let (client, url, token) = (
+            client.clone(),
+            arbor.url(&format!("/api/v1/chats/{chat}/messages/stream")),
+            token.clone(),
+        );
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(&token)
+                .json(&json!({"content": "think hard", "model_id": SILENT}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let mut events = Box::pin(r.bytes_stream().eventsource());
+            let start = events.next().await.unwrap().unwrap();
+            assert!(start.data.contains("\"start\""), "{}", start.data);
+            tokio::time::sleep_until((opened + Duration::from_secs(1)).into()).await;
+            drop(events); // the client hangs up, long before any token
+            Instant::now()
+        }
+    }))
+    .await;
+    let last_hang_up = hung_up.into_iter().max().unwrap();
+    assert_eq!(
+        fake.stats().in_flight,
+        streams as i64,
+        "every call was running"
+    );
+    let released = loop {
+        let s = fake.stats();
+        if s.in_flight == 0 && s.open_connections == 0 {
+            break last_hang_up.elapsed();
+        }
+        assert!(
+            last_hang_up.elapsed() < Duration::from_secs(10),
+            "provider calls still open: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let interrupted = loop {
+        let n = count_interrupted().await;
+        if n == streams as i64 {
+            break last_hang_up.elapsed();
+        }
+        assert!(
+            last_hang_up.elapsed() < Duration::from_secs(10),
+            "{n} of {streams} answers interrupted"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    println!(
+        "R16 {backend:?}: {streams} streams on a model silent for 30 s, clients gone after 1 s: provider calls released {:.0} ms and answers interrupted {:.0} ms after the last hang-up",
+        released.as_secs_f64() * 1_000.0,
+        interrupted.as_secs_f64() * 1_000.0
+    );
+    assert!(released <= Duration::from_millis(100), "{released:?}");
+    assert!(interrupted <= Duration::from_millis(100), "{interrupted:?}");
+    let _ = conn.close().await;
+    drop(arbor);
+    db.drop_database().await;
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Sqlite).await; } )* }
@@ -421,7 +523,8 @@ macro_rules! on_every_backend {
 
 on_every_backend!(
     r2_killed_at_random_moments,
-    r14_a_burst_of_streams_loses_no_answer
+    r14_a_burst_of_streams_loses_no_answer,
+    r16_a_hang_up_is_noticed_before_the_first_token
 );
 
 /// Stops or starts the local PostgreSQL cluster.
