@@ -10,8 +10,10 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use domain::{ApiKeyId, Password, User, UserId, Username, limits};
+use governor::Quota;
 use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::keyed::{BoundedLimiter, KEYS_MAX};
 
 use crate::limits::RateLimits;
 use serde::{Deserialize, Serialize};
@@ -91,8 +93,8 @@ impl<A: AuthUseCase> FromRequest for CurrentUser<A> {
 /// Limits on how often anonymous clients may log in and register.
 #[derive(Debug, Clone)]
 pub struct AuthRateLimits {
-    login: Arc<DefaultKeyedRateLimiter<String>>,
-    register: Arc<DefaultKeyedRateLimiter<String>>,
+    login: Arc<BoundedLimiter>,
+    register: Arc<BoundedLimiter>,
 }
 
 fn quota(per_window: u32, window: Duration) -> Quota {
@@ -109,20 +111,12 @@ impl AuthRateLimits {
     #[must_use]
     pub fn new(login: u32, register: u32, window: Duration) -> Self {
         Self {
-            login: Arc::new(RateLimiter::keyed(quota(login, window))),
-            register: Arc::new(RateLimiter::keyed(quota(register, window))),
+            login: Arc::new(BoundedLimiter::new(quota(login, window), KEYS_MAX)),
+            register: Arc::new(BoundedLimiter::new(quota(register, window), KEYS_MAX)),
         }
     }
 
-    /// Forgets idle keys so memory stays bounded (call periodically).
-    pub fn shrink(&self) {
-        for limiter in [&self.login, &self.register] {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
-    }
-
-    fn check(limiter: &DefaultKeyedRateLimiter<String>, key: String) -> Result<(), ApiError> {
+    fn check(limiter: &BoundedLimiter, key: String) -> Result<(), ApiError> {
         limiter.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::RateLimited {

@@ -10,6 +10,7 @@ pub mod chats;
 pub mod context;
 pub mod error;
 pub mod health;
+pub mod keyed;
 pub mod limits;
 pub mod models;
 pub mod openapi;

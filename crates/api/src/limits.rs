@@ -5,7 +5,6 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -13,10 +12,11 @@ use actix_web::http::{Method, header};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, ResponseError, web};
 use domain::UserId;
+use governor::Quota;
 use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::ApiError;
+use crate::keyed::{BoundedLimiter, KEYS_MAX};
 
 /// Requests per minute for each route family.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +84,7 @@ impl Family {
 /// The limiters and the proxies whose `X-Forwarded-For` is believed. Clones share state.
 #[derive(Debug, Clone)]
 pub struct RateLimits {
-    limiters: Arc<[DefaultKeyedRateLimiter<String>; 6]>,
+    limiters: Arc<[BoundedLimiter; 6]>,
     trusted_proxies: Arc<Vec<IpAddr>>,
     enabled: bool,
 }
@@ -104,7 +104,7 @@ impl RateLimits {
     /// Limits as configured; `enabled = false` lets everything through.
     #[must_use]
     pub fn new(per: RoutePerMinute, trusted_proxies: Vec<IpAddr>, enabled: bool) -> Self {
-        let keyed = |n| RateLimiter::keyed(per_minute(n));
+        let keyed = |n| BoundedLimiter::new(per_minute(n), KEYS_MAX);
         Self {
             limiters: Arc::new([
                 keyed(per.send),
@@ -116,14 +116,6 @@ impl RateLimits {
             ]),
             trusted_proxies: Arc::new(trusted_proxies.into_iter().map(normalise).collect()),
             enabled,
-        }
-    }
-
-    /// Forgets idle keys so memory stays bounded (call periodically).
-    pub fn shrink(&self) {
-        for limiter in self.limiters.iter() {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
         }
     }
 
@@ -224,15 +216,6 @@ pub async fn anonymous_limit(
         return Ok(req.into_response(response).map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
-}
-
-/// Periodically forgets idle limiter keys.
-pub async fn shrink_periodically(limits: RateLimits, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        limits.shrink();
-    }
 }
 
 #[cfg(test)]

@@ -374,20 +374,7 @@ impl Application {
             a.register_per_window,
             window,
         ));
-        let route_limits = settings.route_limits();
-        tokio::spawn(api::limits::shrink_periodically(
-            route_limits.clone(),
-            Duration::from_secs(60),
-        ));
-        let route_limits = web::Data::new(route_limits);
-        let shrink = rate_limits.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(window.max(Duration::from_secs(10)));
-            loop {
-                tick.tick().await;
-                shrink.shrink();
-            }
-        });
+        let route_limits = web::Data::new(settings.route_limits());
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {

@@ -1,0 +1,173 @@
+//! Rate limiters whose per-key state is bounded: governor's GCRA decisions over a store of
+//! at most [`KEYS_MAX`] keys (a `quick_cache`, which evicts the least useful keys when
+//! full). governor's own keyed store grows with every distinct key until it is shrunk; here
+//! a flood of distinct client IPs or usernames costs a fixed amount of memory. A key that
+//! was evicted simply starts again with a full quota, as a key seen for the first time does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use governor::clock::DefaultClock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::{Quota, RateLimiter};
+
+/// Keys each limiter remembers at most (≈ 100 bytes each).
+pub const KEYS_MAX: usize = 50_000;
+
+/// A keyed rate limiter over a [`BoundedStore`].
+#[derive(Debug)]
+pub struct BoundedLimiter {
+    limiter: RateLimiter<String, BoundedStore, DefaultClock, NoOpMiddleware>,
+    states: Arc<States>,
+}
+
+type States = quick_cache::sync::Cache<String, Arc<AtomicU64>>;
+
+/// No measurement yet (the GCRA's theoretical arrival time is never this).
+const UNSET: u64 = u64::MAX;
+
+/// The GCRA state of each key, at most `capacity` keys.
+#[derive(Debug)]
+pub struct BoundedStore(Arc<States>);
+
+impl StateStore for BoundedStore {
+    type Key = String;
+
+    fn measure_and_replace<T, F, E>(&self, key: &String, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let state = self
+            .0
+            .get_or_insert_with(key.as_str(), || {
+                Ok::<_, std::convert::Infallible>(Arc::new(AtomicU64::new(UNSET)))
+            })
+            .unwrap_or_else(|never| match never {});
+        // Compare-and-swap, as governor's own stores do: concurrent requests of one key
+        // are decided one after the other.
+        let mut previous = state.load(Ordering::Acquire);
+        loop {
+            let old = (previous != UNSET).then(|| Nanos::from(previous));
+            let (decision, next) = f(old)?;
+            match state.compare_exchange_weak(
+                previous,
+                next.into(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(decision),
+                Err(changed) => previous = changed,
+            }
+        }
+    }
+}
+
+impl BoundedLimiter {
+    /// A limiter with `quota` per key, remembering at most `keys` keys.
+    #[must_use]
+    pub fn new(quota: Quota, keys: usize) -> Self {
+        let states = Arc::new(States::new(keys.max(1)));
+        Self {
+            limiter: RateLimiter::new(
+                quota,
+                BoundedStore(Arc::clone(&states)),
+                DefaultClock::default(),
+            ),
+            states,
+        }
+    }
+
+    /// Spends one request of `key`.
+    ///
+    /// # Errors
+    /// When the key is over its quota: the earliest moment it may try again.
+    pub fn check_key(
+        &self,
+        key: &str,
+    ) -> Result<(), governor::NotUntil<governor::clock::QuantaInstant>> {
+        self.limiter.check_key(&key.to_owned())
+    }
+
+    /// Keys remembered now (never above the capacity).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Whether no key is remembered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.states.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+
+    #[test]
+    fn a_key_is_limited_to_its_quota_and_others_are_not() {
+        let limiter = BoundedLimiter::new(Quota::per_minute(NonZeroU32::new(2).unwrap()), 10);
+        assert!(limiter.check_key("a").is_ok());
+        assert!(limiter.check_key("a").is_ok());
+        assert!(limiter.check_key("a").is_err(), "the third in a minute");
+        assert!(limiter.check_key("b").is_ok());
+    }
+
+    #[test]
+    fn concurrent_requests_of_one_key_never_exceed_the_quota() {
+        let limiter = Arc::new(BoundedLimiter::new(
+            Quota::per_minute(NonZeroU32::new(100).unwrap()),
+            10,
+        ));
+        let admitted = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        if limiter.check_key("same").is_ok() {
+                            admitted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.load(Ordering::SeqCst), 100);
+    }
+
+    /// R5 for the rate limiters (`make test-reliability`): a million distinct keys leave
+    /// each limiter at its capacity, and the process's memory growth within what that
+    /// capacity costs.
+    #[test]
+    #[ignore = "reliability suite: run with --ignored"]
+    #[expect(clippy::print_stdout, reason = "the figure is the report")]
+    fn r5_rate_limiters_stay_bounded_under_a_million_distinct_keys() {
+        let rss = || {
+            std::fs::read_to_string("/proc/self/status")
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+                .map_or(0.0, |kb| kb / 1024.0)
+        };
+        let before = rss();
+        let limiter = BoundedLimiter::new(Quota::per_minute(NonZeroU32::new(5).unwrap()), KEYS_MAX);
+        for i in 0..1_000_000_u32 {
+            let key = format!("203.0.{}.{}:user{i}", (i >> 8) & 255, i & 255);
+            assert!(limiter.check_key(&key).is_ok(), "a new key has its quota");
+        }
+        let after = rss();
+        println!(
+            "R5 rate limiter: 1,000,000 distinct keys: {} remembered (cap {KEYS_MAX}); RSS growth {:.1} MiB",
+            limiter.len(),
+            after - before
+        );
+        assert!(limiter.len() <= KEYS_MAX);
+        assert!(after - before < 32.0, "{:.1} MiB", after - before);
+    }
+}
