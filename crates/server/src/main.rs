@@ -4,6 +4,7 @@ use clap::Parser;
 
 /// mimalloc instead of the system allocator: under a burst of streams glibc's malloc and
 /// free took ~15 % of the server's CPU (perf, P1 at 1,000 streams); see BENCHMARKS.md.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
