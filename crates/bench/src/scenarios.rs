@@ -410,6 +410,9 @@ pub async fn p3(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
     })
     .await?;
     let cpu = arbor.cpu_seconds() - cpu_before;
+    // What the server keeps once the load is over (idle for 2 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (idle_rss, high_water) = arbor.rss_mib();
     drop(arbor);
     let ceiling = ceiling(&db, backend, clients, seconds).await?;
     row(
@@ -424,6 +427,10 @@ pub async fn p3(ctx: &Context, backend: Backend) -> anyhow::Result<()> {
     row(
         "server CPU per turn (user + system, /proc)",
         format!("{:.3} ms", cpu * 1_000.0 / Ord::max(all.len(), 1) as f64),
+    );
+    row(
+        "server RSS idle 2 s after the run / high-water mark",
+        format!("{idle_rss:.0} / {high_water:.0} MiB"),
     );
     row(
         "database ceiling: 1-row insert transactions/s",
