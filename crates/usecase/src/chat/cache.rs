@@ -35,12 +35,13 @@ pub(super) type CacheKey = (ChatId, i64, u64);
 pub(super) struct MessagesWeighter;
 
 impl quick_cache::Weighter<CacheKey, Arc<Vec<Message>>> for MessagesWeighter {
+    /// What the entry holds on the heap: the list's allocation and each message's text as
+    /// allocated (a streamed answer's capacity may be twice its length), so that the
+    /// configured budget is the memory really kept.
     fn weight(&self, _key: &CacheKey, messages: &Arc<Vec<Message>>) -> u64 {
-        messages
-            .iter()
-            .map(|m| m.content.len() as u64 + 128)
-            .sum::<u64>()
-            .max(1)
+        let list = messages.capacity() * std::mem::size_of::<Message>();
+        let texts: usize = messages.iter().map(|m| m.content.capacity()).sum();
+        ((list + texts) as u64).max(1)
     }
 }
 
@@ -74,7 +75,7 @@ pub(super) struct BytesWeighter;
 
 impl quick_cache::Weighter<RenderedKey, Arc<Vec<u8>>> for BytesWeighter {
     fn weight(&self, _key: &RenderedKey, bytes: &Arc<Vec<u8>>) -> u64 {
-        (bytes.len() as u64 + 64).max(1)
+        (bytes.capacity() as u64 + 64).max(1)
     }
 }
 
