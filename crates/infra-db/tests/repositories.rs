@@ -1482,10 +1482,8 @@ mod suite {
         let mut found = Vec::new();
         for chat in chats {
             for m in store.list_messages(owner, *chat).await.unwrap() {
-                if m.content
-                    .to_ascii_lowercase()
-                    .contains(&q.to_ascii_lowercase())
-                {
+                // The `LIKE` semantics: ASCII case folded in the text, the query lowercased.
+                if m.content.to_ascii_lowercase().contains(&q.to_lowercase()) {
                     found.push((m.created_at, m.id));
                 }
             }
@@ -1516,8 +1514,9 @@ mod suite {
         )
     }
 
-    const SEARCHED_TEXTS: [&str; 9] = [
+    const SEARCHED_TEXTS: [&str; 10] = [
         "Black COFFEE at 東京タワー, then coffee again",
+        "a trip to i\u{307}stanbul",
         "東京タワーの展望台で猫犬を見た",
         "猫と犬。猫犬カフェ",
         "Cafe au lait is not a Coffee",
@@ -1528,7 +1527,8 @@ mod suite {
         "",
     ];
 
-    const QUERIES: [&str; 16] = [
+    const QUERIES: [&str; 17] = [
+        "İSTANBUL",
         "coffee",
         "COFFEE",
         "ffe",

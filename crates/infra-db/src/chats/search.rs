@@ -30,6 +30,9 @@ use crate::entity::{chats, messages};
 use crate::error::to_repo_error;
 
 /// An FTS5 query matching `query` as one phrase (a substring, with the trigram tokenizer).
+/// Callers pass the query lowercased as the `LIKE` pattern is: the index then folds both
+/// sides alike, so everything the `LIKE` matches is a candidate (an uppercase `İ` lowercases
+/// to two code points, which folding the original would not give).
 fn fts_phrase(query: &str) -> String {
     format!("\"{}\"", query.replace('"', "\"\""))
 }
@@ -144,7 +147,7 @@ impl SeaOrmStore {
         pattern: &str,
     ) -> (String, Vec<sea_orm::Value>) {
         let mut values: Vec<sea_orm::Value> = vec![
-            fts_phrase(query.as_str()).into(),
+            fts_phrase(&query.as_str().to_lowercase()).into(),
             uuid(owner.as_u128()).into(),
             pattern.to_owned().into(),
         ];
