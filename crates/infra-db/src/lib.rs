@@ -286,11 +286,8 @@ impl SeaOrmStore {
     /// trigram index (default [`domain::limits::SEARCH_SHORT_WINDOW`]; tests use a small one).
     #[must_use]
     pub fn with_short_search_window(mut self, window: u64) -> Self {
+        // Only reads use it: the group-commit writer's copy need not change.
         self.short_search_window = window;
-        if self.group_commit.is_some() {
-            self.group_commit = None;
-            return self.with_group_commit();
-        }
         self
     }
 

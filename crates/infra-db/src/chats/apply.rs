@@ -13,6 +13,46 @@ pub(super) fn written_message(
     }
 }
 
+/// What a chat-claiming `UPDATE` did.
+enum Claim {
+    /// It applied from the version the caller knew (this one): the version after is known.
+    FromExpected(ChatVersion),
+    /// It applied, from a version the caller did not know.
+    Done,
+    /// It changed nothing.
+    Nothing,
+}
+
+/// Runs `update` on the chat row, first guarded by `expected` (when the caller knows a
+/// version), then, if that changed nothing, unguarded.
+async fn claim_from(
+    txn: &DatabaseTransaction,
+    update: sea_orm::UpdateMany<chats::Entity>,
+    expected: Option<ChatVersion>,
+) -> Result<Claim, Failure> {
+    if let Some((at, count)) = expected {
+        let from_expected = update
+            .clone()
+            .filter(chats::Column::UpdatedAt.eq(at))
+            .filter(chats::Column::MessageCount.eq(i64::try_from(count).unwrap_or(i64::MAX)))
+            .exec(txn)
+            .await
+            .map_err(|e| dirty(to_repo_error(e)))?;
+        if from_expected.rows_affected > 0 {
+            return Ok(Claim::FromExpected((at, count)));
+        }
+    }
+    let done = update
+        .exec(txn)
+        .await
+        .map_err(|e| dirty(to_repo_error(e)))?;
+    Ok(if done.rows_affected > 0 {
+        Claim::Done
+    } else {
+        Claim::Nothing
+    })
+}
+
 impl SeaOrmStore {
     /// Claims the owner's chat for `added` new messages under `parent`, in one statement
     /// that also takes the chat row's write lock first (as every writer does): bumps the
@@ -67,26 +107,13 @@ impl SeaOrmStore {
                 Expr::value(uuid(leaf.as_u128())),
             );
         }
-        if let Some((at, count)) = expected {
-            // From the version the caller knows: then the version after is known too.
-            let from_expected = update
-                .clone()
-                .filter(chats::Column::UpdatedAt.eq(at))
-                .filter(chats::Column::MessageCount.eq(i64::try_from(count).unwrap_or(i64::MAX)))
-                .exec(txn)
-                .await
-                .map_err(|e| dirty(to_repo_error(e)))?;
-            if from_expected.rows_affected > 0 {
+        match claim_from(txn, update, expected).await? {
+            Claim::FromExpected((_, count)) => {
                 let added = u64::try_from(added).unwrap_or(0);
                 return Ok(Some((ts(now), count + added)));
             }
-        }
-        let done = update
-            .exec(txn)
-            .await
-            .map_err(|e| dirty(to_repo_error(e)))?;
-        if done.rows_affected > 0 {
-            return Ok(None);
+            Claim::Done => return Ok(None),
+            Claim::Nothing => {}
         }
         // Nothing changed; say why (the rare path).
         let owned = chats::Entity::find_by_id(chat_id)
@@ -156,32 +183,11 @@ impl SeaOrmStore {
             )
             .filter(chats::Column::Id.eq(chat_id))
             .filter(chats::Column::UserId.eq(uuid(owner.as_u128())));
-        let mut version = None;
-        if let Some((at, count)) = expected {
-            let from_expected = update
-                .clone()
-                .filter(chats::Column::UpdatedAt.eq(at))
-                .filter(chats::Column::MessageCount.eq(i64::try_from(count).unwrap_or(i64::MAX)))
-                .exec(txn)
-                .await
-                .map_err(|e| dirty(to_repo_error(e)))?;
-            if from_expected.rows_affected > 0 {
-                version = Some((Ord::max(ts(answer.now), at + 1), count));
-            }
-        }
-        let claimed = match version {
-            Some(_) => 1,
-            None => {
-                update
-                    .exec(txn)
-                    .await
-                    .map_err(|e| dirty(to_repo_error(e)))?
-                    .rows_affected
-            }
+        let version = match claim_from(txn, update, expected).await? {
+            Claim::FromExpected((at, count)) => Some((Ord::max(ts(answer.now), at + 1), count)),
+            Claim::Done => None,
+            Claim::Nothing => return Err(Failure::Clean(RepoError::NotFound(Entity::Chat))),
         };
-        if claimed == 0 {
-            return Err(Failure::Clean(RepoError::NotFound(Entity::Chat)));
-        }
         let ended = messages::Entity::update_many()
             .col_expr(
                 messages::Column::Content,
