@@ -53,6 +53,25 @@ async fn claim_from(
     })
 }
 
+/// Stores the generation record of `answer`.
+async fn insert_record(
+    txn: &DatabaseTransaction,
+    record: &GenerationRecord,
+    answer: MessageId,
+) -> Result<(), Failure> {
+    generations::Entity::insert(generation_row(record, answer))
+        .exec_without_returning(txn)
+        .await
+        .map(drop)
+        .map_err(|e| {
+            dirty(classify(
+                e,
+                "answer already has a generation record",
+                Entity::Message,
+            ))
+        })
+}
+
 impl SeaOrmStore {
     /// Claims the owner's chat for `added` new messages under `parent`, in one statement
     /// that also takes the chat row's write lock first (as every writer does): bumps the
@@ -221,16 +240,7 @@ impl SeaOrmStore {
         }
         self.fault("finish_answer").map_err(dirty)?;
         if let Some(record) = &answer.record {
-            generations::Entity::insert(generation_row(record, answer.message))
-                .exec_without_returning(txn)
-                .await
-                .map_err(|e| {
-                    dirty(classify(
-                        e,
-                        "answer already has a generation record",
-                        Entity::Message,
-                    ))
-                })?;
+            insert_record(txn, record, answer.message).await?;
         }
         Ok(version)
     }
@@ -313,16 +323,7 @@ impl SeaOrmStore {
                     .await?;
                 fault("append_answer")?;
                 Self::insert_messages(txn, (*owner, *chat), &[message]).await?;
-                generations::Entity::insert(generation_row(record, message.id))
-                    .exec_without_returning(txn)
-                    .await
-                    .map_err(|e| {
-                        dirty(classify(
-                            e,
-                            "answer already has a generation record",
-                            Entity::Message,
-                        ))
-                    })?;
+                insert_record(txn, record, message.id).await?;
                 Ok(Written::Message(message.stored_in(*chat), version))
             }
             Write::Finish {
