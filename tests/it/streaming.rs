@@ -401,7 +401,17 @@ async fn answers_by_status(app: &TestApp) -> std::collections::HashMap<String, (
     out
 }
 
-async fn disconnects(backend: Backend, cancel: bool) {
+/// How Arbor talks to the provider in [`disconnects`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Upstream {
+    /// A connection per call, none kept idle: every open connection is one in use.
+    Http1,
+    /// HTTP/2 without negotiation: all calls share one connection; a cancelled call resets
+    /// its stream.
+    H2c,
+}
+
+async fn disconnects(backend: Backend, cancel: bool, upstream: Upstream) {
     const STREAMS: usize = 200;
     let Some(db) = TestDatabase::create(backend).await else {
         return;
@@ -416,6 +426,7 @@ async fn disconnects(backend: Backend, cancel: bool) {
     settings.llm.max_concurrent_requests = STREAMS;
     // No idle keep-alive: every provider connection open is one in use.
     settings.llm.pool_max_idle_per_host = 0;
+    settings.llm.http2_prior_knowledge = upstream == Upstream::H2c;
     let app = Arc::new(TestApp::spawn_with(settings, db).await);
     // Under `cancel` the answer would take 10 s, so only the cancellation can end it in time.
     let model = if cancel {
@@ -429,7 +440,12 @@ async fn disconnects(backend: Backend, cancel: bool) {
     for _ in 0..STREAMS {
         chats.push(new_chat(&app, &token).await);
     }
-    let baseline = app.fake.stats().open_connections;
+    // Over h2c the shared connection may stay open; its streams may not.
+    let baseline = if upstream == Upstream::H2c {
+        app.fake.stats().open_connections.max(1)
+    } else {
+        app.fake.stats().open_connections
+    };
 
     let mut clients = tokio::task::JoinSet::new();
     for chat in chats {
@@ -444,6 +460,10 @@ async fn disconnects(backend: Backend, cancel: bool) {
         r.unwrap();
     }
     let gone = Instant::now();
+    if upstream == Upstream::H2c {
+        let s = app.fake.stats();
+        assert_eq!(s.http2_chat_requests, STREAMS as u64, "{s:?}");
+    }
 
     if cancel {
         let released = eventually(Duration::from_secs(1), || async {
@@ -503,11 +523,17 @@ async fn disconnects(backend: Backend, cancel: bool) {
 }
 
 async fn two_hundred_disconnects_under_cancel_release_everything(backend: Backend) {
-    disconnects(backend, true).await;
+    disconnects(backend, true, Upstream::Http1).await;
+}
+
+async fn two_hundred_disconnects_over_h2c_under_cancel_reset_every_upstream_stream(
+    backend: Backend,
+) {
+    disconnects(backend, true, Upstream::H2c).await;
 }
 
 async fn two_hundred_disconnects_under_finish_complete_everything(backend: Backend) {
-    disconnects(backend, false).await;
+    disconnects(backend, false, Upstream::Http1).await;
 }
 
 async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend) {
@@ -1099,6 +1125,7 @@ on_every_backend!(
     a_slow_stream_gets_ping_comments,
     errors_before_the_stream_are_plain_http_errors,
     two_hundred_disconnects_under_cancel_release_everything,
+    two_hundred_disconnects_over_h2c_under_cancel_reset_every_upstream_stream,
     two_hundred_disconnects_under_finish_complete_everything,
     cancel_stops_the_generation_and_keeps_the_partial_text,
     reattaching_replays_exactly_the_missed_events,

@@ -3,8 +3,8 @@
 //!
 //! - P1 overhead: bursts of 1 to 1,000 streams through Arbor vs. the same requests straight to
 //!   the fake provider: added time to first and to last token (p50/p99), server CPU per stream.
-//! - P2 open streams: ramp to N simultaneously open SSE streams on a slow provider; errors and
-//!   the server's peak RSS.
+//! - P2 open streams: ramp to N simultaneously open SSE streams on a slow provider (spoken to
+//!   over h2c, or HTTP/1.1 for comparison); errors and the server's peak RSS.
 //! - P3 persisted turns per second: blocking sends with an instant provider, many users, next
 //!   to the database's own single-row-transaction ceiling at the same concurrency.
 //! - P4 reads: current branch of a 200-message chat (req/s), path of a 10,000-message chat
@@ -39,6 +39,12 @@ struct Cli {
     /// P1: concurrent streams per round (default 200; 50 with --quick).
     #[arg(long)]
     streams: Option<usize>,
+    /// P2: streams to open (default 10,000; 500 with --quick).
+    #[arg(long)]
+    open_streams: Option<usize>,
+    /// P2: talk HTTP/1.1 to the provider (a connection per stream) instead of h2c.
+    #[arg(long)]
+    provider_http1: bool,
     /// The Arbor binary to run (built with `cargo build --release -p arbor`).
     #[arg(long, env = "ARBOR_BIN", default_value = "target/release/arbor")]
     arbor_bin: String,
@@ -79,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
         arbor_bin: cli.arbor_bin.clone(),
         quick: cli.quick,
         streams: cli.streams,
+        open_streams: cli.open_streams,
+        provider_http1: cli.provider_http1,
     };
     let run = |s: Scenario| cli.scenario == Scenario::All || cli.scenario == s;
     println!(

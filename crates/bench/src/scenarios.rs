@@ -17,6 +17,8 @@ pub struct Context {
     pub arbor_bin: String,
     pub quick: bool,
     pub streams: Option<usize>,
+    pub open_streams: Option<usize>,
+    pub provider_http1: bool,
 }
 
 async fn provider(models: &[&str]) -> anyhow::Result<FakeProvider> {
@@ -188,14 +190,23 @@ fn write_curve_svg(
 /// P2: many simultaneously open SSE streams on a slow provider.
 pub async fn p2(ctx: &Context) -> anyhow::Result<()> {
     const MODEL: &str = "fake/p2?tokens=20&token_ms=1000";
-    // Each stream holds two sockets in Arbor (client and provider) and two here (the client
-    // and the in-process fake provider): the open-files limit bounds what can be shown.
+    // Each stream holds a client socket in Arbor and one here; over HTTP/1.1 it also holds a
+    // provider socket in Arbor and one here (the in-process fake provider), over h2c all
+    // streams share one provider connection. The open-files limit bounds what can be shown.
     let fd_limit = open_files_limit();
-    let possible = fd_limit.saturating_sub(1_000) / 2;
-    let wanted: usize = if ctx.quick { 500 } else { 10_000 };
+    let sockets_per_stream = if ctx.provider_http1 { 2 } else { 1 };
+    let possible = fd_limit.saturating_sub(1_000) / sockets_per_stream;
+    let wanted = ctx
+        .open_streams
+        .unwrap_or(if ctx.quick { 500 } else { 10_000 });
     let streams = wanted.min(possible);
     println!(
-        "\nP2 open streams: ramp to {streams} SSE streams, 1 token per second (SQLite){}",
+        "\nP2 open streams: ramp to {streams} SSE streams, 1 token per second (SQLite, {} to the provider){}",
+        if ctx.provider_http1 {
+            "HTTP/1.1"
+        } else {
+            "h2c"
+        },
         if streams < wanted {
             format!(" — capped by this machine's open-files limit of {fd_limit}")
         } else {
@@ -208,7 +219,14 @@ pub async fn p2(ctx: &Context) -> anyhow::Result<()> {
         &ctx.arbor_bin,
         db.url(),
         &fake.base_url(),
-        &[("ARBOR__LLM__POOL_MAX_IDLE_PER_HOST", "0".to_owned())],
+        &[
+            // Over HTTP/1.1 a connection per stream, none kept after it.
+            ("ARBOR__LLM__POOL_MAX_IDLE_PER_HOST", "0".to_owned()),
+            (
+                "ARBOR__LLM__HTTP2_PRIOR_KNOWLEDGE",
+                (!ctx.provider_http1).to_string(),
+            ),
+        ],
     )
     .await?;
     let client = Client::new(&arbor.base)?;
@@ -251,10 +269,12 @@ pub async fn p2(ctx: &Context) -> anyhow::Result<()> {
     let ramp = started.elapsed();
     let mut peak_open = 0;
     let mut at_peak = (0.0, 0.0);
+    let mut peak_connections = 0;
     while !tasks.is_empty() {
-        let in_flight = fake.stats().in_flight;
-        if in_flight >= peak_open {
-            peak_open = in_flight;
+        let stats = fake.stats();
+        if stats.in_flight >= peak_open {
+            peak_open = stats.in_flight;
+            peak_connections = stats.open_connections;
             at_peak = arbor.rss_mib();
         }
         tokio::select! {
@@ -269,7 +289,7 @@ pub async fn p2(ctx: &Context) -> anyhow::Result<()> {
     );
     row(
         "peak simultaneously open (provider in-flight)",
-        peak_open.to_string(),
+        format!("{peak_open} on {peak_connections} provider connection(s)"),
     );
     row("errors", errors.load(Ordering::Relaxed).to_string());
     row(

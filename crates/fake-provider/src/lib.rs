@@ -21,8 +21,11 @@
 //! | `garbage` | add SSE comment lines, unknown fields and empty deltas |
 //! | `no_usage` | omit the usage block |
 //!
+//! It speaks HTTP/1.1 and HTTP/2 over plain TCP (h2c with prior knowledge) on the same port,
+//! so a client can carry many streams on one connection.
+//!
 //! `GET /_stats` reports open connections, in-flight requests (and their peak) and request
-//! counts; `POST /_stats/reset` zeroes the counters; `GET /_requests` returns the chat request
+//! counts (and how many chat requests came over HTTP/2); `POST /_stats/reset` zeroes the counters; `GET /_requests` returns the chat request
 //! bodies received. The model list can be replaced and made to fail from the library API.
 
 use std::collections::HashMap;
@@ -36,10 +39,11 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -57,6 +61,9 @@ pub struct Stats {
     pub chat_requests: u64,
     /// `/models` requests received.
     pub model_requests: u64,
+    /// Chat completion requests that came over HTTP/2.
+    #[serde(default)]
+    pub http2_chat_requests: u64,
 }
 
 #[derive(Debug, Default)]
@@ -66,11 +73,15 @@ struct State {
     max_in_flight: AtomicI64,
     chat_requests: AtomicU64,
     model_requests: AtomicU64,
+    http2_chat_requests: AtomicU64,
     fail_models: AtomicBool,
     models: Mutex<Vec<Value>>,
     attempts: Mutex<HashMap<String, u32>>,
     requests: Mutex<Vec<Value>>,
 }
+
+/// HTTP/2 streams one connection may carry at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 100_000;
 
 /// Requests remembered for `/_requests`.
 const REMEMBERED_REQUESTS: usize = 1_000;
@@ -83,6 +94,7 @@ impl State {
             max_in_flight: self.max_in_flight.load(Ordering::SeqCst),
             chat_requests: self.chat_requests.load(Ordering::SeqCst),
             model_requests: self.model_requests.load(Ordering::SeqCst),
+            http2_chat_requests: self.http2_chat_requests.load(Ordering::SeqCst),
         }
     }
 }
@@ -450,6 +462,9 @@ async fn route(
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     let response = if method == Method::POST && path.ends_with("/chat/completions") {
+        if request.version() == hyper::Version::HTTP_2 {
+            state.http2_chat_requests.fetch_add(1, Ordering::SeqCst);
+        }
         match request.into_body().collect().await {
             Ok(body) => match serde_json::from_slice::<Value>(&body.to_bytes()) {
                 Ok(json) => chat(state, json).await,
@@ -483,6 +498,7 @@ async fn route(
     } else if method == Method::POST && path == "/_stats/reset" {
         state.chat_requests.store(0, Ordering::SeqCst);
         state.model_requests.store(0, Ordering::SeqCst);
+        state.http2_chat_requests.store(0, Ordering::SeqCst);
         state
             .max_in_flight
             .store(state.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
@@ -553,8 +569,13 @@ impl FakeProvider {
                 tokio::spawn(async move {
                     let service_state = Arc::clone(&state);
                     let service = service_fn(move |req| route(Arc::clone(&service_state), req));
-                    let _ = http1::Builder::new()
-                        .keep_alive(true)
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder.http1().keep_alive(true);
+                    // Enough streams per connection for the benchmarks' ten thousand.
+                    builder
+                        .http2()
+                        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+                    let _ = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                     state.open_connections.fetch_sub(1, Ordering::SeqCst);

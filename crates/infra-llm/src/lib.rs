@@ -4,7 +4,9 @@
 //! by default; OpenAI, Ollama, vLLM and llama.cpp servers by configuration).
 //!
 //! - One `reqwest::Client` with a connect timeout, a per-read idle timeout (a silent stream
-//!   fails) and a bounded idle pool, handed to async-openai.
+//!   fails) and a bounded idle pool, handed to async-openai. HTTP/2 (negotiated over TLS, or
+//!   h2c by configuration) carries every stream on one connection: a stream then costs a few
+//!   hundred bytes of connection state instead of a connection of its own.
 //! - A semaphore caps concurrent upstream calls; a caller that waits longer than the queue
 //!   timeout gets [`LlmError::Unavailable`].
 //! - async-openai's bring-your-own-types calls with our own tolerant wire types, so
@@ -47,6 +49,10 @@ pub struct LlmConfig {
     pub stream_idle_timeout: Duration,
     /// Idle connections kept per host.
     pub pool_max_idle_per_host: usize,
+    /// Speak HTTP/2 over plain `http://` without asking first (h2c with prior knowledge), so
+    /// every stream shares one connection. Only for providers known to speak it; over
+    /// `https://` HTTP/2 is negotiated anyway.
+    pub http2_prior_knowledge: bool,
     /// Concurrent upstream calls.
     pub max_concurrent_requests: usize,
     /// How long a call waits for a free slot before failing with `Unavailable`.
@@ -108,15 +114,22 @@ impl OpenAiGateway {
     /// # Errors
     /// [`BuildError`].
     pub fn new(config: LlmConfig) -> Result<Self, BuildError> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.stream_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            // A pool of size 0 is no pool: HTTP/2 would then open a connection per call.
+            .pool_max_idle_per_host(if config.http2_prior_knowledge {
+                config.pool_max_idle_per_host.max(1)
+            } else {
+                config.pool_max_idle_per_host
+            })
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(BuildError::Http)?;
+            .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")));
+        if config.http2_prior_knowledge {
+            http = http.http2_prior_knowledge();
+        }
+        let http = http.build().map_err(BuildError::Http)?;
         let mut openai = OpenAIConfig::new()
             .with_api_base(config.base_url.trim_end_matches('/'))
             .with_api_key(config.api_key.clone());

@@ -23,6 +23,7 @@ fn config(fake: &FakeProvider) -> LlmConfig {
         request_timeout: Duration::from_secs(30),
         stream_idle_timeout: Duration::from_secs(5),
         pool_max_idle_per_host: 16,
+        http2_prior_knowledge: false,
         max_concurrent_requests: 16,
         queue_timeout: Duration::from_secs(30),
         extra_headers: vec![("X-Title".into(), "Arbor tests".into())],
@@ -261,6 +262,63 @@ async fn dropping_a_stream_releases_the_upstream_connection() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(gateway.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn over_h2c_many_streams_share_one_connection_and_a_dropped_one_is_reset() {
+    let fake = FakeProvider::start().await.unwrap();
+    let gateway = OpenAiGateway::new(LlmConfig {
+        http2_prior_knowledge: true,
+        // No idle HTTP/1 connections kept: HTTP/2 must still share its one.
+        pool_max_idle_per_host: 0,
+        max_concurrent_requests: 300,
+        ..config(&fake)
+    })
+    .unwrap();
+    // 200 streams opened at once, each past its first token.
+    let mut streams: Vec<_> = futures::future::join_all(
+        (0..200).map(|_| gateway.stream(request("fake/x?tokens=1000&token_ms=20"))),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    for stream in &mut streams {
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(StreamEvent::Delta(_)))
+        ));
+    }
+    let stats = fake.stats();
+    assert_eq!(stats.in_flight, 200, "{stats:?}");
+    assert_eq!(stats.http2_chat_requests, 200, "{stats:?}");
+    assert_eq!(stats.open_connections, 1, "one connection carries them all");
+    // Dropping half of them resets those streams upstream; the connection stays for the rest.
+    streams.truncate(100);
+    let start = Instant::now();
+    while fake.stats().in_flight > 100 {
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            fake.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gateway.in_flight(), 100);
+    // The survivors still stream, and a blocking call shares the connection too.
+    assert!(matches!(
+        streams[0].next().await,
+        Some(Ok(StreamEvent::Delta(_)))
+    ));
+    let answer = gateway.complete(request("fake/x?tokens=3")).await.unwrap();
+    assert_eq!(answer.content, "word0 word1 word2");
+    assert_eq!(fake.stats().open_connections, 1);
+    drop(streams);
+    let start = Instant::now();
+    while fake.stats().in_flight > 0 {
+        assert!(start.elapsed() < Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]

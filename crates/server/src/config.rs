@@ -142,6 +142,9 @@ pub struct LlmSettings {
     pub stream_idle_timeout_secs: u64,
     /// Idle connections kept per host.
     pub pool_max_idle_per_host: usize,
+    /// HTTP/2 without negotiation on an `http://` base URL (h2c).
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
     /// Concurrent upstream calls.
     pub max_concurrent_requests: usize,
     /// Seconds a call waits for a slot before 503.
@@ -529,6 +532,7 @@ impl Settings {
             request_timeout: Duration::from_secs(l.request_timeout_secs),
             stream_idle_timeout: Duration::from_secs(l.stream_idle_timeout_secs),
             pool_max_idle_per_host: l.pool_max_idle_per_host,
+            http2_prior_knowledge: l.http2_prior_knowledge,
             max_concurrent_requests: l.max_concurrent_requests,
             queue_timeout: Duration::from_secs(l.queue_timeout_secs),
             extra_headers: headers,
