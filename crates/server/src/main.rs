@@ -2,8 +2,17 @@
 
 use clap::Parser;
 
-/// mimalloc instead of the system allocator: under a burst of streams glibc's malloc and
-/// free took ~15 % of the server's CPU (perf, P1 at 1,000 streams); see BENCHMARKS.md.
+/// jemalloc instead of the system allocator: under a burst of streams glibc's malloc and
+/// free took ~15 % of the server's CPU (perf, P1 at 1,000 streams). It also serves the C code
+/// (SQLite) and, with its background thread and the decay times set in `.cargo/config.toml`,
+/// gives freed memory back to the system within about a second, also when the server is idle
+/// after a burst (mimalloc purges only while the process allocates). BENCHMARKS.md compares
+/// them (P2, P3).
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// mimalloc, for comparison (`--no-default-features --features mimalloc`).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -310,8 +310,8 @@ where
         chat: &Chat,
     ) -> Result<Arc<Vec<Message>>, ChatError> {
         use std::sync::atomic::Ordering::Relaxed;
-        let key = version(chat);
-        if let Some(hit) = self.cache.entries.get(&key) {
+        let (_, at, count) = version(chat);
+        if let Some(hit) = self.cache.get(chat.id, (at, count)) {
             self.cache.hits.fetch_add(1, Relaxed);
             metrics::counter!("arbor_cache_hits_total", "cache" => "messages").increment(1);
             return Ok(hit);
@@ -325,7 +325,8 @@ where
                 .map_err(repo)?,
         );
         if matches_version(chat, &messages) {
-            self.cache.entries.insert(key, Arc::clone(&messages));
+            self.cache
+                .insert(chat.id, (at, count), Arc::clone(&messages));
         }
         Ok(messages)
     }

@@ -158,11 +158,51 @@ const CANCEL_NONE: u8 = 0;
 const CANCEL_USER: u8 = 1;
 const CANCEL_SHUTDOWN: u8 = 2;
 
+/// One logged event. Chunks, nearly all of a long answer's events, are kept as a range of
+/// [`Log::text`] (8 bytes each plus their text, instead of an allocation of their own).
+#[derive(Debug)]
+enum Entry {
+    Chunk { start: u32, end: u32 },
+    Other(Arc<GenerationEvent>),
+}
+
 #[derive(Debug, Default)]
 struct Log {
-    events: Vec<Arc<GenerationEvent>>,
+    events: Vec<Entry>,
+    /// The text of every chunk, in order.
+    text: String,
     characters: usize,
     outcome: Option<&'static str>,
+}
+
+impl Log {
+    fn get(&self, index: usize) -> Option<Arc<GenerationEvent>> {
+        Some(match self.events.get(index)? {
+            Entry::Chunk { start, end } => Arc::new(GenerationEvent::Chunk(
+                self.text[*start as usize..*end as usize].to_owned(),
+            )),
+            Entry::Other(event) => Arc::clone(event),
+        })
+    }
+
+    fn push(&mut self, event: GenerationEvent) {
+        match event {
+            GenerationEvent::Chunk(delta) => {
+                // An answer is far below 4 GiB (the request's max_tokens and the deadline
+                // bound it); past that, chunks are kept as events of their own.
+                let start = u32::try_from(self.text.len());
+                let end = u32::try_from(self.text.len() + delta.len());
+                if let (Ok(start), Ok(end)) = (start, end) {
+                    self.text.push_str(&delta);
+                    self.events.push(Entry::Chunk { start, end });
+                } else {
+                    self.events
+                        .push(Entry::Other(Arc::new(GenerationEvent::Chunk(delta))));
+                }
+            }
+            other => self.events.push(Entry::Other(Arc::new(other))),
+        }
+    }
 }
 
 /// One running (or recently finished) generation.
@@ -226,7 +266,7 @@ impl Generation {
                 GenerationEvent::Error(_) => log.outcome = Some("failed"),
                 _ => {}
             }
-            log.events.push(Arc::new(event));
+            log.push(event);
             log.events.len()
         };
         self.published.send_replace(len);
@@ -234,8 +274,8 @@ impl Generation {
 
     fn finished(log: &Log) -> bool {
         matches!(
-            log.events.last().map(AsRef::as_ref),
-            Some(GenerationEvent::Done)
+            log.events.last(),
+            Some(Entry::Other(event)) if matches!(event.as_ref(), GenerationEvent::Done)
         )
     }
 
@@ -298,10 +338,10 @@ impl Subscription {
         loop {
             {
                 let log = lock(&self.generation.log);
-                if let Some(event) = log.events.get(self.next) {
+                if let Some(event) = log.get(self.next) {
                     let id = self.next as u64;
                     self.next += 1;
-                    return Some((id, Arc::clone(event)));
+                    return Some((id, event));
                 }
                 if Generation::finished(&log) {
                     return None;
@@ -739,6 +779,35 @@ mod tests {
         assert_eq!(all, vec![0, 1, 2, 3]);
         assert!(!g.status().running);
         assert_eq!(g.status().characters, 3);
+    }
+
+    #[tokio::test]
+    async fn a_replay_gives_back_every_chunk_exactly_between_the_other_events() {
+        let r = registry(DisconnectPolicy::Finish, 3);
+        let (g, _first) = register(&r, 5);
+        let deltas = ["こんにちは", "", " wörld\n", "🙂", "x"];
+        for d in deltas {
+            g.publish(GenerationEvent::Chunk(d.into()));
+        }
+        g.publish(GenerationEvent::Error(GenerationFailure::Cancelled));
+        g.publish(GenerationEvent::Done);
+        let mut replay = g.subscribe(Some(1));
+        let mut seen = Vec::new();
+        while let Some((id, event)) = replay.next().await {
+            seen.push((id, event.as_ref().clone()));
+        }
+        let mut expected: Vec<(u64, GenerationEvent)> = deltas[2..]
+            .iter()
+            .zip(2..)
+            .map(|(d, id)| (id, GenerationEvent::Chunk((*d).into())))
+            .collect();
+        expected.push((5, GenerationEvent::Error(GenerationFailure::Cancelled)));
+        expected.push((6, GenerationEvent::Done));
+        assert_eq!(seen, expected);
+        let status = g.status();
+        assert_eq!(status.characters, 5 + 7 + 1 + 1);
+        assert_eq!(status.outcome, Some("interrupted"));
+        assert_eq!(status.events, 7);
     }
 
     #[tokio::test]

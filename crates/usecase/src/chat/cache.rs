@@ -1,4 +1,5 @@
-//! The read cache of chats: their messages and renderings, keyed by chat version.
+//! The read cache of chats: their messages (the latest version of each chat) and renderings
+//! (keyed by chat version).
 
 use super::*;
 
@@ -34,11 +35,14 @@ pub(super) type CacheKey = (ChatId, i64, u64);
 #[derive(Debug, Clone, Copy)]
 pub(super) struct MessagesWeighter;
 
-impl quick_cache::Weighter<CacheKey, Arc<Vec<Message>>> for MessagesWeighter {
+/// A chat's messages at one version.
+pub(super) type Versioned = (ChatVersion, Arc<Vec<Message>>);
+
+impl quick_cache::Weighter<ChatId, Versioned> for MessagesWeighter {
     /// What the entry holds on the heap: the list's allocation and each message's text as
     /// allocated (a streamed answer's capacity may be twice its length), so that the
     /// configured budget is the memory really kept.
-    fn weight(&self, _key: &CacheKey, messages: &Arc<Vec<Message>>) -> u64 {
+    fn weight(&self, _key: &ChatId, (_, messages): &Versioned) -> u64 {
         let list = messages.capacity() * std::mem::size_of::<Message>();
         let texts: usize = messages.iter().map(|m| m.content.capacity()).sum();
         ((list + texts) as u64).max(1)
@@ -49,17 +53,20 @@ impl quick_cache::Weighter<CacheKey, Arc<Vec<Message>>> for MessagesWeighter {
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct CountEvictions;
 
-impl quick_cache::Lifecycle<CacheKey, Arc<Vec<Message>>> for CountEvictions {
+impl quick_cache::Lifecycle<ChatId, Versioned> for CountEvictions {
     type RequestState = ();
 
-    fn on_evict(&self, (): &mut (), _key: CacheKey, _messages: Arc<Vec<Message>>) {
+    fn on_evict(&self, (): &mut (), _key: ChatId, _messages: Versioned) {
         metrics::counter!("arbor_cache_evictions_total", "cache" => "messages").increment(1);
     }
 }
 
+/// One entry per chat, holding the last version written or read: an older version is never
+/// asked for again (a reader that still does misses and reads the database), and kept it
+/// would fill the budget with a copy per turn of every busy chat.
 pub(super) type Entries = quick_cache::sync::Cache<
-    CacheKey,
-    Arc<Vec<Message>>,
+    ChatId,
+    Versioned,
     MessagesWeighter,
     quick_cache::DefaultHashBuilder,
     CountEvictions,
@@ -162,9 +169,20 @@ impl MessageCache {
         messages: Vec<Message>,
     ) -> Arc<Vec<Message>> {
         let messages = Arc::new(messages);
-        self.entries
-            .insert((chat, version.0, version.1), Arc::clone(&messages));
+        self.insert(chat, version, Arc::clone(&messages));
         messages
+    }
+
+    /// The chat's messages if the cache holds them at `version`.
+    pub(super) fn get(&self, chat: ChatId, version: ChatVersion) -> Option<Arc<Vec<Message>>> {
+        self.entries
+            .get(&chat)
+            .and_then(|(at, messages)| (at == version).then_some(messages))
+    }
+
+    /// Keeps `messages` as the chat's at `version`, in place of any other version of it.
+    pub(super) fn insert(&self, chat: ChatId, version: ChatVersion, messages: Arc<Vec<Message>>) {
+        self.entries.insert(chat, (version, messages));
     }
 
     /// The counters.

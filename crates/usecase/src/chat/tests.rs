@@ -132,6 +132,28 @@ async fn repeated_reads_hit_the_cache_and_every_write_changes_what_is_read() {
 }
 
 #[tokio::test]
+async fn a_chat_busy_with_turns_keeps_one_version_of_it_in_the_cache() {
+    let (s, owner) = service(1 << 20).await;
+    let chat = s.create_chat(owner, NewChatInput::default()).await.unwrap();
+    for i in 0..10 {
+        s.send(owner, chat.id, say(&format!("turn {i}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.tree(owner, chat.id).await.unwrap().tree.len(),
+            1 + 2 * (i + 1)
+        );
+    }
+    assert_eq!(
+        s.cache.entries.len(),
+        1,
+        "a chat has one version in the cache, its latest"
+    );
+    // Every send after the first finds the version the read before it cached.
+    assert!(s.cache_stats().hits >= 9, "{:?}", s.cache_stats());
+}
+
+#[tokio::test]
 async fn a_streamed_answer_is_saved_complete_and_the_chat_titled_in_the_background() {
     let (s, owner) = service(1 << 20).await;
     let chat = s.create_chat(owner, NewChatInput::default()).await.unwrap();
@@ -198,8 +220,11 @@ fn r5_a_million_distinct_keys_stay_within_the_cache_budget() {
     };
     let mut peak = before;
     for i in 0..1_000_000_u128 {
-        let key = (ChatId::from_u128(i), i as i64, 1);
-        cache.entries.insert(key, Arc::new(vec![message(i)]));
+        cache.insert(
+            ChatId::from_u128(i),
+            (i as i64, 1),
+            Arc::new(vec![message(i)]),
+        );
         if i % 100_000 == 0 {
             peak = peak.max(rss_mib());
         }
