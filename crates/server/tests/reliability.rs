@@ -508,10 +508,15 @@ async fn r16_a_hang_up_is_noticed_before_the_first_token(backend: Backend) {
         interrupted.as_secs_f64() * 1_000.0
     );
     assert!(released <= Duration::from_millis(100), "{released:?}");
-    // The save itself: well under 100 ms on SQLite; on PostgreSQL one run in a few shows a
-    // ~100 ms stall (the same unexplained outlier as P1's at 10 streams, BENCHMARKS.md), so
-    // the servers get a wider bound here rather than a flaky one.
-    let save_bound = if backend == Backend::Sqlite { 100 } else { 300 };
+    // The save itself: within 100 ms on every backend with the release binary (`cargo test
+    // --release`: PostgreSQL 57–69 ms, MariaDB 55–61 ms at 100 streams). A debug binary
+    // needs about twice that on the servers (98–124 ms), so it gets a wider bound there
+    // rather than a flaky one.
+    let save_bound = if backend == Backend::Sqlite || !cfg!(debug_assertions) {
+        100
+    } else {
+        300
+    };
     assert!(
         interrupted <= Duration::from_millis(save_bound),
         "{interrupted:?}"
