@@ -239,4 +239,45 @@ mod tests {
         assert!(cache.quick(t, t.plus_micros(4_000_000)));
         assert!(!cache.quick(t, t.plus_micros(4_000_001)));
     }
+
+    /// R5 of the reliability suite for the account cache: a million distinct users through
+    /// its real path (trusted after a poll, loaded on a miss) keep at most its capacity.
+    #[tokio::test]
+    #[ignore = "reliability suite (make test-reliability): a million loads"]
+    #[expect(clippy::print_stdout, reason = "the figure is the suite's report")]
+    async fn r5_a_million_distinct_users_stay_within_the_account_cache_capacity() {
+        const CAPACITY: usize = 10_000;
+        let cache = AccountCache::new(AccountCacheConfig {
+            capacity: CAPACITY,
+            poll_interval_micros: 500_000,
+            max_age_micros: 60_000_000,
+        });
+        let now = Timestamp::from_unix_seconds(1_800_000_000);
+        cache.apply(now, None);
+        let mut loads = 0_u32;
+        for i in 0..1_000_000_u128 {
+            let id = UserId::from_u128(i + 1);
+            let user = cache
+                .user_or_load(id, (now, || now), async {
+                    loads += 1;
+                    Ok(User {
+                        id,
+                        username: domain::Username::parse(format!("user_{i}")).unwrap(),
+                        disabled: false,
+                        token_epoch: 0,
+                        created_at: now,
+                    })
+                })
+                .await
+                .unwrap();
+            assert_eq!(user.id, id);
+        }
+        let kept = cache.users.len();
+        println!(
+            "R5 account cache: 1,000,000 distinct users, capacity {CAPACITY}: {kept} kept, {loads} loads"
+        );
+        assert_eq!(loads, 1_000_000, "every distinct user was a miss");
+        assert!(kept <= CAPACITY, "{kept} users kept");
+        assert!(kept >= CAPACITY / 2, "the cache still serves: {kept}");
+    }
 }
