@@ -1,5 +1,4 @@
-//! The read cache of chats: their messages (the latest version of each chat) and renderings
-//! (keyed by chat version).
+//! The read cache of chats: their messages and renderings, each at the latest version seen.
 
 use super::*;
 
@@ -72,16 +71,21 @@ pub(super) type Entries = quick_cache::sync::Cache<
     CountEvictions,
 >;
 
-/// A rendering of a chat at one version with one current leaf (moving the leaf changes no
-/// message, so it is not part of the version), e.g. its current branch as an HTTP body.
-pub(super) type RenderedKey = (CacheKey, MessageId, &'static str);
+/// A rendering of a chat, e.g. its current branch as an HTTP body: one entry per chat and
+/// kind, holding the latest one made (as for the messages, an older one is never asked for
+/// again).
+pub(super) type RenderedKey = (ChatId, &'static str);
+
+/// A rendering, the chat version and the current leaf it shows (moving the leaf changes no
+/// message, so it is not part of the version).
+pub(super) type Rendering = (ChatVersion, MessageId, Arc<Vec<u8>>);
 
 /// Weighs a rendering by its bytes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BytesWeighter;
 
-impl quick_cache::Weighter<RenderedKey, Arc<Vec<u8>>> for BytesWeighter {
-    fn weight(&self, _key: &RenderedKey, bytes: &Arc<Vec<u8>>) -> u64 {
+impl quick_cache::Weighter<RenderedKey, Rendering> for BytesWeighter {
+    fn weight(&self, _key: &RenderedKey, (_, _, bytes): &Rendering) -> u64 {
         (bytes.capacity() as u64 + 64).max(1)
     }
 }
@@ -90,7 +94,7 @@ impl quick_cache::Weighter<RenderedKey, Arc<Vec<u8>>> for BytesWeighter {
 /// bounded by total bytes, with hit and miss counters.
 pub struct MessageCache {
     pub(super) entries: Entries,
-    pub(super) rendered: quick_cache::sync::Cache<RenderedKey, Arc<Vec<u8>>, BytesWeighter>,
+    pub(super) rendered: quick_cache::sync::Cache<RenderedKey, Rendering, BytesWeighter>,
     pub(super) hits: std::sync::atomic::AtomicU64,
     pub(super) misses: std::sync::atomic::AtomicU64,
 }
@@ -140,7 +144,7 @@ impl MessageCache {
     /// 10,000-message chat is a few MB of JSON).
     pub(super) fn renderings(
         max_bytes: u64,
-    ) -> quick_cache::sync::Cache<RenderedKey, Arc<Vec<u8>>, BytesWeighter> {
+    ) -> quick_cache::sync::Cache<RenderedKey, Rendering, BytesWeighter> {
         let options = quick_cache::OptionsBuilder::new()
             .shards(2)
             .estimated_items_capacity(

@@ -143,7 +143,22 @@ async fn a_chat_busy_with_turns_keeps_one_version_of_it_in_the_cache() {
             s.tree(owner, chat.id).await.unwrap().tree.len(),
             1 + 2 * (i + 1)
         );
+        let rendered = s
+            .current_branch_rendered(owner, chat.id, "test", |path| {
+                path.len().to_string().into_bytes()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            rendered.as_slice(),
+            (1 + 2 * (i + 1)).to_string().as_bytes()
+        );
     }
+    assert_eq!(
+        s.cache.rendered.len(),
+        1,
+        "one rendering of the chat, its latest"
+    );
     assert_eq!(
         s.cache.entries.len(),
         1,

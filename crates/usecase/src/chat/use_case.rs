@@ -317,8 +317,16 @@ where
         F: FnOnce(&[Message]) -> Vec<u8> + Send,
     {
         let chat = self.get_chat(owner, chat).await?;
-        let key = (version(&chat), chat.current_leaf_id, kind);
-        if let Some(hit) = self.cache.rendered.get(&key) {
+        let (_, at, count) = version(&chat);
+        let key = (chat.id, kind);
+        if let Some(hit) = self
+            .cache
+            .rendered
+            .get(&key)
+            .and_then(|(seen, leaf, bytes)| {
+                (seen == (at, count) && leaf == chat.current_leaf_id).then_some(bytes)
+            })
+        {
             metrics::counter!("arbor_cache_hits_total", "cache" => "rendered").increment(1);
             return Ok(hit);
         }
@@ -331,7 +339,9 @@ where
         })?;
         let bytes = Arc::new(render(&path));
         if matches_version(&chat, &messages) {
-            self.cache.rendered.insert(key, Arc::clone(&bytes));
+            self.cache
+                .rendered
+                .insert(key, ((at, count), chat.current_leaf_id, Arc::clone(&bytes)));
         }
         Ok(bytes)
     }
