@@ -11,7 +11,6 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use domain::{ApiKeyId, Password, User, UserId, Username, limits};
 use governor::Quota;
-use governor::clock::{Clock as _, DefaultClock};
 
 use crate::keyed::{BoundedLimiter, KEYS_MAX};
 
@@ -115,15 +114,6 @@ impl AuthRateLimits {
             register: Arc::new(BoundedLimiter::new(quota(register, window), KEYS_MAX)),
         }
     }
-
-    fn check(limiter: &BoundedLimiter, key: String) -> Result<(), ApiError> {
-        limiter.check_key(&key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::RateLimited {
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            }
-        })
-    }
 }
 
 fn client_ip(req: &HttpRequest) -> String {
@@ -194,7 +184,7 @@ async fn register<A: AuthUseCase>(
     limits: web::Data<AuthRateLimits>,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    AuthRateLimits::check(&limits.register, client_ip(&req))?;
+    limits.register.check(client_ip(&req))?;
     let body = body.into_inner();
     let (username, password) = parse_credentials(body.username, body.password)?;
     let user = auth.register(username, password).await?;
@@ -253,7 +243,7 @@ async fn login<A: AuthUseCase>(
             .collect::<String>()
             .to_ascii_lowercase()
     );
-    AuthRateLimits::check(&limits.login, key)?;
+    limits.login.check(key)?;
     // Names and passwords that break the rules cannot belong to anyone: same 401 as a
     // wrong password, so the rules do not leak which accounts exist.
     let Ok((username, password)) = parse_credentials(username, password) else {

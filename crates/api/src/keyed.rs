@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use governor::clock::DefaultClock;
+use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
+
+use crate::error::ApiError;
 
 /// Keys each limiter remembers at most (≈ 100 bytes each).
 pub const KEYS_MAX: usize = 50_000;
@@ -85,12 +87,15 @@ impl BoundedLimiter {
     /// Spends one request of `key`.
     ///
     /// # Errors
-    /// When the key is over its quota: the earliest moment it may try again.
-    pub fn check_key(
-        &self,
-        key: &str,
-    ) -> Result<(), governor::NotUntil<governor::clock::QuantaInstant>> {
-        self.limiter.check_key(&key.to_owned())
+    /// [`ApiError::RateLimited`] when the key is over its quota, with the whole seconds (at
+    /// least one) until it may try again.
+    pub fn check(&self, key: String) -> Result<(), ApiError> {
+        self.limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited {
+                retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+            }
+        })
     }
 }
 
@@ -103,10 +108,10 @@ mod tests {
     #[test]
     fn a_key_is_limited_to_its_quota_and_others_are_not() {
         let limiter = BoundedLimiter::new(Quota::per_minute(NonZeroU32::new(2).unwrap()), 10);
-        assert!(limiter.check_key("a").is_ok());
-        assert!(limiter.check_key("a").is_ok());
-        assert!(limiter.check_key("a").is_err(), "the third in a minute");
-        assert!(limiter.check_key("b").is_ok());
+        assert!(limiter.check("a".into()).is_ok());
+        assert!(limiter.check("a".into()).is_ok());
+        assert!(limiter.check("a".into()).is_err(), "the third in a minute");
+        assert!(limiter.check("b".into()).is_ok());
     }
 
     #[test]
@@ -120,7 +125,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..100 {
-                        if limiter.check_key("same").is_ok() {
+                        if limiter.check("same".into()).is_ok() {
                             admitted.fetch_add(1, Ordering::SeqCst);
                         }
                     }
@@ -137,20 +142,12 @@ mod tests {
     #[ignore = "reliability suite: run with --ignored"]
     #[expect(clippy::print_stdout, reason = "the figure is the report")]
     fn r5_rate_limiters_stay_bounded_under_a_million_distinct_keys() {
-        let rss = || {
-            std::fs::read_to_string("/proc/self/status")
-                .unwrap_or_default()
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-                .map_or(0.0, |kb| kb / 1024.0)
-        };
+        let rss = || usecase::testing::resident_mib(None);
         let before = rss();
         let limiter = BoundedLimiter::new(Quota::per_minute(NonZeroU32::new(5).unwrap()), KEYS_MAX);
         for i in 0..1_000_000_u32 {
             let key = format!("203.0.{}.{}:user{i}", (i >> 8) & 255, i & 255);
-            assert!(limiter.check_key(&key).is_ok(), "a new key has its quota");
+            assert!(limiter.check(key).is_ok(), "a new key has its quota");
         }
         let after = rss();
         println!(

@@ -13,7 +13,6 @@ use actix_web::middleware::Next;
 use actix_web::{HttpRequest, ResponseError, web};
 use domain::UserId;
 use governor::Quota;
-use governor::clock::{Clock as _, DefaultClock};
 
 use crate::error::ApiError;
 use crate::keyed::{BoundedLimiter, KEYS_MAX};
@@ -93,13 +92,6 @@ fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN))
 }
 
-fn too_many(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> ApiError {
-    let wait = not_until.wait_time_from(DefaultClock::default().now());
-    ApiError::RateLimited {
-        retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
-    }
-}
-
 impl RateLimits {
     /// Limits as configured; `enabled = false` lets everything through.
     #[must_use]
@@ -123,9 +115,7 @@ impl RateLimits {
         if !self.enabled {
             return Ok(());
         }
-        self.limiters[family.index()]
-            .check_key(&key)
-            .map_err(|not_until| too_many(&not_until))
+        self.limiters[family.index()].check(key)
     }
 
     /// Spends one request of `user` in the family of the matched route.

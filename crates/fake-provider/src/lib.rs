@@ -25,8 +25,8 @@
 //! so a client can carry many streams on one connection.
 //!
 //! `GET /_stats` reports open connections, in-flight requests (and their peak) and request
-//! counts (and how many chat requests came over HTTP/2); `POST /_stats/reset` zeroes the counters; `GET /_requests` returns the chat request
-//! bodies received. The model list can be replaced and made to fail from the library API.
+//! counts (and how many chat requests came over HTTP/2); `POST /_stats/reset` zeroes the
+//! counters; `GET /_requests` returns the chat request bodies received. The model list can be replaced and made to fail from the library API.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -558,6 +558,12 @@ impl FakeProvider {
         let state = Arc::new(State::default());
         *state.models.lock().unwrap_or_else(|e| e.into_inner()) = default_models();
         let accept_state = Arc::clone(&state);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().keep_alive(true);
+        // Enough streams per connection for the benchmarks' ten thousand.
+        builder
+            .http2()
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -566,15 +572,10 @@ impl FakeProvider {
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&accept_state);
                 state.open_connections.fetch_add(1, Ordering::SeqCst);
+                let builder = builder.clone();
                 tokio::spawn(async move {
                     let service_state = Arc::clone(&state);
                     let service = service_fn(move |req| route(Arc::clone(&service_state), req));
-                    let mut builder = auto::Builder::new(TokioExecutor::new());
-                    builder.http1().keep_alive(true);
-                    // Enough streams per connection for the benchmarks' ten thousand.
-                    builder
-                        .http2()
-                        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
                     let _ = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .await;

@@ -36,7 +36,7 @@ impl IdGenerator for UuidV7Ids {
     }
 }
 
-fn crypto(e: impl std::fmt::Display) -> CryptoError {
+pub(crate) fn crypto(e: impl std::fmt::Display) -> CryptoError {
     CryptoError(e.to_string().into())
 }
 

@@ -20,9 +20,7 @@ use domain::Password;
 use tokio::sync::Semaphore;
 use usecase::auth::{CryptoError, PasswordHasher};
 
-fn crypto(e: impl std::fmt::Display) -> CryptoError {
-    CryptoError(e.to_string().into())
-}
+use crate::adapters::crypto;
 
 /// Salt length in bytes (the PHC recommendation).
 const SALT_LEN: usize = 16;

@@ -29,6 +29,27 @@ fn full() -> bool {
     std::env::var("RELIABILITY_SCALE").is_ok_and(|s| s == "full")
 }
 
+/// Waits, polling every `every`, until the provider has no call in flight and no connection
+/// open; returns the time since `since` (failing once that exceeds `limit`).
+async fn provider_released(
+    fake: &fake_provider::FakeProvider,
+    since: Instant,
+    limit: Duration,
+    every: Duration,
+) -> Duration {
+    loop {
+        let s = fake.stats();
+        if s.in_flight == 0 && s.open_connections == 0 {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < limit,
+            "provider calls or connections still open: {s:?}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 async fn provider() -> fake_provider::FakeProvider {
     support::provider(&[INSTANT, STREAMING]).await
 }
@@ -168,19 +189,13 @@ async fn r3_disconnects(policy: &str) {
             .await;
         }
     };
-    let settle = || async {
-        let started = Instant::now();
-        loop {
-            let s = fake.stats();
-            if s.in_flight == 0 && s.open_connections == 0 {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "provider connections never came back: {s:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let settle = || {
+        provider_released(
+            &fake,
+            Instant::now(),
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+        )
     };
     // Warm-up, so the measured memory is the server's steady state.
     let warm: Vec<String> =
@@ -480,17 +495,13 @@ async fn r16_a_hang_up_is_noticed_before_the_first_token(backend: Backend) {
         streams as i64,
         "every call was running"
     );
-    let released = loop {
-        let s = fake.stats();
-        if s.in_flight == 0 && s.open_connections == 0 {
-            break last_hang_up.elapsed();
-        }
-        assert!(
-            last_hang_up.elapsed() < Duration::from_secs(10),
-            "provider calls still open: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
+    let released = provider_released(
+        &fake,
+        last_hang_up,
+        Duration::from_secs(10),
+        Duration::from_millis(2),
+    )
+    .await;
     let interrupted = loop {
         let n = count_interrupted().await;
         if n == streams as i64 {

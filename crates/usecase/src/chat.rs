@@ -310,8 +310,8 @@ where
         chat: &Chat,
     ) -> Result<Arc<Vec<Message>>, ChatError> {
         use std::sync::atomic::Ordering::Relaxed;
-        let (_, at, count) = version(chat);
-        if let Some(hit) = self.cache.get(chat.id, (at, count)) {
+        let at = version(chat);
+        if let Some(hit) = self.cache.get(chat.id, at) {
             self.cache.hits.fetch_add(1, Relaxed);
             metrics::counter!("arbor_cache_hits_total", "cache" => "messages").increment(1);
             return Ok(hit);
@@ -325,8 +325,7 @@ where
                 .map_err(repo)?,
         );
         if matches_version(chat, &messages) {
-            self.cache
-                .insert(chat.id, (at, count), Arc::clone(&messages));
+            self.cache.insert(chat.id, at, Arc::clone(&messages));
         }
         Ok(messages)
     }
@@ -657,17 +656,17 @@ where
         let started = Instant::now();
         let upstream = start(self, Self::request_for(&path, plan));
         let mut added = path.last().cloned().into_iter().collect::<Vec<_>>();
-        let (_, at, count) = version(chat);
+        let known = version(chat);
         let stored = match &answer_row {
             Some(row) => {
                 added.push(row.stored_in(chat.id));
                 self.repo
-                    .append_turn_from(owner, chat.id, (question, row.clone()), Some((at, count)))
+                    .append_turn_from(owner, chat.id, (question, row.clone()), Some(known))
                     .await
             }
             None => {
                 self.repo
-                    .append_message_from(owner, chat.id, (question, true), Some((at, count)))
+                    .append_message_from(owner, chat.id, (question, true), Some(known))
                     .await
             }
         };

@@ -25,6 +25,20 @@ mod store;
 
 pub use store::InMemoryStore;
 
+/// The resident set size in MiB of process `pid`, or of this one (Linux `/proc`; 0 where it
+/// cannot be read), for the reliability suite's memory bounds.
+#[must_use]
+pub fn resident_mib(pid: Option<u32>) -> f64 {
+    let process = pid.map_or_else(|| "self".to_owned(), |pid| pid.to_string());
+    std::fs::read_to_string(format!("/proc/{process}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 /// A clock that only moves when told to (by one microsecond per reading, so times are unique).
 #[derive(Debug)]
 pub struct ManualClock(AtomicI64);

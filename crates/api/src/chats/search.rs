@@ -7,6 +7,7 @@ use usecase::auth::AuthUseCase;
 use usecase::chat::ChatUseCase;
 
 use super::{MessageResponse, parse_id};
+use crate::PageResponse;
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
 
@@ -29,20 +30,17 @@ pub(crate) struct SearchHitResponse {
     message: MessageResponse,
 }
 
-/// One page of hits, newest first.
+/// One page of hits, newest first: the list shape, whose `total` counts at most 1,000
+/// matches (see `total_exact`).
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct SearchPageResponse {
-    items: Vec<SearchHitResponse>,
-    /// Matches counted, at most 1,000 (see `total_exact`).
-    total: u64,
+    #[serde(flatten)]
+    page: PageResponse<SearchHitResponse>,
     /// False when there are more than 1,000 matches: `total` and `pages` then count only the
     /// first 1,000, and later pages are still served.
     total_exact: bool,
     /// False when a 2-character query searched only the newest 10,000 messages in scope.
     searched_all: bool,
-    page: u32,
-    limit: u32,
-    pages: u64,
 }
 
 async fn run_search<A: AuthUseCase, S: ChatUseCase>(
@@ -54,27 +52,18 @@ async fn run_search<A: AuthUseCase, S: ChatUseCase>(
     let query = SearchQuery::parse(params.q)?;
     let request = PageRequest::new(params.page, params.limit)?;
     let found = chats.search(caller.id(), chat, query, request).await?;
-    let page = found.page;
     Ok(HttpResponse::Ok().json(SearchPageResponse {
-        pages: page.request.pages_for(page.total),
-        total: page.total,
+        page: PageResponse::new(found.page, |h| SearchHitResponse {
+            chat_uuid: h.message.chat_id.to_string(),
+            chat_title: h
+                .chat_title
+                .as_ref()
+                .map_or(domain::UNTITLED_CHAT, ChatTitle::as_str)
+                .to_owned(),
+            message: MessageResponse::from(&h.message),
+        }),
         total_exact: found.total_exact,
         searched_all: found.searched_all,
-        page: page.request.page(),
-        limit: page.request.limit(),
-        items: page
-            .items
-            .into_iter()
-            .map(|h| SearchHitResponse {
-                chat_uuid: h.message.chat_id.to_string(),
-                chat_title: h
-                    .chat_title
-                    .as_ref()
-                    .map_or(domain::UNTITLED_CHAT, ChatTitle::as_str)
-                    .to_owned(),
-                message: MessageResponse::from(&h.message),
-            })
-            .collect(),
     }))
 }
 

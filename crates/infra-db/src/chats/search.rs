@@ -16,10 +16,10 @@
 use domain::limits::{SEARCH_INDEXED_MIN, SEARCH_TOTAL_CAP};
 use domain::{ChatId, ChatTitle, UserId};
 use sea_orm::prelude::{Expr, Uuid};
-use sea_orm::sea_query::{Func, LikeExpr};
+use sea_orm::sea_query::{Asterisk, Func, LikeExpr, Query};
 use sea_orm::{
     ColumnTrait, Condition, DbBackend, EntityTrait, ExprTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    QuerySelect, QueryTrait, Statement,
 };
 use usecase::ports::{ChatRepository, RepoError, SearchHit, SearchResults};
 
@@ -73,16 +73,17 @@ impl SeaOrmStore {
         let counted = if fts {
             self.count_fts(query, owner, chat, &pattern).await?
         } else {
-            messages::Entity::find()
+            let capped = messages::Entity::find()
                 .select_only()
                 .column(messages::Column::Id)
                 .filter(matching.clone())
                 .limit(SEARCH_TOTAL_CAP + 1)
-                .into_tuple::<Uuid>()
-                .all(&self.read)
-                .await
-                .map_err(to_repo_error)?
-                .len() as u64
+                .into_query();
+            let mut count = Query::select();
+            count
+                .expr_as(Expr::col(Asterisk).count(), "n")
+                .from_subquery(capped, "capped");
+            self.count_rows(self.backend.build(&count)).await?
         };
         let rows = if fts && counted <= SEARCH_TOTAL_CAP {
             self.page_fts(query, owner, chat, &pattern, page).await?
@@ -177,12 +178,19 @@ impl SeaOrmStore {
             pattern,
         );
         let sql = format!("SELECT COUNT(*) AS n FROM ({inner}) AS capped");
-        let row = sea_orm::ConnectionTrait::query_one_raw(
-            &self.read,
-            Statement::from_sql_and_values(DbBackend::Sqlite, sql, values),
-        )
+        self.count_rows(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            sql,
+            values,
+        ))
         .await
-        .map_err(to_repo_error)?;
+    }
+
+    /// The `n` column of a counting statement.
+    async fn count_rows(&self, count: Statement) -> Result<u64, RepoError> {
+        let row = sea_orm::ConnectionTrait::query_one_raw(&self.read, count)
+            .await
+            .map_err(to_repo_error)?;
         let n: i64 = row
             .map(|r| r.try_get("", "n"))
             .transpose()

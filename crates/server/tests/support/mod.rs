@@ -159,13 +159,7 @@ impl Drop for Arbor {
 impl Arbor {
     /// Resident set size in MiB (Linux `/proc`).
     pub fn rss_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        usecase::testing::resident_mib(Some(self.child.id()))
     }
 }
 

@@ -10,13 +10,10 @@ pub(super) fn extended(base: &[Message], added: Vec<Message>) -> Vec<Message> {
     messages
 }
 
-/// The cache key of `chat` at the version it shows.
-pub(super) fn version(chat: &Chat) -> CacheKey {
-    (
-        chat.id,
-        chat.updated_at.as_unix_micros(),
-        chat.message_count,
-    )
+/// The version `chat` shows. Every change of a chat's messages bumps its `updated_at` or
+/// `message_count`, so a version never names stale data, on any replica.
+pub(super) fn version(chat: &Chat) -> ChatVersion {
+    (chat.updated_at.as_unix_micros(), chat.message_count)
 }
 
 /// Whether `messages` are the chat's at the version `chat` shows: a write may have landed
@@ -25,10 +22,6 @@ pub(super) fn matches_version(chat: &Chat, messages: &[Message]) -> bool {
     messages.len() as u64 == chat.message_count
         && messages.iter().all(|m| m.created_at <= chat.updated_at)
 }
-
-/// Cache key: a chat at one version. Every change of a chat's messages bumps its
-/// `updated_at` or `message_count`, so a key never names stale data, on any replica.
-pub(super) type CacheKey = (ChatId, i64, u64);
 
 /// Weighs an entry by the bytes it holds.
 #[derive(Debug, Clone, Copy)]
@@ -187,6 +180,30 @@ impl MessageCache {
     /// Keeps `messages` as the chat's at `version`, in place of any other version of it.
     pub(super) fn insert(&self, chat: ChatId, version: ChatVersion, messages: Arc<Vec<Message>>) {
         self.entries.insert(chat, (version, messages));
+    }
+
+    /// The `kind` rendering of `chat` if the cache holds it at `version` and `leaf`.
+    pub(super) fn rendering(
+        &self,
+        (chat, kind): RenderedKey,
+        version: ChatVersion,
+        leaf: MessageId,
+    ) -> Option<Arc<Vec<u8>>> {
+        self.rendered
+            .get(&(chat, kind))
+            .and_then(|(at, shown, bytes)| (at == version && shown == leaf).then_some(bytes))
+    }
+
+    /// Keeps `bytes` as the `kind` rendering of `chat` at `version` and `leaf`, in place of
+    /// any other.
+    pub(super) fn keep_rendering(
+        &self,
+        key: RenderedKey,
+        version: ChatVersion,
+        leaf: MessageId,
+        bytes: Arc<Vec<u8>>,
+    ) {
+        self.rendered.insert(key, (version, leaf, bytes));
     }
 
     /// The counters.

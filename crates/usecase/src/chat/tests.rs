@@ -3,7 +3,7 @@ use domain::{ModelInfo, Pricing, Timestamp, Username};
 use super::*;
 use crate::catalog::CatalogService;
 use crate::ports::{NewUser, UserRepository};
-use crate::testing::{FakeLlm, InMemoryStore, ManualClock, SequentialIds};
+use crate::testing::{FakeLlm, InMemoryStore, ManualClock, SequentialIds, resident_mib};
 
 type Catalog = CatalogService<InMemoryStore, FakeLlm, ManualClock>;
 type Service = ChatService<InMemoryStore, FakeLlm, Catalog, ManualClock, SequentialIds>;
@@ -204,16 +204,6 @@ async fn a_streamed_answer_is_saved_complete_and_the_chat_titled_in_the_backgrou
     ));
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// R5 of the reliability suite: a million distinct keys through the read cache; memory
 /// stays within its capacity plus a stated slack.
 #[test]
@@ -223,7 +213,7 @@ fn r5_a_million_distinct_keys_stay_within_the_cache_budget() {
     const CAPACITY: u64 = 16 << 20;
     const SLACK_MIB: f64 = 32.0;
     let cache = MessageCache::new(CAPACITY);
-    let before = rss_mib();
+    let before = resident_mib(None);
     let message = |i: u128| Message {
         id: MessageId::from_u128(i),
         chat_id: ChatId::from_u128(i),
@@ -241,10 +231,10 @@ fn r5_a_million_distinct_keys_stay_within_the_cache_budget() {
             Arc::new(vec![message(i)]),
         );
         if i % 100_000 == 0 {
-            peak = peak.max(rss_mib());
+            peak = peak.max(resident_mib(None));
         }
     }
-    peak = peak.max(rss_mib());
+    peak = peak.max(resident_mib(None));
     let weight = cache.stats().weight;
     let growth = peak - before;
     println!(

@@ -317,16 +317,8 @@ where
         F: FnOnce(&[Message]) -> Vec<u8> + Send,
     {
         let chat = self.get_chat(owner, chat).await?;
-        let (_, at, count) = version(&chat);
-        let key = (chat.id, kind);
-        if let Some(hit) = self
-            .cache
-            .rendered
-            .get(&key)
-            .and_then(|(seen, leaf, bytes)| {
-                (seen == (at, count) && leaf == chat.current_leaf_id).then_some(bytes)
-            })
-        {
+        let (at, key) = (version(&chat), (chat.id, kind));
+        if let Some(hit) = self.cache.rendering(key, at, chat.current_leaf_id) {
             metrics::counter!("arbor_cache_hits_total", "cache" => "rendered").increment(1);
             return Ok(hit);
         }
@@ -340,8 +332,7 @@ where
         let bytes = Arc::new(render(&path));
         if matches_version(&chat, &messages) {
             self.cache
-                .rendered
-                .insert(key, ((at, count), chat.current_leaf_id, Arc::clone(&bytes)));
+                .keep_rendering(key, at, chat.current_leaf_id, Arc::clone(&bytes));
         }
         Ok(bytes)
     }
