@@ -15,6 +15,7 @@ mod m20261129_000002_long_text_on_mysql;
 mod m20261201_000003_account_revocation;
 mod m20261201_000004_chat_list_keyset;
 mod m20261201_000005_message_search;
+mod m20261201_000006_replica_coordination;
 
 /// Applies Arbor's migrations.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000003_account_revocation::Migration),
             Box::new(m20261201_000004_chat_list_keyset::Migration),
             Box::new(m20261201_000005_message_search::Migration),
+            Box::new(m20261201_000006_replica_coordination::Migration),
         ]
     }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench: release build, then the load scenarios against the release binary.
-# Usage: bench.sh [all|p1|p2|p3|p4|p5] [extra arbor-bench flags, e.g. --quick --backends sqlite]
+# Usage: bench.sh [all|p1|p2|p3|p4|p5|p3-replicas] [extra arbor-bench flags, e.g. --quick --backends sqlite]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo=${CARGO:-cargo}

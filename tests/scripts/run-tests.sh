@@ -46,6 +46,8 @@ if [ "$what" = all ] || [ "$what" = e2e ]; then
   run e2e --test it -- --test-threads "$threads"
   # The real binary killed (SIGKILL) and stopped (SIGTERM) mid-stream.
   run lifecycle --test lifecycle -- --test-threads 2
+  # Three replicas of the real binary on one PostgreSQL, no sticky sessions.
+  run replicas --test replicas -- --test-threads 1
 fi
 
 echo
@@ -54,7 +56,9 @@ for f in "$log"/*.txt; do
   name=$(basename "$f" .txt)
   total=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$f" | awk '{s+=$4} END {print s+0}')
   line="    $(printf '%-24s' "$name") $total passed"
-  if [ "$name" = e2e ] || [ "$name" = lifecycle ]; then
+  if [ "$name" = replicas ]; then
+    line="$line | postgres: $total"
+  elif [ "$name" = e2e ] || [ "$name" = lifecycle ]; then
     for backend in sqlite postgres mysql; do
       n=$(grep -Ec "^test (.*\b$backend::|$backend)_?.* ok$" "$f" || true)
       line="$line | $backend: $n"

@@ -73,13 +73,13 @@ impl<A: AuthUseCase> FromRequest for CurrentUser<A> {
                 Err(e) => {
                     // Failed credentials spend the client's anonymous budget.
                     if let Some(limits) = &limits {
-                        limits.check_anonymous(&req)?;
+                        limits.check_anonymous(&req).await?;
                     }
                     return Err(e.into());
                 }
             };
             if let Some(limits) = &limits {
-                limits.check_user(&req, user.id)?;
+                limits.check_user(&req, user.id).await?;
             }
             Ok(Self {
                 user,
@@ -112,6 +112,28 @@ impl AuthRateLimits {
         Self {
             login: Arc::new(BoundedLimiter::new(quota(login, window), KEYS_MAX)),
             register: Arc::new(BoundedLimiter::new(quota(register, window), KEYS_MAX)),
+        }
+    }
+
+    /// The same limits, shared with the other replicas through `port`.
+    #[must_use]
+    pub fn shared(
+        login: u32,
+        register: u32,
+        window: Duration,
+        port: &Arc<dyn usecase::cluster::Coordination>,
+    ) -> Self {
+        let limiter = |n: u32, name| {
+            Arc::new(BoundedLimiter::new(quota(n, window), KEYS_MAX).shared(
+                Arc::clone(port),
+                name,
+                n.max(1),
+                window,
+            ))
+        };
+        Self {
+            login: limiter(login, "login"),
+            register: limiter(register, "register"),
         }
     }
 }
@@ -184,7 +206,7 @@ async fn register<A: AuthUseCase>(
     limits: web::Data<AuthRateLimits>,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    limits.register.check(client_ip(&req))?;
+    limits.register.check(client_ip(&req)).await?;
     let body = body.into_inner();
     let (username, password) = parse_credentials(body.username, body.password)?;
     let user = auth.register(username, password).await?;
@@ -243,7 +265,7 @@ async fn login<A: AuthUseCase>(
             .collect::<String>()
             .to_ascii_lowercase()
     );
-    limits.login.check(key)?;
+    limits.login.check(key).await?;
     // Names and passwords that break the rules cannot belong to anyone: same 401 as a
     // wrong password, so the rules do not leak which accounts exist.
     let Ok((username, password)) = parse_credentials(username, password) else {

@@ -3,15 +3,22 @@
 //! full). governor's own keyed store grows with every distinct key until it is shrunk; here
 //! a flood of distinct client IPs or usernames costs a fixed amount of memory. A key that
 //! was evicted simply starts again with a full quota, as a key seen for the first time does.
+//!
+//! With replicas on one PostgreSQL, a limiter may share its budget: the same GCRA over a
+//! bucket per key in the database, so N replicas grant one budget, not N. When the database
+//! cannot answer, the replica's own limiter decides.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
+
+use usecase::cluster::{Coordination, Spend};
 
 use crate::error::ApiError;
 
@@ -22,9 +29,22 @@ pub const KEYS_MAX: usize = 50_000;
 #[derive(Debug)]
 pub struct BoundedLimiter {
     limiter: RateLimiter<String, BoundedStore, DefaultClock, NoOpMiddleware>,
+    shared: Option<SharedBudget>,
     /// The store's states, for tests to count them.
     #[cfg(test)]
     states: Arc<States>,
+}
+
+/// A budget shared by every replica.
+#[derive(Debug)]
+struct SharedBudget {
+    port: Arc<dyn Coordination>,
+    /// The limiter's name, prefixed to its keys.
+    name: &'static str,
+    per_period: u32,
+    period: Duration,
+    /// Whether the last shared decision failed (logged once per outage).
+    failing: AtomicBool,
 }
 
 type States = quick_cache::sync::Cache<String, Arc<AtomicU64>>;
@@ -79,9 +99,30 @@ impl BoundedLimiter {
                 BoundedStore(Arc::clone(&states)),
                 DefaultClock::default(),
             ),
+            shared: None,
             #[cfg(test)]
             states,
         }
+    }
+
+    /// Shares the budget with every replica through `port`: `per_period` requests per
+    /// `period` and key (the quota this limiter was built with), keys prefixed by `name`.
+    #[must_use]
+    pub fn shared(
+        mut self,
+        port: Arc<dyn Coordination>,
+        name: &'static str,
+        per_period: u32,
+        period: Duration,
+    ) -> Self {
+        self.shared = Some(SharedBudget {
+            port,
+            name,
+            per_period,
+            period,
+            failing: AtomicBool::new(false),
+        });
+        self
     }
 
     /// Spends one request of `key`.
@@ -89,13 +130,50 @@ impl BoundedLimiter {
     /// # Errors
     /// [`ApiError::RateLimited`] when the key is over its quota, with the whole seconds (at
     /// least one) until it may try again.
-    pub fn check(&self, key: String) -> Result<(), ApiError> {
-        self.limiter.check_key(&key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::RateLimited {
-                retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+    pub async fn check(&self, key: String) -> Result<(), ApiError> {
+        if let Some(shared) = &self.shared {
+            let spent = shared
+                .port
+                .spend(
+                    format!("{}:{key}", shared.name),
+                    shared.per_period,
+                    shared.period,
+                )
+                .await;
+            match spent {
+                Ok(spend) => {
+                    if shared.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!(limiter = shared.name, "shared rate limits answer again");
+                    }
+                    return match spend {
+                        Spend::Allowed => Ok(()),
+                        Spend::Denied(wait) => Err(limited(wait)),
+                    };
+                }
+                Err(e) => {
+                    if !shared.failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(limiter = shared.name, error = %e, "shared rate limits unavailable; this replica's own limits apply");
+                    }
+                }
             }
-        })
+        }
+        self.check_here(key)
+    }
+
+    /// Spends one request of `key` in this process's limiter only.
+    ///
+    /// # Errors
+    /// As [`BoundedLimiter::check`].
+    pub fn check_here(&self, key: String) -> Result<(), ApiError> {
+        self.limiter
+            .check_key(&key)
+            .map_err(|not_until| limited(not_until.wait_time_from(DefaultClock::default().now())))
+    }
+}
+
+fn limited(wait: Duration) -> ApiError {
+    ApiError::RateLimited {
+        retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
     }
 }
 
@@ -108,10 +186,13 @@ mod tests {
     #[test]
     fn a_key_is_limited_to_its_quota_and_others_are_not() {
         let limiter = BoundedLimiter::new(Quota::per_minute(NonZeroU32::new(2).unwrap()), 10);
-        assert!(limiter.check("a".into()).is_ok());
-        assert!(limiter.check("a".into()).is_ok());
-        assert!(limiter.check("a".into()).is_err(), "the third in a minute");
-        assert!(limiter.check("b".into()).is_ok());
+        assert!(limiter.check_here("a".into()).is_ok());
+        assert!(limiter.check_here("a".into()).is_ok());
+        assert!(
+            limiter.check_here("a".into()).is_err(),
+            "the third in a minute"
+        );
+        assert!(limiter.check_here("b".into()).is_ok());
     }
 
     #[test]
@@ -125,7 +206,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..100 {
-                        if limiter.check("same".into()).is_ok() {
+                        if limiter.check_here("same".into()).is_ok() {
                             admitted.fetch_add(1, Ordering::SeqCst);
                         }
                     }
@@ -147,7 +228,7 @@ mod tests {
         let limiter = BoundedLimiter::new(Quota::per_minute(NonZeroU32::new(5).unwrap()), KEYS_MAX);
         for i in 0..1_000_000_u32 {
             let key = format!("203.0.{}.{}:user{i}", (i >> 8) & 255, i & 255);
-            assert!(limiter.check(key).is_ok(), "a new key has its quota");
+            assert!(limiter.check_here(key).is_ok(), "a new key has its quota");
         }
         let after = rss();
         println!(

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -13,6 +14,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpRequest, ResponseError, web};
 use domain::UserId;
 use governor::Quota;
+use usecase::cluster::Coordination;
 
 use crate::error::ApiError;
 use crate::keyed::{BoundedLimiter, KEYS_MAX};
@@ -96,43 +98,73 @@ impl RateLimits {
     /// Limits as configured; `enabled = false` lets everything through.
     #[must_use]
     pub fn new(per: RoutePerMinute, trusted_proxies: Vec<IpAddr>, enabled: bool) -> Self {
-        let keyed = |n| BoundedLimiter::new(per_minute(n), KEYS_MAX);
+        Self::build(per, trusted_proxies, enabled, None)
+    }
+
+    /// Limits as configured, each family's budget shared with the other replicas through
+    /// `port`.
+    #[must_use]
+    pub fn shared(
+        per: RoutePerMinute,
+        trusted_proxies: Vec<IpAddr>,
+        enabled: bool,
+        port: &Arc<dyn Coordination>,
+    ) -> Self {
+        Self::build(per, trusted_proxies, enabled, Some(port))
+    }
+
+    fn build(
+        per: RoutePerMinute,
+        trusted_proxies: Vec<IpAddr>,
+        enabled: bool,
+        port: Option<&Arc<dyn Coordination>>,
+    ) -> Self {
+        let keyed = |n: u32, name| {
+            let limiter = BoundedLimiter::new(per_minute(n), KEYS_MAX);
+            match port {
+                Some(port) => {
+                    limiter.shared(Arc::clone(port), name, n.max(1), Duration::from_secs(60))
+                }
+                None => limiter,
+            }
+        };
         Self {
             limiters: Arc::new([
-                keyed(per.send),
-                keyed(per.create_chat),
-                keyed(per.history),
-                keyed(per.retry),
-                keyed(per.general),
-                keyed(per.anonymous),
+                keyed(per.send, "send"),
+                keyed(per.create_chat, "create_chat"),
+                keyed(per.history, "history"),
+                keyed(per.retry, "retry"),
+                keyed(per.general, "general"),
+                keyed(per.anonymous, "anonymous"),
             ]),
             trusted_proxies: Arc::new(trusted_proxies.into_iter().map(normalise).collect()),
             enabled,
         }
     }
 
-    fn check(&self, family: Family, key: String) -> Result<(), ApiError> {
+    async fn check(&self, family: Family, key: String) -> Result<(), ApiError> {
         if !self.enabled {
             return Ok(());
         }
-        self.limiters[family.index()].check(key)
+        self.limiters[family.index()].check(key).await
     }
 
     /// Spends one request of `user` in the family of the matched route.
     ///
     /// # Errors
     /// [`ApiError::RateLimited`] with the time until the next request is allowed.
-    pub fn check_user(&self, req: &HttpRequest, user: UserId) -> Result<(), ApiError> {
+    pub async fn check_user(&self, req: &HttpRequest, user: UserId) -> Result<(), ApiError> {
         let family = Family::of(req.method(), req.match_pattern().as_deref().unwrap_or(""));
-        self.check(family, user.to_string())
+        self.check(family, user.to_string()).await
     }
 
     /// Spends one anonymous request of the client's IP.
     ///
     /// # Errors
     /// [`ApiError::RateLimited`].
-    pub fn check_anonymous(&self, req: &HttpRequest) -> Result<(), ApiError> {
+    pub async fn check_anonymous(&self, req: &HttpRequest) -> Result<(), ApiError> {
         self.check(Family::Anonymous, self.client_ip(req).to_string())
+            .await
     }
 
     /// The client's address: the connection's peer, or — when the peer is a trusted proxy —
@@ -200,7 +232,7 @@ pub async fn anonymous_limit(
     let anonymous = !req.headers().contains_key(header::AUTHORIZATION) && !exempt(req.path());
     if anonymous
         && let Some(limits) = req.app_data::<web::Data<RateLimits>>()
-        && let Err(e) = limits.check_anonymous(req.request())
+        && let Err(e) = limits.check_anonymous(req.request()).await
     {
         let response = e.error_response();
         return Ok(req.into_response(response).map_into_right_body());
@@ -236,8 +268,8 @@ mod tests {
         assert_eq!(Family::of(&get, "/api/v1/templates"), Family::General);
     }
 
-    #[test]
-    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+    #[actix_web::test]
+    async fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let per = RoutePerMinute {
             send: 1,
@@ -271,21 +303,24 @@ mod tests {
         assert!(
             trusting
                 .check_anonymous(&from("10.0.0.1", "203.0.113.7"))
+                .await
                 .is_ok()
         );
         assert!(
             trusting
                 .check_anonymous(&from("10.0.0.1", "203.0.113.7"))
+                .await
                 .is_err()
         );
         assert!(
             trusting
                 .check_anonymous(&from("10.0.0.1", "203.0.113.8"))
+                .await
                 .is_ok()
         );
         let off = RateLimits::new(per, vec![], false);
         for _ in 0..5 {
-            assert!(off.check_anonymous(&from("1.2.3.4", "")).is_ok());
+            assert!(off.check_anonymous(&from("1.2.3.4", "")).await.is_ok());
         }
     }
 }

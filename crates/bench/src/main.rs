@@ -10,6 +10,9 @@
 //! - P4 reads: current branch of a 200-message chat (req/s), path of a 10,000-message chat
 //!   (ms), chat-list pages (by number and by cursor) of a user with 100,000 chats (ms).
 //! - P5 search: substring search across 1,000,000 messages of one user (ms).
+//! - P3-replicas: P3 on PostgreSQL with one process alone, one replica coordinating and two
+//!   replicas coordinating (turns/s, the database's CPU and transactions per turn), and what
+//!   coordination costs the database per running generation.
 
 #![expect(
     clippy::print_stdout,
@@ -17,6 +20,7 @@
 )]
 
 mod load;
+mod replicas;
 mod scenarios;
 mod server;
 
@@ -58,6 +62,7 @@ enum Scenario {
     P3,
     P4,
     P5,
+    P3Replicas,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run(Scenario::P2) {
         scenarios::p2(&ctx).await?;
+    }
+    if run(Scenario::P3Replicas) && cli.backends.contains(&Db::Postgres) {
+        replicas::p3_replicas(&ctx).await?;
     }
     for db in &cli.backends {
         if run(Scenario::P3) {

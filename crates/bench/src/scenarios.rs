@@ -21,7 +21,7 @@ pub struct Context {
     pub provider_http1: bool,
 }
 
-async fn provider(models: &[&str]) -> anyhow::Result<FakeProvider> {
+pub(crate) async fn provider(models: &[&str]) -> anyhow::Result<FakeProvider> {
     let fake = FakeProvider::start().await?;
     let mut all = fake_provider::default_models();
     for id in models {
@@ -33,13 +33,13 @@ async fn provider(models: &[&str]) -> anyhow::Result<FakeProvider> {
     Ok(fake)
 }
 
-async fn database(backend: Backend) -> anyhow::Result<TestDatabase> {
+pub(crate) async fn database(backend: Backend) -> anyhow::Result<TestDatabase> {
     TestDatabase::create(backend)
         .await
         .with_context(|| format!("{backend:?} is not reachable"))
 }
 
-fn row(label: &str, value: String) {
+pub(crate) fn row(label: &str, value: String) {
     println!("  {label:<58} {value}");
 }
 
@@ -626,7 +626,7 @@ async fn bulk_chats(db: &TestDatabase, like_chat: &str, n: usize) -> anyhow::Res
 
 /// Closed-loop load: `workers` tasks, each repeating `step(its index)` until `seconds` pass.
 /// Returns (operations per second, latencies, errors).
-async fn closed_loop<F, Fut>(
+pub(crate) async fn closed_loop<F, Fut>(
     workers: usize,
     seconds: u64,
     step: F,

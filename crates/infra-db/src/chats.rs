@@ -498,10 +498,78 @@ impl ChatRepository for SeaOrmStore {
         created_before: Timestamp,
         now: Timestamp,
     ) -> Result<u64, RepoError> {
+        self.interrupt_streaming_where(
+            messages::Column::CreatedAt.lt(ts(created_before)).into(),
+            now,
+        )
+        .await
+    }
+
+    async fn set_generated_title(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        title: ChatTitle,
+    ) -> Result<bool, RepoError> {
+        let result = chats::Entity::update_many()
+            .col_expr(chats::Column::Title, Expr::value(title.into_inner()))
+            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
+            .filter(chats::Column::Title.is_null())
+            .filter(chats::Column::TitleSetByUser.eq(false))
+            .exec(&self.write)
+            .await
+            .map_err(to_repo_error)?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn delete_chat(&self, owner: UserId, chat: ChatId) -> Result<(), RepoError> {
+        // One statement; messages and generation records go with it by ON DELETE CASCADE.
+        let result = chats::Entity::delete_many()
+            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
+            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
+            .exec(&self.write)
+            .await
+            .map_err(to_repo_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound(Entity::Chat));
+        }
+        Ok(())
+    }
+}
+
+fn generation_row(record: &GenerationRecord, message: MessageId) -> generations::ActiveModel {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    generations::ActiveModel {
+        id: Set(sea_orm::prelude::Uuid::now_v7()),
+        message_id: Set(uuid(message.as_u128())),
+        chat_id: Set(uuid(record.chat_id.as_u128())),
+        user_id: Set(uuid(record.user_id.as_u128())),
+        provider: Set(record.provider.clone()),
+        model: Set(record.model.as_str().to_owned()),
+        prompt_tokens: Set(n(record.usage.prompt_tokens)),
+        completion_tokens: Set(n(record.usage.completion_tokens)),
+        total_tokens: Set(n(record.usage.total_tokens)),
+        cost_pico_usd: Set(record.cost.as_pico()),
+        latency_ms: Set(n(record.latency_ms)),
+        ttft_ms: Set(record.time_to_first_token_ms.map(n)),
+        finish_reason: Set(record.finish_reason.clone()),
+        created_at: Set(ts(record.created_at)),
+    }
+}
+
+impl SeaOrmStore {
+    /// Marks `interrupted` the messages still `streaming` that match `filter` (as
+    /// `ChatRepository::interrupt_streaming` does for its time filter).
+    pub(crate) async fn interrupt_streaming_where(
+        &self,
+        filter: sea_orm::Condition,
+        now: Timestamp,
+    ) -> Result<u64, RepoError> {
         let streaming = || {
             messages::Entity::find()
                 .filter(messages::Column::Status.eq(MessageStatus::Streaming.as_str()))
-                .filter(messages::Column::CreatedAt.lt(ts(created_before)))
+                .filter(filter.clone())
         };
         let txn = self.begin_write().await?;
         let left: Vec<(Uuid, Uuid, Option<Uuid>)> = streaming()
@@ -567,57 +635,5 @@ impl ChatRepository for SeaOrmStore {
         }
         txn.commit().await.map_err(to_repo_error)?;
         Ok(marked)
-    }
-
-    async fn set_generated_title(
-        &self,
-        owner: UserId,
-        chat: ChatId,
-        title: ChatTitle,
-    ) -> Result<bool, RepoError> {
-        let result = chats::Entity::update_many()
-            .col_expr(chats::Column::Title, Expr::value(title.into_inner()))
-            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
-            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
-            .filter(chats::Column::Title.is_null())
-            .filter(chats::Column::TitleSetByUser.eq(false))
-            .exec(&self.write)
-            .await
-            .map_err(to_repo_error)?;
-        Ok(result.rows_affected == 1)
-    }
-
-    async fn delete_chat(&self, owner: UserId, chat: ChatId) -> Result<(), RepoError> {
-        // One statement; messages and generation records go with it by ON DELETE CASCADE.
-        let result = chats::Entity::delete_many()
-            .filter(chats::Column::Id.eq(uuid(chat.as_u128())))
-            .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
-            .exec(&self.write)
-            .await
-            .map_err(to_repo_error)?;
-        if result.rows_affected == 0 {
-            return Err(RepoError::NotFound(Entity::Chat));
-        }
-        Ok(())
-    }
-}
-
-fn generation_row(record: &GenerationRecord, message: MessageId) -> generations::ActiveModel {
-    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    generations::ActiveModel {
-        id: Set(sea_orm::prelude::Uuid::now_v7()),
-        message_id: Set(uuid(message.as_u128())),
-        chat_id: Set(uuid(record.chat_id.as_u128())),
-        user_id: Set(uuid(record.user_id.as_u128())),
-        provider: Set(record.provider.clone()),
-        model: Set(record.model.as_str().to_owned()),
-        prompt_tokens: Set(n(record.usage.prompt_tokens)),
-        completion_tokens: Set(n(record.usage.completion_tokens)),
-        total_tokens: Set(n(record.usage.total_tokens)),
-        cost_pico_usd: Set(record.cost.as_pico()),
-        latency_ms: Set(n(record.latency_ms)),
-        ttft_ms: Set(record.time_to_first_token_ms.map(n)),
-        finish_reason: Set(record.finish_reason.clone()),
-        created_at: Set(ts(record.created_at)),
     }
 }

@@ -59,6 +59,15 @@ pub(crate) fn to_repo_error(err: DbErr) -> RepoError {
     }
 }
 
+/// Translates a driver error (the PostgreSQL coordination adapter talks to the driver).
+pub(crate) fn from_sqlx(err: sqlx::Error) -> RepoError {
+    if is_transient(&err) {
+        RepoError::Unavailable(Box::new(err))
+    } else {
+        RepoError::Unexpected(Box::new(err))
+    }
+}
+
 /// A stored value that does not parse as a domain value.
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> RepoError {
     RepoError::Corrupt(format!("invalid stored value: {what}").into())

@@ -14,6 +14,8 @@
 
 mod analytics;
 mod chats;
+mod cluster;
+pub use cluster::PgCoordination;
 mod convert;
 mod credentials;
 mod entity;

@@ -36,6 +36,30 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     /// Prometheus metrics.
     pub metrics: MetricsSettings,
+    /// Replicas sharing one database.
+    pub cluster: ClusterSettings,
+}
+
+/// Whether replicas coordinate through the database.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterMode {
+    /// Through the database when it is PostgreSQL; alone otherwise.
+    Auto,
+    /// Alone: this process is the only one on the database.
+    Off,
+}
+
+/// Replicas sharing one PostgreSQL database.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// `auto` or `off`.
+    pub mode: ClusterMode,
+    /// A replica whose heartbeat is this old (milliseconds) is dead.
+    pub lease_ms: u64,
+    /// How often each replica renews its lease and saves partial answers (milliseconds).
+    pub heartbeat_ms: u64,
 }
 
 /// Prometheus metrics at `GET /metrics`.
@@ -85,6 +109,9 @@ pub enum OnClientDisconnect {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum StartupRecovery {
+    /// Those whose replica's lease expired (with replicas on PostgreSQL; the heartbeat
+    /// does it), or all of them when this process is alone on the database.
+    Lease,
     /// All of them: this is the only process on the database.
     All,
     /// Only those older than the generation deadline (several replicas share the database).
@@ -109,7 +136,7 @@ pub struct GenerationSettings {
     pub linger_secs: u64,
     /// Seconds running generations get to finish on shutdown before they are interrupted.
     pub shutdown_grace_secs: u64,
-    /// `all` or `expired`.
+    /// `lease`, `all` or `expired`.
     pub startup_recovery: StartupRecovery,
     /// Title untitled chats after their first answer.
     pub titles: bool,
@@ -406,6 +433,13 @@ impl Settings {
                 "credentials are never allowed with the * origin; list the origins",
             );
         }
+        let c = &self.cluster;
+        if c.heartbeat_ms < 100 || c.heartbeat_ms.saturating_mul(3) > c.lease_ms {
+            return invalid(
+                "cluster.heartbeat_ms",
+                "must be at least 100 and at most a third of cluster.lease_ms",
+            );
+        }
         if self.server.workers > 1_024 {
             return invalid("server.workers", "must be at most 1024 (0 = one per core)");
         }
@@ -542,22 +576,27 @@ impl Settings {
         }
     }
 
-    /// The route limits.
+    /// The route limits (shared with the other replicas through `shared`).
     #[must_use]
-    pub fn route_limits(&self) -> api::limits::RateLimits {
+    pub fn route_limits(
+        &self,
+        shared: Option<&std::sync::Arc<dyn usecase::cluster::Coordination>>,
+    ) -> api::limits::RateLimits {
         let r = &self.rate_limits;
-        api::limits::RateLimits::new(
-            api::limits::RoutePerMinute {
-                send: r.send_per_minute,
-                create_chat: r.create_chat_per_minute,
-                history: r.history_per_minute,
-                retry: r.retry_per_minute,
-                general: r.general_per_minute,
-                anonymous: r.anonymous_per_minute,
-            },
-            r.trusted_proxies.clone(),
-            r.enabled,
-        )
+        let per = api::limits::RoutePerMinute {
+            send: r.send_per_minute,
+            create_chat: r.create_chat_per_minute,
+            history: r.history_per_minute,
+            retry: r.retry_per_minute,
+            general: r.general_per_minute,
+            anonymous: r.anonymous_per_minute,
+        };
+        match shared {
+            Some(port) => {
+                api::limits::RateLimits::shared(per, r.trusted_proxies.clone(), r.enabled, port)
+            }
+            None => api::limits::RateLimits::new(per, r.trusted_proxies.clone(), r.enabled),
+        }
     }
 
     /// The generation registry's bounds.
@@ -574,6 +613,17 @@ impl Settings {
                 OnClientDisconnect::Cancel => usecase::generation::DisconnectPolicy::Cancel,
             },
             retry_after: Duration::from_secs(5),
+        }
+    }
+
+    /// The lease timing of replicas.
+    #[must_use]
+    pub fn lease_timing(&self) -> usecase::cluster::LeaseTiming {
+        usecase::cluster::LeaseTiming {
+            lease: Duration::from_millis(self.cluster.lease_ms),
+            heartbeat: Duration::from_millis(self.cluster.heartbeat_ms),
+            // No generation holds a slot past its deadline and the save after it.
+            slot_max_age: Duration::from_secs(self.generation.deadline_secs + 120),
         }
     }
 

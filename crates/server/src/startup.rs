@@ -213,6 +213,7 @@ pub struct Application {
     store: Store,
     generations: Generations,
     grace: Duration,
+    draining: web::Data<api::health::Draining>,
 }
 
 impl std::fmt::Debug for Application {
@@ -255,8 +256,15 @@ impl Application {
         tracing::info!(backend = store.backend_name(), "database configured");
         let migrated = Arc::new(AtomicBool::new(!settings.database.migrate_on_startup));
         let deadline = Duration::from_secs(settings.generation.deadline_secs);
+        let clustered = settings.cluster.mode == crate::config::ClusterMode::Auto
+            && store.backend_name() == "postgres";
         let cutoff = match settings.generation.startup_recovery {
-            crate::config::StartupRecovery::All => SystemClock.now(),
+            // With replicas, the heartbeat recovers what dead replicas left (and the sweep
+            // what no lease covers); alone, everything left streaming is this process's.
+            crate::config::StartupRecovery::Lease if clustered => expired_before(deadline),
+            crate::config::StartupRecovery::Lease | crate::config::StartupRecovery::All => {
+                SystemClock.now()
+            }
             crate::config::StartupRecovery::Expired => expired_before(deadline),
         };
         if settings.database.migrate_on_startup {
@@ -282,6 +290,19 @@ impl Application {
         // Generation tasks run on this (the main) runtime, which outlives the HTTP workers,
         // so shutdown can still save what runs.
         let generations = Generations::new(settings.generation_limits());
+        let coordination: Option<Arc<dyn usecase::cluster::Coordination>> = if clustered {
+            let timing = settings.lease_timing();
+            infra_db::PgCoordination::join(&store, timing)
+                .await
+                .map(|(port, inbox)| {
+                    let port: Arc<dyn usecase::cluster::Coordination> = Arc::new(port);
+                    generations.join_cluster(Arc::clone(&port), timing, inbox);
+                    tracing::info!(replica = %format!("{:032x}", port.replica().0), "coordinating with other replicas through PostgreSQL");
+                    port
+                })
+        } else {
+            None
+        };
         let readiness = web::Data::new(Readiness {
             store: store.clone(),
             migrated,
@@ -369,12 +390,13 @@ impl Application {
         let analytics = web::Data::new(Analytics::new(store.clone(), SystemClock));
         let catalog = web::Data::from(catalog);
         let window = Duration::from_secs(a.rate_limit_window_secs);
-        let rate_limits = web::Data::new(api::AuthRateLimits::new(
-            a.login_per_window,
-            a.register_per_window,
-            window,
-        ));
-        let route_limits = web::Data::new(settings.route_limits());
+        let rate_limits = web::Data::new(match &coordination {
+            Some(port) => {
+                api::AuthRateLimits::shared(a.login_per_window, a.register_per_window, window, port)
+            }
+            None => api::AuthRateLimits::new(a.login_per_window, a.register_per_window, window),
+        });
+        let route_limits = web::Data::new(settings.route_limits(coordination.as_ref()));
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
@@ -389,10 +411,13 @@ impl Application {
         let origins = settings.server.cors_allowed_origins.clone();
         let credentials = settings.server.cors_allow_credentials;
         let hsts = settings.server.hsts_max_age_secs;
+        let draining = web::Data::new(api::health::Draining::default());
+        let app_draining = draining.clone();
         let mut server = HttpServer::new(move || {
             let (json, query, path, payload) = api::extractor_config(body_limit);
             App::new()
                     .wrap(actix_web::middleware::from_fn(api::limits::anonymous_limit))
+                    .wrap(actix_web::middleware::from_fn(api::health::close_when_draining))
                     .wrap(actix_web::middleware::from_fn(
                         api::context::request_context,
                     ))
@@ -406,6 +431,7 @@ impl Application {
                     .app_data(path)
                     .app_data(payload)
                     .app_data(readiness.clone())
+                    .app_data(app_draining.clone())
                     .app_data(auth.clone())
                     .app_data(rate_limits.clone())
                     .app_data(route_limits.clone())
@@ -458,6 +484,7 @@ impl Application {
             store,
             generations,
             grace: Duration::from_secs(settings.generation.shutdown_grace_secs),
+            draining,
         })
     }
 
@@ -483,9 +510,11 @@ impl Application {
         let handle = self.server.handle();
         let generations = self.generations.clone();
         let grace = self.grace;
+        let draining = self.draining.clone();
         let on_signal = tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+            draining.start();
             tokio::join!(generations.shutdown(grace), handle.stop(true));
         });
         let result = self.server.await;

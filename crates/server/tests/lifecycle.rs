@@ -118,16 +118,29 @@ async fn killed_mid_stream_then_restarted(backend: Backend) {
         return;
     };
     let fake = provider().await;
-    let arbor = Arbor::start(&db, &fake.base_url(), &[]).await;
+    // On PostgreSQL the restarted process is another replica: it recovers the answers of
+    // the dead one once the lease ran out (short here) and it has been alive a lease itself.
+    let env = [
+        ("ARBOR__CLUSTER__LEASE_MS", "1500"),
+        ("ARBOR__CLUSTER__HEARTBEAT_MS", "300"),
+    ];
+    let arbor = Arbor::start(&db, &fake.base_url(), &env).await;
     let token = arbor.token("alice", true).await;
     let (chat, answer, events, _) = stream_some(&arbor, &token, SLOW, 5).await;
     arbor.signal("-KILL");
     drop(events);
     assert!(!arbor.exited(Duration::from_secs(5)).await.success());
 
-    let arbor = Arbor::start(&db, &fake.base_url(), &[]).await;
+    let arbor = Arbor::start(&db, &fake.base_url(), &env).await;
+    let restarted = Instant::now();
     let token = arbor.token("alice", false).await;
-    let message = stored(&arbor, &token, &chat, &answer).await;
+    let message = loop {
+        let message = stored(&arbor, &token, &chat, &answer).await;
+        if message["status"] != "streaming" || restarted.elapsed() > Duration::from_secs(6) {
+            break message;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(message["status"], "interrupted", "{message}");
     let current = arbor
         .get(&format!("/api/v1/chats/{chat}/messages"), &token)

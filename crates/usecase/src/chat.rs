@@ -83,6 +83,9 @@ impl From<AdmissionError> for ChatError {
             AdmissionError::Busy { retry_after } => Self::Busy { retry_after },
             AdmissionError::ChatBusy => Self::GenerationRunning,
             AdmissionError::ShuttingDown => Self::ShuttingDown,
+            AdmissionError::Unavailable => Self::Storage(RepoError::Unavailable(
+                "the state shared with other replicas is unavailable".into(),
+            )),
         }
     }
 }
@@ -498,7 +501,7 @@ where
         let completion = tokio::time::timeout(self.generations.limits().deadline, upstream)
             .await
             .map_or(Err(LlmError::Timeout), joined);
-        drop(slot);
+        slot.release().await;
         metrics::counter!(
             "arbor_generations_total",
             "outcome" => if completion.is_ok() { "complete" } else { "failed" },

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use domain::{ChatId, MessageId, ModelId, Timestamp, TokenUsage, UserId};
@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::{Cluster, Coordination, Lease, LeaseTiming, ReplicaId};
 use crate::llm::LlmError;
+use crate::ports::RepoError;
 
 /// What happens to a generation whose last listener goes away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -152,6 +154,9 @@ pub enum AdmissionError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The state shared with other replicas could not be read or written.
+    #[error("the shared generation state is unavailable")]
+    Unavailable,
 }
 
 const CANCEL_NONE: u8 = 0;
@@ -220,6 +225,34 @@ pub struct Generation {
     log: Mutex<Log>,
     published: watch::Sender<usize>,
     listeners: AtomicUsize,
+    /// The id of the first logged event (a mirror starts where its client resumes).
+    first: u64,
+    /// Its lease among replicas, when replicas share the database.
+    claim: Option<Claim>,
+    /// Bytes of text saved by the heartbeat so far.
+    checkpointed: AtomicUsize,
+    /// For a mirror of a generation running on another replica: that replica.
+    mirrored_from: Option<ReplicaId>,
+}
+
+/// A generation's lease among replicas.
+#[derive(Debug)]
+struct Claim {
+    cluster: Arc<Cluster>,
+    chat: ChatId,
+    id: u128,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl Claim {
+    async fn end(&self) {
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = self.cluster.port().end_claim(self.chat, self.id).await {
+            tracing::warn!(error = %e, chat = %self.chat, "the generation's lease could not be ended; it is released after the linger");
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -227,6 +260,73 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Generation {
+    /// A mirror of a generation that runs on another replica, fed with its events from id
+    /// `first` on.
+    pub(crate) fn mirror(
+        chat: ChatId,
+        owner: UserId,
+        status: &GenerationStatus,
+        first: u64,
+        from: ReplicaId,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            chat,
+            owner,
+            message: status.message,
+            user_message: status.user_message,
+            model: status.model.clone(),
+            started_at: status.started_at,
+            cancel: CancellationToken::new(),
+            cancel_reason: AtomicU8::new(CANCEL_NONE),
+            // Its last listener leaving cancels the mirror, which detaches it.
+            policy: DisconnectPolicy::Cancel,
+            log: Mutex::new(Log::default()),
+            published: watch::channel(0).0,
+            listeners: AtomicUsize::new(0),
+            first,
+            claim: None,
+            checkpointed: AtomicUsize::new(0),
+            mirrored_from: Some(from),
+        })
+    }
+
+    /// The replica a mirror follows.
+    pub(crate) fn mirrored_from(&self) -> Option<ReplicaId> {
+        self.mirrored_from
+    }
+
+    /// The id the next event will have.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.first + lock(&self.log).events.len() as u64
+    }
+
+    /// Ends a mirror whose source stopped answering.
+    pub(crate) fn end_as_lost(&self) {
+        if !Self::finished(&lock(&self.log)) {
+            self.publish(GenerationEvent::Error(GenerationFailure::Storage));
+            self.publish(GenerationEvent::Done);
+        }
+    }
+
+    /// The answer it writes.
+    #[must_use]
+    pub fn message_id(&self) -> MessageId {
+        self.message
+    }
+
+    /// The heartbeat saved the first `len` bytes of the text.
+    pub(crate) fn checkpointed(&self, len: usize) {
+        self.checkpointed.fetch_max(len, Ordering::AcqRel);
+    }
+
+    /// Tells the other replicas the generation ended (its chat may start another), before
+    /// its end is published. Nothing to do without replicas.
+    pub async fn end_lease(&self) {
+        if let Some(claim) = &self.claim {
+            claim.end().await;
+        }
+    }
+
     /// The token the generation task stops on.
     #[must_use]
     pub fn cancellation(&self) -> &CancellationToken {
@@ -290,7 +390,7 @@ impl Generation {
             started_at: self.started_at,
             running: !Self::finished(&log),
             characters: log.characters,
-            events: log.events.len() as u64,
+            events: self.first + log.events.len() as u64,
             outcome: log.outcome,
         }
     }
@@ -315,7 +415,8 @@ impl Generation {
         Subscription {
             generation: Arc::clone(self),
             next: after.map_or(0, |a| {
-                usize::try_from(a).unwrap_or(usize::MAX).saturating_add(1)
+                usize::try_from(a.saturating_add(1).saturating_sub(self.first))
+                    .unwrap_or(usize::MAX)
             }),
             published: self.published.subscribe(),
         }
@@ -339,7 +440,7 @@ impl Subscription {
             {
                 let log = lock(&self.generation.log);
                 if let Some(event) = log.get(self.next) {
-                    let id = self.next as u64;
+                    let id = self.generation.first + self.next as u64;
                     self.next += 1;
                     return Some((id, event));
                 }
@@ -392,17 +493,38 @@ struct Shared {
     idle: tokio::sync::Notify,
     tasks: TaskTracker,
     runtime: tokio::runtime::Handle,
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
-/// A taken concurrency slot; dropping it frees the slot.
+/// A taken concurrency slot; dropping it frees the slot (call [`Slot::release`] to wait
+/// until other replicas see it free).
 #[derive(Debug)]
 pub struct Slot {
     shared: Arc<Shared>,
     owner: UserId,
+    /// The slot's row among replicas.
+    shared_id: Option<u128>,
+}
+
+impl Slot {
+    /// Frees the slot, waiting until the other replicas see it free.
+    pub async fn release(mut self) {
+        if let (Some(id), Some(cluster)) = (self.shared_id.take(), self.shared.cluster.get())
+            && let Err(e) = cluster.port().free_slot(id).await
+        {
+            tracing::warn!(error = %e, "a generation slot could not be freed; it expires with the deadline");
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let (Some(id), Some(cluster)) = (self.shared_id.take(), self.shared.cluster.get()) {
+            let cluster = Arc::clone(cluster);
+            self.shared.runtime.spawn(async move {
+                let _ = cluster.port().free_slot(id).await;
+            });
+        }
         let mut c = lock(&self.shared.counts);
         c.global = c.global.saturating_sub(1);
         if let Some(n) = c.per_user.get_mut(&self.owner) {
@@ -426,12 +548,20 @@ pub struct Reservation {
     chat: ChatId,
     /// Still holding the claim (not yet turned into a registered generation).
     armed: bool,
+    /// The chat's lease among replicas.
+    claim: Option<u128>,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.armed {
             lock(&self.shared.counts).reserved.remove(&self.chat);
+            if let (Some(claim), Some(cluster)) = (self.claim, self.shared.cluster.get()) {
+                let (cluster, chat) = (Arc::clone(cluster), self.chat);
+                self.shared.runtime.spawn(async move {
+                    let _ = cluster.port().release_claim(chat, claim).await;
+                });
+            }
         }
     }
 }
@@ -455,7 +585,17 @@ impl Drop for EndGuard {
         let shared = Arc::clone(&self.shared);
         // Not tracked: shutdown need not wait for the linger.
         self.shared.runtime.spawn(async move {
+            if let Some(claim) = &generation.claim {
+                claim.end().await;
+            }
             tokio::time::sleep(shared.limits.linger).await;
+            if let Some(claim) = &generation.claim {
+                let _ = claim
+                    .cluster
+                    .port()
+                    .release_claim(claim.chat, claim.id)
+                    .await;
+            }
             let mut c = lock(&shared.counts);
             if c.by_chat
                 .get(&generation.chat)
@@ -503,7 +643,135 @@ impl Generations {
                 idle: tokio::sync::Notify::new(),
                 tasks: TaskTracker::new(),
                 runtime: tokio::runtime::Handle::current(),
+                cluster: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Shares this registry's state with other replicas through `port`: caps, chat
+    /// reservations, and status, cancel and re-attach of generations wherever they run.
+    /// `inbox` carries the messages other replicas send to this one. Starts the heartbeat.
+    pub fn join_cluster(
+        &self,
+        port: Arc<dyn Coordination>,
+        timing: LeaseTiming,
+        inbox: tokio::sync::mpsc::Receiver<crate::cluster::ClusterMessage>,
+    ) {
+        let cluster = Arc::new(Cluster::new(port, timing));
+        if self.shared.cluster.set(Arc::clone(&cluster)).is_err() {
+            return;
+        }
+        self.shared
+            .runtime
+            .spawn(Arc::clone(&cluster).serve(self.clone(), inbox));
+        self.shared.runtime.spawn(cluster.beat(self.clone()));
+    }
+
+    fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.shared.cluster.get()
+    }
+
+    /// The text of this replica's running generations that grew since the last heartbeat
+    /// saved it: `(generation, length, text)`.
+    pub(crate) fn partial_answers(&self) -> Vec<(Arc<Generation>, usize, String)> {
+        let running: Vec<_> = lock(&self.shared.counts)
+            .by_chat
+            .values()
+            .cloned()
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|g| {
+                let log = lock(&g.log);
+                let len = log.text.len();
+                let grew = len > g.checkpointed.load(Ordering::Acquire);
+                let text = (grew && !Generation::finished(&log)).then(|| log.text.clone())?;
+                drop(log);
+                Some((g, len, text))
+            })
+            .collect()
+    }
+
+    /// Who holds `chat`'s generation among the replicas, when it is another one (and the
+    /// generation is `owner`'s).
+    async fn remote(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+    ) -> Result<Option<(&Arc<Cluster>, Lease)>, AdmissionError> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        let lease = cluster.port().lease(chat).await.map_err(unavailable)?;
+        Ok(lease
+            .filter(|l| l.owner == owner && l.replica != cluster.port().replica())
+            .map(|l| (cluster, l)))
+    }
+
+    /// How `chat`'s generation stands, on whichever replica it runs.
+    ///
+    /// # Errors
+    /// [`AdmissionError::Unavailable`] when the shared state or the owning replica cannot
+    /// be reached.
+    pub async fn status_anywhere(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+    ) -> Result<Option<GenerationStatus>, AdmissionError> {
+        if let Some(g) = self.get(owner, chat) {
+            return Ok(Some(g.status()));
+        }
+        match self.remote(owner, chat).await? {
+            Some((cluster, lease)) => cluster
+                .status(lease, owner, chat, false)
+                .await
+                .map_err(unavailable),
+            None => Ok(None),
+        }
+    }
+
+    /// Cancels `chat`'s running generation on whichever replica it runs.
+    ///
+    /// # Errors
+    /// As [`Generations::status_anywhere`].
+    pub async fn cancel_anywhere(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+    ) -> Result<Option<GenerationStatus>, AdmissionError> {
+        if self.get(owner, chat).is_some() {
+            return Ok(self.cancel(owner, chat).await);
+        }
+        match self.remote(owner, chat).await? {
+            Some((cluster, lease)) if lease.running => cluster
+                .status(lease, owner, chat, true)
+                .await
+                .map_err(unavailable),
+            _ => Ok(None),
+        }
+    }
+
+    /// Follows `chat`'s generation on whichever replica it runs, replaying the events after
+    /// `after`.
+    ///
+    /// # Errors
+    /// As [`Generations::status_anywhere`].
+    pub async fn attach_anywhere(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        after: Option<u64>,
+    ) -> Result<Option<Subscription>, AdmissionError> {
+        if let Some(g) = self.get(owner, chat) {
+            return Ok(Some(g.subscribe(after)));
+        }
+        match self.remote(owner, chat).await? {
+            Some((cluster, lease)) => Ok(cluster
+                .attach(lease, owner, chat, after)
+                .await
+                .map_err(unavailable)?
+                .map(|mirror| mirror.subscribe(after))),
+            None => Ok(None),
         }
     }
 
@@ -513,11 +781,31 @@ impl Generations {
         &self.shared.limits
     }
 
-    /// Takes a slot for `owner`, or says why not.
+    /// Takes a slot for `owner`, or says why not. With replicas, the per-user cap counts
+    /// the slots taken on every replica; the global cap is this process's.
     ///
     /// # Errors
-    /// [`AdmissionError::Busy`] when a cap is full, [`AdmissionError::ShuttingDown`].
-    pub fn acquire(&self, owner: UserId) -> Result<Slot, AdmissionError> {
+    /// [`AdmissionError::Busy`] when a cap is full, [`AdmissionError::ShuttingDown`],
+    /// [`AdmissionError::Unavailable`].
+    pub async fn acquire(&self, owner: UserId) -> Result<Slot, AdmissionError> {
+        let mut slot = self.acquire_here(owner)?;
+        if let Some(cluster) = self.cluster() {
+            let id = cluster.unique_id();
+            let per_user = self.shared.limits.per_user;
+            match cluster.port().take_slot(owner, id, per_user).await {
+                Ok(true) => slot.shared_id = Some(id),
+                Ok(false) => {
+                    return Err(AdmissionError::Busy {
+                        retry_after: self.shared.limits.retry_after,
+                    });
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(slot)
+    }
+
+    fn acquire_here(&self, owner: UserId) -> Result<Slot, AdmissionError> {
         let limits = &self.shared.limits;
         let mut c = lock(&self.shared.counts);
         if c.closed {
@@ -534,28 +822,48 @@ impl Generations {
         Ok(Slot {
             shared: Arc::clone(&self.shared),
             owner,
+            shared_id: None,
         })
     }
 
     /// Claims `chat` for a new generation before anything is written, so two concurrent
     /// sends cannot both start one; dropping the reservation releases it.
     ///
+    /// With replicas, the chat is claimed among them too.
+    ///
     /// # Errors
-    /// [`AdmissionError::ChatBusy`] when a generation runs or is being prepared there.
-    pub fn reserve(&self, chat: ChatId) -> Result<Reservation, AdmissionError> {
-        let mut c = lock(&self.shared.counts);
-        let running = c
-            .by_chat
-            .get(&chat)
-            .is_some_and(|g| !Generation::finished(&lock(&g.log)));
-        if running || !c.reserved.insert(chat) {
-            return Err(AdmissionError::ChatBusy);
+    /// [`AdmissionError::ChatBusy`] when a generation runs or is being prepared there,
+    /// [`AdmissionError::Unavailable`].
+    pub async fn reserve(
+        &self,
+        chat: ChatId,
+        owner: UserId,
+    ) -> Result<Reservation, AdmissionError> {
+        let mut reservation = {
+            let mut c = lock(&self.shared.counts);
+            let running = c
+                .by_chat
+                .get(&chat)
+                .is_some_and(|g| !Generation::finished(&lock(&g.log)));
+            if running || !c.reserved.insert(chat) {
+                return Err(AdmissionError::ChatBusy);
+            }
+            Reservation {
+                shared: Arc::clone(&self.shared),
+                chat,
+                armed: true,
+                claim: None,
+            }
+        };
+        if let Some(cluster) = self.cluster() {
+            let claim = cluster.unique_id();
+            match cluster.port().claim_chat(chat, owner, claim).await {
+                Ok(true) => reservation.claim = Some(claim),
+                Ok(false) => return Err(AdmissionError::ChatBusy),
+                Err(e) => return Err(unavailable(e)),
+            }
         }
-        Ok(Reservation {
-            shared: Arc::clone(&self.shared),
-            chat,
-            armed: true,
-        })
+        Ok(reservation)
     }
 
     /// Registers a generation in its reserved chat and returns it with its first listener
@@ -581,6 +889,18 @@ impl Generations {
             log: Mutex::new(Log::default()),
             published,
             listeners: AtomicUsize::new(0),
+            first: 0,
+            claim: reservation
+                .claim
+                .zip(self.cluster())
+                .map(|(id, cluster)| Claim {
+                    cluster: Arc::clone(cluster),
+                    chat: reservation.chat,
+                    id,
+                    ended: std::sync::atomic::AtomicBool::new(false),
+                }),
+            checkpointed: AtomicUsize::new(0),
+            mirrored_from: None,
         });
         {
             let mut c = lock(&self.shared.counts);
@@ -702,176 +1022,16 @@ impl Generations {
         {
             tracing::warn!("some generation tasks did not finish saving in time");
         }
+        if let Some(cluster) = self.cluster() {
+            cluster.leave().await;
+        }
     }
+}
+
+fn unavailable(e: RepoError) -> AdmissionError {
+    tracing::warn!(error = %e, "the state shared with other replicas is unavailable");
+    AdmissionError::Unavailable
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn registry(policy: DisconnectPolicy, per_user: usize) -> Generations {
-        Generations::new(GenerationLimits {
-            per_user,
-            global: 4,
-            on_client_disconnect: policy,
-            ..GenerationLimits::default()
-        })
-    }
-
-    fn new(chat: u128) -> NewGeneration {
-        NewGeneration {
-            owner: UserId::from_u128(1),
-            user_message: MessageId::from_u128(chat * 10),
-            message: MessageId::from_u128(chat * 10 + 1),
-            model: ModelId::parse("m/one").unwrap(),
-            started_at: Timestamp::from_unix_micros(0),
-        }
-    }
-
-    fn register(r: &Generations, chat: u128) -> (Arc<Generation>, Subscription) {
-        let reservation = r.reserve(ChatId::from_u128(chat)).unwrap();
-        r.register(reservation, new(chat))
-    }
-
-    #[tokio::test]
-    async fn caps_are_per_user_and_global_and_slots_come_back() {
-        let r = registry(DisconnectPolicy::Finish, 2);
-        let alice = UserId::from_u128(1);
-        let a1 = r.acquire(alice).unwrap();
-        let _a2 = r.acquire(alice).unwrap();
-        assert!(matches!(r.acquire(alice), Err(AdmissionError::Busy { .. })));
-        let _b1 = r.acquire(UserId::from_u128(2)).unwrap();
-        let _b2 = r.acquire(UserId::from_u128(2)).unwrap();
-        assert!(
-            matches!(
-                r.acquire(UserId::from_u128(3)),
-                Err(AdmissionError::Busy { .. })
-            ),
-            "the global cap of 4 is full"
-        );
-        drop(a1);
-        assert!(r.acquire(alice).is_ok());
-    }
-
-    #[tokio::test]
-    async fn listeners_replay_from_an_id_and_follow_live() {
-        let r = registry(DisconnectPolicy::Finish, 3);
-        let (g, mut first) = register(&r, 7);
-        g.publish(GenerationEvent::Chunk("a".into()));
-        g.publish(GenerationEvent::Chunk("b".into()));
-        let mut late = g.subscribe(Some(0));
-        assert_eq!(late.next().await.unwrap().0, 1, "resumes after id 0");
-        let follower = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while let Some((id, _)) = late.next().await {
-                seen.push(id);
-            }
-            seen
-        });
-        tokio::task::yield_now().await;
-        g.publish(GenerationEvent::Chunk("c".into()));
-        g.publish(GenerationEvent::Done);
-        assert_eq!(follower.await.unwrap(), vec![2, 3]);
-        let mut all = Vec::new();
-        while let Some((id, _)) = first.next().await {
-            all.push(id);
-        }
-        assert_eq!(all, vec![0, 1, 2, 3]);
-        assert!(!g.status().running);
-        assert_eq!(g.status().characters, 3);
-    }
-
-    #[tokio::test]
-    async fn a_replay_gives_back_every_chunk_exactly_between_the_other_events() {
-        let r = registry(DisconnectPolicy::Finish, 3);
-        let (g, _first) = register(&r, 5);
-        let deltas = ["こんにちは", "", " wörld\n", "🙂", "x"];
-        for d in deltas {
-            g.publish(GenerationEvent::Chunk(d.into()));
-        }
-        g.publish(GenerationEvent::Error(GenerationFailure::Cancelled));
-        g.publish(GenerationEvent::Done);
-        let mut replay = g.subscribe(Some(1));
-        let mut seen = Vec::new();
-        while let Some((id, event)) = replay.next().await {
-            seen.push((id, event.as_ref().clone()));
-        }
-        let mut expected: Vec<(u64, GenerationEvent)> = deltas[2..]
-            .iter()
-            .zip(2..)
-            .map(|(d, id)| (id, GenerationEvent::Chunk((*d).into())))
-            .collect();
-        expected.push((5, GenerationEvent::Error(GenerationFailure::Cancelled)));
-        expected.push((6, GenerationEvent::Done));
-        assert_eq!(seen, expected);
-        let status = g.status();
-        assert_eq!(status.characters, 5 + 7 + 1 + 1);
-        assert_eq!(status.outcome, Some("interrupted"));
-        assert_eq!(status.events, 7);
-    }
-
-    #[tokio::test]
-    async fn the_last_listener_leaving_cancels_only_under_the_cancel_policy() {
-        let r = registry(DisconnectPolicy::Cancel, 3);
-        let (g, first) = register(&r, 1);
-        let second = g.subscribe(None);
-        drop(first);
-        assert!(!g.cancellation().is_cancelled(), "one listener remains");
-        drop(second);
-        assert!(g.cancellation().is_cancelled());
-        assert_eq!(g.cancel_failure(), GenerationFailure::Cancelled);
-
-        let r = registry(DisconnectPolicy::Finish, 3);
-        let (g, first) = register(&r, 2);
-        drop(first);
-        assert!(!g.cancellation().is_cancelled());
-    }
-
-    #[tokio::test]
-    async fn one_generation_per_chat_from_reservation_to_the_end() {
-        let r = registry(DisconnectPolicy::Finish, 3);
-        let chat = ChatId::from_u128(5);
-        let reserved = r.reserve(chat).unwrap();
-        assert_eq!(r.reserve(chat).unwrap_err(), AdmissionError::ChatBusy);
-        drop(reserved);
-        let (g, _s) = register(&r, 5);
-        assert_eq!(r.reserve(chat).unwrap_err(), AdmissionError::ChatBusy);
-        g.publish(GenerationEvent::Done);
-        let _again = r.reserve(chat).expect("a finished one is replaced");
-    }
-
-    #[tokio::test]
-    async fn a_task_that_dies_still_ends_its_generation() {
-        let r = registry(DisconnectPolicy::Finish, 3);
-        let (g, mut s) = register(&r, 9);
-        r.spawn(Arc::clone(&g), async { panic!("boom") });
-        let mut last = None;
-        while let Some((_, e)) = s.next().await {
-            last = Some(e);
-        }
-        assert_eq!(last.as_deref(), Some(&GenerationEvent::Done));
-        assert_eq!(g.status().outcome, Some("failed"));
-        assert!(r.reserve(ChatId::from_u128(9)).is_ok());
-    }
-
-    #[tokio::test]
-    async fn shutdown_refuses_new_work_and_cancels_what_outlives_the_grace() {
-        let r = registry(DisconnectPolicy::Finish, 3);
-        let slot = r.acquire(UserId::from_u128(1)).unwrap();
-        let (g, _s) = register(&r, 3);
-        let task_g = Arc::clone(&g);
-        r.spawn(Arc::clone(&g), async move {
-            task_g.cancellation().cancelled().await;
-            task_g.publish(GenerationEvent::Error(task_g.cancel_failure()));
-            task_g.publish(GenerationEvent::Done);
-            drop(slot);
-        });
-        r.shutdown(Duration::from_millis(50)).await;
-        assert_eq!(g.status().outcome, Some("interrupted"));
-        assert!(matches!(
-            r.acquire(UserId::from_u128(1)),
-            Err(AdmissionError::ShuttingDown)
-        ));
-        assert_eq!(r.running(), 0);
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod auth;
 pub mod catalog;
 pub mod chat;
+pub mod cluster;
 pub mod generation;
 pub mod llm;
 pub mod ports;

@@ -43,8 +43,20 @@ impl Arbor {
             .env("ARBOR__AUTH__LOGIN_PER_WINDOW", "1000")
             .env("ARBOR__GENERATION__TITLES", "false")
             .env("ARBOR__LOG__LEVEL", "warn")
-            .stdout(Stdio::null())
             .stderr(Stdio::null());
+        // ARBOR_TEST_LOGS=dir keeps each process's log (dir/arbor-<port>.log).
+        match std::env::var_os("ARBOR_TEST_LOGS") {
+            Some(dir) => {
+                let file = std::fs::File::create(
+                    std::path::Path::new(&dir).join(format!("arbor-{port}.log")),
+                )
+                .unwrap();
+                cmd.stdout(file).env("ARBOR__LOG__LEVEL", "info");
+            }
+            None => {
+                cmd.stdout(Stdio::null());
+            }
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

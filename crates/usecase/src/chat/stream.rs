@@ -211,9 +211,10 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
         }
         cache.put(job.chat, version, messages);
     }
-    // Free the slot before anyone hears of the end: a client that reacts at once may start
-    // the next generation.
-    drop(job.slot);
+    // Free the slot and the chat before anyone hears of the end (on every replica): a
+    // client that reacts at once may start the next generation.
+    job.slot.release().await;
+    generation.end_lease().await;
     if saved {
         generation.publish(event);
     } else {

@@ -396,7 +396,7 @@ where
         let current = self.get_chat(owner, chat).await?;
         let plan = self.plan(owner, &current, input.options).await?;
         let model_used = plan.info.id.clone();
-        let slot = self.generations.acquire(owner)?;
+        let slot = self.generations.acquire(owner).await?;
         let turn = self
             .commit_question(
                 owner,
@@ -458,7 +458,7 @@ where
         let user_message = Self::retry_target(&t.tree, message)?;
         let plan = self.plan(owner, &t.chat, options).await?;
         let model = plan.info.id.clone();
-        let slot = self.generations.acquire(owner)?;
+        let slot = self.generations.acquire(owner).await?;
         let path = tree_path(&t.tree, user_message.id)?;
         let turn = Turn {
             upstream: (
@@ -499,7 +499,7 @@ where
             let plan = self
                 .plan(owner, &t.chat, GenerationOptions::default())
                 .await?;
-            let slot = self.generations.acquire(owner)?;
+            let slot = self.generations.acquire(owner).await?;
             Some((plan, slot))
         } else {
             None
@@ -554,8 +554,8 @@ where
     ) -> Result<Subscription, ChatError> {
         let current = self.get_chat(owner, chat).await?;
         let plan = self.plan(owner, &current, input.options).await?;
-        let slot = self.generations.acquire(owner)?;
-        let reservation = self.generations.reserve(chat)?;
+        let slot = self.generations.acquire(owner).await?;
+        let reservation = self.generations.reserve(chat, owner).await?;
         let turn = self
             .commit_question(
                 owner,
@@ -583,8 +583,8 @@ where
         let t = self.tree(owner, chat).await?;
         let user_message = Self::retry_target(&t.tree, message)?;
         let plan = self.plan(owner, &t.chat, options).await?;
-        let slot = self.generations.acquire(owner)?;
-        let reservation = self.generations.reserve(chat)?;
+        let slot = self.generations.acquire(owner).await?;
+        let reservation = self.generations.reserve(chat, owner).await?;
         let path = tree_path(&t.tree, user_message.id)?;
         let upstream = (
             Instant::now(),
@@ -625,7 +625,7 @@ where
         chat: ChatId,
     ) -> Result<Option<GenerationStatus>, ChatError> {
         self.get_chat(owner, chat).await?;
-        Ok(self.generations.get(owner, chat).map(|g| g.status()))
+        Ok(self.generations.status_anywhere(owner, chat).await?)
     }
 
     async fn cancel_generation(
@@ -635,8 +635,8 @@ where
     ) -> Result<GenerationStatus, ChatError> {
         self.get_chat(owner, chat).await?;
         self.generations
-            .cancel(owner, chat)
-            .await
+            .cancel_anywhere(owner, chat)
+            .await?
             .ok_or(ChatError::NoGeneration)
     }
 
@@ -647,10 +647,9 @@ where
         after: Option<u64>,
     ) -> Result<Subscription, ChatError> {
         self.get_chat(owner, chat).await?;
-        let generation = self
-            .generations
-            .get(owner, chat)
-            .ok_or(ChatError::NoGeneration)?;
-        Ok(generation.subscribe(after))
+        self.generations
+            .attach_anywhere(owner, chat, after)
+            .await?
+            .ok_or(ChatError::NoGeneration)
     }
 }

@@ -1,0 +1,553 @@
+//! Replicas that share one database: the [`Coordination`] port (leases, shared caps, shared
+//! rate limits, a message bus between replicas) and what the generation registry does with
+//! it: status, cancel and re-attach of a generation that runs on another replica, answered
+//! by that replica over the bus; a heartbeat that keeps this replica's leases alive, saves the
+//! partial text of what it generates, and recovers what dead replicas left streaming.
+//!
+//! A replica id is random per process start. Every running generation has a lease row (its
+//! chat, its replica, a claim id); a replica whose heartbeat stops for a whole lease is dead,
+//! and another replica that has itself been alive for a whole lease marks its answers
+//! `interrupted` with the text last saved.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use domain::{ChatId, MessageId, UserId};
+use futures_core::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::generation::{Generation, GenerationEvent, GenerationStatus, Generations};
+use crate::ports::RepoError;
+
+/// One process among the replicas (random per start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplicaId(pub u128);
+
+/// What a replica asks the replica running a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// How it stands.
+    Status,
+    /// Stop it (the answer is its status once saved).
+    Cancel,
+    /// Forward its events after this id (all when `None`) until it ends or is detached.
+    Attach {
+        /// The last event the client has.
+        after: Option<u64>,
+    },
+}
+
+/// A message between replicas.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterMessage {
+    /// A question about `chat`'s generation, owned by `user`; answered with a `Reply` to
+    /// `from` under `req` (and, for an attach, followed by `Event`s under `req`).
+    Ask {
+        /// The request's id at the asking replica.
+        req: u64,
+        /// The asking replica.
+        from: ReplicaId,
+        /// The chat.
+        chat: ChatId,
+        /// Its owner.
+        user: UserId,
+        /// What is asked.
+        what: Ask,
+    },
+    /// The answer: the generation's status, `None` when there is none.
+    Reply {
+        /// The request answered.
+        req: u64,
+        /// The status.
+        status: Option<GenerationStatus>,
+    },
+    /// One forwarded event of an attached generation.
+    Event {
+        /// The attach request.
+        sub: u64,
+        /// The event's id.
+        id: u64,
+        /// The event (`None` when it could not be read: the mirror ends as lost).
+        event: Option<GenerationEvent>,
+    },
+    /// The asking replica stops following (its clients left).
+    Detach {
+        /// The attach request.
+        sub: u64,
+        /// The asking replica.
+        from: ReplicaId,
+    },
+}
+
+/// Who holds a chat's generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The replica running (or lingering with) the generation.
+    pub replica: ReplicaId,
+    /// Its owner.
+    pub owner: UserId,
+    /// Still producing.
+    pub running: bool,
+}
+
+/// A rate-limit decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    /// Allowed (and counted).
+    Allowed,
+    /// Over the quota: try again after this long.
+    Denied(Duration),
+}
+
+/// How long leases last and how often they are renewed.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseTiming {
+    /// A replica silent this long is dead.
+    pub lease: Duration,
+    /// How often each replica renews its lease and saves partial answers.
+    pub heartbeat: Duration,
+    /// No generation holds a slot longer than this (a leaked slot row stops counting then).
+    pub slot_max_age: Duration,
+}
+
+/// The state replicas share, kept in the database (PostgreSQL): every call is one short
+/// statement or transaction.
+pub trait Coordination: Send + Sync + std::fmt::Debug + 'static {
+    /// This replica.
+    fn replica(&self) -> ReplicaId;
+
+    /// Claims `chat` for a generation of `owner` on this replica under `claim`: `false` when
+    /// a generation runs there (on any replica). A claim of this replica's own that is not
+    /// running any more (or whose generation this replica no longer knows) is taken over.
+    fn claim_chat(
+        &self,
+        chat: ChatId,
+        owner: UserId,
+        claim: u128,
+    ) -> BoxFuture<'_, Result<bool, RepoError>>;
+
+    /// The generation under `claim` ended; its lease lingers (re-attachable) until released.
+    fn end_claim(&self, chat: ChatId, claim: u128) -> BoxFuture<'_, Result<(), RepoError>>;
+
+    /// Forgets `claim` (when it is still the chat's).
+    fn release_claim(&self, chat: ChatId, claim: u128) -> BoxFuture<'_, Result<(), RepoError>>;
+
+    /// Who holds `chat`'s generation, if anyone.
+    fn lease(&self, chat: ChatId) -> BoxFuture<'_, Result<Option<Lease>, RepoError>>;
+
+    /// Takes slot `id` for `owner` unless `per_user` slots of theirs are taken on live replicas.
+    fn take_slot(
+        &self,
+        owner: UserId,
+        id: u128,
+        per_user: usize,
+    ) -> BoxFuture<'_, Result<bool, RepoError>>;
+
+    /// Frees slot `id`.
+    fn free_slot(&self, id: u128) -> BoxFuture<'_, Result<(), RepoError>>;
+
+    /// Spends one request of `key`, allowed `per_period` requests per `period` (a GCRA:
+    /// `per_period` at once, then one every `period / per_period`).
+    fn spend(
+        &self,
+        key: String,
+        per_period: u32,
+        period: Duration,
+    ) -> BoxFuture<'_, Result<Spend, RepoError>>;
+
+    /// Sends `message` to replica `to` (delivered in send order, or lost with the
+    /// connection). The replica's inbox receives it.
+    fn send(&self, to: ReplicaId, message: ClusterMessage) -> BoxFuture<'_, Result<(), RepoError>>;
+
+    /// Renews this replica's lease and saves the partial text of its streaming answers;
+    /// then, once this replica has itself been alive for a whole lease, marks `interrupted`
+    /// the answers of dead replicas and drops their leases and slots. Returns how many
+    /// answers it recovered.
+    fn heartbeat(&self, partial: Vec<(MessageId, String)>)
+    -> BoxFuture<'_, Result<u64, RepoError>>;
+
+    /// Leaves: drops this replica's row, leases and slots (a clean shutdown).
+    fn leave(&self) -> BoxFuture<'_, Result<(), RepoError>>;
+}
+
+/// A pending request to another replica.
+enum Pending {
+    Status(oneshot::Sender<Option<GenerationStatus>>),
+    Attach {
+        chat: ChatId,
+        owner: UserId,
+        first: u64,
+        replica: ReplicaId,
+        reply: oneshot::Sender<Option<Arc<Generation>>>,
+    },
+}
+
+/// This replica's end of the coordination: the port, the requests waiting for answers, the
+/// generations mirrored from other replicas and those forwarded to them.
+#[derive(Debug)]
+pub struct Cluster {
+    port: Arc<dyn Coordination>,
+    timing: LeaseTiming,
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, PendingEntry>>,
+    mirrors: Mutex<HashMap<u64, Arc<Generation>>>,
+    forwards: Mutex<HashMap<(ReplicaId, u64), CancellationToken>>,
+    /// Stops the heartbeat (when this replica leaves).
+    stop: CancellationToken,
+}
+
+struct PendingEntry(Pending);
+
+impl std::fmt::Debug for PendingEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending")
+    }
+}
+
+/// How long another replica gets to answer a status or attach request.
+const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a remote cancel may take (the owner waits up to 10 s for the save).
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Cluster {
+    /// This replica's coordination over `port`.
+    #[must_use]
+    pub fn new(port: Arc<dyn Coordination>, timing: LeaseTiming) -> Self {
+        Self {
+            port,
+            timing,
+            next: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            mirrors: Mutex::new(HashMap::new()),
+            forwards: Mutex::new(HashMap::new()),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// The port.
+    #[must_use]
+    pub fn port(&self) -> &Arc<dyn Coordination> {
+        &self.port
+    }
+
+    /// Leaves the replicas: stops the heartbeat, drops this replica's leases and slots.
+    pub(crate) async fn leave(&self) {
+        self.stop.cancel();
+        if let Err(e) = self.port.leave().await {
+            tracing::warn!(error = %e, "this replica's leases could not be dropped; they expire");
+        }
+    }
+
+    /// The lease timing.
+    #[must_use]
+    pub fn timing(&self) -> LeaseTiming {
+        self.timing
+    }
+
+    /// An id unique among replicas: this replica's random high half and a counter.
+    pub fn unique_id(&self) -> u128 {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (self.port.replica().0 & !u128::from(u64::MAX)) | u128::from(n)
+    }
+
+    fn request_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn send(&self, to: ReplicaId, message: ClusterMessage) -> Result<(), RepoError> {
+        self.port.send(to, message).await
+    }
+
+    /// Asks the replica holding `chat`'s generation how it stands.
+    ///
+    /// # Errors
+    /// Storage failures, or an owner that did not answer in time.
+    pub async fn status(
+        &self,
+        lease: Lease,
+        owner: UserId,
+        chat: ChatId,
+        cancel: bool,
+    ) -> Result<Option<GenerationStatus>, RepoError> {
+        let req = self.request_id();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(req, PendingEntry(Pending::Status(tx)));
+        let what = if cancel { Ask::Cancel } else { Ask::Status };
+        let ask = ClusterMessage::Ask {
+            req,
+            from: self.port.replica(),
+            chat,
+            user: owner,
+            what,
+        };
+        let sent = self.send(lease.replica, ask).await;
+        let wait = if cancel { CANCEL_TIMEOUT } else { ASK_TIMEOUT };
+        let answer = match sent {
+            Ok(()) => tokio::time::timeout(wait, rx).await,
+            Err(e) => {
+                lock(&self.pending).remove(&req);
+                return Err(e);
+            }
+        };
+        lock(&self.pending).remove(&req);
+        match answer {
+            Ok(Ok(status)) => Ok(status),
+            _ => Err(RepoError::Unavailable(
+                "the replica running the generation did not answer".into(),
+            )),
+        }
+    }
+
+    /// Follows `chat`'s generation on the replica holding it: a local mirror fed with its
+    /// events after `after`. `None` when that replica has no such generation.
+    ///
+    /// # Errors
+    /// As [`Cluster::status`].
+    pub async fn attach(
+        &self,
+        lease: Lease,
+        owner: UserId,
+        chat: ChatId,
+        after: Option<u64>,
+    ) -> Result<Option<Arc<Generation>>, RepoError> {
+        let req = self.request_id();
+        let (reply, rx) = oneshot::channel();
+        let first = after.map_or(0, |a| a.saturating_add(1));
+        lock(&self.pending).insert(
+            req,
+            PendingEntry(Pending::Attach {
+                chat,
+                owner,
+                first,
+                replica: lease.replica,
+                reply,
+            }),
+        );
+        let ask = ClusterMessage::Ask {
+            req,
+            from: self.port.replica(),
+            chat,
+            user: owner,
+            what: Ask::Attach { after },
+        };
+        if let Err(e) = self.send(lease.replica, ask).await {
+            lock(&self.pending).remove(&req);
+            return Err(e);
+        }
+        let answer = tokio::time::timeout(ASK_TIMEOUT, rx).await;
+        lock(&self.pending).remove(&req);
+        match answer {
+            Ok(Ok(mirror)) => Ok(mirror),
+            _ => {
+                // A late answer would start forwarding to nobody: say we are gone.
+                let _ = self
+                    .send(
+                        lease.replica,
+                        ClusterMessage::Detach {
+                            sub: req,
+                            from: self.port.replica(),
+                        },
+                    )
+                    .await;
+                Err(RepoError::Unavailable(
+                    "the replica running the generation did not answer".into(),
+                ))
+            }
+        }
+    }
+
+    /// Handles one message from another replica.
+    fn dispatch(self: &Arc<Self>, registry: &Generations, message: ClusterMessage) {
+        match message {
+            ClusterMessage::Ask {
+                req,
+                from,
+                chat,
+                user,
+                what,
+            } => {
+                let this = Arc::clone(self);
+                let registry = registry.clone();
+                tokio::spawn(async move {
+                    this.answer(&registry, req, from, (chat, user), what).await;
+                });
+            }
+            ClusterMessage::Reply { req, status } => self.replied(req, status),
+            ClusterMessage::Event { sub, id, event } => self.mirror_event(sub, id, event),
+            ClusterMessage::Detach { sub, from } => {
+                if let Some(token) = lock(&self.forwards).remove(&(from, sub)) {
+                    token.cancel();
+                }
+            }
+        }
+    }
+
+    fn replied(self: &Arc<Self>, req: u64, status: Option<GenerationStatus>) {
+        let Some(PendingEntry(pending)) = lock(&self.pending).remove(&req) else {
+            return;
+        };
+        match pending {
+            Pending::Status(tx) => {
+                let _ = tx.send(status);
+            }
+            Pending::Attach {
+                chat,
+                owner,
+                first,
+                replica,
+                reply,
+            } => {
+                let mirror = status.map(|s| Generation::mirror(chat, owner, &s, first, replica));
+                if let Some(mirror) = &mirror {
+                    lock(&self.mirrors).insert(req, Arc::clone(mirror));
+                    self.watch_mirror(req, Arc::clone(mirror));
+                }
+                if reply.send(mirror).is_err() {
+                    // The asker gave up meanwhile; its watcher detaches.
+                }
+            }
+        }
+    }
+
+    /// Ends a mirror whose listeners all left (telling its owner to stop forwarding), or
+    /// that outlived any generation's deadline.
+    fn watch_mirror(self: &Arc<Self>, sub: u64, mirror: Arc<Generation>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let owner_replica = mirror.mirrored_from();
+            tokio::select! {
+                () = mirror.ended() => {}
+                () = mirror.cancellation().cancelled() => {
+                    if let Some(replica) = owner_replica {
+                        let _ = this.send(replica, ClusterMessage::Detach { sub, from: this.port.replica() }).await;
+                    }
+                    mirror.end_as_lost();
+                }
+                () = tokio::time::sleep(this.timing.slot_max_age) => mirror.end_as_lost(),
+            }
+            lock(&this.mirrors).remove(&sub);
+        });
+    }
+
+    fn mirror_event(&self, sub: u64, id: u64, event: Option<crate::generation::GenerationEvent>) {
+        let mirror = lock(&self.mirrors).get(&sub).cloned();
+        let Some(mirror) = mirror else { return };
+        let Some(event) = event.filter(|_| id == mirror.next_id()) else {
+            tracing::warn!(
+                expected = mirror.next_id(),
+                got = id,
+                "events from another replica were lost"
+            );
+            mirror.end_as_lost();
+            return;
+        };
+        mirror.publish(event);
+    }
+
+    /// Answers a request about one of this replica's generations.
+    async fn answer(
+        self: &Arc<Self>,
+        registry: &Generations,
+        req: u64,
+        from: ReplicaId,
+        (chat, owner): (ChatId, UserId),
+        what: Ask,
+    ) {
+        let local = registry.get(owner, chat);
+        let status = match &what {
+            Ask::Status | Ask::Attach { .. } => local.as_ref().map(|g| g.status()),
+            Ask::Cancel => registry.cancel(owner, chat).await,
+        };
+        if self
+            .send(from, ClusterMessage::Reply { req, status })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if let (Ask::Attach { after }, Some(generation)) = (what, local) {
+            let token = CancellationToken::new();
+            lock(&self.forwards).insert((from, req), token.clone());
+            let mut subscription = generation.subscribe(after);
+            loop {
+                let next = tokio::select! {
+                    () = token.cancelled() => break,
+                    next = subscription.next() => next,
+                };
+                let Some((id, event)) = next else { break };
+                let forwarded = ClusterMessage::Event {
+                    sub: req,
+                    id,
+                    event: Some(event.as_ref().clone()),
+                };
+                if self.send(from, forwarded).await.is_err() {
+                    break;
+                }
+            }
+            lock(&self.forwards).remove(&(from, req));
+        }
+    }
+
+    /// Reads the bus until it closes.
+    pub(crate) async fn serve(
+        self: Arc<Self>,
+        registry: Generations,
+        mut inbox: mpsc::Receiver<ClusterMessage>,
+    ) {
+        while let Some(message) = inbox.recv().await {
+            self.dispatch(&registry, message);
+        }
+    }
+
+    /// Renews the lease every heartbeat, saving partial answers and recovering dead
+    /// replicas' generations.
+    pub(crate) async fn beat(self: Arc<Self>, registry: Generations) {
+        let mut tick = tokio::time::interval(self.timing.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let partial = registry.partial_answers();
+            let saved: Vec<_> = partial
+                .iter()
+                .map(|(g, len, _)| (Arc::clone(g), *len))
+                .collect();
+            let texts = partial
+                .into_iter()
+                .map(|(g, _, text)| (g.message_id(), text))
+                .collect();
+            match self.port.heartbeat(texts).await {
+                Ok(recovered) => {
+                    for (g, len) in saved {
+                        g.checkpointed(len);
+                    }
+                    if failing {
+                        failing = false;
+                        tracing::info!("the replica heartbeat is back");
+                    }
+                    if recovered > 0 {
+                        tracing::warn!(
+                            count = recovered,
+                            "answers of a replica that stopped were marked interrupted"
+                        );
+                    }
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "the replica heartbeat failed; retrying");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
