@@ -6,11 +6,39 @@
 //! - `generation_slots`: one row per generation running (streamed or blocking), counted for
 //!   the per-user cap;
 //! - `rate_limit_buckets`: the GCRA state of each rate-limit key (its theoretical arrival time).
+//!
+//! On PostgreSQL, `arbor_take_slot` takes a slot under the cap in one round trip.
 
 use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
+
+/// Takes slot `slot_id` for `owner` unless `cap` of their slots are held by live replicas
+/// (heartbeat within `lease` µs) and younger than `max_age` µs. The advisory lock makes the
+/// count and the insert one decision per user; each statement of a function sees what was
+/// committed before it ran, so the count after the lock sees every earlier slot.
+const TAKE_SLOT: &str = "CREATE OR REPLACE FUNCTION arbor_take_slot(
+    slot_id uuid, owner uuid, replica uuid, cap bigint, max_age bigint, lease bigint
+) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    now_us bigint := (extract(epoch from clock_timestamp()) * 1000000)::bigint;
+    held bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(owner::text, 0));
+    SELECT count(*) INTO held FROM generation_slots s
+        JOIN cluster_replicas r ON r.id = s.replica_id
+        WHERE s.user_id = owner AND s.taken_at >= now_us - max_age
+        AND r.heartbeat_at >= now_us - lease;
+    IF held >= cap THEN
+        RETURN false;
+    END IF;
+    INSERT INTO generation_slots (id, user_id, replica_id, taken_at)
+        VALUES (slot_id, owner, replica, now_us);
+    RETURN true;
+END
+$$";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -92,10 +120,25 @@ impl MigrationTrait for Migration {
                     .col("tat")
                     .to_owned(),
             )
-            .await
+            .await?;
+        if manager.get_database_backend() == DbBackend::Postgres {
+            manager
+                .get_connection()
+                .execute_unprepared(TAKE_SLOT)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() == DbBackend::Postgres {
+            manager
+                .get_connection()
+                .execute_unprepared(
+                    "DROP FUNCTION IF EXISTS arbor_take_slot(uuid, uuid, uuid, bigint, bigint, bigint)",
+                )
+                .await?;
+        }
         for table in [
             "rate_limit_buckets",
             "generation_slots",

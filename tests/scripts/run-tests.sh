@@ -41,6 +41,8 @@ if [ "$what" = all ] || [ "$what" = db ]; then
   for backend in sqlite postgres mysql; do
     run "repositories-$backend" --test repositories -- --test-threads "$threads" "$backend::"
   done
+  # The PostgreSQL coordination of replicas (leases, shared caps and limits, messages).
+  run coordination-postgres --test coordination -- --test-threads 2
 fi
 if [ "$what" = all ] || [ "$what" = e2e ]; then
   run e2e --test it -- --test-threads "$threads"

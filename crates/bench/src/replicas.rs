@@ -158,57 +158,95 @@ pub async fn p3_replicas(ctx: &Context) -> anyhow::Result<()> {
     generation_cost(ctx).await
 }
 
-/// Transactions per second with `streams` generations running on one replica, coordinating
-/// or not: the difference is what a running generation costs the database.
+/// The server's `arbor_generations_running` gauge.
+async fn running(base: &str) -> f64 {
+    let Ok(response) = reqwest::get(format!("{base}/metrics")).await else {
+        return 0.0;
+    };
+    response
+        .text()
+        .await
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("arbor_generations_running "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Transactions and rows written per second over `seconds`.
+async fn rates(db: &TestDatabase, seconds: u64) -> anyhow::Result<(f64, f64)> {
+    let before = counters(db).await?;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let after = counters(db).await?;
+    // Both reads wait the same 1.5 s, so the window is the time between them.
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok((
+        (after.0 - before.0) / elapsed,
+        (after.1 - before.1) / elapsed,
+    ))
+}
+
+/// Transactions and rows written per second by one replica idle and with `streams`
+/// generations running, alone and coordinating: what a replica and what each running
+/// generation cost the database.
 async fn generation_cost(ctx: &Context) -> anyhow::Result<()> {
     let (streams, seconds) = if ctx.quick { (20, 4) } else { (100, 10) };
     println!(
-        "\n  Coordination cost per running generation: {streams} streams (1,000 tokens at 50 ms) on one replica, {seconds} s"
+        "\n  Coordination cost: one replica idle, then with {streams} streams running (1,000 tokens at 50 ms), {seconds} s each"
     );
-    let mut per_second = Vec::new();
+    let mut measured = Vec::new();
     for mode in ["off", "auto"] {
         let fake = provider(&[SLOW]).await?;
         let db = database(Backend::Postgres).await?;
         let arbors = start(ctx, &db, &fake.base_url(), 1, mode).await?;
-        let client = Client::new(&arbors[0].base)?;
+        let base = arbors[0].base.clone();
+        let client = Client::new(&base)?;
         let token = client.user("streamer").await?;
-        let mut running = tokio::task::JoinSet::new();
+        let mut chats = Vec::new();
         for _ in 0..streams {
-            let chat = client.chat(&token).await?;
-            let (client, token) = (client.clone(), token.clone());
-            running.spawn(async move { client.stream_arbor(&token, &chat, SLOW).await });
+            chats.push(client.chat(&token).await?);
         }
-        // Every stream is under way (and has spent its start-up transactions).
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let before = counters(&db).await?;
+        let idle = rates(&db, seconds).await?;
+        let mut under_way = tokio::task::JoinSet::new();
+        for chat in chats {
+            let (client, token) = (client.clone(), token.clone());
+            under_way.spawn(async move { client.stream_arbor(&token, &chat, SLOW).await });
+        }
         let started = Instant::now();
-        tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let after = counters(&db).await?;
-        // Both reads wait the same 1.5 s, so the window is measured between them.
-        let elapsed = started.elapsed().as_secs_f64();
-        per_second.push((
-            (after.0 - before.0) / elapsed,
-            (after.1 - before.1) / elapsed,
-        ));
-        running.abort_all();
+        while running(&base).await < streams as f64 {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "the streams did not all start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let busy = rates(&db, seconds).await?;
+        under_way.abort_all();
         drop(arbors);
         db.drop_database().await;
+        measured.push((idle, busy));
     }
-    let (alone, coordinating) = (per_second[0], per_second[1]);
+    let [(off_idle, off_busy), (on_idle, on_busy)] = [measured[0], measured[1]];
     row(
-        "  transactions/s while they run: alone / coordinating",
-        format!("{:.1} / {:.1}", alone.0, coordinating.0),
+        "  transactions/s idle: alone / coordinating",
+        format!("{:.1} / {:.1}", off_idle.0, on_idle.0),
     );
     row(
-        "  rows written/s while they run: alone / coordinating",
-        format!("{:.1} / {:.1}", alone.1, coordinating.1),
+        "  transactions/s with the streams: alone / coordinating",
+        format!("{:.1} / {:.1}", off_busy.0, on_busy.0),
     );
     row(
-        "  per running generation and second: transactions / rows",
+        "  rows written/s with the streams: alone / coordinating",
+        format!("{:.1} / {:.1}", off_busy.1, on_busy.1),
+    );
+    let per = |on: f64, on0: f64, off: f64, off0: f64| ((on - on0) - (off - off0)) / streams as f64;
+    row(
+        "  per running generation and second: transactions / rows written",
         format!(
             "{:.3} / {:.3}",
-            (coordinating.0 - alone.0) / streams as f64,
-            (coordinating.1 - alone.1) / streams as f64
+            per(on_busy.0, on_idle.0, off_busy.0, off_idle.0),
+            per(on_busy.1, on_idle.1, off_busy.1, off_idle.1)
         ),
     );
     Ok(())

@@ -433,37 +433,17 @@ impl Coordination for PgCoordination {
         per_user: usize,
     ) -> BoxFuture<'_, Result<bool, RepoError>> {
         Box::pin(async move {
-            let owner = id(owner.as_u128());
-            let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
-            // One decision at a time per user, on every replica.
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
-                .bind(owner)
-                .execute(&mut *tx)
+            // One round trip: the function (migration 6) decides under a per-user lock.
+            sqlx::query_scalar("SELECT arbor_take_slot($1, $2, $3, $4, $5, $6)")
+                .bind(id(slot))
+                .bind(id(owner.as_u128()))
+                .bind(id(self.replica.0))
+                .bind(i64::try_from(per_user).unwrap_or(i64::MAX))
+                .bind(micros(self.timing.slot_max_age))
+                .bind(micros(self.timing.lease))
+                .fetch_one(&self.pool)
                 .await
-                .map_err(from_sqlx)?;
-            let taken = sqlx::query(concat!(
-                "INSERT INTO generation_slots (id, user_id, replica_id, taken_at) ",
-                "SELECT $1, $2, $3, ",
-                now!(),
-                " WHERE (SELECT count(*) FROM generation_slots s ",
-                "JOIN cluster_replicas r ON r.id = s.replica_id WHERE s.user_id = $2 ",
-                "AND s.taken_at >= ",
-                now!(),
-                " - $5 AND r.heartbeat_at >= ",
-                now!(),
-                " - $6) < $4"
-            ))
-            .bind(id(slot))
-            .bind(owner)
-            .bind(id(self.replica.0))
-            .bind(i64::try_from(per_user).unwrap_or(i64::MAX))
-            .bind(micros(self.timing.slot_max_age))
-            .bind(micros(self.timing.lease))
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
-            tx.commit().await.map_err(from_sqlx)?;
-            Ok(taken.rows_affected() == 1)
+                .map_err(from_sqlx)
         })
     }
 

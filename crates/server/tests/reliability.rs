@@ -599,6 +599,17 @@ impl Drop for RestartPostgres {
 /// 500) while it is down, succeed again within 5 s, and no answered turn is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r11_a_postgresql_outage_is_503_then_recovers_without_loss() {
+    r11(1).await;
+}
+
+/// R11 with three replicas behind a round-robin client: every replica survives the restart
+/// (503 while it is down, successes again within 5 s on each), none loses a turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r11_three_replicas_survive_a_postgresql_restart() {
+    r11(3).await;
+}
+
+async fn r11(replicas: usize) {
     // Longer than the pool's acquire timeout (5 s), so requests asked during it end in it.
     let outage = if full() {
         Duration::from_secs(10)
@@ -609,21 +620,30 @@ async fn r11_a_postgresql_outage_is_503_then_recovers_without_loss() {
         return;
     };
     let fake = provider().await;
-    let arbor = Arbor::start(&db, &fake.base_url(), &GENEROUS).await;
+    let mut arbors = Vec::new();
+    for _ in 0..replicas {
+        arbors.push(Arbor::start(&db, &fake.base_url(), &GENEROUS).await);
+    }
+    let arbor = &arbors[0];
     let token = arbor.token("outage", true).await;
     let chats: Vec<String> =
-        futures::future::join_all((0..8).map(|_| new_chat(&arbor, &token))).await;
+        futures::future::join_all((0..8).map(|_| new_chat(arbor, &token))).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = tokio::task::JoinSet::new();
-    for chat in chats {
-        let (base, token, stop) = (arbor.base.clone(), token.clone(), Arc::clone(&stop));
+    for (i, chat) in chats.into_iter().enumerate() {
+        let bases: Vec<String> = arbors.iter().map(|a| a.base.clone()).collect();
+        let (token, stop) = (token.clone(), Arc::clone(&stop));
         load.spawn(async move {
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap();
             let mut seen = Vec::new();
+            let mut turn = i;
             while !stop.load(Ordering::Relaxed) {
+                let replica = turn % bases.len();
+                let base = &bases[replica];
+                turn += 1;
                 let asked = Instant::now();
                 let r = client
                     .post(format!("{base}/api/v1/chats/{chat}/messages"))
@@ -637,12 +657,12 @@ async fn r11_a_postgresql_outage_is_503_then_recovers_without_loss() {
                         let status = r.status().as_u16();
                         let body: Value = r.json().await.unwrap_or_default();
                         let answer = body["message_uuid"].as_str().map(str::to_owned);
-                        seen.push((asked, at, status, answer));
+                        seen.push((asked, at, status, answer, replica));
                         if status != 201 {
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
-                    Err(_) => seen.push((asked, at, 0, None)),
+                    Err(_) => seen.push((asked, at, 0, None, replica)),
                 }
             }
             seen
@@ -659,7 +679,7 @@ async fn r11_a_postgresql_outage_is_503_then_recovers_without_loss() {
     postgres("start");
     let started = Instant::now();
     println!(
-        "R11: stop took {:.1} s, start took {:.1} s",
+        "R11 ({replicas} replica(s)): stop took {:.1} s, start took {:.1} s",
         stopped.duration_since(stopping).as_secs_f64(),
         started.duration_since(restarting).as_secs_f64()
     );
@@ -673,15 +693,20 @@ async fn r11_a_postgresql_outage_is_503_then_recovers_without_loss() {
     let during: Vec<u16> = all
         .iter()
         .filter(|(asked, at, ..)| *asked > stopped && *at < restarting)
-        .map(|(_, _, s, _)| *s)
+        .map(|(_, _, s, ..)| *s)
         .collect();
-    let statuses: std::collections::BTreeSet<u16> = all.iter().map(|(_, _, s, _)| *s).collect();
-    let recovered = all
-        .iter()
-        .filter(|(asked, _, s, _)| *asked > restarting && *s == 201)
-        .map(|(_, at, ..)| at.duration_since(restarting))
-        .min();
-    let answered: Vec<String> = all.iter().filter_map(|(_, _, _, a)| a.clone()).collect();
+    let statuses: std::collections::BTreeSet<u16> = all.iter().map(|(_, _, s, ..)| *s).collect();
+    // The first success after the restart, on each replica: the slowest of them.
+    let recovered = (0..replicas)
+        .map(|r| {
+            all.iter()
+                .filter(|(asked, _, s, _, on)| *asked > restarting && *s == 201 && *on == r)
+                .map(|(_, at, ..)| at.duration_since(restarting))
+                .min()
+        })
+        .collect::<Option<Vec<_>>>()
+        .and_then(|each| each.into_iter().max());
+    let answered: Vec<String> = all.iter().filter_map(|(_, _, _, a, _)| a.clone()).collect();
     // Every answered turn is in the database.
     let stored: std::collections::HashSet<String> = {
         use sea_orm::ConnectionTrait;
@@ -704,7 +729,7 @@ async fn r11_a_postgresql_outage_is_503_then_recovers_without_loss() {
     };
     let missing = answered.iter().filter(|id| !stored.contains(*id)).count();
     println!(
-        "R11: PostgreSQL down {:.0} s under load: statuses seen {statuses:?}; during the outage {} requests, all 503: {}; first success {:.2} s after restart; {} answered turns, {missing} missing",
+        "R11 ({replicas} replica(s)): PostgreSQL down {:.0} s under load: statuses seen {statuses:?}; during the outage {} requests, all 503: {}; first success on every replica within {:.2} s of the restart; {} answered turns, {missing} missing",
         outage.as_secs_f64(),
         during.len(),
         during.iter().all(|s| *s == 503),
@@ -721,7 +746,7 @@ async fn r11_a_postgresql_outage_is_503_then_recovers_without_loss() {
         "{recovered:?}"
     );
     assert_eq!(missing, 0);
-    drop(arbor);
+    drop(arbors);
     db.drop_database().await;
 }
 
