@@ -24,6 +24,8 @@ use support::{Arbor, integrity_violations};
 
 const INSTANT: &str = "fake/instant?tokens=4";
 const STREAMING: &str = "fake/streaming?tokens=40&token_ms=25";
+/// Ten seconds of answer.
+const LONG: &str = "fake/long?tokens=400&token_ms=25";
 
 fn full() -> bool {
     std::env::var("RELIABILITY_SCALE").is_ok_and(|s| s == "full")
@@ -619,7 +621,7 @@ async fn r11(replicas: usize) {
     let Some(db) = TestDatabase::create(Backend::Postgres).await else {
         return;
     };
-    let fake = provider().await;
+    let fake = support::provider(&[INSTANT, LONG]).await;
     let mut arbors = Vec::new();
     for _ in 0..replicas {
         arbors.push(Arbor::start(&db, &fake.base_url(), &GENEROUS).await);
@@ -746,6 +748,32 @@ async fn r11(replicas: usize) {
         "{recovered:?}"
     );
     assert_eq!(missing, 0);
+    if replicas > 1 {
+        // The replicas talk to each other again (their LISTEN connections came back): a
+        // generation on one is seen and cancelled from the others.
+        let chat = new_chat(&arbors[0], &token).await;
+        let stream = arbors[0]
+            .post(
+                &format!("/api/v1/chats/{chat}/messages/stream"),
+                Some(&token),
+                &json!({"content": "after the outage", "model_id": LONG}),
+            )
+            .await;
+        assert_eq!(stream.status(), 200);
+        let seen = arbors[1]
+            .get(&format!("/api/v1/chats/{chat}/generation"), &token)
+            .await;
+        assert_eq!(seen["running"], true, "{seen}");
+        let cancelled = arbors[2]
+            .post(
+                &format!("/api/v1/chats/{chat}/generation/cancel"),
+                Some(&token),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(cancelled.status(), 200);
+        drop(stream);
+    }
     drop(arbors);
     db.drop_database().await;
 }
