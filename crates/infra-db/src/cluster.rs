@@ -107,30 +107,42 @@ impl PgCoordination {
         Some((this, rx))
     }
 
+    /// Runs one statement; the rows it touched.
+    async fn exec(
+        &self,
+        statement: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<u64, RepoError> {
+        Ok(statement
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected())
+    }
+
     /// Renews this replica's row; `alive_since` restarts when the previous renewal is older
     /// than two heartbeats (this replica was cut off, so it knows nothing of that time).
     async fn renew(&self) -> Result<(), RepoError> {
-        sqlx::query(concat!(
-            "INSERT INTO cluster_replicas AS r (id, started_at, alive_since, heartbeat_at) ",
-            "VALUES ($1, ",
-            now!(),
-            ", ",
-            now!(),
-            ", ",
-            now!(),
-            ") ",
-            "ON CONFLICT (id) DO UPDATE SET alive_since = CASE WHEN r.heartbeat_at < ",
-            now!(),
-            " - $2 THEN ",
-            now!(),
-            " ELSE r.alive_since END, heartbeat_at = ",
-            now!()
-        ))
-        .bind(id(self.replica.0))
-        .bind(micros(self.timing.heartbeat * 2))
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
+        self.exec(
+            sqlx::query(concat!(
+                "INSERT INTO cluster_replicas AS r (id, started_at, alive_since, heartbeat_at) ",
+                "VALUES ($1, ",
+                now!(),
+                ", ",
+                now!(),
+                ", ",
+                now!(),
+                ") ",
+                "ON CONFLICT (id) DO UPDATE SET alive_since = CASE WHEN r.heartbeat_at < ",
+                now!(),
+                " - $2 THEN ",
+                now!(),
+                " ELSE r.alive_since END, heartbeat_at = ",
+                now!()
+            ))
+            .bind(id(self.replica.0))
+            .bind(micros(self.timing.heartbeat * 2)),
+        )
+        .await?;
         Ok(())
     }
 
@@ -142,15 +154,12 @@ impl PgCoordination {
             .into_iter()
             .map(|(m, text)| (id(m.as_u128()), text))
             .unzip();
-        sqlx::query(
+        self.exec(sqlx::query(
             "UPDATE messages AS m SET content = v.c FROM unnest($1::uuid[], $2::text[]) AS v(id, c) \
              WHERE m.id = v.id AND m.status = 'streaming'",
         )
         .bind(ids)
-        .bind(texts)
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
+        .bind(texts)).await?;
         Ok(())
     }
 
@@ -195,47 +204,45 @@ impl PgCoordination {
                     now,
                 )
                 .await?;
-            sqlx::query(
-                "DELETE FROM generation_leases WHERE chat_id = ANY($1) AND replica_id <> $2",
+            self.exec(
+                sqlx::query(
+                    "DELETE FROM generation_leases WHERE chat_id = ANY($1) AND replica_id <> $2",
+                )
+                .bind(&dead)
+                .bind(id(self.replica.0)),
             )
-            .bind(&dead)
-            .bind(id(self.replica.0))
-            .execute(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
+            .await?;
         }
-        sqlx::query(concat!(
-            "DELETE FROM generation_slots s WHERE s.taken_at < ",
-            now!(),
-            " - $2 ",
-            "OR NOT EXISTS (SELECT 1 FROM cluster_replicas r WHERE r.id = s.replica_id ",
-            "AND r.heartbeat_at >= ",
-            now!(),
-            " - $1)"
-        ))
-        .bind(lease)
-        .bind(micros(self.timing.slot_max_age))
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        sqlx::query(concat!(
-            "DELETE FROM cluster_replicas r WHERE r.heartbeat_at < ",
-            now!(),
-            " - $1 * 2 ",
-            "AND NOT EXISTS (SELECT 1 FROM generation_leases l WHERE l.replica_id = r.id)"
-        ))
-        .bind(lease)
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
+        self.exec(
+            sqlx::query(concat!(
+                "DELETE FROM generation_slots s WHERE s.taken_at < ",
+                now!(),
+                " - $2 ",
+                "OR NOT EXISTS (SELECT 1 FROM cluster_replicas r WHERE r.id = s.replica_id ",
+                "AND r.heartbeat_at >= ",
+                now!(),
+                " - $1)"
+            ))
+            .bind(lease)
+            .bind(micros(self.timing.slot_max_age)),
+        )
+        .await?;
+        self.exec(
+            sqlx::query(concat!(
+                "DELETE FROM cluster_replicas r WHERE r.heartbeat_at < ",
+                now!(),
+                " - $1 * 2 ",
+                "AND NOT EXISTS (SELECT 1 FROM generation_leases l WHERE l.replica_id = r.id)"
+            ))
+            .bind(lease),
+        )
+        .await?;
         // A bucket whose time has passed is as good as none.
-        sqlx::query(concat!(
+        self.exec(sqlx::query(concat!(
             "DELETE FROM rate_limit_buckets WHERE tat < ",
             now!()
-        ))
-        .execute(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
+        )))
+        .await?;
         Ok(recovered)
     }
 }
@@ -357,7 +364,7 @@ impl Coordination for PgCoordination {
         claim: u128,
     ) -> BoxFuture<'_, Result<bool, RepoError>> {
         Box::pin(async move {
-            let claimed = sqlx::query(concat!(
+            let claimed = self.exec(sqlx::query(concat!(
                 "INSERT INTO generation_leases AS l ",
                 "(chat_id, claim_id, replica_id, user_id, running, claimed_at) ",
                 "VALUES ($1, $2, $3, $4, true, ",
@@ -371,36 +378,30 @@ impl Coordination for PgCoordination {
             .bind(id(chat.as_u128()))
             .bind(id(claim))
             .bind(id(self.replica.0))
-            .bind(id(owner.as_u128()))
-            .execute(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-            Ok(claimed.rows_affected() == 1)
+            .bind(id(owner.as_u128()))).await?;
+            Ok(claimed == 1)
         })
     }
 
     fn end_claim(&self, chat: ChatId, claim: u128) -> BoxFuture<'_, Result<(), RepoError>> {
         Box::pin(async move {
-            sqlx::query(
+            self.exec(sqlx::query(
                 "UPDATE generation_leases SET running = false WHERE chat_id = $1 AND claim_id = $2",
             )
             .bind(id(chat.as_u128()))
-            .bind(id(claim))
-            .execute(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
+            .bind(id(claim))).await?;
             Ok(())
         })
     }
 
     fn release_claim(&self, chat: ChatId, claim: u128) -> BoxFuture<'_, Result<(), RepoError>> {
         Box::pin(async move {
-            sqlx::query("DELETE FROM generation_leases WHERE chat_id = $1 AND claim_id = $2")
-                .bind(id(chat.as_u128()))
-                .bind(id(claim))
-                .execute(&self.pool)
-                .await
-                .map_err(from_sqlx)?;
+            self.exec(
+                sqlx::query("DELETE FROM generation_leases WHERE chat_id = $1 AND claim_id = $2")
+                    .bind(id(chat.as_u128()))
+                    .bind(id(claim)),
+            )
+            .await?;
             Ok(())
         })
     }
@@ -449,11 +450,8 @@ impl Coordination for PgCoordination {
 
     fn free_slot(&self, slot: u128) -> BoxFuture<'_, Result<(), RepoError>> {
         Box::pin(async move {
-            sqlx::query("DELETE FROM generation_slots WHERE id = $1")
-                .bind(id(slot))
-                .execute(&self.pool)
-                .await
-                .map_err(from_sqlx)?;
+            self.exec(sqlx::query("DELETE FROM generation_slots WHERE id = $1").bind(id(slot)))
+                .await?;
             Ok(())
         })
     }
@@ -478,7 +476,7 @@ impl Coordination for PgCoordination {
             // GCRA: the bucket's theoretical arrival time moves one interval per request,
             // from now at the earliest; a request is allowed while it stays within a period
             // of now. EXCLUDED.tat is now + interval.
-            let allowed = sqlx::query(concat!(
+            let allowed = self.exec(sqlx::query(concat!(
                 "INSERT INTO rate_limit_buckets AS b (key, tat) VALUES ($1, ",
                 now!(),
                 " + $2) ",
@@ -487,11 +485,8 @@ impl Coordination for PgCoordination {
             ))
             .bind(&key)
             .bind(interval)
-            .bind(period)
-            .execute(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-            if allowed.rows_affected() == 1 {
+            .bind(period)).await?;
+            if allowed == 1 {
                 return Ok(Spend::Allowed);
             }
             let wait: Option<i64> = sqlx::query_scalar(concat!(
@@ -518,12 +513,12 @@ impl Coordination for PgCoordination {
             let key = format!("{:x}.{n:x}", self.replica.0 >> 64);
             let to = channel(to);
             for (i, part) in parts.iter().enumerate() {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(&to)
-                    .bind(format!("{key} {i} {} {part}", parts.len()))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(from_sqlx)?;
+                self.exec(
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(&to)
+                        .bind(format!("{key} {i} {} {part}", parts.len())),
+                )
+                .await?;
             }
             Ok(())
         })
@@ -549,11 +544,7 @@ impl Coordination for PgCoordination {
                 "DELETE FROM generation_slots WHERE replica_id = $1",
                 "DELETE FROM cluster_replicas WHERE id = $1",
             ] {
-                sqlx::query(statement)
-                    .bind(me)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(from_sqlx)?;
+                self.exec(sqlx::query(statement).bind(me)).await?;
             }
             Ok(())
         })

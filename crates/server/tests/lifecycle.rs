@@ -100,19 +100,6 @@ where
     out
 }
 
-async fn stored(arbor: &Arbor, token: &str, chat: &str, uuid: &str) -> Value {
-    let all = arbor
-        .get(&format!("/api/v1/chats/{chat}/complete"), token)
-        .await;
-    all["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["uuid"] == uuid)
-        .cloned()
-        .unwrap_or_else(|| panic!("no message {uuid} in {all}"))
-}
-
 async fn killed_mid_stream_then_restarted(backend: Backend) {
     let Some(db) = TestDatabase::create(backend).await else {
         return;
@@ -135,7 +122,7 @@ async fn killed_mid_stream_then_restarted(backend: Backend) {
     let restarted = Instant::now();
     let token = arbor.token("alice", false).await;
     let message = loop {
-        let message = stored(&arbor, &token, &chat, &answer).await;
+        let message = arbor.stored(&token, &chat, &answer).await;
         if message["status"] != "streaming" || restarted.elapsed() > Duration::from_secs(6) {
             break message;
         }
@@ -225,10 +212,10 @@ async fn sigterm_lets_generations_finish_within_the_grace_period() {
 
     let arbor = Arbor::start(&db, &fake.base_url(), &[]).await;
     let token = arbor.token("alice", false).await;
-    let q = stored(&arbor, &token, &quick_chat, &quick).await;
+    let q = arbor.stored(&token, &quick_chat, &quick).await;
     assert_eq!(q["status"], "complete");
     assert_eq!(q["content"], quick_text);
-    let s = stored(&arbor, &token, &slow_chat, &slow).await;
+    let s = arbor.stored(&token, &slow_chat, &slow).await;
     assert_eq!(s["status"], "interrupted");
     assert!(!slow_text.is_empty());
     assert_eq!(

@@ -63,16 +63,6 @@ const GENEROUS: [(&str, &str); 4] = [
     ("ARBOR__LLM__MAX_CONCURRENT_REQUESTS", "5000"),
 ];
 
-async fn new_chat(arbor: &Arbor, token: &str) -> String {
-    let chat: Value = arbor
-        .post("/api/v1/chats", Some(token), &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    chat["uuid"].as_str().unwrap().to_owned()
-}
-
 /// R2: SIGKILL at random moments during mixed load, restart, ten times: no half-written row,
 /// no `streaming` row after start-up.
 async fn r2_killed_at_random_moments(backend: Backend) {
@@ -93,7 +83,7 @@ async fn r2_killed_at_random_moments(backend: Backend) {
     let mut kills = Vec::new();
     for round in 0..rounds {
         let chats: Vec<String> =
-            futures::future::join_all((0..8).map(|_| new_chat(&arbor, &token))).await;
+            futures::future::join_all((0..8).map(|_| arbor.new_chat(&token))).await;
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let mut load = tokio::task::JoinSet::new();
@@ -149,7 +139,7 @@ async fn r2_killed_at_random_moments(backend: Backend) {
         assert_eq!(violations, vec![], "after kill {round} at {delay:?}");
     }
     // The data is still usable: a turn in a chat that lived through every kill.
-    let chat = new_chat(&arbor, &token).await;
+    let chat = arbor.new_chat(&token).await;
     let r = arbor
         .post(
             &format!("/api/v1/chats/{chat}/messages"),
@@ -215,7 +205,7 @@ async fn r3_disconnects(policy: &str) {
     };
     // Warm-up, so the measured memory is the server's steady state.
     let warm: Vec<String> =
-        futures::future::join_all((0..batch).map(|_| new_chat(&arbor, &token))).await;
+        futures::future::join_all((0..batch).map(|_| arbor.new_chat(&token))).await;
     leave_early(warm).await;
     settle().await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -223,7 +213,7 @@ async fn r3_disconnects(policy: &str) {
     let mut worst_settle = Duration::ZERO;
     for _ in 0..streams / batch {
         let chats: Vec<String> =
-            futures::future::join_all((0..batch).map(|_| new_chat(&arbor, &token))).await;
+            futures::future::join_all((0..batch).map(|_| arbor.new_chat(&token))).await;
         leave_early(chats).await;
         worst_settle = worst_settle.max(settle().await);
     }
@@ -361,9 +351,7 @@ async fn r14_a_burst_of_streams_loses_no_answer(backend: Backend) {
     let token = arbor.token("burst", true).await;
     let mut chats = Vec::with_capacity(streams);
     for batch in (0..streams).collect::<Vec<_>>().chunks(100) {
-        chats.extend(
-            futures::future::join_all(batch.iter().map(|_| new_chat(&arbor, &token))).await,
-        );
+        chats.extend(futures::future::join_all(batch.iter().map(|_| arbor.new_chat(&token))).await);
     }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -459,7 +447,7 @@ async fn r16_a_hang_up_is_noticed_before_the_first_token(backend: Backend) {
     let arbor = Arbor::start(&db, &fake.base_url(), &env).await;
     let token = arbor.token("hangs_up", true).await;
     let chats: Vec<String> =
-        futures::future::join_all((0..streams).map(|_| new_chat(&arbor, &token))).await;
+        futures::future::join_all((0..streams).map(|_| arbor.new_chat(&token))).await;
     // One connection, opened now, so that polling costs a query and not a connection.
     let conn = db.raw().await;
     let count_interrupted = || async {
@@ -629,7 +617,7 @@ async fn r11(replicas: usize) {
     let arbor = &arbors[0];
     let token = arbor.token("outage", true).await;
     let chats: Vec<String> =
-        futures::future::join_all((0..8).map(|_| new_chat(arbor, &token))).await;
+        futures::future::join_all((0..8).map(|_| arbor.new_chat(&token))).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = tokio::task::JoinSet::new();
     for (i, chat) in chats.into_iter().enumerate() {
@@ -710,25 +698,7 @@ async fn r11(replicas: usize) {
         .and_then(|each| each.into_iter().max());
     let answered: Vec<String> = all.iter().filter_map(|(_, _, _, a, _)| a.clone()).collect();
     // Every answered turn is in the database.
-    let stored: std::collections::HashSet<String> = {
-        use sea_orm::ConnectionTrait;
-        let conn = db.raw().await;
-        let rows = conn
-            .query_all_raw(sea_orm::Statement::from_string(
-                conn.get_database_backend(),
-                "SELECT id FROM messages WHERE role = 'assistant'",
-            ))
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        rows.iter()
-            .map(|r| {
-                r.try_get::<sea_orm::prelude::Uuid>("", "id")
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
+    let stored = support::assistant_ids(&db, false).await;
     let missing = answered.iter().filter(|id| !stored.contains(*id)).count();
     println!(
         "R11 ({replicas} replica(s)): PostgreSQL down {:.0} s under load: statuses seen {statuses:?}; during the outage {} requests, all 503: {}; first success on every replica within {:.2} s of the restart; {} answered turns, {missing} missing",
@@ -751,7 +721,7 @@ async fn r11(replicas: usize) {
     if replicas > 1 {
         // The replicas talk to each other again (their LISTEN connections came back): a
         // generation on one is seen and cancelled from the others.
-        let chat = new_chat(&arbors[0], &token).await;
+        let chat = arbors[0].new_chat(&token).await;
         let stream = arbors[0]
             .post(
                 &format!("/api/v1/chats/{chat}/messages/stream"),
@@ -764,13 +734,7 @@ async fn r11(replicas: usize) {
             .get(&format!("/api/v1/chats/{chat}/generation"), &token)
             .await;
         assert_eq!(seen["running"], true, "{seen}");
-        let cancelled = arbors[2]
-            .post(
-                &format!("/api/v1/chats/{chat}/generation/cancel"),
-                Some(&token),
-                &json!({}),
-            )
-            .await;
+        let cancelled = arbors[2].cancel(&token, &chat).await;
         assert_eq!(cancelled.status(), 200);
         drop(stream);
     }

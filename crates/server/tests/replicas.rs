@@ -47,16 +47,6 @@ async fn replicas(
     out
 }
 
-async fn new_chat(arbor: &Arbor, token: &str) -> String {
-    let chat: Value = arbor
-        .post("/api/v1/chats", Some(token), &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    chat["uuid"].as_str().unwrap().to_owned()
-}
-
 type Events = std::pin::Pin<
     Box<
         dyn futures::Stream<
@@ -95,19 +85,6 @@ async fn generation(arbor: &Arbor, token: &str, chat: &str) -> Value {
         .await
 }
 
-async fn stored(arbor: &Arbor, token: &str, chat: &str, uuid: &str) -> Value {
-    let all = arbor
-        .get(&format!("/api/v1/chats/{chat}/complete"), token)
-        .await;
-    all["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["uuid"] == uuid)
-        .cloned()
-        .unwrap_or_else(|| panic!("no message {uuid} in {all}"))
-}
-
 /// Acceptance 1: a stream started on A is seen running on B, resumed on B from its
 /// `Last-Event-ID` with exactly the missing events, and cancelled from C, which stops it on A
 /// within 200 ms and releases the provider connection.
@@ -120,7 +97,7 @@ async fn a_generation_is_seen_resumed_and_cancelled_from_any_replica() {
     let r = replicas(&db, &fake, 3, &[]).await;
     let (a, b, c) = (&r[0], &r[1], &r[2]);
     let token = a.token("alice", true).await;
-    let chat = new_chat(b, &token).await;
+    let chat = b.new_chat(&token).await;
 
     let mut on_a = open_stream(a, &token, &chat, SLOW).await;
     let (_, start) = next(&mut on_a).await.unwrap();
@@ -180,13 +157,7 @@ async fn a_generation_is_seen_resumed_and_cancelled_from_any_replica() {
 
     // Cancel from C.
     let asked = Instant::now();
-    let cancelled = c
-        .post(
-            &format!("/api/v1/chats/{chat}/generation/cancel"),
-            Some(&token),
-            &json!({}),
-        )
-        .await;
+    let cancelled = c.cancel(&token, &chat).await;
     assert_eq!(cancelled.status(), 200);
     let mut text_on_a: String = seen_on_a
         .iter()
@@ -223,7 +194,7 @@ async fn a_generation_is_seen_resumed_and_cancelled_from_any_replica() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let message = stored(c, &token, &chat, &answer).await;
+    let message = c.stored(&token, &chat, &answer).await;
     assert_eq!(message["status"], "interrupted");
     assert_eq!(
         message["content"],
@@ -252,7 +223,7 @@ async fn a_killed_replica_s_answer_is_recovered_with_its_partial_text() {
     let fake = support::provider(&[SLOW, INSTANT]).await;
     let mut r = replicas(&db, &fake, 2, &[]).await;
     let token = r[0].token("bob", true).await;
-    let (doomed_chat, living_chat) = (new_chat(&r[0], &token).await, new_chat(&r[1], &token).await);
+    let (doomed_chat, living_chat) = (r[0].new_chat(&token).await, r[1].new_chat(&token).await);
     let mut living = open_stream(&r[1], &token, &living_chat, SLOW).await;
     let mut doomed = open_stream(&r[0], &token, &doomed_chat, SLOW).await;
     let (_, start) = next(&mut doomed).await.unwrap();
@@ -270,7 +241,7 @@ async fn a_killed_replica_s_answer_is_recovered_with_its_partial_text() {
     assert!(!a.exited(Duration::from_secs(5)).await.success());
     let b = &r[0];
     let message = loop {
-        let m = stored(b, &token, &doomed_chat, &answer).await;
+        let m = b.stored(&token, &doomed_chat, &answer).await;
         if m["status"] != "streaming" {
             break m;
         }
@@ -328,9 +299,9 @@ async fn caps_and_rate_limits_hold_across_replicas() {
 
     // Two generations on two replicas fill carol's cap; the third, on a third, waits.
     let chats = [
-        new_chat(&r[0], &token).await,
-        new_chat(&r[1], &token).await,
-        new_chat(&r[2], &token).await,
+        r[0].new_chat(&token).await,
+        r[1].new_chat(&token).await,
+        r[2].new_chat(&token).await,
     ];
     let mut first = open_stream(&r[0], &token, &chats[0], SLOW).await;
     let _second = open_stream(&r[1], &token, &chats[1], SLOW).await;
@@ -350,13 +321,7 @@ async fn caps_and_rate_limits_hold_across_replicas() {
     let body: Value = third.json().await.unwrap();
     // Not the send budget (3 of 20 spent): the generation cap.
     assert_eq!(body["error_type"], "rate_limited", "{body}");
-    let cancel = r[2]
-        .post(
-            &format!("/api/v1/chats/{}/generation/cancel", chats[0]),
-            Some(&token),
-            &json!({}),
-        )
-        .await;
+    let cancel = r[2].cancel(&token, &chats[0]).await;
     assert_eq!(cancel.status(), 200);
     let third = r[2]
         .post(
@@ -372,7 +337,7 @@ async fn caps_and_rate_limits_hold_across_replicas() {
 
     // The send budget: 20 a minute in all, not 20 per replica. Three sends were spent above.
     let dan = r[0].token("dan", true).await;
-    let chat = new_chat(&r[1], &dan).await;
+    let chat = r[1].new_chat(&dan).await;
     let began = Instant::now();
     let mut accepted = 0;
     let mut limited = 0;
@@ -433,7 +398,7 @@ async fn a_replica_restarting_under_load_loses_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = tokio::task::JoinSet::new();
     for worker in 0..4 {
-        let chat = new_chat(&r[worker % 3], &token).await;
+        let chat = r[worker % 3].new_chat(&token).await;
         let (bases, token, stop) = (Arc::clone(&bases), token.clone(), Arc::clone(&stop));
         load.spawn(async move {
             let client = reqwest::Client::new();
@@ -465,7 +430,7 @@ async fn a_replica_restarting_under_load_loses_nothing() {
         });
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let chat = new_chat(&r[1], &token).await;
+    let chat = r[1].new_chat(&token).await;
     let mut draining = open_stream(&r[1], &token, &chat, "fake/medium?tokens=20&token_ms=50").await;
     next(&mut draining).await.unwrap();
     let b = r.remove(1);
@@ -510,25 +475,7 @@ async fn a_replica_restarting_under_load_loses_nothing() {
     );
     assert!(statuses.get(&201).copied().unwrap_or(0) > 20);
     let answered: Vec<&String> = all.iter().filter_map(|(_, a)| a.as_ref()).collect();
-    let stored: std::collections::HashSet<String> = {
-        use sea_orm::ConnectionTrait;
-        let conn = db.raw().await;
-        let rows = conn
-            .query_all_raw(sea_orm::Statement::from_string(
-                conn.get_database_backend(),
-                "SELECT id FROM messages WHERE role = 'assistant' AND status = 'complete'",
-            ))
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        rows.iter()
-            .map(|r| {
-                r.try_get::<sea_orm::prelude::Uuid>("", "id")
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
+    let stored = support::assistant_ids(&db, true).await;
     assert!(
         answered.iter().all(|a| stored.contains(*a)),
         "every answered turn is stored"

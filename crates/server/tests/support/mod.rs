@@ -105,6 +105,41 @@ impl Arbor {
         r.json().await.unwrap()
     }
 
+    /// A new chat of `token`'s user; its uuid.
+    pub async fn new_chat(&self, token: &str) -> String {
+        let chat: Value = self
+            .post("/api/v1/chats", Some(token), &json!({}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        chat["uuid"].as_str().unwrap().to_owned()
+    }
+
+    /// Message `uuid` of `chat`, as the complete tree holds it.
+    pub async fn stored(&self, token: &str, chat: &str, uuid: &str) -> Value {
+        let all = self
+            .get(&format!("/api/v1/chats/{chat}/complete"), token)
+            .await;
+        all["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["uuid"] == uuid)
+            .cloned()
+            .unwrap_or_else(|| panic!("no message {uuid} in {all}"))
+    }
+
+    /// Cancels `chat`'s generation; the response.
+    pub async fn cancel(&self, token: &str, chat: &str) -> reqwest::Response {
+        self.post(
+            &format!("/api/v1/chats/{chat}/generation/cancel"),
+            Some(token),
+            &json!({}),
+        )
+        .await
+    }
+
     /// A user's access token.
     pub async fn token_with(&self, name: &str, password: &str) -> String {
         let r: Value = self
@@ -222,6 +257,32 @@ pub async fn integrity_violations(db: &TestDatabase) -> Vec<(String, i64)> {
     }
     let _ = conn.close().await;
     out
+}
+
+/// The ids of the assistant messages in the database (only complete ones when `complete`).
+pub async fn assistant_ids(db: &TestDatabase, complete: bool) -> std::collections::HashSet<String> {
+    use sea_orm::ConnectionTrait;
+    let conn = db.raw().await;
+    let sql = if complete {
+        "SELECT id FROM messages WHERE role = 'assistant' AND status = 'complete'"
+    } else {
+        "SELECT id FROM messages WHERE role = 'assistant'"
+    };
+    let rows = conn
+        .query_all_raw(sea_orm::Statement::from_string(
+            conn.get_database_backend(),
+            sql,
+        ))
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    rows.iter()
+        .map(|r| {
+            r.try_get::<sea_orm::prelude::Uuid>("", "id")
+                .unwrap()
+                .to_string()
+        })
+        .collect()
 }
 
 /// The fake provider, with `models` added to its catalogue.
