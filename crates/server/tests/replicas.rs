@@ -172,6 +172,7 @@ async fn a_generation_is_seen_resumed_and_cancelled_from_any_replica() {
         }
     }
     let (end, stopped_after) = end_on_a.expect("A's stream ends with an event");
+    println!("cancel on C: A's stream ended {stopped_after:?} after the request");
     assert_eq!(end["type"], "error", "{end}");
     assert!(
         stopped_after <= Duration::from_millis(200),
