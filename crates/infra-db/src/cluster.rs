@@ -373,12 +373,16 @@ impl Coordination for PgCoordination {
                 "ON CONFLICT (chat_id) DO UPDATE SET claim_id = EXCLUDED.claim_id, ",
                 "replica_id = EXCLUDED.replica_id, user_id = EXCLUDED.user_id, running = true, ",
                 "claimed_at = EXCLUDED.claimed_at ",
-                "WHERE NOT l.running OR l.replica_id = EXCLUDED.replica_id"
+                // Past any generation's life, a lease whose end was never written (the
+                // database was down then) no longer holds the chat.
+                "WHERE NOT l.running OR l.replica_id = EXCLUDED.replica_id ",
+                "OR l.claimed_at < EXCLUDED.claimed_at - $5"
             ))
             .bind(id(chat.as_u128()))
             .bind(id(claim))
             .bind(id(self.replica.0))
-            .bind(id(owner.as_u128()))).await?;
+            .bind(id(owner.as_u128()))
+            .bind(micros(self.timing.slot_max_age))).await?;
             Ok(claimed == 1)
         })
     }

@@ -23,8 +23,15 @@ const TIMING: LeaseTiming = LeaseTiming {
 };
 
 async fn replica(db: &TestDatabase) -> (Arc<PgCoordination>, Receiver<ClusterMessage>) {
+    replica_with(db, TIMING).await
+}
+
+async fn replica_with(
+    db: &TestDatabase,
+    timing: LeaseTiming,
+) -> (Arc<PgCoordination>, Receiver<ClusterMessage>) {
     let store = db.store().await;
-    let (port, inbox) = PgCoordination::join(&store, TIMING)
+    let (port, inbox) = PgCoordination::join(&store, timing)
         .await
         .expect("PostgreSQL");
     (Arc::new(port), inbox)
@@ -141,6 +148,19 @@ async fn a_chat_is_claimed_by_one_replica_until_its_generation_ends() {
     // The old claim's release does not drop the new one.
     a.release_claim(chat, claim).await.unwrap();
     assert_eq!(b.lease(chat).await.unwrap().unwrap().replica, b.replica());
+
+    // A lease whose end was never written stops holding the chat once it is older than any
+    // generation can live.
+    let short = LeaseTiming {
+        slot_max_age: Duration::from_millis(300),
+        ..TIMING
+    };
+    let (c, _) = replica_with(&db, short).await;
+    let stuck = ChatId::from_u128(id());
+    assert!(a.claim_chat(stuck, owner, id()).await.unwrap());
+    assert!(!c.claim_chat(stuck, owner, id()).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(c.claim_chat(stuck, owner, id()).await.unwrap());
     db.drop_database().await;
 }
 

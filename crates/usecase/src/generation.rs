@@ -245,12 +245,24 @@ struct Claim {
 }
 
 impl Claim {
+    /// Ends the lease, retrying briefly while the database does not answer (until then
+    /// other replicas see the chat busy; a lease past any generation's life frees it anyway).
     async fn end(&self) {
         if self.ended.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Err(e) = self.cluster.port().end_claim(self.chat, self.id).await {
-            tracing::warn!(error = %e, chat = %self.chat, "the generation's lease could not be ended; it is released after the linger");
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=6 {
+            match self.cluster.port().end_claim(self.chat, self.id).await {
+                Ok(()) => return,
+                Err(e) if attempt == 6 => {
+                    tracing::warn!(error = %e, chat = %self.chat, "the generation's lease could not be ended; it expires");
+                }
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
         }
     }
 }
