@@ -25,6 +25,10 @@ use crate::error::ApiError;
 /// Keys each limiter remembers at most (≈ 100 bytes each).
 pub const KEYS_MAX: usize = 50_000;
 
+/// How long a shared decision may take before this replica's own limiter decides (a busy
+/// or unreachable database must not hold every request).
+const SHARED_DECISION_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// A keyed rate limiter over a [`BoundedStore`].
 #[derive(Debug)]
 pub struct BoundedLimiter {
@@ -132,14 +136,18 @@ impl BoundedLimiter {
     /// least one) until it may try again.
     pub async fn check(&self, key: String) -> Result<(), ApiError> {
         if let Some(shared) = &self.shared {
-            let spent = shared
-                .port
-                .spend(
-                    format!("{}:{key}", shared.name),
-                    shared.per_period,
-                    shared.period,
-                )
-                .await;
+            let spend = shared.port.spend(
+                format!("{}:{key}", shared.name),
+                shared.per_period,
+                shared.period,
+            );
+            let spent = tokio::time::timeout(SHARED_DECISION_TIMEOUT, spend)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(usecase::ports::RepoError::Unavailable(
+                        "the shared rate limit did not answer in time".into(),
+                    ))
+                });
             match spent {
                 Ok(spend) => {
                     if shared.failing.swap(false, Ordering::Relaxed) {

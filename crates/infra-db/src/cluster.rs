@@ -13,12 +13,14 @@ use sea_orm::{ColumnTrait, DbBackend};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use usecase::RepoError;
-use usecase::cluster::{ClusterMessage, Coordination, Lease, LeaseTiming, ReplicaId, Spend};
+use usecase::cluster::{Beat, ClusterMessage, Coordination, Lease, LeaseTiming, ReplicaId, Spend};
 use uuid::Uuid;
 
 use crate::SeaOrmStore;
 use crate::entity::messages;
 use crate::error::from_sqlx;
+
+type Statement<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 mod wire;
 
@@ -35,11 +37,16 @@ const PART_BYTES: usize = 7_000;
 const PARTIAL_MAX: usize = 1_024;
 /// Messages waiting to be handled before the listener waits for the handler.
 const INBOX: usize = 4_096;
+/// The control pool: the listener's connection, the heartbeat's, one spare.
+const CONTROL_CONNECTIONS: u32 = 3;
 
 /// The PostgreSQL coordination of one replica.
 #[derive(Clone)]
 pub struct PgCoordination {
     pool: PgPool,
+    /// A few connections of their own for the heartbeat, recovery and the listener, so a
+    /// saturated request pool never makes a live replica look dead.
+    control: PgPool,
     store: SeaOrmStore,
     replica: ReplicaId,
     timing: LeaseTiming,
@@ -81,9 +88,15 @@ impl PgCoordination {
             return None;
         }
         let pool = store.write.get_postgres_connection_pool().clone();
+        let control = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(CONTROL_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with((*pool.connect_options()).clone());
         let replica = ReplicaId(Uuid::new_v4().as_u128());
         let this = Self {
-            pool: pool.clone(),
+            pool,
+            control: control.clone(),
             store: store.clone(),
             replica,
             timing,
@@ -96,7 +109,7 @@ impl PgCoordination {
         tokio::spawn(async move {
             tokio::select! {
                 () = stop.cancelled() => {}
-                () = listen(pool, channel(replica), tx, ready_tx) => {}
+                () = listen(control, channel(replica), tx, ready_tx) => {}
             }
         });
         // Briefly: a database that is down must not hold up start-up.
@@ -107,13 +120,19 @@ impl PgCoordination {
         Some((this, rx))
     }
 
-    /// Runs one statement; the rows it touched.
-    async fn exec(
-        &self,
-        statement: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> Result<u64, RepoError> {
+    /// Runs one statement on the request pool; the rows it touched.
+    async fn exec(&self, statement: Statement<'_>) -> Result<u64, RepoError> {
         Ok(statement
             .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected())
+    }
+
+    /// Runs one statement on the control pool; the rows it touched.
+    async fn control(&self, statement: Statement<'_>) -> Result<u64, RepoError> {
+        Ok(statement
+            .execute(&self.control)
             .await
             .map_err(from_sqlx)?
             .rows_affected())
@@ -122,7 +141,7 @@ impl PgCoordination {
     /// Renews this replica's row; `alive_since` restarts when the previous renewal is older
     /// than two heartbeats (this replica was cut off, so it knows nothing of that time).
     async fn renew(&self) -> Result<(), RepoError> {
-        self.exec(
+        self.control(
             sqlx::query(concat!(
                 "INSERT INTO cluster_replicas AS r (id, started_at, alive_since, heartbeat_at) ",
                 "VALUES ($1, ",
@@ -154,7 +173,7 @@ impl PgCoordination {
             .into_iter()
             .map(|(m, text)| (id(m.as_u128()), text))
             .unzip();
-        self.exec(sqlx::query(
+        self.control(sqlx::query(
             "UPDATE messages AS m SET content = v.c FROM unnest($1::uuid[], $2::text[]) AS v(id, c) \
              WHERE m.id = v.id AND m.status = 'streaming'",
         )
@@ -167,19 +186,26 @@ impl PgCoordination {
     /// silent for a lease and drops their leases, slots and rows.
     async fn recover(&self) -> Result<u64, RepoError> {
         let lease = micros(self.timing.lease);
+        // The dead replicas' leases stay locked while their answers are interrupted, so no
+        // live replica can claim one of those chats (and start an answer there) meanwhile.
+        let mut tx = self.control.begin().await.map_err(from_sqlx)?;
         let dead: Vec<Uuid> = sqlx::query(concat!(
             "SELECT l.chat_id FROM generation_leases l ",
             "LEFT JOIN cluster_replicas r ON r.id = l.replica_id ",
-            "WHERE l.replica_id <> $1 AND (r.id IS NULL OR r.heartbeat_at < ",
+            "WHERE l.replica_id <> $1 AND (r.heartbeat_at < ",
             now!(),
-            " - $2) ",
+            " - $2 ",
+            // A replica that never registered: dead once its claim is a lease old.
+            "OR (r.id IS NULL AND l.claimed_at < ",
+            now!(),
+            " - $2)) ",
             "AND EXISTS (SELECT 1 FROM cluster_replicas me WHERE me.id = $1 AND me.alive_since < ",
             now!(),
-            " - $2) LIMIT 1000"
+            " - $2) LIMIT 1000 FOR UPDATE OF l SKIP LOCKED"
         ))
         .bind(id(self.replica.0))
         .bind(lease)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(from_sqlx)?
         .into_iter()
@@ -204,16 +230,14 @@ impl PgCoordination {
                     now,
                 )
                 .await?;
-            self.exec(
-                sqlx::query(
-                    "DELETE FROM generation_leases WHERE chat_id = ANY($1) AND replica_id <> $2",
-                )
+            sqlx::query("DELETE FROM generation_leases WHERE chat_id = ANY($1)")
                 .bind(&dead)
-                .bind(id(self.replica.0)),
-            )
-            .await?;
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
         }
-        self.exec(
+        tx.commit().await.map_err(from_sqlx)?;
+        self.control(
             sqlx::query(concat!(
                 "DELETE FROM generation_slots s WHERE s.taken_at < ",
                 now!(),
@@ -227,7 +251,7 @@ impl PgCoordination {
             .bind(micros(self.timing.slot_max_age)),
         )
         .await?;
-        self.exec(
+        self.control(
             sqlx::query(concat!(
                 "DELETE FROM cluster_replicas r WHERE r.heartbeat_at < ",
                 now!(),
@@ -238,7 +262,7 @@ impl PgCoordination {
         )
         .await?;
         // A bucket whose time has passed is as good as none.
-        self.exec(sqlx::query(concat!(
+        self.control(sqlx::query(concat!(
             "DELETE FROM rate_limit_buckets WHERE tat < ",
             now!()
         )))
@@ -531,11 +555,24 @@ impl Coordination for PgCoordination {
     fn heartbeat(
         &self,
         partial: Vec<(MessageId, String)>,
-    ) -> BoxFuture<'_, Result<u64, RepoError>> {
+    ) -> BoxFuture<'_, Result<Beat, RepoError>> {
         Box::pin(async move {
             self.renew().await?;
-            self.save_partial(partial).await?;
-            self.recover().await
+            let saved_partial = match self.save_partial(partial).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "partial answers could not be saved");
+                    false
+                }
+            };
+            let recovered = self.recover().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "recovering stopped replicas failed; the next heartbeat retries");
+                0
+            });
+            Ok(Beat {
+                saved_partial,
+                recovered,
+            })
         })
     }
 
@@ -550,6 +587,8 @@ impl Coordination for PgCoordination {
             ] {
                 self.exec(sqlx::query(statement).bind(me)).await?;
             }
+            // The listener stopped above; its connection goes back, then the pool closes.
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.control.close()).await;
             Ok(())
         })
     }

@@ -182,6 +182,7 @@ async fn messages_reach_their_replica_in_order_whatever_their_size() {
         },
         ClusterMessage::Event {
             sub: 1,
+            from: a.replica(),
             id: 4,
             event: Some(usecase::generation::GenerationEvent::Chunk(long)),
         },

@@ -209,6 +209,20 @@ async fn a_generation_is_seen_resumed_and_cancelled_from_any_replica() {
         last = Some(data);
     }
     assert_eq!(last.unwrap()["type"], "final");
+    // A's finished generation still lingers there; a newer one on B is what A reports, and
+    // what a cancel sent to A stops.
+    let mut newer = open_stream(b, &token, &chat, SLOW).await;
+    let (_, start) = next(&mut newer).await.unwrap();
+    let seen_from_a = generation(a, &token, &chat).await;
+    assert_eq!(seen_from_a["running"], true, "{seen_from_a}");
+    assert_eq!(
+        seen_from_a["generation"]["message_uuid"],
+        start["message_uuid"]
+    );
+    let stopped = a.cancel(&token, &chat).await;
+    assert_eq!(stopped.status(), 200);
+    let stopped: Value = stopped.json().await.unwrap();
+    assert_eq!(stopped["message_uuid"], start["message_uuid"]);
     drop(r);
     db.drop_database().await;
 }

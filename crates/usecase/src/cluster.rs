@@ -68,6 +68,8 @@ pub enum ClusterMessage {
     Event {
         /// The attach request.
         sub: u64,
+        /// The replica forwarding it.
+        from: ReplicaId,
         /// The event's id.
         id: u64,
         /// The event (`None` when it could not be read: the mirror ends as lost).
@@ -100,6 +102,15 @@ pub enum Spend {
     Allowed,
     /// Over the quota: try again after this long.
     Denied(Duration),
+}
+
+/// What a renewed heartbeat did besides renewing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Beat {
+    /// The partial answers were saved.
+    pub saved_partial: bool,
+    /// Answers of dead replicas marked `interrupted`.
+    pub recovered: u64,
 }
 
 /// How long leases last and how often they are renewed.
@@ -164,10 +175,12 @@ pub trait Coordination: Send + Sync + std::fmt::Debug + 'static {
 
     /// Renews this replica's lease and saves the partial text of its streaming answers;
     /// then, once this replica has itself been alive for a whole lease, marks `interrupted`
-    /// the answers of dead replicas and drops their leases and slots. Returns how many
-    /// answers it recovered.
-    fn heartbeat(&self, partial: Vec<(MessageId, String)>)
-    -> BoxFuture<'_, Result<u64, RepoError>>;
+    /// the answers of dead replicas and drops their leases and slots. Fails only when the
+    /// lease could not be renewed.
+    fn heartbeat(
+        &self,
+        partial: Vec<(MessageId, String)>,
+    ) -> BoxFuture<'_, Result<Beat, RepoError>>;
 
     /// Leaves: drops this replica's row, leases and slots (a clean shutdown).
     fn leave(&self) -> BoxFuture<'_, Result<(), RepoError>>;
@@ -200,6 +213,17 @@ pub struct Cluster {
 }
 
 struct PendingEntry(Pending);
+
+struct PendingGuard<'a> {
+    cluster: &'a Cluster,
+    req: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.cluster.pending).remove(&self.req);
+    }
+}
 
 impl std::fmt::Debug for PendingEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -261,6 +285,13 @@ impl Cluster {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Registers a request waiting for its answer; the guard forgets it, answered or not
+    /// (also when the asking request is dropped).
+    fn pending(&self, req: u64, pending: Pending) -> PendingGuard<'_> {
+        lock(&self.pending).insert(req, PendingEntry(pending));
+        PendingGuard { cluster: self, req }
+    }
+
     async fn send(&self, to: ReplicaId, message: ClusterMessage) -> Result<(), RepoError> {
         self.port.send(to, message).await
     }
@@ -278,7 +309,7 @@ impl Cluster {
     ) -> Result<Option<GenerationStatus>, RepoError> {
         let req = self.request_id();
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(req, PendingEntry(Pending::Status(tx)));
+        let _pending = self.pending(req, Pending::Status(tx));
         let what = if cancel { Ask::Cancel } else { Ask::Status };
         let ask = ClusterMessage::Ask {
             req,
@@ -289,15 +320,8 @@ impl Cluster {
         };
         let sent = self.send(lease.replica, ask).await;
         let wait = if cancel { CANCEL_TIMEOUT } else { ASK_TIMEOUT };
-        let answer = match sent {
-            Ok(()) => tokio::time::timeout(wait, rx).await,
-            Err(e) => {
-                lock(&self.pending).remove(&req);
-                return Err(e);
-            }
-        };
-        lock(&self.pending).remove(&req);
-        match answer {
+        sent?;
+        match tokio::time::timeout(wait, rx).await {
             Ok(Ok(status)) => Ok(status),
             _ => Err(RepoError::Unavailable(
                 "the replica running the generation did not answer".into(),
@@ -320,15 +344,15 @@ impl Cluster {
         let req = self.request_id();
         let (reply, rx) = oneshot::channel();
         let first = after.map_or(0, |a| a.saturating_add(1));
-        lock(&self.pending).insert(
+        let _pending = self.pending(
             req,
-            PendingEntry(Pending::Attach {
+            Pending::Attach {
                 chat,
                 owner,
                 first,
                 replica: lease.replica,
                 reply,
-            }),
+            },
         );
         let ask = ClusterMessage::Ask {
             req,
@@ -337,13 +361,8 @@ impl Cluster {
             user: owner,
             what: Ask::Attach { after },
         };
-        if let Err(e) = self.send(lease.replica, ask).await {
-            lock(&self.pending).remove(&req);
-            return Err(e);
-        }
-        let answer = tokio::time::timeout(ASK_TIMEOUT, rx).await;
-        lock(&self.pending).remove(&req);
-        match answer {
+        self.send(lease.replica, ask).await?;
+        match tokio::time::timeout(ASK_TIMEOUT, rx).await {
             Ok(Ok(mirror)) => Ok(mirror),
             _ => {
                 // A late answer would start forwarding to nobody: say we are gone.
@@ -380,7 +399,12 @@ impl Cluster {
                 });
             }
             ClusterMessage::Reply { req, status } => self.replied(req, status),
-            ClusterMessage::Event { sub, id, event } => self.mirror_event(sub, id, event),
+            ClusterMessage::Event {
+                sub,
+                from,
+                id,
+                event,
+            } => self.mirror_event(sub, from, id, event),
             ClusterMessage::Detach { sub, from } => {
                 if let Some(token) = lock(&self.forwards).remove(&(from, sub)) {
                     token.cancel();
@@ -409,36 +433,74 @@ impl Cluster {
                     lock(&self.mirrors).insert(req, Arc::clone(mirror));
                     self.watch_mirror(req, Arc::clone(mirror));
                 }
-                if reply.send(mirror).is_err() {
-                    // The asker gave up meanwhile; its watcher detaches.
+                if let Err(Some(unwanted)) = reply.send(mirror) {
+                    // The asker gave up meanwhile: its watcher detaches it.
+                    unwanted.cancellation().cancel();
                 }
             }
         }
     }
 
-    /// Ends a mirror whose listeners all left (telling its owner to stop forwarding), or
-    /// that outlived any generation's deadline.
+    /// Ends a mirror whose listeners all left (telling its owner to stop forwarding), whose
+    /// source is gone (its lease moved, vanished, or ended a lease ago without the end
+    /// reaching us: messages were lost), or that outlived any generation's deadline.
     fn watch_mirror(self: &Arc<Self>, sub: u64, mirror: Arc<Generation>) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let owner_replica = mirror.mirrored_from();
+            let source = mirror.mirrored_from();
+            let watched = async {
+                let mut check = tokio::time::interval(this.timing.lease);
+                check.tick().await;
+                let mut ended_at_last_check = false;
+                loop {
+                    check.tick().await;
+                    let lease = this.port.lease(mirror.chat()).await;
+                    match lease {
+                        Ok(Some(l)) if Some(l.replica) == source && l.running => {
+                            ended_at_last_check = false;
+                        }
+                        Ok(Some(l)) if Some(l.replica) == source && !ended_at_last_check => {
+                            ended_at_last_check = true;
+                        }
+                        Err(_) => {}
+                        Ok(_) => return,
+                    }
+                }
+            };
             tokio::select! {
                 () = mirror.ended() => {}
                 () = mirror.cancellation().cancelled() => {
-                    if let Some(replica) = owner_replica {
+                    if let Some(replica) = source {
                         let _ = this.send(replica, ClusterMessage::Detach { sub, from: this.port.replica() }).await;
                     }
                     mirror.end_as_lost();
                 }
+                () = watched => mirror.end_as_lost(),
                 () = tokio::time::sleep(this.timing.slot_max_age) => mirror.end_as_lost(),
             }
             lock(&this.mirrors).remove(&sub);
         });
     }
 
-    fn mirror_event(&self, sub: u64, id: u64, event: Option<crate::generation::GenerationEvent>) {
+    fn mirror_event(
+        self: &Arc<Self>,
+        sub: u64,
+        from: ReplicaId,
+        id: u64,
+        event: Option<crate::generation::GenerationEvent>,
+    ) {
         let mirror = lock(&self.mirrors).get(&sub).cloned();
-        let Some(mirror) = mirror else { return };
+        let Some(mirror) = mirror else {
+            // Nobody follows it (any more): tell the forwarder to stop.
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                let me = this.port.replica();
+                let _ = this
+                    .send(from, ClusterMessage::Detach { sub, from: me })
+                    .await;
+            });
+            return;
+        };
         let Some(event) = event.filter(|_| id == mirror.next_id()) else {
             tracing::warn!(
                 expected = mirror.next_id(),
@@ -465,16 +527,14 @@ impl Cluster {
             Ask::Status | Ask::Attach { .. } => local.as_ref().map(|g| g.status()),
             Ask::Cancel => registry.cancel(owner, chat).await,
         };
-        if self
-            .send(from, ClusterMessage::Reply { req, status })
-            .await
-            .is_err()
-        {
-            return;
-        }
-        if let (Ask::Attach { after }, Some(generation)) = (what, local) {
-            let token = CancellationToken::new();
+        // Registered before the reply, so a detach that follows it is never missed.
+        let forward = matches!(what, Ask::Attach { .. }) && local.is_some();
+        let token = CancellationToken::new();
+        if forward {
             lock(&self.forwards).insert((from, req), token.clone());
+        }
+        let replied = self.send(from, ClusterMessage::Reply { req, status }).await;
+        if let (Ok(()), Ask::Attach { after }, Some(generation)) = (replied, what, local) {
             let mut subscription = generation.subscribe(after);
             loop {
                 let next = tokio::select! {
@@ -484,6 +544,7 @@ impl Cluster {
                 let Some((id, event)) = next else { break };
                 let forwarded = ClusterMessage::Event {
                     sub: req,
+                    from: self.port.replica(),
                     id,
                     event: Some(event.as_ref().clone()),
                 };
@@ -491,6 +552,8 @@ impl Cluster {
                     break;
                 }
             }
+        }
+        if forward {
             lock(&self.forwards).remove(&(from, req));
         }
     }
@@ -512,6 +575,8 @@ impl Cluster {
         let mut tick = tokio::time::interval(self.timing.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut renewed = tokio::time::Instant::now();
+        let mut fenced = false;
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return,
@@ -527,26 +592,41 @@ impl Cluster {
                 .map(|(g, _, text)| (g.message_id(), text))
                 .collect();
             match self.port.heartbeat(texts).await {
-                Ok(recovered) => {
-                    for (g, len) in saved {
-                        g.checkpointed(len);
+                Ok(beat) => {
+                    renewed = tokio::time::Instant::now();
+                    fenced = false;
+                    if beat.saved_partial {
+                        for (g, len) in saved {
+                            g.checkpointed(len);
+                        }
                     }
                     if failing {
                         failing = false;
                         tracing::info!("the replica heartbeat is back");
                     }
-                    if recovered > 0 {
+                    if beat.recovered > 0 {
                         tracing::warn!(
-                            count = recovered,
+                            count = beat.recovered,
                             "answers of a replica that stopped were marked interrupted"
                         );
                     }
                 }
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "the replica heartbeat failed; retrying");
+                Err(e) => {
+                    if !failing {
+                        failing = true;
+                        tracing::warn!(error = %e, "the replica heartbeat failed; retrying");
+                    }
+                    // Other replicas may soon take this one for dead and recover its answers:
+                    // stop generating them, so no chat ever has two generations.
+                    if !fenced && renewed.elapsed() + self.timing.heartbeat >= self.timing.lease {
+                        fenced = true;
+                        let stopped = registry.fence();
+                        tracing::error!(
+                            count = stopped,
+                            "this replica could not renew its lease; its running generations are stopped"
+                        );
+                    }
                 }
-                Err(_) => {}
             }
         }
     }

@@ -251,17 +251,29 @@ impl Claim {
         if self.ended.swap(true, Ordering::AcqRel) {
             return;
         }
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1..=6 {
-            match self.cluster.port().end_claim(self.chat, self.id).await {
-                Ok(()) => return,
-                Err(e) if attempt == 6 => {
-                    tracing::warn!(error = %e, chat = %self.chat, "the generation's lease could not be ended; it expires");
-                }
-                Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
+        shared_write("the generation's lease could not be ended", || {
+            self.cluster.port().end_claim(self.chat, self.id)
+        })
+        .await;
+    }
+}
+
+/// A write of state shared with other replicas, retried briefly (about 3 s) while the
+/// database does not answer; what still fails expires (a lease or slot older than any
+/// generation lives counts for nothing).
+async fn shared_write<F, Fut>(failed: &'static str, write: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), RepoError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=6 {
+        match write().await {
+            Ok(()) => return,
+            Err(e) if attempt == 6 => tracing::warn!(error = %e, "{failed}; it expires"),
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
             }
         }
     }
@@ -300,6 +312,11 @@ impl Generation {
             checkpointed: AtomicUsize::new(0),
             mirrored_from: Some(from),
         })
+    }
+
+    /// Its chat.
+    pub(crate) fn chat(&self) -> ChatId {
+        self.chat
     }
 
     /// The replica a mirror follows.
@@ -521,10 +538,11 @@ pub struct Slot {
 impl Slot {
     /// Frees the slot, waiting until the other replicas see it free.
     pub async fn release(mut self) {
-        if let (Some(id), Some(cluster)) = (self.shared_id.take(), self.shared.cluster.get())
-            && let Err(e) = cluster.port().free_slot(id).await
-        {
-            tracing::warn!(error = %e, "a generation slot could not be freed; it expires with the deadline");
+        if let (Some(id), Some(cluster)) = (self.shared_id.take(), self.shared.cluster.get()) {
+            shared_write("a generation slot could not be freed", || {
+                cluster.port().free_slot(id)
+            })
+            .await;
         }
     }
 }
@@ -534,7 +552,10 @@ impl Drop for Slot {
         if let (Some(id), Some(cluster)) = (self.shared_id.take(), self.shared.cluster.get()) {
             let cluster = Arc::clone(cluster);
             self.shared.runtime.spawn(async move {
-                let _ = cluster.port().free_slot(id).await;
+                shared_write("a generation slot could not be freed", || {
+                    cluster.port().free_slot(id)
+                })
+                .await;
             });
         }
         let mut c = lock(&self.shared.counts);
@@ -571,7 +592,10 @@ impl Drop for Reservation {
             if let (Some(claim), Some(cluster)) = (self.claim, self.shared.cluster.get()) {
                 let (cluster, chat) = (Arc::clone(cluster), self.chat);
                 self.shared.runtime.spawn(async move {
-                    let _ = cluster.port().release_claim(chat, claim).await;
+                    shared_write("a chat's lease could not be released", || {
+                        cluster.port().release_claim(chat, claim)
+                    })
+                    .await;
                 });
             }
         }
@@ -602,11 +626,10 @@ impl Drop for EndGuard {
             }
             tokio::time::sleep(shared.limits.linger).await;
             if let Some(claim) = &generation.claim {
-                let _ = claim
-                    .cluster
-                    .port()
-                    .release_claim(claim.chat, claim.id)
-                    .await;
+                shared_write("a chat's lease could not be released", || {
+                    claim.cluster.port().release_claim(claim.chat, claim.id)
+                })
+                .await;
             }
             let mut c = lock(&shared.counts);
             if c.by_chat
@@ -730,7 +753,8 @@ impl Generations {
         owner: UserId,
         chat: ChatId,
     ) -> Result<Option<GenerationStatus>, AdmissionError> {
-        if let Some(g) = self.get(owner, chat) {
+        let local = self.running_here(owner, chat);
+        if let Some(g) = local.running {
             return Ok(Some(g.status()));
         }
         match self.remote(owner, chat).await? {
@@ -738,7 +762,22 @@ impl Generations {
                 .status(lease, owner, chat, false)
                 .await
                 .map_err(unavailable),
-            None => Ok(None),
+            None => Ok(local.finished.map(|g| g.status())),
+        }
+    }
+
+    /// This replica's generation of `chat`: running, or finished (then a newer one may run
+    /// on another replica, so the lease decides).
+    fn running_here(&self, owner: UserId, chat: ChatId) -> Here {
+        match self.get(owner, chat) {
+            Some(g) if g.status().running => Here {
+                running: Some(g),
+                finished: None,
+            },
+            finished => Here {
+                running: None,
+                finished,
+            },
         }
     }
 
@@ -751,7 +790,7 @@ impl Generations {
         owner: UserId,
         chat: ChatId,
     ) -> Result<Option<GenerationStatus>, AdmissionError> {
-        if self.get(owner, chat).is_some() {
+        if self.running_here(owner, chat).running.is_some() {
             return Ok(self.cancel(owner, chat).await);
         }
         match self.remote(owner, chat).await? {
@@ -774,7 +813,8 @@ impl Generations {
         chat: ChatId,
         after: Option<u64>,
     ) -> Result<Option<Subscription>, AdmissionError> {
-        if let Some(g) = self.get(owner, chat) {
+        let local = self.running_here(owner, chat);
+        if let Some(g) = local.running {
             return Ok(Some(g.subscribe(after)));
         }
         match self.remote(owner, chat).await? {
@@ -783,7 +823,7 @@ impl Generations {
                 .await
                 .map_err(unavailable)?
                 .map(|mirror| mirror.subscribe(after))),
-            None => Ok(None),
+            None => Ok(local.finished.map(|g| g.subscribe(after))),
         }
     }
 
@@ -985,6 +1025,21 @@ impl Generations {
         Some(g.status())
     }
 
+    /// Stops every running generation of this process (saved `interrupted`): it lost its
+    /// lease among replicas. Returns how many were running.
+    pub(crate) fn fence(&self) -> usize {
+        let running: Vec<_> = lock(&self.shared.counts)
+            .by_chat
+            .values()
+            .filter(|g| g.status().running)
+            .cloned()
+            .collect();
+        for g in &running {
+            g.cancel_for(CANCEL_SHUTDOWN);
+        }
+        running.len()
+    }
+
     /// How many generations (streamed and blocking) hold slots now.
     #[must_use]
     pub fn running(&self) -> usize {
@@ -1001,6 +1056,10 @@ impl Generations {
         if already_closed {
             let _ = tokio::time::timeout(grace + Duration::from_secs(10), self.shared.tasks.wait())
                 .await;
+            // The first call may have been stopped before it left (leaving twice is harmless).
+            if let Some(cluster) = self.cluster() {
+                cluster.leave().await;
+            }
             return;
         }
         self.shared.tasks.close();
@@ -1038,6 +1097,12 @@ impl Generations {
             cluster.leave().await;
         }
     }
+}
+
+/// This replica's generation of a chat, split by whether it still runs.
+struct Here {
+    running: Option<Arc<Generation>>,
+    finished: Option<Arc<Generation>>,
 }
 
 fn unavailable(e: RepoError) -> AdmissionError {

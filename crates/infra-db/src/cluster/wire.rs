@@ -35,6 +35,8 @@ enum Wire {
     },
     Event {
         sub: u64,
+        #[serde(with = "text")]
+        from: u128,
         id: u64,
         event: Option<WireEvent>,
     },
@@ -83,8 +85,14 @@ pub(super) fn encode(message: &ClusterMessage) -> String {
             req: *req,
             status: status.as_ref().map(WireStatus::from_status),
         },
-        ClusterMessage::Event { sub, id, event } => Wire::Event {
+        ClusterMessage::Event {
+            sub,
+            from,
+            id,
+            event,
+        } => Wire::Event {
             sub: *sub,
+            from: from.0,
             id: *id,
             event: event.as_ref().map(WireEvent::from_event),
         },
@@ -120,8 +128,14 @@ pub(super) fn decode(text: &str) -> Option<ClusterMessage> {
             req,
             status: status.and_then(WireStatus::into_status),
         },
-        Wire::Event { sub, id, event } => ClusterMessage::Event {
+        Wire::Event {
             sub,
+            from,
+            id,
+            event,
+        } => ClusterMessage::Event {
+            sub,
+            from: ReplicaId(from),
             id,
             event: event.and_then(WireEvent::into_event),
         },
@@ -375,6 +389,7 @@ mod tests {
         for event in events {
             let message = ClusterMessage::Event {
                 sub: 3,
+                from: ReplicaId(5),
                 id: 9,
                 event: Some(event),
             };

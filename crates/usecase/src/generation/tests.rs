@@ -184,3 +184,104 @@ async fn shutdown_refuses_new_work_and_cancels_what_outlives_the_grace() {
     ));
     assert_eq!(r.running(), 0);
 }
+
+/// A coordination port whose heartbeat never renews (the database is out of reach of this
+/// replica only); everything else succeeds.
+#[derive(Debug)]
+struct CutOff;
+
+impl crate::cluster::Coordination for CutOff {
+    fn replica(&self) -> ReplicaId {
+        ReplicaId(7)
+    }
+    fn claim_chat(
+        &self,
+        _: ChatId,
+        _: UserId,
+        _: u128,
+    ) -> futures_core::future::BoxFuture<'_, Result<bool, RepoError>> {
+        Box::pin(async { Ok(true) })
+    }
+    fn end_claim(
+        &self,
+        _: ChatId,
+        _: u128,
+    ) -> futures_core::future::BoxFuture<'_, Result<(), RepoError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn release_claim(
+        &self,
+        _: ChatId,
+        _: u128,
+    ) -> futures_core::future::BoxFuture<'_, Result<(), RepoError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn lease(
+        &self,
+        _: ChatId,
+    ) -> futures_core::future::BoxFuture<'_, Result<Option<Lease>, RepoError>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn take_slot(
+        &self,
+        _: UserId,
+        _: u128,
+        _: usize,
+    ) -> futures_core::future::BoxFuture<'_, Result<bool, RepoError>> {
+        Box::pin(async { Ok(true) })
+    }
+    fn free_slot(&self, _: u128) -> futures_core::future::BoxFuture<'_, Result<(), RepoError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn spend(
+        &self,
+        _: String,
+        _: u32,
+        _: Duration,
+    ) -> futures_core::future::BoxFuture<'_, Result<crate::cluster::Spend, RepoError>> {
+        Box::pin(async { Ok(crate::cluster::Spend::Allowed) })
+    }
+    fn send(
+        &self,
+        _: ReplicaId,
+        _: crate::cluster::ClusterMessage,
+    ) -> futures_core::future::BoxFuture<'_, Result<(), RepoError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn heartbeat(
+        &self,
+        _: Vec<(MessageId, String)>,
+    ) -> futures_core::future::BoxFuture<'_, Result<crate::cluster::Beat, RepoError>> {
+        Box::pin(async { Err(RepoError::Unavailable("cut off".into())) })
+    }
+    fn leave(&self) -> futures_core::future::BoxFuture<'_, Result<(), RepoError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_replica_that_cannot_renew_its_lease_stops_its_generations() {
+    let r = registry(DisconnectPolicy::Finish, 3);
+    let (_inbox, messages) = tokio::sync::mpsc::channel(1);
+    r.join_cluster(
+        Arc::new(CutOff),
+        LeaseTiming {
+            lease: Duration::from_millis(300),
+            heartbeat: Duration::from_millis(100),
+            slot_max_age: Duration::from_secs(60),
+        },
+        messages,
+    );
+    let (g, _s) = register(&r, 4).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !g.cancellation().is_cancelled(),
+        "within the lease it runs on"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        g.cancellation().is_cancelled(),
+        "before others may take it for dead"
+    );
+    assert_eq!(g.cancel_failure(), GenerationFailure::ShuttingDown);
+}
