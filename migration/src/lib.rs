@@ -16,6 +16,7 @@ mod m20261201_000003_account_revocation;
 mod m20261201_000004_chat_list_keyset;
 mod m20261201_000005_message_search;
 mod m20261201_000006_replica_coordination;
+mod m20261201_000007_cost_source;
 
 /// Applies Arbor's migrations.
 #[derive(Debug)]
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_chat_list_keyset::Migration),
             Box::new(m20261201_000005_message_search::Migration),
             Box::new(m20261201_000006_replica_coordination::Migration),
+            Box::new(m20261201_000007_cost_source::Migration),
         ]
     }
 }

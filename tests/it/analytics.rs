@@ -76,6 +76,7 @@ async fn seed(app: &TestApp, owner: UserId, now: Timestamp) {
                         total_tokens: prompt + completion,
                     },
                     cost: Usd::from_pico(cost),
+                    cost_source: domain::CostSource::Catalogue,
                     latency_ms: 10,
                     time_to_first_token_ms: None,
                     finish_reason: Some("stop".into()),
@@ -217,4 +218,90 @@ async fn every_figure_matches_the_seeded_data(backend: Backend) {
     app.finish().await;
 }
 
-on_every_backend!(every_figure_matches_the_seeded_data);
+/// The cost and its source stored for `message`.
+async fn cost_of(app: &TestApp, message: &Value) -> (i64, String) {
+    use sea_orm::ConnectionTrait;
+    let db = app.db.raw().await;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            db.get_database_backend(),
+            match db.get_database_backend() {
+                sea_orm::DbBackend::Postgres => {
+                    "SELECT cost_pico_usd, cost_source FROM generations WHERE message_id = $1"
+                }
+                _ => "SELECT cost_pico_usd, cost_source FROM generations WHERE message_id = ?",
+            },
+            [crate::helpers::uuid_value(message)],
+        ))
+        .await
+        .unwrap()
+        .expect("a generation record");
+    let out = (
+        row.try_get("", "cost_pico_usd").unwrap(),
+        row.try_get("", "cost_source").unwrap(),
+    );
+    let _ = db.close().await;
+    out
+}
+
+/// A call whose provider reports its cost (`usage.cost`) costs that, even for a model the
+/// catalogue lists without prices; otherwise the catalogue's prices apply. Analytics adds them.
+async fn a_reported_cost_is_what_the_call_cost(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    const REPORTED: &str = "fake/reported?tokens=3&cost=0.0021";
+    const LISTED: &str = "fake/listed?tokens=3";
+    let mut models = fake_provider::default_models();
+    models.push(fake_provider::model_entry(
+        REPORTED, "Reported", "0", "0", 8_192,
+    ));
+    models.push(fake_provider::model_entry(
+        LISTED, "Listed", "0.000001", "0.000002", 8_192,
+    ));
+    app.fake.set_models(models);
+    let token = app.user_token("carol").await;
+    let chat: Value = app
+        .post_json_as("/api/v1/chats", &token, &serde_json::json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let chat = chat["uuid"].as_str().unwrap();
+    let mut spent = 0;
+    for (model, source) in [(REPORTED, "provider"), (LISTED, "catalogue")] {
+        let answer: Value = app
+            .post_json_as(
+                &format!("/api/v1/chats/{chat}/messages"),
+                &token,
+                &serde_json::json!({"content": "how much?", "model_id": model}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let (prompt, completion, _, _) =
+            crate::helpers::generation_of(&app, &answer["message_uuid"]).await;
+        let (cost, from) = cost_of(&app, &answer["message_uuid"]).await;
+        assert_eq!(from, source, "{model}");
+        let expected = if source == "provider" {
+            2_100_000_000
+        } else {
+            prompt * 1_000_000 + completion * 2_000_000
+        };
+        assert_eq!(cost, expected, "{model}");
+        spent += cost;
+    }
+    let overview = app.get_json_as("/api/v1/analytics/overview", &token).await;
+    assert_eq!(
+        overview["cost_usd"],
+        Usd::from_pico(spent).to_string(),
+        "{overview}"
+    );
+    app.finish().await;
+}
+
+on_every_backend!(
+    every_figure_matches_the_seeded_data,
+    a_reported_cost_is_what_the_call_cost
+);

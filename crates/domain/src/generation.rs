@@ -1,6 +1,7 @@
 //! What one model call produced and cost.
 
 use crate::id::{ChatId, MessageId, UserId};
+use crate::message::UnknownVariant;
 use crate::model::{ModelId, Usd};
 use crate::time::Timestamp;
 
@@ -30,8 +31,10 @@ pub struct GenerationRecord {
     pub model: ModelId,
     /// Tokens used.
     pub usage: TokenUsage,
-    /// Cost from the catalogue's per-token prices.
+    /// What the call cost.
     pub cost: Usd,
+    /// Where that cost comes from.
+    pub cost_source: CostSource,
     /// Time from request to the last token, in milliseconds.
     pub latency_ms: u64,
     /// Time from request to the first token, in milliseconds (streams only).
@@ -40,4 +43,86 @@ pub struct GenerationRecord {
     pub finish_reason: Option<String>,
     /// When the record was written.
     pub created_at: Timestamp,
+}
+
+/// Where a generation's cost comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CostSource {
+    /// The provider reported what the call cost (`usage.cost`).
+    Provider,
+    /// The catalogue's per-token prices times the tokens used (zero when it lists none).
+    #[default]
+    Catalogue,
+}
+
+impl CostSource {
+    /// The stored name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Catalogue => "catalogue",
+        }
+    }
+}
+
+impl std::str::FromStr for CostSource {
+    type Err = UnknownVariant;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "provider" => Ok(Self::Provider),
+            "catalogue" => Ok(Self::Catalogue),
+            other => Err(UnknownVariant(other.to_owned())),
+        }
+    }
+}
+
+/// The cost of a call: what the provider reported, else the catalogue's prices.
+#[must_use]
+pub fn call_cost(
+    reported: Option<Usd>,
+    prices: &crate::model::Pricing,
+    usage: TokenUsage,
+) -> (Usd, CostSource) {
+    match reported {
+        Some(cost) => (cost, CostSource::Provider),
+        None => (
+            prices.cost(usage.prompt_tokens, usage.completion_tokens),
+            CostSource::Catalogue,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Pricing;
+
+    #[test]
+    fn a_reported_cost_wins_over_the_catalogue_prices() {
+        let prices = Pricing {
+            prompt: Usd::parse_decimal("0.000001").unwrap(),
+            completion: Usd::parse_decimal("0.000002").unwrap(),
+        };
+        let usage = TokenUsage {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            total_tokens: 15,
+        };
+        let reported = Usd::parse_decimal("0.0042").unwrap();
+        assert_eq!(
+            call_cost(Some(reported), &prices, usage),
+            (reported, CostSource::Provider)
+        );
+        assert_eq!(
+            call_cost(None, &prices, usage),
+            (
+                Usd::parse_decimal("0.00002").unwrap(),
+                CostSource::Catalogue
+            )
+        );
+        assert_eq!("provider".parse(), Ok(CostSource::Provider));
+        assert!("guess".parse::<CostSource>().is_err());
+    }
 }

@@ -49,7 +49,7 @@ mod user;
 mod validation;
 
 pub use chat::{Chat, ChatTitle, SearchQuery, SystemPrompt, UNTITLED_CHAT};
-pub use generation::{GenerationRecord, TokenUsage};
+pub use generation::{CostSource, GenerationRecord, TokenUsage, call_cost};
 pub use id::{
     ApiKeyId, ChatId, GenerationId, InvalidId, MessageId, PresetId, TemplateId, TokenId, UserId,
 };

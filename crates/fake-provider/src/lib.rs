@@ -20,6 +20,7 @@
 //! | `reset_after` | after N tokens, cut the connection (no terminating chunk) |
 //! | `garbage` | add SSE comment lines, unknown fields and empty deltas |
 //! | `no_usage` | omit the usage block |
+//! | `cost` | report this call cost (USD, a decimal) in `usage.cost` (default 0, as a proxy that does not know it) |
 //!
 //! It speaks HTTP/1.1 and HTTP/2 over plain TCP (h2c with prior knowledge) on the same port,
 //! so a client can carry many streams on one connection.
@@ -145,6 +146,8 @@ pub struct Script {
     /// Omit usage.
     #[serde(default, deserialize_with = "flag")]
     pub no_usage: bool,
+    /// The cost reported in `usage.cost`, as sent (a decimal).
+    pub cost: Option<String>,
 }
 
 /// `1`, `true` or `yes` (query strings have no booleans).
@@ -302,7 +305,11 @@ async fn chat(state: Arc<State>, request: Value) -> Response<Body> {
         "prompt_tokens": prompt,
         "completion_tokens": tokens.len(),
         "total_tokens": prompt + tokens.len() as u64,
-        "cost": 0.0
+        "cost": script
+            .cost
+            .as_deref()
+            .and_then(|c| serde_json::from_str::<serde_json::Number>(c).ok())
+            .map_or(json!(0.0), Value::Number)
     });
     let id = format!("gen-{}", state.chat_requests.load(Ordering::SeqCst));
     if request["stream"].as_bool() != Some(true) {

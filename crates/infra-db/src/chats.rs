@@ -551,6 +551,7 @@ fn generation_row(record: &GenerationRecord, message: MessageId) -> generations:
         completion_tokens: Set(n(record.usage.completion_tokens)),
         total_tokens: Set(n(record.usage.total_tokens)),
         cost_pico_usd: Set(record.cost.as_pico()),
+        cost_source: Set(record.cost_source.as_str().to_owned()),
         latency_ms: Set(n(record.latency_ms)),
         ttft_ms: Set(record.time_to_first_token_ms.map(n)),
         finish_reason: Set(record.finish_reason.clone()),

@@ -94,6 +94,7 @@ fn record(chat: ChatId, user: UserId, message: MessageId) -> GenerationRecord {
             total_tokens: 15,
         },
         cost: Usd::from_pico(42),
+        cost_source: domain::CostSource::Catalogue,
         latency_ms: 120,
         time_to_first_token_ms: Some(30),
         finish_reason: Some("stop".into()),

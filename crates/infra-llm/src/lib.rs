@@ -213,6 +213,13 @@ const fn role(role: Role) -> &'static str {
     role.as_str()
 }
 
+/// The cost the provider reported. A reported 0 counts only with tokens at zero too (some
+/// proxies send `cost: 0` when they do not know it).
+fn reported_cost(u: &wire::WireUsage) -> Option<Usd> {
+    let cost = Usd::parse_decimal(&wire::decimal(u.cost.as_ref()?)?).ok()?;
+    (cost.as_pico() > 0 || u.total_tokens == 0).then_some(cost)
+}
+
 fn usage(u: &wire::WireUsage) -> TokenUsage {
     TokenUsage {
         prompt_tokens: u.prompt_tokens,
@@ -279,6 +286,7 @@ struct StreamState {
     finish_reason: Option<String>,
     usage: Option<TokenUsage>,
     provider: Option<String>,
+    cost: Option<Usd>,
     pending: std::collections::VecDeque<Result<StreamEvent, LlmError>>,
     done: bool,
     _permit: OwnedSemaphorePermit,
@@ -356,6 +364,7 @@ impl OpenAiGateway {
                 .and_then(|m| m.content.clone())
                 .unwrap_or_default(),
             usage: response.usage.as_ref().map(usage),
+            cost: response.usage.as_ref().and_then(reported_cost),
             finish_reason: choice.and_then(|c| c.finish_reason),
             provider: response.provider,
         })
@@ -377,6 +386,7 @@ impl OpenAiGateway {
             finish_reason: None,
             usage: None,
             provider: None,
+            cost: None,
             pending: std::collections::VecDeque::new(),
             done: false,
             _permit: permit,
@@ -398,6 +408,7 @@ impl OpenAiGateway {
                                 finish_reason: s.finish_reason.take(),
                                 usage: s.usage.take(),
                                 provider: s.provider.take(),
+                                cost: s.cost.take(),
                             }));
                         }
                         Some(Err(e)) => {
@@ -420,6 +431,7 @@ impl OpenAiGateway {
                             }
                             if let Some(u) = &chunk.usage {
                                 s.usage = Some(usage(u));
+                                s.cost = reported_cost(u);
                             }
                             for choice in chunk.choices {
                                 if choice.finish_reason.as_deref() == Some("error") {
@@ -459,6 +471,7 @@ impl OpenAiGateway {
             .data
             .into_iter()
             .filter_map(|m| {
+                let context_length = m.context();
                 let id = ModelId::parse(m.id).ok()?;
                 let pricing = m.pricing.unwrap_or_default();
                 let arch = m.architecture.unwrap_or_default();
@@ -466,7 +479,7 @@ impl OpenAiGateway {
                     name: m.name.unwrap_or_else(|| id.as_str().to_owned()),
                     id,
                     description: m.description,
-                    context_length: m.context_length.and_then(|c| u32::try_from(c).ok()),
+                    context_length,
                     pricing: Pricing {
                         prompt: pricing
                             .prompt

@@ -12,6 +12,39 @@ pub(crate) struct WireUsage {
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
+    /// What the call cost in USD, when the provider says (OpenRouter, LiteLLM): a number
+    /// or a numeric string.
+    #[serde(default)]
+    pub cost: Option<Value>,
+}
+
+/// A non-negative amount from a JSON number or numeric string, as plain decimal text with
+/// at most 12 decimals (picodollars): `4.2e-6` becomes `0.0000042`.
+pub(crate) fn decimal(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_owned(),
+        _ => return None,
+    };
+    let n: f64 = text.parse().ok()?;
+    if !n.is_finite() || n < 0.0 {
+        return None;
+    }
+    if !text.contains(['e', 'E']) {
+        return Some(text);
+    }
+    let plain = format!("{n:.12}");
+    Some(plain.trim_end_matches('0').trim_end_matches('.').to_owned())
+}
+
+/// A positive whole number from a JSON number or numeric string (context lengths).
+pub(crate) fn count(value: &Value) -> Option<u32> {
+    match value {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|n| *n > 0)
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,14 +122,51 @@ pub(crate) struct WireModel {
     pub name: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// OpenRouter's and most providers' field.
     #[serde(default)]
-    pub context_length: Option<u64>,
+    pub context_length: Option<Value>,
+    /// OpenRouter's per-endpoint figure.
+    #[serde(default)]
+    pub top_provider: Option<WireTopProvider>,
+    /// LiteLLM's.
+    #[serde(default)]
+    pub max_input_tokens: Option<Value>,
+    /// vLLM's.
+    #[serde(default)]
+    pub max_model_len: Option<Value>,
+    /// Others'.
+    #[serde(default)]
+    pub context_window: Option<Value>,
     #[serde(default)]
     pub created: Option<i64>,
     #[serde(default)]
     pub pricing: Option<WirePricing>,
     #[serde(default)]
     pub architecture: Option<WireArchitecture>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct WireTopProvider {
+    #[serde(default)]
+    pub context_length: Option<Value>,
+}
+
+impl WireModel {
+    /// The context length from whichever field the provider uses.
+    pub(crate) fn context(&self) -> Option<u32> {
+        [
+            self.context_length.as_ref(),
+            self.top_provider
+                .as_ref()
+                .and_then(|t| t.context_length.as_ref()),
+            self.max_input_tokens.as_ref(),
+            self.max_model_len.as_ref(),
+            self.context_window.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(count)
+    }
 }
 
 #[derive(Debug, Deserialize)]

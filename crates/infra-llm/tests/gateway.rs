@@ -78,10 +78,12 @@ async fn deltas_arrive_in_order_and_end_with_usage_and_finish_reason_despite_gar
         finish_reason,
         usage,
         provider,
+        cost,
     }) = last
     else {
         panic!("{last:?}");
     };
+    assert_eq!(*cost, None, "a reported 0 with tokens used is not a cost");
     assert_eq!(finish_reason.as_deref(), Some("stop"));
     assert_eq!(usage.unwrap().completion_tokens, 5);
     assert_eq!(usage.unwrap().prompt_tokens, 4);
@@ -339,4 +341,55 @@ async fn the_model_list_is_read_with_prices_and_modalities() {
         gateway.list_models().await,
         Err(LlmError::Unavailable { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_cost_the_provider_reports_is_read_from_blocking_and_streamed_answers() {
+    let fake = FakeProvider::start().await.unwrap();
+    let gateway = OpenAiGateway::new(config(&fake)).unwrap();
+    let answer = gateway
+        .complete(request("fake/x?tokens=3&cost=0.00123"))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.cost.map(|c| c.to_string()).as_deref(),
+        Some("0.00123")
+    );
+    let items = collect(&gateway, "fake/x?tokens=3&cost=0.0000042").await;
+    let Some(Ok(StreamEvent::Done { cost, .. })) = items.last() else {
+        panic!("{items:?}");
+    };
+    assert_eq!(cost.map(|c| c.to_string()).as_deref(), Some("0.0000042"));
+    let unknown = gateway.complete(request("fake/x?tokens=3")).await.unwrap();
+    assert_eq!(unknown.cost, None, "a 0 with tokens used is not a cost");
+}
+
+#[tokio::test]
+async fn the_context_length_is_read_from_whichever_field_the_provider_uses() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.set_models(vec![
+        serde_json::json!({"id": "or/model", "top_provider": {"context_length": 32_000}}),
+        serde_json::json!({"id": "litellm/model", "max_input_tokens": "16000"}),
+        serde_json::json!({"id": "vllm/model", "max_model_len": 4_096}),
+        serde_json::json!({"id": "bare/model", "object": "model", "owned_by": "someone"}),
+        serde_json::json!({"id": "odd/model", "context_length": "many", "context_window": 8_000}),
+    ]);
+    let gateway = OpenAiGateway::new(config(&fake)).unwrap();
+    let models = gateway.list_models().await.unwrap();
+    let context = |id: &str| {
+        models
+            .iter()
+            .find(|m| m.id.as_str() == id)
+            .unwrap()
+            .context_length
+    };
+    assert_eq!(context("or/model"), Some(32_000));
+    assert_eq!(context("litellm/model"), Some(16_000));
+    assert_eq!(context("vllm/model"), Some(4_096));
+    assert_eq!(context("bare/model"), None);
+    assert_eq!(
+        context("odd/model"),
+        Some(8_000),
+        "an unreadable field is skipped"
+    );
 }

@@ -513,6 +513,7 @@ where
         let completion = completion.map_err(ChatError::Llm)?;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let usage = completion.usage.unwrap_or_default();
+        let (cost, cost_source) = domain::call_cost(completion.cost, &plan.info.pricing, usage);
         let answer = self.new_message(
             under.id,
             Role::Assistant,
@@ -526,10 +527,8 @@ where
             provider: completion.provider.unwrap_or_else(|| self.provider.clone()),
             model: plan.model,
             usage,
-            cost: plan
-                .info
-                .pricing
-                .cost(usage.prompt_tokens, usage.completion_tokens),
+            cost,
+            cost_source,
             latency_ms,
             time_to_first_token_ms: None,
             finish_reason: completion.finish_reason,

@@ -39,6 +39,8 @@ pub struct Completion {
     pub finish_reason: Option<String>,
     /// The upstream provider that served it, when reported (OpenRouter routes).
     pub provider: Option<String>,
+    /// What the call cost, when the provider reported it (`usage.cost`).
+    pub cost: Option<domain::Usd>,
 }
 
 /// One item of a streamed completion.
@@ -54,6 +56,8 @@ pub enum StreamEvent {
         usage: Option<TokenUsage>,
         /// The upstream provider, when reported.
         provider: Option<String>,
+        /// What the call cost, when reported.
+        cost: Option<domain::Usd>,
     },
 }
 

@@ -197,6 +197,7 @@ impl crate::llm::LlmGateway for FakeLlm {
             usage: None,
             finish_reason: Some("stop".into()),
             provider: None,
+            cost: None,
         })
     }
 
@@ -214,6 +215,7 @@ impl crate::llm::LlmGateway for FakeLlm {
             finish_reason: answer.finish_reason,
             usage: None,
             provider: None,
+            cost: None,
         }));
         Ok(Box::pin(VecStream(items.into_iter())))
     }

@@ -14,6 +14,7 @@ pub struct Model {
     pub completion_tokens: i64,
     pub total_tokens: i64,
     pub cost_pico_usd: i64,
+    pub cost_source: String,
     pub latency_ms: i64,
     pub ttft_ms: Option<i64>,
     pub finish_reason: Option<String>,

@@ -34,6 +34,7 @@ pub(super) struct StreamEnd {
     pub(super) finish_reason: Option<String>,
     pub(super) usage: Option<TokenUsage>,
     pub(super) provider: Option<String>,
+    pub(super) cost: Option<domain::Usd>,
 }
 
 /// The most text one chunk event carries when deltas arrive faster than they are read.
@@ -90,6 +91,7 @@ pub(super) async fn pump(
                         finish_reason: Some("length".into()),
                         usage: None,
                         provider: None,
+                        cost: None,
                     });
                 }
                 content.push_str(&delta);
@@ -99,6 +101,7 @@ pub(super) async fn pump(
                 finish_reason,
                 usage,
                 provider,
+                cost,
             } => {
                 if content.is_empty() {
                     return Err(GenerationFailure::Provider(LlmError::BrokenStream(
@@ -109,6 +112,7 @@ pub(super) async fn pump(
                     finish_reason,
                     usage,
                     provider,
+                    cost,
                 });
             }
         }
@@ -139,6 +143,7 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
     let (status, record, event) = match result {
         Ok(end) => {
             let usage = end.usage.unwrap_or_default();
+            let (cost, cost_source) = domain::call_cost(end.cost, &job.plan.info.pricing, usage);
             let record = GenerationRecord {
                 message_id: job.message,
                 chat_id: job.chat,
@@ -146,11 +151,8 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
                 provider: end.provider.unwrap_or(job.provider),
                 model: job.plan.model.clone(),
                 usage,
-                cost: job
-                    .plan
-                    .info
-                    .pricing
-                    .cost(usage.prompt_tokens, usage.completion_tokens),
+                cost,
+                cost_source,
                 latency_ms: ms(started.elapsed()),
                 time_to_first_token_ms: first_token.map(|t| ms(t.duration_since(started))),
                 finish_reason: end.finish_reason.clone(),
