@@ -17,6 +17,7 @@ mod m20261201_000004_chat_list_keyset;
 mod m20261201_000005_message_search;
 mod m20261201_000006_replica_coordination;
 mod m20261201_000007_cost_source;
+mod m20261201_000008_inactive_models;
 
 /// Applies Arbor's migrations.
 #[derive(Debug)]
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_message_search::Migration),
             Box::new(m20261201_000006_replica_coordination::Migration),
             Box::new(m20261201_000007_cost_source::Migration),
+            Box::new(m20261201_000008_inactive_models::Migration),
         ]
     }
 }

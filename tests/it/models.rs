@@ -163,7 +163,63 @@ async fn each_user_has_a_default_model_validated_against_the_catalogue(backend: 
     app.finish().await;
 }
 
+/// A model the provider stops listing is no longer listed, found or accepted (a clear 422, not
+/// a 502 from the provider) after the next refresh; its row is kept; listed again, it is back.
+async fn a_model_the_provider_drops_is_inactive_after_the_next_refresh(backend: Backend) {
+    let Some(app) = app_with_ttl(backend, 1).await else {
+        return;
+    };
+    let token = app.user_token("dora").await;
+    let mut with = fake_provider::default_models();
+    with.push(fake_provider::model_entry(
+        "fake/retired",
+        "Retired",
+        "0",
+        "0",
+        4_096,
+    ));
+    app.fake.set_models(with.clone());
+    let listed: Value = models(&app, &token).await.json().await.unwrap();
+    assert_eq!(listed["total"], 4);
+    let chat: Value = app
+        .post_json_as("/api/v1/chats", &token, &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let chat = chat["uuid"].as_str().unwrap();
+    let send = |model: &'static str| {
+        let path = format!("/api/v1/chats/{chat}/messages");
+        let app = &app;
+        let token = token.clone();
+        async move {
+            app.post_json_as(&path, &token, &json!({"content": "hi", "model_id": model}))
+                .await
+        }
+    };
+    assert_eq!(send("fake/retired").await.status(), 201);
+
+    app.fake.set_models(fake_provider::default_models());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let listed: Value = models(&app, &token).await.json().await.unwrap();
+    assert_eq!(listed["total"], 3);
+    assert_eq!(
+        app.get_as("/api/v1/models/fake/retired", &token)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(send("fake/retired").await.status(), 422);
+    assert_eq!(app.db.count("models", None).await, 4, "the row is kept");
+
+    app.fake.set_models(with);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(send("fake/retired").await.status(), 201, "listed again");
+    app.finish().await;
+}
+
 on_every_backend!(
+    a_model_the_provider_drops_is_inactive_after_the_next_refresh,
     the_catalogue_fills_refreshes_by_upsert_and_falls_back_to_stale,
     concurrent_requests_on_an_expired_catalogue_share_one_refresh,
     each_user_has_a_default_model_validated_against_the_catalogue

@@ -1,8 +1,9 @@
 //! [`ModelCatalogRepository`] on sea-orm: the provider's catalogue, refreshed by upsert.
 
 use domain::{ModelId, ModelInfo, Timestamp, UserId};
+use sea_orm::prelude::Expr;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{EntityTrait, QueryOrder, Set};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use usecase::catalog::{SettingsRepository, UserSettings};
 use usecase::ports::{Entity, ModelCatalogRepository, RepoError};
 
@@ -11,7 +12,7 @@ use crate::convert::{join_names, to_model_info, ts, uuid};
 use crate::entity::{models, user_settings};
 use crate::error::{classify, corrupt, to_repo_error};
 
-/// Rows per `INSERT … ON CONFLICT` statement (11 parameters each).
+/// Rows per `INSERT … ON CONFLICT` statement (12 parameters each).
 const UPSERT_CHUNK: usize = 200;
 
 fn row(m: &ModelInfo) -> models::ActiveModel {
@@ -26,6 +27,7 @@ fn row(m: &ModelInfo) -> models::ActiveModel {
         output_modalities: Set(join_names(&m.output_modalities)),
         created: Set(m.created),
         fetched_at: Set(ts(m.fetched_at)),
+        active: Set(true),
     }
 }
 
@@ -35,6 +37,14 @@ impl ModelCatalogRepository for SeaOrmStore {
             return Ok(());
         }
         let txn = self.begin_write().await?;
+        // What the provider no longer lists stays, inactive; the upsert below re-activates
+        // what it lists (one transaction: readers never see the list empty).
+        models::Entity::update_many()
+            .col_expr(models::Column::Active, Expr::value(false))
+            .filter(models::Column::Active.eq(true))
+            .exec(&txn)
+            .await
+            .map_err(to_repo_error)?;
         for (i, chunk) in models.chunks(UPSERT_CHUNK).enumerate() {
             models::Entity::insert_many(chunk.iter().map(row))
                 .on_conflict(
@@ -49,6 +59,7 @@ impl ModelCatalogRepository for SeaOrmStore {
                             models::Column::OutputModalities,
                             models::Column::Created,
                             models::Column::FetchedAt,
+                            models::Column::Active,
                         ])
                         .to_owned(),
                 )
@@ -64,6 +75,7 @@ impl ModelCatalogRepository for SeaOrmStore {
 
     async fn list_models(&self) -> Result<Vec<ModelInfo>, RepoError> {
         models::Entity::find()
+            .filter(models::Column::Active.eq(true))
             .order_by_asc(models::Column::Id)
             .all(&self.read)
             .await
@@ -75,6 +87,7 @@ impl ModelCatalogRepository for SeaOrmStore {
 
     async fn get_model(&self, id: &ModelId) -> Result<ModelInfo, RepoError> {
         models::Entity::find_by_id(id.as_str().to_owned())
+            .filter(models::Column::Active.eq(true))
             .one(&self.read)
             .await
             .map_err(to_repo_error)?

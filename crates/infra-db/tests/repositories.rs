@@ -576,7 +576,11 @@ mod suite {
             .unwrap();
         let all = store.list_models().await.unwrap();
         let ids: Vec<_> = all.iter().map(|m| m.id.as_str()).collect();
-        assert_eq!(ids, ["a/one", "b/two", "c/three"]);
+        assert_eq!(ids, ["a/one", "c/three"], "b/two is no longer listed");
+        assert!(matches!(
+            store.get_model(&ModelId::parse("b/two").unwrap()).await,
+            Err(RepoError::NotFound(Entity::Model))
+        ));
         let one = store
             .get_model(&ModelId::parse("a/one").unwrap())
             .await
@@ -593,7 +597,25 @@ mod suite {
             .map(|i| model(&format!("bulk/{i}"), "0.1"))
             .collect();
         store.upsert_models(many).await.unwrap();
-        assert_eq!(db.count("models", None).await, 453);
+        assert_eq!(
+            db.count("models", None).await,
+            453,
+            "rows are kept, inactive"
+        );
+        assert_eq!(store.list_models().await.unwrap().len(), 450);
+        // Listed again, a model is active again.
+        store
+            .upsert_models(vec![model("b/two", "0.000003")])
+            .await
+            .unwrap();
+        let ids: Vec<_> = store
+            .list_models()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id.as_str().to_owned())
+            .collect();
+        assert_eq!(ids, ["b/two"]);
     }
 
     fn successor(hash: &str) -> RefreshSuccessor {

@@ -756,8 +756,9 @@ pub trait TemplateRepository: Send + Sync + 'static {
 
 /// The cached model catalogue.
 pub trait ModelCatalogRepository: Send + Sync + 'static {
-    /// Inserts new models and updates known ones, in one transaction, keeping exactly one row
-    /// per model id. Models absent from `models` are left as they are.
+    /// Makes `models` the catalogue, in one transaction: inserts new models, updates known
+    /// ones (one row per model id), and marks inactive the models absent from `models` (kept,
+    /// but no longer listed or found). An empty list changes nothing.
     ///
     /// # Errors
     /// Storage failures only.
@@ -766,16 +767,16 @@ pub trait ModelCatalogRepository: Send + Sync + 'static {
         models: Vec<ModelInfo>,
     ) -> impl Future<Output = Result<(), RepoError>> + Send;
 
-    /// Every cached model, ordered by id.
+    /// Every active cached model, ordered by id.
     ///
     /// # Errors
     /// Storage failures only.
     fn list_models(&self) -> impl Future<Output = Result<Vec<ModelInfo>, RepoError>> + Send;
 
-    /// One cached model.
+    /// One active cached model.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Model`].
+    /// [`RepoError::NotFound`] with [`Entity::Model`] (also for an inactive one).
     fn get_model(&self, id: &ModelId) -> impl Future<Output = Result<ModelInfo, RepoError>> + Send;
 }
 

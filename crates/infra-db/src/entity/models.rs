@@ -17,6 +17,7 @@ pub struct Model {
     pub output_modalities: String,
     pub created: Option<i64>,
     pub fetched_at: i64,
+    pub active: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -341,7 +341,13 @@ impl TemplateRepository for InMemoryStore {
 
 impl ModelCatalogRepository for InMemoryStore {
     async fn upsert_models(&self, models: Vec<ModelInfo>) -> Result<(), RepoError> {
+        if models.is_empty() {
+            return Ok(());
+        }
         self.with(|s| {
+            // Absent models are dropped here (the database adapter keeps them, inactive):
+            // neither lists nor finds them.
+            s.models.clear();
             for m in models {
                 s.models.insert(m.id.clone(), m);
             }
