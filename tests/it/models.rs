@@ -218,7 +218,85 @@ async fn a_model_the_provider_drops_is_inactive_after_the_next_refresh(backend: 
     app.finish().await;
 }
 
+/// With `[[llm.providers]]`, a primary that refuses connections falls back to the next
+/// provider, and the generation record names the one that answered; the catalogue is what
+/// the answering provider lists.
+async fn a_dead_primary_provider_falls_back_and_the_record_names_the_other(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let backup = fake_provider::FakeProvider::start().await.unwrap();
+    let dead = {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("http://127.0.0.1:{port}/v1")
+    };
+    let mut settings = test_settings(db.url());
+    let provider = |name: &str, base_url: String, priority| arbor::config::ProviderSettings {
+        name: name.to_owned(),
+        base_url,
+        api_key_env: String::new(),
+        models: vec!["*".to_owned()],
+        priority,
+        max_concurrent_requests: None,
+        request_timeout_secs: None,
+        http2_prior_knowledge: false,
+        headers: std::collections::BTreeMap::new(),
+    };
+    settings.llm.providers = vec![
+        provider("primary", dead, 0),
+        provider("backup", backup.base_url(), 1),
+    ];
+    let app = TestApp::spawn_with(settings, db).await;
+    let token = app.user_token("erin").await;
+    let listed: Value = models(&app, &token).await.json().await.unwrap();
+    assert_eq!(listed["total"], 3, "the backup's list");
+    let chat: Value = app
+        .post_json_as("/api/v1/chats", &token, &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sent = app
+        .post_json_as(
+            &format!("/api/v1/chats/{}/messages", chat["uuid"].as_str().unwrap()),
+            &token,
+            &json!({"content": "anyone there?", "model_id": "fake/small"}),
+        )
+        .await;
+    assert_eq!(sent.status(), 201);
+    let answer: Value = sent.json().await.unwrap();
+    let provider: String = {
+        use sea_orm::ConnectionTrait;
+        let conn = app.db.raw().await;
+        let sql = match conn.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                "SELECT provider FROM generations WHERE message_id = $1"
+            }
+            _ => "SELECT provider FROM generations WHERE message_id = ?",
+        };
+        let row = conn
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                conn.get_database_backend(),
+                sql,
+                [crate::helpers::uuid_value(&answer["message_uuid"])],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = conn.close().await;
+        row.try_get("", "provider").unwrap()
+    };
+    assert_eq!(provider.split('/').next(), Some("backup"), "{provider}");
+    assert!(backup.stats().chat_requests >= 1, "the backup answered (and titled the chat)");
+    app.finish().await;
+}
+
 on_every_backend!(
+    a_dead_primary_provider_falls_back_and_the_record_names_the_other,
     a_model_the_provider_drops_is_inactive_after_the_next_refresh,
     the_catalogue_fills_refreshes_by_upsert_and_falls_back_to_stale,
     concurrent_requests_on_an_expired_catalogue_share_one_refresh,

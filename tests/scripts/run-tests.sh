@@ -35,7 +35,7 @@ if [ "$what" = all ] || [ "$what" = unit ]; then
   run doc --doc
   run cli --test cli -- --test-threads "$threads"
   # The provider adapter against the fake provider (a real local HTTP server).
-  run llm-adapter --test protocol --test standalone --test gateway -- --test-threads "$threads"
+  run llm-adapter --test protocol --test standalone --test gateway --test router -- --test-threads "$threads"
 fi
 if [ "$what" = all ] || [ "$what" = db ]; then
   for backend in sqlite postgres mysql; do

@@ -76,6 +76,8 @@ struct State {
     model_requests: AtomicU64,
     http2_chat_requests: AtomicU64,
     fail_models: AtomicBool,
+    /// When not 0: every chat request answers this HTTP status (the provider is down).
+    fail_chats: std::sync::atomic::AtomicU16,
     models: Mutex<Vec<Value>>,
     attempts: Mutex<HashMap<String, u32>>,
     requests: Mutex<Vec<Value>>,
@@ -278,6 +280,14 @@ async fn chat(state: Arc<State>, request: Value) -> Response<Body> {
         .unwrap_or("fake/default")
         .to_owned();
     let script = Script::from_model(&model);
+    let down = state.fail_chats.load(Ordering::SeqCst);
+    if down != 0 {
+        let status = StatusCode::from_u16(down).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return full(
+            status,
+            json!({"error": {"code": down, "message": format!("provider down ({down})")}}),
+        );
+    }
     if let Some(status) = script.status {
         let attempt = {
             let mut attempts = state.attempts.lock().unwrap_or_else(|e| e.into_inner());
@@ -634,6 +644,13 @@ impl FakeProvider {
     /// Replaces the model list served by `/models`.
     pub fn set_models(&self, models: Vec<Value>) {
         *self.state.models.lock().unwrap_or_else(|e| e.into_inner()) = models;
+    }
+
+    /// Makes every chat request answer `status` (or, with `None`, serve again).
+    pub fn fail_chats(&self, status: Option<u16>) {
+        self.state
+            .fail_chats
+            .store(status.unwrap_or(0), Ordering::SeqCst);
     }
 
     /// Makes `/models` answer 500 (or recover).

@@ -16,7 +16,10 @@
 //!   connection, and releases the concurrency permit.
 
 mod retry;
+mod router;
 mod wire;
+
+pub use router::{Provider, ProviderRouter};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -190,6 +190,41 @@ pub struct LlmSettings {
     pub default_model: String,
     /// The provider's name in generation records.
     pub provider_name: String,
+    /// Several providers (`[[llm.providers]]`); empty: the one at `base_url` serves every
+    /// model.
+    #[serde(default)]
+    pub providers: Vec<ProviderSettings>,
+}
+
+/// One of several providers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// Its name in generation records.
+    pub name: String,
+    /// OpenAI-compatible base URL.
+    pub base_url: String,
+    /// The environment variable holding its API key (empty: no key).
+    #[serde(default)]
+    pub api_key_env: String,
+    /// Model ids it serves: `prefix/` or `prefix*`, `*`, or exact ids; empty: its own list.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Lower is tried first.
+    #[serde(default)]
+    pub priority: u32,
+    /// Its own concurrency cap (default: `llm.max_concurrent_requests`).
+    #[serde(default)]
+    pub max_concurrent_requests: Option<usize>,
+    /// Its own limit for a blocking call or opening a stream, in seconds.
+    #[serde(default)]
+    pub request_timeout_secs: Option<u64>,
+    /// HTTP/2 without negotiation on an `http://` base URL.
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
+    /// Extra headers on its requests.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// The model catalogue.
@@ -433,6 +468,24 @@ impl Settings {
                 "credentials are never allowed with the * origin; list the origins",
             );
         }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.llm.providers {
+            if p.name.trim().is_empty() || p.name.len() > 100 || !names.insert(p.name.as_str()) {
+                return invalid(
+                    "llm.providers",
+                    "every provider needs a unique name of at most 100 characters",
+                );
+            }
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                return invalid("llm.providers", "a provider's base_url must be http(s)://");
+            }
+            if p.max_concurrent_requests == Some(0) || p.request_timeout_secs == Some(0) {
+                return invalid(
+                    "llm.providers",
+                    "a provider's max_concurrent_requests and request_timeout_secs must be positive",
+                );
+            }
+        }
         let c = &self.cluster;
         if c.heartbeat_ms < 100 || c.heartbeat_ms.saturating_mul(3) > c.lease_ms {
             return invalid(
@@ -576,6 +629,49 @@ impl Settings {
         }
     }
 
+    /// The providers: `[[llm.providers]]`, or the one at `llm.base_url` serving every model.
+    ///
+    /// # Errors
+    /// A provider's HTTP client cannot be built.
+    pub fn llm_router(&self) -> Result<infra_llm::ProviderRouter, infra_llm::BuildError> {
+        let base = self.llm_config();
+        if self.llm.providers.is_empty() {
+            return Ok(infra_llm::ProviderRouter::new(vec![infra_llm::Provider {
+                name: self.llm.provider_name.clone(),
+                models: vec!["*".to_owned()],
+                priority: 0,
+                gateway: infra_llm::OpenAiGateway::new(base)?,
+            }]));
+        }
+        let mut providers = Vec::new();
+        for p in &self.llm.providers {
+            let mut config = base.clone();
+            config.base_url.clone_from(&p.base_url);
+            config.api_key = if p.api_key_env.is_empty() {
+                String::new()
+            } else {
+                std::env::var(&p.api_key_env).unwrap_or_default()
+            };
+            if let Some(n) = p.max_concurrent_requests {
+                config.max_concurrent_requests = n;
+            }
+            if let Some(secs) = p.request_timeout_secs {
+                config.request_timeout = Duration::from_secs(secs);
+            }
+            config.http2_prior_knowledge = p.http2_prior_knowledge;
+            config
+                .extra_headers
+                .extend(p.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+            providers.push(infra_llm::Provider {
+                name: p.name.clone(),
+                models: p.models.clone(),
+                priority: p.priority,
+                gateway: infra_llm::OpenAiGateway::new(config)?,
+            });
+        }
+        Ok(infra_llm::ProviderRouter::new(providers))
+    }
+
     /// The route limits (shared with the other replicas through `shared`).
     #[must_use]
     pub fn route_limits(
@@ -678,6 +774,39 @@ mod tests {
         );
         s.auth.jwt_secret = SecretString::from("x".repeat(32));
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn several_providers_are_read_checked_and_built() {
+        let providers = r#"
+            [[llm.providers]]
+            name = "local"
+            base_url = "http://127.0.0.1:11434/v1"
+            priority = 1
+            [[llm.providers]]
+            name = "openrouter"
+            base_url = "https://openrouter.ai/api/v1"
+            api_key_env = "ARBOR_TEST_NO_SUCH_KEY"
+            models = ["openai/", "anthropic/*"]
+            priority = 5
+            max_concurrent_requests = 8
+            headers = { "X-Title" = "Arbor" }
+        "#;
+        let mut s: Settings = Figment::from(Toml::string(DEFAULTS_TOML))
+            .merge(Toml::string(providers))
+            .extract()
+            .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.llm.providers.len(), 2);
+        assert_eq!(s.llm.providers[1].models, ["openai/", "anthropic/*"]);
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        assert!(s.llm_router().is_ok());
+        s.llm.providers[1].name = "local".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("llm.providers"), "{err}");
+        s.llm.providers[1].name = "other".into();
+        s.llm.providers[1].base_url = "ftp://x".into();
+        assert!(s.validate().is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use infra_db::SeaOrmStore;
-use infra_llm::OpenAiGateway;
+use infra_llm::ProviderRouter;
 use tracing_actix_web::TracingLogger;
 use usecase::analytics::AnalyticsService;
 use usecase::auth::{AuthPolicy, AuthService};
@@ -28,7 +28,7 @@ pub type Store = SeaOrmStore;
 /// The auth use case with its concrete adapters.
 pub type Auth = AuthService<Store, Argon2Hasher, JwtCodec, SystemClock, UuidV7Ids>;
 /// The model catalogue with its concrete adapters.
-pub type Catalog = CatalogService<Store, OpenAiGateway, SystemClock>;
+pub type Catalog = CatalogService<Store, ProviderRouter, SystemClock>;
 /// Presets with their concrete adapters.
 pub type Presets = PresetService<Store, Catalog, SystemClock, UuidV7Ids>;
 /// Templates with their concrete adapters.
@@ -36,7 +36,7 @@ pub type Templates = TemplateService<Store, SystemClock, UuidV7Ids>;
 /// Analytics with their concrete adapters.
 pub type Analytics = AnalyticsService<Store, SystemClock>;
 /// Conversations with their concrete adapters.
-pub type Chats = ChatService<Store, OpenAiGateway, Catalog, SystemClock, UuidV7Ids>;
+pub type Chats = ChatService<Store, ProviderRouter, Catalog, SystemClock, UuidV7Ids>;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -322,7 +322,7 @@ impl Application {
         } else {
             web::Data::new(auth)
         };
-        let llm = OpenAiGateway::new(settings.llm_config())?;
+        let llm = settings.llm_router()?;
         let catalog = Arc::new(Catalog::new(
             store.clone(),
             llm.clone(),
