@@ -291,7 +291,10 @@ async fn a_dead_primary_provider_falls_back_and_the_record_names_the_other(backe
         row.try_get("", "provider").unwrap()
     };
     assert_eq!(provider.split('/').next(), Some("backup"), "{provider}");
-    assert!(backup.stats().chat_requests >= 1, "the backup answered (and titled the chat)");
+    assert!(
+        backup.stats().chat_requests >= 1,
+        "the backup answered (and titled the chat)"
+    );
     app.finish().await;
 }
 

@@ -235,127 +235,11 @@ pub struct Generation {
     mirrored_from: Option<ReplicaId>,
 }
 
-/// A generation's lease among replicas.
-#[derive(Debug)]
-struct Claim {
-    cluster: Arc<Cluster>,
-    chat: ChatId,
-    id: u128,
-    ended: std::sync::atomic::AtomicBool,
-}
-
-impl Claim {
-    /// Ends the lease, retrying briefly while the database does not answer (until then
-    /// other replicas see the chat busy; a lease past any generation's life frees it anyway).
-    async fn end(&self) {
-        if self.ended.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        shared_write("the generation's lease could not be ended", || {
-            self.cluster.port().end_claim(self.chat, self.id)
-        })
-        .await;
-    }
-}
-
-/// A write of state shared with other replicas, retried briefly (about 3 s) while the
-/// database does not answer; what still fails expires (a lease or slot older than any
-/// generation lives counts for nothing).
-async fn shared_write<F, Fut>(failed: &'static str, write: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<(), RepoError>>,
-{
-    let mut delay = Duration::from_millis(100);
-    for attempt in 1..=6 {
-        match write().await {
-            Ok(()) => return,
-            Err(e) if attempt == 6 => tracing::warn!(error = %e, "{failed}; it expires"),
-            Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Generation {
-    /// A mirror of a generation that runs on another replica, fed with its events from id
-    /// `first` on.
-    pub(crate) fn mirror(
-        chat: ChatId,
-        owner: UserId,
-        status: &GenerationStatus,
-        first: u64,
-        from: ReplicaId,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            chat,
-            owner,
-            message: status.message,
-            user_message: status.user_message,
-            model: status.model.clone(),
-            started_at: status.started_at,
-            cancel: CancellationToken::new(),
-            cancel_reason: AtomicU8::new(CANCEL_NONE),
-            // Its last listener leaving cancels the mirror, which detaches it.
-            policy: DisconnectPolicy::Cancel,
-            log: Mutex::new(Log::default()),
-            published: watch::channel(0).0,
-            listeners: AtomicUsize::new(0),
-            first,
-            claim: None,
-            checkpointed: AtomicUsize::new(0),
-            mirrored_from: Some(from),
-        })
-    }
-
-    /// Its chat.
-    pub(crate) fn chat(&self) -> ChatId {
-        self.chat
-    }
-
-    /// The replica a mirror follows.
-    pub(crate) fn mirrored_from(&self) -> Option<ReplicaId> {
-        self.mirrored_from
-    }
-
-    /// The id the next event will have.
-    pub(crate) fn next_id(&self) -> u64 {
-        self.first + lock(&self.log).events.len() as u64
-    }
-
-    /// Ends a mirror whose source stopped answering.
-    pub(crate) fn end_as_lost(&self) {
-        if !Self::finished(&lock(&self.log)) {
-            self.publish(GenerationEvent::Error(GenerationFailure::Storage));
-            self.publish(GenerationEvent::Done);
-        }
-    }
-
-    /// The answer it writes.
-    #[must_use]
-    pub fn message_id(&self) -> MessageId {
-        self.message
-    }
-
-    /// The heartbeat saved the first `len` bytes of the text.
-    pub(crate) fn checkpointed(&self, len: usize) {
-        self.checkpointed.fetch_max(len, Ordering::AcqRel);
-    }
-
-    /// Tells the other replicas the generation ended (its chat may start another), before
-    /// its end is published. Nothing to do without replicas.
-    pub async fn end_lease(&self) {
-        if let Some(claim) = &self.claim {
-            claim.end().await;
-        }
-    }
-
     /// The token the generation task stops on.
     #[must_use]
     pub fn cancellation(&self) -> &CancellationToken {
@@ -683,150 +567,6 @@ impl Generations {
         }
     }
 
-    /// Shares this registry's state with other replicas through `port`: caps, chat
-    /// reservations, and status, cancel and re-attach of generations wherever they run.
-    /// `inbox` carries the messages other replicas send to this one. Starts the heartbeat.
-    pub fn join_cluster(
-        &self,
-        port: Arc<dyn Coordination>,
-        timing: LeaseTiming,
-        inbox: tokio::sync::mpsc::Receiver<crate::cluster::ClusterMessage>,
-    ) {
-        let cluster = Arc::new(Cluster::new(port, timing));
-        if self.shared.cluster.set(Arc::clone(&cluster)).is_err() {
-            return;
-        }
-        self.shared
-            .runtime
-            .spawn(Arc::clone(&cluster).serve(self.clone(), inbox));
-        self.shared.runtime.spawn(cluster.beat(self.clone()));
-    }
-
-    fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.shared.cluster.get()
-    }
-
-    /// The text of this replica's running generations that grew since the last heartbeat
-    /// saved it: `(generation, length, text)`.
-    pub(crate) fn partial_answers(&self) -> Vec<(Arc<Generation>, usize, String)> {
-        let running: Vec<_> = lock(&self.shared.counts)
-            .by_chat
-            .values()
-            .cloned()
-            .collect();
-        running
-            .into_iter()
-            .filter_map(|g| {
-                let log = lock(&g.log);
-                let len = log.text.len();
-                let grew = len > g.checkpointed.load(Ordering::Acquire);
-                let text = (grew && !Generation::finished(&log)).then(|| log.text.clone())?;
-                drop(log);
-                Some((g, len, text))
-            })
-            .collect()
-    }
-
-    /// Who holds `chat`'s generation among the replicas, when it is another one (and the
-    /// generation is `owner`'s).
-    async fn remote(
-        &self,
-        owner: UserId,
-        chat: ChatId,
-    ) -> Result<Option<(&Arc<Cluster>, Lease)>, AdmissionError> {
-        let Some(cluster) = self.cluster() else {
-            return Ok(None);
-        };
-        let lease = cluster.port().lease(chat).await.map_err(unavailable)?;
-        Ok(lease
-            .filter(|l| l.owner == owner && l.replica != cluster.port().replica())
-            .map(|l| (cluster, l)))
-    }
-
-    /// How `chat`'s generation stands, on whichever replica it runs.
-    ///
-    /// # Errors
-    /// [`AdmissionError::Unavailable`] when the shared state or the owning replica cannot
-    /// be reached.
-    pub async fn status_anywhere(
-        &self,
-        owner: UserId,
-        chat: ChatId,
-    ) -> Result<Option<GenerationStatus>, AdmissionError> {
-        let local = self.running_here(owner, chat);
-        if let Some(g) = local.running {
-            return Ok(Some(g.status()));
-        }
-        match self.remote(owner, chat).await? {
-            Some((cluster, lease)) => cluster
-                .status(lease, owner, chat, false)
-                .await
-                .map_err(unavailable),
-            None => Ok(local.finished.map(|g| g.status())),
-        }
-    }
-
-    /// This replica's generation of `chat`: running, or finished (then a newer one may run
-    /// on another replica, so the lease decides).
-    fn running_here(&self, owner: UserId, chat: ChatId) -> Here {
-        match self.get(owner, chat) {
-            Some(g) if g.status().running => Here {
-                running: Some(g),
-                finished: None,
-            },
-            finished => Here {
-                running: None,
-                finished,
-            },
-        }
-    }
-
-    /// Cancels `chat`'s running generation on whichever replica it runs.
-    ///
-    /// # Errors
-    /// As [`Generations::status_anywhere`].
-    pub async fn cancel_anywhere(
-        &self,
-        owner: UserId,
-        chat: ChatId,
-    ) -> Result<Option<GenerationStatus>, AdmissionError> {
-        if self.running_here(owner, chat).running.is_some() {
-            return Ok(self.cancel(owner, chat).await);
-        }
-        match self.remote(owner, chat).await? {
-            Some((cluster, lease)) if lease.running => cluster
-                .status(lease, owner, chat, true)
-                .await
-                .map_err(unavailable),
-            _ => Ok(None),
-        }
-    }
-
-    /// Follows `chat`'s generation on whichever replica it runs, replaying the events after
-    /// `after`.
-    ///
-    /// # Errors
-    /// As [`Generations::status_anywhere`].
-    pub async fn attach_anywhere(
-        &self,
-        owner: UserId,
-        chat: ChatId,
-        after: Option<u64>,
-    ) -> Result<Option<Subscription>, AdmissionError> {
-        let local = self.running_here(owner, chat);
-        if let Some(g) = local.running {
-            return Ok(Some(g.subscribe(after)));
-        }
-        match self.remote(owner, chat).await? {
-            Some((cluster, lease)) => Ok(cluster
-                .attach(lease, owner, chat, after)
-                .await
-                .map_err(unavailable)?
-                .map(|mirror| mirror.subscribe(after))),
-            None => Ok(local.finished.map(|g| g.subscribe(after))),
-        }
-    }
-
     /// The configured bounds.
     #[must_use]
     pub fn limits(&self) -> &GenerationLimits {
@@ -1025,21 +765,6 @@ impl Generations {
         Some(g.status())
     }
 
-    /// Stops every running generation of this process (saved `interrupted`): it lost its
-    /// lease among replicas. Returns how many were running.
-    pub(crate) fn fence(&self) -> usize {
-        let running: Vec<_> = lock(&self.shared.counts)
-            .by_chat
-            .values()
-            .filter(|g| g.status().running)
-            .cloned()
-            .collect();
-        for g in &running {
-            g.cancel_for(CANCEL_SHUTDOWN);
-        }
-        running.len()
-    }
-
     /// How many generations (streamed and blocking) hold slots now.
     #[must_use]
     pub fn running(&self) -> usize {
@@ -1099,16 +824,9 @@ impl Generations {
     }
 }
 
-/// This replica's generation of a chat, split by whether it still runs.
-struct Here {
-    running: Option<Arc<Generation>>,
-    finished: Option<Arc<Generation>>,
-}
+mod replicas;
 
-fn unavailable(e: RepoError) -> AdmissionError {
-    tracing::warn!(error = %e, "the state shared with other replicas is unavailable");
-    AdmissionError::Unavailable
-}
+use replicas::{Claim, shared_write, unavailable};
 
 #[cfg(test)]
 mod tests;
