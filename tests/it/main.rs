@@ -16,6 +16,7 @@ mod helpers;
 mod limits;
 mod metrics;
 mod models;
+mod openai;
 mod presets;
 mod security;
 mod streaming;

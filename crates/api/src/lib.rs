@@ -13,6 +13,7 @@ pub mod health;
 pub mod keyed;
 pub mod limits;
 pub mod models;
+pub mod openai;
 pub mod openapi;
 pub mod presets;
 pub mod security;
@@ -98,6 +99,7 @@ where
             .configure(templates::routes::<A, T>)
             .configure(analytics::routes::<A, Y>),
     );
+    cfg.service(web::scope("/v1").configure(openai::routes::<A, M>));
 }
 
 /// Answers unknown routes with the 404 envelope instead of actix's empty body.

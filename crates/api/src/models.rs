@@ -64,7 +64,7 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-fn catalog_error(e: CatalogError) -> ApiError {
+pub(crate) fn catalog_error(e: CatalogError) -> ApiError {
     match e {
         CatalogError::UnknownModel(_) => ApiError::NotFound("model"),
         CatalogError::Unavailable(cause) => {
