@@ -261,13 +261,7 @@ async fn a_reported_cost_is_what_the_call_cost(backend: Backend) {
     ));
     app.fake.set_models(models);
     let token = app.user_token("carol").await;
-    let chat: Value = app
-        .post_json_as("/api/v1/chats", &token, &serde_json::json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let chat = chat["uuid"].as_str().unwrap();
+    let chat = app.new_chat(&token).await;
     let mut spent = 0;
     for (model, source) in [(REPORTED, "provider"), (LISTED, "catalogue")] {
         let answer: Value = app

@@ -112,6 +112,16 @@ impl TestApp {
         }
     }
 
+    /// A new chat of `token`'s user; its uuid.
+    pub async fn new_chat(&self, token: &str) -> String {
+        let r = self
+            .post_json_as("/api/v1/chats", token, &serde_json::json!({}))
+            .await;
+        assert_eq!(r.status(), 201);
+        let body: Value = r.json().await.unwrap();
+        body["uuid"].as_str().unwrap().to_owned()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

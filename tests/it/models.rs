@@ -181,13 +181,7 @@ async fn a_model_the_provider_drops_is_inactive_after_the_next_refresh(backend: 
     app.fake.set_models(with.clone());
     let listed: Value = models(&app, &token).await.json().await.unwrap();
     assert_eq!(listed["total"], 4);
-    let chat: Value = app
-        .post_json_as("/api/v1/chats", &token, &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let chat = chat["uuid"].as_str().unwrap();
+    let chat = app.new_chat(&token).await;
     let send = |model: &'static str| {
         let path = format!("/api/v1/chats/{chat}/messages");
         let app = &app;
@@ -254,15 +248,10 @@ async fn a_dead_primary_provider_falls_back_and_the_record_names_the_other(backe
     let token = app.user_token("erin").await;
     let listed: Value = models(&app, &token).await.json().await.unwrap();
     assert_eq!(listed["total"], 3, "the backup's list");
-    let chat: Value = app
-        .post_json_as("/api/v1/chats", &token, &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let chat = app.new_chat(&token).await;
     let sent = app
         .post_json_as(
-            &format!("/api/v1/chats/{}/messages", chat["uuid"].as_str().unwrap()),
+            &format!("/api/v1/chats/{chat}/messages"),
             &token,
             &json!({"content": "anyone there?", "model_id": "fake/small"}),
         )

@@ -22,13 +22,6 @@ fn script_models(app: &TestApp, ids: &[&str]) {
     app.fake.set_models(models);
 }
 
-async fn new_chat(app: &TestApp, token: &str) -> String {
-    let r = app.post_json_as("/api/v1/chats", token, &json!({})).await;
-    assert_eq!(r.status(), 201);
-    let body: Value = r.json().await.unwrap();
-    body["uuid"].as_str().unwrap().to_owned()
-}
-
 async fn open_stream(app: &TestApp, token: &str, chat: &str, body: Value) -> reqwest::Response {
     app.post_json_as(
         &format!("/api/v1/chats/{chat}/messages/stream"),
@@ -128,7 +121,7 @@ async fn a_streamed_answer_arrives_in_order_and_is_stored(backend: Backend) {
     let model = "fake/stream?tokens=12&token_ms=20";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
-    let chat = new_chat(&app, &token).await;
+    let chat = app.new_chat(&token).await;
 
     let response = open_stream(
         &app,
@@ -237,7 +230,7 @@ async fn a_provider_error_mid_stream_keeps_the_partial_answer_as_failed(backend:
     let model = "fake/breaks?tokens=10&error_after=4";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
-    let chat = new_chat(&app, &token).await;
+    let chat = app.new_chat(&token).await;
     let response = open_stream(
         &app,
         &token,
@@ -284,7 +277,7 @@ async fn a_slow_stream_gets_ping_comments(backend: Backend) {
     let model = "fake/slow?ttft_ms=400&tokens=2";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
-    let chat = new_chat(&app, &token).await;
+    let chat = app.new_chat(&token).await;
     let response = open_stream(
         &app,
         &token,
@@ -307,7 +300,7 @@ async fn errors_before_the_stream_are_plain_http_errors(backend: Backend) {
     };
     let alice = app.user_token("alice").await;
     let bob = app.user_token("bob").await;
-    let chat = new_chat(&app, &alice).await;
+    let chat = app.new_chat(&alice).await;
     let foreign = open_stream(&app, &bob, &chat, json!({"content": "hi"})).await;
     crate::helpers::assert_envelope(foreign, 404, "not_found").await;
     let blank = open_stream(&app, &alice, &chat, json!({"content": "  "})).await;
@@ -438,7 +431,7 @@ async fn disconnects(backend: Backend, cancel: bool, upstream: Upstream) {
     let token = app.user_token("alice").await;
     let mut chats = Vec::new();
     for _ in 0..STREAMS {
-        chats.push(new_chat(&app, &token).await);
+        chats.push(app.new_chat(&token).await);
     }
     // Over h2c the shared connection may stay open; its streams may not.
     let baseline = if upstream == Upstream::H2c {
@@ -543,7 +536,7 @@ async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend
     let model = "fake/long?tokens=200&token_ms=20";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
-    let chat = new_chat(&app, &token).await;
+    let chat = app.new_chat(&token).await;
     let (mut seen, mut stream) = open_and_read(&app, &token, &chat, model, 4).await;
     let status: Value = app
         .get_json_as(&format!("/api/v1/chats/{chat}/generation"), &token)
@@ -616,7 +609,7 @@ async fn reattaching_replays_exactly_the_missed_events(backend: Backend) {
     let model = "fake/long?tokens=40&token_ms=15";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
-    let chat = new_chat(&app, &token).await;
+    let chat = app.new_chat(&token).await;
     let (first, stream) = open_and_read(&app, &token, &chat, model, 6).await;
     drop(stream); // ids 0..=5 seen, then the connection drops
     assert_eq!(first[5].id, "5");
@@ -671,9 +664,9 @@ async fn caps_refuse_the_extra_generation_with_retry_after(backend: Backend) {
     let token = app.user_token("alice").await;
     let other = app.user_token("bob").await;
     let (a, b, c) = (
-        new_chat(&app, &token).await,
-        new_chat(&app, &token).await,
-        new_chat(&app, &token).await,
+        app.new_chat(&token).await,
+        app.new_chat(&token).await,
+        app.new_chat(&token).await,
     );
     let (_, _sa) = open_and_read(&app, &token, &a, model, 1).await;
     let busy_chat = open_stream(
@@ -712,7 +705,7 @@ async fn caps_refuse_the_extra_generation_with_retry_after(backend: Backend) {
     assert_eq!(before["message_count"], 1, "a refused send stores nothing");
 
     // Another user is not affected; a freed slot is usable again.
-    let bobs = new_chat(&app, &other).await;
+    let bobs = app.new_chat(&other).await;
     let (_, _sbob) = open_and_read(&app, &other, &bobs, model, 1).await;
     let r = app
         .post_json_as(
@@ -736,7 +729,7 @@ async fn the_deadline_ends_a_stuck_generation(backend: Backend) {
     let model = "fake/stuck?tokens=3&token_ms=5000";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
-    let chat = new_chat(&app, &token).await;
+    let chat = app.new_chat(&token).await;
     let started = Instant::now();
     let response = open_stream(
         &app,
@@ -808,7 +801,7 @@ async fn titles_are_written_in_the_background_in_the_conversation_language(backe
     let japanese_model = "fake/ja?content=%E3%81%AF%E3%81%84%E3%80%81%E8%A8%88%E7%94%BB%E3%81%97%E3%81%BE%E3%81%97%E3%82%87%E3%81%86";
     script_models(&app, &[japanese_model]);
     let token = app.user_token("alice").await;
-    let chat = new_chat(&app, &token).await;
+    let chat = app.new_chat(&token).await;
     let started = Instant::now();
     let response = open_stream(
         &app,
@@ -841,7 +834,7 @@ async fn titles_are_written_in_the_background_in_the_conversation_language(backe
     assert!(prompts[0].ends_with("Title:"));
 
     // A Japanese conversation gets a Japanese prompt; a second answer does not retitle.
-    let ja = new_chat(&app, &token).await;
+    let ja = app.new_chat(&token).await;
     send_ok(
         &app,
         &token,
@@ -858,7 +851,7 @@ async fn titles_are_written_in_the_background_in_the_conversation_language(backe
     assert!(prompts[1].ends_with("タイトル:"), "{}", prompts[1]);
     send_ok(&app, &token, &ja, json!({"content": "もう一つ"})).await;
     // A title call would have reached the provider long before a later chat's did.
-    let later = new_chat(&app, &token).await;
+    let later = app.new_chat(&token).await;
     send_ok(&app, &token, &later, json!({"content": "hello"})).await;
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -879,7 +872,7 @@ async fn a_failed_title_call_falls_back_to_the_first_question(backend: Backend) 
         return;
     };
     let token = app.user_token("alice").await;
-    let chat = new_chat(&app, &token).await;
+    let chat = app.new_chat(&token).await;
     // A failing title call never breaks the chat: the send succeeds.
     send_ok(
         &app,
@@ -911,7 +904,7 @@ async fn a_user_title_is_never_overwritten(backend: Backend) {
     let named = named["uuid"].as_str().unwrap();
     send_ok(&app, &token, named, json!({"content": "hi"})).await;
     // Set while the title call is in flight: the generated title loses.
-    let chat = new_chat(&app, &token).await;
+    let chat = app.new_chat(&token).await;
     send_ok(&app, &token, &chat, json!({"content": "hi"})).await;
     // The title call is at the provider (which answers after 2 s) when the user renames.
     assert!(
@@ -964,7 +957,7 @@ async fn another_user_cannot_see_cancel_or_attach_a_running_generation(backend: 
     script_models(&app, &[model]);
     let alice = app.user_token("alice").await;
     let bob = app.user_token("bob").await;
-    let chat = new_chat(&app, &alice).await;
+    let chat = app.new_chat(&alice).await;
     let (_, _stream) = open_and_read(&app, &alice, &chat, model, 2).await;
     generation_routes_answer_404(&app, &chat, &bob).await;
     let status: Value = app
@@ -981,7 +974,7 @@ async fn switching_branches_mid_stream_is_not_undone_by_the_answer(backend: Back
     let model = "fake/long?tokens=30&token_ms=20";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
-    let chat = new_chat(&app, &token).await;
+    let chat = app.new_chat(&token).await;
     let root: Value = app
         .get_json_as(&format!("/api/v1/chats/{chat}"), &token)
         .await;
@@ -1016,7 +1009,7 @@ async fn two_streamed_sends_racing_on_one_chat_leave_no_junk(backend: Backend) {
     let model = "fake/long?tokens=20&token_ms=10";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
-    let chat = new_chat(&app, &token).await;
+    let chat = app.new_chat(&token).await;
     let body = json!({"content": "race", "model_id": model});
     let (a, b) = tokio::join!(
         open_stream(&app, &token, &chat, body.clone()),
@@ -1065,7 +1058,7 @@ async fn a_failed_question_commit_cancels_the_provider_call_and_stores_nothing(b
     let slow = "fake/slow?ttft_ms=20000";
     script_models(&app, &[slow]);
     let token = app.user_token("alice").await;
-    let chat = new_chat(&app, &token).await;
+    let chat = app.new_chat(&token).await;
     armed.store(true, std::sync::atomic::Ordering::SeqCst);
     for path in ["messages/stream", "messages"] {
         let before = app.fake.stats().chat_requests;

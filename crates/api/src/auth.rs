@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +9,6 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use domain::{ApiKeyId, Password, User, UserId, Username, limits};
-use governor::Quota;
 
 use crate::keyed::{BoundedLimiter, KEYS_MAX};
 
@@ -96,41 +94,18 @@ pub struct AuthRateLimits {
     register: Arc<BoundedLimiter>,
 }
 
-fn quota(per_window: u32, window: Duration) -> Quota {
-    let n = NonZeroU32::new(per_window.max(1)).unwrap_or(NonZeroU32::MIN);
-    let period = window / n.get();
-    Quota::with_period(period.max(Duration::from_millis(1)))
-        .unwrap_or_else(|| Quota::per_minute(n))
-        .allow_burst(n)
-}
-
 impl AuthRateLimits {
     /// `login` attempts per client IP and username, `register` attempts per client IP, each
-    /// per `window`.
+    /// per `window`; shared with the other replicas through `shared` when given.
     #[must_use]
-    pub fn new(login: u32, register: u32, window: Duration) -> Self {
-        Self {
-            login: Arc::new(BoundedLimiter::new(quota(login, window), KEYS_MAX)),
-            register: Arc::new(BoundedLimiter::new(quota(register, window), KEYS_MAX)),
-        }
-    }
-
-    /// The same limits, shared with the other replicas through `port`.
-    #[must_use]
-    pub fn shared(
+    pub fn new(
         login: u32,
         register: u32,
         window: Duration,
-        port: &Arc<dyn usecase::cluster::Coordination>,
+        shared: Option<&Arc<dyn usecase::cluster::Coordination>>,
     ) -> Self {
-        let limiter = |n: u32, name| {
-            Arc::new(BoundedLimiter::new(quota(n, window), KEYS_MAX).shared(
-                Arc::clone(port),
-                name,
-                n.max(1),
-                window,
-            ))
-        };
+        let limiter =
+            |n, name| Arc::new(BoundedLimiter::new(n, window, KEYS_MAX).shared(shared, name));
         Self {
             login: limiter(login, "login"),
             register: limiter(register, "register"),

@@ -8,6 +8,7 @@
 //! bucket per key in the database, so N replicas grant one budget, not N. When the database
 //! cannot answer, the replica's own limiter decides.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,6 +34,9 @@ const SHARED_DECISION_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct BoundedLimiter {
     limiter: RateLimiter<String, BoundedStore, DefaultClock, NoOpMiddleware>,
+    /// Requests allowed per `period` (all at once, then one every `period / per_period`).
+    per_period: u32,
+    period: Duration,
     shared: Option<SharedBudget>,
     /// The store's states, for tests to count them.
     #[cfg(test)]
@@ -45,8 +49,6 @@ struct SharedBudget {
     port: Arc<dyn Coordination>,
     /// The limiter's name, prefixed to its keys.
     name: &'static str,
-    per_period: u32,
-    period: Duration,
     /// Whether the last shared decision failed (logged once per outage).
     failing: AtomicBool,
 }
@@ -93,9 +95,14 @@ impl StateStore for BoundedStore {
 }
 
 impl BoundedLimiter {
-    /// A limiter with `quota` per key, remembering at most `keys` keys.
+    /// A limiter allowing `per_period` requests per `period` and key (all at once, then one
+    /// every `period / per_period`), remembering at most `keys` keys.
     #[must_use]
-    pub fn new(quota: Quota, keys: usize) -> Self {
+    pub fn new(per_period: u32, period: Duration, keys: usize) -> Self {
+        let n = NonZeroU32::new(per_period.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period((period / n.get()).max(Duration::from_millis(1)))
+            .unwrap_or_else(|| Quota::per_minute(n))
+            .allow_burst(n);
         let states = Arc::new(States::new(keys.max(1)));
         Self {
             limiter: RateLimiter::new(
@@ -103,27 +110,21 @@ impl BoundedLimiter {
                 BoundedStore(Arc::clone(&states)),
                 DefaultClock::default(),
             ),
+            per_period: n.get(),
+            period,
             shared: None,
             #[cfg(test)]
             states,
         }
     }
 
-    /// Shares the budget with every replica through `port`: `per_period` requests per
-    /// `period` and key (the quota this limiter was built with), keys prefixed by `name`.
+    /// Shares the budget with every replica through `port` (when given), keys prefixed by
+    /// `name`.
     #[must_use]
-    pub fn shared(
-        mut self,
-        port: Arc<dyn Coordination>,
-        name: &'static str,
-        per_period: u32,
-        period: Duration,
-    ) -> Self {
-        self.shared = Some(SharedBudget {
-            port,
+    pub fn shared(mut self, port: Option<&Arc<dyn Coordination>>, name: &'static str) -> Self {
+        self.shared = port.map(|port| SharedBudget {
+            port: Arc::clone(port),
             name,
-            per_period,
-            period,
             failing: AtomicBool::new(false),
         });
         self
@@ -138,8 +139,8 @@ impl BoundedLimiter {
         if let Some(shared) = &self.shared {
             let spend = shared.port.spend(
                 format!("{}:{key}", shared.name),
-                shared.per_period,
-                shared.period,
+                self.per_period,
+                self.period,
             );
             let spent = tokio::time::timeout(SHARED_DECISION_TIMEOUT, spend)
                 .await
@@ -187,13 +188,12 @@ fn limited(wait: Duration) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroU32;
 
     use super::*;
 
     #[test]
     fn a_key_is_limited_to_its_quota_and_others_are_not() {
-        let limiter = BoundedLimiter::new(Quota::per_minute(NonZeroU32::new(2).unwrap()), 10);
+        let limiter = BoundedLimiter::new(2, Duration::from_secs(60), 10);
         assert!(limiter.check_here("a".into()).is_ok());
         assert!(limiter.check_here("a".into()).is_ok());
         assert!(
@@ -205,10 +205,7 @@ mod tests {
 
     #[test]
     fn concurrent_requests_of_one_key_never_exceed_the_quota() {
-        let limiter = Arc::new(BoundedLimiter::new(
-            Quota::per_minute(NonZeroU32::new(100).unwrap()),
-            10,
-        ));
+        let limiter = Arc::new(BoundedLimiter::new(100, Duration::from_secs(60), 10));
         let admitted = AtomicU64::new(0);
         std::thread::scope(|s| {
             for _ in 0..8 {
@@ -233,7 +230,7 @@ mod tests {
     fn r5_rate_limiters_stay_bounded_under_a_million_distinct_keys() {
         let rss = || usecase::testing::resident_mib(None);
         let before = rss();
-        let limiter = BoundedLimiter::new(Quota::per_minute(NonZeroU32::new(5).unwrap()), KEYS_MAX);
+        let limiter = BoundedLimiter::new(5, Duration::from_secs(60), KEYS_MAX);
         for i in 0..1_000_000_u32 {
             let key = format!("203.0.{}.{}:user{i}", (i >> 8) & 255, i & 255);
             assert!(limiter.check_here(key).is_ok(), "a new key has its quota");

@@ -3,7 +3,6 @@
 //! comes from a configured trusted proxy.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,6 @@ use actix_web::http::{Method, header};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, ResponseError, web};
 use domain::UserId;
-use governor::Quota;
 use usecase::cluster::Coordination;
 
 use crate::error::ApiError;
@@ -90,43 +88,18 @@ pub struct RateLimits {
     enabled: bool,
 }
 
-fn per_minute(n: u32) -> Quota {
-    Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN))
-}
-
 impl RateLimits {
-    /// Limits as configured; `enabled = false` lets everything through.
+    /// Limits as configured; `enabled = false` lets everything through. With `shared`, each
+    /// family's budget is shared with the other replicas.
     #[must_use]
-    pub fn new(per: RoutePerMinute, trusted_proxies: Vec<IpAddr>, enabled: bool) -> Self {
-        Self::build(per, trusted_proxies, enabled, None)
-    }
-
-    /// Limits as configured, each family's budget shared with the other replicas through
-    /// `port`.
-    #[must_use]
-    pub fn shared(
+    pub fn new(
         per: RoutePerMinute,
         trusted_proxies: Vec<IpAddr>,
         enabled: bool,
-        port: &Arc<dyn Coordination>,
+        shared: Option<&Arc<dyn Coordination>>,
     ) -> Self {
-        Self::build(per, trusted_proxies, enabled, Some(port))
-    }
-
-    fn build(
-        per: RoutePerMinute,
-        trusted_proxies: Vec<IpAddr>,
-        enabled: bool,
-        port: Option<&Arc<dyn Coordination>>,
-    ) -> Self {
-        let keyed = |n: u32, name| {
-            let limiter = BoundedLimiter::new(per_minute(n), KEYS_MAX);
-            match port {
-                Some(port) => {
-                    limiter.shared(Arc::clone(port), name, n.max(1), Duration::from_secs(60))
-                }
-                None => limiter,
-            }
+        let keyed = |n, name| {
+            BoundedLimiter::new(n, Duration::from_secs(60), KEYS_MAX).shared(shared, name)
         };
         Self {
             limiters: Arc::new([
@@ -279,7 +252,7 @@ mod tests {
             general: 1,
             anonymous: 1,
         };
-        let trusting = RateLimits::new(per, vec![proxy], true);
+        let trusting = RateLimits::new(per, vec![proxy], true, None);
         let from = |peer: &str, xff: &str| {
             TestRequest::default()
                 .peer_addr(format!("{peer}:5000").parse().unwrap())
@@ -318,7 +291,7 @@ mod tests {
                 .await
                 .is_ok()
         );
-        let off = RateLimits::new(per, vec![], false);
+        let off = RateLimits::new(per, vec![], false, None);
         for _ in 0..5 {
             assert!(off.check_anonymous(&from("1.2.3.4", "")).await.is_ok());
         }

@@ -41,7 +41,6 @@ const INBOX: usize = 4_096;
 const CONTROL_CONNECTIONS: u32 = 3;
 
 /// The PostgreSQL coordination of one replica.
-#[derive(Clone)]
 pub struct PgCoordination {
     pool: PgPool,
     /// A few connections of their own for the heartbeat, recovery and the listener, so a
@@ -50,7 +49,8 @@ pub struct PgCoordination {
     store: SeaOrmStore,
     replica: ReplicaId,
     timing: LeaseTiming,
-    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Messages sent (each message's parts share a key made from it).
+    sent: std::sync::atomic::AtomicU64,
     /// Stops the listener (on leaving), so the pool can close.
     stop: CancellationToken,
 }
@@ -61,6 +61,15 @@ impl std::fmt::Debug for PgCoordination {
             .field("replica", &self.replica)
             .finish_non_exhaustive()
     }
+}
+
+/// Runs one statement on `pool`; the rows it touched.
+async fn run(pool: &PgPool, statement: Statement<'_>) -> Result<u64, RepoError> {
+    Ok(statement
+        .execute(pool)
+        .await
+        .map_err(from_sqlx)?
+        .rows_affected())
 }
 
 fn channel(replica: ReplicaId) -> String {
@@ -100,7 +109,7 @@ impl PgCoordination {
             store: store.clone(),
             replica,
             timing,
-            sent: std::sync::Arc::default(),
+            sent: std::sync::atomic::AtomicU64::new(0),
             stop: CancellationToken::new(),
         };
         let (tx, rx) = mpsc::channel(INBOX);
@@ -122,20 +131,12 @@ impl PgCoordination {
 
     /// Runs one statement on the request pool; the rows it touched.
     async fn exec(&self, statement: Statement<'_>) -> Result<u64, RepoError> {
-        Ok(statement
-            .execute(&self.pool)
-            .await
-            .map_err(from_sqlx)?
-            .rows_affected())
+        run(&self.pool, statement).await
     }
 
     /// Runs one statement on the control pool; the rows it touched.
     async fn control(&self, statement: Statement<'_>) -> Result<u64, RepoError> {
-        Ok(statement
-            .execute(&self.control)
-            .await
-            .map_err(from_sqlx)?
-            .rows_affected())
+        run(&self.control, statement).await
     }
 
     /// Renews this replica's row; `alive_since` restarts when the previous renewal is older

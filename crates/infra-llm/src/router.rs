@@ -115,78 +115,76 @@ impl ProviderRouter {
         }
     }
 
-    /// The provider name to record: the route's, with the upstream it reported (when there
-    /// are several routes); with one provider, what the upstream reported, as before.
-    fn label(&self, route: &Route, upstream: Option<String>) -> Option<String> {
-        if self.routes.len() == 1 {
-            return upstream;
+    /// The first answer of `call` on the routes for `model`, trying the next route while
+    /// a call fails before its first byte; with the route that answered.
+    async fn first_answer<'a, T, F, Fut>(
+        &'a self,
+        model: &ModelId,
+        call: F,
+    ) -> Result<(T, &'a Route), LlmError>
+    where
+        F: Fn(&'a OpenAiGateway) -> Fut,
+        Fut: Future<Output = Result<T, LlmError>>,
+    {
+        let routes = self.candidates(model);
+        let last = routes.len().saturating_sub(1);
+        for (i, route) in routes.into_iter().enumerate() {
+            match call(&route.provider.gateway).await {
+                Ok(answer) => return Ok((answer, route)),
+                Err(e) if before_first_byte(&e) && i < last => {
+                    tracing::warn!(provider = %route.provider.name, error = %e, "provider failed before answering; trying the next one");
+                    metrics::counter!("arbor_provider_fallbacks_total", "from" => route.provider.name.clone()).increment(1);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Some(match upstream {
-            Some(up) if up != route.provider.name => format!("{}/{up}", route.provider.name),
-            _ => route.provider.name.clone(),
-        })
+        Err(LlmError::Unavailable { retry_after: None })
+    }
+}
+
+/// The provider name to record: the route's, with the upstream it reported when that is
+/// another name.
+fn label(route: &str, upstream: Option<String>) -> String {
+    match upstream {
+        Some(up) if up != route => format!("{route}/{up}"),
+        _ => route.to_owned(),
     }
 }
 
 impl LlmGateway for ProviderRouter {
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, LlmError> {
-        let routes = self.candidates(&request.model);
-        let mut last = LlmError::Unavailable { retry_after: None };
-        for (i, route) in routes.iter().enumerate() {
-            match route.provider.gateway.complete(request.clone()).await {
-                Ok(mut answer) => {
-                    answer.provider = self.label(route, answer.provider.take());
-                    return Ok(answer);
-                }
-                Err(e) if before_first_byte(&e) && i + 1 < routes.len() => {
-                    tracing::warn!(provider = %route.provider.name, error = %e, "provider failed before answering; trying the next one");
-                    metrics::counter!("arbor_provider_fallbacks_total", "from" => route.provider.name.clone()).increment(1);
-                    last = e;
-                }
-                Err(e) => return Err(e),
-            }
+        let (mut answer, route) = self
+            .first_answer(&request.model, |gateway| gateway.complete(request.clone()))
+            .await?;
+        // With one provider, the record keeps what the upstream reported, as before.
+        if self.routes.len() > 1 {
+            answer.provider = Some(label(&route.provider.name, answer.provider.take()));
         }
-        Err(last)
+        Ok(answer)
     }
 
     async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, LlmError> {
-        let routes = self.candidates(&request.model);
-        let mut last = LlmError::Unavailable { retry_after: None };
-        for (i, route) in routes.iter().enumerate() {
-            match route.provider.gateway.stream(request.clone()).await {
-                Ok(stream) => {
-                    if self.routes.len() == 1 {
-                        return Ok(stream);
-                    }
-                    let name = route.provider.name.clone();
-                    let relabelled = stream.map(move |item| match item {
-                        Ok(StreamEvent::Done {
-                            finish_reason,
-                            usage,
-                            provider,
-                            cost,
-                        }) => Ok(StreamEvent::Done {
-                            finish_reason,
-                            usage,
-                            provider: Some(match provider {
-                                Some(up) if up != name => format!("{name}/{up}"),
-                                _ => name.clone(),
-                            }),
-                            cost,
-                        }),
-                        other => other,
-                    });
-                    return Ok(Box::pin(relabelled));
-                }
-                Err(e) if before_first_byte(&e) && i + 1 < routes.len() => {
-                    tracing::warn!(provider = %route.provider.name, error = %e, "provider failed before streaming; trying the next one");
-                    metrics::counter!("arbor_provider_fallbacks_total", "from" => route.provider.name.clone()).increment(1);
-                    last = e;
-                }
-                Err(e) => return Err(e),
-            }
+        let (stream, route) = self
+            .first_answer(&request.model, |gateway| gateway.stream(request.clone()))
+            .await?;
+        if self.routes.len() == 1 {
+            return Ok(stream);
         }
-        Err(last)
+        let name = route.provider.name.clone();
+        Ok(Box::pin(stream.map(move |item| match item {
+            Ok(StreamEvent::Done {
+                finish_reason,
+                usage,
+                provider,
+                cost,
+            }) => Ok(StreamEvent::Done {
+                finish_reason,
+                usage,
+                provider: Some(label(&name, provider)),
+                cost,
+            }),
+            other => other,
+        })))
     }
 
     async fn list_models(&self) -> Result<Vec<ModelInfo>, LlmError> {

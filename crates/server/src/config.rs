@@ -687,12 +687,7 @@ impl Settings {
             general: r.general_per_minute,
             anonymous: r.anonymous_per_minute,
         };
-        match shared {
-            Some(port) => {
-                api::limits::RateLimits::shared(per, r.trusted_proxies.clone(), r.enabled, port)
-            }
-            None => api::limits::RateLimits::new(per, r.trusted_proxies.clone(), r.enabled),
-        }
+        api::limits::RateLimits::new(per, r.trusted_proxies.clone(), r.enabled, shared)
     }
 
     /// The generation registry's bounds.

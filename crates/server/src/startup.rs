@@ -390,12 +390,12 @@ impl Application {
         let analytics = web::Data::new(Analytics::new(store.clone(), SystemClock));
         let catalog = web::Data::from(catalog);
         let window = Duration::from_secs(a.rate_limit_window_secs);
-        let rate_limits = web::Data::new(match &coordination {
-            Some(port) => {
-                api::AuthRateLimits::shared(a.login_per_window, a.register_per_window, window, port)
-            }
-            None => api::AuthRateLimits::new(a.login_per_window, a.register_per_window, window),
-        });
+        let rate_limits = web::Data::new(api::AuthRateLimits::new(
+            a.login_per_window,
+            a.register_per_window,
+            window,
+            coordination.as_ref(),
+        ));
         let route_limits = web::Data::new(settings.route_limits(coordination.as_ref()));
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);

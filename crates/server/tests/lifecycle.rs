@@ -45,22 +45,14 @@ async fn stream_some(
     + use<>,
     String,
 ) {
-    let chat: Value = arbor
-        .post("/api/v1/chats", Some(token), &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let chat = chat["uuid"].as_str().unwrap().to_owned();
-    let response = arbor
-        .post(
-            &format!("/api/v1/chats/{chat}/messages/stream"),
-            Some(token),
-            &json!({"content": "tell me everything", "model_id": model}),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let mut events = Box::pin(response.bytes_stream().eventsource());
+    let chat = arbor.new_chat(token).await;
+    let mut events = Box::pin(
+        arbor
+            .stream(token, &chat, model)
+            .await
+            .bytes_stream()
+            .eventsource(),
+    );
     let mut answer = String::new();
     let mut text = String::new();
     for _ in 0..n {

@@ -59,15 +59,13 @@ type Events = std::pin::Pin<
 >;
 
 async fn open_stream(arbor: &Arbor, token: &str, chat: &str, model: &str) -> Events {
-    let response = arbor
-        .post(
-            &format!("/api/v1/chats/{chat}/messages/stream"),
-            Some(token),
-            &json!({"content": "tell me everything", "model_id": model}),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    Box::pin(response.bytes_stream().eventsource())
+    Box::pin(
+        arbor
+            .stream(token, chat, model)
+            .await
+            .bytes_stream()
+            .eventsource(),
+    )
 }
 
 /// The next event as (id, data); `None` after `[DONE]` or the end.

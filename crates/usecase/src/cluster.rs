@@ -187,6 +187,7 @@ pub trait Coordination: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// A pending request to another replica.
+#[derive(Debug)]
 enum Pending {
     Status(oneshot::Sender<Option<GenerationStatus>>),
     Attach {
@@ -205,14 +206,12 @@ pub struct Cluster {
     port: Arc<dyn Coordination>,
     timing: LeaseTiming,
     next: AtomicU64,
-    pending: Mutex<HashMap<u64, PendingEntry>>,
+    pending: Mutex<HashMap<u64, Pending>>,
     mirrors: Mutex<HashMap<u64, Arc<Generation>>>,
     forwards: Mutex<HashMap<(ReplicaId, u64), CancellationToken>>,
     /// Stops the heartbeat (when this replica leaves).
     stop: CancellationToken,
 }
-
-struct PendingEntry(Pending);
 
 struct PendingGuard<'a> {
     cluster: &'a Cluster,
@@ -225,16 +224,31 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-impl std::fmt::Debug for PendingEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pending")
-    }
-}
-
 /// How long another replica gets to answer a status or attach request.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a remote cancel may take (the owner waits up to 10 s for the save).
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A write of state shared with other replicas, retried briefly (about 3 s) while the
+/// database does not answer; what still fails expires (a lease or slot older than any
+/// generation lives counts for nothing).
+async fn shared_write<F, Fut>(failed: &'static str, write: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), RepoError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=6 {
+        match write().await {
+            Ok(()) => return,
+            Err(e) if attempt == 6 => tracing::warn!(error = %e, "{failed}; it expires"),
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -269,14 +283,32 @@ impl Cluster {
         }
     }
 
-    /// The lease timing.
-    #[must_use]
-    pub fn timing(&self) -> LeaseTiming {
-        self.timing
+    /// Ends lease `claim` of `chat` (its chat may start another generation).
+    pub(crate) async fn end_claim(&self, chat: ChatId, claim: u128) {
+        shared_write("the generation's lease could not be ended", || {
+            self.port.end_claim(chat, claim)
+        })
+        .await;
+    }
+
+    /// Forgets lease `claim` of `chat`.
+    pub(crate) async fn release_claim(&self, chat: ChatId, claim: u128) {
+        shared_write("a chat's lease could not be released", || {
+            self.port.release_claim(chat, claim)
+        })
+        .await;
+    }
+
+    /// Frees generation slot `id`.
+    pub(crate) async fn free_slot(&self, id: u128) {
+        shared_write("a generation slot could not be freed", || {
+            self.port.free_slot(id)
+        })
+        .await;
     }
 
     /// An id unique among replicas: this replica's random high half and a counter.
-    pub fn unique_id(&self) -> u128 {
+    pub(crate) fn unique_id(&self) -> u128 {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         (self.port.replica().0 & !u128::from(u64::MAX)) | u128::from(n)
     }
@@ -288,7 +320,7 @@ impl Cluster {
     /// Registers a request waiting for its answer; the guard forgets it, answered or not
     /// (also when the asking request is dropped).
     fn pending(&self, req: u64, pending: Pending) -> PendingGuard<'_> {
-        lock(&self.pending).insert(req, PendingEntry(pending));
+        lock(&self.pending).insert(req, pending);
         PendingGuard { cluster: self, req }
     }
 
@@ -318,9 +350,8 @@ impl Cluster {
             user: owner,
             what,
         };
-        let sent = self.send(lease.replica, ask).await;
+        self.send(lease.replica, ask).await?;
         let wait = if cancel { CANCEL_TIMEOUT } else { ASK_TIMEOUT };
-        sent?;
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(status)) => Ok(status),
             _ => Err(RepoError::Unavailable(
@@ -414,7 +445,7 @@ impl Cluster {
     }
 
     fn replied(self: &Arc<Self>, req: u64, status: Option<GenerationStatus>) {
-        let Some(PendingEntry(pending)) = lock(&self.pending).remove(&req) else {
+        let Some(pending) = lock(&self.pending).remove(&req) else {
             return;
         };
         match pending {
@@ -487,7 +518,7 @@ impl Cluster {
         sub: u64,
         from: ReplicaId,
         id: u64,
-        event: Option<crate::generation::GenerationEvent>,
+        event: Option<GenerationEvent>,
     ) {
         let mirror = lock(&self.mirrors).get(&sub).cloned();
         let Some(mirror) = mirror else {
@@ -620,7 +651,7 @@ impl Cluster {
                     // stop generating them, so no chat ever has two generations.
                     if !fenced && renewed.elapsed() + self.timing.heartbeat >= self.timing.lease {
                         fenced = true;
-                        let stopped = registry.fence();
+                        let stopped = registry.interrupt_running();
                         tracing::error!(
                             count = stopped,
                             "this replica could not renew its lease; its running generations are stopped"

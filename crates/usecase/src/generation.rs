@@ -423,10 +423,7 @@ impl Slot {
     /// Frees the slot, waiting until the other replicas see it free.
     pub async fn release(mut self) {
         if let (Some(id), Some(cluster)) = (self.shared_id.take(), self.shared.cluster.get()) {
-            shared_write("a generation slot could not be freed", || {
-                cluster.port().free_slot(id)
-            })
-            .await;
+            cluster.free_slot(id).await;
         }
     }
 }
@@ -435,12 +432,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         if let (Some(id), Some(cluster)) = (self.shared_id.take(), self.shared.cluster.get()) {
             let cluster = Arc::clone(cluster);
-            self.shared.runtime.spawn(async move {
-                shared_write("a generation slot could not be freed", || {
-                    cluster.port().free_slot(id)
-                })
-                .await;
-            });
+            self.shared
+                .runtime
+                .spawn(async move { cluster.free_slot(id).await });
         }
         let mut c = lock(&self.shared.counts);
         c.global = c.global.saturating_sub(1);
@@ -475,12 +469,9 @@ impl Drop for Reservation {
             lock(&self.shared.counts).reserved.remove(&self.chat);
             if let (Some(claim), Some(cluster)) = (self.claim, self.shared.cluster.get()) {
                 let (cluster, chat) = (Arc::clone(cluster), self.chat);
-                self.shared.runtime.spawn(async move {
-                    shared_write("a chat's lease could not be released", || {
-                        cluster.port().release_claim(chat, claim)
-                    })
-                    .await;
-                });
+                self.shared
+                    .runtime
+                    .spawn(async move { cluster.release_claim(chat, claim).await });
             }
         }
     }
@@ -510,10 +501,7 @@ impl Drop for EndGuard {
             }
             tokio::time::sleep(shared.limits.linger).await;
             if let Some(claim) = &generation.claim {
-                shared_write("a chat's lease could not be released", || {
-                    claim.cluster.port().release_claim(claim.chat, claim.id)
-                })
-                .await;
+                claim.cluster.release_claim(claim.chat, claim.id).await;
             }
             let mut c = lock(&shared.counts);
             if c.by_chat
@@ -781,12 +769,19 @@ impl Generations {
         if already_closed {
             let _ = tokio::time::timeout(grace + Duration::from_secs(10), self.shared.tasks.wait())
                 .await;
-            // The first call may have been stopped before it left (leaving twice is harmless).
-            if let Some(cluster) = self.cluster() {
-                cluster.leave().await;
-            }
-            return;
+        } else {
+            self.drain(grace).await;
         }
+        // Both calls leave: the first may have been stopped before it did (leaving twice is
+        // harmless).
+        if let Some(cluster) = self.cluster() {
+            cluster.leave().await;
+        }
+    }
+
+    /// Lets running generations finish for `grace`, then interrupts the rest and waits for
+    /// them to be saved.
+    async fn drain(&self, grace: Duration) {
         self.shared.tasks.close();
         let idle = async {
             loop {
@@ -798,18 +793,11 @@ impl Generations {
             }
         };
         if tokio::time::timeout(grace, idle).await.is_err() {
-            let running: Vec<_> = lock(&self.shared.counts)
-                .by_chat
-                .values()
-                .cloned()
-                .collect();
+            let count = self.interrupt_running();
             tracing::warn!(
-                count = running.len(),
+                count,
                 "shutdown grace period over; interrupting running generations"
             );
-            for g in running {
-                g.cancel_for(CANCEL_SHUTDOWN);
-            }
         }
         // Saving an interrupted answer is one short transaction; titles are best effort.
         if tokio::time::timeout(Duration::from_secs(10), self.shared.tasks.wait())
@@ -818,15 +806,27 @@ impl Generations {
         {
             tracing::warn!("some generation tasks did not finish saving in time");
         }
-        if let Some(cluster) = self.cluster() {
-            cluster.leave().await;
+    }
+
+    /// Stops every running generation of this process (each saved `interrupted`): on
+    /// shutdown, or when this replica lost its lease. Returns how many were running.
+    pub(crate) fn interrupt_running(&self) -> usize {
+        let running: Vec<_> = lock(&self.shared.counts)
+            .by_chat
+            .values()
+            .filter(|g| g.status().running)
+            .cloned()
+            .collect();
+        for g in &running {
+            g.cancel_for(CANCEL_SHUTDOWN);
         }
+        running.len()
     }
 }
 
 mod replicas;
 
-use replicas::{Claim, shared_write, unavailable};
+use replicas::{Claim, unavailable};
 
 #[cfg(test)]
 mod tests;

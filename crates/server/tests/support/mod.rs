@@ -116,6 +116,19 @@ impl Arbor {
         chat["uuid"].as_str().unwrap().to_owned()
     }
 
+    /// Starts a streamed answer to a question in `chat` (asserting it started).
+    pub async fn stream(&self, token: &str, chat: &str, model: &str) -> reqwest::Response {
+        let response = self
+            .post(
+                &format!("/api/v1/chats/{chat}/messages/stream"),
+                Some(token),
+                &json!({"content": "tell me everything", "model_id": model}),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        response
+    }
+
     /// Message `uuid` of `chat`, as the complete tree holds it.
     pub async fn stored(&self, token: &str, chat: &str, uuid: &str) -> Value {
         let all = self

@@ -215,8 +215,7 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
     }
     // Free the slot and the chat before anyone hears of the end (on every replica): a
     // client that reacts at once may start the next generation.
-    job.slot.release().await;
-    generation.end_lease().await;
+    tokio::join!(job.slot.release(), generation.end_lease());
     if saved {
         generation.publish(event);
     } else {

@@ -20,31 +20,7 @@ impl Claim {
         if self.ended.swap(true, Ordering::AcqRel) {
             return;
         }
-        shared_write("the generation's lease could not be ended", || {
-            self.cluster.port().end_claim(self.chat, self.id)
-        })
-        .await;
-    }
-}
-
-/// A write of state shared with other replicas, retried briefly (about 3 s) while the
-/// database does not answer; what still fails expires (a lease or slot older than any
-/// generation lives counts for nothing).
-pub(super) async fn shared_write<F, Fut>(failed: &'static str, write: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<(), RepoError>>,
-{
-    let mut delay = Duration::from_millis(100);
-    for attempt in 1..=6 {
-        match write().await {
-            Ok(()) => return,
-            Err(e) if attempt == 6 => tracing::warn!(error = %e, "{failed}; it expires"),
-            Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
+        self.cluster.end_claim(self.chat, self.id).await;
     }
 }
 
@@ -193,31 +169,17 @@ impl Generations {
         owner: UserId,
         chat: ChatId,
     ) -> Result<Option<GenerationStatus>, AdmissionError> {
-        let local = self.running_here(owner, chat);
-        if let Some(g) = local.running {
+        let local = self.get(owner, chat);
+        if let Some(g) = local.as_ref().filter(|g| g.status().running) {
             return Ok(Some(g.status()));
         }
+        // A finished one here may have been followed by a newer one elsewhere.
         match self.remote(owner, chat).await? {
             Some((cluster, lease)) => cluster
                 .status(lease, owner, chat, false)
                 .await
                 .map_err(unavailable),
-            None => Ok(local.finished.map(|g| g.status())),
-        }
-    }
-
-    /// This replica's generation of `chat`: running, or finished (then a newer one may run
-    /// on another replica, so the lease decides).
-    fn running_here(&self, owner: UserId, chat: ChatId) -> Here {
-        match self.get(owner, chat) {
-            Some(g) if g.status().running => Here {
-                running: Some(g),
-                finished: None,
-            },
-            finished => Here {
-                running: None,
-                finished,
-            },
+            None => Ok(local.map(|g| g.status())),
         }
     }
 
@@ -230,7 +192,7 @@ impl Generations {
         owner: UserId,
         chat: ChatId,
     ) -> Result<Option<GenerationStatus>, AdmissionError> {
-        if self.running_here(owner, chat).running.is_some() {
+        if self.get(owner, chat).is_some_and(|g| g.status().running) {
             return Ok(self.cancel(owner, chat).await);
         }
         match self.remote(owner, chat).await? {
@@ -253,8 +215,8 @@ impl Generations {
         chat: ChatId,
         after: Option<u64>,
     ) -> Result<Option<Subscription>, AdmissionError> {
-        let local = self.running_here(owner, chat);
-        if let Some(g) = local.running {
+        let local = self.get(owner, chat);
+        if let Some(g) = local.as_ref().filter(|g| g.status().running) {
             return Ok(Some(g.subscribe(after)));
         }
         match self.remote(owner, chat).await? {
@@ -263,30 +225,9 @@ impl Generations {
                 .await
                 .map_err(unavailable)?
                 .map(|mirror| mirror.subscribe(after))),
-            None => Ok(local.finished.map(|g| g.subscribe(after))),
+            None => Ok(local.map(|g| g.subscribe(after))),
         }
     }
-
-    /// Stops every running generation of this process (saved `interrupted`): it lost its
-    /// lease among replicas. Returns how many were running.
-    pub(crate) fn fence(&self) -> usize {
-        let running: Vec<_> = lock(&self.shared.counts)
-            .by_chat
-            .values()
-            .filter(|g| g.status().running)
-            .cloned()
-            .collect();
-        for g in &running {
-            g.cancel_for(CANCEL_SHUTDOWN);
-        }
-        running.len()
-    }
-}
-
-/// This replica's generation of a chat, split by whether it still runs.
-struct Here {
-    running: Option<Arc<Generation>>,
-    finished: Option<Arc<Generation>>,
 }
 
 pub(super) fn unavailable(e: RepoError) -> AdmissionError {
