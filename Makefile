@@ -4,7 +4,7 @@ CARGO        ?= cargo
 # Test threads per test binary (database suites are I/O-bound; 2 cores are enough for 4).
 TEST_THREADS ?= 4
 
-.PHONY: run test lint fmt arch-check migrate test-unit test-db test-e2e clean-test-dbs fake-provider fuzz-api bench test-reliability
+.PHONY: run test lint fmt arch-check migrate test-unit test-db test-e2e clean-test-dbs fake-provider fuzz-api test-interop bench test-reliability
 
 ## Start the server on the embedded SQLite file (created and migrated on first start).
 run:
@@ -49,6 +49,11 @@ FUZZ_EXAMPLES ?= 50
 FUZZ_SEED     ?= 20261128
 fuzz-api:
 	CARGO=$(CARGO) bash tests/scripts/fuzz-api.sh $(FUZZ_EXAMPLES) $(FUZZ_SEED)
+
+## The official OpenAI SDKs (Python, Node) against a live Arbor, and the LiteLLM proxy as its
+## upstream (clients installed from PyPI/npm into target/ on first use).
+test-interop:
+	CARGO=$(CARGO) bash tests/scripts/interop.sh
 
 ## Load scenarios P1-P5 on a release build (SQLite and PostgreSQL); figures go to BENCHMARKS.md.
 ## One scenario: make bench SCENARIO=p3. Smaller sizes: make bench BENCH_FLAGS=--quick

@@ -18,6 +18,7 @@ mod m20261201_000005_message_search;
 mod m20261201_000006_replica_coordination;
 mod m20261201_000007_cost_source;
 mod m20261201_000008_inactive_models;
+mod m20261201_000009_records_without_chat;
 
 /// Applies Arbor's migrations.
 #[derive(Debug)]
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000006_replica_coordination::Migration),
             Box::new(m20261201_000007_cost_source::Migration),
             Box::new(m20261201_000008_inactive_models::Migration),
+            Box::new(m20261201_000009_records_without_chat::Migration),
         ]
     }
 }

@@ -65,8 +65,8 @@ async fn seed(app: &TestApp, owner: UserId, now: Timestamp) {
                     created_at: at,
                 },
                 GenerationRecord {
-                    message_id: id,
-                    chat_id: chat.id,
+                    message_id: Some(id),
+                    chat_id: Some(chat.id),
                     user_id: owner,
                     provider: "fake".into(),
                     model: ModelId::parse(model).unwrap(),

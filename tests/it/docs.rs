@@ -30,6 +30,12 @@ async fn the_docs_and_all_their_assets_come_from_the_server() {
     let spec: Value = spec.json().await.unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(spec["paths"]["/api/v1/chats/{id}/messages/stream"].is_object());
+    let openai: Value = app.get("/v1/openapi.json").await.json().await.unwrap();
+    assert!(
+        openai["paths"]["/v1/chat/completions"]["post"].is_object(),
+        "{openai}"
+    );
+    assert!(openai["components"]["schemas"]["OpenAiErrorBody"].is_object());
 
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::limited(3))
@@ -65,6 +71,7 @@ async fn the_docs_and_all_their_assets_come_from_the_server() {
         assert!(!body.is_empty(), "{url}");
         if asset.ends_with("swagger-initializer.js") {
             assert!(body.contains("/api/v1/openapi.json"), "{body}");
+            assert!(body.contains("\"/v1/openapi.json\""), "{body}");
         }
     }
     app.finish().await;

@@ -54,4 +54,439 @@ async fn the_models_are_listed_in_openai_shape_with_an_api_key(backend: Backend)
     app.finish().await;
 }
 
-on_every_backend!(the_models_are_listed_in_openai_shape_with_an_api_key);
+/// Adds scripted model ids (the fake provider reads its script from the id) to the catalogue.
+fn list_models(app: &TestApp, ids: &[&str]) {
+    let mut models = fake_provider::default_models();
+    for id in ids {
+        models.push(fake_provider::model_entry(
+            id, id, "0.000001", "0.000002", 8_192,
+        ));
+    }
+    app.fake.set_models(models);
+}
+
+/// An API key of a new user `name`.
+async fn api_key(app: &TestApp, name: &str) -> String {
+    let access = app.user_token(name).await;
+    let created: Value = app
+        .post_json_as("/api/v1/auth/api-keys", &access, &json!({"name": "sdk"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    created["key"].as_str().unwrap().to_owned()
+}
+
+/// `POST /v1/chat/completions` as `key`, with `X-Arbor-Chat` when given.
+async fn complete(app: &TestApp, key: &str, chat: Option<&str>, body: &Value) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(body);
+    if let Some(chat) = chat {
+        request = request.header("X-Arbor-Chat", chat);
+    }
+    request.send().await.unwrap()
+}
+
+/// The `data:` payloads of an SSE body, `[DONE]` included.
+fn data_lines(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The text and the chunks of a streamed completion.
+fn streamed(body: &str) -> (String, Vec<Value>) {
+    let lines = data_lines(body);
+    assert_eq!(lines.last().map(String::as_str), Some("[DONE]"), "{body}");
+    let chunks: Vec<Value> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    (text, chunks)
+}
+
+async fn completions_answer_in_openai_shape_and_count_for_the_caller(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    list_models(
+        &app,
+        &[
+            "fake/small?tokens=3",
+            "fake/small?tokens=4",
+            "fake/small?tokens=2",
+        ],
+    );
+    let key = api_key(&app, "sdk-user").await;
+    let conversation = json!([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "three words"}]},
+    ]);
+
+    let blocking = complete(
+        &app,
+        &key,
+        None,
+        &json!({"model": "fake/small?tokens=3", "messages": conversation, "seed": 7, "response_format": {"type": "json_object"}}),
+    )
+    .await;
+    assert_eq!(blocking.status(), 200);
+    assert!(blocking.headers().get("x-arbor-chat").is_none());
+    let body: Value = blocking.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(body["model"], "fake/small?tokens=3");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "word0 word1 word2"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"]["completion_tokens"], 3);
+    let sent = app.last_answer_request();
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"], "{sent}");
+    assert_eq!(sent["messages"][3]["content"], "Say three words");
+    assert_eq!(sent["seed"], 7);
+    assert_eq!(sent["response_format"]["type"], "json_object");
+
+    let stream = complete(
+        &app,
+        &key,
+        None,
+        &json!({"model": "fake/small?tokens=4", "messages": [{"role": "user", "content": "Go"}], "stream": true, "stream_options": {"include_usage": true}}),
+    )
+    .await;
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let (text, chunks) = streamed(&stream.text().await.unwrap());
+    assert_eq!(text, "word0 word1 word2 word3");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"])
+    );
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 4);
+
+    // Without include_usage: no usage chunk.
+    let plain = complete(
+        &app,
+        &key,
+        None,
+        &json!({"model": "fake/small?tokens=2", "messages": [{"role": "user", "content": "Go"}], "stream": true}),
+    )
+    .await;
+    let (_, chunks) = streamed(&plain.text().await.unwrap());
+    assert!(chunks.iter().all(|c| c.get("usage").is_none()));
+
+    // Nothing was stored but the three records, which the caller's analytics count.
+    let access = app.login("sdk-user").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let chats: Value = app.get_json_as("/api/v1/chats", &access).await;
+    assert_eq!(chats["total"], 0, "{chats}");
+    let overview = app.get_json_as("/api/v1/analytics/overview", &access).await;
+    assert_eq!(overview["messages"], 3, "{overview}");
+    let other = app.user_token("someone-else").await;
+    let theirs = app.get_json_as("/api/v1/analytics/overview", &other).await;
+    assert_eq!(theirs["messages"], 0, "{theirs}");
+    app.finish().await;
+}
+
+async fn tool_calls_pass_through_both_ways(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    list_models(&app, &["fake/small?tool_call=1"]);
+    let key = api_key(&app, "agent").await;
+    let tools = json!([{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let ask = json!({"model": "fake/small?tool_call=1", "messages": [{"role": "user", "content": "Weather?"}], "tools": tools, "tool_choice": "auto"});
+    let body: Value = complete(&app, &key, None, &ask).await.json().await.unwrap();
+    let call = &body["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "weather", "{body}");
+    assert_eq!(call["function"]["arguments"], r#"{"city":"Paris"}"#);
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(app.last_answer_request()["tools"], tools);
+
+    let mut streamed_ask = ask.clone();
+    streamed_ask["stream"] = json!(true);
+    let response = complete(&app, &key, None, &streamed_ask).await;
+    let (_, chunks) = streamed(&response.text().await.unwrap());
+    let fragments: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(fragments.len(), 2, "{chunks:?}");
+    assert_eq!(fragments[0][0]["function"]["name"], "weather");
+    assert_eq!(
+        fragments[1][0]["function"]["arguments"],
+        r#"{"city":"Paris"}"#
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+
+    // The tool's answer goes back as given: the provider sees the tool message.
+    let follow_up = json!({"model": "fake/small", "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "sunny"},
+    ], "tools": tools});
+    let answered = complete(&app, &key, None, &follow_up).await;
+    assert_eq!(answered.status(), 200);
+    let sent = app.last_answer_request();
+    assert_eq!(sent["messages"][2]["role"], "tool", "{sent}");
+    assert_eq!(sent["messages"][2]["tool_call_id"], "call_0");
+    assert_eq!(sent["messages"][1]["tool_calls"][0]["id"], "call_0");
+    app.finish().await;
+}
+
+async fn stored_completions_go_into_the_callers_own_chat(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    list_models(&app, &["fake/small?tokens=2", "fake/small?tokens=3"]);
+    let key = api_key(&app, "keeper").await;
+    let first = complete(
+        &app,
+        &key,
+        Some("new"),
+        &json!({"model": "fake/small?tokens=2", "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "First question"},
+        ]}),
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    let chat = first.headers()["x-arbor-chat"].to_str().unwrap().to_owned();
+    let answer = first.headers()["x-arbor-message"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["choices"][0]["message"]["content"], "word0 word1");
+
+    let second = complete(
+        &app,
+        &key,
+        Some(&chat),
+        &json!({"model": "fake/small?tokens=3", "stream": true, "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "First question"},
+            {"role": "assistant", "content": "word0 word1"},
+            {"role": "user", "content": "Second question"},
+        ]}),
+    )
+    .await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["x-arbor-chat"].to_str().unwrap(), chat);
+    let (text, _) = streamed(&second.text().await.unwrap());
+    assert_eq!(text, "word0 word1 word2");
+
+    let access = app.login("keeper").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored: Value = app
+        .get_json_as(&format!("/api/v1/chats/{chat}"), &access)
+        .await;
+    assert_eq!(stored["system_prompt"], "You are terse.", "{stored}");
+    let branch: Value = app
+        .get_json_as(&format!("/api/v1/chats/{chat}/messages"), &access)
+        .await;
+    let contents: Vec<(&str, &str)> = branch
+        .as_array()
+        .unwrap_or_else(|| branch["messages"].as_array().unwrap())
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        contents,
+        [
+            ("user", "First question"),
+            ("assistant", "word0 word1"),
+            ("user", "Second question"),
+            ("assistant", "word0 word1 word2"),
+        ],
+        "{branch}"
+    );
+    assert!(branch.to_string().contains(&answer));
+
+    // Another user's key cannot write into (or learn about) this chat.
+    let intruder = api_key(&app, "intruder").await;
+    let denied = complete(
+        &app,
+        &intruder,
+        Some(&chat),
+        &json!({"model": "fake/small", "messages": [{"role": "user", "content": "let me in"}]}),
+    )
+    .await;
+    assert_eq!(denied.status(), 404);
+    let denied: Value = denied.json().await.unwrap();
+    assert_eq!(denied["error"]["code"], "not_found", "{denied}");
+    let after: Value = app
+        .get_json_as(&format!("/api/v1/chats/{chat}"), &access)
+        .await;
+    assert_eq!(after["message_count"], stored["message_count"]);
+    let overview = app.get_json_as("/api/v1/analytics/overview", &access).await;
+    assert_eq!(overview["messages"], 2, "{overview}");
+    app.finish().await;
+}
+
+async fn bad_completion_requests_get_openai_errors(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let key = api_key(&app, "careless").await;
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+    let cases: Vec<(Option<&str>, Value, u16, &str)> = vec![
+        (
+            None,
+            json!({"model": "nobody/none", "messages": user}),
+            404,
+            "model_not_found",
+        ),
+        (None, json!({"messages": user}), 400, "validation_error"),
+        (
+            None,
+            json!({"model": "fake/small"}),
+            400,
+            "validation_error",
+        ),
+        (
+            None,
+            json!({"model": "fake/small", "messages": []}),
+            400,
+            "validation_error",
+        ),
+        (
+            None,
+            json!({"model": "fake/small", "messages": user, "n": 2}),
+            400,
+            "validation_error",
+        ),
+        (
+            None,
+            json!({"model": "fake/small", "messages": user, "audio": {}}),
+            400,
+            "validation_error",
+        ),
+        (
+            None,
+            json!({"model": "fake/small", "messages": user, "temperature": 9}),
+            400,
+            "validation_error",
+        ),
+        (
+            None,
+            json!({"model": "fake/small", "messages": [{"role": "wizard", "content": "x"}]}),
+            400,
+            "validation_error",
+        ),
+        (
+            None,
+            json!({"model": "fake/small", "messages": [{"role": "user", "content": 5}]}),
+            400,
+            "validation_error",
+        ),
+        (
+            Some("new"),
+            json!({"model": "fake/small", "messages": user, "tools": tools}),
+            400,
+            "validation_error",
+        ),
+        (
+            Some("new"),
+            json!({"model": "fake/small", "messages": [{"role": "system", "content": "x"}]}),
+            400,
+            "validation_error",
+        ),
+        (
+            Some("not-a-chat"),
+            json!({"model": "fake/small", "messages": user}),
+            400,
+            "validation_error",
+        ),
+        (
+            Some("018f0000-0000-7000-8000-000000000000"),
+            json!({"model": "fake/small", "messages": user}),
+            404,
+            "not_found",
+        ),
+    ];
+    for (chat, body, status, code) in cases {
+        let response = complete(&app, &key, chat, &body).await;
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], code, "{body} → {error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let malformed = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let malformed: Value = malformed.json().await.unwrap();
+    assert_eq!(malformed["error"]["type"], "invalid_request_error");
+    let anonymous = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .json(&json!({"model": "fake/small", "messages": user}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    // Nothing above reached the provider or was stored.
+    assert_eq!(app.fake.stats().chat_requests, 0);
+    app.finish().await;
+}
+
+on_every_backend!(
+    the_models_are_listed_in_openai_shape_with_an_api_key,
+    completions_answer_in_openai_shape_and_count_for_the_caller,
+    tool_calls_pass_through_both_ways,
+    stored_completions_go_into_the_callers_own_chat,
+    bad_completion_requests_get_openai_errors,
+);

@@ -388,6 +388,7 @@ pub(crate) fn send_input(b: SendRequest) -> Result<SendInput, ApiError> {
                 .transpose()?,
             temperature,
             max_tokens,
+            prompt: None,
         },
     })
 }
@@ -405,6 +406,7 @@ pub(crate) fn retry_options(body: &web::Bytes) -> Result<GenerationOptions, ApiE
             .transpose()?,
         temperature,
         max_tokens,
+        prompt: None,
     })
 }
 
@@ -564,7 +566,7 @@ pub(crate) struct RetryRequest {
     max_tokens: Option<i64>,
 }
 
-fn generation_settings(
+pub(crate) fn generation_settings(
     temperature: Option<f64>,
     max_tokens: Option<i64>,
 ) -> Result<(Option<f64>, Option<u32>), ApiError> {

@@ -25,7 +25,7 @@ use actix_web::web;
 use usecase::analytics::AnalyticsUseCase;
 use usecase::auth::AuthUseCase;
 use usecase::catalog::CatalogUseCase;
-use usecase::chat::ChatUseCase;
+use usecase::chat::{ChatUseCase, CompletionsUseCase};
 use usecase::ports::HealthCheck;
 use usecase::preset::PresetUseCase;
 use usecase::template::TemplateUseCase;
@@ -83,7 +83,7 @@ where
     H: HealthCheck,
     A: AuthUseCase,
     M: CatalogUseCase,
-    S: ChatUseCase,
+    S: ChatUseCase + CompletionsUseCase,
     P: PresetUseCase,
 {
     cfg.route("/metrics", web::get().to(telemetry::scrape));
@@ -99,7 +99,7 @@ where
             .configure(templates::routes::<A, T>)
             .configure(analytics::routes::<A, Y>),
     );
-    cfg.service(web::scope("/v1").configure(openai::routes::<A, M>));
+    cfg.service(web::scope("/v1").configure(openai::routes::<A, M, S>));
 }
 
 /// Answers unknown routes with the 404 envelope instead of actix's empty body.

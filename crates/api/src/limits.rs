@@ -37,7 +37,7 @@ pub struct RoutePerMinute {
 /// A family of routes sharing one budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
-    /// `POST …/messages`, `POST …/messages/stream`.
+    /// `POST …/messages`, `POST …/messages/stream`, `POST /v1/chat/completions`.
     Send,
     /// `POST /chats`.
     CreateChat,
@@ -57,7 +57,10 @@ impl Family {
     pub fn of(method: &Method, pattern: &str) -> Self {
         let path = pattern.strip_prefix("/api/v1").unwrap_or(pattern);
         match (method.as_str(), path) {
-            ("POST", "/chats/{id}/messages" | "/chats/{id}/messages/stream") => Self::Send,
+            (
+                "POST",
+                "/chats/{id}/messages" | "/chats/{id}/messages/stream" | "/v1/chat/completions",
+            ) => Self::Send,
             ("POST", "/chats") => Self::CreateChat,
             (
                 "POST",

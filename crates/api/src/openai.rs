@@ -10,9 +10,17 @@ use serde::Serialize;
 use serde_json::json;
 use usecase::auth::AuthUseCase;
 use usecase::catalog::CatalogUseCase;
+use usecase::chat::CompletionsUseCase;
 
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
+
+mod completions;
+mod document;
+
+pub use document::OpenAiDoc;
+
+pub use completions::{CHAT_HEADER, MESSAGE_HEADER, MESSAGES_MAX};
 
 /// An [`ApiError`] in OpenAI's error shape.
 #[derive(Debug)]
@@ -31,13 +39,17 @@ impl std::fmt::Display for OpenAiError {
 }
 
 impl ResponseError for OpenAiError {
+    /// As Arbor's, except that invalid input is a 400 (OpenAI has no 422).
     fn status_code(&self) -> StatusCode {
-        self.0.status_code()
+        match self.0.status_code() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            other => other,
+        }
     }
 
     fn error_response(&self) -> HttpResponse {
         let inner = self.0.error_response();
-        let status = inner.status();
+        let status = self.status_code();
         let body = self.0.body();
         let (kind, code) = match (status.as_u16(), &self.0) {
             (401, _) => ("invalid_request_error", "invalid_api_key"),
@@ -58,7 +70,10 @@ impl ResponseError for OpenAiError {
             "error": {
                 "message": body.user_message,
                 "type": kind,
-                "param": null,
+                "param": match &self.0 {
+                    ApiError::Validation { field, .. } => field.as_deref(),
+                    _ => None,
+                },
                 "code": code,
             }
         }))
@@ -95,6 +110,7 @@ fn catalog_error(e: usecase::catalog::CatalogError) -> OpenAiError {
 }
 
 /// `GET /v1/models`: every model of the catalogue, in OpenAI's list shape.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, description = "Every model of the catalogue", body = document::ModelList)), security(("bearer" = [])))]
 async fn list<A: AuthUseCase, M: CatalogUseCase>(
     caller: Result<CurrentUser<A>, ApiError>,
     catalog: web::Data<M>,
@@ -120,6 +136,7 @@ async fn list<A: AuthUseCase, M: CatalogUseCase>(
 }
 
 /// `GET /v1/models/{id}`: one model (ids contain `/`).
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "openai", params(("id" = String, Path, description = "The model id (it contains `/`)")), responses((status = 200, description = "The model", body = document::OpenAiModelDoc)), security(("bearer" = [])))]
 async fn get<A: AuthUseCase, M: CatalogUseCase>(
     caller: Result<CurrentUser<A>, ApiError>,
     catalog: web::Data<M>,
@@ -132,10 +149,16 @@ async fn get<A: AuthUseCase, M: CatalogUseCase>(
 }
 
 /// Registers the `/v1` routes.
-pub fn routes<A: AuthUseCase, M: CatalogUseCase>(cfg: &mut web::ServiceConfig) {
-    cfg.route("/models", web::get().to(list::<A, M>))
-        .route("/models/{id:.+}", web::get().to(get::<A, M>))
-        .default_service(web::to(|| async {
-            Err::<HttpResponse, _>(OpenAiError(ApiError::NotFound("route")))
-        }));
+pub fn routes<A: AuthUseCase, M: CatalogUseCase, S: CompletionsUseCase>(
+    cfg: &mut web::ServiceConfig,
+) {
+    cfg.route(
+        "/chat/completions",
+        web::post().to(completions::create::<A, S>),
+    )
+    .route("/models", web::get().to(list::<A, M>))
+    .route("/models/{id:.+}", web::get().to(get::<A, M>))
+    .default_service(web::to(|| async {
+        Err::<HttpResponse, _>(OpenAiError(ApiError::NotFound("route")))
+    }));
 }

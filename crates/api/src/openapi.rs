@@ -1,6 +1,7 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations, served at
-//! `/api/v1/openapi.json`, with Swagger UI at `/docs` (its assets are compiled into the
-//! binary: nothing is fetched from the network).
+//! The OpenAPI 3.1 documents, generated from the handlers' annotations: Arbor's own at
+//! `/api/v1/openapi.json` and the OpenAI-compatible surface's at `/v1/openapi.json`, both in
+//! Swagger UI at `/docs` (its assets are compiled into the binary: nothing is fetched from the
+//! network).
 
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -181,10 +182,16 @@ impl Modify for Conventions {
 
 /// Registers `/api/v1/openapi.json` and the interactive docs at `/docs`.
 pub fn routes(cfg: &mut actix_web::web::ServiceConfig) {
-    cfg.service(
-        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
-            .url("/api/v1/openapi.json", ApiDoc::openapi()),
-    );
+    cfg.service(utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").urls(vec![
+        (
+            utoipa_swagger_ui::Url::new("Arbor", "/api/v1/openapi.json"),
+            ApiDoc::openapi(),
+        ),
+        (
+            utoipa_swagger_ui::Url::new("OpenAI-compatible (/v1)", "/v1/openapi.json"),
+            crate::openai::OpenAiDoc::openapi(),
+        ),
+    ]));
     cfg.route(
         "/docs",
         actix_web::web::get().to(|| async {

@@ -50,7 +50,9 @@ pub(crate) struct ServerSentEvent {
 }
 
 /// `(error_type, English, Japanese, retry_available)` of a failure that is not an HTTP error.
-fn failure_fields(failure: &GenerationFailure) -> (&'static str, String, &'static str, bool) {
+pub(crate) fn failure_fields(
+    failure: &GenerationFailure,
+) -> (&'static str, String, &'static str, bool) {
     match failure {
         GenerationFailure::Provider(cause) => {
             let e = provider_error(cause);

@@ -16,13 +16,14 @@ pub struct TokenUsage {
     pub total_tokens: u64,
 }
 
-/// The record kept for every assistant answer.
+/// The record kept for every model call: each answer stored in a chat, and each call of the
+/// OpenAI-compatible surface that stores nothing else.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationRecord {
-    /// The answer it describes.
-    pub message_id: MessageId,
-    /// The chat of that answer.
-    pub chat_id: ChatId,
+    /// The answer it describes (`None` for a call that stored no answer).
+    pub message_id: Option<MessageId>,
+    /// The chat of that answer (`None` for a call that stored no answer).
+    pub chat_id: Option<ChatId>,
     /// Whose usage it is.
     pub user_id: UserId,
     /// Provider name (e.g. `openrouter`, or the upstream provider it routed to).

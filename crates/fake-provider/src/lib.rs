@@ -21,6 +21,7 @@
 //! | `garbage` | add SSE comment lines, unknown fields and empty deltas |
 //! | `no_usage` | omit the usage block |
 //! | `cost` | report this call cost (USD, a decimal) in `usage.cost` (default 0, as a proxy that does not know it) |
+//! | `tool_call` | when the request offers tools, answer with a call of the first one (arguments `{"city":"Paris"}`, finish reason `tool_calls`) |
 //!
 //! It speaks HTTP/1.1 and HTTP/2 over plain TCP (h2c with prior knowledge) on the same port,
 //! so a client can carry many streams on one connection.
@@ -148,6 +149,9 @@ pub struct Script {
     /// Omit usage.
     #[serde(default, deserialize_with = "flag")]
     pub no_usage: bool,
+    /// Call the request's first tool instead of answering.
+    #[serde(default, deserialize_with = "flag")]
+    pub tool_call: bool,
     /// The cost reported in `usage.cost`, as sent (a decimal).
     pub cost: Option<String>,
 }
@@ -322,6 +326,12 @@ async fn chat(state: Arc<State>, request: Value) -> Response<Body> {
             .map_or(json!(0.0), Value::Number)
     });
     let id = format!("gen-{}", state.chat_requests.load(Ordering::SeqCst));
+    if let Some(tool) = request["tools"][0]["function"]["name"]
+        .as_str()
+        .filter(|_| script.tool_call)
+    {
+        return tool_call(guard, &request, (&id, &model, tool), usage);
+    }
     if request["stream"].as_bool() != Some(true) {
         tokio::time::sleep(Duration::from_millis(
             script.ttft_ms + script.token_ms * tokens.len().saturating_sub(1) as u64,
@@ -342,6 +352,50 @@ async fn chat(state: Arc<State>, request: Value) -> Response<Body> {
         return full(StatusCode::OK, body);
     }
     stream_response(guard, script, tokens, id, model, usage)
+}
+
+/// A call of `tool` (blocking, or streamed as OpenAI streams tool calls: the id and name
+/// first, then the arguments).
+fn tool_call(
+    guard: InFlight,
+    request: &Value,
+    (id, model, tool): (&str, &str, &str),
+    usage: Value,
+) -> Response<Body> {
+    const ARGUMENTS: &str = r#"{"city":"Paris"}"#;
+    let call = json!({"id": "call_0", "type": "function", "function": {"name": tool, "arguments": ARGUMENTS}});
+    if request["stream"].as_bool() != Some(true) {
+        drop(guard);
+        return full(
+            StatusCode::OK,
+            json!({
+                "id": id, "object": "chat.completion", "created": 1_700_000_000, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [call]}, "finish_reason": "tool_calls"}],
+                "usage": usage,
+            }),
+        );
+    }
+    let opening = json!({"tool_calls": [{"index": 0, "id": "call_0", "type": "function", "function": {"name": tool, "arguments": ""}}]});
+    let arguments = json!({"tool_calls": [{"index": 0, "function": {"arguments": ARGUMENTS}}]});
+    let mut last = json!({
+        "id": id, "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+    });
+    last["usage"] = usage;
+    let steps = vec![
+        Step::Send(chunk(
+            id,
+            model,
+            &json!({"role": "assistant", "content": null}),
+            None,
+            false,
+        )),
+        Step::Send(chunk(id, model, &opening, None, false)),
+        Step::Send(chunk(id, model, &arguments, None, false)),
+        Step::Send(format!("data: {last}\n\n")),
+        Step::Send("data: [DONE]\n\n".into()),
+    ];
+    sse(guard, steps)
 }
 
 enum Step {

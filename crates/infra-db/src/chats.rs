@@ -536,14 +536,27 @@ impl ChatRepository for SeaOrmStore {
         }
         Ok(())
     }
+
+    async fn record_generation(&self, record: GenerationRecord) -> Result<(), RepoError> {
+        generations::Entity::insert(generation_row(&record, record.message_id))
+            .exec_without_returning(&self.write)
+            .await
+            .map(drop)
+            .map_err(to_repo_error)
+    }
 }
 
-fn generation_row(record: &GenerationRecord, message: MessageId) -> generations::ActiveModel {
+/// The row of `record`, describing the answer `message` (none for a call that stored no
+/// answer).
+fn generation_row(
+    record: &GenerationRecord,
+    message: Option<MessageId>,
+) -> generations::ActiveModel {
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     generations::ActiveModel {
         id: Set(sea_orm::prelude::Uuid::now_v7()),
-        message_id: Set(uuid(message.as_u128())),
-        chat_id: Set(uuid(record.chat_id.as_u128())),
+        message_id: Set(message.map(|m| uuid(m.as_u128()))),
+        chat_id: Set(record.chat_id.map(|c| uuid(c.as_u128()))),
         user_id: Set(uuid(record.user_id.as_u128())),
         provider: Set(record.provider.clone()),
         model: Set(record.model.as_str().to_owned()),

@@ -83,8 +83,8 @@ fn message(parent: MessageId, role: Role, content: &str) -> NewMessage {
 
 fn record(chat: ChatId, user: UserId, message: MessageId) -> GenerationRecord {
     GenerationRecord {
-        message_id: message,
-        chat_id: chat,
+        message_id: Some(message),
+        chat_id: Some(chat),
         user_id: user,
         provider: "fake".into(),
         model: ModelId::parse("test/model").unwrap(),
@@ -443,6 +443,44 @@ mod suite {
             store.delete_chat(owner, chat.id).await,
             Err(RepoError::NotFound(Entity::Chat))
         ));
+    }
+
+    /// A call that stored no answer keeps its record (no chat, no message): it counts in its
+    /// caller's usage only, and deleting the caller's chats leaves it.
+    pub async fn a_record_without_a_chat_counts_for_its_caller_only(db: &TestDatabase) {
+        use usecase::analytics::AnalyticsRepository;
+        let store = db.store().await;
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let chat = store.create_chat(new_chat(alice)).await.unwrap();
+        let mut unattached = record(chat.id, alice, MessageId::from_u128(0));
+        unattached.chat_id = None;
+        unattached.message_id = None;
+        store.record_generation(unattached.clone()).await.unwrap();
+        store.record_generation(unattached).await.unwrap();
+        store.delete_chat(alice, chat.id).await.unwrap();
+        let from = Timestamp::from_unix_micros(0);
+        let to = Timestamp::from_unix_micros(now().as_unix_micros() + 1_000_000);
+        let usage = store
+            .usage_by_day_and_model(alice, from, to, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            usage.iter().map(|u| u.messages).sum::<u64>(),
+            2,
+            "{usage:?}"
+        );
+        assert_eq!(
+            usage.iter().map(|u| u.total_tokens).sum::<u64>(),
+            2 * record(chat.id, alice, chat.root_id).usage.total_tokens
+        );
+        assert!(
+            store
+                .usage_by_day_and_model(bob, from, to, None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     /// 200 tasks × 50 appends, 20 tasks per chat: every append lands, none fails, and every
@@ -1771,6 +1809,7 @@ every_backend!(
     a_parent_from_another_chat_is_refused,
     deleting_a_subtree_removes_it_and_moves_the_leaf_to_the_surviving_ancestor,
     deleting_a_chat_cascades_to_every_row_it_owns,
+    a_record_without_a_chat_counts_for_its_caller_only,
     concurrent_appends_are_never_lost,
     concurrent_counter_increments_are_exact,
     private_templates_are_invisible_to_others,

@@ -32,7 +32,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use usecase::llm::{
-    Completion, CompletionRequest, CompletionStream, LlmError, LlmGateway, StreamEvent,
+    Completion, CompletionRequest, CompletionStream, LlmError, LlmGateway, RawJson, StreamEvent,
 };
 
 use crate::wire::{WireChunk, WireCompletion, WireModels};
@@ -208,6 +208,15 @@ impl OpenAiGateway {
             body["stream_options"] = json!({"include_usage": true});
         }
         body["usage"] = json!({"include": true});
+        if let Some(Ok(Value::Object(fields))) = request
+            .passthrough
+            .as_ref()
+            .map(|p| serde_json::from_str::<Value>(p.as_str()))
+        {
+            for (name, value) in fields {
+                body[name] = value;
+            }
+        }
         body
     }
 }
@@ -359,13 +368,14 @@ impl OpenAiGateway {
                 .unwrap_or(502);
             return Err(classify_status(status, error.message.unwrap_or_default()));
         }
-        let choice = response.choices.into_iter().next();
+        let mut choice = response.choices.into_iter().next();
+        let mut message = choice.as_mut().and_then(|c| c.message.as_mut());
         Ok(Completion {
-            content: choice
-                .as_ref()
-                .and_then(|c| c.message.as_ref())
-                .and_then(|m| m.content.clone())
-                .unwrap_or_default(),
+            extra: message
+                .as_deref_mut()
+                .and_then(wire::WireMessage::extra)
+                .map(RawJson::new),
+            content: message.and_then(|m| m.content.take()).unwrap_or_default(),
             usage: response.usage.as_ref().map(usage),
             cost: response.usage.as_ref().and_then(reported_cost),
             finish_reason: choice.and_then(|c| c.finish_reason),
@@ -444,12 +454,16 @@ impl OpenAiGateway {
                                     )));
                                     break;
                                 }
-                                if let Some(text) = choice
-                                    .delta
-                                    .and_then(|d| d.content)
-                                    .filter(|t| !t.is_empty())
-                                {
-                                    s.pending.push_back(Ok(StreamEvent::Delta(text)));
+                                if let Some(mut delta) = choice.delta {
+                                    if let Some(text) =
+                                        delta.content.take().filter(|t| !t.is_empty())
+                                    {
+                                        s.pending.push_back(Ok(StreamEvent::Delta(text)));
+                                    }
+                                    if let Some(extra) = delta.extra() {
+                                        s.pending
+                                            .push_back(Ok(StreamEvent::Extra(RawJson::new(extra))));
+                                    }
                                 }
                                 if choice.finish_reason.is_some() {
                                     s.finish_reason = choice.finish_reason;

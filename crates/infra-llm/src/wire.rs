@@ -73,6 +73,22 @@ pub(crate) fn code_as_status(code: &Value) -> Option<u16> {
 pub(crate) struct WireMessage {
     #[serde(default)]
     pub content: Option<String>,
+    /// Every other member (`role`, `tool_calls`, `refusal`, …).
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, Value>,
+}
+
+impl WireMessage {
+    /// The members other than the role and the text that carry something (tool calls, a
+    /// refusal), as a JSON object; `None` when there are none.
+    pub fn extra(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.rest);
+        let kept: serde_json::Map<String, Value> = rest
+            .into_iter()
+            .filter(|(k, v)| k != "role" && !v.is_null())
+            .collect();
+        (!kept.is_empty()).then(|| Value::Object(kept).to_string())
+    }
 }
 
 #[derive(Debug, Deserialize)]

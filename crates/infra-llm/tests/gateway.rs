@@ -48,6 +48,7 @@ fn request(model: &str) -> CompletionRequest {
         ],
         temperature: Some(0.3),
         max_tokens: Some(50),
+        passthrough: None,
     }
 }
 

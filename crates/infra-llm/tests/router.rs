@@ -53,6 +53,7 @@ fn request(model: &str) -> CompletionRequest {
         }],
         temperature: None,
         max_tokens: None,
+        passthrough: None,
     }
 }
 

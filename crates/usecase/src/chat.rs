@@ -13,9 +13,14 @@ use domain::{
 };
 
 mod cache;
+mod completions;
 mod stream;
 mod use_case;
 
+pub use completions::{
+    ChatTarget, CompletionEvent, CompletionInput, CompletionReply, CompletionStream,
+    CompletionsUseCase, StoreIn,
+};
 pub use use_case::ChatUseCase;
 
 use cache::*;
@@ -132,6 +137,8 @@ struct Plan {
     temperature: Option<f64>,
     max_tokens: Option<u32>,
     system_prompt: Option<SystemPrompt>,
+    /// The conversation to send instead of the path, when the caller gave one.
+    given: Option<GivenPrompt>,
 }
 
 /// A stored exchange.
@@ -143,6 +150,8 @@ pub struct Reply {
     pub answer: Message,
     /// Tokens used, when reported.
     pub usage: Option<TokenUsage>,
+    /// Why generation stopped, when reported.
+    pub finish_reason: Option<String>,
     /// The model that answered.
     pub model: ModelId,
     /// Root → answer.
@@ -178,6 +187,18 @@ pub struct GenerationOptions {
     pub temperature: Option<f64>,
     /// Answer cap.
     pub max_tokens: Option<u32>,
+    /// Send this conversation instead of the chat's path (the OpenAI-compatible surface,
+    /// whose clients send the whole conversation).
+    pub prompt: Option<GivenPrompt>,
+}
+
+/// A conversation as the caller sends it whole.
+#[derive(Debug, Clone, Default)]
+pub struct GivenPrompt {
+    /// Its messages, in order (text only; see `passthrough` for the rest).
+    pub messages: Vec<PromptMessage>,
+    /// Provider-protocol fields sent as given (see [`CompletionRequest::passthrough`]).
+    pub passthrough: Option<crate::llm::RawJson>,
 }
 
 /// Server-wide defaults of the chat service.
@@ -388,11 +409,22 @@ where
                 .or_else(|| chat.system_prompt.clone()),
             model,
             info,
+            given: options.prompt,
         })
     }
 
-    /// The request for an answer at the end of `path`: the system prompt, then the path.
+    /// The request for an answer at the end of `path`: the system prompt, then the path —
+    /// or the conversation the caller gave.
     fn request_for(path: &[Message], plan: &Plan) -> CompletionRequest {
+        if let Some(given) = &plan.given {
+            return CompletionRequest {
+                model: plan.model.clone(),
+                messages: given.messages.clone(),
+                temperature: plan.temperature,
+                max_tokens: plan.max_tokens,
+                passthrough: given.passthrough.clone(),
+            };
+        }
         let mut prompt = Vec::with_capacity(path.len() + 1);
         if let Some(system) = plan
             .system_prompt
@@ -418,6 +450,7 @@ where
             messages: prompt,
             temperature: plan.temperature,
             max_tokens: plan.max_tokens,
+            passthrough: None,
         }
     }
 
@@ -488,7 +521,7 @@ where
         plan: Plan,
         slot: Slot,
         turn: Turn<crate::llm::Completion>,
-    ) -> Result<(Message, Option<TokenUsage>, Vec<MessageId>), ChatError> {
+    ) -> Result<Reply, ChatError> {
         let Turn {
             question: under,
             path,
@@ -496,6 +529,7 @@ where
             after,
             ..
         } = turn;
+        let model = plan.info.id.clone();
         let title = self.title_job(chat, &path, &plan);
         let mut ids: Vec<MessageId> = path.iter().map(|m| m.id).collect();
         let completion = tokio::time::timeout(self.generations.limits().deadline, upstream)
@@ -521,8 +555,8 @@ where
             MessageStatus::Complete,
         );
         let record = GenerationRecord {
-            message_id: answer.id,
-            chat_id: chat.id,
+            message_id: Some(answer.id),
+            chat_id: Some(chat.id),
             user_id: owner,
             provider: completion.provider.unwrap_or_else(|| self.provider.clone()),
             model: plan.model,
@@ -531,7 +565,7 @@ where
             cost_source,
             latency_ms,
             time_to_first_token_ms: None,
-            finish_reason: completion.finish_reason,
+            finish_reason: completion.finish_reason.clone(),
             created_at: answer.created_at,
         };
         let stored = answer.stored_in(chat.id);
@@ -553,7 +587,14 @@ where
             self.spawn_title(job, answer.content.clone());
         }
         ids.push(answer.id);
-        Ok((answer, completion.usage, ids))
+        Ok(Reply {
+            user_message: under,
+            answer,
+            usage: completion.usage,
+            finish_reason: completion.finish_reason,
+            model,
+            path: ids,
+        })
     }
 
     /// Registers the generation in its reserved chat and starts its task, which streams the

@@ -15,6 +15,26 @@ pub struct PromptMessage {
     pub content: String,
 }
 
+/// A JSON value the use cases carry without reading it: provider-protocol fields a client
+/// asked to pass through (tools, a response format, a message's tool calls). Whoever builds
+/// one has checked that it is valid JSON of the documented shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawJson(String);
+
+impl RawJson {
+    /// Wraps JSON text (the caller has validated it).
+    #[must_use]
+    pub const fn new(json: String) -> Self {
+        Self(json)
+    }
+
+    /// The JSON text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A chat completion request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompletionRequest {
@@ -26,6 +46,10 @@ pub struct CompletionRequest {
     pub temperature: Option<f64>,
     /// Answer length cap.
     pub max_tokens: Option<u32>,
+    /// A JSON object whose members are set in the provider request as given, replacing
+    /// what the fields above produced (`messages` included, for a conversation with tool
+    /// calls or images).
+    pub passthrough: Option<RawJson>,
 }
 
 /// A finished blocking completion.
@@ -41,6 +65,8 @@ pub struct Completion {
     pub provider: Option<String>,
     /// What the call cost, when the provider reported it (`usage.cost`).
     pub cost: Option<domain::Usd>,
+    /// The answer message's other members (tool calls, a refusal), as a JSON object.
+    pub extra: Option<RawJson>,
 }
 
 /// One item of a streamed completion.
@@ -48,6 +74,8 @@ pub struct Completion {
 pub enum StreamEvent {
     /// New text (never empty).
     Delta(String),
+    /// A delta's other members (tool-call fragments, a refusal), as a JSON object.
+    Extra(RawJson),
     /// The end: why it stopped and what it used. Always the last item of a successful stream.
     Done {
         /// Why generation stopped.

@@ -647,6 +647,16 @@ pub trait ChatRepository: Send + Sync + 'static {
         owner: UserId,
         chat: ChatId,
     ) -> impl Future<Output = Result<(), RepoError>> + Send;
+
+    /// Stores the record of a model call that stored no answer (its `chat_id` and
+    /// `message_id` are `None`): it counts in the caller's analytics all the same.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn record_generation(
+        &self,
+        record: GenerationRecord,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
 }
 
 /// How a template list is ordered.

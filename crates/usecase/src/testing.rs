@@ -198,6 +198,7 @@ impl crate::llm::LlmGateway for FakeLlm {
             finish_reason: Some("stop".into()),
             provider: None,
             cost: None,
+            extra: None,
         })
     }
 

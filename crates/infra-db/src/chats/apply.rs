@@ -59,7 +59,7 @@ async fn insert_record(
     record: &GenerationRecord,
     answer: MessageId,
 ) -> Result<(), Failure> {
-    generations::Entity::insert(generation_row(record, answer))
+    generations::Entity::insert(generation_row(record, Some(answer)))
         .exec_without_returning(txn)
         .await
         .map(drop)

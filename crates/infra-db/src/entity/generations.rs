@@ -5,8 +5,8 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
-    pub message_id: Uuid,
-    pub chat_id: Uuid,
+    pub message_id: Option<Uuid>,
+    pub chat_id: Option<Uuid>,
     pub user_id: Uuid,
     pub provider: String,
     pub model: String,

@@ -97,6 +97,8 @@ pub(super) async fn pump(
                 content.push_str(&delta);
                 generation.publish(GenerationEvent::Chunk(delta));
             }
+            // A chat stores text: other members (tool calls) are for callers that store none.
+            StreamEvent::Extra(_) => {}
             StreamEvent::Done {
                 finish_reason,
                 usage,
@@ -145,8 +147,8 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
             let usage = end.usage.unwrap_or_default();
             let (cost, cost_source) = domain::call_cost(end.cost, &job.plan.info.pricing, usage);
             let record = GenerationRecord {
-                message_id: job.message,
-                chat_id: job.chat,
+                message_id: Some(job.message),
+                chat_id: Some(job.chat),
                 user_id: job.owner,
                 provider: end.provider.unwrap_or(job.provider),
                 model: job.plan.model.clone(),
@@ -301,6 +303,7 @@ pub(super) async fn write_title<R: ChatRepository, L: LlmGateway>(
         }],
         temperature: Some(0.3),
         max_tokens: Some(60),
+        passthrough: None,
     };
     let generated = match tokio::time::timeout(TITLE_TIMEOUT, llm.complete(request)).await {
         Ok(Ok(c)) => domain::clean_title(&c.content),

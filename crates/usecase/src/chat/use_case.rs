@@ -395,7 +395,6 @@ where
     ) -> Result<Reply, ChatError> {
         let current = self.get_chat(owner, chat).await?;
         let plan = self.plan(owner, &current, input.options).await?;
-        let model_used = plan.info.id.clone();
         let slot = self.generations.acquire(owner).await?;
         let turn = self
             .commit_question(
@@ -407,16 +406,7 @@ where
                 false,
             )
             .await?;
-        let user_message = turn.question.clone();
-        self.answer(owner, &current, plan, slot, turn)
-            .await
-            .map(|(answer, usage, path)| Reply {
-                user_message,
-                answer,
-                usage,
-                model: model_used,
-                path,
-            })
+        self.answer(owner, &current, plan, slot, turn).await
     }
 
     async fn update_chat(
@@ -457,7 +447,6 @@ where
         let t = self.tree(owner, chat).await?;
         let user_message = Self::retry_target(&t.tree, message)?;
         let plan = self.plan(owner, &t.chat, options).await?;
-        let model = plan.info.id.clone();
         let slot = self.generations.acquire(owner).await?;
         let path = tree_path(&t.tree, user_message.id)?;
         let turn = Turn {
@@ -465,19 +454,12 @@ where
                 Instant::now(),
                 self.start_completion(Self::request_for(&path, &plan)),
             ),
-            question: user_message.clone(),
+            question: user_message,
             path,
             answer_row: None,
             after: None,
         };
-        let (answer, usage, path) = self.answer(owner, &t.chat, plan, slot, turn).await?;
-        Ok(Reply {
-            user_message,
-            answer,
-            usage,
-            model,
-            path,
-        })
+        self.answer(owner, &t.chat, plan, slot, turn).await
     }
 
     async fn edit(
@@ -521,7 +503,6 @@ where
             .await
             .map_err(repo)?;
         let reply = if let (Some((plan, slot)), Some((path, upstream))) = (generation, upstream) {
-            let model = plan.info.id.clone();
             let turn = Turn {
                 question: edited.clone(),
                 path,
@@ -529,14 +510,7 @@ where
                 answer_row: None,
                 after: None,
             };
-            let (answer, usage, path) = self.answer(owner, &t.chat, plan, slot, turn).await?;
-            Some(Reply {
-                user_message: edited.clone(),
-                answer,
-                usage,
-                model,
-                path,
-            })
+            Some(self.answer(owner, &t.chat, plan, slot, turn).await?)
         } else {
             None
         };

@@ -23,6 +23,8 @@ struct State {
     chats: HashMap<ChatId, Chat>,
     messages: HashMap<ChatId, Vec<Message>>,
     records: HashMap<MessageId, GenerationRecord>,
+    /// Records of calls that stored no answer.
+    unattached_records: Vec<GenerationRecord>,
     templates: HashMap<TemplateId, PromptTemplate>,
     models: HashMap<ModelId, ModelInfo>,
     settings: HashMap<UserId, crate::catalog::UserSettings>,
@@ -55,6 +57,15 @@ impl InMemoryStore {
     #[must_use]
     pub fn generation_record(&self, message: MessageId) -> Option<GenerationRecord> {
         self.state.lock().ok()?.records.get(&message).cloned()
+    }
+
+    /// The records of calls that stored no answer, oldest first, for assertions.
+    #[must_use]
+    pub fn unattached_records(&self) -> Vec<GenerationRecord> {
+        self.state
+            .lock()
+            .map(|s| s.unattached_records.clone())
+            .unwrap_or_default()
     }
 }
 

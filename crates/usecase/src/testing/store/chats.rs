@@ -399,4 +399,11 @@ impl ChatRepository for InMemoryStore {
             Ok(())
         })
     }
+
+    async fn record_generation(&self, record: GenerationRecord) -> Result<(), RepoError> {
+        self.with(|s| {
+            s.unattached_records.push(record);
+            Ok(())
+        })
+    }
 }

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Interoperability with real clients and a real third-party upstream:
+#  1. the official OpenAI SDKs (Python from PyPI, Node from npm) against a live Arbor whose
+#     upstream is the fake provider, with an Arbor API key (tests/interop/sdk_check.*);
+#  2. the LiteLLM proxy (from PyPI, a `mock_response` model: its own SSE framing, headers and
+#     model list) as Arbor's upstream: Arbor's own chat routes and /v1 both work through it.
+# Clients are installed into target/ on first use (the package registries only).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo=${CARGO:-cargo}
+venv=target/interop-venv
+node_dir=target/interop-node
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ ! -x "$venv/bin/litellm" ]; then
+  echo "==> installing the OpenAI Python SDK and the LiteLLM proxy into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet 'openai==3.57.0' 'litellm[proxy]==1.108.7'
+fi
+if [ ! -f "$node_dir/node_modules/openai/package.json" ]; then
+  echo "==> installing the OpenAI Node SDK into $node_dir"
+  mkdir -p "$node_dir"
+  npm install --silent --no-audit --no-fund --prefix "$node_dir" 'openai@6.49.0'
+fi
+
+echo "==> building"
+$cargo build --quiet -p arbor -p fake-provider
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { # url log
+  for _ in $(seq 1 150); do curl -sf "$1" > /dev/null && return 0; sleep 0.2; done
+  echo "$1 did not answer" >&2; tail -40 "$2" >&2; return 1
+}
+
+# An Arbor on its own SQLite file; its URL in $arbor_url.
+# Usage: start_arbor NAME UPSTREAM_URL UPSTREAM_KEY
+start_arbor() {
+  local port; port=$(free_port)
+  mkdir -p "$work/$1"
+  ARBOR_ENV=test \
+  DATABASE_URL="sqlite://$work/$1/arbor.db?mode=rwc" \
+  ARBOR__SERVER__PORT=$port \
+  ARBOR__LLM__BASE_URL="$2" \
+  ARBOR__LLM__API_KEY="$3" \
+  ARBOR__LLM__MAX_RETRIES=0 \
+  ARBOR__AUTH__ARGON2_MEMORY_KIB=1024 \
+  ARBOR__AUTH__ARGON2_ITERATIONS=1 \
+  ARBOR__LOG__LEVEL=warn \
+    target/debug/arbor --config-dir "$work/$1" serve > "$work/$1/arbor.log" 2>&1 &
+  pids+=($!)
+  arbor_url="http://127.0.0.1:$port"
+  wait_for "$arbor_url/api/v1/ready" "$work/$1/arbor.log"
+}
+
+sdk_checks() { # base model expect
+  local key; key=$("$venv/bin/python" tests/interop/arbor_setup.py "$1" "sdk-$RANDOM")
+  ARBOR_BASE=$1 ARBOR_KEY=$key MODEL=$2 EXPECT=$3 "$venv/bin/python" tests/interop/sdk_check.py
+  ARBOR_BASE=$1 ARBOR_KEY=$key MODEL=$2 EXPECT=$3 NODE_PATH="$node_dir/node_modules" \
+    node tests/interop/sdk_check.cjs
+}
+
+echo "==> the OpenAI SDKs against Arbor (upstream: the fake provider)"
+provider_port=$(free_port)
+target/debug/fake-provider "127.0.0.1:$provider_port" > "$work/provider.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$provider_port/api/v1/models" "$work/provider.log"
+start_arbor fake "http://127.0.0.1:$provider_port/api/v1" ""
+sdk_checks "$arbor_url" "fake/small" "word0 word1 word2 word3 word4 word5 word6 word7"
+
+echo "==> Arbor with the LiteLLM proxy as its upstream"
+litellm_port=$(free_port)
+cat > "$work/litellm.yaml" <<'YAML'
+model_list:
+  - model_name: mock/echo
+    litellm_params:
+      model: openai/mock-echo
+      api_key: none
+      mock_response: "Hello from LiteLLM"
+general_settings:
+  master_key: sk-interop-master
+litellm_settings:
+  telemetry: false
+YAML
+LITELLM_LOCAL_MODEL_COST_MAP=True "$venv/bin/litellm" --config "$work/litellm.yaml" \
+  --host 127.0.0.1 --port "$litellm_port" > "$work/litellm.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$litellm_port/health/liveliness" "$work/litellm.log"
+start_arbor litellm "http://127.0.0.1:$litellm_port/v1" "sk-interop-master"
+proxied=$arbor_url
+ARBOR_BASE=$proxied MODEL=mock/echo EXPECT="Hello from LiteLLM" \
+  "$venv/bin/python" tests/interop/native_check.py
+sdk_checks "$proxied" "mock/echo" "Hello from LiteLLM"
+echo "==> interop: all checks passed"
