@@ -483,10 +483,71 @@ async fn bad_completion_requests_get_openai_errors(backend: Backend) {
     app.finish().await;
 }
 
+/// An unstored stream holds its caller's slot (a second call meets the per-user cap as a
+/// 429 in OpenAI's shape); a client that leaves cancels the provider call and frees the slot,
+/// and the call is still recorded, as `cancelled`.
+async fn a_client_that_leaves_cancels_the_call_and_frees_its_slot(backend: Backend) {
+    let Some(db) = infra_db::testing::TestDatabase::create(backend).await else {
+        return;
+    };
+    let mut settings = crate::helpers::test_settings(db.url());
+    settings.generation.per_user_limit = 1;
+    let app = TestApp::spawn_with(settings, db).await;
+    const SLOW: &str = "fake/small?tokens=300&token_ms=20";
+    list_models(&app, &[SLOW]);
+    let key = api_key(&app, "leaver").await;
+    let ask = |model: &str, stream: bool| json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "long story"}]});
+    let mut first = complete(&app, &key, None, &ask(SLOW, true)).await;
+    assert_eq!(first.status(), 200);
+    let head = first.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&head).contains("chat.completion.chunk"));
+    assert_eq!(app.fake.stats().in_flight, 1);
+
+    let refused = complete(&app, &key, None, &ask("fake/small", false)).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["error"]["type"], "rate_limit_error", "{refused}");
+
+    drop(first);
+    let waited = std::time::Instant::now();
+    while app.fake.stats().in_flight > 0 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(5),
+            "the provider call outlived its client"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let again = complete(&app, &key, None, &ask("fake/small", false)).await;
+    assert_eq!(again.status(), 200, "the slot was freed");
+
+    let reasons: Vec<Option<String>> = {
+        use sea_orm::ConnectionTrait;
+        let conn = app.db.raw().await;
+        let rows = conn
+            .query_all_raw(sea_orm::Statement::from_string(
+                conn.get_database_backend(),
+                "SELECT finish_reason FROM generations WHERE chat_id IS NULL ORDER BY created_at",
+            ))
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        rows.iter()
+            .map(|r| r.try_get("", "finish_reason").unwrap())
+            .collect()
+    };
+    assert_eq!(
+        reasons,
+        [Some("cancelled".to_owned()), Some("stop".to_owned())]
+    );
+    app.finish().await;
+}
+
 on_every_backend!(
     the_models_are_listed_in_openai_shape_with_an_api_key,
     completions_answer_in_openai_shape_and_count_for_the_caller,
     tool_calls_pass_through_both_ways,
     stored_completions_go_into_the_callers_own_chat,
     bad_completion_requests_get_openai_errors,
+    a_client_that_leaves_cancels_the_call_and_frees_its_slot,
 );
