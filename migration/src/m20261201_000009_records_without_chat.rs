@@ -1,10 +1,12 @@
-//! A generation record without a chat: calls of the OpenAI-compatible surface that store no
-//! conversation still count in analytics and quotas, so `generations.chat_id` and
-//! `generations.message_id` become nullable (their foreign keys stay).
+//! Generation records that outlive their chat, or never had one: calls of the
+//! OpenAI-compatible surface that store no conversation still count in analytics and quotas,
+//! and deleting a chat (or an answer) must not erase what it cost. `generations.chat_id` and
+//! `generations.message_id` become nullable and their foreign keys `ON DELETE SET NULL`
+//! (they cascaded).
 //!
-//! SQLite cannot relax a column: the table is rebuilt from its own catalogue (columns,
-//! defaults, keys) with the two columns nullable, its rows copied, and its indexes made
-//! again.
+//! SQLite cannot change a column or a key: the table is rebuilt from its own catalogue
+//! (columns, defaults, keys) with the two columns changed, its rows copied, and its indexes
+//! made again.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, Statement};
@@ -59,6 +61,11 @@ async fn rebuild_on_sqlite(manager: &SchemaManager<'_>, nullable: bool) -> Resul
         let from: String = row.try_get("", "from")?;
         let to: String = row.try_get("", "to")?;
         let on_delete: String = row.try_get("", "on_delete")?;
+        let on_delete = match (RELAXED.contains(&from.as_str()), nullable) {
+            (true, true) => "SET NULL".to_owned(),
+            (true, false) => "CASCADE".to_owned(),
+            (false, _) => on_delete,
+        };
         definitions.push(format!(
             "FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {on_delete}",
             quoted(&from),
@@ -92,6 +99,29 @@ async fn rebuild_on_sqlite(manager: &SchemaManager<'_>, nullable: bool) -> Resul
     Ok(())
 }
 
+/// Makes the chat and message keys of `generations` act `on_delete` (PostgreSQL, MySQL).
+async fn set_keys(manager: &SchemaManager<'_>, on_delete: &str) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    let drop = if manager.get_database_backend() == DbBackend::Postgres {
+        "DROP CONSTRAINT"
+    } else {
+        "DROP FOREIGN KEY"
+    };
+    for (name, column, table) in [
+        ("fk_generations_chat", "chat_id", "chats"),
+        ("fk_generations_message", "message_id", "messages"),
+    ] {
+        db.execute_unprepared(&format!("ALTER TABLE generations {drop} {name}"))
+            .await?;
+        db.execute_unprepared(&format!(
+            "ALTER TABLE generations ADD CONSTRAINT {name} FOREIGN KEY ({column}) \
+             REFERENCES {table} (id) ON DELETE {on_delete}"
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -104,7 +134,7 @@ impl MigrationTrait for Migration {
                      ALTER COLUMN message_id DROP NOT NULL",
                 )
                 .await?;
-                Ok(())
+                set_keys(manager, "SET NULL").await
             }
             _ => {
                 // MySQL and MariaDB
@@ -113,7 +143,7 @@ impl MigrationTrait for Migration {
                      MODIFY message_id BINARY(16) NULL",
                 )
                 .await?;
-                Ok(())
+                set_keys(manager, "SET NULL").await
             }
         }
     }
@@ -127,6 +157,7 @@ impl MigrationTrait for Migration {
         match manager.get_database_backend() {
             DbBackend::Sqlite => rebuild_on_sqlite(manager, false).await,
             DbBackend::Postgres => {
+                set_keys(manager, "CASCADE").await?;
                 db.execute_unprepared(
                     "ALTER TABLE generations ALTER COLUMN chat_id SET NOT NULL, \
                      ALTER COLUMN message_id SET NOT NULL",
@@ -136,6 +167,7 @@ impl MigrationTrait for Migration {
             }
             _ => {
                 // MySQL and MariaDB
+                set_keys(manager, "CASCADE").await?;
                 db.execute_unprepared(
                     "ALTER TABLE generations MODIFY chat_id BINARY(16) NOT NULL, \
                      MODIFY message_id BINARY(16) NOT NULL",

@@ -295,7 +295,72 @@ async fn a_reported_cost_is_what_the_call_cost(backend: Backend) {
     app.finish().await;
 }
 
+/// What a chat cost stays in the figures after the chat (or one of its answers) is deleted.
+async fn deleting_chats_and_answers_leaves_the_figures_unchanged(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.user_token("frugal").await;
+    let mut answers = Vec::new();
+    let mut chats = Vec::new();
+    for _ in 0..2 {
+        let chat = app.new_chat(&token).await;
+        for question in ["one", "two"] {
+            let answer: Value = app
+                .post_json_as(
+                    &format!("/api/v1/chats/{chat}/messages"),
+                    &token,
+                    &serde_json::json!({"content": question, "model_id": "fake/large"}),
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            answers.push((
+                chat.clone(),
+                answer["message_uuid"].as_str().unwrap().to_owned(),
+            ));
+        }
+        chats.push(chat);
+    }
+    let figures = || async {
+        let mut all = app.get_json_as("/api/v1/analytics", &token).await;
+        // The period's bounds move with the clock; the figures must not.
+        all["overview"]["from"].take();
+        all["overview"]["to"].take();
+        all
+    };
+    let before = figures().await;
+    assert_eq!(before["overview"]["messages"], 4, "{}", before["overview"]);
+    let (chat, answer) = &answers[3];
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/api/v1/chats/{chat}/messages/{answer}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/api/v1/chats/{}", chats[0])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let after = figures().await;
+    assert!(
+        after == before,
+        "{} became {}",
+        before["overview"],
+        after["overview"]
+    );
+    app.finish().await;
+}
+
 on_every_backend!(
     every_figure_matches_the_seeded_data,
-    a_reported_cost_is_what_the_call_cost
+    a_reported_cost_is_what_the_call_cost,
+    deleting_chats_and_answers_leaves_the_figures_unchanged,
 );

@@ -394,7 +394,9 @@ mod suite {
             .map(|m| m.id)
             .collect();
         assert_eq!(left, [chat.root_id, other.id]);
-        assert_eq!(db.count("generations", None).await, 0);
+        // The removed answers' records stay (their message reference nulled), in the chat.
+        let chat_id = || Some(("chat_id", uuid_value(chat.id.as_u128())));
+        assert_eq!(db.count("generations", chat_id()).await, 40);
 
         let root = store.delete_subtree(owner, chat.id, chat.root_id).await;
         assert!(matches!(root, Err(RepoError::Conflict(_))), "{root:?}");
@@ -407,6 +409,7 @@ mod suite {
         );
     }
 
+    /// Deleting a chat removes its messages; its generation records stay, detached.
     pub async fn deleting_a_chat_cascades_to_every_row_it_owns(db: &TestDatabase) {
         let store = db.store().await;
         let owner = user(&store, "alice").await;
@@ -437,6 +440,8 @@ mod suite {
         let chat_id = || Some(("chat_id", uuid_value(chat.id.as_u128())));
         assert_eq!(db.count("messages", chat_id()).await, 0);
         assert_eq!(db.count("generations", chat_id()).await, 0);
+        // What the chat's answers cost stays, without the chat.
+        assert_eq!(db.count("generations", None).await, 30);
         assert_eq!(db.count("chats", None).await, 1);
         assert_eq!(store.list_messages(owner, keep.id).await.unwrap().len(), 1);
         assert!(matches!(

@@ -561,8 +561,8 @@ pub trait ChatRepository: Send + Sync + 'static {
         expected: Option<ChatVersion>,
     ) -> impl Future<Output = Result<(Message, Option<ChatVersion>), RepoError>> + Send;
 
-    /// Removes a message and its whole subtree (with their generation records) and moves the
-    /// current leaf to the nearest surviving ancestor if it was removed.
+    /// Removes a message and its whole subtree (their generation records stay, detached) and
+    /// moves the current leaf to the nearest surviving ancestor if it was removed.
     ///
     /// Implementations MUST do all of it in one transaction.
     ///
@@ -638,7 +638,8 @@ pub trait ChatRepository: Send + Sync + 'static {
         title: ChatTitle,
     ) -> impl Future<Output = Result<bool, RepoError>> + Send;
 
-    /// Deletes the chat with all its messages and records.
+    /// Deletes the chat with all its messages. Its generation records stay, detached (what
+    /// the chat cost still counts in analytics and quotas).
     ///
     /// # Errors
     /// [`RepoError::NotFound`] with [`Entity::Chat`].

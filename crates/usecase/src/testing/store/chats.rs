@@ -377,7 +377,10 @@ impl ChatRepository for InMemoryStore {
                 list.retain(|m| !removed.contains(&m.id));
             }
             for id in &removed {
-                s.records.remove(id);
+                if let Some(mut record) = s.records.remove(id) {
+                    record.message_id = None;
+                    s.unattached_records.push(record);
+                }
             }
             let c = owned_chat(s, owner, chat)?;
             c.current_leaf_id = leaf;
@@ -394,7 +397,12 @@ impl ChatRepository for InMemoryStore {
             owned_chat(s, owner, chat)?;
             s.chats.remove(&chat);
             for m in s.messages.remove(&chat).unwrap_or_default() {
-                s.records.remove(&m.id);
+                if let Some(mut record) = s.records.remove(&m.id) {
+                    // The record outlives its chat, detached.
+                    record.chat_id = None;
+                    record.message_id = None;
+                    s.unattached_records.push(record);
+                }
             }
             Ok(())
         })
