@@ -19,6 +19,7 @@ mod m20261201_000006_replica_coordination;
 mod m20261201_000007_cost_source;
 mod m20261201_000008_inactive_models;
 mod m20261201_000009_records_without_chat;
+mod m20261201_000010_administration;
 
 /// Applies Arbor's migrations.
 #[derive(Debug)]
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_cost_source::Migration),
             Box::new(m20261201_000008_inactive_models::Migration),
             Box::new(m20261201_000009_records_without_chat::Migration),
+            Box::new(m20261201_000010_administration::Migration),
         ]
     }
 }

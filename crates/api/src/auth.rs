@@ -124,6 +124,17 @@ struct Credentials {
     password: String,
 }
 
+/// A registration: credentials, and the invite code under the `invite` policy.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Registration {
+    username: String,
+    password: String,
+    /// Required under the `invite` registration policy (single use).
+    #[serde(default)]
+    invite_code: Option<String>,
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct FormCredentials {
     username: String,
@@ -137,6 +148,10 @@ struct FormCredentials {
 pub struct UserResponse {
     uuid: String,
     username: String,
+    /// `user` or `admin`.
+    role: &'static str,
+    /// Waiting for an admin's approval (cannot log in yet).
+    pending: bool,
     created_at: String,
 }
 
@@ -145,6 +160,8 @@ impl From<&User> for UserResponse {
         Self {
             uuid: u.id.to_string(),
             username: u.username.as_str().to_owned(),
+            role: u.role.as_str(),
+            pending: u.pending,
             created_at: u.created_at.to_string(),
         }
     }
@@ -174,22 +191,23 @@ fn parse_credentials(username: String, password: String) -> Result<(Username, Pa
 }
 
 /// `POST /api/v1/users`.
-#[utoipa::path(post, path = "/api/v1/users", tag = "auth", request_body = Credentials, responses((status = 201, description = "The new account", body = UserResponse), (status = 409, description = "The name is taken", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/users", tag = "auth", request_body = Registration, responses((status = 201, description = "The new account (under the `approval` policy: `pending` until an admin approves it)", body = UserResponse), (status = 403, description = "`registration_closed`, or `invite_required` (no valid invite code under the `invite` policy)", body = crate::error::ErrorBody), (status = 409, description = "The name is taken", body = crate::error::ErrorBody)))]
 async fn register<A: AuthUseCase>(
     req: HttpRequest,
     auth: web::Data<A>,
     limits: web::Data<AuthRateLimits>,
-    body: web::Json<Credentials>,
+    body: web::Json<Registration>,
 ) -> Result<HttpResponse, ApiError> {
     limits.register.check(client_ip(&req)).await?;
     let body = body.into_inner();
     let (username, password) = parse_credentials(body.username, body.password)?;
-    let user = auth.register(username, password).await?;
+    let invite = body.invite_code.filter(|c| !c.is_empty() && c.len() <= 256);
+    let user = auth.register(username, password, invite).await?;
     Ok(HttpResponse::Created().json(UserResponse::from(&user)))
 }
 
 /// `POST /api/v1/auth/login`: JSON `{username, password}` or the OAuth2 password form.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials, responses((status = 200, description = "An access and a refresh token", body = TokenResponse)))]
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials, responses((status = 200, description = "An access and a refresh token", body = TokenResponse), (status = 403, description = "`account_pending`: the password is right but an admin has not approved the account yet", body = crate::error::ErrorBody)))]
 async fn login<A: AuthUseCase>(
     req: HttpRequest,
     auth: web::Data<A>,

@@ -58,6 +58,17 @@ impl From<ChatError> for ApiError {
                 }
             }
             ChatError::Storage(cause) => Self::from_repo(cause),
+            ChatError::QuotaExceeded { limit, resets_at } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let reset = u64::try_from(resets_at.as_unix_seconds()).unwrap_or(0);
+                Self::QuotaExceeded {
+                    limit,
+                    resets_at: resets_at.to_string(),
+                    retry_after_secs: reset.saturating_sub(now).max(1),
+                }
+            }
         }
     }
 }

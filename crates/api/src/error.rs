@@ -82,6 +82,56 @@ pub enum ApiError {
     /// 500: anything unexpected. The cause is logged where it is mapped, never sent.
     #[error("internal error")]
     Internal,
+    /// 403 for a stated reason the client can act on.
+    #[error("{}", .0.english())]
+    Denied(Denial),
+    /// 429 with `Retry-After`: the account's usage quota is used up until `resets_at`.
+    #[error("your usage quota ({limit}) is used up until {resets_at}")]
+    QuotaExceeded {
+        /// Which limit.
+        limit: &'static str,
+        /// When it frees up (RFC 3339).
+        resets_at: String,
+        /// Seconds until then.
+        retry_after_secs: u64,
+    },
+}
+
+/// Why a request was refused (403 with its own `error_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The account waits for an admin's approval.
+    AccountPending,
+    /// Registration is closed.
+    RegistrationClosed,
+    /// Registration needs a valid invite code.
+    InviteRequired,
+}
+
+impl Denial {
+    const fn error_type(self) -> &'static str {
+        match self {
+            Self::AccountPending => "account_pending",
+            Self::RegistrationClosed => "registration_closed",
+            Self::InviteRequired => "invite_required",
+        }
+    }
+
+    const fn english(self) -> &'static str {
+        match self {
+            Self::AccountPending => "this account is waiting for an administrator's approval",
+            Self::RegistrationClosed => "registration is closed",
+            Self::InviteRequired => "a valid invite code is required to register",
+        }
+    }
+
+    const fn japanese(self) -> &'static str {
+        match self {
+            Self::AccountPending => "このアカウントは管理者の承認待ちです。",
+            Self::RegistrationClosed => "新規登録は受け付けていません。",
+            Self::InviteRequired => "登録には有効な招待コードが必要です。",
+        }
+    }
 }
 
 impl ApiError {
@@ -127,6 +177,8 @@ impl ApiError {
             Self::BadGateway => "provider_error",
             Self::GatewayTimeout => "provider_timeout",
             Self::Internal => "internal_error",
+            Self::Denied(why) => why.error_type(),
+            Self::QuotaExceeded { .. } => "quota_exceeded",
         }
     }
 
@@ -163,6 +215,10 @@ impl ApiError {
             }
             Self::BadGateway => "言語モデルのエラーが発生しました。もう一度お試しください。",
             Self::GatewayTimeout => "処理がタイムアウトしました。もう一度お試しください。",
+            Self::Denied(why) => why.japanese(),
+            Self::QuotaExceeded { .. } => {
+                "利用上限に達しました。上限がリセットされるまでお待ちください。"
+            }
         }
     }
 
@@ -177,6 +233,9 @@ impl ApiError {
                 field: None,
             }
             | Self::Malformed(message) => Some(json!({ "problem": message })),
+            Self::QuotaExceeded {
+                limit, resets_at, ..
+            } => Some(json!({ "limit": limit, "resets_at": resets_at })),
             _ => None,
         }
     }
@@ -212,6 +271,7 @@ impl ApiError {
                 usecase::Entity::Template => "template",
                 usecase::Entity::Preset => "preset",
                 usecase::Entity::Model => "model",
+                usecase::Entity::Invite => "invite",
             }),
             usecase::RepoError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "storage unavailable");
@@ -249,6 +309,13 @@ impl From<AuthError> for ApiError {
             }
             AuthError::ApiKeyNotFound => Self::NotFound("API key"),
             AuthError::UnknownUser => Self::NotFound("user"),
+            AuthError::Forbidden => Self::Forbidden,
+            AuthError::SelfAdministration => Self::Conflict(
+                "administrators cannot change their own role or state, or delete themselves, here",
+            ),
+            AuthError::AccountPending => Self::Denied(Denial::AccountPending),
+            AuthError::RegistrationClosed => Self::Denied(Denial::RegistrationClosed),
+            AuthError::InviteRequired => Self::Denied(Denial::InviteRequired),
             AuthError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "storage unavailable");
                 Self::Unavailable {
@@ -280,13 +347,19 @@ impl ResponseError for ApiError {
             Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Denied(_) => StatusCode::FORBIDDEN,
+            Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            Self::Unavailable { retry_after_secs } | Self::RateLimited { retry_after_secs } => {
+            Self::Unavailable { retry_after_secs }
+            | Self::RateLimited { retry_after_secs }
+            | Self::QuotaExceeded {
+                retry_after_secs, ..
+            } => {
                 response.insert_header((header::RETRY_AFTER, *retry_after_secs));
             }
             Self::Unauthenticated(_) => {

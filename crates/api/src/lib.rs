@@ -4,6 +4,7 @@
 //! generic over the use-case ports they need, so tests can drive them with fakes; this crate
 //! never names a database or provider type.
 
+pub mod admin;
 pub mod analytics;
 pub mod auth;
 pub mod chats;
@@ -81,7 +82,7 @@ where
     Y: AnalyticsUseCase,
     T: TemplateUseCase,
     H: HealthCheck,
-    A: AuthUseCase,
+    A: AuthUseCase + usecase::auth::admin::AdminUseCase,
     M: CatalogUseCase,
     S: ChatUseCase + CompletionsUseCase,
     P: PresetUseCase,
@@ -97,7 +98,8 @@ where
             .configure(models::routes::<A, M>)
             .configure(presets::routes::<A, P>)
             .configure(templates::routes::<A, T>)
-            .configure(analytics::routes::<A, Y>),
+            .configure(analytics::routes::<A, Y>)
+            .configure(admin::routes::<A, S>),
     );
     cfg.service(web::scope("/v1").configure(openai::routes::<A, M, S>));
 }

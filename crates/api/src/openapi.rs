@@ -74,6 +74,17 @@ use utoipa::{Modify, OpenApi};
         crate::streaming::cancel,
         crate::streaming::attach,
         crate::telemetry::scrape,
+        crate::admin::list_users,
+        crate::admin::patch_user,
+        crate::admin::delete_user,
+        crate::admin::reset_password,
+        crate::admin::put_quota,
+        crate::admin::audit,
+        crate::admin::get_policy,
+        crate::admin::put_policy,
+        crate::admin::create_invite,
+        crate::admin::list_invites,
+        crate::admin::my_usage,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Conventions),
@@ -86,6 +97,7 @@ use utoipa::{Modify, OpenApi};
         (name = "presets", description = "Saved generation settings"),
         (name = "templates", description = "Prompt templates"),
         (name = "analytics", description = "The caller's usage"),
+        (name = "admin", description = "Administration (admin role): accounts, quotas, registration, invites, audit log"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -217,6 +229,7 @@ mod tests {
             ("/api/v1", include_str!("presets.rs")),
             ("/api/v1", include_str!("templates.rs")),
             ("/api/v1", include_str!("analytics.rs")),
+            ("/api/v1", include_str!("admin.rs")),
             ("/api/v1/chats/{id}", include_str!("streaming.rs")),
             ("", include_str!("lib.rs")),
         ];

@@ -35,6 +35,7 @@
 //! Time and identity are values here: the domain never reads a clock or generates an id
 //! (the use-case layer's `Clock` and `IdGenerator` ports do).
 
+mod account;
 mod chat;
 mod generation;
 mod id;
@@ -48,6 +49,7 @@ mod tree;
 mod user;
 mod validation;
 
+pub use account::{AccountRole, PeriodUsage, QuotaLimits, QuotaOverrides, RegistrationPolicy};
 pub use chat::{Chat, ChatTitle, SearchQuery, SystemPrompt, UNTITLED_CHAT};
 pub use generation::{CostSource, GenerationRecord, TokenUsage, call_cost};
 pub use id::{

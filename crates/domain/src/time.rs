@@ -51,6 +51,21 @@ impl Timestamp {
         Self(self.0 - self.0.rem_euclid(Self::MICROS_PER_DAY))
     }
 
+    /// The start of this instant's UTC calendar month, and the start of the next one.
+    #[must_use]
+    pub fn utc_month_bounds(self) -> (Self, Self) {
+        let (year, month, _) = civil_from_days(self.0.div_euclid(Self::MICROS_PER_DAY));
+        let (next_year, next_month) = if month == 12 {
+            (year + 1, 1)
+        } else {
+            (year, month + 1)
+        };
+        (
+            Self(days_from_civil(year, month) * Self::MICROS_PER_DAY),
+            Self(days_from_civil(next_year, next_month) * Self::MICROS_PER_DAY),
+        )
+    }
+
     /// The civil UTC date and time: `(year, month, day, hour, minute, second, micros)`.
     #[must_use]
     pub fn to_utc_parts(self) -> (i64, u32, u32, u32, u32, u32, u32) {
@@ -83,6 +98,18 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The day number (since 1970-01-01) of the first of `month` in `year`: the inverse of
+/// [`civil_from_days`] (same algorithm).
+fn days_from_civil(year: i64, month: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if month > 2 { month - 3 } else { month + 9 });
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 impl fmt::Display for Timestamp {
@@ -119,6 +146,26 @@ mod tests {
         assert_eq!(
             t.start_of_utc_day().to_string(),
             "2026-11-28T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn months_start_on_the_first_and_end_where_the_next_begins() {
+        let day = Timestamp::MICROS_PER_DAY;
+        // 2026-12-01T12:00Z: December, then 2027-01-01.
+        let (start, end) = Timestamp::from_unix_micros(20_788 * day + day / 2).utc_month_bounds();
+        assert_eq!(start.to_string(), "2026-12-01T00:00:00.000000Z");
+        assert_eq!(end.to_string(), "2027-01-01T00:00:00.000000Z");
+        // A leap February has 29 days; the epoch's month starts at 0.
+        let (start, end) = Timestamp::from_unix_micros(19_782 * day).utc_month_bounds();
+        assert_eq!(start.to_string(), "2024-02-01T00:00:00.000000Z");
+        assert_eq!((end.as_unix_micros() - start.as_unix_micros()) / day, 29);
+        assert_eq!(
+            Timestamp::from_unix_micros(5)
+                .utc_month_bounds()
+                .0
+                .as_unix_micros(),
+            0
         );
     }
 

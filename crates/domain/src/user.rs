@@ -94,6 +94,12 @@ pub struct User {
     pub username: Username,
     /// A disabled user cannot log in or use tokens.
     pub disabled: bool,
+    /// What the account may administer.
+    pub role: crate::AccountRole,
+    /// Registered under the `approval` policy and not approved yet: cannot log in.
+    pub pending: bool,
+    /// The account's own quota limits (the server's defaults where `None`).
+    pub quota: crate::QuotaOverrides,
     /// Grows whenever every access token issued so far must stop working (password reset,
     /// disabling); a token carries the epoch it was issued at.
     pub token_epoch: i64,

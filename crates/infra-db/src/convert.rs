@@ -29,6 +29,14 @@ pub(crate) fn to_user(row: users::Model) -> Result<User, RepoError> {
         id: UserId::from_u128(row.id.as_u128()),
         username: Username::parse(row.username).map_err(corrupt)?,
         disabled: row.disabled,
+        role: row.role.parse().map_err(corrupt)?,
+        pending: row.pending,
+        quota: domain::QuotaOverrides {
+            daily_cost: row.quota_daily_cost_pico.map(Usd::from_pico),
+            monthly_cost: row.quota_monthly_cost_pico.map(Usd::from_pico),
+            daily_tokens: row.quota_daily_tokens.map(count),
+            monthly_tokens: row.quota_monthly_tokens.map(count),
+        },
         token_epoch: row.token_epoch,
         created_at: Timestamp::from_unix_micros(row.created_at),
     })

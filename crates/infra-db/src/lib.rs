@@ -12,6 +12,7 @@
 //!   `FOR UPDATE` before its tree changes;
 //! - counters are single `UPDATE … SET n = n + 1` statements.
 
+mod admin;
 mod analytics;
 mod chats;
 mod cluster;

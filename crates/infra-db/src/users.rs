@@ -14,21 +14,32 @@ use crate::convert::{to_user, ts, uuid};
 use crate::entity::users;
 use crate::error::{classify, to_repo_error};
 
+/// The row of a new account.
+pub(crate) fn new_user_row(user: NewUser) -> users::ActiveModel {
+    users::ActiveModel {
+        id: Set(uuid(user.id.as_u128())),
+        username: Set(user.username.as_str().to_owned()),
+        username_canonical: Set(user.username.canonical()),
+        password_hash: Set(user.password_hash),
+        disabled: Set(false),
+        token_epoch: Set(0),
+        created_at: Set(ts(user.created_at)),
+        updated_at: Set(ts(user.created_at)),
+        role: Set(user.role.as_str().to_owned()),
+        pending: Set(user.pending),
+        quota_daily_cost_pico: Set(None),
+        quota_monthly_cost_pico: Set(None),
+        quota_daily_tokens: Set(None),
+        quota_monthly_tokens: Set(None),
+    }
+}
+
 impl UserRepository for SeaOrmStore {
     async fn create_user(&self, user: NewUser) -> Result<User, RepoError> {
-        let row = users::ActiveModel {
-            id: Set(uuid(user.id.as_u128())),
-            username: Set(user.username.as_str().to_owned()),
-            username_canonical: Set(user.username.canonical()),
-            password_hash: Set(user.password_hash),
-            disabled: Set(false),
-            token_epoch: Set(0),
-            created_at: Set(ts(user.created_at)),
-            updated_at: Set(ts(user.created_at)),
-        }
-        .insert(&self.write)
-        .await
-        .map_err(|e| classify(e, "username is taken", Entity::User))?;
+        let row = new_user_row(user)
+            .insert(&self.write)
+            .await
+            .map_err(|e| classify(e, "username is taken", Entity::User))?;
         to_user(row)
     }
 
@@ -94,6 +105,32 @@ impl UserRepository for SeaOrmStore {
         }
         if let Some(hash) = change.password_hash {
             update = update.col_expr(users::Column::PasswordHash, Expr::value(hash));
+        }
+        if let Some(role) = change.role {
+            update = update.col_expr(users::Column::Role, Expr::value(role.as_str()));
+        }
+        if let Some(pending) = change.pending {
+            update = update.col_expr(users::Column::Pending, Expr::value(pending));
+        }
+        if let Some(q) = change.quota {
+            let tokens = |t: Option<u64>| t.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
+            update = update
+                .col_expr(
+                    users::Column::QuotaDailyCostPico,
+                    Expr::value(q.daily_cost.map(domain::Usd::as_pico)),
+                )
+                .col_expr(
+                    users::Column::QuotaMonthlyCostPico,
+                    Expr::value(q.monthly_cost.map(domain::Usd::as_pico)),
+                )
+                .col_expr(
+                    users::Column::QuotaDailyTokens,
+                    Expr::value(tokens(q.daily_tokens)),
+                )
+                .col_expr(
+                    users::Column::QuotaMonthlyTokens,
+                    Expr::value(tokens(q.monthly_tokens)),
+                );
         }
         if change.end_sessions {
             // One atomic statement: two concurrent resets both count.

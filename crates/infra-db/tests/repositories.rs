@@ -49,6 +49,8 @@ async fn user(store: &SeaOrmStore, name: &str) -> UserId {
             id: UserId::from_u128(new_id()),
             username: Username::parse(name).unwrap(),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            role: domain::AccountRole::User,
+            pending: false,
             created_at: now(),
         })
         .await
@@ -154,6 +156,8 @@ mod suite {
                 id: UserId::from_u128(new_id()),
                 username: Username::parse("aLiCe").unwrap(),
                 password_hash: "x".into(),
+                role: domain::AccountRole::User,
+                pending: false,
                 created_at: now(),
             })
             .await;

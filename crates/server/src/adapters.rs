@@ -149,6 +149,9 @@ mod tests {
             id: UserId::from_u128(id),
             username: Username::parse("someone").unwrap(),
             disabled: false,
+            role: domain::AccountRole::User,
+            pending: false,
+            quota: domain::QuotaOverrides::default(),
             token_epoch: epoch,
             created_at: Timestamp::from_unix_seconds(1_700_000_000),
         }

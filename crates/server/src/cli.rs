@@ -77,10 +77,22 @@ pub enum MigrateAction {
 /// `arbor user …`
 #[derive(Debug, Subcommand)]
 pub enum UserAction {
-    /// Create an account; its password is the first line of standard input.
+    /// Create an account (whatever the registration policy); its password is the first line
+    /// of standard input.
     Create {
         /// 3–32 of `A-Z a-z 0-9 _ . -`.
         username: String,
+        /// Make it an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Make an account an administrator (or a plain user again with `--demote`).
+    Promote {
+        /// The account.
+        username: String,
+        /// Make it a plain user instead.
+        #[arg(long)]
+        demote: bool,
     },
     /// List accounts, oldest first.
     List {
@@ -121,7 +133,6 @@ fn username(raw: &str) -> anyhow::Result<domain::Username> {
 }
 
 async fn user_command(settings: &Settings, action: UserAction) -> anyhow::Result<()> {
-    use usecase::auth::AuthUseCase;
     let mut db = settings.db_config();
     db.lazy = false;
     db.acquire_timeout = db.connect_timeout;
@@ -132,21 +143,54 @@ async fn user_command(settings: &Settings, action: UserAction) -> anyhow::Result
     let auth = crate::startup::auth_service(settings, store.clone())?;
     let result = async {
         match action {
-            UserAction::Create { username: name } => {
+            UserAction::Create {
+                username: name,
+                admin,
+            } => {
                 let name = username(&name)?;
-                let user = auth.register(name, password_from_stdin()?).await?;
-                stdout_line(&format!("created {} ({})", user.username.as_str(), user.id))
+                let role = if admin {
+                    domain::AccountRole::Admin
+                } else {
+                    domain::AccountRole::User
+                };
+                let user = auth
+                    .create_account(name, password_from_stdin()?, role)
+                    .await?;
+                stdout_line(&format!(
+                    "created {} ({}, {})",
+                    user.username.as_str(),
+                    user.id,
+                    user.role
+                ))
+            }
+            UserAction::Promote {
+                username: name,
+                demote,
+            } => {
+                let role = if demote {
+                    domain::AccountRole::User
+                } else {
+                    domain::AccountRole::Admin
+                };
+                let user = auth.set_role(&username(&name)?, role).await?;
+                stdout_line(&format!("{} is now {}", user.username.as_str(), user.role))
             }
             UserAction::List { page, limit } => {
                 let request = domain::PageRequest::new(Some(page), Some(limit))
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let users = auth.list_users(request).await?;
                 for u in &users.items {
+                    let state = match (u.disabled, u.pending) {
+                        (true, _) => "disabled",
+                        (false, true) => "pending",
+                        (false, false) => "active",
+                    };
                     stdout_line(&format!(
-                        "{}  {:<32}  {:<8}  {}",
+                        "{}  {:<32}  {:<5}  {:<8}  {}",
                         u.id,
                         u.username.as_str(),
-                        if u.disabled { "disabled" } else { "active" },
+                        u.role,
+                        state,
                         u.created_at
                     ))?;
                 }
@@ -169,7 +213,7 @@ async fn user_command(settings: &Settings, action: UserAction) -> anyhow::Result
             }
             UserAction::ResetPassword { username: name } => {
                 let name = username(&name)?;
-                let user = auth.reset_password(&name, password_from_stdin()?).await?;
+                let user = auth.set_password(&name, password_from_stdin()?).await?;
                 stdout_line(&format!(
                     "password of {} changed; every session ended",
                     user.username.as_str()

@@ -10,6 +10,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+mod accounts;
+
+pub use accounts::AccountSettings;
+
 /// All settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
@@ -36,6 +40,8 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     /// Prometheus metrics.
     pub metrics: MetricsSettings,
+    /// Registration policy and default quotas.
+    pub accounts: AccountSettings,
     /// Replicas sharing one database.
     pub cluster: ClusterSettings,
 }
@@ -405,6 +411,8 @@ impl Settings {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.accounts.registration()?;
+        self.accounts.quota()?;
         let invalid = |key, problem: &str| {
             Err(ConfigError::Invalid {
                 key,

@@ -91,6 +91,10 @@ pub fn auth_service(settings: &Settings, store: Store) -> Result<Auth, StartupEr
         UuidV7Ids,
         AuthPolicy {
             refresh_ttl_secs: i64::try_from(a.refresh_token_ttl_secs).unwrap_or(i64::MAX),
+            registration: settings
+                .accounts
+                .registration()
+                .map_err(|e| StartupError::Config(e.to_string()))?,
         },
     ))
 }
@@ -345,6 +349,10 @@ impl Application {
                 title_model: (!settings.generation.title_model.is_empty())
                     .then(|| domain::ModelId::parse(settings.generation.title_model.as_str()))
                     .transpose()
+                    .map_err(|e| StartupError::Config(e.to_string()))?,
+                quota: settings
+                    .accounts
+                    .quota()
                     .map_err(|e| StartupError::Config(e.to_string()))?,
             },
             usecase::chat::ProcessState {

@@ -4,6 +4,7 @@
 //! Secrets at rest are digests only (refresh tokens, API keys) or password hashes; digests
 //! are compared with `constant_time_eq`.
 
+pub mod admin;
 mod cache;
 
 use std::fmt;
@@ -12,7 +13,9 @@ pub use cache::AccountCacheConfig;
 
 use domain::{ApiKeyId, Page, Password, Timestamp, TokenId, User, UserId, Username};
 
-use crate::ports::{BoxError, Clock, IdGenerator, NewUser, RepoError, UserChange, UserRepository};
+use crate::ports::{
+    BoxError, Clock, Entity, IdGenerator, RepoError, UsageRepository, UserRepository,
+};
 
 /// Prefix of every personal API key, so they are recognisable (and scannable) in the wild.
 pub const API_KEY_PREFIX: &str = "arb_";
@@ -279,6 +282,21 @@ pub enum AuthError {
     /// No account has this name (operator commands only; logins never say so).
     #[error("no such user")]
     UnknownUser,
+    /// The caller may not do this (an administrative action by a non-admin).
+    #[error("you are not allowed to do this")]
+    Forbidden,
+    /// An admin acting on their own role, state or account through administration.
+    #[error("administrators cannot change their own role or state, or delete themselves, here")]
+    SelfAdministration,
+    /// The account waits for an admin's approval.
+    #[error("this account is waiting for an administrator's approval")]
+    AccountPending,
+    /// Registration is closed.
+    #[error("registration is closed")]
+    RegistrationClosed,
+    /// Registration needs a valid invite (missing, unknown, used or expired).
+    #[error("a valid invite code is required to register")]
+    InviteRequired,
     /// The database is unreachable or busy.
     #[error("storage unavailable")]
     Unavailable(#[source] RepoError),
@@ -336,14 +354,17 @@ impl fmt::Debug for IssuedApiKey {
 
 /// Inbound port of the auth capability (what the HTTP layer calls).
 pub trait AuthUseCase: Send + Sync + 'static {
-    /// Creates an account.
+    /// Creates an account under the registration policy in force (`approval`: the account
+    /// waits for an admin; `invite`: `invite` must be a valid code, used up by this).
     ///
     /// # Errors
-    /// [`AuthError::UsernameTaken`].
+    /// [`AuthError::UsernameTaken`], [`AuthError::RegistrationClosed`],
+    /// [`AuthError::InviteRequired`].
     fn register(
         &self,
         username: Username,
         password: Password,
+        invite: Option<String>,
     ) -> impl Future<Output = Result<User, AuthError>> + Send;
 
     /// Checks a password and issues tokens.
@@ -412,11 +433,13 @@ pub trait AuthUseCase: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), AuthError>> + Send;
 }
 
-/// Lifetimes of issued credentials.
+/// Lifetimes of issued credentials, and who may register.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthPolicy {
     /// Refresh token lifetime in seconds.
     pub refresh_ttl_secs: i64,
+    /// The registration policy until an admin stores another.
+    pub registration: domain::RegistrationPolicy,
 }
 
 /// The canonical [`AuthUseCase`].
@@ -500,68 +523,7 @@ where
         Ok(self.repo.list_users(page).await?)
     }
 
-    /// Operator: disables (or re-enables) an account. Disabling also revokes every refresh
-    /// token; access tokens stop working at once (each request checks the account).
-    ///
-    /// # Errors
-    /// [`AuthError::UnknownUser`].
-    pub async fn set_disabled(
-        &self,
-        username: &Username,
-        disabled: bool,
-    ) -> Result<User, AuthError> {
-        let user = self.find(username).await?;
-        let now = self.clock.now();
-        let user = self
-            .repo
-            .update_user(
-                user.id,
-                UserChange {
-                    disabled: Some(disabled),
-                    end_sessions: disabled,
-                    ..UserChange::default()
-                },
-                now,
-            )
-            .await?;
-        if disabled {
-            self.repo.revoke_refresh_tokens(user.id, None, now).await?;
-        }
-        self.forget(user.id);
-        Ok(user)
-    }
-
-    /// Operator: sets a new password and signs the account out everywhere (every refresh
-    /// token revoked).
-    ///
-    /// # Errors
-    /// [`AuthError::UnknownUser`].
-    pub async fn reset_password(
-        &self,
-        username: &Username,
-        password: Password,
-    ) -> Result<User, AuthError> {
-        let user = self.find(username).await?;
-        let hash = self.hasher.hash(&password).await?;
-        let now = self.clock.now();
-        let user = self
-            .repo
-            .update_user(
-                user.id,
-                UserChange {
-                    password_hash: Some(hash),
-                    end_sessions: true,
-                    ..UserChange::default()
-                },
-                now,
-            )
-            .await?;
-        self.repo.revoke_refresh_tokens(user.id, None, now).await?;
-        self.forget(user.id);
-        Ok(user)
-    }
-
-    fn forget(&self, user: UserId) {
+    pub(crate) fn forget(&self, user: UserId) {
         if let Some(cache) = &self.cache {
             cache.forget_user(user);
         }
@@ -585,7 +547,7 @@ where
         Ok(())
     }
 
-    async fn find(&self, username: &Username) -> Result<User, AuthError> {
+    pub(crate) async fn find(&self, username: &Username) -> Result<User, AuthError> {
         self.repo
             .find_credentials(username)
             .await?
@@ -599,7 +561,9 @@ where
     /// account, another epoch) is read again, so an account enabled or a token issued by
     /// another process a moment ago is never refused for a stale entry.
     async fn active_user(&self, id: UserId, epoch: Option<i64>) -> Result<User, AuthError> {
-        let accepts = |user: &User| !user.disabled && epoch.is_none_or(|e| e == user.token_epoch);
+        let accepts = |user: &User| {
+            !user.disabled && !user.pending && epoch.is_none_or(|e| e == user.token_epoch)
+        };
         let found = match &self.cache {
             Some(cache) => {
                 match cache
@@ -635,23 +599,48 @@ where
 
 impl<R, H, T, C, I> AuthUseCase for AuthService<R, H, T, C, I>
 where
-    R: UserRepository + CredentialRepository,
+    R: UserRepository + CredentialRepository + admin::AdminRepository + UsageRepository,
     H: PasswordHasher,
     T: TokenCodec,
     C: Clock,
     I: IdGenerator,
 {
-    async fn register(&self, username: Username, password: Password) -> Result<User, AuthError> {
-        let password_hash = self.hasher.hash(&password).await?;
-        let user = NewUser {
-            id: UserId::from_u128(self.ids.next_id()),
-            username,
-            password_hash,
-            created_at: self.clock.now(),
+    async fn register(
+        &self,
+        username: Username,
+        password: Password,
+        invite: Option<String>,
+    ) -> Result<User, AuthError> {
+        use domain::RegistrationPolicy as Policy;
+        let policy = self.policy_in_force().await?;
+        if policy == Policy::Closed {
+            return Err(AuthError::RegistrationClosed);
+        }
+        let code = match (policy, invite) {
+            (Policy::Invite, Some(code)) => Some(self.tokens.digest(&code)),
+            (Policy::Invite, None) => return Err(AuthError::InviteRequired),
+            _ => None,
         };
-        match self.repo.create_user(user).await {
+        let user = self
+            .new_user(
+                username,
+                &password,
+                domain::AccountRole::User,
+                policy == Policy::Approval,
+            )
+            .await?;
+        let created = match code {
+            Some(code) => {
+                self.repo
+                    .create_user_with_invite(code, user, self.clock.now())
+                    .await
+            }
+            None => self.repo.create_user(user).await,
+        };
+        match created {
             Ok(user) => Ok(user),
             Err(RepoError::Conflict(_)) => Err(AuthError::UsernameTaken),
+            Err(RepoError::NotFound(Entity::Invite)) => Err(AuthError::InviteRequired),
             Err(e) => Err(e.into()),
         }
     }
@@ -664,6 +653,8 @@ where
             .verify(&password, found.as_ref().map(|c| c.password_hash.as_str()))
             .await?;
         match found {
+            // Said only to whoever knows the password.
+            Some(c) if ok && c.user.pending => Err(AuthError::AccountPending),
             Some(c) if ok && !c.user.disabled => {
                 let family = TokenId::from_u128(self.ids.next_id());
                 self.issue_pair(&c.user, family).await

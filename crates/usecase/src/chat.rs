@@ -14,6 +14,7 @@ use domain::{
 
 mod cache;
 mod completions;
+mod quota;
 mod stream;
 mod use_case;
 
@@ -21,6 +22,7 @@ pub use completions::{
     ChatTarget, CompletionEvent, CompletionInput, CompletionReply, CompletionStream,
     CompletionsUseCase, StoreIn,
 };
+pub use quota::QuotaUsage;
 pub use use_case::ChatUseCase;
 
 use cache::*;
@@ -77,6 +79,14 @@ pub enum ChatError {
     /// The server is shutting down and starts no new generation.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The account's quota for the day or the month is used up.
+    #[error("the usage quota is exhausted until {resets_at}")]
+    QuotaExceeded {
+        /// Which limit (`daily_cost`, `monthly_cost`, `daily_tokens`, `monthly_tokens`).
+        limit: &'static str,
+        /// When it frees up (the next UTC day or month).
+        resets_at: domain::Timestamp,
+    },
     /// Storage failure.
     #[error("storage failure")]
     Storage(#[source] RepoError),
@@ -212,6 +222,8 @@ pub struct ChatDefaults {
     pub titles: bool,
     /// The model that writes titles (the chat's answering model when `None`).
     pub title_model: Option<ModelId>,
+    /// Every account's quota limits unless it has its own.
+    pub quota: domain::QuotaLimits,
 }
 
 /// What the service keeps in this process: the read cache and the generation registry.
@@ -269,6 +281,7 @@ pub struct ChatService<R, L, M, C, I> {
     provider: String,
     titles: bool,
     title_model: Option<ModelId>,
+    quota: domain::QuotaLimits,
     cache: Arc<MessageCache>,
     generations: Generations,
 }
@@ -283,7 +296,7 @@ impl<R, L, M, C, I> std::fmt::Debug for ChatService<R, L, M, C, I> {
 
 impl<R, L, M, C, I> ChatService<R, L, M, C, I>
 where
-    R: ChatRepository + PresetRepository,
+    R: ChatRepository + PresetRepository + crate::ports::UsageRepository,
     L: LlmGateway,
     M: CatalogUseCase,
     C: Clock,
@@ -310,6 +323,7 @@ where
             provider: defaults.provider,
             titles: defaults.titles,
             title_model: defaults.title_model,
+            quota: defaults.quota,
             cache: Arc::new(cache),
             generations,
         }

@@ -28,6 +28,8 @@ pub enum Entity {
     Preset,
     /// A model of the catalogue.
     Model,
+    /// A registration invite (also: a used or expired one).
+    Invite,
 }
 
 impl std::fmt::Display for Entity {
@@ -39,6 +41,7 @@ impl std::fmt::Display for Entity {
             Self::Template => "template",
             Self::Preset => "preset",
             Self::Model => "model",
+            Self::Invite => "invite",
         })
     }
 }
@@ -93,6 +96,10 @@ pub struct NewUser {
     pub username: Username,
     /// PHC string of the password hash (never the password).
     pub password_hash: String,
+    /// Its role.
+    pub role: domain::AccountRole,
+    /// Waits for an admin's approval before it can log in.
+    pub pending: bool,
     /// Creation time.
     pub created_at: Timestamp,
 }
@@ -159,6 +166,46 @@ pub struct UserChange {
     pub password_hash: Option<String>,
     /// Bump the token epoch: every access token issued so far stops working.
     pub end_sessions: bool,
+    /// A new role.
+    pub role: Option<domain::AccountRole>,
+    /// Approve (`Some(false)`) a pending account.
+    pub pending: Option<bool>,
+    /// New quota limits of the account's own.
+    pub quota: Option<domain::QuotaOverrides>,
+}
+
+/// What accounts used, for quotas and account views.
+pub trait UsageRepository: Send + Sync + 'static {
+    /// Cost and tokens of `user`'s generation records in `[from, to)`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn usage_between(
+        &self,
+        user: UserId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> impl Future<Output = Result<domain::PeriodUsage, RepoError>> + Send;
+
+    /// The account's own quota limits.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::User`].
+    fn quota_overrides(
+        &self,
+        user: UserId,
+    ) -> impl Future<Output = Result<domain::QuotaOverrides, RepoError>> + Send;
+
+    /// Cost and tokens of `user`'s records since each of `since` (until now), in one
+    /// statement.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn usage_since(
+        &self,
+        user: UserId,
+        since: [Timestamp; 2],
+    ) -> impl Future<Output = Result<[domain::PeriodUsage; 2], RepoError>> + Send;
 }
 
 /// A chat to create together with its root message.

@@ -12,6 +12,12 @@ pub struct Model {
     pub token_epoch: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    pub role: String,
+    pub pending: bool,
+    pub quota_daily_cost_pico: Option<i64>,
+    pub quota_monthly_cost_pico: Option<i64>,
+    pub quota_daily_tokens: Option<i64>,
+    pub quota_monthly_tokens: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

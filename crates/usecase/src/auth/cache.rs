@@ -264,6 +264,9 @@ mod tests {
                         id,
                         username: domain::Username::parse(format!("user_{i}")).unwrap(),
                         disabled: false,
+                        role: domain::AccountRole::User,
+                        pending: false,
+                        quota: domain::QuotaOverrides::default(),
                         token_epoch: 0,
                         created_at: now,
                     })

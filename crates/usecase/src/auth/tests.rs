@@ -14,6 +14,7 @@ fn service() -> Service {
         SequentialIds::default(),
         AuthPolicy {
             refresh_ttl_secs: 3_600,
+            registration: domain::RegistrationPolicy::Open,
         },
     )
 }
@@ -29,9 +30,11 @@ fn pw(p: &str) -> Password {
 #[tokio::test]
 async fn registering_a_taken_name_in_another_case_is_refused() {
     let s = service();
-    s.register(name("Alice"), pw("password1")).await.unwrap();
+    s.register(name("Alice"), pw("password1"), None)
+        .await
+        .unwrap();
     assert!(matches!(
-        s.register(name("ALICE"), pw("password2")).await,
+        s.register(name("ALICE"), pw("password2"), None).await,
         Err(AuthError::UsernameTaken)
     ));
 }
@@ -39,7 +42,9 @@ async fn registering_a_taken_name_in_another_case_is_refused() {
 #[tokio::test]
 async fn wrong_passwords_and_unknown_users_fail_alike() {
     let s = service();
-    s.register(name("alice"), pw("password1")).await.unwrap();
+    s.register(name("alice"), pw("password1"), None)
+        .await
+        .unwrap();
     assert!(matches!(
         s.login(name("alice"), pw("password2")).await,
         Err(AuthError::InvalidCredentials)
@@ -53,7 +58,10 @@ async fn wrong_passwords_and_unknown_users_fail_alike() {
 #[tokio::test]
 async fn an_access_token_authenticates_until_it_expires() {
     let s = service();
-    let user = s.register(name("alice"), pw("password1")).await.unwrap();
+    let user = s
+        .register(name("alice"), pw("password1"), None)
+        .await
+        .unwrap();
     let pair = s.login(name("alice"), pw("password1")).await.unwrap();
     assert_eq!(
         s.authenticate(&pair.access.token).await.unwrap().id,
@@ -69,7 +77,9 @@ async fn an_access_token_authenticates_until_it_expires() {
 #[tokio::test]
 async fn refresh_rotates_and_a_replayed_token_revokes_the_family() {
     let s = service();
-    s.register(name("alice"), pw("password1")).await.unwrap();
+    s.register(name("alice"), pw("password1"), None)
+        .await
+        .unwrap();
     let first = s.login(name("alice"), pw("password1")).await.unwrap();
     let second = s.refresh(&first.refresh_token).await.unwrap();
     assert_ne!(second.refresh_token, first.refresh_token);
@@ -89,7 +99,10 @@ async fn refresh_rotates_and_a_replayed_token_revokes_the_family() {
 #[tokio::test]
 async fn api_keys_authenticate_until_revoked_and_a_wrong_secret_never_does() {
     let s = service();
-    let user = s.register(name("alice"), pw("password1")).await.unwrap();
+    let user = s
+        .register(name("alice"), pw("password1"), None)
+        .await
+        .unwrap();
     let issued = s.create_api_key(user.id, "script".into()).await.unwrap();
     assert!(issued.key.starts_with(&issued.record.prefix));
     assert_eq!(s.authenticate(&issued.key).await.unwrap().id, user.id);
@@ -116,7 +129,10 @@ async fn api_keys_authenticate_until_revoked_and_a_wrong_secret_never_does() {
 #[tokio::test]
 async fn logout_revokes_one_refresh_token_or_all() {
     let s = service();
-    let user = s.register(name("alice"), pw("password1")).await.unwrap();
+    let user = s
+        .register(name("alice"), pw("password1"), None)
+        .await
+        .unwrap();
     let a = s.login(name("alice"), pw("password1")).await.unwrap();
     let b = s.login(name("alice"), pw("password1")).await.unwrap();
     let c = s.login(name("alice"), pw("password1")).await.unwrap();
@@ -144,6 +160,7 @@ fn two_processes() -> (Service, Service) {
             ManualClock::new(Timestamp::from_unix_seconds(1_800_000_000)),
             SequentialIds::default(),
             AuthPolicy {
+                registration: domain::RegistrationPolicy::Open,
                 refresh_ttl_secs: 3_600,
             },
         )
@@ -161,7 +178,7 @@ async fn a_cached_account_sees_a_change_made_elsewhere_at_the_next_poll() {
     let (cached, operator) = two_processes();
     cached.sync_account_changes().await.unwrap();
     let user = operator
-        .register(name("alice"), pw("password1"))
+        .register(name("alice"), pw("password1"), None)
         .await
         .unwrap();
     let pair = cached.login(name("alice"), pw("password1")).await.unwrap();
@@ -184,13 +201,13 @@ async fn a_password_reset_elsewhere_ends_every_access_token_issued_before_it() {
     let (cached, operator) = two_processes();
     cached.sync_account_changes().await.unwrap();
     operator
-        .register(name("alice"), pw("password1"))
+        .register(name("alice"), pw("password1"), None)
         .await
         .unwrap();
     let old = cached.login(name("alice"), pw("password1")).await.unwrap();
     cached.authenticate(&old.access.token).await.unwrap();
     operator
-        .reset_password(&name("alice"), pw("password2"))
+        .set_password(&name("alice"), pw("password2"))
         .await
         .unwrap();
     cached.sync_account_changes().await.unwrap();
@@ -202,7 +219,7 @@ async fn a_password_reset_elsewhere_ends_every_access_token_issued_before_it() {
     assert!(cached.authenticate(&new.access.token).await.is_ok());
     // Locally, a reset takes effect at once, without waiting for a poll.
     cached
-        .reset_password(&name("alice"), pw("password3"))
+        .set_password(&name("alice"), pw("password3"))
         .await
         .unwrap();
     assert!(cached.authenticate(&new.access.token).await.is_err());
@@ -212,7 +229,7 @@ async fn a_password_reset_elsewhere_ends_every_access_token_issued_before_it() {
 async fn without_a_recent_poll_the_cache_answers_nothing() {
     let (cached, operator) = two_processes();
     operator
-        .register(name("alice"), pw("password1"))
+        .register(name("alice"), pw("password1"), None)
         .await
         .unwrap();
     let pair = cached.login(name("alice"), pw("password1")).await.unwrap();
@@ -235,7 +252,7 @@ async fn an_api_key_revoked_elsewhere_stops_at_the_next_poll() {
     let (cached, operator) = two_processes();
     cached.sync_account_changes().await.unwrap();
     let user = operator
-        .register(name("alice"), pw("password1"))
+        .register(name("alice"), pw("password1"), None)
         .await
         .unwrap();
     let issued = operator

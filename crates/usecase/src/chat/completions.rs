@@ -148,7 +148,7 @@ const EVENTS_BUFFERED: usize = 64;
 
 impl<R, L, M, C, I> ChatService<R, L, M, C, I>
 where
-    R: ChatRepository + PresetRepository,
+    R: ChatRepository + PresetRepository + crate::ports::UsageRepository,
     L: LlmGateway,
     M: CatalogUseCase,
     C: Clock,
@@ -233,7 +233,7 @@ async fn keep_record<R: ChatRepository>(repo: &R, record: GenerationRecord) {
 
 impl<R, L, M, C, I> CompletionsUseCase for ChatService<R, L, M, C, I>
 where
-    R: ChatRepository + PresetRepository,
+    R: ChatRepository + PresetRepository + crate::ports::UsageRepository,
     L: LlmGateway,
     M: CatalogUseCase,
     C: Clock,
@@ -263,7 +263,7 @@ where
             });
         }
         let (request, info) = self.call_request(input).await?;
-        let slot = self.generations.acquire(owner).await?;
+        let slot = self.admit(owner).await?;
         let started = Instant::now();
         let completion = tokio::time::timeout(
             self.generations.limits().deadline,
@@ -316,7 +316,7 @@ where
             });
         }
         let (request, info) = self.call_request(input).await?;
-        let slot = self.generations.acquire(owner).await?;
+        let slot = self.admit(owner).await?;
         let started = Instant::now();
         let opened = tokio::time::timeout(
             self.generations.limits().deadline,

@@ -34,6 +34,8 @@ async fn service(cache_bytes: u64) -> (Service, UserId) {
             id: owner,
             username: Username::parse("alice").unwrap(),
             password_hash: String::new(),
+            role: domain::AccountRole::User,
+            pending: false,
             created_at: Timestamp::from_unix_micros(0),
         })
         .await
@@ -49,6 +51,7 @@ async fn service(cache_bytes: u64) -> (Service, UserId) {
             provider: "fake".into(),
             titles: true,
             title_model: None,
+            quota: domain::QuotaLimits::default(),
         },
         ProcessState {
             cache: MessageCache::new(cache_bytes),

@@ -223,11 +223,20 @@ pub trait ChatUseCase: Send + Sync + 'static {
         chat: ChatId,
         after: Option<u64>,
     ) -> impl Future<Output = Result<Subscription, ChatError>> + Send;
+
+    /// The account's quota limits and its usage in the current day and month.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn quota_usage(
+        &self,
+        owner: UserId,
+    ) -> impl Future<Output = Result<QuotaUsage, ChatError>> + Send;
 }
 
 impl<R, L, M, C, I> ChatUseCase for ChatService<R, L, M, C, I>
 where
-    R: ChatRepository + PresetRepository,
+    R: ChatRepository + PresetRepository + crate::ports::UsageRepository,
     L: LlmGateway,
     M: CatalogUseCase,
     C: Clock,
@@ -395,7 +404,7 @@ where
     ) -> Result<Reply, ChatError> {
         let current = self.get_chat(owner, chat).await?;
         let plan = self.plan(owner, &current, input.options).await?;
-        let slot = self.generations.acquire(owner).await?;
+        let slot = self.admit(owner).await?;
         let turn = self
             .commit_question(
                 owner,
@@ -447,7 +456,7 @@ where
         let t = self.tree(owner, chat).await?;
         let user_message = Self::retry_target(&t.tree, message)?;
         let plan = self.plan(owner, &t.chat, options).await?;
-        let slot = self.generations.acquire(owner).await?;
+        let slot = self.admit(owner).await?;
         let path = tree_path(&t.tree, user_message.id)?;
         let turn = Turn {
             upstream: (
@@ -481,7 +490,7 @@ where
             let plan = self
                 .plan(owner, &t.chat, GenerationOptions::default())
                 .await?;
-            let slot = self.generations.acquire(owner).await?;
+            let slot = self.admit(owner).await?;
             Some((plan, slot))
         } else {
             None
@@ -528,7 +537,7 @@ where
     ) -> Result<Subscription, ChatError> {
         let current = self.get_chat(owner, chat).await?;
         let plan = self.plan(owner, &current, input.options).await?;
-        let slot = self.generations.acquire(owner).await?;
+        let slot = self.admit(owner).await?;
         let reservation = self.generations.reserve(chat, owner).await?;
         let turn = self
             .commit_question(
@@ -557,7 +566,7 @@ where
         let t = self.tree(owner, chat).await?;
         let user_message = Self::retry_target(&t.tree, message)?;
         let plan = self.plan(owner, &t.chat, options).await?;
-        let slot = self.generations.acquire(owner).await?;
+        let slot = self.admit(owner).await?;
         let reservation = self.generations.reserve(chat, owner).await?;
         let path = tree_path(&t.tree, user_message.id)?;
         let upstream = (
@@ -625,5 +634,9 @@ where
             .attach_anywhere(owner, chat, after)
             .await?
             .ok_or(ChatError::NoGeneration)
+    }
+
+    async fn quota_usage(&self, owner: UserId) -> Result<QuotaUsage, ChatError> {
+        self.quota_of(owner).await
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 
+mod admin;
 mod chats;
 
 /// Stored refresh token with its life-cycle marks.
@@ -25,6 +26,9 @@ struct State {
     records: HashMap<MessageId, GenerationRecord>,
     /// Records of calls that stored no answer.
     unattached_records: Vec<GenerationRecord>,
+    audit: Vec<crate::auth::admin::AuditEntry>,
+    invites: Vec<crate::auth::admin::Invite>,
+    server_settings: HashMap<&'static str, String>,
     templates: HashMap<TemplateId, PromptTemplate>,
     models: HashMap<ModelId, ModelInfo>,
     settings: HashMap<UserId, crate::catalog::UserSettings>,
@@ -123,6 +127,9 @@ impl UserRepository for InMemoryStore {
                 id: user.id,
                 username: user.username,
                 disabled: false,
+                role: user.role,
+                pending: user.pending,
+                quota: domain::QuotaOverrides::default(),
                 token_epoch: 0,
                 created_at: user.created_at,
             };
@@ -196,6 +203,15 @@ impl UserRepository for InMemoryStore {
             }
             if change.end_sessions {
                 u.user.token_epoch += 1;
+            }
+            if let Some(role) = change.role {
+                u.user.role = role;
+            }
+            if let Some(pending) = change.pending {
+                u.user.pending = pending;
+            }
+            if let Some(quota) = change.quota {
+                u.user.quota = quota;
             }
             let user = u.user.clone();
             s.user_changes.push((id, now));

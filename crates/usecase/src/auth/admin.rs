@@ -1,0 +1,703 @@
+//! Administration: accounts (search with usage, disable, approve, role, password reset,
+//! deletion, quotas), the registration policy and its invites. Every action is checked
+//! against the actor's role here too (the HTTP layer checks first) and written to the audit
+//! log in the same breath.
+
+use domain::{
+    AccountRole, Page, PageRequest, Password, PeriodUsage, QuotaOverrides, RegistrationPolicy,
+    Timestamp, User, UserId,
+};
+
+use super::{AuthError, AuthService, CredentialRepository, PasswordHasher, TokenCodec};
+use crate::ports::{
+    Clock, Entity, IdGenerator, NewUser, RepoError, UsageRepository, UserChange, UserRepository,
+};
+
+/// One administrative action, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Entry id.
+    pub id: u128,
+    /// Who acted (`None`: the command line).
+    pub actor: Option<UserId>,
+    /// Their name at the time (`cli` for the command line).
+    pub actor_name: String,
+    /// What they did (`user.disable`, `user.delete`, `registration.policy`, …).
+    pub action: String,
+    /// On whom, when an account.
+    pub target: Option<UserId>,
+    /// That account's name at the time.
+    pub target_name: Option<String>,
+    /// The change, in words (never a secret).
+    pub detail: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A registration invite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    /// Id.
+    pub id: u128,
+    /// Digest of its code (the code itself is shown once).
+    pub code_hash: String,
+    /// The admin who made it.
+    pub created_by: Option<UserId>,
+    /// When.
+    pub created_at: Timestamp,
+    /// Unusable from then on.
+    pub expires_at: Timestamp,
+    /// When it was used, and by whom.
+    pub used: Option<(Timestamp, Option<UserId>)>,
+}
+
+/// An account with what it used this month.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserOverview {
+    /// The account.
+    pub user: User,
+    /// Its usage since the start of the UTC month.
+    pub this_month: PeriodUsage,
+}
+
+/// What administration stores besides accounts.
+pub trait AdminRepository: Send + Sync + 'static {
+    /// Accounts whose name contains `query` (case-insensitively; all without one), oldest
+    /// first, each with its usage since `since`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn search_users(
+        &self,
+        query: Option<String>,
+        page: PageRequest,
+        since: Timestamp,
+    ) -> impl Future<Output = Result<Page<UserOverview>, RepoError>> + Send;
+
+    /// Deletes the account and everything it owns (chats, messages, records, keys, sessions,
+    /// presets, templates, settings) in one transaction; audit entries and invites keep
+    /// their names but lose the id.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::User`].
+    fn delete_user(&self, id: UserId) -> impl Future<Output = Result<(), RepoError>> + Send;
+
+    /// Appends to the audit log.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn append_audit(&self, entry: AuditEntry)
+    -> impl Future<Output = Result<(), RepoError>> + Send;
+
+    /// The audit log, newest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn list_audit(
+        &self,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<AuditEntry>, RepoError>> + Send;
+
+    /// Stores an invite.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn create_invite(&self, invite: Invite) -> impl Future<Output = Result<(), RepoError>> + Send;
+
+    /// Invites, newest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn list_invites(
+        &self,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<Invite>, RepoError>> + Send;
+
+    /// Creates `user` with the invite whose code has this digest, in one transaction: the
+    /// invite is marked used only if it was unused and unexpired at `now`.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] with [`Entity::Invite`] (unknown, used or expired);
+    /// [`RepoError::Conflict`] for a taken name (the invite stays unused).
+    fn create_user_with_invite(
+        &self,
+        code_hash: String,
+        user: NewUser,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<User, RepoError>> + Send;
+
+    /// A run-time setting.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn setting(
+        &self,
+        name: &'static str,
+    ) -> impl Future<Output = Result<Option<String>, RepoError>> + Send;
+
+    /// Sets a run-time setting.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn put_setting(
+        &self,
+        name: &'static str,
+        value: String,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+}
+
+/// The setting holding the registration policy.
+pub const REGISTRATION_SETTING: &str = "registration_policy";
+/// The prefix of invite codes.
+pub const INVITE_PREFIX: &str = "inv_";
+/// The longest an invite may stay valid.
+pub const INVITE_TTL_MAX_HOURS: u32 = 24 * 90;
+
+/// An admin's change to an account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountUpdate {
+    /// Disable (or enable).
+    pub disabled: Option<bool>,
+    /// A new role.
+    pub role: Option<AccountRole>,
+    /// Approve a pending account.
+    pub approve: bool,
+}
+
+/// A freshly made invite: the code is shown once.
+#[derive(Debug, Clone)]
+pub struct IssuedInvite {
+    /// What is stored.
+    pub invite: Invite,
+    /// The code to hand over.
+    pub code: String,
+}
+
+/// Inbound port of administration. Every method refuses a non-admin `actor`
+/// ([`AuthError::Forbidden`]).
+pub trait AdminUseCase: Send + Sync + 'static {
+    /// Accounts with this month's usage.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn search_users(
+        &self,
+        actor: &User,
+        query: Option<String>,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<UserOverview>, AuthError>> + Send;
+
+    /// Disables/enables, approves or changes the role of an account (never the actor's own
+    /// role or state: [`AuthError::SelfAdministration`]).
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownUser`].
+    fn update_account(
+        &self,
+        actor: &User,
+        target: UserId,
+        update: AccountUpdate,
+    ) -> impl Future<Output = Result<User, AuthError>> + Send;
+
+    /// Sets a password and ends every session of the account.
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownUser`].
+    fn reset_password(
+        &self,
+        actor: &User,
+        target: UserId,
+        password: Password,
+    ) -> impl Future<Output = Result<User, AuthError>> + Send;
+
+    /// Sets the account's own quota limits.
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownUser`].
+    fn set_quota(
+        &self,
+        actor: &User,
+        target: UserId,
+        quota: QuotaOverrides,
+    ) -> impl Future<Output = Result<User, AuthError>> + Send;
+
+    /// Deletes another account with all its data.
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownUser`], [`AuthError::SelfAdministration`].
+    fn delete_account(
+        &self,
+        actor: &User,
+        target: UserId,
+    ) -> impl Future<Output = Result<(), AuthError>> + Send;
+
+    /// The audit log, newest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn audit_log(
+        &self,
+        actor: &User,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<AuditEntry>, AuthError>> + Send;
+
+    /// The registration policy in force.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn registration_policy(
+        &self,
+    ) -> impl Future<Output = Result<RegistrationPolicy, AuthError>> + Send;
+
+    /// Changes the registration policy (for every replica: it is stored).
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn set_registration_policy(
+        &self,
+        actor: &User,
+        policy: RegistrationPolicy,
+    ) -> impl Future<Output = Result<(), AuthError>> + Send;
+
+    /// A single-use invite valid for `hours`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn create_invite(
+        &self,
+        actor: &User,
+        hours: u32,
+    ) -> impl Future<Output = Result<IssuedInvite, AuthError>> + Send;
+
+    /// Invites, newest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn list_invites(
+        &self,
+        actor: &User,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<Invite>, AuthError>> + Send;
+}
+
+fn admin_only(actor: &User) -> Result<(), AuthError> {
+    if actor.role == AccountRole::Admin && !actor.disabled {
+        Ok(())
+    } else {
+        Err(AuthError::Forbidden)
+    }
+}
+
+fn unknown_user(e: RepoError) -> AuthError {
+    match e {
+        RepoError::NotFound(Entity::User) => AuthError::UnknownUser,
+        other => other.into(),
+    }
+}
+
+/// Describes a quota for the audit log.
+fn quota_detail(q: &QuotaOverrides) -> String {
+    let cost = |c: Option<domain::Usd>| c.map_or_else(|| "default".to_owned(), |c| c.to_string());
+    let tokens = |t: Option<u64>| t.map_or_else(|| "default".to_owned(), |t| t.to_string());
+    format!(
+        "daily cost {}, monthly cost {}, daily tokens {}, monthly tokens {}",
+        cost(q.daily_cost),
+        cost(q.monthly_cost),
+        tokens(q.daily_tokens),
+        tokens(q.monthly_tokens)
+    )
+}
+
+impl<R, H, T, C, I> AuthService<R, H, T, C, I>
+where
+    R: UserRepository + CredentialRepository + AdminRepository + UsageRepository,
+    H: PasswordHasher,
+    T: TokenCodec,
+    C: Clock,
+    I: IdGenerator,
+{
+    /// Writes an audit entry; a failure fails the action's response (the change is made, so
+    /// the log says so).
+    async fn audit(
+        &self,
+        actor: Option<&User>,
+        action: &'static str,
+        target: Option<&User>,
+        detail: String,
+    ) -> Result<(), AuthError> {
+        self.repo
+            .append_audit(AuditEntry {
+                id: self.ids.next_id(),
+                actor: actor.map(|a| a.id),
+                actor_name: actor
+                    .map_or_else(|| "cli".to_owned(), |a| a.username.as_str().to_owned()),
+                action: action.to_owned(),
+                target: target.map(|t| t.id),
+                target_name: target.map(|t| t.username.as_str().to_owned()),
+                detail,
+                at: self.clock.now(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Changes an account and drops it from the account cache.
+    async fn change(&self, target: UserId, change: UserChange) -> Result<User, AuthError> {
+        let now = self.clock.now();
+        let ends = change.end_sessions;
+        let user = self
+            .repo
+            .update_user(target, change, now)
+            .await
+            .map_err(unknown_user)?;
+        if ends {
+            self.repo.revoke_refresh_tokens(user.id, None, now).await?;
+        }
+        self.forget(user.id);
+        Ok(user)
+    }
+
+    /// Operator (command line): creates an account with `role`, whatever the policy.
+    ///
+    /// # Errors
+    /// [`AuthError::UsernameTaken`].
+    pub async fn create_account(
+        &self,
+        username: domain::Username,
+        password: Password,
+        role: AccountRole,
+    ) -> Result<User, AuthError> {
+        let user = self.new_user(username, &password, role, false).await?;
+        let user = match self.repo.create_user(user).await {
+            Ok(user) => user,
+            Err(RepoError::Conflict(_)) => return Err(AuthError::UsernameTaken),
+            Err(e) => return Err(e.into()),
+        };
+        self.audit(None, "user.create", Some(&user), format!("role {role}"))
+            .await?;
+        Ok(user)
+    }
+
+    /// Operator (command line): sets an account's role.
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownUser`].
+    pub async fn set_role(
+        &self,
+        username: &domain::Username,
+        role: AccountRole,
+    ) -> Result<User, AuthError> {
+        let user = self.find(username).await?;
+        let user = self
+            .change(
+                user.id,
+                UserChange {
+                    role: Some(role),
+                    ..UserChange::default()
+                },
+            )
+            .await?;
+        self.audit(None, "user.role", Some(&user), format!("role {role}"))
+            .await?;
+        Ok(user)
+    }
+
+    /// Operator (command line): disables (or re-enables) an account. Disabling ends every
+    /// session: refresh tokens are revoked and access tokens stop working at once (each
+    /// request checks the account).
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownUser`].
+    pub async fn set_disabled(
+        &self,
+        username: &domain::Username,
+        disabled: bool,
+    ) -> Result<User, AuthError> {
+        let user = self.find(username).await?;
+        let user = self
+            .change(
+                user.id,
+                UserChange {
+                    disabled: Some(disabled),
+                    end_sessions: disabled,
+                    ..UserChange::default()
+                },
+            )
+            .await?;
+        let action = if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        };
+        self.audit(None, action, Some(&user), String::new()).await?;
+        Ok(user)
+    }
+
+    /// Operator (command line): sets a new password and ends every session of the account.
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownUser`].
+    pub async fn set_password(
+        &self,
+        username: &domain::Username,
+        password: Password,
+    ) -> Result<User, AuthError> {
+        let user = self.find(username).await?;
+        let hash = self.hasher.hash(&password).await?;
+        let user = self
+            .change(
+                user.id,
+                UserChange {
+                    password_hash: Some(hash),
+                    end_sessions: true,
+                    ..UserChange::default()
+                },
+            )
+            .await?;
+        self.audit(
+            None,
+            "user.password_reset",
+            Some(&user),
+            "sessions ended".into(),
+        )
+        .await?;
+        Ok(user)
+    }
+
+    /// A new account's row.
+    pub(super) async fn new_user(
+        &self,
+        username: domain::Username,
+        password: &Password,
+        role: AccountRole,
+        pending: bool,
+    ) -> Result<NewUser, AuthError> {
+        Ok(NewUser {
+            id: UserId::from_u128(self.ids.next_id()),
+            username,
+            password_hash: self.hasher.hash(password).await?,
+            role,
+            pending,
+            created_at: self.clock.now(),
+        })
+    }
+
+    /// The stored policy, else the configured one.
+    pub(super) async fn policy_in_force(&self) -> Result<RegistrationPolicy, AuthError> {
+        Ok(self
+            .repo
+            .setting(REGISTRATION_SETTING)
+            .await?
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(self.policy.registration))
+    }
+}
+
+impl<R, H, T, C, I> AdminUseCase for AuthService<R, H, T, C, I>
+where
+    R: UserRepository + CredentialRepository + AdminRepository + UsageRepository,
+    H: PasswordHasher,
+    T: TokenCodec,
+    C: Clock,
+    I: IdGenerator,
+{
+    async fn search_users(
+        &self,
+        actor: &User,
+        query: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<UserOverview>, AuthError> {
+        admin_only(actor)?;
+        let (month, _) = self.clock.now().utc_month_bounds();
+        Ok(self.repo.search_users(query, page, month).await?)
+    }
+
+    async fn update_account(
+        &self,
+        actor: &User,
+        target: UserId,
+        update: AccountUpdate,
+    ) -> Result<User, AuthError> {
+        admin_only(actor)?;
+        if target == actor.id && (update.disabled.is_some() || update.role.is_some()) {
+            return Err(AuthError::SelfAdministration);
+        }
+        let disabling = update.disabled == Some(true);
+        let user = self
+            .change(
+                target,
+                UserChange {
+                    disabled: update.disabled,
+                    end_sessions: disabling,
+                    role: update.role,
+                    pending: update.approve.then_some(false),
+                    ..UserChange::default()
+                },
+            )
+            .await?;
+        for (done, action, detail) in [
+            (
+                update.disabled.is_some(),
+                if disabling {
+                    "user.disable"
+                } else {
+                    "user.enable"
+                },
+                String::new(),
+            ),
+            (
+                update.role.is_some(),
+                "user.role",
+                format!("role {}", user.role),
+            ),
+            (update.approve, "user.approve", String::new()),
+        ] {
+            if done {
+                self.audit(Some(actor), action, Some(&user), detail).await?;
+            }
+        }
+        Ok(user)
+    }
+
+    async fn reset_password(
+        &self,
+        actor: &User,
+        target: UserId,
+        password: Password,
+    ) -> Result<User, AuthError> {
+        admin_only(actor)?;
+        let hash = self.hasher.hash(&password).await?;
+        let user = self
+            .change(
+                target,
+                UserChange {
+                    password_hash: Some(hash),
+                    end_sessions: true,
+                    ..UserChange::default()
+                },
+            )
+            .await?;
+        self.audit(
+            Some(actor),
+            "user.password_reset",
+            Some(&user),
+            "sessions ended".into(),
+        )
+        .await?;
+        Ok(user)
+    }
+
+    async fn set_quota(
+        &self,
+        actor: &User,
+        target: UserId,
+        quota: QuotaOverrides,
+    ) -> Result<User, AuthError> {
+        admin_only(actor)?;
+        let user = self
+            .change(
+                target,
+                UserChange {
+                    quota: Some(quota),
+                    ..UserChange::default()
+                },
+            )
+            .await?;
+        self.audit(Some(actor), "user.quota", Some(&user), quota_detail(&quota))
+            .await?;
+        Ok(user)
+    }
+
+    async fn delete_account(&self, actor: &User, target: UserId) -> Result<(), AuthError> {
+        admin_only(actor)?;
+        if target == actor.id {
+            return Err(AuthError::SelfAdministration);
+        }
+        let user = self.repo.get_user(target).await.map_err(unknown_user)?;
+        self.repo.delete_user(target).await.map_err(unknown_user)?;
+        self.forget(target);
+        // The trail keeps the name, not the id of an account that no longer exists.
+        self.repo
+            .append_audit(AuditEntry {
+                id: self.ids.next_id(),
+                actor: Some(actor.id),
+                actor_name: actor.username.as_str().to_owned(),
+                action: "user.delete".to_owned(),
+                target: None,
+                target_name: Some(user.username.as_str().to_owned()),
+                detail: String::new(),
+                at: self.clock.now(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_log(
+        &self,
+        actor: &User,
+        page: PageRequest,
+    ) -> Result<Page<AuditEntry>, AuthError> {
+        admin_only(actor)?;
+        Ok(self.repo.list_audit(page).await?)
+    }
+
+    async fn registration_policy(&self) -> Result<RegistrationPolicy, AuthError> {
+        self.policy_in_force().await
+    }
+
+    async fn set_registration_policy(
+        &self,
+        actor: &User,
+        policy: RegistrationPolicy,
+    ) -> Result<(), AuthError> {
+        admin_only(actor)?;
+        self.repo
+            .put_setting(
+                REGISTRATION_SETTING,
+                policy.as_str().to_owned(),
+                self.clock.now(),
+            )
+            .await?;
+        self.audit(
+            Some(actor),
+            "registration.policy",
+            None,
+            format!("policy {policy}"),
+        )
+        .await
+    }
+
+    async fn create_invite(&self, actor: &User, hours: u32) -> Result<IssuedInvite, AuthError> {
+        admin_only(actor)?;
+        let code = format!("{INVITE_PREFIX}{}", self.tokens.random_secret()?);
+        let now = self.clock.now();
+        let invite = Invite {
+            id: self.ids.next_id(),
+            code_hash: self.tokens.digest(&code),
+            created_by: Some(actor.id),
+            created_at: now,
+            expires_at: now
+                .plus_micros(i64::from(hours.clamp(1, INVITE_TTL_MAX_HOURS)) * 3_600_000_000),
+            used: None,
+        };
+        self.repo.create_invite(invite.clone()).await?;
+        self.audit(
+            Some(actor),
+            "invite.create",
+            None,
+            format!("expires {}", invite.expires_at),
+        )
+        .await?;
+        Ok(IssuedInvite { invite, code })
+    }
+
+    async fn list_invites(
+        &self,
+        actor: &User,
+        page: PageRequest,
+    ) -> Result<Page<Invite>, AuthError> {
+        admin_only(actor)?;
+        Ok(self.repo.list_invites(page).await?)
+    }
+}
