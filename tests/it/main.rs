@@ -7,6 +7,7 @@
     reason = "test code: a failed step must abort the test with its reason"
 )]
 
+mod account;
 mod admin;
 mod analytics;
 mod auth;

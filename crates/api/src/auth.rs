@@ -168,7 +168,7 @@ impl From<&User> for UserResponse {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct TokenResponse {
+pub(crate) struct TokenResponse {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,

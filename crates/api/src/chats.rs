@@ -291,7 +291,7 @@ struct TreeNode {
 
 /// The tree as a flat node list (a 10,000-deep chain would overflow nested JSON).
 #[derive(Serialize, utoipa::ToSchema)]
-struct TreeResponse {
+pub(crate) struct TreeResponse {
     chat: ChatResponse,
     root_uuid: String,
     current_leaf_uuid: String,
@@ -310,7 +310,7 @@ async fn tree<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Ok().json(tree_response(&t)))
 }
 
-fn tree_response(t: &usecase::chat::ChatWithTree) -> TreeResponse {
+pub(crate) fn tree_response(t: &usecase::chat::ChatWithTree) -> TreeResponse {
     let mut nodes = Vec::with_capacity(t.tree.len());
     for id in t.tree.subtree_ids(t.tree.root().id) {
         if let (Some(m), Ok(children)) = (t.tree.get(id), t.tree.children(id)) {

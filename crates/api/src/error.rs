@@ -106,6 +106,8 @@ pub enum Denial {
     RegistrationClosed,
     /// Registration needs a valid invite code.
     InviteRequired,
+    /// The password given to confirm an action is wrong.
+    WrongPassword,
 }
 
 impl Denial {
@@ -114,6 +116,7 @@ impl Denial {
             Self::AccountPending => "account_pending",
             Self::RegistrationClosed => "registration_closed",
             Self::InviteRequired => "invite_required",
+            Self::WrongPassword => "wrong_password",
         }
     }
 
@@ -122,6 +125,7 @@ impl Denial {
             Self::AccountPending => "this account is waiting for an administrator's approval",
             Self::RegistrationClosed => "registration is closed",
             Self::InviteRequired => "a valid invite code is required to register",
+            Self::WrongPassword => "the password is not correct",
         }
     }
 
@@ -130,6 +134,7 @@ impl Denial {
             Self::AccountPending => "このアカウントは管理者の承認待ちです。",
             Self::RegistrationClosed => "新規登録は受け付けていません。",
             Self::InviteRequired => "登録には有効な招待コードが必要です。",
+            Self::WrongPassword => "パスワードが正しくありません。",
         }
     }
 }
@@ -316,6 +321,8 @@ impl From<AuthError> for ApiError {
             AuthError::AccountPending => Self::Denied(Denial::AccountPending),
             AuthError::RegistrationClosed => Self::Denied(Denial::RegistrationClosed),
             AuthError::InviteRequired => Self::Denied(Denial::InviteRequired),
+            AuthError::WrongPassword => Self::Denied(Denial::WrongPassword),
+            AuthError::SessionNotFound => Self::NotFound("session"),
             AuthError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "storage unavailable");
                 Self::Unavailable {

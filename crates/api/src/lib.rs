@@ -4,6 +4,7 @@
 //! generic over the use-case ports they need, so tests can drive them with fakes; this crate
 //! never names a database or provider type.
 
+pub mod account;
 pub mod admin;
 pub mod analytics;
 pub mod auth;
@@ -82,7 +83,7 @@ where
     Y: AnalyticsUseCase,
     T: TemplateUseCase,
     H: HealthCheck,
-    A: AuthUseCase + usecase::auth::admin::AdminUseCase,
+    A: AuthUseCase + usecase::auth::admin::AdminUseCase + usecase::auth::account::AccountUseCase,
     M: CatalogUseCase,
     S: ChatUseCase + CompletionsUseCase,
     P: PresetUseCase,
@@ -99,7 +100,8 @@ where
             .configure(presets::routes::<A, P>)
             .configure(templates::routes::<A, T>)
             .configure(analytics::routes::<A, Y>)
-            .configure(admin::routes::<A, S>),
+            .configure(admin::routes::<A, S>)
+            .configure(account::routes::<A, S, T, P, M>),
     );
     cfg.service(web::scope("/v1").configure(openai::routes::<A, M, S>));
 }

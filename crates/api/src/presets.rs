@@ -62,7 +62,7 @@ impl PresetRequest {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct PresetResponse {
+pub(crate) struct PresetResponse {
     uuid: String,
     name: String,
     description: Option<String>,

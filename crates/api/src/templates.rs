@@ -79,7 +79,7 @@ impl TemplateRequest {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct TemplateResponse {
+pub(crate) struct TemplateResponse {
     uuid: String,
     owner_uuid: String,
     name: String,

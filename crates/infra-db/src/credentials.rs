@@ -217,3 +217,74 @@ impl CredentialRepository for SeaOrmStore {
         })
     }
 }
+
+impl usecase::auth::account::SessionRepository for SeaOrmStore {
+    async fn list_sessions(
+        &self,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<usecase::auth::account::Session>, RepoError> {
+        // A session is a family with a live (unused, unrevoked, unexpired) token.
+        let live = refresh_tokens::Entity::find()
+            .filter(refresh_tokens::Column::UserId.eq(uuid(user.as_u128())))
+            .filter(refresh_tokens::Column::UsedAt.is_null())
+            .filter(refresh_tokens::Column::RevokedAt.is_null())
+            .filter(refresh_tokens::Column::ExpiresAt.gt(ts(now)))
+            .order_by_desc(refresh_tokens::Column::CreatedAt)
+            .limit(1_000)
+            .all(&self.read)
+            .await
+            .map_err(to_repo_error)?;
+        let families: Vec<_> = live.iter().map(|t| t.family_id).collect();
+        let started: std::collections::HashMap<_, i64> = if families.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            refresh_tokens::Entity::find()
+                .select_only()
+                .column(refresh_tokens::Column::FamilyId)
+                .column_as(refresh_tokens::Column::CreatedAt.min(), "started")
+                .filter(refresh_tokens::Column::UserId.eq(uuid(user.as_u128())))
+                .filter(refresh_tokens::Column::FamilyId.is_in(families))
+                .group_by(refresh_tokens::Column::FamilyId)
+                .into_tuple::<(sea_orm::prelude::Uuid, i64)>()
+                .all(&self.read)
+                .await
+                .map_err(to_repo_error)?
+                .into_iter()
+                .collect()
+        };
+        Ok(live
+            .into_iter()
+            .map(|t| usecase::auth::account::Session {
+                id: domain::TokenId::from_u128(t.family_id.as_u128()),
+                started_at: Timestamp::from_unix_micros(
+                    started.get(&t.family_id).copied().unwrap_or(t.created_at),
+                ),
+                last_refreshed_at: Timestamp::from_unix_micros(t.created_at),
+                expires_at: Timestamp::from_unix_micros(t.expires_at),
+            })
+            .collect())
+    }
+
+    async fn revoke_session(
+        &self,
+        user: UserId,
+        session: domain::TokenId,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        let result = refresh_tokens::Entity::update_many()
+            .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(ts(now)))
+            .filter(refresh_tokens::Column::UserId.eq(uuid(user.as_u128())))
+            .filter(refresh_tokens::Column::FamilyId.eq(uuid(session.as_u128())))
+            .filter(refresh_tokens::Column::RevokedAt.is_null())
+            .filter(refresh_tokens::Column::UsedAt.is_null())
+            .filter(refresh_tokens::Column::ExpiresAt.gt(ts(now)))
+            .exec(&self.write)
+            .await
+            .map_err(to_repo_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound(Entity::User));
+        }
+        Ok(())
+    }
+}

@@ -4,6 +4,7 @@
 //! Secrets at rest are digests only (refresh tokens, API keys) or password hashes; digests
 //! are compared with `constant_time_eq`.
 
+pub mod account;
 pub mod admin;
 mod cache;
 
@@ -297,6 +298,12 @@ pub enum AuthError {
     /// Registration needs a valid invite (missing, unknown, used or expired).
     #[error("a valid invite code is required to register")]
     InviteRequired,
+    /// The account's password, asked again to confirm an action, is wrong.
+    #[error("the password is not correct")]
+    WrongPassword,
+    /// No such session of the caller's.
+    #[error("session not found")]
+    SessionNotFound,
     /// The database is unreachable or busy.
     #[error("storage unavailable")]
     Unavailable(#[source] RepoError),

@@ -343,7 +343,11 @@ where
     }
 
     /// Changes an account and drops it from the account cache.
-    async fn change(&self, target: UserId, change: UserChange) -> Result<User, AuthError> {
+    pub(super) async fn change(
+        &self,
+        target: UserId,
+        change: UserChange,
+    ) -> Result<User, AuthError> {
         let now = self.clock.now();
         let ends = change.end_sessions;
         let user = self

@@ -180,3 +180,64 @@ impl AdminRepository for InMemoryStore {
         })
     }
 }
+
+impl crate::auth::account::SessionRepository for InMemoryStore {
+    async fn list_sessions(
+        &self,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<crate::auth::account::Session>, RepoError> {
+        self.with(|s| {
+            let mut live: Vec<_> = s
+                .refresh
+                .iter()
+                .filter(|t| {
+                    t.record.user_id == user && !t.used && !t.revoked && t.record.expires_at > now
+                })
+                .map(|t| {
+                    let started = s
+                        .refresh
+                        .iter()
+                        .filter(|o| o.record.family_id == t.record.family_id)
+                        .map(|o| o.record.created_at)
+                        .min()
+                        .unwrap_or(t.record.created_at);
+                    crate::auth::account::Session {
+                        id: t.record.family_id,
+                        started_at: started,
+                        last_refreshed_at: t.record.created_at,
+                        expires_at: t.record.expires_at,
+                    }
+                })
+                .collect();
+            live.sort_by_key(|s| std::cmp::Reverse(s.last_refreshed_at));
+            Ok(live)
+        })
+    }
+
+    async fn revoke_session(
+        &self,
+        user: UserId,
+        session: domain::TokenId,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        self.with(|s| {
+            let mut revoked = 0;
+            for t in &mut s.refresh {
+                if t.record.user_id == user
+                    && t.record.family_id == session
+                    && !t.used
+                    && !t.revoked
+                    && t.record.expires_at > now
+                {
+                    t.revoked = true;
+                    revoked += 1;
+                }
+            }
+            if revoked == 0 {
+                return Err(RepoError::NotFound(Entity::User));
+            }
+            Ok(())
+        })
+    }
+}

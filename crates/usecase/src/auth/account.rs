@@ -1,0 +1,192 @@
+//! Self-service: an account changes its own password, sees and ends its own sessions, and
+//! deletes itself. Each needs the account's password where a stolen token must not suffice.
+
+use domain::{Password, Timestamp, TokenId, User, UserId};
+
+use super::admin::{AdminRepository, AuditEntry};
+use super::{AuthError, AuthService, CredentialRepository, PasswordHasher, TokenCodec, TokenPair};
+use crate::ports::{
+    Clock, Entity, IdGenerator, RepoError, UsageRepository, UserChange, UserRepository,
+};
+
+/// One signed-in session: a refresh-token family (a login and its rotations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The family (what `revoke_session` takes).
+    pub id: TokenId,
+    /// When the login happened.
+    pub started_at: Timestamp,
+    /// When its refresh token was last rotated (or issued).
+    pub last_refreshed_at: Timestamp,
+    /// When its current refresh token expires.
+    pub expires_at: Timestamp,
+}
+
+/// Sessions as stored.
+pub trait SessionRepository: Send + Sync + 'static {
+    /// The user's sessions with a live refresh token at `now`, newest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn list_sessions(
+        &self,
+        user: UserId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Session>, RepoError>> + Send;
+
+    /// Revokes every refresh token of one of the user's sessions.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] when the user has no live session with this id.
+    fn revoke_session(
+        &self,
+        user: UserId,
+        session: TokenId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+}
+
+/// Inbound port of self-service.
+pub trait AccountUseCase: Send + Sync + 'static {
+    /// Changes the caller's password (the current one is required). Every session ends —
+    /// access and refresh tokens alike — and the caller gets a fresh pair.
+    ///
+    /// # Errors
+    /// [`AuthError::WrongPassword`].
+    fn change_password(
+        &self,
+        user: &User,
+        current: Password,
+        new: Password,
+    ) -> impl Future<Output = Result<TokenPair, AuthError>> + Send;
+
+    /// The caller's sessions.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn sessions(
+        &self,
+        user: UserId,
+    ) -> impl Future<Output = Result<Vec<Session>, AuthError>> + Send;
+
+    /// Ends one of the caller's sessions (its refresh token stops working; access tokens
+    /// expire on their own).
+    ///
+    /// # Errors
+    /// [`AuthError::SessionNotFound`].
+    fn revoke_session(
+        &self,
+        user: UserId,
+        session: TokenId,
+    ) -> impl Future<Output = Result<(), AuthError>> + Send;
+
+    /// Deletes the caller's account and everything it owns, in one transaction (the
+    /// password is required).
+    ///
+    /// # Errors
+    /// [`AuthError::WrongPassword`].
+    fn delete_own_account(
+        &self,
+        user: &User,
+        password: Password,
+    ) -> impl Future<Output = Result<(), AuthError>> + Send;
+}
+
+impl<R, H, T, C, I> AuthService<R, H, T, C, I>
+where
+    R: UserRepository
+        + CredentialRepository
+        + AdminRepository
+        + UsageRepository
+        + SessionRepository,
+    H: PasswordHasher,
+    T: TokenCodec,
+    C: Clock,
+    I: IdGenerator,
+{
+    /// Checks the account's password (the same hashing work whether or not it matches).
+    async fn confirm(&self, user: &User, password: &Password) -> Result<(), AuthError> {
+        let stored = self.repo.find_credentials(&user.username).await?;
+        let ok = self
+            .hasher
+            .verify(password, stored.as_ref().map(|c| c.password_hash.as_str()))
+            .await?;
+        match stored {
+            Some(c) if ok && c.user.id == user.id => Ok(()),
+            _ => Err(AuthError::WrongPassword),
+        }
+    }
+}
+
+impl<R, H, T, C, I> AccountUseCase for AuthService<R, H, T, C, I>
+where
+    R: UserRepository
+        + CredentialRepository
+        + AdminRepository
+        + UsageRepository
+        + SessionRepository,
+    H: PasswordHasher,
+    T: TokenCodec,
+    C: Clock,
+    I: IdGenerator,
+{
+    async fn change_password(
+        &self,
+        user: &User,
+        current: Password,
+        new: Password,
+    ) -> Result<TokenPair, AuthError> {
+        self.confirm(user, &current).await?;
+        let hash = self.hasher.hash(&new).await?;
+        let changed = self
+            .change(
+                user.id,
+                UserChange {
+                    password_hash: Some(hash),
+                    end_sessions: true,
+                    ..UserChange::default()
+                },
+            )
+            .await?;
+        let family = TokenId::from_u128(self.ids.next_id());
+        self.issue_pair(&changed, family).await
+    }
+
+    async fn sessions(&self, user: UserId) -> Result<Vec<Session>, AuthError> {
+        Ok(self.repo.list_sessions(user, self.clock.now()).await?)
+    }
+
+    async fn revoke_session(&self, user: UserId, session: TokenId) -> Result<(), AuthError> {
+        match self
+            .repo
+            .revoke_session(user, session, self.clock.now())
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(RepoError::NotFound(_)) => Err(AuthError::SessionNotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_own_account(&self, user: &User, password: Password) -> Result<(), AuthError> {
+        self.confirm(user, &password).await?;
+        self.repo.delete_user(user.id).await.map_err(|e| match e {
+            RepoError::NotFound(Entity::User) => AuthError::Unauthenticated,
+            other => other.into(),
+        })?;
+        self.forget(user.id);
+        self.repo
+            .append_audit(AuditEntry {
+                id: self.ids.next_id(),
+                actor: None,
+                actor_name: user.username.as_str().to_owned(),
+                action: "user.delete_self".to_owned(),
+                target: None,
+                target_name: Some(user.username.as_str().to_owned()),
+                detail: String::new(),
+                at: self.clock.now(),
+            })
+            .await?;
+        Ok(())
+    }
+}
