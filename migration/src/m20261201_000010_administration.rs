@@ -5,7 +5,8 @@
 //! - `audit_log`: every administrative action (who, what, on whom, when); no key to `users`, so
 //!   the trail outlives the accounts it names;
 //! - `invites`: single-use, expiring registration codes (their SHA-256 digest only);
-//! - `server_settings`: settings an admin changes at run time (the registration policy).
+//! - `server_settings`: settings an admin changes at run time (the registration policy);
+//! - `api_keys.expires_at` (a key refused from then on) and `api_keys.read_only` (reads only).
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
@@ -31,10 +32,18 @@ async fn create(manager: &SchemaManager<'_>, mut table: TableCreateStatement) ->
 }
 
 /// One column per statement (SQLite alters one at a time).
-async fn add_user_column(manager: &SchemaManager<'_>, column: ColumnDef) -> Result<(), DbErr> {
+async fn add_column(
+    manager: &SchemaManager<'_>,
+    table: &'static str,
+    column: ColumnDef,
+) -> Result<(), DbErr> {
     manager
-        .alter_table(Table::alter().table("users").add_column(column).to_owned())
+        .alter_table(Table::alter().table(table).add_column(column).to_owned())
         .await
+}
+
+async fn add_user_column(manager: &SchemaManager<'_>, column: ColumnDef) -> Result<(), DbErr> {
+    add_column(manager, "users", column).await
 }
 
 #[async_trait::async_trait]
@@ -65,6 +74,22 @@ impl MigrationTrait for Migration {
             )
             .await?;
         }
+        add_column(
+            manager,
+            "api_keys",
+            ColumnDef::new("expires_at").big_integer().null().to_owned(),
+        )
+        .await?;
+        add_column(
+            manager,
+            "api_keys",
+            ColumnDef::new("read_only")
+                .boolean()
+                .not_null()
+                .default(false)
+                .to_owned(),
+        )
+        .await?;
         create(
             manager,
             Table::create()
@@ -134,6 +159,16 @@ impl MigrationTrait for Migration {
         for table in ["server_settings", "invites", "audit_log"] {
             manager
                 .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        for column in ["read_only", "expires_at"] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table("api_keys")
+                        .drop_column(column)
+                        .to_owned(),
+                )
                 .await?;
         }
         for column in QUOTA_COLUMNS.into_iter().chain(["pending", "role"]) {

@@ -314,4 +314,63 @@ on_every_backend!(
     sessions_are_listed_and_ended_one_by_one,
     an_account_deletes_itself_and_every_row_of_it,
     the_export_holds_exactly_what_the_account_owns,
+    a_read_only_api_key_reads_but_changes_nothing,
 );
+
+/// A read-only key reads but changes nothing (expiry is tested with a manual clock in the
+/// use case's tests); an expiry out of range is refused.
+async fn a_read_only_api_key_reads_but_changes_nothing(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.user_token("scoped").await;
+    let chat = app.new_chat(&token).await;
+    let made: Value = app
+        .post_json_as(
+            "/api/v1/auth/api-keys",
+            &token,
+            &json!({"name": "reader", "read_only": true, "expires_in_days": 30}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(made["read_only"], true, "{made}");
+    assert!(made["expires_at"].is_string(), "{made}");
+    let reader = made["key"].as_str().unwrap();
+    assert_eq!(app.get_as("/api/v1/chats", reader).await.status(), 200);
+    let write = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/messages"),
+            reader,
+            &json!({"content": "may I?"}),
+        )
+        .await;
+    assert_eq!(write.status(), 403);
+    let write: Value = write.json().await.unwrap();
+    assert_eq!(write["error_type"], "read_only_key");
+    let deleted = send(
+        &app,
+        "DELETE",
+        &format!("/api/v1/chats/{chat}"),
+        reader,
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status(), 403);
+    // Nothing was written.
+    let chat_now: Value = app
+        .get_json_as(&format!("/api/v1/chats/{chat}"), &token)
+        .await;
+    assert_eq!(chat_now["message_count"], 1);
+
+    let bad = app
+        .post_json_as(
+            "/api/v1/auth/api-keys",
+            &token,
+            &json!({"name": "forever", "expires_in_days": 0}),
+        )
+        .await;
+    assert_eq!(bad.status(), 422);
+    app.finish().await;
+}

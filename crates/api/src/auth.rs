@@ -66,7 +66,11 @@ impl<A: AuthUseCase> FromRequest for CurrentUser<A> {
                 tracing::error!("auth use case not registered");
                 ApiError::Internal
             })?;
-            let user = match auth.authenticate(&token).await {
+            let write = !matches!(
+                *req.method(),
+                actix_web::http::Method::GET | actix_web::http::Method::HEAD
+            );
+            let user = match auth.authenticate(&token, write).await {
                 Ok(user) => user,
                 Err(e) => {
                     // Failed credentials spend the client's anonymous budget.
@@ -326,6 +330,11 @@ async fn me<A: AuthUseCase>(caller: CurrentUser<A>) -> HttpResponse {
 #[serde(deny_unknown_fields)]
 struct NewApiKey {
     name: String,
+    /// Days the key stays valid (1–3650); without it, until revoked.
+    expires_in_days: Option<u32>,
+    /// Reads (`GET`, `HEAD`) only: anything else answers 403 `read_only_key`.
+    #[serde(default)]
+    read_only: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -335,6 +344,9 @@ struct ApiKeyResponse {
     prefix: String,
     created_at: String,
     last_used_at: Option<String>,
+    /// Refused from then on (`null`: until revoked).
+    expires_at: Option<String>,
+    read_only: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<String>,
 }
@@ -347,6 +359,8 @@ impl ApiKeyResponse {
             prefix: r.prefix,
             created_at: r.created_at.to_string(),
             last_used_at: r.last_used_at.map(|t| t.to_string()),
+            expires_at: r.expires_at.map(|t| t.to_string()),
+            read_only: r.read_only,
             key,
         }
     }
@@ -359,7 +373,17 @@ async fn create_api_key<A: AuthUseCase>(
     caller: CurrentUser<A>,
     body: web::Json<NewApiKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = body.into_inner().name;
+    let body = body.into_inner();
+    let name = body.name;
+    if body
+        .expires_in_days
+        .is_some_and(|d| !(1..=3_650).contains(&d))
+    {
+        return Err(ApiError::Validation {
+            message: "between 1 and 3650 days".into(),
+            field: Some("expires_in_days".into()),
+        });
+    }
     let len = name.chars().count();
     if name.trim().is_empty()
         || len > limits::API_KEY_NAME_MAX
@@ -373,7 +397,11 @@ async fn create_api_key<A: AuthUseCase>(
             field: Some("name".into()),
         });
     }
-    let issued = auth.create_api_key(caller.id(), name).await?;
+    let options = usecase::auth::ApiKeyOptions {
+        valid_days: body.expires_in_days,
+        read_only: body.read_only,
+    };
+    let issued = auth.create_api_key(caller.id(), name, options).await?;
     Ok(HttpResponse::Created().json(ApiKeyResponse::new(issued.record, Some(issued.key))))
 }
 

@@ -108,6 +108,8 @@ pub enum Denial {
     InviteRequired,
     /// The password given to confirm an action is wrong.
     WrongPassword,
+    /// A read-only API key was used to change something.
+    ReadOnlyKey,
 }
 
 impl Denial {
@@ -117,6 +119,7 @@ impl Denial {
             Self::RegistrationClosed => "registration_closed",
             Self::InviteRequired => "invite_required",
             Self::WrongPassword => "wrong_password",
+            Self::ReadOnlyKey => "read_only_key",
         }
     }
 
@@ -126,6 +129,7 @@ impl Denial {
             Self::RegistrationClosed => "registration is closed",
             Self::InviteRequired => "a valid invite code is required to register",
             Self::WrongPassword => "the password is not correct",
+            Self::ReadOnlyKey => "this API key is read-only",
         }
     }
 
@@ -135,6 +139,7 @@ impl Denial {
             Self::RegistrationClosed => "新規登録は受け付けていません。",
             Self::InviteRequired => "登録には有効な招待コードが必要です。",
             Self::WrongPassword => "パスワードが正しくありません。",
+            Self::ReadOnlyKey => "このAPIキーは読み取り専用です。",
         }
     }
 }
@@ -323,6 +328,7 @@ impl From<AuthError> for ApiError {
             AuthError::InviteRequired => Self::Denied(Denial::InviteRequired),
             AuthError::WrongPassword => Self::Denied(Denial::WrongPassword),
             AuthError::SessionNotFound => Self::NotFound("session"),
+            AuthError::ReadOnlyKey => Self::Denied(Denial::ReadOnlyKey),
             AuthError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "storage unavailable");
                 Self::Unavailable {

@@ -25,6 +25,8 @@ fn to_key(row: api_keys::Model) -> ApiKeyRecord {
         key_hash: row.key_hash,
         created_at: Timestamp::from_unix_micros(row.created_at),
         last_used_at: row.last_used_at.map(Timestamp::from_unix_micros),
+        expires_at: row.expires_at.map(Timestamp::from_unix_micros),
+        read_only: row.read_only,
     }
 }
 
@@ -125,6 +127,8 @@ impl CredentialRepository for SeaOrmStore {
             created_at: Set(ts(key.created_at)),
             last_used_at: Set(None),
             revoked_at: Set(None),
+            expires_at: Set(key.expires_at.map(ts)),
+            read_only: Set(key.read_only),
         }
         .insert(&self.write)
         .await

@@ -776,6 +776,8 @@ mod suite {
             key_hash: "digest".into(),
             created_at: now(),
             last_used_at: None,
+            expires_at: None,
+            read_only: false,
         };
         store.create_api_key(key.clone()).await.unwrap();
         let mut clash = key.clone();
@@ -804,6 +806,24 @@ mod suite {
                 .is_none()
         );
         assert!(store.revoke_api_key(owner, key.id, now()).await.is_err());
+        // Expiry and scope are kept as given.
+        let limited = ApiKeyRecord {
+            id: domain::ApiKeyId::from_u128(new_id()),
+            prefix: "arb_mnopqrstuvwx".into(),
+            expires_at: Some(Timestamp::from_unix_micros(now().as_unix_micros() + 1_000)),
+            read_only: true,
+            ..key
+        };
+        store.create_api_key(limited.clone()).await.unwrap();
+        let used = store
+            .use_api_key("arb_mnopqrstuvwx", now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (used.expires_at, used.read_only),
+            (limited.expires_at, true)
+        );
     }
 
     /// Keyset pages walk the list in exactly the order of one big page, for every sort,
@@ -1044,6 +1064,8 @@ mod suite {
             key_hash: "digest".into(),
             created_at: now(),
             last_used_at: None,
+            expires_at: None,
+            read_only: false,
         };
         store.create_api_key(key.clone()).await.unwrap();
         let since = now();

@@ -162,6 +162,19 @@ pub struct ApiKeyRecord {
     pub created_at: Timestamp,
     /// Last successful use.
     pub last_used_at: Option<Timestamp>,
+    /// Refused from then on.
+    pub expires_at: Option<Timestamp>,
+    /// Only reads (`GET`/`HEAD`) are allowed with it.
+    pub read_only: bool,
+}
+
+/// What a new API key may do, and for how long.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApiKeyOptions {
+    /// Days it stays valid (`None`: until revoked).
+    pub valid_days: Option<u32>,
+    /// Only reads.
+    pub read_only: bool,
 }
 
 /// Refresh tokens and API keys.
@@ -304,6 +317,9 @@ pub enum AuthError {
     /// No such session of the caller's.
     #[error("session not found")]
     SessionNotFound,
+    /// A read-only API key was used for a request that changes something.
+    #[error("this API key is read-only")]
+    ReadOnlyKey,
     /// The database is unreachable or busy.
     #[error("storage unavailable")]
     Unavailable(#[source] RepoError),
@@ -404,11 +420,17 @@ pub trait AuthUseCase: Send + Sync + 'static {
         all: bool,
     ) -> impl Future<Output = Result<u64, AuthError>> + Send;
 
-    /// The user a bearer credential (access token or API key) stands for.
+    /// The user a bearer credential (access token or API key) stands for, for a request that
+    /// changes something (`write`) or only reads.
     ///
     /// # Errors
-    /// [`AuthError::Unauthenticated`].
-    fn authenticate(&self, bearer: &str) -> impl Future<Output = Result<User, AuthError>> + Send;
+    /// [`AuthError::Unauthenticated`] (also: an expired key), [`AuthError::ReadOnlyKey`]
+    /// (a read-only key used to write).
+    fn authenticate(
+        &self,
+        bearer: &str,
+        write: bool,
+    ) -> impl Future<Output = Result<User, AuthError>> + Send;
 
     /// Creates a personal API key.
     ///
@@ -418,6 +440,7 @@ pub trait AuthUseCase: Send + Sync + 'static {
         &self,
         user: UserId,
         name: String,
+        options: ApiKeyOptions,
     ) -> impl Future<Output = Result<IssuedApiKey, AuthError>> + Send;
 
     /// The user's keys (without secrets).
@@ -714,7 +737,7 @@ where
             .await?)
     }
 
-    async fn authenticate(&self, bearer: &str) -> Result<User, AuthError> {
+    async fn authenticate(&self, bearer: &str, write: bool) -> Result<User, AuthError> {
         let now = self.clock.now();
         if let Some(rest) = bearer.strip_prefix(API_KEY_PREFIX) {
             let Some(lookup) = rest.get(..API_KEY_LOOKUP_LEN) else {
@@ -737,8 +760,13 @@ where
                 return Err(AuthError::Unauthenticated);
             };
             let presented = self.tokens.digest(bearer);
-            if !constant_time_eq::constant_time_eq(presented.as_bytes(), key.key_hash.as_bytes()) {
+            if !constant_time_eq::constant_time_eq(presented.as_bytes(), key.key_hash.as_bytes())
+                || key.expires_at.is_some_and(|at| at <= now)
+            {
                 return Err(AuthError::Unauthenticated);
+            }
+            if key.read_only && write {
+                return Err(AuthError::ReadOnlyKey);
             }
             return self.active_user(key.user_id, None).await;
         }
@@ -750,7 +778,12 @@ where
         self.active_user(claims.user, Some(claims.epoch)).await
     }
 
-    async fn create_api_key(&self, user: UserId, name: String) -> Result<IssuedApiKey, AuthError> {
+    async fn create_api_key(
+        &self,
+        user: UserId,
+        name: String,
+        options: ApiKeyOptions,
+    ) -> Result<IssuedApiKey, AuthError> {
         let secret = self.tokens.random_secret()?;
         let lookup: String = self
             .tokens
@@ -772,6 +805,12 @@ where
             key_hash: self.tokens.digest(&key),
             created_at: self.clock.now(),
             last_used_at: None,
+            expires_at: options.valid_days.map(|days| {
+                self.clock
+                    .now()
+                    .plus_micros(i64::from(days) * Timestamp::MICROS_PER_DAY)
+            }),
+            read_only: options.read_only,
         };
         self.repo.create_api_key(record.clone()).await?;
         Ok(IssuedApiKey { record, key })

@@ -72,6 +72,12 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
 }
 
+impl<C: Clock> Clock for std::sync::Arc<C> {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+}
+
 /// Makes new ids. Adapters SHOULD make them time-ordered (UUID v7) so indexes stay compact.
 pub trait IdGenerator: Send + Sync + 'static {
     /// A new, never used, 128-bit id.

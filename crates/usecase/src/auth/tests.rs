@@ -1,5 +1,7 @@
 use domain::{Password, Timestamp, Username};
 
+use std::sync::Arc;
+
 use super::*;
 use crate::testing::{InMemoryStore, ManualClock, PlainHasher, ReadableTokens, SequentialIds};
 
@@ -64,12 +66,12 @@ async fn an_access_token_authenticates_until_it_expires() {
         .unwrap();
     let pair = s.login(name("alice"), pw("password1")).await.unwrap();
     assert_eq!(
-        s.authenticate(&pair.access.token).await.unwrap().id,
+        s.authenticate(&pair.access.token, false).await.unwrap().id,
         user.id
     );
     s.clock.advance_micros(61_000_000);
     assert!(matches!(
-        s.authenticate(&pair.access.token).await,
+        s.authenticate(&pair.access.token, false).await,
         Err(AuthError::Unauthenticated)
     ));
 }
@@ -103,27 +105,110 @@ async fn api_keys_authenticate_until_revoked_and_a_wrong_secret_never_does() {
         .register(name("alice"), pw("password1"), None)
         .await
         .unwrap();
-    let issued = s.create_api_key(user.id, "script".into()).await.unwrap();
+    let issued = s
+        .create_api_key(user.id, "script".into(), ApiKeyOptions::default())
+        .await
+        .unwrap();
     assert!(issued.key.starts_with(&issued.record.prefix));
-    assert_eq!(s.authenticate(&issued.key).await.unwrap().id, user.id);
+    assert_eq!(
+        s.authenticate(&issued.key, false).await.unwrap().id,
+        user.id
+    );
     let forged = format!("{}{}", issued.record.prefix, "x".repeat(43));
     assert!(matches!(
-        s.authenticate(&forged).await,
+        s.authenticate(&forged, false).await,
         Err(AuthError::Unauthenticated)
     ));
     assert!(matches!(
-        s.authenticate("arb_short").await,
+        s.authenticate("arb_short", false).await,
         Err(AuthError::Unauthenticated)
     ));
     s.revoke_api_key(user.id, issued.record.id).await.unwrap();
     assert!(matches!(
-        s.authenticate(&issued.key).await,
+        s.authenticate(&issued.key, false).await,
         Err(AuthError::Unauthenticated)
     ));
     assert!(matches!(
         s.revoke_api_key(user.id, issued.record.id).await,
         Err(AuthError::ApiKeyNotFound)
     ));
+}
+
+/// A service whose clock the test moves.
+type ClockedService =
+    AuthService<InMemoryStore, PlainHasher, ReadableTokens, Arc<ManualClock>, SequentialIds>;
+
+fn service_with_clock() -> (ClockedService, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_seconds(
+        1_800_000_000,
+    )));
+    let s = AuthService::new(
+        InMemoryStore::new(),
+        PlainHasher,
+        ReadableTokens::default(),
+        Arc::clone(&clock),
+        SequentialIds::default(),
+        AuthPolicy {
+            refresh_ttl_secs: 3_600,
+            registration: domain::RegistrationPolicy::Open,
+        },
+    );
+    (s, clock)
+}
+
+#[tokio::test]
+async fn an_api_key_works_until_its_expiry_and_not_after() {
+    let (s, clock) = service_with_clock();
+    let user = s
+        .register(name("alice"), pw("password1"), None)
+        .await
+        .unwrap();
+    let options = ApiKeyOptions {
+        valid_days: Some(1),
+        read_only: false,
+    };
+    let daily = s
+        .create_api_key(user.id, "daily".into(), options)
+        .await
+        .unwrap();
+    assert!(s.authenticate(&daily.key, true).await.is_ok());
+    clock.advance_micros(Timestamp::MICROS_PER_DAY - 1_000_000);
+    assert!(
+        s.authenticate(&daily.key, false).await.is_ok(),
+        "a second before expiry"
+    );
+    clock.advance_micros(2_000_000);
+    assert!(matches!(
+        s.authenticate(&daily.key, false).await,
+        Err(AuthError::Unauthenticated)
+    ));
+}
+
+#[tokio::test]
+async fn a_read_only_key_reads_and_never_writes() {
+    let (s, clock) = service_with_clock();
+    let user = s
+        .register(name("alice"), pw("password1"), None)
+        .await
+        .unwrap();
+    let options = ApiKeyOptions {
+        valid_days: None,
+        read_only: true,
+    };
+    let reader = s
+        .create_api_key(user.id, "reader".into(), options)
+        .await
+        .unwrap();
+    assert!(s.authenticate(&reader.key, false).await.is_ok());
+    assert!(matches!(
+        s.authenticate(&reader.key, true).await,
+        Err(AuthError::ReadOnlyKey)
+    ));
+    clock.advance_micros(365 * Timestamp::MICROS_PER_DAY);
+    assert!(
+        s.authenticate(&reader.key, false).await.is_ok(),
+        "no expiry"
+    );
 }
 
 #[tokio::test]
@@ -183,15 +268,19 @@ async fn a_cached_account_sees_a_change_made_elsewhere_at_the_next_poll() {
         .unwrap();
     let pair = cached.login(name("alice"), pw("password1")).await.unwrap();
     assert_eq!(
-        cached.authenticate(&pair.access.token).await.unwrap().id,
+        cached
+            .authenticate(&pair.access.token, false)
+            .await
+            .unwrap()
+            .id,
         user.id
     );
     operator.set_disabled(&name("alice"), true).await.unwrap();
     // Served from the cache until the next poll: the store was not asked.
-    assert!(cached.authenticate(&pair.access.token).await.is_ok());
+    assert!(cached.authenticate(&pair.access.token, false).await.is_ok());
     cached.sync_account_changes().await.unwrap();
     assert!(matches!(
-        cached.authenticate(&pair.access.token).await,
+        cached.authenticate(&pair.access.token, false).await,
         Err(AuthError::Unauthenticated)
     ));
 }
@@ -205,24 +294,24 @@ async fn a_password_reset_elsewhere_ends_every_access_token_issued_before_it() {
         .await
         .unwrap();
     let old = cached.login(name("alice"), pw("password1")).await.unwrap();
-    cached.authenticate(&old.access.token).await.unwrap();
+    cached.authenticate(&old.access.token, false).await.unwrap();
     operator
         .set_password(&name("alice"), pw("password2"))
         .await
         .unwrap();
     cached.sync_account_changes().await.unwrap();
     assert!(matches!(
-        cached.authenticate(&old.access.token).await,
+        cached.authenticate(&old.access.token, false).await,
         Err(AuthError::Unauthenticated)
     ));
     let new = cached.login(name("alice"), pw("password2")).await.unwrap();
-    assert!(cached.authenticate(&new.access.token).await.is_ok());
+    assert!(cached.authenticate(&new.access.token, false).await.is_ok());
     // Locally, a reset takes effect at once, without waiting for a poll.
     cached
         .set_password(&name("alice"), pw("password3"))
         .await
         .unwrap();
-    assert!(cached.authenticate(&new.access.token).await.is_err());
+    assert!(cached.authenticate(&new.access.token, false).await.is_err());
 }
 
 #[tokio::test]
@@ -234,17 +323,33 @@ async fn without_a_recent_poll_the_cache_answers_nothing() {
         .unwrap();
     let pair = cached.login(name("alice"), pw("password1")).await.unwrap();
     // Never polled: every request reads the account.
-    cached.authenticate(&pair.access.token).await.unwrap();
+    cached
+        .authenticate(&pair.access.token, false)
+        .await
+        .unwrap();
     operator.set_disabled(&name("alice"), true).await.unwrap();
-    assert!(cached.authenticate(&pair.access.token).await.is_err());
+    assert!(
+        cached
+            .authenticate(&pair.access.token, false)
+            .await
+            .is_err()
+    );
     operator.set_disabled(&name("alice"), false).await.unwrap();
     let pair = cached.login(name("alice"), pw("password1")).await.unwrap();
     cached.sync_account_changes().await.unwrap();
-    cached.authenticate(&pair.access.token).await.unwrap();
+    cached
+        .authenticate(&pair.access.token, false)
+        .await
+        .unwrap();
     // Polls stop (the database is down): after two intervals the cache is not trusted.
     cached.clock.advance_micros(1_000_001);
     operator.set_disabled(&name("alice"), true).await.unwrap();
-    assert!(cached.authenticate(&pair.access.token).await.is_err());
+    assert!(
+        cached
+            .authenticate(&pair.access.token, false)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -256,18 +361,18 @@ async fn an_api_key_revoked_elsewhere_stops_at_the_next_poll() {
         .await
         .unwrap();
     let issued = operator
-        .create_api_key(user.id, "bot".into())
+        .create_api_key(user.id, "bot".into(), ApiKeyOptions::default())
         .await
         .unwrap();
-    assert!(cached.authenticate(&issued.key).await.is_ok());
+    assert!(cached.authenticate(&issued.key, false).await.is_ok());
     operator
         .revoke_api_key(user.id, issued.record.id)
         .await
         .unwrap();
-    assert!(cached.authenticate(&issued.key).await.is_ok());
+    assert!(cached.authenticate(&issued.key, false).await.is_ok());
     cached.sync_account_changes().await.unwrap();
     assert!(matches!(
-        cached.authenticate(&issued.key).await,
+        cached.authenticate(&issued.key, false).await,
         Err(AuthError::Unauthenticated)
     ));
 }
