@@ -6,7 +6,9 @@
 //!   the trail outlives the accounts it names;
 //! - `invites`: single-use, expiring registration codes (their SHA-256 digest only);
 //! - `server_settings`: settings an admin changes at run time (the registration policy);
-//! - `api_keys.expires_at` (a key refused from then on) and `api_keys.read_only` (reads only).
+//! - `api_keys.expires_at` (a key refused from then on) and `api_keys.read_only` (reads only);
+//! - `generations.kind`: `answer`, `title` or `completion` (titles are counted for their user
+//!   but are not answers).
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
@@ -78,6 +80,16 @@ impl MigrationTrait for Migration {
             manager,
             "api_keys",
             ColumnDef::new("expires_at").big_integer().null().to_owned(),
+        )
+        .await?;
+        add_column(
+            manager,
+            "generations",
+            ColumnDef::new("kind")
+                .string_len(16)
+                .not_null()
+                .default("answer")
+                .to_owned(),
         )
         .await?;
         add_column(
@@ -161,6 +173,14 @@ impl MigrationTrait for Migration {
                 .drop_table(Table::drop().table(table).to_owned())
                 .await?;
         }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("generations")
+                    .drop_column("kind")
+                    .to_owned(),
+            )
+            .await?;
         for column in ["read_only", "expires_at"] {
             manager
                 .alter_table(

@@ -81,6 +81,7 @@ async fn seed(app: &TestApp, owner: UserId, now: Timestamp) {
                     time_to_first_token_ms: None,
                     finish_reason: Some("stop".into()),
                     created_at: at,
+                    kind: domain::GenerationKind::Answer,
                 },
             )
             .await
@@ -359,8 +360,141 @@ async fn deleting_chats_and_answers_leaves_the_figures_unchanged(backend: Backen
     app.finish().await;
 }
 
+/// Every answer shows what it used where it is returned — the blocking reply, the `final`
+/// event, the branch and tree views — a cancelled one too (with what is known), and the
+/// title's call is recorded for its user as a title (counted in tokens, not as an answer).
+async fn every_answer_shows_what_it_used(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    const SLOW: &str = "fake/slow?tokens=200&token_ms=20&cost=0.5";
+    let mut models = fake_provider::default_models();
+    models.push(fake_provider::model_entry(SLOW, "slow", "0", "0", 8_192));
+    app.fake.set_models(models);
+    let token = app.user_token("metered").await;
+    let chat = app.new_chat(&token).await;
+    let reply: Value = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/messages"),
+            &token,
+            &serde_json::json!({"content": "blocking", "model_id": "fake/large"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let stats = &reply["generation"];
+    assert_eq!(stats["model"], "fake/large", "{reply}");
+    assert_eq!(
+        stats["provider"], "openrouter",
+        "the configured provider name"
+    );
+    assert_eq!(stats["completion_tokens"], 8);
+    assert_eq!(stats["cost_source"], "catalogue");
+    assert!(stats["cost_usd"].as_str().unwrap() != "0");
+    assert!(stats["latency_ms"].as_u64().is_some());
+    assert_eq!(stats["finish_reason"], "stop");
+
+    let streamed = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/messages/stream"),
+            &token,
+            &serde_json::json!({"content": "streamed", "model_id": "fake/small"}),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let last: Value = streamed
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|d| d["type"] == "final")
+        .unwrap();
+    assert_eq!(last["generation"]["model"], "fake/small", "{last}");
+    assert!(last["generation"]["ttft_ms"].as_u64().is_some());
+
+    // A stream cancelled midway keeps its record, with the reason.
+    let mut open = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/messages/stream"),
+            &token,
+            &serde_json::json!({"content": "long", "model_id": SLOW}),
+        )
+        .await;
+    let _ = open.chunk().await.unwrap();
+    let cancelled = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/generation/cancel"),
+            &token,
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    drop(open);
+
+    let branch = app
+        .get_json_as(&format!("/api/v1/chats/{chat}/messages"), &token)
+        .await;
+    let answers: Vec<&Value> = branch
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .collect();
+    assert_eq!(answers.len(), 3, "{branch}");
+    assert_eq!(answers[0]["generation"]["model"], "fake/large");
+    assert_eq!(answers[1]["generation"]["model"], "fake/small");
+    assert_eq!(answers[2]["status"], "interrupted");
+    assert_eq!(
+        answers[2]["generation"]["finish_reason"], "cancelled",
+        "{branch}"
+    );
+    assert!(
+        branch
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "user")
+            .all(|m| m.get("generation").is_none())
+    );
+    let tree = app
+        .get_json_as(&format!("/api/v1/chats/{chat}/tree"), &token)
+        .await;
+    let in_tree = tree["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "assistant" && n["generation"].is_object())
+        .count();
+    assert_eq!(in_tree, 3, "{tree}");
+
+    // The title was written by its own call, recorded as a title.
+    let titles = async {
+        for _ in 0..100 {
+            let n = app
+                .db
+                .count("generations", Some(("kind", "title".into())))
+                .await;
+            if n > 0 {
+                return n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        0
+    };
+    assert_eq!(titles.await, 1);
+    let overview = app.get_json_as("/api/v1/analytics/overview", &token).await;
+    assert_eq!(
+        overview["messages"], 3,
+        "titles are not answers: {overview}"
+    );
+    app.finish().await;
+}
+
 on_every_backend!(
     every_figure_matches_the_seeded_data,
     a_reported_cost_is_what_the_call_cost,
     deleting_chats_and_answers_leaves_the_figures_unchanged,
+    every_answer_shows_what_it_used,
 );

@@ -146,6 +146,9 @@ pub struct MessageResponse {
     content: String,
     status: &'static str,
     created_at: String,
+    /// For an answer that ended (complete, failed or interrupted): what it used and cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<AnswerStats>,
 }
 
 impl From<&Message> for MessageResponse {
@@ -157,6 +160,44 @@ impl From<&Message> for MessageResponse {
             content: m.content.clone(),
             status: m.status.as_str(),
             created_at: m.created_at.to_string(),
+            generation: m.generation.as_deref().map(AnswerStats::from),
+        }
+    }
+}
+
+/// What an answer's generation used and cost.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AnswerStats {
+    model: String,
+    /// The provider that served it (`name/upstream` when it reported its own upstream).
+    provider: String,
+    /// Zero when the provider reported none (a cancelled answer, for instance).
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    cost_usd: String,
+    /// `provider` (what it reported) or `catalogue` (listed prices × tokens).
+    cost_source: &'static str,
+    latency_ms: u64,
+    /// Streamed answers only.
+    ttft_ms: Option<u64>,
+    /// `stop`, `length`, `cancelled`, `timeout`, `error`, …
+    finish_reason: Option<String>,
+}
+
+impl From<&domain::GenerationStats> for AnswerStats {
+    fn from(g: &domain::GenerationStats) -> Self {
+        Self {
+            model: g.model.as_str().to_owned(),
+            provider: g.provider.clone(),
+            prompt_tokens: g.usage.prompt_tokens,
+            completion_tokens: g.usage.completion_tokens,
+            total_tokens: g.usage.total_tokens,
+            cost_usd: g.cost.to_string(),
+            cost_source: g.cost_source.as_str(),
+            latency_ms: g.latency_ms,
+            ttft_ms: g.time_to_first_token_ms,
+            finish_reason: g.finish_reason.clone(),
         }
     }
 }
@@ -378,6 +419,9 @@ struct SendResponse {
     current_path: Vec<String>,
     usage: Option<UsageResponse>,
     model: String,
+    /// What the answer used and cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<AnswerStats>,
 }
 
 /// A send request as the use case's input.
@@ -565,6 +609,7 @@ fn reply_response(reply: Reply) -> SendResponse {
             total_tokens: u.total_tokens,
         }),
         model: reply.model.as_str().to_owned(),
+        generation: reply.answer.generation.as_deref().map(AnswerStats::from),
     }
 }
 

@@ -115,6 +115,7 @@ fn encode(id: u64, event: &GenerationEvent, japanese: bool) -> Bytes {
             })),
             "model": f.model.as_str(),
             "finish_reason": f.finish_reason,
+            "generation": f.stats.as_ref().map(crate::chats::AnswerStats::from),
         }),
         GenerationEvent::Error(failure) => {
             let (error_type, english, japanese_text, retry) = failure_fields(failure);
@@ -323,6 +324,7 @@ mod tests {
                 }),
                 model: ModelId::parse("m/x").unwrap(),
                 finish_reason: Some("stop".into()),
+                stats: None,
             }),
             false,
         ));

@@ -44,6 +44,83 @@ pub struct GenerationRecord {
     pub finish_reason: Option<String>,
     /// When the record was written.
     pub created_at: Timestamp,
+    /// What the call was for.
+    pub kind: GenerationKind,
+}
+
+/// What a model call was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GenerationKind {
+    /// An answer in a chat (complete, failed or interrupted).
+    #[default]
+    Answer,
+    /// A chat's generated title.
+    Title,
+    /// A call of the OpenAI-compatible surface that stored no answer.
+    Completion,
+}
+
+impl GenerationKind {
+    /// The stored name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Answer => "answer",
+            Self::Title => "title",
+            Self::Completion => "completion",
+        }
+    }
+}
+
+impl std::str::FromStr for GenerationKind {
+    type Err = UnknownVariant;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "answer" => Ok(Self::Answer),
+            "title" => Ok(Self::Title),
+            "completion" => Ok(Self::Completion),
+            other => Err(UnknownVariant(other.to_owned())),
+        }
+    }
+}
+
+/// What one answer's generation used, shown with the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationStats {
+    /// The model that answered.
+    pub model: ModelId,
+    /// The provider that served it.
+    pub provider: String,
+    /// Tokens used (zero when the provider reported none, e.g. for a cancelled answer).
+    pub usage: TokenUsage,
+    /// What it cost.
+    pub cost: Usd,
+    /// Where that cost comes from.
+    pub cost_source: CostSource,
+    /// From request to the last token, in milliseconds.
+    pub latency_ms: u64,
+    /// From request to the first token, in milliseconds (streams only).
+    pub time_to_first_token_ms: Option<u64>,
+    /// Why it stopped (`stop`, `length`, `cancelled`, `error`, …).
+    pub finish_reason: Option<String>,
+}
+
+impl GenerationRecord {
+    /// What the answer shows of this record.
+    #[must_use]
+    pub fn stats(&self) -> GenerationStats {
+        GenerationStats {
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+            usage: self.usage,
+            cost: self.cost,
+            cost_source: self.cost_source,
+            latency_ms: self.latency_ms,
+            time_to_first_token_ms: self.time_to_first_token_ms,
+            finish_reason: self.finish_reason.clone(),
+        }
+    }
 }
 
 /// Where a generation's cost comes from.

@@ -51,7 +51,9 @@ mod validation;
 
 pub use account::{AccountRole, PeriodUsage, QuotaLimits, QuotaOverrides, RegistrationPolicy};
 pub use chat::{Chat, ChatTitle, SearchQuery, SystemPrompt, UNTITLED_CHAT};
-pub use generation::{CostSource, GenerationRecord, TokenUsage, call_cost};
+pub use generation::{
+    CostSource, GenerationKind, GenerationRecord, GenerationStats, TokenUsage, call_cost,
+};
 pub use id::{
     ApiKeyId, ChatId, GenerationId, InvalidId, MessageId, PresetId, TemplateId, TokenId, UserId,
 };

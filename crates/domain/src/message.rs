@@ -141,6 +141,8 @@ pub struct Message {
     pub status: MessageStatus,
     /// Creation time.
     pub created_at: Timestamp,
+    /// For an answer: what its generation used (`None` until it ends, and for questions).
+    pub generation: Option<Box<crate::GenerationStats>>,
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ struct Node {
 ///     content: format!("m{id}"),
 ///     status: MessageStatus::Complete,
 ///     created_at: Timestamp::from_unix_micros(id as i64),
+///     generation: None,
 /// };
 /// let tree = ConversationTree::build(
 ///     chat,
@@ -417,6 +418,7 @@ mod tests {
             content: format!("m{id}"),
             status: MessageStatus::Complete,
             created_at: Timestamp::from_unix_micros(id as i64),
+            generation: None,
         }
     }
 

@@ -15,6 +15,8 @@ use crate::error::to_repo_error;
 
 const DAY: i64 = Timestamp::MICROS_PER_DAY;
 const HOUR: i64 = 3_600 * Timestamp::MICROS_PER_SECOND;
+/// Counts a record as a message unless it wrote a title (titles cost, but are not answers).
+const ANSWERS: &str = "CASE WHEN kind = 'title' THEN 0 ELSE 1 END";
 
 fn sum(backend: DbBackend, column: &str) -> String {
     match backend {
@@ -65,10 +67,11 @@ impl AnalyticsRepository for SeaOrmStore {
         let b = self.backend;
         let (filter, values) = filter(b, user, from, to, model);
         let sql = format!(
-            "SELECT created_at - (created_at % {DAY}) AS day, model, COUNT(*) AS messages, \
+            "SELECT created_at - (created_at % {DAY}) AS day, model, {} AS messages, \
              {} AS prompt, {} AS completion, {} AS total, {} AS cost \
              FROM generations WHERE {filter} \
              GROUP BY created_at - (created_at % {DAY}), model",
+            sum(b, ANSWERS),
             sum(b, "prompt_tokens"),
             sum(b, "completion_tokens"),
             sum(b, "total_tokens"),
@@ -105,9 +108,10 @@ impl AnalyticsRepository for SeaOrmStore {
         let b = self.backend;
         let (filter, values) = filter(b, user, from, to, model);
         let sql = format!(
-            "SELECT (created_at % {DAY}) - (created_at % {HOUR}) AS hour_start, COUNT(*) AS messages, \
+            "SELECT (created_at % {DAY}) - (created_at % {HOUR}) AS hour_start, {} AS messages, \
              {} AS total, {} AS cost FROM generations WHERE {filter} \
              GROUP BY (created_at % {DAY}) - (created_at % {HOUR})",
+            sum(b, ANSWERS),
             sum(b, "total_tokens"),
             sum(b, "cost_pico_usd"),
         );

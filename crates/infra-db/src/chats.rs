@@ -342,17 +342,30 @@ impl ChatRepository for SeaOrmStore {
             .filter(chats::Column::UserId.eq(uuid(owner.as_u128())))
             .into_query();
         let rows = messages::Entity::find()
-            .filter(messages::Column::ChatId.in_subquery(owned))
+            .filter(messages::Column::ChatId.in_subquery(owned.clone()))
             .order_by_asc(messages::Column::CreatedAt)
             .order_by_asc(messages::Column::Id)
-            .all(&self.read)
-            .await
-            .map_err(to_repo_error)?;
+            .all(&self.read);
+        // The answers' records, read at the same time (same owner check).
+        let records = generations::Entity::find()
+            .filter(generations::Column::ChatId.in_subquery(owned))
+            .filter(generations::Column::MessageId.is_not_null())
+            .all(&self.read);
+        let (rows, records) = tokio::try_join!(rows, records).map_err(to_repo_error)?;
         if rows.is_empty() {
             // Every chat has its root, so no rows means no such chat for this owner.
             return Err(RepoError::NotFound(Entity::Chat));
         }
-        rows.into_iter().map(to_message).collect()
+        let mut stats: std::collections::HashMap<Uuid, Box<domain::GenerationStats>> = records
+            .into_iter()
+            .filter_map(|r| Some((r.message_id?, Box::new(crate::convert::to_stats(r).ok()?))))
+            .collect();
+        rows.into_iter()
+            .map(|row| {
+                let generation = stats.remove(&row.id);
+                to_message(row).map(|m| Message { generation, ..m })
+            })
+            .collect()
     }
 
     async fn append_message_from(
@@ -569,6 +582,7 @@ fn generation_row(
         ttft_ms: Set(record.time_to_first_token_ms.map(n)),
         finish_reason: Set(record.finish_reason.clone()),
         created_at: Set(ts(record.created_at)),
+        kind: Set(record.kind.as_str().to_owned()),
     }
 }
 

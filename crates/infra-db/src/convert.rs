@@ -9,7 +9,7 @@ use domain::{
 use sea_orm::prelude::Uuid;
 use usecase::RepoError;
 
-use crate::entity::{chats, messages, models, prompt_templates, users};
+use crate::entity::{chats, generations, messages, models, prompt_templates, users};
 use crate::error::corrupt;
 
 pub(crate) fn uuid(id: u128) -> Uuid {
@@ -80,6 +80,25 @@ pub(crate) fn to_message(row: messages::Model) -> Result<Message, RepoError> {
         content: row.content,
         status: row.status.parse().map_err(corrupt)?,
         created_at: Timestamp::from_unix_micros(row.created_at),
+        generation: None,
+    })
+}
+
+/// What an answer shows of its generation record.
+pub(crate) fn to_stats(row: generations::Model) -> Result<domain::GenerationStats, RepoError> {
+    Ok(domain::GenerationStats {
+        model: ModelId::parse(row.model).map_err(corrupt)?,
+        provider: row.provider,
+        usage: domain::TokenUsage {
+            prompt_tokens: count(row.prompt_tokens),
+            completion_tokens: count(row.completion_tokens),
+            total_tokens: count(row.total_tokens),
+        },
+        cost: Usd::from_pico(row.cost_pico_usd),
+        cost_source: row.cost_source.parse().map_err(corrupt)?,
+        latency_ms: count(row.latency_ms),
+        time_to_first_token_ms: row.ttft_ms.map(count),
+        finish_reason: row.finish_reason,
     })
 }
 

@@ -101,6 +101,7 @@ fn record(chat: ChatId, user: UserId, message: MessageId) -> GenerationRecord {
         time_to_first_token_ms: Some(30),
         finish_reason: Some("stop".into()),
         created_at: now(),
+        kind: domain::GenerationKind::Answer,
     }
 }
 

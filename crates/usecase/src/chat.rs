@@ -514,6 +514,13 @@ where
                     .clone()
                     .unwrap_or_else(|| plan.model.clone()),
                 conversation: path.iter().map(|m| (m.role, m.content.clone())).collect(),
+                // The answering model's prices apply only when it writes the title too.
+                pricing: if self.title_model.is_none() {
+                    plan.info.pricing
+                } else {
+                    domain::Pricing::default()
+                },
+                provider: self.provider.clone(),
             },
         )
     }
@@ -522,8 +529,9 @@ where
     fn spawn_title(&self, job: TitleJob, answer: String) {
         let repo = Arc::clone(&self.repo);
         let llm = Arc::clone(&self.llm);
+        let clock = Arc::clone(&self.clock);
         self.generations
-            .spawn_background(write_title(repo, llm, job, answer));
+            .spawn_background(write_title((repo, llm, clock), job, answer));
     }
 
     /// The blocking answer to `turn.question` from the call already under way, stored with
@@ -581,8 +589,11 @@ where
             time_to_first_token_ms: None,
             finish_reason: completion.finish_reason.clone(),
             created_at: answer.created_at,
+            kind: domain::GenerationKind::Answer,
         };
-        let stored = answer.stored_in(chat.id);
+        let stats = record.stats();
+        let mut stored = answer.stored_in(chat.id);
+        stored.generation = Some(Box::new(stats.clone()));
         let (answer, version) = self
             .repo
             .append_answer_from(
@@ -593,6 +604,10 @@ where
             )
             .await
             .map_err(repo)?;
+        let answer = Message {
+            generation: Some(Box::new(stats)),
+            ..answer
+        };
         if let (Some(version), Some((_, known))) = (version, after) {
             self.cache
                 .put(chat.id, version, extended(&known, vec![stored]));
@@ -673,7 +688,7 @@ where
             });
             let answer = run_stream(&*repo, &*clock, &generation, job, upstream).await;
             if let (Some(title), Some(answer)) = (title, answer) {
-                registry.spawn_background(write_title(repo, llm, title, answer));
+                registry.spawn_background(write_title((repo, llm, clock), title, answer));
             }
         });
         subscription

@@ -73,6 +73,8 @@ pub struct FinalAnswer {
     pub model: ModelId,
     /// Why generation stopped.
     pub finish_reason: Option<String>,
+    /// What the generation used and cost (its record), when known.
+    pub stats: Option<domain::GenerationStats>,
 }
 
 /// Why a generation did not complete. The partial text is saved in every case.

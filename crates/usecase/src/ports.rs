@@ -266,6 +266,7 @@ impl NewMessage {
             content: self.content.clone(),
             status: self.status,
             created_at: self.created_at,
+            generation: None,
         }
     }
 }

@@ -222,11 +222,23 @@ enum WireEvent {
         usage: Option<[u64; 3]>,
         model: String,
         finish_reason: Option<String>,
+        #[serde(default)]
+        stats: Option<WireStats>,
     },
     Error {
         failure: WireFailure,
     },
     Done,
+}
+
+/// What a final answer's record adds to its usage and model.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireStats {
+    provider: String,
+    cost_pico: i64,
+    cost_source: String,
+    latency_ms: u64,
+    ttft_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -313,6 +325,13 @@ impl WireEvent {
                     .map(|u| [u.prompt_tokens, u.completion_tokens, u.total_tokens]),
                 model: f.model.as_str().to_owned(),
                 finish_reason: f.finish_reason.clone(),
+                stats: f.stats.as_ref().map(|s| WireStats {
+                    provider: s.provider.clone(),
+                    cost_pico: s.cost.as_pico(),
+                    cost_source: s.cost_source.as_str().to_owned(),
+                    latency_ms: s.latency_ms,
+                    ttft_ms: s.time_to_first_token_ms,
+                }),
             },
             GenerationEvent::Error(failure) => Self::Error {
                 failure: WireFailure::from_failure(failure),
@@ -339,17 +358,36 @@ impl WireEvent {
                 usage,
                 model: m,
                 finish_reason,
-            } => GenerationEvent::Final(FinalAnswer {
-                message: MessageId::from_u128(message),
-                content,
-                usage: usage.map(|[p, c, t]| TokenUsage {
+                stats,
+            } => {
+                let usage = usage.map(|[p, c, t]| TokenUsage {
                     prompt_tokens: p,
                     completion_tokens: c,
                     total_tokens: t,
-                }),
-                model: model(&m)?,
-                finish_reason,
-            }),
+                });
+                let model = model(&m)?;
+                let stats = match stats {
+                    Some(s) => Some(domain::GenerationStats {
+                        model: model.clone(),
+                        provider: s.provider,
+                        usage: usage.unwrap_or_default(),
+                        cost: domain::Usd::from_pico(s.cost_pico),
+                        cost_source: s.cost_source.parse().ok()?,
+                        latency_ms: s.latency_ms,
+                        time_to_first_token_ms: s.ttft_ms,
+                        finish_reason: finish_reason.clone(),
+                    }),
+                    None => None,
+                };
+                GenerationEvent::Final(FinalAnswer {
+                    message: MessageId::from_u128(message),
+                    content,
+                    usage,
+                    model,
+                    finish_reason,
+                    stats,
+                })
+            }
             Self::Error { failure } => GenerationEvent::Error(failure.into_failure()),
             Self::Done => GenerationEvent::Done,
         })
@@ -379,6 +417,20 @@ mod tests {
                 }),
                 model: ModelId::parse("a/b").unwrap(),
                 finish_reason: Some("stop".into()),
+                stats: Some(domain::GenerationStats {
+                    model: ModelId::parse("a/b").unwrap(),
+                    provider: "p/q".into(),
+                    usage: TokenUsage {
+                        prompt_tokens: 1,
+                        completion_tokens: 2,
+                        total_tokens: 3,
+                    },
+                    cost: domain::Usd::from_pico(42),
+                    cost_source: domain::CostSource::Provider,
+                    latency_ms: 12,
+                    time_to_first_token_ms: Some(3),
+                    finish_reason: Some("stop".into()),
+                }),
             }),
             GenerationEvent::Error(GenerationFailure::Provider(LlmError::RateLimited {
                 retry_after: Some(Duration::from_secs(2)),

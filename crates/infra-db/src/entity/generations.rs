@@ -19,6 +19,7 @@ pub struct Model {
     pub ttft_ms: Option<i64>,
     pub finish_reason: Option<String>,
     pub created_at: i64,
+    pub kind: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -36,7 +36,17 @@ impl quick_cache::Weighter<ChatId, Versioned> for MessagesWeighter {
     /// configured budget is the memory really kept.
     fn weight(&self, _key: &ChatId, (_, messages): &Versioned) -> u64 {
         let list = messages.capacity() * std::mem::size_of::<Message>();
-        let texts: usize = messages.iter().map(|m| m.content.capacity()).sum();
+        let texts: usize = messages
+            .iter()
+            .map(|m| {
+                m.content.capacity()
+                    + m.generation.as_ref().map_or(0, |g| {
+                        g.provider.capacity()
+                            + g.model.as_str().len()
+                            + g.finish_reason.as_ref().map_or(0, String::capacity)
+                    })
+            })
+            .sum();
         ((list + texts) as u64).max(1)
     }
 }

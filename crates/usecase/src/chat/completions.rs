@@ -520,15 +520,7 @@ impl<C: Clock> CallRecorder<C> {
             time_to_first_token_ms: first_token.map(|t| ms(t.duration_since(started))),
             finish_reason: end.finish_reason,
             created_at: self.clock.now(),
+            kind: domain::GenerationKind::Completion,
         }
-    }
-}
-
-/// The finish reason recorded for a stream that did not complete.
-const fn failure_reason(failure: &GenerationFailure) -> &'static str {
-    match failure {
-        GenerationFailure::Deadline => "timeout",
-        GenerationFailure::Cancelled | GenerationFailure::ShuttingDown => "cancelled",
-        GenerationFailure::Provider(_) | GenerationFailure::Storage => "error",
     }
 }

@@ -27,6 +27,10 @@ pub(super) struct TitleJob {
     pub(super) chat: ChatId,
     pub(super) model: ModelId,
     pub(super) conversation: Vec<(Role, String)>,
+    /// The title model's prices when known (it is the answering model), for its record.
+    pub(super) pricing: domain::Pricing,
+    /// The provider's name in the record when it reports none.
+    pub(super) provider: String,
 }
 
 /// How the provider's stream ended well.
@@ -35,6 +39,15 @@ pub(super) struct StreamEnd {
     pub(super) usage: Option<TokenUsage>,
     pub(super) provider: Option<String>,
     pub(super) cost: Option<domain::Usd>,
+}
+
+/// The finish reason recorded for an answer that did not complete.
+pub(super) const fn failure_reason(failure: &GenerationFailure) -> &'static str {
+    match failure {
+        GenerationFailure::Deadline => "timeout",
+        GenerationFailure::Cancelled | GenerationFailure::ShuttingDown => "cancelled",
+        GenerationFailure::Provider(_) | GenerationFailure::Storage => "error",
+    }
 }
 
 /// The most text one chunk event carries when deltas arrive faster than they are read.
@@ -142,33 +155,8 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
     };
     let now = clock.now();
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let (status, record, event) = match result {
-        Ok(end) => {
-            let usage = end.usage.unwrap_or_default();
-            let (cost, cost_source) = domain::call_cost(end.cost, &job.plan.info.pricing, usage);
-            let record = GenerationRecord {
-                message_id: Some(job.message),
-                chat_id: Some(job.chat),
-                user_id: job.owner,
-                provider: end.provider.unwrap_or(job.provider),
-                model: job.plan.model.clone(),
-                usage,
-                cost,
-                cost_source,
-                latency_ms: ms(started.elapsed()),
-                time_to_first_token_ms: first_token.map(|t| ms(t.duration_since(started))),
-                finish_reason: end.finish_reason.clone(),
-                created_at: now,
-            };
-            let event = GenerationEvent::Final(FinalAnswer {
-                message: job.message,
-                content: content.clone(),
-                usage: end.usage,
-                model: job.plan.model.clone(),
-                finish_reason: end.finish_reason,
-            });
-            (MessageStatus::Complete, Some(record), event)
-        }
+    let (status, end, failure) = match result {
+        Ok(end) => (MessageStatus::Complete, end, None),
         Err(failure) => {
             let status = match failure {
                 GenerationFailure::Cancelled | GenerationFailure::ShuttingDown => {
@@ -177,9 +165,46 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
                 _ => MessageStatus::Failed,
             };
             tracing::info!(message = %job.message, outcome = status.as_str(), reason = %failure, "generation ended early");
-            (status, None, GenerationEvent::Error(failure))
+            let end = StreamEnd {
+                finish_reason: Some(failure_reason(&failure).to_owned()),
+                usage: None,
+                provider: None,
+                cost: None,
+            };
+            (status, end, Some(failure))
         }
     };
+    // Every answer keeps its record, an unfinished one with what is known of it.
+    let usage = end.usage.unwrap_or_default();
+    let (cost, cost_source) = domain::call_cost(end.cost, &job.plan.info.pricing, usage);
+    let record = GenerationRecord {
+        message_id: Some(job.message),
+        chat_id: Some(job.chat),
+        user_id: job.owner,
+        provider: end.provider.unwrap_or(job.provider),
+        model: job.plan.model.clone(),
+        usage,
+        cost,
+        cost_source,
+        latency_ms: ms(started.elapsed()),
+        time_to_first_token_ms: first_token.map(|t| ms(t.duration_since(started))),
+        finish_reason: end.finish_reason.clone(),
+        created_at: now,
+        kind: domain::GenerationKind::Answer,
+    };
+    let stats = record.stats();
+    let event = match failure {
+        None => GenerationEvent::Final(FinalAnswer {
+            message: job.message,
+            content: content.clone(),
+            usage: end.usage,
+            model: job.plan.model.clone(),
+            finish_reason: end.finish_reason,
+            stats: Some(stats.clone()),
+        }),
+        Some(failure) => GenerationEvent::Error(failure),
+    };
+    let record = Some(record);
     let finished = FinishedAnswer {
         message: job.message,
         question: job.user_message,
@@ -212,6 +237,7 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
         if let Some(answer) = messages.iter_mut().find(|m| m.id == message) {
             answer.content.clone_from(&content);
             answer.status = status;
+            answer.generation = Some(Box::new(stats));
         }
         cache.put(job.chat, version, messages);
     }
@@ -283,9 +309,8 @@ pub(super) async fn save_with_retries<R: ChatRepository>(
 
 /// Asks the model for a title and stores it (or the fallback) unless the chat got one
 /// meanwhile. Failures are logged, never surfaced.
-pub(super) async fn write_title<R: ChatRepository, L: LlmGateway>(
-    repo: Arc<R>,
-    llm: Arc<L>,
+pub(super) async fn write_title<R: ChatRepository, L: LlmGateway, C: Clock>(
+    (repo, llm, clock): (Arc<R>, Arc<L>, Arc<C>),
     job: TitleJob,
     answer: String,
 ) {
@@ -305,8 +330,32 @@ pub(super) async fn write_title<R: ChatRepository, L: LlmGateway>(
         max_tokens: Some(60),
         passthrough: None,
     };
+    let started = Instant::now();
     let generated = match tokio::time::timeout(TITLE_TIMEOUT, llm.complete(request)).await {
-        Ok(Ok(c)) => domain::clean_title(&c.content),
+        Ok(Ok(c)) => {
+            // The title's cost is the user's too: it is recorded, marked as a title.
+            let usage = c.usage.unwrap_or_default();
+            let (cost, cost_source) = domain::call_cost(c.cost, &job.pricing, usage);
+            let record = GenerationRecord {
+                message_id: None,
+                chat_id: Some(job.chat),
+                user_id: job.owner,
+                provider: c.provider.clone().unwrap_or_else(|| job.provider.clone()),
+                model: job.model.clone(),
+                usage,
+                cost,
+                cost_source,
+                latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                time_to_first_token_ms: None,
+                finish_reason: c.finish_reason.clone(),
+                created_at: clock.now(),
+                kind: domain::GenerationKind::Title,
+            };
+            if let Err(e) = repo.record_generation(record).await {
+                tracing::warn!(error = %e, chat = %job.chat, "the title's record could not be saved");
+            }
+            domain::clean_title(&c.content)
+        }
         Ok(Err(e)) => {
             tracing::info!(error = %e, chat = %job.chat, "title generation failed; using the fallback");
             None

@@ -225,6 +225,7 @@ fn r5_a_million_distinct_keys_stay_within_the_cache_budget() {
         content: format!("message number {i} with some ordinary text"),
         status: MessageStatus::Complete,
         created_at: domain::Timestamp::from_unix_micros(0),
+        generation: None,
     };
     let mut peak = before;
     for i in 0..1_000_000_u128 {

@@ -207,6 +207,7 @@ impl ChatRepository for InMemoryStore {
                 content: new.root_content,
                 status: MessageStatus::Complete,
                 created_at: new.created_at,
+                generation: None,
             };
             s.chats.insert(chat.id, chat.clone());
             s.messages.insert(chat.id, vec![root]);
@@ -221,7 +222,11 @@ impl ChatRepository for InMemoryStore {
     async fn list_messages(&self, owner: UserId, chat: ChatId) -> Result<Vec<Message>, RepoError> {
         self.with(|s| {
             owned_chat(s, owner, chat)?;
-            Ok(s.messages.get(&chat).cloned().unwrap_or_default())
+            let mut messages = s.messages.get(&chat).cloned().unwrap_or_default();
+            for m in &mut messages {
+                m.generation = s.records.get(&m.id).map(|r| Box::new(r.stats()));
+            }
+            Ok(messages)
         })
     }
 
