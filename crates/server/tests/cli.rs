@@ -162,3 +162,68 @@ fn migrating_an_unreachable_database_fails_clearly_without_leaking_the_password(
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+/// `arbor user …` with a password on standard input.
+fn arbor_with_input(dir: &PathBuf, args: &[&str], env: &[(&str, &str)], input: &str) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_arbor"));
+    cmd.arg("--config-dir").arg(dir).args(args);
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("ARBOR_ENV")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("arbor runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_first_admin_comes_from_the_command_line() {
+    let dir = temp_dir("admin");
+    let url = format!("sqlite://{}?mode=rwc", dir.join("arbor.db").display());
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("ARBOR__AUTH__ARGON2_MEMORY_KIB", "1024"),
+        ("ARBOR__AUTH__ARGON2_ITERATIONS", "1"),
+    ];
+    let root = arbor_with_input(
+        &dir,
+        &["user", "create", "root", "--admin"],
+        &env,
+        "a long admin password\n",
+    );
+    assert!(root.status.success(), "{}", text(&root.stderr));
+    assert!(
+        text(&root.stdout).contains("admin"),
+        "{}",
+        text(&root.stdout)
+    );
+    let bob = arbor_with_input(&dir, &["user", "create", "bob"], &env, "bob's password 1\n");
+    assert!(bob.status.success(), "{}", text(&bob.stderr));
+    let promoted = arbor(&dir, &["user", "promote", "bob"], &env);
+    assert!(promoted.status.success(), "{}", text(&promoted.stderr));
+    assert!(text(&promoted.stdout).contains("bob is now admin"));
+    let demoted = arbor(&dir, &["user", "promote", "bob", "--demote"], &env);
+    assert!(text(&demoted.stdout).contains("bob is now user"));
+    let list = text(&arbor(&dir, &["user", "list"], &env).stdout);
+    let role_of = |name: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .map(str::to_owned)
+    };
+    assert_eq!(role_of("root").as_deref(), Some("admin"), "{list}");
+    assert_eq!(role_of("bob").as_deref(), Some("user"), "{list}");
+    let nobody = arbor(&dir, &["user", "promote", "nobody"], &env);
+    assert!(!nobody.status.success());
+}

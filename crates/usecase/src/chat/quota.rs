@@ -95,7 +95,17 @@ where
 
     /// Admits a new generation of `owner`'s: within quota, then a concurrency slot.
     pub(super) async fn admit(&self, owner: UserId) -> Result<Slot, ChatError> {
-        if let Some((limit, resets_at)) = self.quota_of(owner).await?.exceeded() {
+        let quota = self.quota_of(owner).await;
+        self.admit_within(owner, quota).await
+    }
+
+    /// [`Self::admit`] with the quota already read (concurrently with other reads).
+    pub(super) async fn admit_within(
+        &self,
+        owner: UserId,
+        quota: Result<QuotaUsage, ChatError>,
+    ) -> Result<Slot, ChatError> {
+        if let Some((limit, resets_at)) = quota?.exceeded() {
             metrics::counter!("arbor_quota_refusals_total", "limit" => limit).increment(1);
             return Err(ChatError::QuotaExceeded { limit, resets_at });
         }

@@ -402,9 +402,11 @@ where
         chat: ChatId,
         input: SendInput,
     ) -> Result<Reply, ChatError> {
-        let current = self.get_chat(owner, chat).await?;
+        // The quota is read while the chat is (one round trip, not two).
+        let (current, quota) = tokio::join!(self.get_chat(owner, chat), self.quota_of(owner));
+        let current = current?;
         let plan = self.plan(owner, &current, input.options).await?;
-        let slot = self.admit(owner).await?;
+        let slot = self.admit_within(owner, quota).await?;
         let turn = self
             .commit_question(
                 owner,
@@ -535,9 +537,10 @@ where
         chat: ChatId,
         input: SendInput,
     ) -> Result<Subscription, ChatError> {
-        let current = self.get_chat(owner, chat).await?;
+        let (current, quota) = tokio::join!(self.get_chat(owner, chat), self.quota_of(owner));
+        let current = current?;
         let plan = self.plan(owner, &current, input.options).await?;
-        let slot = self.admit(owner).await?;
+        let slot = self.admit_within(owner, quota).await?;
         let reservation = self.generations.reserve(chat, owner).await?;
         let turn = self
             .commit_question(
