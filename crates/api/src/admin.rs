@@ -388,14 +388,14 @@ struct QuotaPeriod {
 
 /// The caller's quota limits and usage.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct UsageResponse {
+struct QuotaUsageResponse {
     day: QuotaPeriod,
     month: QuotaPeriod,
     /// Whether a new generation would be refused now.
     exceeded: bool,
 }
 
-impl From<QuotaUsage> for UsageResponse {
+impl From<QuotaUsage> for QuotaUsageResponse {
     fn from(q: QuotaUsage) -> Self {
         Self {
             exceeded: q.exceeded().is_some(),
@@ -417,13 +417,13 @@ impl From<QuotaUsage> for UsageResponse {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me/usage", tag = "auth", responses((status = 200, description = "The caller's quota limits and usage in the current UTC day and month", body = UsageResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/users/me/usage", tag = "auth", responses((status = 200, description = "The caller's quota limits and usage in the current UTC day and month", body = QuotaUsageResponse)), security(("bearer" = [])))]
 async fn my_usage<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
 ) -> Result<HttpResponse, ApiError> {
     let usage = chats.quota_usage(caller.id()).await?;
-    Ok(HttpResponse::Ok().json(UsageResponse::from(usage)))
+    Ok(HttpResponse::Ok().json(QuotaUsageResponse::from(usage)))
 }
 
 /// Registers the admin routes and `/users/me/usage`.

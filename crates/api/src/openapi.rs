@@ -332,6 +332,11 @@ mod tests {
                 "{code}"
             );
         }
+        // utoipa names components by type name: two types of one name would silently
+        // replace each other (a send's usage once took the quota's shape).
+        let schemas = &json["components"]["schemas"];
+        assert!(schemas["UsageResponse"]["properties"]["prompt_tokens"].is_object());
+        assert!(schemas["QuotaUsageResponse"]["properties"]["day"].is_object());
         let stream = &json["paths"]["/api/v1/chats/{id}/messages/stream"]["post"];
         assert!(stream["responses"]["200"]["content"]["text/event-stream"].is_object());
         assert!(json["paths"]["/api/v1/health"]["get"]["security"].is_null());
