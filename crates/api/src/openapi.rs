@@ -112,18 +112,61 @@ pub struct ApiDoc;
 /// its kind can give, each with the error envelope.
 struct Conventions;
 
-fn error(description: &str) -> RefOr<utoipa::openapi::Response> {
+/// An error response whose body is the component `schema`.
+fn error(description: &str, schema: &str) -> RefOr<utoipa::openapi::Response> {
     RefOr::T(
         ResponseBuilder::new()
             .description(description)
             .content(
                 "application/json",
                 ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .schema(Some(Ref::from_schema_name(schema)))
                     .build(),
             )
             .build(),
     )
+}
+
+/// Adds each `(status, description)` that `op` does not document yet, with `schema` as body.
+pub(crate) fn add_error_responses(op: &mut Operation, errors: &[(&str, &str)], schema: &str) {
+    for (code, description) in errors {
+        op.responses
+            .responses
+            .entry((*code).to_owned())
+            .or_insert_with(|| error(description, schema));
+    }
+}
+
+/// Adds the `bearer` scheme, then applies `each` to every operation with its path.
+pub(crate) fn with_conventions(
+    openapi: &mut utoipa::openapi::OpenApi,
+    bearer_format: &str,
+    mut each: impl FnMut(&str, &mut Operation),
+) {
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format(bearer_format)
+                .build(),
+        ),
+    );
+    for (path, item) in &mut openapi.paths.paths {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            each(path, op);
+        }
+    }
 }
 
 fn add_errors(path: &str, op: &mut Operation) {
@@ -160,40 +203,12 @@ fn add_errors(path: &str, op: &mut Operation) {
         "503",
         "A dependency is unavailable; Retry-After says when to try again",
     ));
-    for (code, description) in standard {
-        op.responses
-            .responses
-            .entry(code.to_owned())
-            .or_insert_with(|| error(description));
-    }
+    add_error_responses(op, &standard, "ErrorBody");
 }
 
 impl Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT or arb_ API key")
-                    .build(),
-            ),
-        );
-        for (path, item) in &mut openapi.paths.paths {
-            for op in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                add_errors(path, op);
-            }
-        }
+        with_conventions(openapi, "JWT or arb_ API key", add_errors);
     }
 }
 

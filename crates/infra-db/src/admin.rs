@@ -57,6 +57,25 @@ fn to_invite(row: invites::Model) -> Invite {
     }
 }
 
+/// One page of `find` (already ordered) and the true total, read concurrently.
+pub(crate) async fn page_of<E>(
+    db: &sea_orm::DatabaseConnection,
+    find: sea_orm::Select<E>,
+    page: PageRequest,
+) -> Result<(Vec<E::Model>, u64), RepoError>
+where
+    E: EntityTrait,
+    E::Model: Send + Sync,
+{
+    let total = find.clone().count(db);
+    let rows = find
+        .offset(page.offset())
+        .limit(u64::from(page.limit()))
+        .all(db);
+    let (rows, total) = tokio::try_join!(rows, total).map_err(to_repo_error)?;
+    Ok((rows, total))
+}
+
 impl SeaOrmStore {
     /// Per-user sums of cost and tokens of records at or after each of `since`, in one
     /// statement: `(user, [(cost, tokens); N])`.
@@ -195,19 +214,13 @@ impl AdminRepository for SeaOrmStore {
                     .like(LikeExpr::new(format!("%{escaped}%")).escape('\\')),
             );
         }
-        let total = find
-            .clone()
-            .count(&self.read)
-            .await
-            .map_err(to_repo_error)?;
-        let rows = find
-            .order_by_asc(users::Column::CreatedAt)
-            .order_by_asc(users::Column::Id)
-            .offset(page.offset())
-            .limit(u64::from(page.limit()))
-            .all(&self.read)
-            .await
-            .map_err(to_repo_error)?;
+        let (rows, total) = page_of(
+            &self.read,
+            find.order_by_asc(users::Column::CreatedAt)
+                .order_by_asc(users::Column::Id),
+            page,
+        )
+        .await?;
         let accounts: Vec<User> = rows.into_iter().map(to_user).collect::<Result<_, _>>()?;
         let ids: Vec<UserId> = accounts.iter().map(|u| u.id).collect();
         let sums: std::collections::HashMap<UserId, PeriodUsage> = self
@@ -288,18 +301,14 @@ impl AdminRepository for SeaOrmStore {
     }
 
     async fn list_audit(&self, page: PageRequest) -> Result<Page<AuditEntry>, RepoError> {
-        let total = audit_log::Entity::find()
-            .count(&self.read)
-            .await
-            .map_err(to_repo_error)?;
-        let rows = audit_log::Entity::find()
-            .order_by_desc(audit_log::Column::CreatedAt)
-            .order_by_desc(audit_log::Column::Id)
-            .offset(page.offset())
-            .limit(u64::from(page.limit()))
-            .all(&self.read)
-            .await
-            .map_err(to_repo_error)?;
+        let (rows, total) = page_of(
+            &self.read,
+            audit_log::Entity::find()
+                .order_by_desc(audit_log::Column::CreatedAt)
+                .order_by_desc(audit_log::Column::Id),
+            page,
+        )
+        .await?;
         Ok(Page {
             items: rows
                 .into_iter()
@@ -336,18 +345,14 @@ impl AdminRepository for SeaOrmStore {
     }
 
     async fn list_invites(&self, page: PageRequest) -> Result<Page<Invite>, RepoError> {
-        let total = invites::Entity::find()
-            .count(&self.read)
-            .await
-            .map_err(to_repo_error)?;
-        let rows = invites::Entity::find()
-            .order_by_desc(invites::Column::CreatedAt)
-            .order_by_desc(invites::Column::Id)
-            .offset(page.offset())
-            .limit(u64::from(page.limit()))
-            .all(&self.read)
-            .await
-            .map_err(to_repo_error)?;
+        let (rows, total) = page_of(
+            &self.read,
+            invites::Entity::find()
+                .order_by_desc(invites::Column::CreatedAt)
+                .order_by_desc(invites::Column::Id),
+            page,
+        )
+        .await?;
         Ok(Page {
             items: rows.into_iter().map(to_invite).collect(),
             total,

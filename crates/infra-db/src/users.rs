@@ -3,10 +3,7 @@
 use domain::{Page, PageRequest, Timestamp, User, UserId, Username};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use usecase::ports::{Entity, NewUser, RepoError, UserChange, UserCredentials, UserRepository};
 
 use crate::SeaOrmStore;
@@ -72,18 +69,14 @@ impl UserRepository for SeaOrmStore {
     }
 
     async fn list_users(&self, page: PageRequest) -> Result<Page<User>, RepoError> {
-        let total = users::Entity::find()
-            .count(&self.read)
-            .await
-            .map_err(to_repo_error)?;
-        let rows = users::Entity::find()
-            .order_by_asc(users::Column::CreatedAt)
-            .order_by_asc(users::Column::Id)
-            .offset(page.offset())
-            .limit(u64::from(page.limit()))
-            .all(&self.read)
-            .await
-            .map_err(to_repo_error)?;
+        let (rows, total) = crate::admin::page_of(
+            &self.read,
+            users::Entity::find()
+                .order_by_asc(users::Column::CreatedAt)
+                .order_by_asc(users::Column::Id),
+            page,
+        )
+        .await?;
         Ok(Page {
             items: rows.into_iter().map(to_user).collect::<Result<_, _>>()?,
             total,

@@ -282,6 +282,7 @@ pub struct ChatService<R, L, M, C, I> {
     titles: bool,
     title_model: Option<ModelId>,
     quota: domain::QuotaLimits,
+    overrides: quota::OverridesCache,
     cache: Arc<MessageCache>,
     generations: Generations,
 }
@@ -324,6 +325,7 @@ where
             titles: defaults.titles,
             title_model: defaults.title_model,
             quota: defaults.quota,
+            overrides: quota::OverridesCache::default(),
             cache: Arc::new(cache),
             generations,
         }
@@ -567,30 +569,31 @@ where
         metrics::histogram!("arbor_generation_duration_seconds", "mode" => "blocking")
             .record(started.elapsed().as_secs_f64());
         let completion = completion.map_err(ChatError::Llm)?;
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let usage = completion.usage.unwrap_or_default();
-        let (cost, cost_source) = domain::call_cost(completion.cost, &plan.info.pricing, usage);
         let answer = self.new_message(
             under.id,
             Role::Assistant,
             completion.content,
             MessageStatus::Complete,
         );
-        let record = GenerationRecord {
-            message_id: Some(answer.id),
-            chat_id: Some(chat.id),
-            user_id: owner,
-            provider: completion.provider.unwrap_or_else(|| self.provider.clone()),
-            model: plan.model,
-            usage,
-            cost,
-            cost_source,
-            latency_ms,
-            time_to_first_token_ms: None,
+        let end = StreamEnd {
             finish_reason: completion.finish_reason.clone(),
-            created_at: answer.created_at,
-            kind: domain::GenerationKind::Answer,
+            usage: completion.usage,
+            provider: completion.provider,
+            cost: completion.cost,
         };
+        let record = end.record(
+            &CallOf {
+                owner,
+                model: &plan.model,
+                pricing: &plan.info.pricing,
+                provider: &self.provider,
+                started,
+                first_token: None,
+            },
+            (Some(chat.id), Some(answer.id)),
+            domain::GenerationKind::Answer,
+            answer.created_at,
+        );
         let stats = record.stats();
         let mut stored = answer.stored_in(chat.id);
         stored.generation = Some(Box::new(stats.clone()));

@@ -4,8 +4,6 @@
 #![allow(dead_code)]
 
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 /// The `/v1` surface.
@@ -147,20 +145,6 @@ pub(crate) struct OpenAiModelDoc {
 
 struct OpenAiConventions;
 
-fn error(description: &str) -> RefOr<utoipa::openapi::Response> {
-    RefOr::T(
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("OpenAiErrorBody")))
-                    .build(),
-            )
-            .build(),
-    )
-}
-
 fn add_errors(op: &mut Operation) {
     let mut standard = vec![
         ("401", "Missing or invalid API key"),
@@ -178,31 +162,14 @@ fn add_errors(op: &mut Operation) {
         standard.push(("502", "The provider failed"));
         standard.push(("504", "The provider timed out"));
     }
-    for (code, description) in standard {
-        op.responses
-            .responses
-            .entry(code.to_owned())
-            .or_insert_with(|| error(description));
-    }
+    crate::openapi::add_error_responses(op, &standard, "OpenAiErrorBody");
 }
 
 impl Modify for OpenAiConventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("arb_ API key or access token")
-                    .build(),
-            ),
-        );
-        for item in openapi.paths.paths.values_mut() {
-            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
-                add_errors(op);
-            }
-        }
+        crate::openapi::with_conventions(openapi, "arb_ API key or access token", |_, op| {
+            add_errors(op);
+        });
     }
 }
 

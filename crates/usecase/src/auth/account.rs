@@ -3,7 +3,7 @@
 
 use domain::{Password, Timestamp, TokenId, User, UserId};
 
-use super::admin::{AdminRepository, AuditEntry};
+use super::admin::AdminRepository;
 use super::{AuthError, AuthService, CredentialRepository, PasswordHasher, TokenCodec, TokenPair};
 use crate::ports::{
     Clock, Entity, IdGenerator, RepoError, UsageRepository, UserChange, UserRepository,
@@ -175,18 +175,6 @@ where
             other => other.into(),
         })?;
         self.forget(user.id);
-        self.repo
-            .append_audit(AuditEntry {
-                id: self.ids.next_id(),
-                actor: None,
-                actor_name: user.username.as_str().to_owned(),
-                action: "user.delete_self".to_owned(),
-                target: None,
-                target_name: Some(user.username.as_str().to_owned()),
-                detail: String::new(),
-                at: self.clock.now(),
-            })
-            .await?;
-        Ok(())
+        self.audit_deleted(None, "user.delete_self", user).await
     }
 }

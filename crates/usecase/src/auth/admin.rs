@@ -342,6 +342,29 @@ where
         Ok(())
     }
 
+    /// Writes that `deleted` is gone: the trail keeps its name, not the id of an account that
+    /// no longer exists (an account deleting itself acts under its own name).
+    pub(super) async fn audit_deleted(
+        &self,
+        actor: Option<&User>,
+        action: &'static str,
+        deleted: &User,
+    ) -> Result<(), AuthError> {
+        self.repo
+            .append_audit(AuditEntry {
+                id: self.ids.next_id(),
+                actor: actor.map(|a| a.id),
+                actor_name: actor.unwrap_or(deleted).username.as_str().to_owned(),
+                action: action.to_owned(),
+                target: None,
+                target_name: Some(deleted.username.as_str().to_owned()),
+                detail: String::new(),
+                at: self.clock.now(),
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Changes an account and drops it from the account cache.
     pub(super) async fn change(
         &self,
@@ -621,20 +644,7 @@ where
         let user = self.repo.get_user(target).await.map_err(unknown_user)?;
         self.repo.delete_user(target).await.map_err(unknown_user)?;
         self.forget(target);
-        // The trail keeps the name, not the id of an account that no longer exists.
-        self.repo
-            .append_audit(AuditEntry {
-                id: self.ids.next_id(),
-                actor: Some(actor.id),
-                actor_name: actor.username.as_str().to_owned(),
-                action: "user.delete".to_owned(),
-                target: None,
-                target_name: Some(user.username.as_str().to_owned()),
-                detail: String::new(),
-                at: self.clock.now(),
-            })
-            .await?;
-        Ok(())
+        self.audit_deleted(Some(actor), "user.delete", &user).await
     }
 
     async fn audit_log(

@@ -283,7 +283,7 @@ where
         let record = self.recorder(owner, info).record_of(
             started,
             None,
-            CallEnd {
+            StreamEnd {
                 finish_reason: completion.finish_reason.clone(),
                 usage: completion.usage,
                 provider: completion.provider.clone(),
@@ -372,15 +372,7 @@ struct CallOutcome {
     started: Instant,
     first_token: Option<Instant>,
     /// The end (`Ok`) or the failure; `None` when the client left first.
-    end: Option<Result<CallEnd, GenerationFailure>>,
-}
-
-/// A provider stream's successful end.
-struct CallEnd {
-    finish_reason: Option<String>,
-    usage: Option<TokenUsage>,
-    provider: Option<String>,
-    cost: Option<domain::Usd>,
+    end: Option<Result<StreamEnd, GenerationFailure>>,
 }
 
 impl CallTask {
@@ -409,7 +401,7 @@ impl CallTask {
                     provider,
                     cost,
                 })) => {
-                    break Some(Ok(CallEnd {
+                    break Some(Ok(StreamEnd {
                         finish_reason,
                         usage,
                         provider,
@@ -420,7 +412,7 @@ impl CallTask {
                     first_token.get_or_insert_with(Instant::now);
                     bytes += text.len();
                     if bytes > ANSWER_MAX_BYTES {
-                        break Some(Ok(CallEnd {
+                        break Some(Ok(StreamEnd {
                             finish_reason: Some("length".into()),
                             usage: None,
                             provider: None,
@@ -475,7 +467,7 @@ impl<C: Clock> CallRecorder<C> {
                 (end, Some(last))
             }
             Some(Err(failure)) => (
-                CallEnd {
+                StreamEnd {
                     finish_reason: Some(failure_reason(&failure).into()),
                     usage: None,
                     provider: None,
@@ -484,7 +476,7 @@ impl<C: Clock> CallRecorder<C> {
                 Some(CompletionEvent::Failed(failure)),
             ),
             None => (
-                CallEnd {
+                StreamEnd {
                     finish_reason: Some("cancelled".into()),
                     usage: None,
                     provider: None,
@@ -502,25 +494,20 @@ impl<C: Clock> CallRecorder<C> {
         &self,
         started: Instant,
         first_token: Option<Instant>,
-        end: CallEnd,
+        end: StreamEnd,
     ) -> GenerationRecord {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let usage = end.usage.unwrap_or_default();
-        let (cost, cost_source) = domain::call_cost(end.cost, &self.info.pricing, usage);
-        GenerationRecord {
-            message_id: None,
-            chat_id: None,
-            user_id: self.owner,
-            provider: end.provider.unwrap_or_else(|| self.provider.clone()),
-            model: self.info.id.clone(),
-            usage,
-            cost,
-            cost_source,
-            latency_ms: ms(started.elapsed()),
-            time_to_first_token_ms: first_token.map(|t| ms(t.duration_since(started))),
-            finish_reason: end.finish_reason,
-            created_at: self.clock.now(),
-            kind: domain::GenerationKind::Completion,
-        }
+        end.record(
+            &CallOf {
+                owner: self.owner,
+                model: &self.info.id,
+                pricing: &self.info.pricing,
+                provider: &self.provider,
+                started,
+                first_token,
+            },
+            (None, None),
+            domain::GenerationKind::Completion,
+            self.clock.now(),
+        )
     }
 }

@@ -4,9 +4,28 @@
 //! The check reads what the account's finished generations cost; generations still running
 //! are not counted yet. So concurrent sends overshoot a quota by at most what the
 //! generations already running when it was checked cost — at most the per-user cap of them.
+//!
+//! An account's own limits are read once per [`OVERRIDES_TTL_MICROS`] and kept in a bounded
+//! cache (a changed quota applies within that time); the usage is read only when a limit
+//! applies.
 
 use super::*;
-use domain::{PeriodUsage, QuotaLimits, Timestamp, Usd};
+use domain::{PeriodUsage, QuotaLimits, QuotaOverrides, Timestamp, Usd};
+
+/// How long an account's own limits are kept before they are read again.
+pub(super) const OVERRIDES_TTL_MICROS: i64 = 1_000_000;
+/// Accounts whose limits are kept.
+const OVERRIDES_KEPT: usize = 100_000;
+
+/// Accounts' own limits, each with when it was read.
+#[derive(Debug)]
+pub(super) struct OverridesCache(quick_cache::sync::Cache<UserId, (QuotaOverrides, Timestamp)>);
+
+impl Default for OverridesCache {
+    fn default() -> Self {
+        Self(quick_cache::sync::Cache::new(OVERRIDES_KEPT))
+    }
+}
 
 /// An account's limits and usage in the current periods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,11 +89,22 @@ where
         let now = self.clock.now();
         let day = now.start_of_utc_day();
         let (month, month_ends) = now.utc_month_bounds();
-        let overrides = self
-            .repo
-            .quota_overrides(owner)
-            .await
-            .map_err(ChatError::Storage)?;
+        let overrides = match self.overrides.0.get(&owner) {
+            Some((kept, at))
+                if now.as_unix_micros() - at.as_unix_micros() < OVERRIDES_TTL_MICROS =>
+            {
+                kept
+            }
+            _ => {
+                let read = self
+                    .repo
+                    .quota_overrides(owner)
+                    .await
+                    .map_err(ChatError::Storage)?;
+                self.overrides.0.insert(owner, (read, now));
+                read
+            }
+        };
         let limits = self.quota.with(overrides);
         let [today, this_month] = if limits.any() {
             self.repo

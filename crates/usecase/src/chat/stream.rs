@@ -41,6 +41,49 @@ pub(super) struct StreamEnd {
     pub(super) cost: Option<domain::Usd>,
 }
 
+/// Who made a call, to which model, and when it started: what its record needs besides its
+/// end.
+pub(super) struct CallOf<'a> {
+    pub(super) owner: UserId,
+    pub(super) model: &'a ModelId,
+    pub(super) pricing: &'a domain::Pricing,
+    /// The provider's name when the call reports none.
+    pub(super) provider: &'a str,
+    pub(super) started: Instant,
+    pub(super) first_token: Option<Instant>,
+}
+
+impl StreamEnd {
+    /// The record of `call`, ended so at `now`: the provider's cost when it reported one,
+    /// else the listed prices.
+    pub(super) fn record(
+        self,
+        call: &CallOf<'_>,
+        (chat_id, message_id): (Option<ChatId>, Option<MessageId>),
+        kind: domain::GenerationKind,
+        now: domain::Timestamp,
+    ) -> GenerationRecord {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let usage = self.usage.unwrap_or_default();
+        let (cost, cost_source) = domain::call_cost(self.cost, call.pricing, usage);
+        GenerationRecord {
+            message_id,
+            chat_id,
+            user_id: call.owner,
+            provider: self.provider.unwrap_or_else(|| call.provider.to_owned()),
+            model: call.model.clone(),
+            usage,
+            cost,
+            cost_source,
+            latency_ms: ms(call.started.elapsed()),
+            time_to_first_token_ms: call.first_token.map(|t| ms(t.duration_since(call.started))),
+            finish_reason: self.finish_reason,
+            created_at: now,
+            kind,
+        }
+    }
+}
+
 /// The finish reason recorded for an answer that did not complete.
 pub(super) const fn failure_reason(failure: &GenerationFailure) -> &'static str {
     match failure {
@@ -154,7 +197,6 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
         end = pump(upstream, generation, &mut content, &mut first_token) => end,
     };
     let now = clock.now();
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let (status, end, failure) = match result {
         Ok(end) => (MessageStatus::Complete, end, None),
         Err(failure) => {
@@ -175,31 +217,28 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
         }
     };
     // Every answer keeps its record, an unfinished one with what is known of it.
-    let usage = end.usage.unwrap_or_default();
-    let (cost, cost_source) = domain::call_cost(end.cost, &job.plan.info.pricing, usage);
-    let record = GenerationRecord {
-        message_id: Some(job.message),
-        chat_id: Some(job.chat),
-        user_id: job.owner,
-        provider: end.provider.unwrap_or(job.provider),
-        model: job.plan.model.clone(),
-        usage,
-        cost,
-        cost_source,
-        latency_ms: ms(started.elapsed()),
-        time_to_first_token_ms: first_token.map(|t| ms(t.duration_since(started))),
-        finish_reason: end.finish_reason.clone(),
-        created_at: now,
-        kind: domain::GenerationKind::Answer,
-    };
+    let (usage, finish_reason) = (end.usage, end.finish_reason.clone());
+    let record = end.record(
+        &CallOf {
+            owner: job.owner,
+            model: &job.plan.model,
+            pricing: &job.plan.info.pricing,
+            provider: &job.provider,
+            started,
+            first_token,
+        },
+        (Some(job.chat), Some(job.message)),
+        domain::GenerationKind::Answer,
+        now,
+    );
     let stats = record.stats();
     let event = match failure {
         None => GenerationEvent::Final(FinalAnswer {
             message: job.message,
             content: content.clone(),
-            usage: end.usage,
+            usage,
             model: job.plan.model.clone(),
-            finish_reason: end.finish_reason,
+            finish_reason,
             stats: Some(stats.clone()),
         }),
         Some(failure) => GenerationEvent::Error(failure),
