@@ -427,7 +427,7 @@ impl OpenAiGateway {
                         Some(Err(e)) => {
                             s.done = true;
                             s.pending.push_back(Err(match to_llm_error(e) {
-                                LlmError::Timeout => LlmError::Timeout,
+                                e @ (LlmError::Timeout | LlmError::BrokenStream(_)) => e,
                                 other => LlmError::BrokenStream(other.to_string()),
                             }));
                         }
