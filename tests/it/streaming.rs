@@ -1109,6 +1109,7 @@ async fn a_failed_question_commit_cancels_the_provider_call_and_stores_nothing(b
 }
 
 on_every_backend!(
+    an_empty_interrupted_answer_is_left_out_of_the_next_prompt,
     a_failed_question_commit_cancels_the_provider_call_and_stores_nothing,
     another_user_cannot_see_cancel_or_attach_a_running_generation,
     switching_branches_mid_stream_is_not_undone_by_the_answer,
@@ -1128,3 +1129,64 @@ on_every_backend!(
     a_failed_title_call_falls_back_to_the_first_question,
     a_user_title_is_never_overwritten,
 );
+
+/// An answer cancelled before its first word is kept (empty, `interrupted`), but the next
+/// prompt leaves it out: some providers reject an empty assistant message.
+async fn an_empty_interrupted_answer_is_left_out_of_the_next_prompt(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    const LATE: &str = "fake/late?ttft_ms=3000&tokens=3";
+    script_models(&app, &[LATE]);
+    let token = app.user_token("impatient").await;
+    let chat = app.new_chat(&token).await;
+    let mut open = open_stream(
+        &app,
+        &token,
+        &chat,
+        json!({"content": "first", "model_id": LATE}),
+    )
+    .await;
+    let _ = open.chunk().await.unwrap();
+    let cancelled = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/generation/cancel"),
+            &token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    drop(open);
+    send_ok(
+        &app,
+        &token,
+        &chat,
+        json!({"content": "second", "model_id": "fake/small"}),
+    )
+    .await;
+    let sent = app.last_answer_request();
+    let messages = sent["messages"].as_array().unwrap();
+    assert!(
+        messages
+            .iter()
+            .all(|m| !m["content"].as_str().unwrap_or("").is_empty()),
+        "{sent}"
+    );
+    let contents: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["first", "second"], "{sent}");
+    let branch = app
+        .get_json_as(&format!("/api/v1/chats/{chat}/messages"), &token)
+        .await;
+    assert!(
+        branch
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["status"] == "interrupted" && m["content"] == ""),
+        "the empty answer is kept: {branch}"
+    );
+    app.finish().await;
+}

@@ -129,11 +129,7 @@ async fn an_error_inside_the_stream_is_an_error_and_is_not_retried() {
     // a wrapped error wrapped again).
     for failure in [&items[2], reset.last().unwrap()] {
         let text = failure.as_ref().unwrap_err().to_string();
-        assert_eq!(
-            text.matches("the answer stream broke").count(),
-            1,
-            "{text}"
-        );
+        assert_eq!(text.matches("the answer stream broke").count(), 1, "{text}");
     }
     assert_eq!(
         fake.stats().chat_requests,

@@ -453,7 +453,9 @@ where
             });
         }
         for m in path {
-            if m.role == Role::System && m.content.trim().is_empty() {
+            // An empty root, and an answer that ended before its first word (cancelled,
+            // failed): some providers reject empty messages, and they say nothing anyway.
+            if m.role != Role::User && m.content.trim().is_empty() {
                 continue;
             }
             prompt.push(PromptMessage {
