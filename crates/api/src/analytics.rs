@@ -49,16 +49,16 @@ fn overview(r: &Report) -> Value {
 }
 
 fn models(r: &Report) -> Value {
+    // Shares of messages in percent, two decimals, adding up to exactly 100.00.
+    let counts: Vec<u64> = r.models.iter().map(|(_, t)| t.messages).collect();
+    let shares = domain::shares_in_hundredths(&counts);
     json!(
         r.models
             .iter()
-            .map(|(model, t)| {
+            .zip(shares)
+            .map(|((model, t), share)| {
                 let mut v = totals(t);
                 v["model"] = json!(model);
-                // Share of messages in percent, two decimals, exact integer arithmetic.
-                let share = (t.messages * 10_000)
-                    .checked_div(r.totals.messages)
-                    .unwrap_or(0);
                 v["share_percent"] = json!(format!("{}.{:02}", share / 100, share % 100));
                 v
             })

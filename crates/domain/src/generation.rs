@@ -85,6 +85,39 @@ impl std::str::FromStr for GenerationKind {
     }
 }
 
+/// Each count's share of their sum in hundredths of a percent, rounded so that the shares add
+/// up to exactly 100.00 % (largest remainder: the floors, plus one hundredth for the largest
+/// remainders until the sum is reached). All zeros when the sum is zero.
+#[must_use]
+pub fn shares_in_hundredths(counts: &[u64]) -> Vec<u64> {
+    let total: u128 = counts.iter().map(|&c| u128::from(c)).sum();
+    if total == 0 {
+        return vec![0; counts.len()];
+    }
+    let exact: Vec<(u128, u128)> = counts
+        .iter()
+        .map(|&c| {
+            let scaled = u128::from(c) * 10_000;
+            (scaled / total, scaled % total)
+        })
+        .collect();
+    let mut shares: Vec<u64> = exact
+        .iter()
+        .map(|&(floor, _)| u64::try_from(floor).unwrap_or(u64::MAX))
+        .collect();
+    let missing = 10_000 - shares.iter().sum::<u64>();
+    let mut by_remainder: Vec<usize> = (0..counts.len()).collect();
+    // Largest remainder first; ties to the earlier entry, so the result is deterministic.
+    by_remainder.sort_by(|&a, &b| exact[b].1.cmp(&exact[a].1).then(a.cmp(&b)));
+    for &i in by_remainder
+        .iter()
+        .take(usize::try_from(missing).unwrap_or(0))
+    {
+        shares[i] += 1;
+    }
+    shares
+}
+
 /// What one answer's generation used, shown with the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenerationStats {
@@ -175,6 +208,23 @@ pub fn call_cost(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_add_up_to_exactly_one_hundred_percent() {
+        // 12 / 2 / 1 of 15: 80.00, 13.33…, 6.66… — truncated they made 99.99.
+        assert_eq!(shares_in_hundredths(&[12, 2, 1]), [8_000, 1_333, 667]);
+        assert_eq!(shares_in_hundredths(&[1, 1, 1]), [3_334, 3_333, 3_333]);
+        assert_eq!(shares_in_hundredths(&[0, 5]), [0, 10_000]);
+        assert_eq!(shares_in_hundredths(&[0, 0]), [0, 0]);
+        assert!(shares_in_hundredths(&[]).is_empty());
+        for counts in [vec![7, 3, 3, 1], vec![1; 7], vec![u64::MAX, 1]] {
+            assert_eq!(
+                shares_in_hundredths(&counts).iter().sum::<u64>(),
+                10_000,
+                "{counts:?}"
+            );
+        }
+    }
     use crate::model::Pricing;
 
     #[test]
