@@ -511,8 +511,41 @@ async fn chats_are_listed_searched_sorted_and_paginated(backend: Backend) {
     );
     assert_eq!(app.get_as("/api/v1/chats?q=x", &token).await.status(), 422);
 
+    // An unprefixed time sort ascends (as `title` does); `-` descends, the default.
+    let order = |sort: &'static str| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            let list: Value = app
+                .get_json_as(&format!("/api/v1/chats?limit=100{sort}"), &token)
+                .await;
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["uuid"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let newest_first = order("").await;
+    assert_eq!(order("&sort=-updated_at").await, newest_first);
+    let mut oldest_first = newest_first.clone();
+    oldest_first.reverse();
+    assert_eq!(order("&sort=updated_at").await, oldest_first);
+    let created_desc = order("&sort=-created_at").await;
+    let mut created_asc = created_desc.clone();
+    created_asc.reverse();
+    assert_eq!(order("&sort=created_at").await, created_asc);
+
     // Keyset pages: the same chats in the same order as page numbers give, without a total.
-    for sort in ["updated_at", "created_at", "title", "-title"] {
+    for sort in [
+        "updated_at",
+        "-updated_at",
+        "created_at",
+        "-created_at",
+        "title",
+        "-title",
+    ] {
         let all: Value = app
             .get_json_as(&format!("/api/v1/chats?sort={sort}&limit=100"), &token)
             .await;

@@ -161,7 +161,9 @@ impl ChatRepository for SeaOrmStore {
         // Times are never NULL: no NULL ordering, so PostgreSQL can read its index in order.
         let (column, order, nulls) = match query.sort {
             ChatSort::UpdatedDesc => (chats::Column::UpdatedAt, Order::Desc, None),
+            ChatSort::UpdatedAsc => (chats::Column::UpdatedAt, Order::Asc, None),
             ChatSort::CreatedDesc => (chats::Column::CreatedAt, Order::Desc, None),
+            ChatSort::CreatedAsc => (chats::Column::CreatedAt, Order::Asc, None),
             ChatSort::TitleAsc => (chats::Column::Title, Order::Asc, Some(NullOrdering::First)),
             ChatSort::TitleDesc => (chats::Column::Title, Order::Desc, Some(NullOrdering::Last)),
         };

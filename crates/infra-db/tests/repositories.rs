@@ -852,7 +852,9 @@ mod suite {
         }
         for sort in [
             ChatSort::UpdatedDesc,
+            ChatSort::UpdatedAsc,
             ChatSort::CreatedDesc,
+            ChatSort::CreatedAsc,
             ChatSort::TitleAsc,
             ChatSort::TitleDesc,
         ] {

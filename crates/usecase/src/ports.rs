@@ -308,8 +308,12 @@ pub enum ChatSort {
     /// Most recently changed first (the default).
     #[default]
     UpdatedDesc,
+    /// Least recently changed first.
+    UpdatedAsc,
     /// Newest first.
     CreatedDesc,
+    /// Oldest first.
+    CreatedAsc,
     /// By title, A→Z.
     TitleAsc,
     /// By title, Z→A.
@@ -370,8 +374,12 @@ impl ChatCursor {
     #[must_use]
     pub fn after(chat: &Chat, sort: ChatSort) -> Self {
         let key = match sort {
-            ChatSort::UpdatedDesc => CursorKey::Time(chat.updated_at.as_unix_micros()),
-            ChatSort::CreatedDesc => CursorKey::Time(chat.created_at.as_unix_micros()),
+            ChatSort::UpdatedDesc | ChatSort::UpdatedAsc => {
+                CursorKey::Time(chat.updated_at.as_unix_micros())
+            }
+            ChatSort::CreatedDesc | ChatSort::CreatedAsc => {
+                CursorKey::Time(chat.created_at.as_unix_micros())
+            }
             ChatSort::TitleAsc | ChatSort::TitleDesc => {
                 CursorKey::Title(chat.title.as_ref().map(|t| t.as_str().to_owned()))
             }

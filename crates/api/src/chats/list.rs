@@ -8,7 +8,8 @@ use super::*;
 pub(crate) struct ListQuery {
     /// Case-insensitive substring of the title (2–200 characters).
     q: Option<String>,
-    /// `updated_at` (default, newest first), `created_at` (newest first), `title`, `-title`.
+    /// `updated_at`, `created_at` or `title`, ascending; a `-` prefix descends. Default
+    /// `-updated_at` (most recently changed first).
     sort: Option<String>,
     /// Page number (1–10,000), counted with a total. Not with `cursor`.
     page: Option<u32>,
@@ -45,7 +46,9 @@ const CURSOR_MAX_LEN: usize = 2_048;
 fn sort_code(sort: ChatSort) -> &'static str {
     match sort {
         ChatSort::UpdatedDesc => "u",
+        ChatSort::UpdatedAsc => "+u",
         ChatSort::CreatedDesc => "c",
+        ChatSort::CreatedAsc => "+c",
         ChatSort::TitleAsc => "t",
         ChatSort::TitleDesc => "-t",
     }
@@ -80,12 +83,16 @@ fn decode_cursor(text: &str, sort: ChatSort) -> Result<ChatCursor, ApiError> {
         return Err(invalid("cursor was made for another sort order"));
     }
     let key = match (sort, key) {
-        (ChatSort::UpdatedDesc | ChatSort::CreatedDesc, serde_json::Value::Number(n)) => {
-            CursorKey::Time(
-                n.as_i64()
-                    .ok_or_else(|| invalid("cursor is not one this server made"))?,
-            )
-        }
+        (
+            ChatSort::UpdatedDesc
+            | ChatSort::UpdatedAsc
+            | ChatSort::CreatedDesc
+            | ChatSort::CreatedAsc,
+            serde_json::Value::Number(n),
+        ) => CursorKey::Time(
+            n.as_i64()
+                .ok_or_else(|| invalid("cursor is not one this server made"))?,
+        ),
         (ChatSort::TitleAsc | ChatSort::TitleDesc, serde_json::Value::String(t)) => {
             // Only a title this server could have stored (never, say, a NUL byte).
             let title =
@@ -111,13 +118,17 @@ pub(crate) async fn list_chats<A: AuthUseCase, S: ChatUseCase>(
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let sort = match q.sort.as_deref() {
-        None | Some("updated_at" | "-updated_at") => ChatSort::UpdatedDesc,
-        Some("created_at" | "-created_at") => ChatSort::CreatedDesc,
+        None | Some("-updated_at") => ChatSort::UpdatedDesc,
+        Some("updated_at") => ChatSort::UpdatedAsc,
+        Some("-created_at") => ChatSort::CreatedDesc,
+        Some("created_at") => ChatSort::CreatedAsc,
         Some("title") => ChatSort::TitleAsc,
         Some("-title") => ChatSort::TitleDesc,
         Some(_) => {
             return Err(ApiError::Validation {
-                message: "sort must be updated_at, created_at, title or -title".into(),
+                message: "sort must be updated_at, created_at or title, each optionally with a - \
+                          prefix for descending order"
+                    .into(),
                 field: Some("sort".into()),
             });
         }

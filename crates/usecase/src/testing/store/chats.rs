@@ -20,7 +20,7 @@ impl ChatRepository for InMemoryStore {
             };
             let ascending = by_key.then(a.id.cmp(&b.id));
             match query.sort {
-                ChatSort::TitleAsc => ascending,
+                ChatSort::TitleAsc | ChatSort::UpdatedAsc | ChatSort::CreatedAsc => ascending,
                 _ => ascending.reverse(),
             }
         };
