@@ -169,30 +169,30 @@ impl CredentialRepository for SeaOrmStore {
         Ok(())
     }
 
-    async fn use_api_key(
-        &self,
-        prefix: &str,
-        now: Timestamp,
-    ) -> Result<Option<ApiKeyRecord>, RepoError> {
-        let Some(row) = api_keys::Entity::find()
+    async fn find_api_key(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, RepoError> {
+        Ok(api_keys::Entity::find()
             .filter(api_keys::Column::Prefix.eq(prefix))
             .filter(api_keys::Column::RevokedAt.is_null())
             .one(&self.read)
             .await
             .map_err(to_repo_error)?
-        else {
-            return Ok(None);
-        };
-        // Last-use bookkeeping is best effort and at most once a minute per key, so API-key
-        // traffic does not turn every read into a write.
-        if row.last_used_at.is_none_or(|t| ts(now) - t > 60_000_000) {
-            let _ = api_keys::Entity::update_many()
-                .col_expr(api_keys::Column::LastUsedAt, Expr::value(ts(now)))
-                .filter(api_keys::Column::Id.eq(row.id))
-                .exec(&self.write)
-                .await;
-        }
-        Ok(Some(to_key(row)))
+            .map(to_key))
+    }
+
+    async fn record_api_key_use(&self, id: ApiKeyId, now: Timestamp) -> Result<(), RepoError> {
+        let since = ts(now) - usecase::auth::API_KEY_USE_RESOLUTION_MICROS;
+        api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::LastUsedAt, Expr::value(ts(now)))
+            .filter(api_keys::Column::Id.eq(uuid(id.as_u128())))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(api_keys::Column::LastUsedAt.is_null())
+                    .add(api_keys::Column::LastUsedAt.lt(since)),
+            )
+            .exec(&self.write)
+            .await
+            .map(drop)
+            .map_err(to_repo_error)
     }
 
     async fn account_changes_since(&self, since: Timestamp) -> Result<AccountChanges, RepoError> {

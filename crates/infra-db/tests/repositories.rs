@@ -787,21 +787,36 @@ mod suite {
             store.create_api_key(clash).await,
             Err(RepoError::Conflict(_))
         ));
-        let used = store
-            .use_api_key("arb_abcdefghijkl", now())
+        let found = store
+            .find_api_key("arb_abcdefghijkl")
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(used.key_hash, "digest");
+        assert_eq!(found.key_hash, "digest");
+        // Finding records nothing; a use is recorded once per minute at most.
+        assert!(
+            store.list_api_keys(owner).await.unwrap()[0]
+                .last_used_at
+                .is_none()
+        );
+        let first = now();
+        store.record_api_key_use(key.id, first).await.unwrap();
+        store
+            .record_api_key_use(
+                key.id,
+                Timestamp::from_unix_micros(first.as_unix_micros() + 1_000),
+            )
+            .await
+            .unwrap();
         let listed = store.list_api_keys(owner).await.unwrap();
         assert_eq!(listed.len(), 1);
-        assert!(listed[0].last_used_at.is_some());
+        assert_eq!(listed[0].last_used_at, Some(first));
         assert!(store.list_api_keys(other).await.unwrap().is_empty());
         assert!(store.revoke_api_key(other, key.id, now()).await.is_err());
         store.revoke_api_key(owner, key.id, now()).await.unwrap();
         assert!(
             store
-                .use_api_key("arb_abcdefghijkl", now())
+                .find_api_key("arb_abcdefghijkl")
                 .await
                 .unwrap()
                 .is_none()
@@ -817,7 +832,7 @@ mod suite {
         };
         store.create_api_key(limited.clone()).await.unwrap();
         let used = store
-            .use_api_key("arb_mnopqrstuvwx", now())
+            .find_api_key("arb_mnopqrstuvwx")
             .await
             .unwrap()
             .unwrap();

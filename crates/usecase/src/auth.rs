@@ -145,6 +145,9 @@ pub enum Rotation {
     Unknown,
 }
 
+/// How finely an API key's last use is kept (once a minute at most).
+pub const API_KEY_USE_RESOLUTION_MICROS: i64 = 60_000_000;
+
 /// A personal API key as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
@@ -244,15 +247,27 @@ pub trait CredentialRepository: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<(), RepoError>> + Send;
 
-    /// The unrevoked key with this prefix, and records `now` as its last use.
+    /// The unrevoked key with this prefix (a read: nothing is recorded before the secret is
+    /// checked).
     ///
     /// # Errors
     /// Storage failures; an unknown prefix is `Ok(None)`.
-    fn use_api_key(
+    fn find_api_key(
         &self,
         prefix: &str,
-        now: Timestamp,
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, RepoError>> + Send;
+
+    /// Records `now` as the key's last use, unless one was recorded within
+    /// [`API_KEY_USE_RESOLUTION_MICROS`] (so key traffic does not turn every read into a
+    /// write).
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn record_api_key_use(
+        &self,
+        id: ApiKeyId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
 
     /// Accounts changed (`updated_at`) and API keys revoked at or after `since`: what a
     /// cache of account state must forget.
@@ -545,6 +560,24 @@ where
         })
     }
 
+    /// Records a verified key's use (at most once per resolution; the cached copy learns it
+    /// too, so cached keys do not write on every request). A failure is logged: the request
+    /// was authenticated all the same.
+    async fn note_key_use(&self, prefix: &str, key: &ApiKeyRecord, now: Timestamp) {
+        let stale = key.last_used_at.is_none_or(|t| {
+            now.as_unix_micros() - t.as_unix_micros() >= API_KEY_USE_RESOLUTION_MICROS
+        });
+        if !stale {
+            return;
+        }
+        if let Some(cache) = &self.cache {
+            cache.note_key_use(prefix, now);
+        }
+        if let Err(e) = self.repo.record_api_key_use(key.id, now).await {
+            tracing::warn!(error = %e, key = %key.id, "an API key's last use could not be recorded");
+        }
+    }
+
     /// Operator: a page of accounts.
     ///
     /// # Errors
@@ -750,11 +783,11 @@ where
                         .key_or_load(
                             &prefix,
                             (now, || self.clock.now()),
-                            self.repo.use_api_key(&prefix, now),
+                            self.repo.find_api_key(&prefix),
                         )
                         .await?
                 }
-                None => self.repo.use_api_key(&prefix, now).await?,
+                None => self.repo.find_api_key(&prefix).await?,
             };
             let Some(key) = found else {
                 return Err(AuthError::Unauthenticated);
@@ -768,7 +801,9 @@ where
             if key.read_only && write {
                 return Err(AuthError::ReadOnlyKey);
             }
-            return self.active_user(key.user_id, None).await;
+            let user = self.active_user(key.user_id, None).await?;
+            self.note_key_use(&prefix, &key, now).await;
+            return Ok(user);
         }
         let claims = self
             .tokens

@@ -190,6 +190,14 @@ impl AccountCache {
         }
     }
 
+    /// Marks the cached key with this prefix as used at `now`.
+    pub(super) fn note_key_use(&self, prefix: &str, now: Timestamp) {
+        if let Some((mut key, at)) = self.keys.get(prefix) {
+            key.last_used_at = Some(now);
+            self.keys.insert(prefix.to_owned(), (key, at));
+        }
+    }
+
     pub(super) fn forget_key(&self, id: domain::ApiKeyId) {
         self.keys.retain(|_, (key, _)| key.id != id);
     }

@@ -212,6 +212,32 @@ async fn a_read_only_key_reads_and_never_writes() {
 }
 
 #[tokio::test]
+async fn only_a_verified_key_records_its_use() {
+    let s = service();
+    let user = s
+        .register(name("alice"), pw("password1"), None)
+        .await
+        .unwrap();
+    let key = s
+        .create_api_key(user.id, "k".into(), ApiKeyOptions::default())
+        .await
+        .unwrap();
+    let forged = format!("{}{}", key.record.prefix, "x".repeat(43));
+    assert!(s.authenticate(&forged, false).await.is_err());
+    assert_eq!(
+        s.list_api_keys(user.id).await.unwrap()[0].last_used_at,
+        None,
+        "a wrong secret with a valid prefix records no use"
+    );
+    s.authenticate(&key.key, false).await.unwrap();
+    assert!(
+        s.list_api_keys(user.id).await.unwrap()[0]
+            .last_used_at
+            .is_some()
+    );
+}
+
+#[tokio::test]
 async fn logout_revokes_one_refresh_token_or_all() {
     let s = service();
     let user = s

@@ -542,19 +542,27 @@ impl CredentialRepository for InMemoryStore {
         })
     }
 
-    async fn use_api_key(
-        &self,
-        prefix: &str,
-        now: Timestamp,
-    ) -> Result<Option<ApiKeyRecord>, RepoError> {
+    async fn find_api_key(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, RepoError> {
         self.with(|s| {
             Ok(s.api_keys
-                .iter_mut()
+                .iter()
                 .find(|(k, revoked)| k.prefix == prefix && !revoked)
-                .map(|(k, _)| {
+                .map(|(k, _)| k.clone()))
+        })
+    }
+
+    async fn record_api_key_use(
+        &self,
+        id: domain::ApiKeyId,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        self.with(|s| {
+            for (k, _) in &mut s.api_keys {
+                if k.id == id {
                     k.last_used_at = Some(now);
-                    k.clone()
-                }))
+                }
+            }
+            Ok(())
         })
     }
 }
