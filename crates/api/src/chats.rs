@@ -38,7 +38,7 @@ impl From<ChatError> for ApiError {
                 field: None,
             },
             ChatError::Llm(cause) => {
-                tracing::warn!(error = %cause, "provider call failed");
+                tracing::warn!(error = %crate::error::causes(&cause), "provider call failed");
                 provider_error(&cause)
             }
             ChatError::Busy { retry_after } => Self::RateLimited {
@@ -52,7 +52,7 @@ impl From<ChatError> for ApiError {
                 retry_after_secs: 5,
             },
             ChatError::Catalog(cause) => {
-                tracing::warn!(error = %cause, "catalogue unavailable");
+                tracing::warn!(error = %crate::error::causes(&cause), "catalogue unavailable");
                 Self::Unavailable {
                     retry_after_secs: 30,
                 }

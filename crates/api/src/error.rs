@@ -269,6 +269,23 @@ impl ApiError {
     }
 }
 
+/// An error and every cause under it, `outer: inner: …` — a log line must say what really
+/// failed (a top-level "storage failure" alone says nothing).
+pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let said = cause.to_string();
+        // Some errors repeat their source's text in their own.
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 impl ApiError {
     /// Maps a storage failure (logging its cause here, the one place it is mapped).
     #[must_use]
@@ -284,13 +301,13 @@ impl ApiError {
                 usecase::Entity::Invite => "invite",
             }),
             usecase::RepoError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "storage unavailable");
+                tracing::warn!(error = %causes(&*cause), "storage unavailable");
                 Self::Unavailable {
                     retry_after_secs: 5,
                 }
             }
             other => {
-                tracing::error!(error = %other, "storage failure");
+                tracing::error!(error = %causes(&other), "storage failure");
                 Self::Internal
             }
         }
@@ -330,13 +347,13 @@ impl From<AuthError> for ApiError {
             AuthError::SessionNotFound => Self::NotFound("session"),
             AuthError::ReadOnlyKey => Self::Denied(Denial::ReadOnlyKey),
             AuthError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "storage unavailable");
+                tracing::warn!(error = %causes(&cause), "storage unavailable");
                 Self::Unavailable {
                     retry_after_secs: 5,
                 }
             }
             AuthError::Internal(cause) => {
-                tracing::error!(error = %cause, "auth failure");
+                tracing::error!(error = %causes(&*cause), "auth failure");
                 Self::Internal
             }
         }
@@ -438,4 +455,31 @@ pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_we
         field: Some("path".to_owned()),
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Driver;
+
+    impl std::fmt::Display for Driver {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("no such table: chats")
+        }
+    }
+
+    impl std::error::Error for Driver {}
+
+    #[test]
+    fn a_logged_failure_carries_every_cause() {
+        let e = usecase::RepoError::Unexpected(Box::new(Driver));
+        assert_eq!(causes(&e), "storage failure: no such table: chats");
+        let top = AuthError::Internal(Box::new(e));
+        assert_eq!(
+            causes(&top),
+            "internal failure: storage failure: no such table: chats"
+        );
+    }
 }

@@ -68,7 +68,7 @@ pub(crate) fn catalog_error(e: CatalogError) -> ApiError {
     match e {
         CatalogError::UnknownModel(_) => ApiError::NotFound("model"),
         CatalogError::Unavailable(cause) => {
-            tracing::warn!(error = %cause, "model catalogue unavailable");
+            tracing::warn!(error = %crate::error::causes(&cause), "model catalogue unavailable");
             ApiError::Unavailable {
                 retry_after_secs: 30,
             }

@@ -24,7 +24,7 @@ impl From<PresetError> for ApiError {
             },
             PresetError::Invalid(e) => e.into(),
             PresetError::Catalog(cause) => {
-                tracing::warn!(error = %cause, "catalogue unavailable");
+                tracing::warn!(error = %crate::error::causes(&cause), "catalogue unavailable");
                 Self::Unavailable {
                     retry_after_secs: 30,
                 }
