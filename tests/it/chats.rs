@@ -360,6 +360,16 @@ async fn provider_failures_keep_the_user_message_and_map_to_gateway_errors(backe
     )
     .await;
     assert_eq!(refused.status(), 502);
+    // A refusal is not retried by asking again: say so, and say why.
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["error_type"], "provider_rejected", "{refused}");
+    assert_eq!(refused["retry_available"], false);
+    assert!(
+        refused["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("scripted failure 400")),
+        "{refused}"
+    );
     let unknown = send(
         &app,
         &token,

@@ -82,7 +82,10 @@ pub(crate) fn provider_error(cause: &LlmError) -> ApiError {
             }
         }
         LlmError::Timeout => ApiError::GatewayTimeout,
-        LlmError::Rejected(_) | LlmError::BrokenStream(_) => ApiError::BadGateway,
+        LlmError::Rejected(reason) => {
+            ApiError::ProviderRejected(reason.chars().take(500).collect())
+        }
+        LlmError::BrokenStream(_) => ApiError::BadGateway,
     }
 }
 

@@ -67,9 +67,13 @@ pub enum ApiError {
         /// Seconds until the next request is allowed.
         retry_after_secs: u64,
     },
-    /// 502: the language model provider failed or refused.
+    /// 502: the language model provider failed.
     #[error("the language model provider failed; try again")]
     BadGateway,
+    /// 502, not retryable: the provider refused the request (an unknown model upstream,
+    /// parameters it does not take); its reason goes in `detail`.
+    #[error("the language model provider refused the request")]
+    ProviderRejected(String),
     /// 504: the language model provider did not answer in time.
     #[error("the language model provider timed out; try again")]
     GatewayTimeout,
@@ -185,6 +189,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } => "service_unavailable",
             Self::BadGateway => "provider_error",
+            Self::ProviderRejected(_) => "provider_rejected",
             Self::GatewayTimeout => "provider_timeout",
             Self::Internal => "internal_error",
             Self::Denied(why) => why.error_type(),
@@ -224,6 +229,7 @@ impl ApiError {
                 "予期しないエラーが発生しました。問題が続く場合はサポートにお問い合わせください。"
             }
             Self::BadGateway => "言語モデルのエラーが発生しました。もう一度お試しください。",
+            Self::ProviderRejected(_) => "言語モデルのプロバイダーがリクエストを拒否しました。",
             Self::GatewayTimeout => "処理がタイムアウトしました。もう一度お試しください。",
             Self::Denied(why) => why.japanese(),
             Self::QuotaExceeded { .. } => {
@@ -246,6 +252,7 @@ impl ApiError {
             Self::QuotaExceeded {
                 limit, resets_at, ..
             } => Some(json!({ "limit": limit, "resets_at": resets_at })),
+            Self::ProviderRejected(reason) => Some(json!({ "reason": reason })),
             _ => None,
         }
     }
@@ -374,7 +381,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::BadGateway | Self::ProviderRejected(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Denied(_) => StatusCode::FORBIDDEN,
