@@ -330,10 +330,10 @@ async fn errors_before_the_stream_are_plain_http_errors(backend: Backend) {
         )
         .await;
     crate::helpers::assert_envelope(r, 404, "not_found").await;
-    let status: Value = app
-        .get_json_as(&format!("/api/v1/chats/{chat}/generation"), &alice)
+    let none = app
+        .get_as(&format!("/api/v1/chats/{chat}/generation"), &alice)
         .await;
-    assert_eq!(status, json!({"running": false, "generation": null}));
+    crate::helpers::assert_envelope(none, 404, "not_found").await;
     app.finish().await;
 }
 
@@ -542,10 +542,8 @@ async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend
         .get_json_as(&format!("/api/v1/chats/{chat}/generation"), &token)
         .await;
     assert_eq!(status["running"], true);
-    assert_eq!(
-        status["generation"]["message_uuid"],
-        data(&seen[0])["message_uuid"]
-    );
+    // The same shape as the cancel route's answer.
+    assert_eq!(status["message_uuid"], data(&seen[0])["message_uuid"]);
 
     let cancelled = app
         .post_json_as(

@@ -223,7 +223,7 @@ impl From<GenerationStatus> for GenerationResponse {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/generation", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "`{running, generation: {…}|null}`", body = serde_json::Value)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/generation", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The chat's generation, running or recently ended (as long as `generation.linger_secs`); 404 when there is none", body = GenerationResponse)), security(("bearer" = [])))]
 async fn status<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -231,12 +231,10 @@ async fn status<A: AuthUseCase, S: ChatUseCase>(
 ) -> Result<HttpResponse, ApiError> {
     let status = chats
         .generation(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
-        .await?;
-    let running = status.as_ref().is_some_and(|s| s.running);
-    Ok(HttpResponse::Ok().json(json!({
-        "running": running,
-        "generation": status.map(GenerationResponse::from),
-    })))
+        .await?
+        .ok_or(ApiError::NotFound("generation"))?;
+    // One shape with the cancel route's answer.
+    Ok(HttpResponse::Ok().json(GenerationResponse::from(status)))
 }
 
 #[utoipa::path(post, path = "/api/v1/chats/{id}/generation/cancel", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "Stopped; the partial answer is saved", body = GenerationResponse)), security(("bearer" = [])))]
