@@ -262,8 +262,81 @@ async fn a_thousand_concurrent_uses_count_a_thousand(backend: Backend) {
     Arc::try_unwrap(app).ok().unwrap().finish().await;
 }
 
+/// A chat's preset is returned with it and can be set, changed and removed by a patch (only
+/// one of the caller's); the answers follow it.
+async fn a_chats_preset_is_shown_and_patchable(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.user_token("tuner").await;
+    let other = app.user_token("outsider").await;
+    let preset: Value = app
+        .post_json_as(
+            "/api/v1/presets",
+            &token,
+            &json!({"name": "cold", "temperature": 0.1}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let foreign: Value = app
+        .post_json_as(
+            "/api/v1/presets",
+            &other,
+            &json!({"name": "theirs", "temperature": 1.5}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let chat = app.new_chat(&token).await;
+    let patch = |body: Value| {
+        let app = &app;
+        let token = token.clone();
+        let chat = chat.clone();
+        async move {
+            app.client
+                .patch(app.url(&format!("/api/v1/chats/{chat}")))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let id = preset["uuid"].as_str().unwrap();
+    let set = patch(json!({"preset_id": id})).await;
+    assert_eq!(set.status(), 200);
+    let set: Value = set.json().await.unwrap();
+    assert_eq!(set["preset_id"], id, "{set}");
+    let shown = app
+        .get_json_as(&format!("/api/v1/chats/{chat}"), &token)
+        .await;
+    assert_eq!(shown["preset_id"], id);
+    let sent = app
+        .post_json_as(
+            &format!("/api/v1/chats/{chat}/messages"),
+            &token,
+            &json!({"content": "hello"}),
+        )
+        .await;
+    assert_eq!(sent.status(), 201);
+    assert_eq!(app.last_answer_request()["temperature"], 0.1);
+    let refused = patch(json!({"preset_id": foreign["uuid"]})).await;
+    assert_eq!(refused.status(), 422, "another user's preset");
+    let removed: Value = patch(json!({"preset_id": null}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(removed["preset_id"].is_null(), "{removed}");
+    app.finish().await;
+}
+
 on_every_backend!(
     presets_are_private_validated_and_editable,
     a_preset_really_applies_to_the_generation,
-    a_thousand_concurrent_uses_count_a_thousand
+    a_thousand_concurrent_uses_count_a_thousand,
+    a_chats_preset_is_shown_and_patchable,
 );

@@ -117,6 +117,8 @@ pub struct ChatResponse {
     title: String,
     system_prompt: Option<String>,
     model_id: Option<String>,
+    /// The preset whose settings apply to this chat's answers.
+    preset_id: Option<String>,
     root_message_uuid: String,
     current_leaf_uuid: String,
     message_count: u64,
@@ -131,6 +133,7 @@ impl From<&Chat> for ChatResponse {
             title: c.display_title().to_owned(),
             system_prompt: c.system_prompt.as_ref().map(|p| p.as_str().to_owned()),
             model_id: c.model_id.as_ref().map(|m| m.as_str().to_owned()),
+            preset_id: c.preset_id.map(|p| p.to_string()),
             root_message_uuid: c.root_id.to_string(),
             current_leaf_uuid: c.current_leaf_id.to_string(),
             message_count: c.message_count,
@@ -509,6 +512,9 @@ struct PatchChatRequest {
     system_prompt: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     model_id: Option<Option<String>>,
+    /// One of the caller's presets; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    preset_id: Option<Option<String>>,
 }
 
 #[utoipa::path(patch, path = "/api/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = PatchChatRequest, responses((status = 200, description = "The changed chat", body = ChatResponse)), security(("bearer" = [])))]
@@ -528,6 +534,10 @@ async fn patch_chat<A: AuthUseCase, S: ChatUseCase>(
         model_id: b
             .model_id
             .map(|m| m.map(ModelId::parse).transpose())
+            .transpose()?,
+        preset_id: b
+            .preset_id
+            .map(|p| p.map(|p| parse_id(&p, "preset_id")).transpose())
             .transpose()?,
     };
     let chat = chats

@@ -241,6 +241,9 @@ impl ChatRepository for SeaOrmStore {
         if let Some(model) = patch.model_id {
             active.model_id = Set(model.map(|m| m.as_str().to_owned()));
         }
+        if let Some(preset) = patch.preset_id {
+            active.preset_id = Set(preset.map(|p| uuid(p.as_u128())));
+        }
         active.updated_at = Set(ts(now));
         let row = active.update(&txn).await.map_err(to_repo_error)?;
         txn.commit().await.map_err(to_repo_error)?;

@@ -288,6 +288,8 @@ pub struct ChatPatch {
     pub system_prompt: Option<Option<SystemPrompt>>,
     /// A new model; `Some(None)` removes it.
     pub model_id: Option<Option<ModelId>>,
+    /// A new preset (one of the owner's); `Some(None)` removes it.
+    pub preset_id: Option<Option<PresetId>>,
 }
 
 /// A message found by a search, with its chat's title.

@@ -429,6 +429,15 @@ where
         if let Some(Some(model)) = &patch.model_id {
             self.check_model(model).await?;
         }
+        if let Some(Some(preset)) = patch.preset_id {
+            self.repo
+                .get_preset(owner, preset)
+                .await
+                .map_err(|e| match e {
+                    RepoError::NotFound(_) => ChatError::UnknownPreset,
+                    other => ChatError::Storage(other),
+                })?;
+        }
         self.repo
             .update_chat(owner, chat, patch, self.clock.now())
             .await

@@ -94,6 +94,9 @@ impl ChatRepository for InMemoryStore {
             if let Some(model) = patch.model_id {
                 c.model_id = model;
             }
+            if let Some(preset) = patch.preset_id {
+                c.preset_id = preset;
+            }
             c.updated_at = now;
             Ok(c.clone())
         })
