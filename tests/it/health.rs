@@ -101,3 +101,29 @@ async fn a_server_whose_postgres_is_down_starts_then_turns_ready_when_it_returns
     );
     app.finish().await;
 }
+
+/// Stopping the server stops its background work (migrations retried while the database is
+/// down, the sweep of expired streams, the account poll) before the pool closes: nothing
+/// keeps running against a closed pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_stops_its_background_work() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let background = app.background.clone();
+    assert_eq!(
+        background.running(),
+        2,
+        "the stream sweep, the account poll"
+    );
+    app.finish().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while background.running() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} background task(s) outlived the server",
+            background.running()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -23,6 +23,8 @@ pub struct TestApp {
     pub fake: fake_provider::FakeProvider,
     pub client: reqwest::Client,
     pub db: TestDatabase,
+    /// The server's background work (sweeper, account poll).
+    pub background: arbor::startup::Background,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -102,12 +104,14 @@ impl TestApp {
             .expect("the app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let server = app.handle();
+        let background = app.background();
         tokio::spawn(app.run_until_stopped());
         Self {
             address,
             fake,
             client: reqwest::Client::new(),
             db,
+            background,
             server,
         }
     }

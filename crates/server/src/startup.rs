@@ -218,6 +218,38 @@ pub struct Application {
     generations: Generations,
     grace: Duration,
     draining: web::Data<api::health::Draining>,
+    background: Background,
+}
+
+/// The process's work besides requests and generations (migrations retried until the database
+/// answers, the sweep of expired streams, the account-change poll): stopped with the server,
+/// before its pool closes, so nothing uses a closed pool.
+#[derive(Debug, Clone, Default)]
+pub struct Background {
+    tasks: tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Background {
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            stop.run_until_cancelled(task).await;
+        });
+    }
+
+    /// Stops every task and waits until each has ended.
+    async fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Tasks still running.
+    #[must_use]
+    pub fn running(&self) -> usize {
+        self.tasks.len()
+    }
 }
 
 impl std::fmt::Debug for Application {
@@ -258,6 +290,7 @@ impl Application {
             None => store,
         };
         tracing::info!(backend = store.backend_name(), "database configured");
+        let background = Background::default();
         let migrated = Arc::new(AtomicBool::new(!settings.database.migrate_on_startup));
         let deadline = Duration::from_secs(settings.generation.deadline_secs);
         let clustered = settings.cluster.mode == crate::config::ClusterMode::Auto
@@ -279,7 +312,7 @@ impl Application {
                 }
                 Err(RepoError::Unavailable(e)) => {
                     tracing::warn!(error = %e, "database unreachable at start-up; serving without it until it answers");
-                    tokio::spawn(migrate_until_done(
+                    background.spawn(migrate_until_done(
                         store.clone(),
                         Arc::clone(&migrated),
                         cutoff,
@@ -290,7 +323,7 @@ impl Application {
         } else {
             recover_streaming(&store, cutoff).await;
         }
-        tokio::spawn(sweep_expired_streams(store.clone(), deadline));
+        background.spawn(sweep_expired_streams(store.clone(), deadline));
         // Generation tasks run on this (the main) runtime, which outlives the HTTP workers,
         // so shutdown can still save what runs.
         let generations = Generations::new(settings.generation_limits());
@@ -321,7 +354,7 @@ impl Application {
                 max_age_micros: 60_000_000,
             });
             let auth = web::Data::new(auth);
-            tokio::spawn(poll_account_changes(auth.clone().into_inner(), poll));
+            background.spawn(poll_account_changes(auth.clone().into_inner(), poll));
             auth
         } else {
             web::Data::new(auth)
@@ -493,7 +526,14 @@ impl Application {
             generations,
             grace: Duration::from_secs(settings.generation.shutdown_grace_secs),
             draining,
+            background,
         })
+    }
+
+    /// The process's background work (for tests and monitoring).
+    #[must_use]
+    pub fn background(&self) -> Background {
+        self.background.clone()
     }
 
     /// The bound port.
@@ -529,6 +569,7 @@ impl Application {
         // Stopped through the handle, or after a signal: nothing may outlive the server.
         self.generations.shutdown(self.grace).await;
         on_signal.abort();
+        self.background.stop().await;
         self.store.close().await;
         tracing::info!("stopped");
         result
