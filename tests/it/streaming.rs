@@ -925,8 +925,18 @@ async fn a_user_title_is_never_overwritten(backend: Backend) {
         renamed_at.elapsed() < Duration::from_millis(1_500),
         "renamed while in flight"
     );
-    // Wait for the title call to have answered and its result to have been offered.
-    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    // Wait until the title call has answered and its result has been offered to the chat (its
+    // record is written last): a title task that were merely slow fails here, not passes.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.db
+                .count("generations", Some(("kind", "title".into())))
+                .await
+                == 1
+        })
+        .await,
+        "the title call never finished"
+    );
     assert_eq!(
         title_after(&app, &token, &chat, Duration::ZERO)
             .await

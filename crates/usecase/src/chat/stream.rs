@@ -370,44 +370,51 @@ pub(super) async fn write_title<R: ChatRepository, L: LlmGateway, C: Clock>(
         passthrough: None,
     };
     let started = Instant::now();
-    let generated = match tokio::time::timeout(TITLE_TIMEOUT, llm.complete(request)).await {
+    let (generated, record) = match tokio::time::timeout(TITLE_TIMEOUT, llm.complete(request)).await
+    {
         Ok(Ok(c)) => {
+            let title = domain::clean_title(&c.content);
             // The title's cost is the user's too: it is recorded, marked as a title.
-            let usage = c.usage.unwrap_or_default();
-            let (cost, cost_source) = domain::call_cost(c.cost, &job.pricing, usage);
-            let record = GenerationRecord {
-                message_id: None,
-                chat_id: Some(job.chat),
-                user_id: job.owner,
-                provider: c.provider.clone().unwrap_or_else(|| job.provider.clone()),
-                model: job.model.clone(),
-                usage,
-                cost,
-                cost_source,
-                latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                time_to_first_token_ms: None,
-                finish_reason: c.finish_reason.clone(),
-                created_at: clock.now(),
-                kind: domain::GenerationKind::Title,
+            let end = StreamEnd {
+                finish_reason: c.finish_reason,
+                usage: c.usage,
+                provider: c.provider,
+                cost: c.cost,
             };
-            if let Err(e) = repo.record_generation(record).await {
-                tracing::warn!(error = %e, chat = %job.chat, "the title's record could not be saved");
-            }
-            domain::clean_title(&c.content)
+            let call = CallOf {
+                owner: job.owner,
+                model: &job.model,
+                pricing: &job.pricing,
+                provider: &job.provider,
+                started,
+                first_token: None,
+            };
+            let record = end.record(
+                &call,
+                (Some(job.chat), None),
+                domain::GenerationKind::Title,
+                clock.now(),
+            );
+            (title, Some(record))
         }
         Ok(Err(e)) => {
             tracing::info!(error = %e, chat = %job.chat, "title generation failed; using the fallback");
-            None
+            (None, None)
         }
         Err(_) => {
             tracing::info!(chat = %job.chat, "title generation timed out; using the fallback");
-            None
+            (None, None)
         }
     };
-    let Some(title) = generated.or_else(|| domain::fallback_title(&conversation)) else {
-        return;
-    };
-    if let Err(e) = repo.set_generated_title(job.owner, job.chat, title).await {
+    if let Some(title) = generated.or_else(|| domain::fallback_title(&conversation))
+        && let Err(e) = repo.set_generated_title(job.owner, job.chat, title).await
+    {
         tracing::warn!(error = %e, chat = %job.chat, "the generated title could not be saved");
+    }
+    // Recorded last: once the record is there, the title has been offered to the chat.
+    if let Some(record) = record
+        && let Err(e) = repo.record_generation(record).await
+    {
+        tracing::warn!(error = %e, chat = %job.chat, "the title's record could not be saved");
     }
 }
