@@ -16,7 +16,6 @@ mod docs;
 mod health;
 mod helpers;
 mod limits;
-mod metrics;
 mod models;
 mod openai;
 mod presets;

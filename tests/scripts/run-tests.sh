@@ -46,6 +46,8 @@ if [ "$what" = all ] || [ "$what" = db ]; then
 fi
 if [ "$what" = all ] || [ "$what" = e2e ]; then
   run e2e --test it -- --test-threads "$threads"
+  # The metrics alone in their process, one test at a time (the recorder is process-global).
+  run metrics --test metrics -- --test-threads 1
   # The real binary killed (SIGKILL) and stopped (SIGTERM) mid-stream.
   run lifecycle --test lifecycle -- --test-threads 2
   # Three replicas of the real binary on one PostgreSQL, no sticky sessions.

@@ -86,6 +86,30 @@ async fn the_series_exist_and_move_with_traffic() {
         let (b, a) = (sample(&before, name, labels), sample(&after, name, labels));
         assert!(a > b, "{name} {labels:?} did not move: {b} → {a}\n{after}");
     };
+    // Alone in its process, this test's traffic is all the counters saw.
+    let moved_by = |name: &str, labels: &[&str], n: f64| {
+        let (b, a) = (sample(&before, name, labels), sample(&after, name, labels));
+        assert!(
+            (a - b - n).abs() < f64::EPSILON,
+            "{name} {labels:?} moved by {} instead of {n}\n{after}",
+            a - b
+        );
+    };
+    moved_by(
+        "arbor_generations_total",
+        &["outcome=\"complete\"", "mode=\"stream\""],
+        1.0,
+    );
+    moved_by(
+        "arbor_generations_total",
+        &["outcome=\"complete\"", "mode=\"blocking\""],
+        1.0,
+    );
+    moved_by(
+        "arbor_http_requests_total",
+        &[route, "method=\"GET\"", "status=\"200\""],
+        3.0,
+    );
     moved(
         "arbor_http_requests_total",
         &[route, "method=\"POST\"", "status=\"201\""],
