@@ -415,18 +415,25 @@ where
         username: &domain::Username,
         role: AccountRole,
     ) -> Result<User, AuthError> {
+        let change = UserChange {
+            role: Some(role),
+            ..UserChange::default()
+        };
+        self.operator_change(username, change, "user.role", format!("role {role}"))
+            .await
+    }
+
+    /// Operator (command line): changes the account named so, and audits it.
+    async fn operator_change(
+        &self,
+        username: &domain::Username,
+        change: UserChange,
+        action: &'static str,
+        detail: String,
+    ) -> Result<User, AuthError> {
         let user = self.find(username).await?;
-        let user = self
-            .change(
-                user.id,
-                UserChange {
-                    role: Some(role),
-                    ..UserChange::default()
-                },
-            )
-            .await?;
-        self.audit(None, "user.role", Some(&user), format!("role {role}"))
-            .await?;
+        let user = self.change(user.id, change).await?;
+        self.audit(None, action, Some(&user), detail).await?;
         Ok(user)
     }
 
@@ -441,24 +448,18 @@ where
         username: &domain::Username,
         disabled: bool,
     ) -> Result<User, AuthError> {
-        let user = self.find(username).await?;
-        let user = self
-            .change(
-                user.id,
-                UserChange {
-                    disabled: Some(disabled),
-                    end_sessions: disabled,
-                    ..UserChange::default()
-                },
-            )
-            .await?;
+        let change = UserChange {
+            disabled: Some(disabled),
+            end_sessions: disabled,
+            ..UserChange::default()
+        };
         let action = if disabled {
             "user.disable"
         } else {
             "user.enable"
         };
-        self.audit(None, action, Some(&user), String::new()).await?;
-        Ok(user)
+        self.operator_change(username, change, action, String::new())
+            .await
     }
 
     /// Operator (command line): sets a new password and ends every session of the account.
@@ -470,26 +471,18 @@ where
         username: &domain::Username,
         password: Password,
     ) -> Result<User, AuthError> {
-        let user = self.find(username).await?;
-        let hash = self.hasher.hash(&password).await?;
-        let user = self
-            .change(
-                user.id,
-                UserChange {
-                    password_hash: Some(hash),
-                    end_sessions: true,
-                    ..UserChange::default()
-                },
-            )
-            .await?;
-        self.audit(
-            None,
+        let change = UserChange {
+            password_hash: Some(self.hasher.hash(&password).await?),
+            end_sessions: true,
+            ..UserChange::default()
+        };
+        self.operator_change(
+            username,
+            change,
             "user.password_reset",
-            Some(&user),
             "sessions ended".into(),
         )
-        .await?;
-        Ok(user)
+        .await
     }
 
     /// A new account's row.
