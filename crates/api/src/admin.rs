@@ -16,7 +16,7 @@ use crate::chats::parse_id;
 use crate::error::ApiError;
 
 /// The caller, who must be an admin (401 without credentials, 403 without the role).
-async fn admin<A: AuthUseCase>(caller: CurrentUser<A>) -> Result<domain::User, ApiError> {
+fn admin<A: AuthUseCase>(caller: CurrentUser<A>) -> Result<domain::User, ApiError> {
     if caller.user.role == AccountRole::Admin {
         Ok(caller.user)
     } else {
@@ -119,7 +119,7 @@ async fn list_users<A: AuthUseCase + AdminUseCase>(
     auth: web::Data<A>,
     query: web::Query<SearchQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = admin(caller).await?;
+    let actor = admin(caller)?;
     let query = query.into_inner();
     let page = PageRequest::new(query.page, query.limit)?;
     let needle = query
@@ -157,7 +157,7 @@ async fn patch_user<A: AuthUseCase + AdminUseCase>(
     id: web::Path<String>,
     body: web::Json<PatchUser>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = admin(caller).await?;
+    let actor = admin(caller)?;
     let target: UserId = parse_id(&id, "id")?;
     let body = body.into_inner();
     let role = body
@@ -191,7 +191,7 @@ async fn reset_password<A: AuthUseCase + AdminUseCase>(
     id: web::Path<String>,
     body: web::Json<NewPassword>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = admin(caller).await?;
+    let actor = admin(caller)?;
     let target: UserId = parse_id(&id, "id")?;
     let password = Password::parse(body.into_inner().password)?;
     auth.reset_password(&actor, target, password).await?;
@@ -205,7 +205,7 @@ async fn put_quota<A: AuthUseCase + AdminUseCase>(
     id: web::Path<String>,
     body: web::Json<QuotaBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = admin(caller).await?;
+    let actor = admin(caller)?;
     let target: UserId = parse_id(&id, "id")?;
     let body = body.into_inner();
     let quota = QuotaOverrides {
@@ -224,7 +224,7 @@ async fn delete_user<A: AuthUseCase + AdminUseCase>(
     auth: web::Data<A>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = admin(caller).await?;
+    let actor = admin(caller)?;
     let target: UserId = parse_id(&id, "id")?;
     auth.delete_account(&actor, target).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -265,7 +265,7 @@ async fn audit<A: AuthUseCase + AdminUseCase>(
     auth: web::Data<A>,
     query: web::Query<PaginationQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = admin(caller).await?;
+    let actor = admin(caller)?;
     let page = PageRequest::new(query.page, query.limit)?;
     let entries = auth.audit_log(&actor, page).await?;
     Ok(HttpResponse::Ok().json(PageResponse::new(entries, AuditResponse::from)))
@@ -284,7 +284,7 @@ async fn get_policy<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(caller).await?;
+    admin(caller)?;
     let policy = auth.registration_policy().await?;
     Ok(HttpResponse::Ok().json(PolicyBody {
         policy: policy.as_str().to_owned(),
@@ -297,7 +297,7 @@ async fn put_policy<A: AuthUseCase + AdminUseCase>(
     auth: web::Data<A>,
     body: web::Json<PolicyBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = admin(caller).await?;
+    let actor = admin(caller)?;
     let policy: RegistrationPolicy = body.policy.parse().map_err(|_| ApiError::Validation {
         message: "must be open, approval, invite or closed".into(),
         field: Some("policy".into()),
@@ -344,7 +344,7 @@ async fn create_invite<A: AuthUseCase + AdminUseCase>(
     auth: web::Data<A>,
     body: web::Json<NewInvite>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = admin(caller).await?;
+    let actor = admin(caller)?;
     let hours = body.expires_in_hours.unwrap_or(72);
     if !(1..=usecase::auth::admin::INVITE_TTL_MAX_HOURS).contains(&hours) {
         return Err(ApiError::Validation {
@@ -365,7 +365,7 @@ async fn list_invites<A: AuthUseCase + AdminUseCase>(
     auth: web::Data<A>,
     query: web::Query<PaginationQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = admin(caller).await?;
+    let actor = admin(caller)?;
     let page = PageRequest::new(query.page, query.limit)?;
     let invites = auth.list_invites(&actor, page).await?;
     Ok(HttpResponse::Ok().json(PageResponse::new(invites, |i| invite_response(i, None))))

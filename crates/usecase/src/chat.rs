@@ -480,6 +480,13 @@ where
             .spawn_call(async move { llm.complete(request).await })
     }
 
+    /// The outcome of a provider call under way, or a timeout at the generation deadline.
+    async fn within_deadline<T: Send + 'static>(&self, call: Upstream<T>) -> Result<T, LlmError> {
+        tokio::time::timeout(self.generations.limits().deadline, call)
+            .await
+            .map_or(Err(LlmError::Timeout), joined)
+    }
+
     /// Opens the provider's stream at once (see [`Self::start_completion`]).
     fn start_stream(&self, request: CompletionRequest) -> Upstream<crate::llm::CompletionStream> {
         let llm = Arc::clone(&self.llm);
@@ -558,9 +565,7 @@ where
         let model = plan.info.id.clone();
         let title = self.title_job(chat, &path, &plan);
         let mut ids: Vec<MessageId> = path.iter().map(|m| m.id).collect();
-        let completion = tokio::time::timeout(self.generations.limits().deadline, upstream)
-            .await
-            .map_or(Err(LlmError::Timeout), joined);
+        let completion = self.within_deadline(upstream).await;
         slot.release().await;
         metrics::counter!(
             "arbor_generations_total",

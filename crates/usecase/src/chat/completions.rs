@@ -195,12 +195,15 @@ where
         }
     }
 
-    /// The request of an unstored completion, its model checked.
-    async fn call_request(
+    /// The request of an unstored completion, its model checked and its generation admitted
+    /// (within quota, a concurrency slot held).
+    async fn admitted_call(
         &self,
+        owner: UserId,
         input: CompletionInput,
-    ) -> Result<(CompletionRequest, domain::ModelInfo), ChatError> {
+    ) -> Result<(CompletionRequest, domain::ModelInfo, Slot), ChatError> {
         let info = self.check_model(&input.model).await?;
+        let slot = self.admit(owner).await?;
         Ok((
             CompletionRequest {
                 model: input.model,
@@ -210,6 +213,7 @@ where
                 passthrough: input.prompt.passthrough,
             },
             info,
+            slot,
         ))
     }
 
@@ -262,15 +266,9 @@ where
                 },
             });
         }
-        let (request, info) = self.call_request(input).await?;
-        let slot = self.admit(owner).await?;
+        let (request, info, slot) = self.admitted_call(owner, input).await?;
         let started = Instant::now();
-        let completion = tokio::time::timeout(
-            self.generations.limits().deadline,
-            self.start_completion(request),
-        )
-        .await
-        .map_or(Err(LlmError::Timeout), joined);
+        let completion = self.within_deadline(self.start_completion(request)).await;
         slot.release().await;
         metrics::counter!(
             "arbor_generations_total",
@@ -315,15 +313,9 @@ where
                 model,
             });
         }
-        let (request, info) = self.call_request(input).await?;
-        let slot = self.admit(owner).await?;
+        let (request, info, slot) = self.admitted_call(owner, input).await?;
         let started = Instant::now();
-        let opened = tokio::time::timeout(
-            self.generations.limits().deadline,
-            self.start_stream(request),
-        )
-        .await
-        .map_or(Err(LlmError::Timeout), joined);
+        let opened = self.within_deadline(self.start_stream(request)).await;
         let upstream = match opened {
             Ok(upstream) => upstream,
             Err(e) => {
