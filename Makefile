@@ -4,7 +4,7 @@ CARGO        ?= cargo
 # Test threads per test binary (database suites are I/O-bound; 2 cores are enough for 4).
 TEST_THREADS ?= 4
 
-.PHONY: run test lint fmt arch-check migrate test-unit test-db test-e2e clean-test-dbs fake-provider fuzz-api test-interop bench test-reliability
+.PHONY: run test lint fmt arch-check migrate test-unit test-db test-e2e clean-test-dbs fake-provider fuzz-api test-interop bench test-reliability web test-browser screenshots
 
 ## Start the server on the embedded SQLite file (created and migrated on first start).
 run:
@@ -54,6 +54,20 @@ fuzz-api:
 ## upstream (clients installed from PyPI/npm into target/ on first use).
 test-interop:
 	CARGO=$(CARGO) bash tests/scripts/interop.sh
+
+## The web client: rebuild crates/web/dist from crates/web/app (Node.js and npm; the built
+## files are committed, so `make run` never needs this).
+web:
+	cd crates/web && npm ci --silent --no-audit --no-fund && node build.mjs
+
+## The web client in headless Chromium (Debian's package) against a live Arbor; also fails
+## when crates/web/dist is stale.
+test-browser:
+	CARGO=$(CARGO) bash tests/scripts/browser.sh
+
+## Screenshots of the main views (docs/screenshots/, shown in the README).
+screenshots:
+	CARGO=$(CARGO) bash tests/scripts/browser.sh screenshots
 
 ## Load scenarios P1-P5 on a release build (SQLite and PostgreSQL); figures go to BENCHMARKS.md.
 ## One scenario: make bench SCENARIO=p3. Smaller sizes: make bench BENCH_FLAGS=--quick

@@ -606,6 +606,103 @@ async fn malformed_input_gets_the_documented_status_and_never_a_500(backend: Bac
     app.finish().await;
 }
 
+/// The `Set-Cookie` of `response` for the refresh cookie, and its value.
+fn refresh_cookie(response: &reqwest::Response) -> (String, String) {
+    let header = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("arbor_refresh="))
+        .expect("a refresh cookie")
+        .to_owned();
+    let value = header["arbor_refresh=".len()..]
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    (header, value)
+}
+
+/// The browser client's way: the refresh token only ever travels as an HttpOnly cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_cookie_mode_the_refresh_token_is_an_http_only_cookie_that_rotates_and_logs_out() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    app.register("carol").await;
+    let login = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .header("x-arbor-refresh-cookie", "1")
+        .json(&json!({"username": "carol", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    assert_eq!(login.headers()["cache-control"], "no-store");
+    let (header, first) = refresh_cookie(&login);
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/api/v1/auth",
+        "Max-Age=",
+    ] {
+        assert!(header.contains(attribute), "{attribute} missing: {header}");
+    }
+    assert!(!header.contains("Secure"), "plain HTTP: {header}");
+    let body: Value = login.json().await.unwrap();
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    assert!(first.starts_with("art_"));
+
+    // Refresh with the cookie (empty body): a new access token and a rotated cookie.
+    let refresh = |cookie: String| {
+        app.client
+            .post(app.url("/api/v1/auth/refresh"))
+            .header("x-arbor-refresh-cookie", "1")
+            .header("cookie", format!("arbor_refresh={cookie}"))
+            .json(&json!({}))
+            .send()
+    };
+    let rotated = refresh(first.clone()).await.unwrap();
+    assert_eq!(rotated.status(), 200);
+    let (_, second) = refresh_cookie(&rotated);
+    assert_ne!(first, second);
+    let access = rotated.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.get_as("/api/v1/auth/me", &access).await.status(), 200);
+
+    // Without the header the cookie is not read (a cross-site form cannot use it).
+    let plain = app
+        .client
+        .post(app.url("/api/v1/auth/refresh"))
+        .header("cookie", format!("arbor_refresh={second}"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_envelope(plain, 401, "unauthenticated").await;
+
+    // Logout revokes the cookie's token and removes the cookie.
+    let logout = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(&access)
+        .header("x-arbor-refresh-cookie", "1")
+        .header("cookie", format!("arbor_refresh={second}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    let (header, value) = refresh_cookie(&logout);
+    assert!(value.is_empty() && header.contains("Max-Age=0"), "{header}");
+    let after = refresh(second).await.unwrap();
+    assert_envelope(after, 401, "unauthenticated").await;
+    app.finish().await;
+}
+
 on_every_backend!(
     the_full_account_flow_works,
     malformed_input_gets_the_documented_status_and_never_a_500

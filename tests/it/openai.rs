@@ -483,6 +483,23 @@ async fn bad_completion_requests_get_openai_errors(backend: Backend) {
     app.finish().await;
 }
 
+/// The finish reasons of the calls recorded without a chat, oldest first.
+async fn finish_reasons(app: &TestApp) -> Vec<Option<String>> {
+    use sea_orm::ConnectionTrait;
+    let conn = app.db.raw().await;
+    let rows = conn
+        .query_all_raw(sea_orm::Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT finish_reason FROM generations WHERE chat_id IS NULL ORDER BY created_at",
+        ))
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    rows.iter()
+        .map(|r| r.try_get("", "finish_reason").unwrap())
+        .collect()
+}
+
 /// An unstored stream holds its caller's slot (a second call meets the per-user cap as a
 /// 429 in OpenAI's shape); a client that leaves cancels the provider call and frees the slot,
 /// and the call is still recorded, as `cancelled`.
@@ -518,24 +535,23 @@ async fn a_client_that_leaves_cancels_the_call_and_frees_its_slot(backend: Backe
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let again = complete(&app, &key, None, &ask("fake/small", false)).await;
+    // The call is recorded `cancelled`, then its slot is released (in that order, so a
+    // record is never missing for a freed slot): wait for the record, then the slot is free.
+    while finish_reasons(&app).await.is_empty() {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(5),
+            "the cancelled call was never recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut again = complete(&app, &key, None, &ask("fake/small", false)).await;
+    while again.status() == 429 && waited.elapsed() < std::time::Duration::from_secs(5) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        again = complete(&app, &key, None, &ask("fake/small", false)).await;
+    }
     assert_eq!(again.status(), 200, "the slot was freed");
 
-    let reasons: Vec<Option<String>> = {
-        use sea_orm::ConnectionTrait;
-        let conn = app.db.raw().await;
-        let rows = conn
-            .query_all_raw(sea_orm::Statement::from_string(
-                conn.get_database_backend(),
-                "SELECT finish_reason FROM generations WHERE chat_id IS NULL ORDER BY created_at",
-            ))
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        rows.iter()
-            .map(|r| r.try_get("", "finish_reason").unwrap())
-            .collect()
-    };
+    let reasons = finish_reasons(&app).await;
     assert_eq!(
         reasons,
         [Some("cancelled".to_owned()), Some("stop".to_owned())]

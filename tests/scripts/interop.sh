@@ -32,31 +32,8 @@ fi
 echo "==> building"
 $cargo build --quiet -p arbor -p fake-provider
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # url log
-  for _ in $(seq 1 150); do curl -sf "$1" > /dev/null && return 0; sleep 0.2; done
-  echo "$1 did not answer" >&2; tail -40 "$2" >&2; return 1
-}
-
-# An Arbor on its own SQLite file; its URL in $arbor_url.
-# Usage: start_arbor NAME UPSTREAM_URL UPSTREAM_KEY
-start_arbor() {
-  local port; port=$(free_port)
-  mkdir -p "$work/$1"
-  ARBOR_ENV=test \
-  DATABASE_URL="sqlite://$work/$1/arbor.db?mode=rwc" \
-  ARBOR__SERVER__PORT=$port \
-  ARBOR__LLM__BASE_URL="$2" \
-  ARBOR__LLM__API_KEY="$3" \
-  ARBOR__LLM__MAX_RETRIES=0 \
-  ARBOR__AUTH__ARGON2_MEMORY_KIB=1024 \
-  ARBOR__AUTH__ARGON2_ITERATIONS=1 \
-  ARBOR__LOG__LEVEL=warn \
-    target/debug/arbor --config-dir "$work/$1" serve > "$work/$1/arbor.log" 2>&1 &
-  pids+=($!)
-  arbor_url="http://127.0.0.1:$port"
-  wait_for "$arbor_url/api/v1/ready" "$work/$1/arbor.log"
-}
+# shellcheck source=live.sh
+source tests/scripts/live.sh
 
 sdk_checks() { # base model expect
   local key; key=$("$venv/bin/python" tests/interop/arbor_setup.py "$1" "sdk-$RANDOM")
@@ -66,11 +43,8 @@ sdk_checks() { # base model expect
 }
 
 echo "==> the OpenAI SDKs against Arbor (upstream: the fake provider)"
-provider_port=$(free_port)
-target/debug/fake-provider "127.0.0.1:$provider_port" > "$work/provider.log" 2>&1 &
-pids+=($!)
-wait_for "http://127.0.0.1:$provider_port/api/v1/models" "$work/provider.log"
-start_arbor fake "http://127.0.0.1:$provider_port/api/v1" ""
+start_fake_provider
+start_arbor fake "$provider_url" ""
 sdk_checks "$arbor_url" "fake/small" "word0 word1 word2 word3 word4 word5 word6 word7"
 
 echo "==> Arbor with the LiteLLM proxy as its upstream"

@@ -6,6 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::cookie::time::Duration as CookieDuration;
+use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use domain::{ApiKeyId, Password, User, UserId, Username, limits};
@@ -176,7 +178,9 @@ pub(crate) struct TokenResponse {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,
-    refresh_token: String,
+    /// Absent when it was delivered as an HttpOnly cookie (`X-Arbor-Refresh-Cookie: 1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
 }
 
 impl From<TokenPair> for TokenResponse {
@@ -185,9 +189,73 @@ impl From<TokenPair> for TokenResponse {
             access_token: p.access.token,
             token_type: "bearer",
             expires_in: p.access.expires_in,
-            refresh_token: p.refresh_token,
+            refresh_token: Some(p.refresh_token),
         }
     }
+}
+
+/// The request header with which a browser asks for its refresh token as a cookie
+/// (`X-Arbor-Refresh-Cookie: 1`) on login, refresh and logout. Being a custom header, it
+/// cannot be sent cross-site without a CORS preflight, which is one more guard on top of
+/// the cookie's `SameSite=Strict`.
+pub const REFRESH_COOKIE_HEADER: &str = "x-arbor-refresh-cookie";
+/// The refresh token's cookie: HttpOnly (scripts never see it), `SameSite=Strict`, and sent
+/// only to `/api/v1/auth` (login, refresh, logout).
+pub const REFRESH_COOKIE: &str = "arbor_refresh";
+const REFRESH_COOKIE_PATH: &str = "/api/v1/auth";
+
+/// How long the refresh cookie lives: the refresh token's own lifetime (app data; 30 days
+/// when absent).
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshCookie {
+    /// Seconds, as `auth.refresh_token_ttl_secs`.
+    pub max_age_secs: u64,
+}
+
+fn cookie_mode(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(REFRESH_COOKIE_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1")
+}
+
+/// The refresh cookie carrying `value` for `max_age` seconds (0 removes it). `Secure` when
+/// the request came over HTTPS (as seen by the server or a trusted proxy's header).
+fn refresh_cookie(req: &HttpRequest, value: String, max_age: u64) -> Cookie<'static> {
+    let secure = req.connection_info().scheme() == "https";
+    Cookie::build(REFRESH_COOKIE, value)
+        .path(REFRESH_COOKIE_PATH)
+        .http_only(true)
+        .secure(secure)
+        .same_site(SameSite::Strict)
+        .max_age(CookieDuration::seconds(
+            i64::try_from(max_age).unwrap_or(i64::MAX),
+        ))
+        .finish()
+}
+
+/// The refresh token the browser's cookie holds, in cookie mode.
+fn cookie_token(req: &HttpRequest) -> Option<String> {
+    if !cookie_mode(req) {
+        return None;
+    }
+    req.cookie(REFRESH_COOKIE).map(|c| c.value().to_owned())
+}
+
+/// A token pair as the answer: in the body, or in cookie mode the refresh token as the
+/// HttpOnly cookie and only the access token in the body.
+fn token_reply(req: &HttpRequest, tokens: TokenPair) -> HttpResponse {
+    let mut body = TokenResponse::from(tokens);
+    let mut response = HttpResponse::Ok();
+    if cookie_mode(req) {
+        let max_age = req
+            .app_data::<web::Data<RefreshCookie>>()
+            .map_or(30 * 86_400, |c| c.max_age_secs);
+        if let Some(token) = body.refresh_token.take() {
+            response.cookie(refresh_cookie(req, token, max_age));
+        }
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+    }
+    response.json(body)
 }
 
 fn parse_credentials(username: String, password: String) -> Result<(Username, Password), ApiError> {
@@ -269,27 +337,35 @@ async fn login<A: AuthUseCase>(
         return Err(ApiError::Unauthenticated("incorrect username or password"));
     };
     let tokens = auth.login(username, password).await?;
-    Ok(HttpResponse::Ok().json(TokenResponse::from(tokens)))
+    Ok(token_reply(&req, tokens))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
-    refresh_token: String,
+    /// Required unless the request is in cookie mode (`X-Arbor-Refresh-Cookie: 1`), where
+    /// the `arbor_refresh` cookie carries it.
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
 /// `POST /api/v1/auth/refresh`.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses((status = 200, description = "A new token pair (the old refresh token is spent)", body = TokenResponse)))]
 async fn refresh<A: AuthUseCase>(
+    req: HttpRequest,
     auth: web::Data<A>,
-    body: web::Json<RefreshRequest>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let token = body.into_inner().refresh_token;
+    let body: RefreshRequest = crate::error::optional_json(&body)?;
+    let token = body
+        .refresh_token
+        .or_else(|| cookie_token(&req))
+        .unwrap_or_default();
     if token.is_empty() || token.len() > 512 {
         return Err(ApiError::Unauthenticated("invalid or expired credentials"));
     }
     let tokens = auth.refresh(&token).await?;
-    Ok(HttpResponse::Ok().json(TokenResponse::from(tokens)))
+    Ok(token_reply(&req, tokens))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -301,14 +377,19 @@ struct LogoutRequest {
     all: bool,
 }
 
-/// `POST /api/v1/auth/logout`: revokes the given refresh token, or all with `{"all": true}`.
+/// `POST /api/v1/auth/logout`: revokes the given refresh token (in cookie mode: the
+/// cookie's, and the cookie is removed), or all with `{"all": true}`.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = LogoutRequest, responses((status = 204, description = "Signed out")), security(("bearer" = [])))]
 async fn logout<A: AuthUseCase>(
+    req: HttpRequest,
     auth: web::Data<A>,
     caller: CurrentUser<A>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body: LogoutRequest = crate::error::optional_json(&body)?;
+    let mut body: LogoutRequest = crate::error::optional_json(&body)?;
+    if body.refresh_token.is_none() {
+        body.refresh_token = cookie_token(&req);
+    }
     if !body.all && body.refresh_token.is_none() {
         return Err(ApiError::Validation {
             message: "give refresh_token, or all: true".into(),
@@ -317,7 +398,11 @@ async fn logout<A: AuthUseCase>(
     }
     auth.logout(caller.id(), body.refresh_token.as_deref(), body.all)
         .await?;
-    Ok(HttpResponse::NoContent().finish())
+    let mut response = HttpResponse::NoContent();
+    if cookie_mode(&req) {
+        response.cookie(refresh_cookie(&req, String::new(), 0));
+    }
+    Ok(response.finish())
 }
 
 /// `GET /api/v1/auth/me`.

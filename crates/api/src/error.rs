@@ -212,6 +212,9 @@ impl ApiError {
         match self {
             Self::Malformed(_) => "リクエストの形式が正しくありません。",
             Self::Validation { .. } => "入力データが無効です。",
+            Self::Unauthenticated("incorrect username or password") => {
+                "ユーザー名またはパスワードが正しくありません。"
+            }
             Self::Unauthenticated(_) => "認証が必要です。再度ログインしてください。",
             Self::Forbidden => "この操作は許可されていません。",
             Self::NotFound(_) => "見つかりません。",
@@ -487,6 +490,20 @@ mod tests {
         assert_eq!(
             causes(&top),
             "internal failure: storage failure: no such table: chats"
+        );
+    }
+
+    #[test]
+    fn a_wrong_password_is_named_as_such_in_japanese_too() {
+        let wrong = ApiError::from(AuthError::InvalidCredentials);
+        assert_eq!(wrong.to_string(), "incorrect username or password");
+        assert_eq!(
+            wrong.japanese(),
+            "ユーザー名またはパスワードが正しくありません。"
+        );
+        assert_eq!(
+            ApiError::Unauthenticated("invalid or expired credentials").japanese(),
+            "認証が必要です。再度ログインしてください。"
         );
     }
 }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod analytics;
 pub mod auth;
 pub mod chats;
+pub mod client;
 pub mod context;
 pub mod error;
 pub mod health;
@@ -89,6 +90,7 @@ where
     P: PresetUseCase,
 {
     cfg.route("/metrics", web::get().to(telemetry::scrape));
+    cfg.configure(client::routes);
     openapi::routes(cfg);
     cfg.service(
         web::scope("/api/v1")

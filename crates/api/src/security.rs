@@ -41,6 +41,7 @@ pub fn cors(origins: &[String], allow_credentials: bool) -> Cors {
             header::ACCEPT,
             header::ACCEPT_LANGUAGE,
             header::HeaderName::from_static("last-event-id"),
+            header::HeaderName::from_static(crate::auth::REFRESH_COOKIE_HEADER),
         ])
         .expose_headers([
             header::RETRY_AFTER,

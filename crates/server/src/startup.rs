@@ -438,6 +438,9 @@ impl Application {
             coordination.as_ref(),
         ));
         let route_limits = web::Data::new(settings.route_limits(coordination.as_ref()));
+        let refresh_cookie = web::Data::new(api::auth::RefreshCookie {
+            max_age_secs: a.refresh_token_ttl_secs,
+        });
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
@@ -476,6 +479,7 @@ impl Application {
                     .app_data(auth.clone())
                     .app_data(rate_limits.clone())
                     .app_data(route_limits.clone())
+                    .app_data(refresh_cookie.clone())
                     .app_data(catalog.clone())
                     .app_data(chats.clone())
                     .app_data(presets.clone())
