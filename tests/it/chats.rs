@@ -716,6 +716,54 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
         .unwrap();
     assert_eq!(original["content"], "What about 100% cotton?");
 
+    // The answer to an edit can choose its model and sampling (only when it is asked for).
+    let again = app
+        .client
+        .patch(app.url(&format!(
+            "/api/v1/chats/{id}/messages/{question}?regenerate=true"
+        )))
+        .bearer_auth(&token)
+        .json(&json!({"content": "And silk?", "model_id": "fake/large", "temperature": 0.3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 201);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["reply"]["model"], "fake/large");
+    assert_eq!(app.last_answer_request()["temperature"], 0.3);
+    let without = app
+        .client
+        .patch(app.url(&format!("/api/v1/chats/{id}/messages/{question}")))
+        .bearer_auth(&token)
+        .json(&json!({"content": "And hemp?", "model_id": "fake/large"}))
+        .send()
+        .await
+        .unwrap();
+    let body = crate::helpers::assert_envelope(without, 422, "validation_error").await;
+    assert_eq!(body["detail"]["field"], "regenerate");
+    let answer = again["reply"]["message_uuid"].as_str().unwrap();
+    let answered_answer = app
+        .client
+        .patch(app.url(&format!(
+            "/api/v1/chats/{id}/messages/{answer}?regenerate=true"
+        )))
+        .bearer_auth(&token)
+        .json(&json!({"content": "An answer cannot be answered"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered_answer.status(), 422);
+    // Back to the linen branch for what follows.
+    let linen = edited["reply"]["message_uuid"].as_str().unwrap();
+    let selected = app
+        .post_json_as(
+            &format!("/api/v1/chats/{id}/select"),
+            &token,
+            &json!({"message_uuid": linen}),
+        )
+        .await;
+    assert_eq!(selected.status(), 200);
+
     // Patch: title, system prompt (null removes it), model.
     let patched = app
         .client
@@ -822,7 +870,11 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
             .contains(".json")
     );
     let json_export: Value = json_export.json().await.unwrap();
-    assert_eq!(json_export["nodes"].as_array().unwrap().len(), 9);
+    assert_eq!(
+        json_export["nodes"].as_array().unwrap().len(),
+        11,
+        "the edits added two branches"
+    );
     let md = app
         .get_as(
             &format!("/api/v1/chats/{id}/export?format=markdown"),

@@ -223,6 +223,85 @@ async fn a_streamed_answer_arrives_in_order_and_is_stored(backend: Backend) {
     app.finish().await;
 }
 
+/// `PATCH …/messages/{mid}/stream`: the edited question is a new branch and its answer
+/// streams, with the request's model.
+async fn an_edited_question_streams_its_answer_on_a_new_branch(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.user_token("editor").await;
+    let chat = app.new_chat(&token).await;
+    send_ok(&app, &token, &chat, json!({"content": "first try"})).await;
+    let tree = app
+        .get_json_as(&format!("/api/v1/chats/{chat}/tree"), &token)
+        .await;
+    let nodes = tree["nodes"].as_array().unwrap();
+    let question = nodes.iter().find(|n| n["role"] == "user").unwrap().clone();
+    let answer = nodes
+        .iter()
+        .find(|n| n["role"] == "assistant")
+        .unwrap()
+        .clone();
+    let q = question["uuid"].as_str().unwrap();
+
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/v1/chats/{chat}/messages/{q}/stream")))
+        .bearer_auth(&token)
+        .json(&json!({"content": "second try", "model_id": "fake/large"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (events, _) = read_all(response).await;
+    let start = data(&events[0]);
+    assert_eq!(start["type"], "start");
+    let new_question = start["user_message_uuid"].as_str().unwrap().to_owned();
+    assert_ne!(new_question, q);
+    assert_eq!(start["model"], "fake/large");
+    assert_eq!(
+        deltas(&events),
+        "word0 word1 word2 word3 word4 word5 word6 word7"
+    );
+    assert_eq!(app.last_answer_request()["model"], "fake/large");
+
+    let stored = message(&app, &token, &chat, &new_question).await;
+    assert_eq!(stored["content"], "second try");
+    assert_eq!(stored["parent_uuid"], question["parent_uuid"], "a sibling");
+    let tree = app
+        .get_json_as(&format!("/api/v1/chats/{chat}/tree"), &token)
+        .await;
+    assert_eq!(tree["current_leaf_uuid"], start["message_uuid"]);
+    assert_eq!(
+        tree["nodes"].as_array().unwrap().len(),
+        5,
+        "both branches kept"
+    );
+
+    // Only questions are edited and answered again; other users' chats are not found.
+    let a = answer["uuid"].as_str().unwrap();
+    let on_answer = app
+        .client
+        .patch(app.url(&format!("/api/v1/chats/{chat}/messages/{a}/stream")))
+        .bearer_auth(&token)
+        .json(&json!({"content": "no"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_answer.status(), 422);
+    let stranger = app.user_token("stranger").await;
+    let foreign = app
+        .client
+        .patch(app.url(&format!("/api/v1/chats/{chat}/messages/{q}/stream")))
+        .bearer_auth(&stranger)
+        .json(&json!({"content": "mine now"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 404);
+    app.finish().await;
+}
+
 async fn a_provider_error_mid_stream_keeps_the_partial_answer_as_failed(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
@@ -1117,6 +1196,7 @@ async fn a_failed_question_commit_cancels_the_provider_call_and_stores_nothing(b
 }
 
 on_every_backend!(
+    an_edited_question_streams_its_answer_on_a_new_branch,
     an_empty_interrupted_answer_is_left_out_of_the_next_prompt,
     a_failed_question_commit_cancels_the_provider_call_and_stores_nothing,
     another_user_cannot_see_cancel_or_attach_a_running_generation,

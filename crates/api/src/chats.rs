@@ -37,6 +37,7 @@ impl From<ChatError> for ApiError {
                 message: why.to_owned(),
                 field: None,
             },
+            ChatError::Invalid(e) => Self::from(e),
             ChatError::Llm(cause) => {
                 tracing::warn!(error = %crate::error::causes(&cause), "provider call failed");
                 provider_error(&cause)
@@ -432,7 +433,6 @@ struct SendResponse {
 
 /// A send request as the use case's input.
 pub(crate) fn send_input(b: SendRequest) -> Result<SendInput, ApiError> {
-    let (temperature, max_tokens) = generation_settings(b.temperature, b.max_tokens)?;
     Ok(SendInput {
         content: MessageContent::parse(b.content)?,
         parent: b
@@ -440,28 +440,21 @@ pub(crate) fn send_input(b: SendRequest) -> Result<SendInput, ApiError> {
             .as_deref()
             .map(|p| parse_id::<MessageId>(p, "parent_message_uuid"))
             .transpose()?,
-        options: GenerationOptions {
-            model_id: b.model_id.map(ModelId::parse).transpose()?,
-            preset_id: b
-                .preset_id
-                .as_deref()
-                .map(|p| parse_id(p, "preset_id"))
-                .transpose()?,
-            temperature,
-            max_tokens,
-            prompt: None,
-        },
+        options: generation_options(b.model_id, b.preset_id, b.temperature, b.max_tokens)?,
     })
 }
 
-/// The optional body of a retry as generation options.
-pub(crate) fn retry_options(body: &web::Bytes) -> Result<GenerationOptions, ApiError> {
-    let b: RetryRequest = crate::error::optional_json(body)?;
-    let (temperature, max_tokens) = generation_settings(b.temperature, b.max_tokens)?;
+/// A request's model, preset and sampling overrides, validated.
+fn generation_options(
+    model_id: Option<String>,
+    preset_id: Option<String>,
+    temperature: Option<f64>,
+    max_tokens: Option<i64>,
+) -> Result<GenerationOptions, ApiError> {
+    let (temperature, max_tokens) = generation_settings(temperature, max_tokens)?;
     Ok(GenerationOptions {
-        model_id: b.model_id.map(ModelId::parse).transpose()?,
-        preset_id: b
-            .preset_id
+        model_id: model_id.map(ModelId::parse).transpose()?,
+        preset_id: preset_id
             .as_deref()
             .map(|p| parse_id(p, "preset_id"))
             .transpose()?,
@@ -469,6 +462,12 @@ pub(crate) fn retry_options(body: &web::Bytes) -> Result<GenerationOptions, ApiE
         max_tokens,
         prompt: None,
     })
+}
+
+/// The optional body of a retry as generation options.
+pub(crate) fn retry_options(body: &web::Bytes) -> Result<GenerationOptions, ApiError> {
+    let b: RetryRequest = crate::error::optional_json(body)?;
+    generation_options(b.model_id, b.preset_id, b.temperature, b.max_tokens)
 }
 
 #[utoipa::path(post, path = "/api/v1/chats/{id}/messages", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = SendRequest, responses((status = 201, description = "The question and its answer", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
@@ -664,10 +663,41 @@ async fn retry<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Created().json(reply_response(reply)))
 }
 
+/// The new text, and for the answer (`regenerate=true`, or the streamed form) its overrides.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EditRequest {
+pub(crate) struct EditRequest {
     content: String,
+    /// The answer's model (only when an answer is asked for).
+    model_id: Option<String>,
+    /// The answer's preset (only when an answer is asked for).
+    preset_id: Option<String>,
+    /// The answer's temperature, 0–2 (only when an answer is asked for).
+    temperature: Option<f64>,
+    /// The answer's token cap (only when an answer is asked for).
+    max_tokens: Option<i64>,
+}
+
+impl EditRequest {
+    /// The new content and the answer's options.
+    pub(crate) fn into_parts(self) -> Result<(MessageContent, GenerationOptions), ApiError> {
+        Ok((
+            MessageContent::parse(self.content)?,
+            generation_options(
+                self.model_id,
+                self.preset_id,
+                self.temperature,
+                self.max_tokens,
+            )?,
+        ))
+    }
+
+    fn asks_for_an_answer(&self) -> bool {
+        self.model_id.is_some()
+            || self.preset_id.is_some()
+            || self.temperature.is_some()
+            || self.max_tokens.is_some()
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -693,13 +723,23 @@ async fn edit<A: AuthUseCase, S: ChatUseCase>(
     body: web::Json<EditRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (chat, message) = message_path(path)?;
+    let body = body.into_inner();
+    if body.asks_for_an_answer() && !query.regenerate {
+        return Err(ApiError::Validation {
+            message: "model_id, preset_id, temperature and max_tokens apply to the answer: \
+                      add regenerate=true"
+                .into(),
+            field: Some("regenerate".into()),
+        });
+    }
+    let (content, options) = body.into_parts()?;
     let edited = chats
         .edit(
             caller.id(),
             chat,
             message,
-            MessageContent::parse(body.into_inner().content)?,
-            query.regenerate,
+            content,
+            query.regenerate.then_some(options),
         )
         .await?;
     Ok(HttpResponse::Created().json(EditResponse {

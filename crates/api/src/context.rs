@@ -65,6 +65,29 @@ pub fn prefers_japanese(accept_language: &str) -> bool {
     best.is_some_and(|(_, ja)| ja)
 }
 
+/// The request's id as stored in its extensions.
+#[derive(Debug, Clone)]
+struct RequestIdValue(String);
+
+/// The id of `req`: the client's `X-Request-Id` when well-formed, else a new UUID. Decided
+/// once per request (whoever asks first, the log span or the context middleware) and kept
+/// in its extensions, so logs and responses name the same id.
+#[must_use]
+pub fn request_id_of(req: &ServiceRequest) -> String {
+    use actix_web::HttpMessage as _;
+    if let Some(RequestIdValue(id)) = req.extensions().get::<RequestIdValue>() {
+        return id.clone();
+    }
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| well_formed(v))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    req.extensions_mut().insert(RequestIdValue(id.clone()));
+    id
+}
+
 /// The middleware (use with `actix_web::middleware::from_fn`).
 ///
 /// # Errors
@@ -73,12 +96,7 @@ pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| well_formed(v))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let id = request_id_of(&req);
     let japanese = req
         .headers()
         .get(header::ACCEPT_LANGUAGE)

@@ -37,7 +37,9 @@ pub struct RoutePerMinute {
 /// A family of routes sharing one budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
-    /// `POST …/messages`, `POST …/messages/stream`, `POST /v1/chat/completions`.
+    /// `POST …/messages`, `POST …/messages/stream`, edits (`PATCH …/messages/{mid}`, which
+    /// answer with `regenerate=true`, and `PATCH …/messages/{mid}/stream`),
+    /// `POST /v1/chat/completions`.
     Send,
     /// `POST /chats`.
     CreateChat,
@@ -60,7 +62,10 @@ impl Family {
             (
                 "POST",
                 "/chats/{id}/messages" | "/chats/{id}/messages/stream" | "/v1/chat/completions",
-            ) => Self::Send,
+            )
+            | ("PATCH", "/chats/{id}/messages/{mid}" | "/chats/{id}/messages/{mid}/stream") => {
+                Self::Send
+            }
             ("POST", "/chats") => Self::CreateChat,
             (
                 "POST",
@@ -235,6 +240,16 @@ mod tests {
             Family::Send
         );
         assert_eq!(Family::of(&post, "/api/v1/chats"), Family::CreateChat);
+        let patch = Method::PATCH;
+        assert_eq!(
+            Family::of(&patch, "/api/v1/chats/{id}/messages/{mid}"),
+            Family::Send
+        );
+        assert_eq!(
+            Family::of(&patch, "/api/v1/chats/{id}/messages/{mid}/stream"),
+            Family::Send
+        );
+        assert_eq!(Family::of(&patch, "/api/v1/chats/{id}"), Family::General);
         assert_eq!(Family::of(&get, "/api/v1/chats"), Family::History);
         assert_eq!(Family::of(&get, "/api/v1/chats/{id}/tree"), Family::History);
         assert_eq!(

@@ -70,6 +70,7 @@ use utoipa::{Modify, OpenApi};
         crate::analytics::costs_route,
         crate::streaming::send_stream,
         crate::streaming::retry_stream,
+        crate::streaming::edit_stream,
         crate::streaming::status,
         crate::streaming::cancel,
         crate::streaming::attach,

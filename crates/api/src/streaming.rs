@@ -16,7 +16,7 @@ use usecase::generation::{GenerationEvent, GenerationFailure, GenerationStatus, 
 
 use crate::auth::CurrentUser;
 use crate::chats::{
-    SendRequest, message_path, parse_id, provider_error, retry_options, send_input,
+    EditRequest, SendRequest, message_path, parse_id, provider_error, retry_options, send_input,
 };
 use crate::error::ApiError;
 
@@ -85,6 +85,18 @@ pub(crate) fn failure_fields(
             "internal_error",
             "the answer could not be saved".into(),
             "回答を保存できませんでした。",
+            true,
+        ),
+        GenerationFailure::Internal => (
+            "internal_error",
+            "the answer failed unexpectedly".into(),
+            "回答の生成中に予期しないエラーが発生しました。",
+            true,
+        ),
+        GenerationFailure::Lost => (
+            "service_unavailable",
+            "the server writing the answer stopped responding; reload to see what was saved".into(),
+            "回答を生成していたサーバーが応答しなくなりました。再読み込みして保存内容を確認してください。",
             true,
         ),
     }
@@ -193,6 +205,22 @@ async fn retry_stream<A: AuthUseCase, S: ChatUseCase>(
     Ok(event_stream(&req, subscription))
 }
 
+#[utoipa::path(patch, path = "/api/v1/chats/{id}/messages/{mid}/stream", tag = "streaming", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("mid" = String, Path, description = "The question to edit")), request_body = EditRequest, responses((status = 200, description = "The edited question is stored as a new sibling (a new branch) and its answer streams: text/event-stream as for a streamed send (`start` names the new question in `user_message_uuid`)", body = ServerSentEvent, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody), (status = 422, description = "The message is the root or an answer (only questions are edited and answered again)", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+async fn edit_stream<A: AuthUseCase, S: ChatUseCase>(
+    req: HttpRequest,
+    caller: CurrentUser<A>,
+    chats: web::Data<S>,
+    path: web::Path<(String, String)>,
+    body: web::Json<EditRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (chat, message) = message_path(path)?;
+    let (content, options) = body.into_inner().into_parts()?;
+    let subscription = chats
+        .edit_stream(caller.id(), chat, message, content, options)
+        .await?;
+    Ok(event_stream(&req, subscription))
+}
+
 /// A generation as clients see it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct GenerationResponse {
@@ -279,6 +307,10 @@ pub fn routes<A: AuthUseCase, S: ChatUseCase>(cfg: &mut web::ServiceConfig) {
         .route(
             "/messages/{mid}/retry/stream",
             web::post().to(retry_stream::<A, S>),
+        )
+        .route(
+            "/messages/{mid}/stream",
+            web::patch().to(edit_stream::<A, S>),
         )
         .route("/generation", web::get().to(status::<A, S>))
         .route("/generation/cancel", web::post().to(cancel::<A, S>))

@@ -128,3 +128,36 @@ impl Drop for OpenStream {
         metrics::gauge!("arbor_sse_streams_open").decrement(1.0);
     }
 }
+
+/// The root span of every request (for `tracing_actix_web::TracingLogger`): method, route
+/// pattern, target and status as tracing-actix-web records them, and `request_id` — the id
+/// the client sees in `X-Request-Id`, not a second one. Work a request starts in the
+/// background (its generation, its title) runs inside this span too, so every log line of a
+/// request carries one id.
+#[derive(Debug)]
+pub struct RequestSpan;
+
+impl tracing_actix_web::RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> tracing::Span {
+        let id = crate::context::request_id_of(request);
+        let route = request.match_pattern().unwrap_or_else(|| "default".into());
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %request.method(),
+            http.route = %route,
+            http.target = %request.uri().path(),
+            http.status_code = tracing::field::Empty,
+            request_id = %id,
+            otel.status_code = tracing::field::Empty,
+            exception.message = tracing::field::Empty,
+            exception.details = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}

@@ -466,7 +466,7 @@ impl Application {
                         api::context::request_context,
                     ))
                     .wrap(actix_web::middleware::from_fn(api::telemetry::record_http))
-                    .wrap(TracingLogger::default())
+                    .wrap(TracingLogger::<api::telemetry::RequestSpan>::new())
                     // Outermost, so every response (error envelopes included) carries them.
                     .wrap(api::security::cors(&origins, credentials))
                     .wrap(api::security::security_headers(hsts))

@@ -250,6 +250,80 @@ fn command(db: &TestDatabase, args: &[&str], stdin: &str) -> (bool, String, Stri
     )
 }
 
+/// One id from the request header to every log line of the request and of the generation
+/// and title it started (their tasks outlive the response).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_request_id_is_on_every_log_line_of_its_generation_and_title() {
+    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
+        return;
+    };
+    let fake = provider().await;
+    const BREAKS: &str = "fake/small?error_after=2";
+    const TITLE: &str = "fake/title?status=500";
+    let mut models = fake_provider::default_models();
+    for id in [BREAKS, TITLE] {
+        models.push(fake_provider::model_entry(id, id, "0", "0", 8_192));
+    }
+    fake.set_models(models);
+    let log = std::env::temp_dir().join(format!("arbor-log-{}.jsonl", std::process::id()));
+    let env = [
+        ("ARBOR__GENERATION__TITLES", "true"),
+        ("ARBOR__GENERATION__TITLE_MODEL", TITLE),
+    ];
+    let arbor = Arbor::start_logging(&db, &fake.base_url(), &env, Some(&log)).await;
+    let token = arbor.token("alice", true).await;
+    // An answer that breaks after two tokens (logged by the generation task), and in
+    // another chat an answer whose title call fails (logged by the title task).
+    for (id, model) in [("trace-7f3a", BREAKS), ("trace-91c0", "fake/small")] {
+        let chat = arbor.new_chat(&token).await;
+        let response = arbor
+            .client
+            .post(arbor.url(&format!("/api/v1/chats/{chat}/messages/stream")))
+            .bearer_auth(&token)
+            .header("x-request-id", id)
+            .json(&json!({"content": "hello", "model_id": model}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-request-id"], id);
+        let _ = response.text().await.unwrap();
+    }
+
+    let wanted = [
+        ("generation ended early", "trace-7f3a"),
+        ("title generation failed; using the fallback", "trace-91c0"),
+    ];
+    let started = Instant::now();
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let found = wanted
+            .iter()
+            .all(|(w, _)| lines.iter().any(|l| l["message"] == *w));
+        if found || started.elapsed() > Duration::from_secs(10) {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    arbor.signal("-TERM");
+    let _ = std::fs::remove_file(&log);
+    for (message, id) in wanted {
+        let line = lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no log line {message:?} in {lines:?}"));
+        let ids: Vec<&Value> = line["spans"]
+            .as_array()
+            .map(|spans| spans.iter().filter_map(|s| s.get("request_id")).collect())
+            .unwrap_or_default();
+        assert_eq!(ids, [&json!(id)], "{message}: {line}");
+    }
+}
+
 async fn login_status(arbor: &Arbor, name: &str, password: &str) -> u16 {
     arbor
         .post(

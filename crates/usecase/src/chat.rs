@@ -58,6 +58,9 @@ pub enum ChatError {
     /// The root message cannot be deleted or answered again.
     #[error("{0}")]
     InvalidTarget(&'static str),
+    /// A request's setting does not fit the model (e.g. `max_tokens` beyond its context).
+    #[error("{0}")]
+    Invalid(domain::InvalidInput),
     /// The provider failed; the user message was kept.
     #[error("the language model failed")]
     Llm(#[source] LlmError),
@@ -409,6 +412,11 @@ where
                 .unwrap_or_else(|| self.default_model.clone()),
         };
         let info = self.check_model(&model).await?;
+        // The answer cannot be longer than the model's whole context.
+        if let Some(n) = options.max_tokens {
+            domain::MaxTokens::new(i64::from(n), info.context_length, u32::MAX)
+                .map_err(ChatError::Invalid)?;
+        }
         Ok(Plan {
             temperature: options.temperature.or_else(|| {
                 preset

@@ -96,6 +96,12 @@ pub enum GenerationFailure {
     /// The answer could not be saved (e.g. it was deleted meanwhile).
     #[error("the answer could not be saved")]
     Storage,
+    /// Its task ended without finishing it (a bug: it panicked).
+    #[error("the generation failed unexpectedly")]
+    Internal,
+    /// It ran on another replica, which stopped answering before it finished.
+    #[error("the replica running the generation stopped answering")]
+    Lost,
 }
 
 /// One item of a generation's event log. Clients number them from 0 in order.
@@ -384,7 +390,7 @@ impl Drop for Subscription {
         if left == 0 && g.policy == DisconnectPolicy::Cancel && !g.cancel.is_cancelled() {
             let running = !Generation::finished(&lock(&g.log));
             if running {
-                tracing::debug!(message = %g.message, "last listener left; cancelling the generation");
+                tracing::debug!(answer = %g.message, "last listener left; cancelling the generation");
                 g.cancel_for(CANCEL_USER);
             }
         }
@@ -491,8 +497,8 @@ impl Drop for EndGuard {
     fn drop(&mut self) {
         let generation = Arc::clone(&self.generation);
         if !Generation::finished(&lock(&generation.log)) {
-            tracing::error!(message = %generation.message, "a generation task ended without finishing");
-            generation.publish(GenerationEvent::Error(GenerationFailure::Storage));
+            tracing::error!(answer = %generation.message, "a generation task ended without finishing");
+            generation.publish(GenerationEvent::Error(GenerationFailure::Internal));
             generation.publish(GenerationEvent::Done);
         }
         let shared = Arc::clone(&self.shared);
@@ -704,12 +710,13 @@ impl Generations {
             shared: Arc::clone(&self.shared),
             generation,
         };
+        // In the span of the request that started it: its log lines carry that request's id.
         self.shared.tasks.spawn_on(
-            async move {
+            tracing::Instrument::in_current_span(async move {
                 // Dropped when the task ends, normally or by a panic.
                 let _guard = guard;
                 task.await;
-            },
+            }),
             &self.shared.runtime,
         );
     }
@@ -722,7 +729,11 @@ impl Generations {
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        tokio_util::task::AbortOnDropHandle::new(self.shared.runtime.spawn(call))
+        tokio_util::task::AbortOnDropHandle::new(
+            self.shared
+                .runtime
+                .spawn(tracing::Instrument::in_current_span(call)),
+        )
     }
 
     /// Runs a background job (a title) that shutdown waits for, briefly.
@@ -730,7 +741,10 @@ impl Generations {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.shared.tasks.spawn_on(task, &self.shared.runtime);
+        self.shared.tasks.spawn_on(
+            tracing::Instrument::in_current_span(task),
+            &self.shared.runtime,
+        );
     }
 
     /// The generation of `chat` (running or recently finished), if it is `owner`'s.

@@ -157,11 +157,11 @@ export class ChatView {
           const content = area.value;
           if (!content.trim()) return;
           this.editing = null;
-          // An edit is a new sibling question (a new branch) with its own answer.
-          this.generate('POST', `/chats/${this.id}/messages/stream`, {
+          // An edit is a new sibling question (a new branch) with its own streamed answer.
+          this.generate('PATCH', `/chats/${this.id}/messages/${message.uuid}/stream`, { content }, {
             content,
-            parent_message_uuid: message.parent_uuid,
-          }, { content, parent: message.parent_uuid });
+            parent: message.parent_uuid,
+          });
         },
       },
       area,

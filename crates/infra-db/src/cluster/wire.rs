@@ -253,6 +253,8 @@ enum WireFailure {
     Deadline,
     ShuttingDown,
     Storage,
+    Internal,
+    Lost,
 }
 
 fn ms(d: Option<Duration>) -> Option<u64> {
@@ -281,6 +283,8 @@ impl WireFailure {
             GenerationFailure::Deadline => Self::Deadline,
             GenerationFailure::ShuttingDown => Self::ShuttingDown,
             GenerationFailure::Storage => Self::Storage,
+            GenerationFailure::Internal => Self::Internal,
+            GenerationFailure::Lost => Self::Lost,
         }
     }
 
@@ -300,6 +304,8 @@ impl WireFailure {
             Self::Deadline => GenerationFailure::Deadline,
             Self::ShuttingDown => GenerationFailure::ShuttingDown,
             Self::Storage => GenerationFailure::Storage,
+            Self::Internal => GenerationFailure::Internal,
+            Self::Lost => GenerationFailure::Lost,
         }
     }
 }

@@ -25,6 +25,16 @@ fn free_port() -> u16 {
 
 impl Arbor {
     pub async fn start(db: &TestDatabase, provider: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_logging(db, provider, env, None).await
+    }
+
+    /// As [`Arbor::start`], writing its JSON log (level info) to `log` when given.
+    pub async fn start_logging(
+        db: &TestDatabase,
+        provider: &str,
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let port = free_port();
         let config_dir = std::env::temp_dir().join(format!("arbor-lifecycle-{port}"));
         std::fs::create_dir_all(&config_dir).unwrap();
@@ -45,15 +55,20 @@ impl Arbor {
             .env("ARBOR__LOG__LEVEL", "warn")
             .stderr(Stdio::null());
         // ARBOR_TEST_LOGS=dir keeps each process's log (dir/arbor-<port>.log).
-        match std::env::var_os("ARBOR_TEST_LOGS") {
-            Some(dir) => {
+        match (log, std::env::var_os("ARBOR_TEST_LOGS")) {
+            (Some(path), _) => {
+                cmd.stdout(std::fs::File::create(path).unwrap())
+                    .env("ARBOR__LOG__LEVEL", "info")
+                    .env("ARBOR__LOG__FORMAT", "json");
+            }
+            (None, Some(dir)) => {
                 let file = std::fs::File::create(
                     std::path::Path::new(&dir).join(format!("arbor-{port}.log")),
                 )
                 .unwrap();
                 cmd.stdout(file).env("ARBOR__LOG__LEVEL", "info");
             }
-            None => {
+            (None, None) => {
                 cmd.stdout(Stdio::null());
             }
         }

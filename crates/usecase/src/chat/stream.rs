@@ -89,7 +89,10 @@ pub(super) const fn failure_reason(failure: &GenerationFailure) -> &'static str 
     match failure {
         GenerationFailure::Deadline => "timeout",
         GenerationFailure::Cancelled | GenerationFailure::ShuttingDown => "cancelled",
-        GenerationFailure::Provider(_) | GenerationFailure::Storage => "error",
+        GenerationFailure::Provider(_)
+        | GenerationFailure::Storage
+        | GenerationFailure::Internal
+        | GenerationFailure::Lost => "error",
     }
 }
 
@@ -206,7 +209,7 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
                 }
                 _ => MessageStatus::Failed,
             };
-            tracing::info!(message = %job.message, outcome = status.as_str(), reason = %failure, "generation ended early");
+            tracing::info!(answer = %job.message, outcome = status.as_str(), reason = %failure, "generation ended early");
             let end = StreamEnd {
                 finish_reason: Some(failure_reason(&failure).to_owned()),
                 usage: None,
@@ -325,7 +328,7 @@ pub(super) async fn save_with_retries<R: ChatRepository>(
         match result {
             Ok(version) => {
                 if attempt > 1 {
-                    tracing::info!(message = %finished.message, attempt, "the answer was saved after retrying");
+                    tracing::info!(answer = %finished.message, attempt, "the answer was saved after retrying");
                 }
                 return (true, version);
             }
@@ -334,12 +337,12 @@ pub(super) async fn save_with_retries<R: ChatRepository>(
             Err(e @ (RepoError::Unavailable(_) | RepoError::Unexpected(_)))
                 if started.elapsed() < SAVE_RETRY_FOR =>
             {
-                tracing::warn!(error = %e, attempt, message = %finished.message, "saving an answer failed; retrying");
+                tracing::warn!(error = %e, attempt, answer = %finished.message, "saving an answer failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(SAVE_RETRY_MAX_DELAY);
             }
             Err(e) => {
-                tracing::error!(error = %e, attempt, message = %finished.message, "the answer could not be saved");
+                tracing::error!(error = %e, attempt, answer = %finished.message, "the answer could not be saved");
                 return (false, None);
             }
         }

@@ -14,7 +14,7 @@ async fn service(cache_bytes: u64) -> (Service, UserId) {
         id: ModelId::parse("m/one").unwrap(),
         name: "one".into(),
         description: None,
-        context_length: None,
+        context_length: Some(4_096),
         pricing: Pricing::default(),
         input_modalities: vec![],
         output_modalities: vec![],
@@ -67,6 +67,26 @@ fn say(text: &str) -> SendInput {
         parent: None,
         options: GenerationOptions::default(),
     }
+}
+
+#[tokio::test]
+async fn max_tokens_beyond_the_models_context_is_refused_before_anything_is_stored() {
+    let (s, owner) = service(1 << 20).await;
+    let chat = s.create_chat(owner, NewChatInput::default()).await.unwrap();
+    let mut input = say("a long answer, please");
+    input.options.max_tokens = Some(4_097);
+    match s.send(owner, chat.id, input).await {
+        Err(ChatError::Invalid(e)) => assert_eq!(e.field, "max_tokens"),
+        other => panic!("expected max_tokens to be refused, got {other:?}"),
+    }
+    assert_eq!(
+        s.tree(owner, chat.id).await.unwrap().tree.len(),
+        1,
+        "nothing stored"
+    );
+    let mut input = say("the whole context is fine");
+    input.options.max_tokens = Some(4_096);
+    s.send(owner, chat.id, input).await.unwrap();
 }
 
 #[tokio::test]

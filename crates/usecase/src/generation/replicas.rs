@@ -73,7 +73,7 @@ impl Generation {
     /// Ends a mirror whose source stopped answering.
     pub(crate) fn end_as_lost(&self) {
         if !Self::finished(&lock(&self.log)) {
-            self.publish(GenerationEvent::Error(GenerationFailure::Storage));
+            self.publish(GenerationEvent::Error(GenerationFailure::Lost));
             self.publish(GenerationEvent::Done);
         }
     }

@@ -151,12 +151,18 @@ async fn a_task_that_dies_still_ends_its_generation() {
     let r = registry(DisconnectPolicy::Finish, 3);
     let (g, mut s) = register(&r, 9).await;
     r.spawn(Arc::clone(&g), async { panic!("boom") });
-    let mut last = None;
+    let mut events = Vec::new();
     while let Some((_, e)) = s.next().await {
-        last = Some(e);
+        events.push(e);
     }
-    assert_eq!(last.as_deref(), Some(&GenerationEvent::Done));
+    assert_eq!(events.last().map(|e| &**e), Some(&GenerationEvent::Done));
     assert_eq!(g.status().outcome, Some("failed"));
+    // Reported as what it was, not as a storage failure.
+    let failure = events.iter().find_map(|e| match &**e {
+        GenerationEvent::Error(f) => Some(f.clone()),
+        _ => None,
+    });
+    assert_eq!(failure, Some(GenerationFailure::Internal));
     assert!(
         r.reserve(ChatId::from_u128(9), UserId::from_u128(1))
             .await
