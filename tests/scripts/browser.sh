@@ -9,13 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo=${CARGO:-cargo}
 mode=${1:-test}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=live.sh
+source tests/scripts/live.sh
 
 chromium=${CHROMIUM:-/usr/bin/chromium}
 if [ ! -x "$chromium" ]; then
@@ -33,8 +28,6 @@ node crates/web/build.mjs --check > /dev/null
 echo "==> building"
 $cargo build --quiet -p arbor -p fake-provider
 
-# shellcheck source=live.sh
-source tests/scripts/live.sh
 mapfile -t models < <(node -e 'for (const m of Object.values(require(process.argv[1]))) console.log(m)' "$PWD/crates/web/tests/models.json")
 start_fake_provider "${models[@]}"
 # Every test registers its own user from one address; one fills a list past its first page.

@@ -2,6 +2,8 @@
 # API fuzzing: schemathesis (installed from PyPI into target/fuzz-venv) against the served
 # OpenAPI document, as an authenticated user, with a fixed example budget and seed. Fails on
 # any 5xx, any response that does not match its documented schema or content type.
+# Phases: explicit examples, the coverage of each schema's boundaries, random fuzzing, and the
+# stateful phase, which chains calls along the OpenAPI links (a new chat's uuid → its tree…).
 # One worker: CPython 3.11's AST constructor is not safe across schemathesis' worker threads
 # ("AST constructor recursion depth mismatch" inside its coverage phase).
 # Usage: fuzz-api.sh [EXAMPLES_PER_OPERATION] [SEED]
@@ -11,13 +13,8 @@ examples=${1:-${FUZZ_EXAMPLES:-50}}
 seed=${2:-${FUZZ_SEED:-20261128}}
 cargo=${CARGO:-cargo}
 venv=target/fuzz-venv
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=live.sh
+source tests/scripts/live.sh
 
 if [ ! -x "$venv/bin/st" ]; then
   echo "==> installing schemathesis into $venv"
@@ -28,32 +25,14 @@ fi
 echo "==> building"
 $cargo build --quiet -p arbor -p fake-provider
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-provider_port=$(free_port)
-port=$(free_port)
-target/debug/fake-provider "127.0.0.1:$provider_port" > "$work/provider.log" 2>&1 &
-pids+=($!)
-mkdir -p "$work/config"
-ARBOR_ENV=test \
-DATABASE_URL="sqlite://$work/fuzz.db?mode=rwc" \
-ARBOR__SERVER__PORT=$port \
-ARBOR__LLM__BASE_URL="http://127.0.0.1:$provider_port/api/v1" \
-ARBOR__LLM__MAX_RETRIES=0 \
-ARBOR__AUTH__ARGON2_MEMORY_KIB=1024 \
-ARBOR__AUTH__ARGON2_ITERATIONS=1 \
+start_fake_provider
 ARBOR__AUTH__LOGIN_PER_WINDOW=100000 \
 ARBOR__AUTH__REGISTER_PER_WINDOW=100000 \
 ARBOR__RATE_LIMITS__ENABLED=false \
 ARBOR__GENERATION__PER_USER_LIMIT=100 \
-ARBOR__LOG__LEVEL=warn \
-  target/debug/arbor --config-dir "$work/config" serve > "$work/arbor.log" 2>&1 &
-pids+=($!)
-base="http://127.0.0.1:$port"
-for _ in $(seq 1 100); do
-  curl -sf "$base/api/v1/ready" > /dev/null && break
-  sleep 0.2
-done
-curl -sf "$base/api/v1/ready" > /dev/null || { echo "arbor did not start"; cat "$work/arbor.log"; exit 1; }
+  start_arbor fuzz "$provider_url" ""
+base=$arbor_url
+work_log="$work/fuzz/arbor.log"
 
 credentials='{"username":"fuzzer","password":"fuzzing password 1"}'
 curl -sf -X POST "$base/api/v1/users" -H 'content-type: application/json' -d "$credentials" > /dev/null
@@ -67,13 +46,13 @@ status=0
   --checks not_a_server_error,response_schema_conformance,content_type_conformance \
   --max-examples "$examples" \
   --seed "$seed" \
-  --phases examples,coverage,fuzzing \
+  --phases examples,coverage,fuzzing,stateful \
   --generation-deterministic \
   --request-timeout 30 \
   --workers 1 \
   --no-color || status=$?
 if [ "$status" -ne 0 ]; then
   echo "==> server log (last 50 lines)"
-  tail -50 "$work/arbor.log"
+  tail -50 "$work_log"
 fi
 exit "$status"

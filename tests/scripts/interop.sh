@@ -10,13 +10,8 @@ cd "$(dirname "$0")/../.."
 cargo=${CARGO:-cargo}
 venv=target/interop-venv
 node_dir=target/interop-node
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=live.sh
+source tests/scripts/live.sh
 
 if [ ! -x "$venv/bin/litellm" ]; then
   echo "==> installing the OpenAI Python SDK and the LiteLLM proxy into $venv"
@@ -32,8 +27,6 @@ fi
 echo "==> building"
 $cargo build --quiet -p arbor -p fake-provider
 
-# shellcheck source=live.sh
-source tests/scripts/live.sh
 
 sdk_checks() { # base model expect
   local key; key=$("$venv/bin/python" tests/interop/arbor_setup.py "$1" "sdk-$RANDOM")

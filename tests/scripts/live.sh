@@ -1,6 +1,15 @@
-# Shared by the scripts that run live servers (interop.sh, browser.sh): free ports, waiting
-# for a URL, the fake provider and an Arbor on its own SQLite file. Source it after setting
-# `work` (a scratch directory) and `pids=()`; a trap should kill "${pids[@]}".
+# Shared by the scripts that run live servers (interop.sh, browser.sh, fuzz-api.sh): a
+# scratch directory ($work) and the processes started ($pids), both gone when the script
+# exits; free ports, waiting for a URL, the fake provider and an Arbor on its own SQLite
+# file. Source it from the repository's root.
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -28,7 +28,7 @@ struct PasswordChange {
     new_password: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/users/me/password", tag = "auth", request_body = PasswordChange, responses((status = 200, description = "Changed; every session ended, and these are the caller's new tokens", body = TokenResponse), (status = 403, description = "`wrong_password`", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/users/me/password", summary = "Change your password (every session ends)", tag = "auth", request_body = PasswordChange, responses((status = 200, description = "Changed; every session ended, and these are the caller's new tokens", body = TokenResponse), (status = 403, description = "`wrong_password`", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn change_password<A: AuthUseCase + AccountUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -61,7 +61,7 @@ impl From<Session> for SessionResponse {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth", responses((status = 200, description = "The caller's sessions with a live refresh token, most recently refreshed first", body = Vec<SessionResponse>)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/auth/sessions", summary = "List your sessions (refresh-token families)", tag = "auth", responses((status = 200, description = "The caller's sessions with a live refresh token, most recently refreshed first", body = Vec<SessionResponse>)), security(("bearer" = [])))]
 async fn sessions<A: AuthUseCase + AccountUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -75,7 +75,7 @@ async fn sessions<A: AuthUseCase + AccountUseCase>(
     ))
 }
 
-#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "auth", params(("id" = String, Path, description = "The session uuid")), responses((status = 204, description = "Its refresh token no longer works")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", summary = "End one of your sessions", tag = "auth", params(("id" = uuid::Uuid, Path, description = "The session uuid")), responses((status = 204, description = "Its refresh token no longer works")), security(("bearer" = [])))]
 async fn revoke_session<A: AuthUseCase + AccountUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -92,7 +92,7 @@ struct Confirmation {
     password: String,
 }
 
-#[utoipa::path(delete, path = "/api/v1/users/me", tag = "auth", request_body = Confirmation, responses((status = 204, description = "The account and everything it owned are gone"), (status = 403, description = "`wrong_password`", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/users/me", summary = "Delete your account and all its data", tag = "auth", request_body = Confirmation, responses((status = 204, description = "The account and everything it owned are gone"), (status = 403, description = "`wrong_password`", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn delete_me<A: AuthUseCase + AccountUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -119,7 +119,7 @@ struct ExportResponse {
     presets: Vec<PresetResponse>,
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me/export", tag = "auth", responses((status = 200, description = "A JSON download of everything the caller owns", body = ExportResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/users/me/export", operation_id = "export_my_data", summary = "Download all your data", tag = "auth", responses((status = 200, description = "A JSON download of everything the caller owns", body = ExportResponse)), security(("bearer" = [])))]
 async fn export<A, S, T, P, M>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,

@@ -113,7 +113,7 @@ struct SearchQuery {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", params(SearchQuery), responses((status = 200, description = "Accounts, oldest first, with this month's usage", body = PageResponse<AdminUserResponse>), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/users", summary = "List and search accounts with their usage (admin)", tag = "admin", params(SearchQuery), responses((status = 200, description = "Accounts, oldest first, with this month's usage", body = PageResponse<AdminUserResponse>), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn list_users<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -150,7 +150,7 @@ fn admin_view(user: domain::User) -> AdminUserResponse {
     })
 }
 
-#[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "admin", params(("id" = String, Path, description = "The account uuid")), request_body = PatchUser, responses((status = 200, description = "The account (its usage is not recomputed: 0)", body = AdminUserResponse), (status = 403, description = "Not an admin", body = crate::error::ErrorBody), (status = 409, description = "An admin's own role or state", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/v1/admin/users/{id}", summary = "Disable, enable, approve or change the role of an account (admin)", tag = "admin", params(("id" = uuid::Uuid, Path, description = "The account uuid")), request_body = PatchUser, responses((status = 200, description = "The account (its usage is not recomputed: 0)", body = AdminUserResponse), (status = 403, description = "Not an admin", body = crate::error::ErrorBody), (status = 409, description = "An admin's own role or state", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn patch_user<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -184,7 +184,7 @@ struct NewPassword {
     password: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/password", tag = "admin", params(("id" = String, Path, description = "The account uuid")), request_body = NewPassword, responses((status = 204, description = "Set; every session of the account ended"), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/password", summary = "Set an account's password and end its sessions (admin)", tag = "admin", params(("id" = uuid::Uuid, Path, description = "The account uuid")), request_body = NewPassword, responses((status = 204, description = "Set; every session of the account ended"), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn reset_password<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -198,7 +198,7 @@ async fn reset_password<A: AuthUseCase + AdminUseCase>(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(put, path = "/api/v1/admin/users/{id}/quota", tag = "admin", params(("id" = String, Path, description = "The account uuid")), request_body = QuotaBody, responses((status = 200, description = "The account with its new limits", body = AdminUserResponse), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/admin/users/{id}/quota", summary = "Set an account's quota overrides (admin)", tag = "admin", params(("id" = uuid::Uuid, Path, description = "The account uuid")), request_body = QuotaBody, responses((status = 200, description = "The account with its new limits", body = AdminUserResponse), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn put_quota<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -218,7 +218,7 @@ async fn put_quota<A: AuthUseCase + AdminUseCase>(
     Ok(HttpResponse::Ok().json(admin_view(user)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/admin/users/{id}", tag = "admin", params(("id" = String, Path, description = "The account uuid")), responses((status = 204, description = "The account and everything it owned are gone"), (status = 403, description = "Not an admin", body = crate::error::ErrorBody), (status = 409, description = "An admin's own account", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}", summary = "Delete an account and all its data (admin)", tag = "admin", params(("id" = uuid::Uuid, Path, description = "The account uuid")), responses((status = 204, description = "The account and everything it owned are gone"), (status = 403, description = "Not an admin", body = crate::error::ErrorBody), (status = 409, description = "An admin's own account", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn delete_user<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -259,7 +259,7 @@ impl From<AuditEntry> for AuditResponse {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin", params(PaginationQuery), responses((status = 200, description = "The audit log, newest first", body = PageResponse<AuditResponse>), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/audit", summary = "Read the audit log (admin)", tag = "admin", params(PaginationQuery), responses((status = 200, description = "The audit log, newest first", body = PageResponse<AuditResponse>), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn audit<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -279,7 +279,7 @@ struct PolicyBody {
     policy: String,
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/registration", tag = "admin", responses((status = 200, description = "The policy in force", body = PolicyBody), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/registration", summary = "Show the registration policy (admin)", tag = "admin", responses((status = 200, description = "The policy in force", body = PolicyBody), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn get_policy<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -291,7 +291,7 @@ async fn get_policy<A: AuthUseCase + AdminUseCase>(
     }))
 }
 
-#[utoipa::path(put, path = "/api/v1/admin/registration", tag = "admin", request_body = PolicyBody, responses((status = 200, description = "The policy now in force (on every replica)", body = PolicyBody), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/admin/registration", summary = "Change the registration policy (admin)", tag = "admin", request_body = PolicyBody, responses((status = 200, description = "The policy now in force (on every replica)", body = PolicyBody), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn put_policy<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -338,7 +338,7 @@ fn invite_response(invite: Invite, code: Option<String>) -> InviteResponse {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/invites", tag = "admin", request_body = NewInvite, responses((status = 201, description = "The invite, with its code (shown once)", body = InviteResponse), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/admin/invites", summary = "Create a single-use invite code (admin)", tag = "admin", request_body = NewInvite, responses((status = 201, description = "The invite, with its code (shown once)", body = InviteResponse), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn create_invite<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -359,7 +359,7 @@ async fn create_invite<A: AuthUseCase + AdminUseCase>(
     Ok(HttpResponse::Created().json(invite_response(issued.invite, Some(issued.code))))
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/invites", tag = "admin", params(PaginationQuery), responses((status = 200, description = "Invites, newest first (no codes)", body = PageResponse<InviteResponse>), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/invites", summary = "List invite codes (admin)", tag = "admin", params(PaginationQuery), responses((status = 200, description = "Invites, newest first (no codes)", body = PageResponse<InviteResponse>), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn list_invites<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
@@ -417,7 +417,7 @@ impl From<QuotaUsage> for QuotaUsageResponse {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me/usage", tag = "auth", responses((status = 200, description = "The caller's quota limits and usage in the current UTC day and month", body = QuotaUsageResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/users/me/usage", summary = "Your quota and usage today and this month", tag = "auth", responses((status = 200, description = "The caller's quota limits and usage in the current UTC day and month", body = QuotaUsageResponse)), security(("bearer" = [])))]
 async fn my_usage<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,

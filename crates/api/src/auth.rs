@@ -126,7 +126,9 @@ fn client_ip(req: &HttpRequest) -> String {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Credentials {
+    #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.-]+$")]
     username: String,
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
 }
 
@@ -134,10 +136,13 @@ struct Credentials {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Registration {
+    #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.-]+$")]
     username: String,
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
     /// Required under the `invite` registration policy (single use).
     #[serde(default)]
+    #[schema(max_length = 256)]
     invite_code: Option<String>,
 }
 
@@ -262,8 +267,7 @@ fn parse_credentials(username: String, password: String) -> Result<(Username, Pa
     Ok((Username::parse(username)?, Password::parse(password)?))
 }
 
-/// `POST /api/v1/users`.
-#[utoipa::path(post, path = "/api/v1/users", tag = "auth", request_body = Registration, responses((status = 201, description = "The new account (under the `approval` policy: `pending` until an admin approves it)", body = UserResponse), (status = 403, description = "`registration_closed`, or `invite_required` (no valid invite code under the `invite` policy)", body = crate::error::ErrorBody), (status = 409, description = "The name is taken", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/users", summary = "Register an account", tag = "auth", request_body = Registration, responses((status = 201, description = "The new account (under the `approval` policy: `pending` until an admin approves it)", body = UserResponse), (status = 403, description = "`registration_closed`, or `invite_required` (no valid invite code under the `invite` policy)", body = crate::error::ErrorBody), (status = 409, description = "The name is taken", body = crate::error::ErrorBody)))]
 async fn register<A: AuthUseCase>(
     req: HttpRequest,
     auth: web::Data<A>,
@@ -278,8 +282,8 @@ async fn register<A: AuthUseCase>(
     Ok(HttpResponse::Created().json(UserResponse::from(&user)))
 }
 
-/// `POST /api/v1/auth/login`: JSON `{username, password}` or the OAuth2 password form.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials, responses((status = 200, description = "An access and a refresh token", body = TokenResponse), (status = 403, description = "`account_pending`: the password is right but an admin has not approved the account yet", body = crate::error::ErrorBody)))]
+/// JSON `{username, password}` or the OAuth2 password form.
+#[utoipa::path(post, path = "/api/v1/auth/login", summary = "Log in: an access and a refresh token", tag = "auth", request_body = Credentials, responses((status = 200, description = "An access and a refresh token", body = TokenResponse), (status = 403, description = "`account_pending`: the password is right but an admin has not approved the account yet", body = crate::error::ErrorBody)))]
 async fn login<A: AuthUseCase>(
     req: HttpRequest,
     auth: web::Data<A>,
@@ -349,8 +353,7 @@ struct RefreshRequest {
     refresh_token: Option<String>,
 }
 
-/// `POST /api/v1/auth/refresh`.
-#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses((status = 200, description = "A new token pair (the old refresh token is spent)", body = TokenResponse)))]
+#[utoipa::path(post, path = "/api/v1/auth/refresh", summary = "Exchange a refresh token for a new token pair", tag = "auth", request_body = RefreshRequest, responses((status = 200, description = "A new token pair (the old refresh token is spent)", body = TokenResponse)))]
 async fn refresh<A: AuthUseCase>(
     req: HttpRequest,
     auth: web::Data<A>,
@@ -377,9 +380,9 @@ struct LogoutRequest {
     all: bool,
 }
 
-/// `POST /api/v1/auth/logout`: revokes the given refresh token (in cookie mode: the
+/// Revokes the given refresh token (in cookie mode: the
 /// cookie's, and the cookie is removed), or all with `{"all": true}`.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = LogoutRequest, responses((status = 204, description = "Signed out")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/auth/logout", summary = "Log out: revoke a refresh token, or all of them", tag = "auth", request_body = LogoutRequest, responses((status = 204, description = "Signed out")), security(("bearer" = [])))]
 async fn logout<A: AuthUseCase>(
     req: HttpRequest,
     auth: web::Data<A>,
@@ -405,8 +408,7 @@ async fn logout<A: AuthUseCase>(
     Ok(response.finish())
 }
 
-/// `GET /api/v1/auth/me`.
-#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", responses((status = 200, description = "The caller", body = UserResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/auth/me", summary = "Who am I: the authenticated account", tag = "auth", responses((status = 200, description = "The caller", body = UserResponse)), security(("bearer" = [])))]
 async fn me<A: AuthUseCase>(caller: CurrentUser<A>) -> HttpResponse {
     HttpResponse::Ok().json(UserResponse::from(&caller.user))
 }
@@ -414,8 +416,10 @@ async fn me<A: AuthUseCase>(caller: CurrentUser<A>) -> HttpResponse {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewApiKey {
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
     /// Days the key stays valid (1–3650); without it, until revoked.
+    #[schema(minimum = 1, maximum = 3650)]
     expires_in_days: Option<u32>,
     /// Reads (`GET`, `HEAD`) only: anything else answers 403 `read_only_key`.
     #[serde(default)]
@@ -451,8 +455,8 @@ impl ApiKeyResponse {
     }
 }
 
-/// `POST /api/v1/auth/api-keys`: the full key is in this response only.
-#[utoipa::path(post, path = "/api/v1/auth/api-keys", tag = "auth", request_body = NewApiKey, responses((status = 201, description = "The key (its secret is shown once)", body = ApiKeyResponse)), security(("bearer" = [])))]
+/// The full key is in this response only.
+#[utoipa::path(post, path = "/api/v1/auth/api-keys", summary = "Create an API key (shown once)", tag = "auth", request_body = NewApiKey, responses((status = 201, description = "The key (its secret is shown once)", body = ApiKeyResponse)), security(("bearer" = [])))]
 async fn create_api_key<A: AuthUseCase>(
     auth: web::Data<A>,
     caller: CurrentUser<A>,
@@ -490,8 +494,7 @@ async fn create_api_key<A: AuthUseCase>(
     Ok(HttpResponse::Created().json(ApiKeyResponse::new(issued.record, Some(issued.key))))
 }
 
-/// `GET /api/v1/auth/api-keys`.
-#[utoipa::path(get, path = "/api/v1/auth/api-keys", tag = "auth", responses((status = 200, description = "The caller's keys (no secrets)", body = Vec<ApiKeyResponse>)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/auth/api-keys", summary = "List your API keys (never their secrets)", tag = "auth", responses((status = 200, description = "The caller's keys (no secrets)", body = Vec<ApiKeyResponse>)), security(("bearer" = [])))]
 async fn list_api_keys<A: AuthUseCase>(
     auth: web::Data<A>,
     caller: CurrentUser<A>,
@@ -504,8 +507,7 @@ async fn list_api_keys<A: AuthUseCase>(
     ))
 }
 
-/// `DELETE /api/v1/auth/api-keys/{id}`.
-#[utoipa::path(delete, path = "/api/v1/auth/api-keys/{id}", tag = "auth", params(("id" = String, Path, description = "The key id")), responses((status = 204, description = "Revoked")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/auth/api-keys/{id}", summary = "Revoke an API key", tag = "auth", params(("id" = uuid::Uuid, Path, description = "The key id")), responses((status = 204, description = "Revoked")), security(("bearer" = [])))]
 async fn revoke_api_key<A: AuthUseCase>(
     auth: web::Data<A>,
     caller: CurrentUser<A>,

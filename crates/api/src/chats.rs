@@ -212,14 +212,19 @@ impl From<&domain::GenerationStats> for AnswerStats {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateChatRequest {
+    #[schema(min_length = 1, max_length = 200)]
     title: Option<String>,
+    #[schema(format = Uuid)]
     preset_id: Option<String>,
+    #[schema(max_length = 8000)]
     system_prompt: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
     model_id: Option<String>,
+    #[schema(min_length = 1, max_length = 8000)]
     initial_message: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/chats", tag = "chats", request_body = CreateChatRequest, responses((status = 201, description = "The chat with its root message", body = ChatResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats", summary = "Start a chat", tag = "chats", request_body = CreateChatRequest, responses((status = 201, description = "The chat with its root message", body = ChatResponse)), security(("bearer" = [])))]
 async fn create_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -271,7 +276,7 @@ impl From<&usecase::ports::ChatSummary> for ChatListItem {
 /// Characters of the current leaf shown as a preview.
 const PREVIEW_CHARS: usize = 100;
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The chat", body = ChatResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}", summary = "A chat's metadata", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The chat", body = ChatResponse)), security(("bearer" = [])))]
 async fn get_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -283,7 +288,7 @@ async fn get_chat<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Ok().json(ChatResponse::from(&chat)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 204, description = "Deleted with everything in it")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/chats/{id}", summary = "Delete a chat with every branch", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 204, description = "Deleted with everything in it")), security(("bearer" = [])))]
 async fn delete_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -295,7 +300,7 @@ async fn delete_chat<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/messages", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The current branch, root to leaf", body = Vec<MessageResponse>)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/messages", summary = "The current branch, root to leaf", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The current branch, root to leaf", body = Vec<MessageResponse>)), security(("bearer" = [])))]
 async fn current_branch<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -346,7 +351,7 @@ pub(crate) struct TreeResponse {
     nodes: Vec<TreeNode>,
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/tree", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "Every message as a flat node list", body = TreeResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/tree", summary = "The whole conversation tree", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "Every message as a flat node list", body = TreeResponse)), security(("bearer" = [])))]
 async fn tree<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -379,10 +384,11 @@ pub(crate) fn tree_response(t: &usecase::chat::ChatWithTree) -> TreeResponse {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SelectRequest {
+    #[schema(format = Uuid)]
     message_uuid: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/chats/{id}/select", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = SelectRequest, responses((status = 200, description = "The chat with its new current leaf", body = ChatResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/select", summary = "Switch the chat to another branch", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = SelectRequest, responses((status = 200, description = "The chat with its new current leaf", body = ChatResponse)), security(("bearer" = [])))]
 async fn select<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -402,11 +408,17 @@ async fn select<A: AuthUseCase, S: ChatUseCase>(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SendRequest {
+    #[schema(min_length = 1, max_length = 32000)]
     content: String,
+    #[schema(format = Uuid)]
     preset_id: Option<String>,
+    #[schema(format = Uuid)]
     parent_message_uuid: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
     model_id: Option<String>,
+    #[schema(minimum = 0.0, maximum = 2.0)]
     temperature: Option<f64>,
+    #[schema(minimum = 1, maximum = 1000000)]
     max_tokens: Option<i64>,
 }
 
@@ -470,7 +482,7 @@ pub(crate) fn retry_options(body: &web::Bytes) -> Result<GenerationOptions, ApiE
     generation_options(b.model_id, b.preset_id, b.temperature, b.max_tokens)
 }
 
-#[utoipa::path(post, path = "/api/v1/chats/{id}/messages", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = SendRequest, responses((status = 201, description = "The question and its answer", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages", summary = "Ask a question and wait for the answer", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = SendRequest, responses((status = 201, description = "The question and its answer", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn send<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -483,7 +495,7 @@ async fn send<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Created().json(reply_response(reply)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/chats/{id}/messages/{mid}", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("mid" = String, Path, description = "The message uuid")), responses((status = 204, description = "The message and its subtree are gone")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/chats/{id}/messages/{mid}", summary = "Delete a message and everything under it", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ("mid" = uuid::Uuid, Path, description = "The message uuid")), responses((status = 204, description = "The message and its subtree are gone")), security(("bearer" = [])))]
 async fn delete_message<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -506,17 +518,21 @@ where
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PatchChatRequest {
+    #[schema(min_length = 1, max_length = 200)]
     title: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(max_length = 8000)]
     system_prompt: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(min_length = 1, max_length = 200)]
     model_id: Option<Option<String>>,
     /// One of the caller's presets; `null` removes it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(format = Uuid)]
     preset_id: Option<Option<String>>,
 }
 
-#[utoipa::path(patch, path = "/api/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = PatchChatRequest, responses((status = 200, description = "The changed chat", body = ChatResponse)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/v1/chats/{id}", summary = "Rename a chat or change its model, preset or system prompt", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = PatchChatRequest, responses((status = 200, description = "The changed chat", body = ChatResponse)), security(("bearer" = [])))]
 async fn patch_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -552,7 +568,7 @@ struct RecentQuery {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/recent", tag = "chats", params(RecentQuery), responses((status = 200, description = "The most recently changed chats", body = Vec<ChatListItem>)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/recent", summary = "Your most recently changed chats", tag = "chats", params(RecentQuery), responses((status = 200, description = "The most recently changed chats", body = Vec<ChatListItem>)), security(("bearer" = [])))]
 async fn recent<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -588,7 +604,7 @@ struct CompleteResponse {
     messages: Vec<MessageResponse>,
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/complete", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The chat, its current branch and its whole tree", body = CompleteResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/complete", summary = "A chat with its current branch and whole tree", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The chat, its current branch and its whole tree", body = CompleteResponse)), security(("bearer" = [])))]
 async fn complete<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -628,9 +644,13 @@ fn reply_response(reply: Reply) -> SendResponse {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RetryRequest {
+    #[schema(min_length = 1, max_length = 200)]
     model_id: Option<String>,
+    #[schema(format = Uuid)]
     preset_id: Option<String>,
+    #[schema(minimum = 0.0, maximum = 2.0)]
     temperature: Option<f64>,
+    #[schema(minimum = 1, maximum = 1000000)]
     max_tokens: Option<i64>,
 }
 
@@ -650,7 +670,7 @@ pub(crate) fn generation_settings(
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("mid" = String, Path, description = "The message uuid")), request_body = RetryRequest, responses((status = 201, description = "A new answer, a sibling of the old one", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry", summary = "Regenerate an answer (a new sibling)", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ("mid" = uuid::Uuid, Path, description = "The message uuid")), request_body = RetryRequest, responses((status = 201, description = "A new answer, a sibling of the old one", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn retry<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -667,14 +687,19 @@ async fn retry<A: AuthUseCase, S: ChatUseCase>(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EditRequest {
+    #[schema(min_length = 1, max_length = 32000)]
     content: String,
     /// The answer's model (only when an answer is asked for).
+    #[schema(min_length = 1, max_length = 200)]
     model_id: Option<String>,
     /// The answer's preset (only when an answer is asked for).
+    #[schema(format = Uuid)]
     preset_id: Option<String>,
     /// The answer's temperature, 0–2 (only when an answer is asked for).
+    #[schema(minimum = 0.0, maximum = 2.0)]
     temperature: Option<f64>,
     /// The answer's token cap (only when an answer is asked for).
+    #[schema(minimum = 1, maximum = 1000000)]
     max_tokens: Option<i64>,
 }
 
@@ -714,7 +739,7 @@ struct EditResponse {
     reply: Option<SendResponse>,
 }
 
-#[utoipa::path(patch, path = "/api/v1/chats/{id}/messages/{mid}", tag = "messages", params(("id" = String, Path, description = "The chat (or resource) uuid"), ("mid" = String, Path, description = "The message uuid"), EditQuery), request_body = EditRequest, responses((status = 201, description = "The new sibling (and its answer with regenerate=true)", body = EditResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/v1/chats/{id}/messages/{mid}", summary = "Edit a message: a new sibling branch", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ("mid" = uuid::Uuid, Path, description = "The message uuid"), EditQuery), request_body = EditRequest, responses((status = 201, description = "The new sibling (and its answer with regenerate=true)", body = EditResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn edit<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -755,7 +780,7 @@ struct ExportQuery {
     format: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/export", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid"), ExportQuery), responses((status = 200, description = "A download: JSON (the whole tree) or Markdown (the current branch)", content((TreeResponse = "application/json"), (String = "text/markdown")))), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/export", operation_id = "export_chat", summary = "Download a chat as JSON or Markdown", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ExportQuery), responses((status = 200, description = "A download: JSON (the whole tree) or Markdown (the current branch)", content((TreeResponse = "application/json"), (String = "text/markdown")))), security(("bearer" = [])))]
 async fn export<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,

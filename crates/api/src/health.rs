@@ -22,8 +22,8 @@ struct Health {
     version: &'static str,
 }
 
-/// `GET /api/v1/health`: the process is up. Never touches the database.
-#[utoipa::path(get, path = "/api/v1/health", tag = "operations", responses((status = 200, description = "The process is up", body = Health)))]
+/// The process is up. Never touches the database.
+#[utoipa::path(get, path = "/api/v1/health", summary = "Liveness: the process is up", tag = "operations", responses((status = 200, description = "The process is up", body = Health)))]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "healthy",
@@ -78,9 +78,9 @@ struct Ready {
     database: &'static str,
 }
 
-/// `GET /api/v1/ready`: 200 when the database answers (and its schema is in place), 503
+/// 200 when the database answers (and its schema is in place), 503
 /// with `Retry-After` when not, or once the process is shutting down.
-#[utoipa::path(get, path = "/api/v1/ready", tag = "operations", responses((status = 200, description = "The database answers and the schema is current", body = Ready)))]
+#[utoipa::path(get, path = "/api/v1/ready", summary = "Readiness: the database answers", tag = "operations", responses((status = 200, description = "The database answers and the schema is current", body = Ready)))]
 pub async fn ready<H: HealthCheck>(
     req: HttpRequest,
     check: web::Data<H>,

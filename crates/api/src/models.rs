@@ -87,8 +87,7 @@ fn with_stale(
     response
 }
 
-/// `GET /api/v1/models?q=&page=&limit=`.
-#[utoipa::path(get, path = "/api/v1/models", tag = "models", params(ListQuery), responses((status = 200, description = "The catalogue (X-Catalog-Stale: true when served stale)", body = ModelListResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/models", operation_id = "list_models", summary = "The model catalogue (search, pages)", tag = "models", params(ListQuery), responses((status = 200, description = "The catalogue (X-Catalog-Stale: true when served stale)", body = ModelListResponse)), security(("bearer" = [])))]
 async fn list<A: AuthUseCase, M: CatalogUseCase>(
     _caller: CurrentUser<A>,
     catalog: web::Data<M>,
@@ -117,8 +116,8 @@ async fn list<A: AuthUseCase, M: CatalogUseCase>(
     )
 }
 
-/// `GET /api/v1/models/{id}` (ids contain slashes: `openai/gpt-4o-mini`).
-#[utoipa::path(get, path = "/api/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, e.g. openai/gpt-4o-mini")), responses((status = 200, description = "One model", body = ModelResponse)), security(("bearer" = [])))]
+/// Ids contain slashes: `openai/gpt-4o-mini`.
+#[utoipa::path(get, path = "/api/v1/models/{id}", operation_id = "get_model", summary = "One model of the catalogue", tag = "models", params(("id" = String, Path, description = "The model id, e.g. openai/gpt-4o-mini")), responses((status = 200, description = "One model", body = ModelResponse)), security(("bearer" = [])))]
 async fn get<A: AuthUseCase, M: CatalogUseCase>(
     _caller: CurrentUser<A>,
     catalog: web::Data<M>,
@@ -135,8 +134,7 @@ struct SettingsBody {
     default_model_id: Option<String>,
 }
 
-/// `GET /api/v1/users/me/settings`.
-#[utoipa::path(get, path = "/api/v1/users/me/settings", tag = "models", responses((status = 200, description = "The caller's settings", body = SettingsBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/users/me/settings", summary = "Your settings (default model)", tag = "models", responses((status = 200, description = "The caller's settings", body = SettingsBody)), security(("bearer" = [])))]
 async fn get_settings<A: AuthUseCase, M: CatalogUseCase>(
     caller: CurrentUser<A>,
     catalog: web::Data<M>,
@@ -147,8 +145,8 @@ async fn get_settings<A: AuthUseCase, M: CatalogUseCase>(
     }))
 }
 
-/// `PUT /api/v1/users/me/settings`: the default model must be in the catalogue (422 if not).
-#[utoipa::path(put, path = "/api/v1/users/me/settings", tag = "models", request_body = SettingsBody, responses((status = 200, description = "The new settings", body = SettingsBody)), security(("bearer" = [])))]
+/// The default model must be in the catalogue (422 if not).
+#[utoipa::path(put, path = "/api/v1/users/me/settings", summary = "Change your default model", tag = "models", request_body = SettingsBody, responses((status = 200, description = "The new settings", body = SettingsBody)), security(("bearer" = [])))]
 async fn put_settings<A: AuthUseCase, M: CatalogUseCase>(
     caller: CurrentUser<A>,
     catalog: web::Data<M>,

@@ -8,6 +8,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
+mod links;
+
 /// The whole API.
 #[derive(OpenApi, Debug)]
 #[openapi(
@@ -210,6 +212,7 @@ fn add_errors(path: &str, op: &mut Operation) {
 impl Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         with_conventions(openapi, "JWT or arb_ API key", add_errors);
+        links::add(openapi);
     }
 }
 
@@ -356,5 +359,67 @@ mod tests {
         let stream = &json["paths"]["/api/v1/chats/{id}/messages/stream"]["post"];
         assert!(stream["responses"]["200"]["content"]["text/event-stream"].is_object());
         assert!(json["paths"]["/api/v1/health"]["get"]["security"].is_null());
+    }
+
+    /// A schema a generated client can type: a `$ref`, or an object with properties, or an
+    /// array of such (an empty `{}` is `any`).
+    fn typed(schema: &serde_json::Value) -> bool {
+        schema.get("$ref").is_some()
+            || schema.get("properties").is_some()
+            || schema.get("allOf").is_some()
+            || schema.get("oneOf").is_some()
+            || schema.get("items").is_some_and(typed)
+            || schema
+                .get("type")
+                .is_some_and(|t| t != "object" && !t.is_null())
+    }
+
+    #[test]
+    fn every_json_success_response_is_typed() {
+        let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut untyped = Vec::new();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for (code, response) in op["responses"].as_object().into_iter().flatten() {
+                    let Some(schema) = response["content"]["application/json"].get("schema") else {
+                        continue;
+                    };
+                    if code.starts_with('2') && !typed(schema) {
+                        untyped.push(format!("{method} {path} {code}"));
+                    }
+                }
+            }
+        }
+        assert_eq!(untyped, Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_operation_says_what_it_does() {
+        let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut unclear = Vec::new();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let summary = op["summary"].as_str().unwrap_or_default();
+                // A summary that only names the route (`GET /api/v1/…`) says nothing.
+                if summary.len() < 12 || summary.starts_with('`') || summary.contains("/api/v1/") {
+                    unclear.push(format!("{method} {path}: {summary:?}"));
+                }
+            }
+        }
+        assert_eq!(unclear, Vec::<String>::new());
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut seen = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap_or_default().to_owned();
+                seen.entry(id).or_default().push(format!("{method} {path}"));
+            }
+        }
+        let twice: Vec<_> = seen.into_iter().filter(|(_, ops)| ops.len() > 1).collect();
+        assert_eq!(twice, Vec::<(String, Vec<String>)>::new());
     }
 }

@@ -37,11 +37,17 @@ impl From<PresetError> for ApiError {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PresetRequest {
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
+    #[schema(max_length = 500)]
     description: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
     model_id: Option<String>,
+    #[schema(minimum = 0.0, maximum = 2.0)]
     temperature: Option<f64>,
+    #[schema(minimum = 1, maximum = 1000000)]
     max_tokens: Option<i64>,
+    #[schema(max_length = 8000)]
     system_prompt: Option<String>,
     #[serde(default)]
     is_favorite: bool,
@@ -101,7 +107,7 @@ fn preset_id(raw: &str) -> Result<PresetId, ApiError> {
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/presets", tag = "presets", request_body = PresetRequest, responses((status = 201, description = "The preset", body = PresetResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/presets", operation_id = "create_preset", summary = "Create a preset", tag = "presets", request_body = PresetRequest, responses((status = 201, description = "The preset", body = PresetResponse)), security(("bearer" = [])))]
 async fn create<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -113,7 +119,7 @@ async fn create<A: AuthUseCase, P: PresetUseCase>(
     Ok(HttpResponse::Created().json(PresetResponse::from(preset)))
 }
 
-#[utoipa::path(get, path = "/api/v1/presets/{id}", tag = "presets", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The preset", body = PresetResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/presets/{id}", operation_id = "get_preset", summary = "One of your presets", tag = "presets", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The preset", body = PresetResponse)), security(("bearer" = [])))]
 async fn get<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -123,7 +129,7 @@ async fn get<A: AuthUseCase, P: PresetUseCase>(
     Ok(HttpResponse::Ok().json(PresetResponse::from(preset)))
 }
 
-#[utoipa::path(put, path = "/api/v1/presets/{id}", tag = "presets", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = PresetRequest, responses((status = 200, description = "The replaced preset", body = PresetResponse)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/presets/{id}", operation_id = "update_preset", summary = "Change a preset", tag = "presets", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = PresetRequest, responses((status = 200, description = "The replaced preset", body = PresetResponse)), security(("bearer" = [])))]
 async fn update<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -140,7 +146,7 @@ async fn update<A: AuthUseCase, P: PresetUseCase>(
     Ok(HttpResponse::Ok().json(PresetResponse::from(preset)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/presets/{id}", tag = "presets", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/presets/{id}", operation_id = "delete_preset", summary = "Delete a preset", tag = "presets", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
 async fn delete<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -161,7 +167,7 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/presets", tag = "presets", params(ListQuery), responses((status = 200, description = "A page of the caller's presets", body = crate::PageResponse<PresetResponse>)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/presets", operation_id = "list_presets", summary = "List your presets", tag = "presets", params(ListQuery), responses((status = 200, description = "A page of the caller's presets", body = crate::PageResponse<PresetResponse>)), security(("bearer" = [])))]
 async fn list<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -182,12 +188,14 @@ async fn list<A: AuthUseCase, P: PresetUseCase>(
     Ok(HttpResponse::Ok().json(PageResponse::new(result, PresetResponse::from)))
 }
 
+/// The new use count of a preset or template.
 #[derive(Serialize, utoipa::ToSchema)]
-struct UseResponse {
-    usage_count: u64,
+pub(crate) struct UseResponse {
+    /// How often it has been used, this use included.
+    pub(crate) usage_count: u64,
 }
 
-#[utoipa::path(post, path = "/api/v1/presets/{id}/use", tag = "presets", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The new use count", body = UseResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/presets/{id}/use", operation_id = "use_preset", summary = "Count a use of a preset", tag = "presets", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The new use count", body = UseResponse)), security(("bearer" = [])))]
 async fn record_use<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,

@@ -48,11 +48,10 @@ impl MetricsEndpoint {
     }
 }
 
-/// `GET /metrics`.
 ///
 /// # Errors
 /// 401 without the configured token; 404 when metrics are off.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn scrape(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let endpoint = req
         .app_data::<web::Data<MetricsEndpoint>>()

@@ -9,7 +9,6 @@ use domain::{
     TemplateId, TemplateName,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use usecase::auth::AuthUseCase;
 use usecase::ports::{TemplateQuery, TemplateSort};
 use usecase::template::{TemplateError, TemplateInput, TemplateUseCase};
@@ -40,9 +39,13 @@ const MAX_RENDER_VALUE_CHARS: usize = 20_000;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TemplateRequest {
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
+    #[schema(max_length = 500)]
     description: Option<String>,
+    #[schema(min_length = 1, max_length = 20000)]
     content: String,
+    #[schema(max_length = 50)]
     category: Option<String>,
     variables: Option<Vec<String>>,
     #[serde(default)]
@@ -120,7 +123,7 @@ fn template_id(raw: &str) -> Result<TemplateId, ApiError> {
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/templates", tag = "templates", request_body = TemplateRequest, responses((status = 201, description = "The template", body = TemplateResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/templates", operation_id = "create_template", summary = "Create a prompt template", tag = "templates", request_body = TemplateRequest, responses((status = 201, description = "The template", body = TemplateResponse)), security(("bearer" = [])))]
 async fn create<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -132,7 +135,7 @@ async fn create<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::Created().json(TemplateResponse::from(t)))
 }
 
-#[utoipa::path(get, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The template", body = TemplateResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/templates/{id}", operation_id = "get_template", summary = "One template", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The template", body = TemplateResponse)), security(("bearer" = [])))]
 async fn get<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -142,7 +145,7 @@ async fn get<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::Ok().json(TemplateResponse::from(t)))
 }
 
-#[utoipa::path(put, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = TemplateRequest, responses((status = 200, description = "The replaced template", body = TemplateResponse), (status = 403, description = "Someone else's public template", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/templates/{id}", operation_id = "update_template", summary = "Change a template", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = TemplateRequest, responses((status = 200, description = "The replaced template", body = TemplateResponse), (status = 403, description = "Someone else's public template", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn update<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -156,7 +159,7 @@ async fn update<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::Ok().json(TemplateResponse::from(t)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 204, description = "Deleted"), (status = 403, description = "Someone else's public template", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/templates/{id}", operation_id = "delete_template", summary = "Delete a template", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 204, description = "Deleted"), (status = 403, description = "Someone else's public template", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn delete<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -181,7 +184,7 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/templates", tag = "templates", params(ListQuery), responses((status = 200, description = "A page of own and public templates", body = crate::PageResponse<TemplateResponse>)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/templates", operation_id = "list_templates", summary = "List your templates and public ones", tag = "templates", params(ListQuery), responses((status = 200, description = "A page of own and public templates", body = crate::PageResponse<TemplateResponse>)), security(("bearer" = [])))]
 async fn list<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -216,7 +219,14 @@ async fn list<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::Ok().json(PageResponse::new(result, TemplateResponse::from)))
 }
 
-#[utoipa::path(get, path = "/api/v1/templates/categories", tag = "templates", responses((status = 200, description = "Categories with their template counts", body = Vec<serde_json::Value>)), security(("bearer" = [])))]
+/// A category and how many templates the caller can see in it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct CategoryResponse {
+    category: String,
+    count: u64,
+}
+
+#[utoipa::path(get, path = "/api/v1/templates/categories", summary = "Template categories with counts", tag = "templates", responses((status = 200, description = "Categories with their template counts", body = Vec<CategoryResponse>)), security(("bearer" = [])))]
 async fn categories<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -224,19 +234,25 @@ async fn categories<A: AuthUseCase, T: TemplateUseCase>(
     let all = templates.categories(caller.id()).await?;
     Ok(HttpResponse::Ok().json(
         all.into_iter()
-            .map(|(name, count)| json!({"category": name, "count": count}))
+            .map(|(category, count)| CategoryResponse { category, count })
             .collect::<Vec<_>>(),
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/templates/{id}/use", tag = "templates", params(("id" = String, Path, description = "The chat (or resource) uuid")), responses((status = 200, description = "The new use count", body = serde_json::Value)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/templates/{id}/use", operation_id = "use_template", summary = "Count a use of a template", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The new use count", body = crate::presets::UseResponse)), security(("bearer" = [])))]
 async fn record_use<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let n = templates.record_use(caller.id(), template_id(&id)?).await?;
-    Ok(HttpResponse::Ok().json(json!({"usage_count": n})))
+    Ok(HttpResponse::Ok().json(crate::presets::UseResponse { usage_count: n }))
+}
+
+/// The template's content with every `{{variable}}` replaced.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct RenderResponse {
+    content: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -246,7 +262,7 @@ struct RenderRequest {
     variables: BTreeMap<String, String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/templates/{id}/render", tag = "templates", params(("id" = String, Path, description = "The chat (or resource) uuid")), request_body = RenderRequest, responses((status = 200, description = "The rendered text", body = serde_json::Value)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/templates/{id}/render", summary = "Fill a template's variables", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = RenderRequest, responses((status = 200, description = "The rendered text", body = RenderResponse), (status = 422, description = "A variable is missing or unknown (`detail.field` names it)", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn render<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -269,7 +285,7 @@ async fn render<A: AuthUseCase, T: TemplateUseCase>(
     let content = templates
         .render(caller.id(), template_id(&id)?, values)
         .await?;
-    Ok(HttpResponse::Ok().json(json!({"content": content})))
+    Ok(HttpResponse::Ok().json(RenderResponse { content }))
 }
 
 /// Registers the template routes (inside the `/api/v1` scope). `categories` comes before

@@ -110,7 +110,7 @@ fn decode_cursor(text: &str, sort: ChatSort) -> Result<ChatCursor, ApiError> {
     Ok(ChatCursor { key, id })
 }
 
-#[utoipa::path(get, path = "/api/v1/chats", tag = "chats", params(ListQuery), responses((status = 200, description = "A page of chats", body = ChatListResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats", summary = "List your chats: search, sort, pages or cursor", tag = "chats", params(ListQuery), responses((status = 200, description = "A page of chats", body = ChatListResponse)), security(("bearer" = [])))]
 pub(crate) async fn list_chats<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,

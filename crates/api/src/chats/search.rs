@@ -67,7 +67,7 @@ async fn run_search<A: AuthUseCase, S: ChatUseCase>(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/search", tag = "chats", params(("id" = String, Path, description = "The chat (or resource) uuid"), SearchParams), responses((status = 200, description = "Messages of this chat", body = SearchPageResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/search", summary = "Search the messages of one chat", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), SearchParams), responses((status = 200, description = "Messages of this chat", body = SearchPageResponse)), security(("bearer" = [])))]
 pub(crate) async fn search_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -78,7 +78,7 @@ pub(crate) async fn search_chat<A: AuthUseCase, S: ChatUseCase>(
     run_search(&caller, chats.get_ref(), Some(chat), params.into_inner()).await
 }
 
-#[utoipa::path(get, path = "/api/v1/search", tag = "chats", params(SearchParams), responses((status = 200, description = "Messages of all the caller's chats", body = SearchPageResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/search", summary = "Search the messages of all your chats", tag = "chats", params(SearchParams), responses((status = 200, description = "Messages of all the caller's chats", body = SearchPageResponse)), security(("bearer" = [])))]
 pub(crate) async fn search_all<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
