@@ -13,8 +13,9 @@ use usecase::preset::PresetUseCase;
 use usecase::template::TemplateUseCase;
 
 use crate::auth::{CurrentUser, TokenResponse, UserResponse};
-use crate::chats::{TreeResponse, parse_id, tree_response};
+use crate::chats::{TreeResponse, tree_response};
 use crate::error::ApiError;
+use crate::path::Id;
 use crate::presets::PresetResponse;
 use crate::templates::TemplateResponse;
 
@@ -79,9 +80,8 @@ async fn sessions<A: AuthUseCase + AccountUseCase>(
 async fn revoke_session<A: AuthUseCase + AccountUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
-    id: web::Path<String>,
+    Id(session): Id<TokenId>,
 ) -> Result<HttpResponse, ApiError> {
-    let session: TokenId = parse_id(&id, "id")?;
     auth.revoke_session(caller.id(), session).await?;
     Ok(HttpResponse::NoContent().finish())
 }

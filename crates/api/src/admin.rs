@@ -12,8 +12,8 @@ use usecase::chat::{ChatUseCase, QuotaUsage};
 
 use crate::PageResponse;
 use crate::auth::{CurrentUser, UserResponse};
-use crate::chats::parse_id;
 use crate::error::ApiError;
+use crate::path::Id;
 
 /// The caller, who must be an admin (401 without credentials, 403 without the role).
 fn admin<A: AuthUseCase>(caller: CurrentUser<A>) -> Result<domain::User, ApiError> {
@@ -154,11 +154,10 @@ fn admin_view(user: domain::User) -> AdminUserResponse {
 async fn patch_user<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
-    id: web::Path<String>,
+    Id(target): Id<UserId>,
     body: web::Json<PatchUser>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = admin(caller)?;
-    let target: UserId = parse_id(&id, "id")?;
     let body = body.into_inner();
     let role = body
         .role
@@ -188,11 +187,10 @@ struct NewPassword {
 async fn reset_password<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
-    id: web::Path<String>,
+    Id(target): Id<UserId>,
     body: web::Json<NewPassword>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = admin(caller)?;
-    let target: UserId = parse_id(&id, "id")?;
     let password = Password::parse(body.into_inner().password)?;
     auth.reset_password(&actor, target, password).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -202,11 +200,10 @@ async fn reset_password<A: AuthUseCase + AdminUseCase>(
 async fn put_quota<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
-    id: web::Path<String>,
+    Id(target): Id<UserId>,
     body: web::Json<QuotaBody>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = admin(caller)?;
-    let target: UserId = parse_id(&id, "id")?;
     let body = body.into_inner();
     let quota = QuotaOverrides {
         daily_cost: usd(body.daily_usd.as_deref(), "daily_usd")?,
@@ -222,10 +219,9 @@ async fn put_quota<A: AuthUseCase + AdminUseCase>(
 async fn delete_user<A: AuthUseCase + AdminUseCase>(
     caller: CurrentUser<A>,
     auth: web::Data<A>,
-    id: web::Path<String>,
+    Id(target): Id<UserId>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = admin(caller)?;
-    let target: UserId = parse_id(&id, "id")?;
     auth.delete_account(&actor, target).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use usecase::auth::{ApiKeyRecord, AuthUseCase, TokenPair};
 
 use crate::error::ApiError;
+use crate::path::Id;
 
 /// The authenticated caller. Generic over the auth use case so tests can plug a fake.
 #[derive(Debug)]
@@ -511,12 +512,8 @@ async fn list_api_keys<A: AuthUseCase>(
 async fn revoke_api_key<A: AuthUseCase>(
     auth: web::Data<A>,
     caller: CurrentUser<A>,
-    id: web::Path<String>,
+    Id(id): Id<ApiKeyId>,
 ) -> Result<HttpResponse, ApiError> {
-    let id: ApiKeyId = id.parse().map_err(|_| ApiError::Validation {
-        message: "not a valid UUID".into(),
-        field: Some("id".into()),
-    })?;
     auth.revoke_api_key(caller.id(), id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

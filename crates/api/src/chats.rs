@@ -19,6 +19,7 @@ pub(crate) use search::{__path_search_all, __path_search_chat, search_all, searc
 
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
+use crate::path::{Id, MessagePath, parse_id};
 
 impl From<ChatError> for ApiError {
     fn from(e: ChatError) -> Self {
@@ -88,27 +89,6 @@ pub(crate) fn provider_error(cause: &LlmError) -> ApiError {
         }
         LlmError::BrokenStream(_) => ApiError::BadGateway,
     }
-}
-
-/// `/chats/{id}/messages/{mid}` as ids.
-pub(crate) fn message_path(
-    path: web::Path<(String, String)>,
-) -> Result<(ChatId, MessageId), ApiError> {
-    let (chat, message) = path.into_inner();
-    Ok((
-        parse_id(&chat, "chat_id")?,
-        parse_id(&message, "message_id")?,
-    ))
-}
-
-pub(crate) fn parse_id<T: std::str::FromStr>(
-    raw: &str,
-    field: &'static str,
-) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| ApiError::Validation {
-        message: "not a valid UUID".into(),
-        field: Some(field.into()),
-    })
 }
 
 /// A chat as clients see it.
@@ -280,11 +260,9 @@ const PREVIEW_CHARS: usize = 100;
 async fn get_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
 ) -> Result<HttpResponse, ApiError> {
-    let chat = chats
-        .get_chat(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
-        .await?;
+    let chat = chats.get_chat(caller.id(), id).await?;
     Ok(HttpResponse::Ok().json(ChatResponse::from(&chat)))
 }
 
@@ -292,11 +270,9 @@ async fn get_chat<A: AuthUseCase, S: ChatUseCase>(
 async fn delete_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
 ) -> Result<HttpResponse, ApiError> {
-    chats
-        .delete_chat(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
-        .await?;
+    chats.delete_chat(caller.id(), id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -304,22 +280,17 @@ async fn delete_chat<A: AuthUseCase, S: ChatUseCase>(
 async fn current_branch<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
 ) -> Result<HttpResponse, ApiError> {
     // Kept serialised with the chat's version: an unchanged branch is sent as stored bytes.
     let body = chats
-        .current_branch_rendered(
-            caller.id(),
-            parse_id::<ChatId>(&id, "chat_id")?,
-            "branch.json",
-            |path| {
-                serde_json::to_vec(&path.iter().map(MessageResponse::from).collect::<Vec<_>>())
-                    .unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "a branch could not be serialised");
-                        b"[]".to_vec()
-                    })
-            },
-        )
+        .current_branch_rendered(caller.id(), id, "branch.json", |path| {
+            serde_json::to_vec(&path.iter().map(MessageResponse::from).collect::<Vec<_>>())
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "a branch could not be serialised");
+                    b"[]".to_vec()
+                })
+        })
         .await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
@@ -355,11 +326,9 @@ pub(crate) struct TreeResponse {
 async fn tree<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = chats
-        .tree(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
-        .await?;
+    let t = chats.tree(caller.id(), id).await?;
     Ok(HttpResponse::Ok().json(tree_response(&t)))
 }
 
@@ -392,13 +361,13 @@ struct SelectRequest {
 async fn select<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
     body: web::Json<SelectRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let chat = chats
         .select(
             caller.id(),
-            parse_id::<ChatId>(&id, "chat_id")?,
+            id,
             parse_id::<MessageId>(&body.message_uuid, "message_uuid")?,
         )
         .await?;
@@ -486,10 +455,10 @@ pub(crate) fn retry_options(body: &web::Bytes) -> Result<GenerationOptions, ApiE
 async fn send<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
     body: web::Json<SendRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let chat = parse_id::<ChatId>(&id, "chat_id")?;
+    let chat = id;
     let input = send_input(body.into_inner())?;
     let reply = chats.send(caller.id(), chat, input).await?;
     Ok(HttpResponse::Created().json(reply_response(reply)))
@@ -499,9 +468,8 @@ async fn send<A: AuthUseCase, S: ChatUseCase>(
 async fn delete_message<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    path: web::Path<(String, String)>,
+    MessagePath { chat, message }: MessagePath,
 ) -> Result<HttpResponse, ApiError> {
-    let (chat, message) = message_path(path)?;
     chats.delete_message(caller.id(), chat, message).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -536,7 +504,7 @@ struct PatchChatRequest {
 async fn patch_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
     body: web::Json<PatchChatRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
@@ -555,9 +523,7 @@ async fn patch_chat<A: AuthUseCase, S: ChatUseCase>(
             .map(|p| p.map(|p| parse_id(&p, "preset_id")).transpose())
             .transpose()?,
     };
-    let chat = chats
-        .update_chat(caller.id(), parse_id::<ChatId>(&id, "chat_id")?, patch)
-        .await?;
+    let chat = chats.update_chat(caller.id(), id, patch).await?;
     Ok(HttpResponse::Ok().json(ChatResponse::from(&chat)))
 }
 
@@ -608,11 +574,9 @@ struct CompleteResponse {
 async fn complete<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = chats
-        .tree(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
-        .await?;
+    let t = chats.tree(caller.id(), id).await?;
     let messages = t
         .tree
         .path_to(t.chat.current_leaf_id)
@@ -674,10 +638,9 @@ pub(crate) fn generation_settings(
 async fn retry<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    path: web::Path<(String, String)>,
+    MessagePath { chat, message }: MessagePath,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let (chat, message) = message_path(path)?;
     let options = retry_options(&body)?;
     let reply = chats.retry(caller.id(), chat, message, options).await?;
     Ok(HttpResponse::Created().json(reply_response(reply)))
@@ -743,11 +706,10 @@ struct EditResponse {
 async fn edit<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    path: web::Path<(String, String)>,
+    MessagePath { chat, message }: MessagePath,
     query: web::Query<EditQuery>,
     body: web::Json<EditRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (chat, message) = message_path(path)?;
     let body = body.into_inner();
     if body.asks_for_an_answer() && !query.regenerate {
         return Err(ApiError::Validation {
@@ -784,12 +746,10 @@ struct ExportQuery {
 async fn export<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
     query: web::Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = chats
-        .tree(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
-        .await?;
+    let t = chats.tree(caller.id(), id).await?;
     let name = format!("chat-{}", t.chat.id);
     match query.format.as_deref().unwrap_or("json") {
         "json" => Ok(HttpResponse::Ok()

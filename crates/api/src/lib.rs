@@ -18,6 +18,7 @@ pub mod limits;
 pub mod models;
 pub mod openai;
 pub mod openapi;
+pub mod path;
 pub mod presets;
 pub mod security;
 pub mod streaming;

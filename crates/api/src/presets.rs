@@ -13,6 +13,7 @@ use usecase::preset::{PresetError, PresetInput, PresetUseCase};
 use crate::PageResponse;
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
+use crate::path::Id;
 
 impl From<PresetError> for ApiError {
     fn from(e: PresetError) -> Self {
@@ -100,13 +101,6 @@ impl From<Preset> for PresetResponse {
     }
 }
 
-fn preset_id(raw: &str) -> Result<PresetId, ApiError> {
-    raw.parse().map_err(|_| ApiError::Validation {
-        message: "not a valid UUID".into(),
-        field: Some("preset_id".into()),
-    })
-}
-
 #[utoipa::path(post, path = "/api/v1/presets", operation_id = "create_preset", summary = "Create a preset", tag = "presets", request_body = PresetRequest, responses((status = 201, description = "The preset", body = PresetResponse)), security(("bearer" = [])))]
 async fn create<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
@@ -123,9 +117,9 @@ async fn create<A: AuthUseCase, P: PresetUseCase>(
 async fn get<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
-    id: web::Path<String>,
+    Id(id): Id<PresetId>,
 ) -> Result<HttpResponse, ApiError> {
-    let preset = presets.get(caller.id(), preset_id(&id)?).await?;
+    let preset = presets.get(caller.id(), id).await?;
     Ok(HttpResponse::Ok().json(PresetResponse::from(preset)))
 }
 
@@ -133,15 +127,11 @@ async fn get<A: AuthUseCase, P: PresetUseCase>(
 async fn update<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
-    id: web::Path<String>,
+    Id(id): Id<PresetId>,
     body: web::Json<PresetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let preset = presets
-        .update(
-            caller.id(),
-            preset_id(&id)?,
-            body.into_inner().into_input()?,
-        )
+        .update(caller.id(), id, body.into_inner().into_input()?)
         .await?;
     Ok(HttpResponse::Ok().json(PresetResponse::from(preset)))
 }
@@ -150,9 +140,9 @@ async fn update<A: AuthUseCase, P: PresetUseCase>(
 async fn delete<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
-    id: web::Path<String>,
+    Id(id): Id<PresetId>,
 ) -> Result<HttpResponse, ApiError> {
-    presets.delete(caller.id(), preset_id(&id)?).await?;
+    presets.delete(caller.id(), id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -199,9 +189,9 @@ pub(crate) struct UseResponse {
 async fn record_use<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
-    id: web::Path<String>,
+    Id(id): Id<PresetId>,
 ) -> Result<HttpResponse, ApiError> {
-    let usage_count = presets.record_use(caller.id(), preset_id(&id)?).await?;
+    let usage_count = presets.record_use(caller.id(), id).await?;
     Ok(HttpResponse::Ok().json(UseResponse { usage_count }))
 }
 

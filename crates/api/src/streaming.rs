@@ -15,10 +15,9 @@ use usecase::chat::ChatUseCase;
 use usecase::generation::{GenerationEvent, GenerationFailure, GenerationStatus, Subscription};
 
 use crate::auth::CurrentUser;
-use crate::chats::{
-    EditRequest, SendRequest, message_path, parse_id, provider_error, retry_options, send_input,
-};
+use crate::chats::{EditRequest, SendRequest, provider_error, retry_options, send_input};
 use crate::error::ApiError;
+use crate::path::{Id, MessagePath};
 
 /// SSE settings, registered as app data (defaults apply when absent).
 #[derive(Debug, Clone, Copy)]
@@ -180,10 +179,10 @@ async fn send_stream<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
     body: web::Json<SendRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let chat = parse_id::<ChatId>(&id, "chat_id")?;
+    let chat = id;
     let input = send_input(body.into_inner())?;
     let subscription = chats.send_stream(caller.id(), chat, input).await?;
     Ok(event_stream(&req, subscription))
@@ -194,10 +193,9 @@ async fn retry_stream<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    path: web::Path<(String, String)>,
+    MessagePath { chat, message }: MessagePath,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let (chat, message) = message_path(path)?;
     let options = retry_options(&body)?;
     let subscription = chats
         .retry_stream(caller.id(), chat, message, options)
@@ -210,10 +208,9 @@ async fn edit_stream<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    path: web::Path<(String, String)>,
+    MessagePath { chat, message }: MessagePath,
     body: web::Json<EditRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (chat, message) = message_path(path)?;
     let (content, options) = body.into_inner().into_parts()?;
     let subscription = chats
         .edit_stream(caller.id(), chat, message, content, options)
@@ -255,10 +252,10 @@ impl From<GenerationStatus> for GenerationResponse {
 async fn status<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
 ) -> Result<HttpResponse, ApiError> {
     let status = chats
-        .generation(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
+        .generation(caller.id(), id)
         .await?
         .ok_or(ApiError::NotFound("generation"))?;
     // One shape with the cancel route's answer.
@@ -269,11 +266,9 @@ async fn status<A: AuthUseCase, S: ChatUseCase>(
 async fn cancel<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
 ) -> Result<HttpResponse, ApiError> {
-    let status = chats
-        .cancel_generation(caller.id(), parse_id::<ChatId>(&id, "chat_id")?)
-        .await?;
+    let status = chats.cancel_generation(caller.id(), id).await?;
     Ok(HttpResponse::Ok().json(GenerationResponse::from(status)))
 }
 
@@ -282,9 +277,9 @@ async fn attach<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
 ) -> Result<HttpResponse, ApiError> {
-    let chat = parse_id::<ChatId>(&id, "chat_id")?;
+    let chat = id;
     let after = match req.headers().get("last-event-id") {
         None => None,
         Some(v) => Some(

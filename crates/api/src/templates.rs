@@ -16,6 +16,7 @@ use usecase::template::{TemplateError, TemplateInput, TemplateUseCase};
 use crate::PageResponse;
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
+use crate::path::Id;
 
 impl From<TemplateError> for ApiError {
     fn from(e: TemplateError) -> Self {
@@ -116,13 +117,6 @@ impl From<PromptTemplate> for TemplateResponse {
     }
 }
 
-fn template_id(raw: &str) -> Result<TemplateId, ApiError> {
-    raw.parse().map_err(|_| ApiError::Validation {
-        message: "not a valid UUID".into(),
-        field: Some("template_id".into()),
-    })
-}
-
 #[utoipa::path(post, path = "/api/v1/templates", operation_id = "create_template", summary = "Create a prompt template", tag = "templates", request_body = TemplateRequest, responses((status = 201, description = "The template", body = TemplateResponse)), security(("bearer" = [])))]
 async fn create<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
@@ -139,9 +133,9 @@ async fn create<A: AuthUseCase, T: TemplateUseCase>(
 async fn get<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
-    id: web::Path<String>,
+    Id(id): Id<TemplateId>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = templates.get(caller.id(), template_id(&id)?).await?;
+    let t = templates.get(caller.id(), id).await?;
     Ok(HttpResponse::Ok().json(TemplateResponse::from(t)))
 }
 
@@ -149,10 +143,9 @@ async fn get<A: AuthUseCase, T: TemplateUseCase>(
 async fn update<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
-    id: web::Path<String>,
+    Id(id): Id<TemplateId>,
     body: web::Json<TemplateRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = template_id(&id)?;
     let t = templates
         .update(caller.id(), id, body.into_inner().into_input()?)
         .await?;
@@ -163,9 +156,9 @@ async fn update<A: AuthUseCase, T: TemplateUseCase>(
 async fn delete<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
-    id: web::Path<String>,
+    Id(id): Id<TemplateId>,
 ) -> Result<HttpResponse, ApiError> {
-    templates.delete(caller.id(), template_id(&id)?).await?;
+    templates.delete(caller.id(), id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -243,9 +236,9 @@ async fn categories<A: AuthUseCase, T: TemplateUseCase>(
 async fn record_use<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
-    id: web::Path<String>,
+    Id(id): Id<TemplateId>,
 ) -> Result<HttpResponse, ApiError> {
-    let n = templates.record_use(caller.id(), template_id(&id)?).await?;
+    let n = templates.record_use(caller.id(), id).await?;
     Ok(HttpResponse::Ok().json(crate::presets::UseResponse { usage_count: n }))
 }
 
@@ -266,7 +259,7 @@ struct RenderRequest {
 async fn render<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
-    id: web::Path<String>,
+    Id(id): Id<TemplateId>,
     body: web::Json<RenderRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let values = body.into_inner().variables;
@@ -282,9 +275,7 @@ async fn render<A: AuthUseCase, T: TemplateUseCase>(
             field: Some("variables".into()),
         });
     }
-    let content = templates
-        .render(caller.id(), template_id(&id)?, values)
-        .await?;
+    let content = templates.render(caller.id(), id, values).await?;
     Ok(HttpResponse::Ok().json(RenderResponse { content }))
 }
 

@@ -42,6 +42,7 @@ mod id;
 mod message;
 mod model;
 mod preset;
+mod settings;
 mod template;
 mod time;
 mod title;
@@ -61,6 +62,7 @@ pub use id::{
 pub use message::{Message, MessageContent, MessageStatus, Role, UnknownVariant};
 pub use model::{ModelId, ModelInfo, Pricing, Usd};
 pub use preset::{MaxTokens, Preset, PresetDescription, PresetName, Temperature};
+pub use settings::GenerationSettings;
 pub use template::{
     Category, PromptTemplate, RenderError, TemplateContent, TemplateDescription, TemplateName,
 };

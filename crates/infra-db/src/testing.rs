@@ -59,7 +59,8 @@ impl Backend {
     }
 }
 
-/// A database that exists for one test.
+/// A database that exists for one test. [`TestDatabase::drop_database`] removes it; a test
+/// that panics before (or forgets) is cleaned up when the value is dropped.
 #[derive(Debug)]
 pub struct TestDatabase {
     backend: Backend,
@@ -67,6 +68,7 @@ pub struct TestDatabase {
     admin_url: Option<String>,
     name: String,
     dir: Option<PathBuf>,
+    dropped: bool,
 }
 
 fn unreachable_server(backend: Backend, why: &dyn std::fmt::Display) -> Option<TestDatabase> {
@@ -109,6 +111,7 @@ impl TestDatabase {
                 admin_url: None,
                 name,
                 dir: Some(dir),
+                dropped: false,
             });
         };
         let admin = match Database::connect(admin_url.as_str()).await {
@@ -131,6 +134,7 @@ impl TestDatabase {
             admin_url: Some(admin_url),
             name,
             dir: None,
+            dropped: false,
         })
     }
 
@@ -144,6 +148,43 @@ impl TestDatabase {
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Where it lives: the database's name on its server, or the SQLite file's folder.
+    #[must_use]
+    pub fn location(&self) -> (String, Option<PathBuf>) {
+        (self.name.clone(), self.dir.clone())
+    }
+
+    /// Whether the database at `location` (see [`TestDatabase::location`]) still exists.
+    ///
+    /// # Panics
+    /// When the server cannot answer.
+    pub async fn exists(backend: Backend, location: &(String, Option<PathBuf>)) -> bool {
+        if let Some(dir) = &location.1 {
+            return dir.exists();
+        }
+        let admin = Database::connect(backend.admin_url().expect("a server backend").as_str())
+            .await
+            .expect("the admin connection");
+        let sql = match backend {
+            Backend::MySql => format!(
+                "SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name = '{}'",
+                location.0
+            ),
+            _ => format!(
+                "SELECT COUNT(*) AS n FROM pg_database WHERE datname = '{}'",
+                location.0
+            ),
+        };
+        let row = admin
+            .query_one_raw(Statement::from_string(admin.get_database_backend(), sql))
+            .await
+            .expect("the catalogue answers")
+            .expect("a count row");
+        let n: i64 = row.try_get("", "n").expect("a count");
+        let _ = admin.close().await;
+        n > 0
     }
 
     /// A configuration for this database with `pool` connections.
@@ -226,19 +267,55 @@ impl TestDatabase {
     }
 
     /// Drops the database (or deletes the SQLite folder).
-    pub async fn drop_database(self) {
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
+    pub async fn drop_database(mut self) {
+        self.dropped = true;
+        remove(
+            self.backend,
+            self.admin_url.clone(),
+            self.name.clone(),
+            self.dir.clone(),
+        )
+        .await;
+    }
+}
+
+async fn remove(backend: Backend, admin_url: Option<String>, name: String, dir: Option<PathBuf>) {
+    if let Some(dir) = &dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if let Some(admin_url) = &admin_url
+        && let Ok(admin) = Database::connect(admin_url.as_str()).await
+    {
+        let sql = match backend {
+            Backend::MySql => format!("DROP DATABASE IF EXISTS `{name}`"),
+            _ => format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        };
+        let _ = admin.execute_unprepared(&sql).await;
+        let _ = admin.close().await;
+    }
+}
+
+impl Drop for TestDatabase {
+    /// A test that panicked never reached `drop_database`: remove the database anyway, on a
+    /// thread of its own (a destructor cannot wait on the test's runtime).
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
         }
-        if let Some(admin_url) = &self.admin_url
-            && let Ok(admin) = Database::connect(admin_url.as_str()).await
-        {
-            let sql = match self.backend {
-                Backend::MySql => format!("DROP DATABASE IF EXISTS `{}`", self.name),
-                _ => format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
-            };
-            let _ = admin.execute_unprepared(&sql).await;
-            let _ = admin.close().await;
-        }
+        let (backend, admin_url, name, dir) = (
+            self.backend,
+            self.admin_url.take(),
+            std::mem::take(&mut self.name),
+            self.dir.take(),
+        );
+        let cleanup = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(remove(backend, admin_url, name, dir));
+            }
+        });
+        let _ = cleanup.join();
     }
 }

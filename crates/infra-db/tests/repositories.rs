@@ -1881,3 +1881,27 @@ every_backend!(
     a_common_term_is_paged_past_the_counting_cap,
     a_short_query_reads_a_bounded_window_of_the_newest_messages,
 );
+
+/// A test that panics never reaches `drop_database`: its database goes anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_of_a_test_that_panicked_is_dropped() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let Some(db) = TestDatabase::create(backend).await else {
+            continue;
+        };
+        let location = db.location();
+        assert!(TestDatabase::exists(backend, &location).await);
+        let failed = std::thread::spawn(move || {
+            let _held = db;
+            panic!("the test failed while holding its database");
+        })
+        .join();
+        assert!(failed.is_err());
+        assert!(
+            !TestDatabase::exists(backend, &location).await,
+            "{} database {} was left behind",
+            backend.name(),
+            location.0
+        );
+    }
+}

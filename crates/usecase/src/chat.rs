@@ -397,20 +397,25 @@ where
             })?),
             None => None,
         };
-        let model = match options
-            .model_id
-            .or_else(|| preset.as_ref().and_then(|p| p.model_id.clone()))
-            .or_else(|| chat.model_id.clone())
-        {
-            Some(m) => m,
-            None => self
-                .catalog
-                .settings(owner)
-                .await
-                .map_err(ChatError::Catalog)?
-                .default_model_id
-                .unwrap_or_else(|| self.default_model.clone()),
+        let request = domain::GenerationSettings {
+            model: options.model_id,
+            temperature: options.temperature,
+            max_tokens: options.max_tokens,
+            system_prompt: None,
         };
+        let settings = domain::GenerationSettings::resolve(request, preset.as_ref(), chat);
+        // The user's default is read only when nothing above names a model.
+        let user_default = match settings.model {
+            Some(_) => None,
+            None => {
+                self.catalog
+                    .settings(owner)
+                    .await
+                    .map_err(ChatError::Catalog)?
+                    .default_model_id
+            }
+        };
+        let model = settings.model_or(user_default, &self.default_model);
         let info = self.check_model(&model).await?;
         // The answer cannot be longer than the model's whole context.
         if let Some(n) = options.max_tokens {
@@ -418,19 +423,9 @@ where
                 .map_err(ChatError::Invalid)?;
         }
         Ok(Plan {
-            temperature: options.temperature.or_else(|| {
-                preset
-                    .as_ref()
-                    .and_then(|p| p.temperature.map(domain::Temperature::value))
-            }),
-            max_tokens: options.max_tokens.or_else(|| {
-                preset
-                    .as_ref()
-                    .and_then(|p| p.max_tokens.map(domain::MaxTokens::value))
-            }),
-            system_prompt: preset
-                .and_then(|p| p.system_prompt)
-                .or_else(|| chat.system_prompt.clone()),
+            temperature: settings.temperature,
+            max_tokens: settings.max_tokens,
+            system_prompt: settings.system_prompt,
             model,
             info,
             given: options.prompt,
@@ -772,6 +767,25 @@ where
             answer_row,
             after,
         })
+    }
+
+    /// The message an edit replaces (as a new sibling) and its parent; `answered` when the
+    /// edit is to be answered, which only a question can be.
+    fn edit_target(
+        tree: &ConversationTree,
+        message: MessageId,
+        answered: bool,
+    ) -> Result<(&Message, MessageId), ChatError> {
+        let target = tree.get(message).ok_or(ChatError::MessageNotFound)?;
+        let parent = target.parent_id.ok_or(ChatError::InvalidTarget(
+            "the root message cannot be edited",
+        ))?;
+        if answered && target.role != Role::User {
+            return Err(ChatError::InvalidTarget(
+                "only a question can be edited and answered again",
+            ));
+        }
+        Ok((target, parent))
     }
 
     /// The question a retry of `message` answers again.

@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 use usecase::auth::AuthUseCase;
 use usecase::chat::ChatUseCase;
 
-use super::{MessageResponse, parse_id};
+use super::MessageResponse;
 use crate::PageResponse;
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
+use crate::path::Id;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -71,10 +72,10 @@ async fn run_search<A: AuthUseCase, S: ChatUseCase>(
 pub(crate) async fn search_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
-    id: web::Path<String>,
+    Id(id): Id<ChatId>,
     params: web::Query<SearchParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let chat = parse_id::<ChatId>(&id, "chat_id")?;
+    let chat = id;
     run_search(&caller, chats.get_ref(), Some(chat), params.into_inner()).await
 }
 

@@ -508,18 +508,10 @@ where
         regenerate: Option<GenerationOptions>,
     ) -> Result<Edited, ChatError> {
         let t = self.tree(owner, chat).await?;
-        let target = t.tree.get(message).ok_or(ChatError::MessageNotFound)?;
-        let parent = target.parent_id.ok_or(ChatError::InvalidTarget(
-            "the root message cannot be edited",
-        ))?;
+        let (target, parent) = Self::edit_target(&t.tree, message, regenerate.is_some())?;
         let role = target.role;
         // Everything that can refuse the answer is checked before the edit is stored.
         let generation = match regenerate {
-            Some(_) if role != Role::User => {
-                return Err(ChatError::InvalidTarget(
-                    "only a question can be edited and answered again",
-                ));
-            }
             Some(options) => {
                 let plan = self.plan(owner, &t.chat, options).await?;
                 let slot = self.admit(owner).await?;
@@ -598,15 +590,7 @@ where
         options: GenerationOptions,
     ) -> Result<Subscription, ChatError> {
         let t = self.tree(owner, chat).await?;
-        let target = t.tree.get(message).ok_or(ChatError::MessageNotFound)?;
-        let parent = target.parent_id.ok_or(ChatError::InvalidTarget(
-            "the root message cannot be edited",
-        ))?;
-        if target.role != Role::User {
-            return Err(ChatError::InvalidTarget(
-                "only a question can be edited and answered again",
-            ));
-        }
+        let (_, parent) = Self::edit_target(&t.tree, message, true)?;
         // The edit is a new question beside the old one: a streamed send under its parent.
         self.send_stream(
             owner,
