@@ -141,3 +141,34 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
     );
     app.finish().await;
 }
+
+/// `[limits]`: an operator's lower text limits answer 422 naming the field, as the built-in
+/// ones do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_text_limits_are_enforced() {
+    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
+        return;
+    };
+    let mut settings = test_settings(db.url());
+    settings.limits.message_chars = 10;
+    settings.limits.title_chars = 5;
+    let app = TestApp::spawn_with(settings, db).await;
+    let token = app.user_token("terse").await;
+    let long_title = app
+        .post_json_as("/api/v1/chats", &token, &json!({"title": "too long"}))
+        .await;
+    let body = assert_envelope(long_title, 422, "validation_error").await;
+    assert_eq!(body["detail"]["field"], "title");
+    let chat = app.new_chat(&token).await;
+    let path = format!("/api/v1/chats/{chat}/messages");
+    let refused = app
+        .post_json_as(&path, &token, &json!({"content": "eleven char"}))
+        .await;
+    let body = assert_envelope(refused, 422, "validation_error").await;
+    assert_eq!(body["detail"]["field"], "content");
+    let fits = app
+        .post_json_as(&path, &token, &json!({"content": "ten chars!"}))
+        .await;
+    assert_eq!(fits.status(), 201);
+    app.finish().await;
+}

@@ -72,4 +72,4 @@ pub use title::{
 };
 pub use tree::{ConversationTree, TreeError};
 pub use user::{Password, User, Username};
-pub use validation::{InvalidInput, Page, PageRequest, Problem, limits};
+pub use validation::{InputLimits, InvalidInput, Page, PageRequest, Problem, limits};

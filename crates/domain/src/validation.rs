@@ -123,6 +123,97 @@ impl fmt::Display for InvalidInput {
 impl std::error::Error for InvalidInput {}
 
 /// Checks a text's length in characters against `min..=max`, and rejects blank text when `min > 0`.
+/// The text limits an operator may set (`[limits]`): each at most its value object's own
+/// ceiling (the constants in [`limits`], the defaults), never above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    /// Characters of one message.
+    pub message_chars: usize,
+    /// Characters of a chat title.
+    pub title_chars: usize,
+    /// Characters of a system prompt (chat or preset) and of a chat's initial message.
+    pub system_prompt_chars: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        Self {
+            message_chars: limits::MESSAGE_CONTENT_MAX,
+            title_chars: limits::CHAT_TITLE_MAX,
+            system_prompt_chars: limits::SYSTEM_PROMPT_MAX,
+        }
+    }
+}
+
+impl InputLimits {
+    /// Accepts limits from 1 up to each ceiling.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming the first limit out of range.
+    pub fn new(
+        message_chars: usize,
+        title_chars: usize,
+        system_prompt_chars: usize,
+    ) -> Result<Self, InvalidInput> {
+        for (field, value, ceiling) in [
+            ("message_chars", message_chars, limits::MESSAGE_CONTENT_MAX),
+            ("title_chars", title_chars, limits::CHAT_TITLE_MAX),
+            (
+                "system_prompt_chars",
+                system_prompt_chars,
+                limits::SYSTEM_PROMPT_MAX,
+            ),
+        ] {
+            if !(1..=ceiling).contains(&value) {
+                return Err(InvalidInput::new(
+                    field,
+                    Problem::OutOfRange {
+                        min: 1.0,
+                        max: ceiling as f64,
+                    },
+                ));
+            }
+        }
+        Ok(Self {
+            message_chars,
+            title_chars,
+            system_prompt_chars,
+        })
+    }
+
+    fn within(field: &'static str, text: &str, max: usize) -> Result<(), InvalidInput> {
+        let len = text.chars().count();
+        if len > max {
+            return Err(InvalidInput::new(field, Problem::TooLong { len, max }));
+        }
+        Ok(())
+    }
+
+    /// A message's content.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] on `content` when it is longer than the limit.
+    pub fn message(&self, text: &str) -> Result<(), InvalidInput> {
+        Self::within("content", text, self.message_chars)
+    }
+
+    /// A chat title.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] on `title` when it is longer than the limit.
+    pub fn title(&self, text: &str) -> Result<(), InvalidInput> {
+        Self::within("title", text, self.title_chars)
+    }
+
+    /// A system prompt (or initial message), named `field`.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] on `field` when it is longer than the limit.
+    pub fn system_prompt(&self, field: &'static str, text: &str) -> Result<(), InvalidInput> {
+        Self::within(field, text, self.system_prompt_chars)
+    }
+}
+
 pub(crate) fn check_text(
     field: &'static str,
     raw: &str,

@@ -11,8 +11,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 mod accounts;
+mod limits;
 
 pub use accounts::AccountSettings;
+pub use limits::LimitSettings;
 
 /// All settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -44,6 +46,9 @@ pub struct Settings {
     pub accounts: AccountSettings,
     /// Replicas sharing one database.
     pub cluster: ClusterSettings,
+    /// Text limits of what users send.
+    #[serde(default)]
+    pub limits: LimitSettings,
 }
 
 /// Whether replicas coordinate through the database.
@@ -413,6 +418,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.accounts.registration()?;
         self.accounts.quota()?;
+        self.limits.input()?;
         let invalid = |key, problem: &str| {
             Err(ConfigError::Invalid {
                 key,

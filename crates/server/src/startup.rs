@@ -387,6 +387,10 @@ impl Application {
                     .accounts
                     .quota()
                     .map_err(|e| StartupError::Config(e.to_string()))?,
+                input: settings
+                    .limits
+                    .input()
+                    .map_err(|e| StartupError::Config(e.to_string()))?,
             },
             usecase::chat::ProcessState {
                 cache: usecase::chat::MessageCache::new(settings.cache.messages_max_bytes),

@@ -227,6 +227,8 @@ pub struct ChatDefaults {
     pub title_model: Option<ModelId>,
     /// Every account's quota limits unless it has its own.
     pub quota: domain::QuotaLimits,
+    /// The text limits an operator set (at most the domain's ceilings).
+    pub input: domain::InputLimits,
 }
 
 /// What the service keeps in this process: the read cache and the generation registry.
@@ -285,6 +287,7 @@ pub struct ChatService<R, L, M, C, I> {
     titles: bool,
     title_model: Option<ModelId>,
     quota: domain::QuotaLimits,
+    input: domain::InputLimits,
     overrides: quota::OverridesCache,
     cache: Arc<MessageCache>,
     generations: Generations,
@@ -328,6 +331,7 @@ where
             titles: defaults.titles,
             title_model: defaults.title_model,
             quota: defaults.quota,
+            input: defaults.input,
             overrides: quota::OverridesCache::default(),
             cache: Arc::new(cache),
             generations,

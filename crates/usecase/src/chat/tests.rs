@@ -52,6 +52,7 @@ async fn service(cache_bytes: u64) -> (Service, UserId) {
             titles: true,
             title_model: None,
             quota: domain::QuotaLimits::default(),
+            input: domain::InputLimits::new(1_000, 20, 8_000).unwrap(),
         },
         ProcessState {
             cache: MessageCache::new(cache_bytes),
@@ -87,6 +88,65 @@ async fn max_tokens_beyond_the_models_context_is_refused_before_anything_is_stor
     let mut input = say("the whole context is fine");
     input.options.max_tokens = Some(4_096);
     s.send(owner, chat.id, input).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_operators_text_limits_apply_to_messages_titles_and_edits() {
+    let (s, owner) = service(1 << 20).await;
+    let too_long = |field: &str, r: Result<_, ChatError>| match r {
+        Err(ChatError::Invalid(e)) => assert_eq!(e.field, field),
+        Err(other) => panic!("expected {field} to be refused, got {other:?}"),
+        Ok(_) => panic!("expected {field} to be refused"),
+    };
+    let title = ChatTitle::parse("a title of more than twenty characters").unwrap();
+    too_long(
+        "title",
+        s.create_chat(
+            owner,
+            NewChatInput {
+                title: Some(title.clone()),
+                ..NewChatInput::default()
+            },
+        )
+        .await
+        .map(|_| ()),
+    );
+    let chat = s.create_chat(owner, NewChatInput::default()).await.unwrap();
+    too_long(
+        "content",
+        s.send(owner, chat.id, say(&"x".repeat(1_001)))
+            .await
+            .map(|_| ()),
+    );
+    too_long(
+        "content",
+        s.send_stream(owner, chat.id, say(&"x".repeat(1_001)))
+            .await
+            .map(|_| ()),
+    );
+    too_long(
+        "title",
+        s.update_chat(
+            owner,
+            chat.id,
+            ChatPatch {
+                title: Some(title),
+                ..ChatPatch::default()
+            },
+        )
+        .await
+        .map(|_| ()),
+    );
+    assert_eq!(
+        s.tree(owner, chat.id).await.unwrap().tree.len(),
+        1,
+        "nothing stored"
+    );
+    s.send(owner, chat.id, say(&"x".repeat(1_000)))
+        .await
+        .unwrap();
+    let question = s.tree(owner, chat.id).await.unwrap().tree.len();
+    assert_eq!(question, 3);
 }
 
 #[tokio::test]

@@ -264,6 +264,20 @@ where
     /// # Errors
     /// [`ChatError::UnknownModel`].
     async fn create_chat(&self, owner: UserId, input: NewChatInput) -> Result<Chat, ChatError> {
+        let limits = &self.input;
+        if let Some(title) = &input.title {
+            limits.title(title.as_str()).map_err(ChatError::Invalid)?;
+        }
+        if let Some(prompt) = &input.system_prompt {
+            limits
+                .system_prompt("system_prompt", prompt.as_str())
+                .map_err(ChatError::Invalid)?;
+        }
+        if let Some(message) = &input.initial_message {
+            limits
+                .system_prompt("initial_message", message)
+                .map_err(ChatError::Invalid)?;
+        }
         if let Some(model) = &input.model_id {
             self.check_model(model).await?;
         }
@@ -419,6 +433,9 @@ where
         chat: ChatId,
         input: SendInput,
     ) -> Result<Reply, ChatError> {
+        self.input
+            .message(input.content.as_str())
+            .map_err(ChatError::Invalid)?;
         // The quota is read while the chat is (one round trip, not two).
         let (current, quota) = tokio::join!(self.get_chat(owner, chat), self.quota_of(owner));
         let current = current?;
@@ -443,6 +460,15 @@ where
         chat: ChatId,
         patch: ChatPatch,
     ) -> Result<Chat, ChatError> {
+        let limits = &self.input;
+        if let Some(title) = &patch.title {
+            limits.title(title.as_str()).map_err(ChatError::Invalid)?;
+        }
+        if let Some(Some(prompt)) = &patch.system_prompt {
+            limits
+                .system_prompt("system_prompt", prompt.as_str())
+                .map_err(ChatError::Invalid)?;
+        }
         if let Some(Some(model)) = &patch.model_id {
             self.check_model(model).await?;
         }
@@ -507,6 +533,9 @@ where
         content: MessageContent,
         regenerate: Option<GenerationOptions>,
     ) -> Result<Edited, ChatError> {
+        self.input
+            .message(content.as_str())
+            .map_err(ChatError::Invalid)?;
         let t = self.tree(owner, chat).await?;
         let (target, parent) = Self::edit_target(&t.tree, message, regenerate.is_some())?;
         let role = target.role;
@@ -559,6 +588,9 @@ where
         chat: ChatId,
         input: SendInput,
     ) -> Result<Subscription, ChatError> {
+        self.input
+            .message(input.content.as_str())
+            .map_err(ChatError::Invalid)?;
         let (current, quota) = tokio::join!(self.get_chat(owner, chat), self.quota_of(owner));
         let current = current?;
         let plan = self.plan(owner, &current, input.options).await?;
