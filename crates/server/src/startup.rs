@@ -260,6 +260,154 @@ impl std::fmt::Debug for Application {
     }
 }
 
+/// Migrates (or, with the database down, keeps migrating in the background), recovers
+/// answers left `streaming`, and starts the sweep of expired streams. Returns the readiness
+/// flag (set once migrated) and whether replicas coordinate through this database.
+async fn prepare_database(
+    settings: &Settings,
+    store: &Store,
+    background: &Background,
+) -> Result<(Arc<AtomicBool>, bool), StartupError> {
+    let migrated = Arc::new(AtomicBool::new(!settings.database.migrate_on_startup));
+    let deadline = Duration::from_secs(settings.generation.deadline_secs);
+    let clustered = settings.cluster.mode == crate::config::ClusterMode::Auto
+        && store.backend_name() == "postgres";
+    let cutoff = match settings.generation.startup_recovery {
+        // With replicas, the heartbeat recovers what dead replicas left (and the sweep
+        // what no lease covers); alone, everything left streaming is this process's.
+        crate::config::StartupRecovery::Lease if clustered => expired_before(deadline),
+        crate::config::StartupRecovery::Lease | crate::config::StartupRecovery::All => {
+            SystemClock.now()
+        }
+        crate::config::StartupRecovery::Expired => expired_before(deadline),
+    };
+    if settings.database.migrate_on_startup {
+        match store.migrate().await {
+            Ok(()) => {
+                recover_streaming(store, cutoff).await;
+                migrated.store(true, Ordering::Release);
+            }
+            Err(RepoError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "database unreachable at start-up; serving without it until it answers");
+                background.spawn(migrate_until_done(
+                    store.clone(),
+                    Arc::clone(&migrated),
+                    cutoff,
+                ));
+            }
+            Err(e) => return Err(StartupError::Migration(e)),
+        }
+    } else {
+        recover_streaming(store, cutoff).await;
+    }
+    background.spawn(sweep_expired_streams(store.clone(), deadline));
+    Ok((migrated, clustered))
+}
+
+/// With replicas: this process's place among them (its heartbeat and inbox run from here on).
+async fn join_cluster(
+    settings: &Settings,
+    store: &Store,
+    generations: &Generations,
+    clustered: bool,
+) -> Option<Arc<dyn usecase::cluster::Coordination>> {
+    if clustered {
+        let timing = settings.lease_timing();
+        infra_db::PgCoordination::join(store, timing)
+            .await
+            .map(|(port, inbox)| {
+                let port: Arc<dyn usecase::cluster::Coordination> = Arc::new(port);
+                generations.join_cluster(Arc::clone(&port), timing, inbox);
+                tracing::info!(replica = %format!("{:032x}", port.replica().0), "coordinating with other replicas through PostgreSQL");
+                port
+            })
+    } else {
+        None
+    }
+}
+
+/// The auth service, with its account cache and the poll that keeps it current when one
+/// is configured.
+fn cached_auth(
+    settings: &Settings,
+    store: &Store,
+    background: &Background,
+) -> Result<web::Data<Auth>, StartupError> {
+    let a = &settings.auth;
+    let auth = auth_service(settings, store.clone())?;
+    Ok(if a.account_cache_capacity > 0 {
+        let poll = Duration::from_millis(a.revocation_poll_ms);
+        let auth = auth.with_account_cache(usecase::auth::AccountCacheConfig {
+            capacity: a.account_cache_capacity,
+            poll_interval_micros: i64::try_from(poll.as_micros()).unwrap_or(i64::MAX),
+            max_age_micros: 60_000_000,
+        });
+        let auth = web::Data::new(auth);
+        background.spawn(poll_account_changes(auth.clone().into_inner(), poll));
+        auth
+    } else {
+        web::Data::new(auth)
+    })
+}
+
+/// What the chat service falls back on: models, titles, default quotas, text limits.
+fn chat_defaults(settings: &Settings) -> Result<usecase::chat::ChatDefaults, StartupError> {
+    let default_model = domain::ModelId::parse(settings.llm.default_model.as_str())
+        .map_err(|e| StartupError::Config(e.to_string()))?;
+    Ok(usecase::chat::ChatDefaults {
+        model: default_model,
+        provider: settings.llm.provider_name.clone(),
+        titles: settings.generation.titles,
+        title_model: (!settings.generation.title_model.is_empty())
+            .then(|| domain::ModelId::parse(settings.generation.title_model.as_str()))
+            .transpose()
+            .map_err(|e| StartupError::Config(e.to_string()))?,
+        quota: settings
+            .accounts
+            .quota()
+            .map_err(|e| StartupError::Config(e.to_string()))?,
+        input: settings
+            .limits
+            .input()
+            .map_err(|e| StartupError::Config(e.to_string()))?,
+    })
+}
+
+/// `GET /metrics`: the Prometheus registry, with the levels (pools, generations running,
+/// provider calls in flight, cache weight) sampled at each scrape.
+fn metrics_endpoint(
+    settings: &Settings,
+    store: &Store,
+    chats: &web::Data<Chats>,
+    generations: &Generations,
+    llm: &infra_llm::ProviderRouter,
+) -> web::Data<api::telemetry::MetricsEndpoint> {
+    if settings.metrics.enabled {
+        let handle = prometheus();
+        let (store, chats, generations) = (store.clone(), chats.clone(), generations.clone());
+        let llm_in_flight = llm.clone();
+        web::Data::new(api::telemetry::MetricsEndpoint::new(
+            move || {
+                // Sampled at scrape time: levels, not events.
+                for (pool, used, idle) in store.pool_usage() {
+                    metrics::gauge!("arbor_db_pool_connections", "pool" => pool, "state" => "in_use")
+                        .set(f64::from(used));
+                    metrics::gauge!("arbor_db_pool_connections", "pool" => pool, "state" => "idle")
+                        .set(f64::from(idle));
+                }
+                metrics::gauge!("arbor_generations_running").set(generations.running() as f64);
+                metrics::gauge!("arbor_provider_in_flight").set(llm_in_flight.in_flight() as f64);
+                metrics::gauge!("arbor_cache_bytes", "cache" => "messages")
+                    .set(chats.cache_stats().weight as f64);
+                handle.as_ref().map(|h| h.render()).unwrap_or_default()
+            },
+            Some(secrecy::ExposeSecret::expose_secret(&settings.metrics.token).to_owned()),
+        ))
+    } else {
+        web::Data::new(api::telemetry::MetricsEndpoint::disabled())
+    }
+}
+
 impl Application {
     /// Opens the database, starts migrations, binds the listener (port 0 picks a free port).
     ///
@@ -291,74 +439,17 @@ impl Application {
         };
         tracing::info!(backend = store.backend_name(), "database configured");
         let background = Background::default();
-        let migrated = Arc::new(AtomicBool::new(!settings.database.migrate_on_startup));
-        let deadline = Duration::from_secs(settings.generation.deadline_secs);
-        let clustered = settings.cluster.mode == crate::config::ClusterMode::Auto
-            && store.backend_name() == "postgres";
-        let cutoff = match settings.generation.startup_recovery {
-            // With replicas, the heartbeat recovers what dead replicas left (and the sweep
-            // what no lease covers); alone, everything left streaming is this process's.
-            crate::config::StartupRecovery::Lease if clustered => expired_before(deadline),
-            crate::config::StartupRecovery::Lease | crate::config::StartupRecovery::All => {
-                SystemClock.now()
-            }
-            crate::config::StartupRecovery::Expired => expired_before(deadline),
-        };
-        if settings.database.migrate_on_startup {
-            match store.migrate().await {
-                Ok(()) => {
-                    recover_streaming(&store, cutoff).await;
-                    migrated.store(true, Ordering::Release);
-                }
-                Err(RepoError::Unavailable(e)) => {
-                    tracing::warn!(error = %e, "database unreachable at start-up; serving without it until it answers");
-                    background.spawn(migrate_until_done(
-                        store.clone(),
-                        Arc::clone(&migrated),
-                        cutoff,
-                    ));
-                }
-                Err(e) => return Err(StartupError::Migration(e)),
-            }
-        } else {
-            recover_streaming(&store, cutoff).await;
-        }
-        background.spawn(sweep_expired_streams(store.clone(), deadline));
+        let (migrated, clustered) = prepare_database(settings, &store, &background).await?;
         // Generation tasks run on this (the main) runtime, which outlives the HTTP workers,
         // so shutdown can still save what runs.
         let generations = Generations::new(settings.generation_limits());
-        let coordination: Option<Arc<dyn usecase::cluster::Coordination>> = if clustered {
-            let timing = settings.lease_timing();
-            infra_db::PgCoordination::join(&store, timing)
-                .await
-                .map(|(port, inbox)| {
-                    let port: Arc<dyn usecase::cluster::Coordination> = Arc::new(port);
-                    generations.join_cluster(Arc::clone(&port), timing, inbox);
-                    tracing::info!(replica = %format!("{:032x}", port.replica().0), "coordinating with other replicas through PostgreSQL");
-                    port
-                })
-        } else {
-            None
-        };
+        let coordination = join_cluster(settings, &store, &generations, clustered).await;
         let readiness = web::Data::new(Readiness {
             store: store.clone(),
             migrated,
         });
         let a = &settings.auth;
-        let auth = auth_service(settings, store.clone())?;
-        let auth = if a.account_cache_capacity > 0 {
-            let poll = Duration::from_millis(a.revocation_poll_ms);
-            let auth = auth.with_account_cache(usecase::auth::AccountCacheConfig {
-                capacity: a.account_cache_capacity,
-                poll_interval_micros: i64::try_from(poll.as_micros()).unwrap_or(i64::MAX),
-                max_age_micros: 60_000_000,
-            });
-            let auth = web::Data::new(auth);
-            background.spawn(poll_account_changes(auth.clone().into_inner(), poll));
-            auth
-        } else {
-            web::Data::new(auth)
-        };
+        let auth = cached_auth(settings, &store, &background)?;
         let llm = settings.llm_router()?;
         let catalog = Arc::new(Catalog::new(
             store.clone(),
@@ -366,8 +457,6 @@ impl Application {
             SystemClock,
             Duration::from_secs(settings.models.ttl_secs),
         ));
-        let default_model = domain::ModelId::parse(settings.llm.default_model.as_str())
-            .map_err(|e| StartupError::Config(e.to_string()))?;
         let llm_gauge = llm.clone();
         let chats = web::Data::new(Chats::new(
             store.clone(),
@@ -375,53 +464,13 @@ impl Application {
             Arc::clone(&catalog),
             SystemClock,
             UuidV7Ids,
-            usecase::chat::ChatDefaults {
-                model: default_model,
-                provider: settings.llm.provider_name.clone(),
-                titles: settings.generation.titles,
-                title_model: (!settings.generation.title_model.is_empty())
-                    .then(|| domain::ModelId::parse(settings.generation.title_model.as_str()))
-                    .transpose()
-                    .map_err(|e| StartupError::Config(e.to_string()))?,
-                quota: settings
-                    .accounts
-                    .quota()
-                    .map_err(|e| StartupError::Config(e.to_string()))?,
-                input: settings
-                    .limits
-                    .input()
-                    .map_err(|e| StartupError::Config(e.to_string()))?,
-            },
+            chat_defaults(settings)?,
             usecase::chat::ProcessState {
                 cache: usecase::chat::MessageCache::new(settings.cache.messages_max_bytes),
                 generations: generations.clone(),
             },
         ));
-        let metrics_endpoint = if settings.metrics.enabled {
-            let handle = prometheus();
-            let (store, chats, generations) = (store.clone(), chats.clone(), generations.clone());
-            let llm_in_flight = llm_gauge.clone();
-            web::Data::new(api::telemetry::MetricsEndpoint::new(
-                move || {
-                    // Sampled at scrape time: levels, not events.
-                    for (pool, used, idle) in store.pool_usage() {
-                        metrics::gauge!("arbor_db_pool_connections", "pool" => pool, "state" => "in_use")
-                            .set(f64::from(used));
-                        metrics::gauge!("arbor_db_pool_connections", "pool" => pool, "state" => "idle")
-                            .set(f64::from(idle));
-                    }
-                    metrics::gauge!("arbor_generations_running").set(generations.running() as f64);
-                    metrics::gauge!("arbor_provider_in_flight")
-                        .set(llm_in_flight.in_flight() as f64);
-                    metrics::gauge!("arbor_cache_bytes", "cache" => "messages")
-                        .set(chats.cache_stats().weight as f64);
-                    handle.as_ref().map(|h| h.render()).unwrap_or_default()
-                },
-                Some(secrecy::ExposeSecret::expose_secret(&settings.metrics.token).to_owned()),
-            ))
-        } else {
-            web::Data::new(api::telemetry::MetricsEndpoint::disabled())
-        };
+        let metrics_endpoint = metrics_endpoint(settings, &store, &chats, &generations, &llm_gauge);
         let streams = web::Data::new(api::streaming::StreamSettings {
             ping_interval: Duration::from_millis(settings.generation.ping_interval_ms),
         });
