@@ -2,15 +2,15 @@
 
 use actix_web::{HttpResponse, web};
 use domain::{
-    Chat, ChatId, ChatTitle, Message, MessageContent, MessageId, ModelId, PageRequest, SearchQuery,
-    SystemPrompt, limits,
+    Chat, ChatId, ChatTitle, Message, MessageId, ModelId, PageRequest, SearchQuery, SystemPrompt,
+    limits,
 };
 use serde::{Deserialize, Serialize};
 use usecase::auth::AuthUseCase;
-use usecase::chat::{ChatError, ChatUseCase, GenerationOptions, NewChatInput, Reply, SendInput};
-use usecase::llm::LlmError;
+use usecase::chat::{ChatError, ChatUseCase, NewChatInput, Reply};
 use usecase::ports::{ChatCursor, ChatPatch, ChatQuery, ChatSort, CursorKey};
 
+pub(crate) mod export;
 mod list;
 mod search;
 
@@ -20,6 +20,9 @@ pub(crate) use search::{__path_search_all, __path_search_chat, search_all, searc
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
 use crate::path::{Id, MessagePath, parse_id};
+use crate::turns::{
+    AnswerStats, EditRequest, RetryRequest, SendRequest, provider_error, retry_options, send_input,
+};
 
 impl From<ChatError> for ApiError {
     fn from(e: ChatError) -> Self {
@@ -72,22 +75,6 @@ impl From<ChatError> for ApiError {
                 }
             }
         }
-    }
-}
-
-/// The status a provider failure answers with.
-pub(crate) fn provider_error(cause: &LlmError) -> ApiError {
-    match cause {
-        LlmError::RateLimited { retry_after } | LlmError::Unavailable { retry_after } => {
-            ApiError::Unavailable {
-                retry_after_secs: retry_after.map_or(5, |d| d.as_secs().max(1)),
-            }
-        }
-        LlmError::Timeout => ApiError::GatewayTimeout,
-        LlmError::Rejected(reason) => {
-            ApiError::ProviderRejected(reason.chars().take(500).collect())
-        }
-        LlmError::BrokenStream(_) => ApiError::BadGateway,
     }
 }
 
@@ -148,43 +135,6 @@ impl From<&Message> for MessageResponse {
             status: m.status.as_str(),
             created_at: m.created_at.to_string(),
             generation: m.generation.as_deref().map(AnswerStats::from),
-        }
-    }
-}
-
-/// What an answer's generation used and cost.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct AnswerStats {
-    model: String,
-    /// The provider that served it (`name/upstream` when it reported its own upstream).
-    provider: String,
-    /// Zero when the provider reported none (a cancelled answer, for instance).
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-    cost_usd: String,
-    /// `provider` (what it reported) or `catalogue` (listed prices × tokens).
-    cost_source: &'static str,
-    latency_ms: u64,
-    /// Streamed answers only.
-    ttft_ms: Option<u64>,
-    /// `stop`, `length`, `cancelled`, `timeout`, `error`, …
-    finish_reason: Option<String>,
-}
-
-impl From<&domain::GenerationStats> for AnswerStats {
-    fn from(g: &domain::GenerationStats) -> Self {
-        Self {
-            model: g.model.as_str().to_owned(),
-            provider: g.provider.clone(),
-            prompt_tokens: g.usage.prompt_tokens,
-            completion_tokens: g.usage.completion_tokens,
-            total_tokens: g.usage.total_tokens,
-            cost_usd: g.cost.to_string(),
-            cost_source: g.cost_source.as_str(),
-            latency_ms: g.latency_ms,
-            ttft_ms: g.time_to_first_token_ms,
-            finish_reason: g.finish_reason.clone(),
         }
     }
 }
@@ -374,23 +324,6 @@ async fn select<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Ok().json(ChatResponse::from(&chat)))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SendRequest {
-    #[schema(min_length = 1, max_length = 32000)]
-    content: String,
-    #[schema(format = Uuid)]
-    preset_id: Option<String>,
-    #[schema(format = Uuid)]
-    parent_message_uuid: Option<String>,
-    #[schema(min_length = 1, max_length = 200)]
-    model_id: Option<String>,
-    #[schema(minimum = 0.0, maximum = 2.0)]
-    temperature: Option<f64>,
-    #[schema(minimum = 1, maximum = 1000000)]
-    max_tokens: Option<i64>,
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 struct UsageResponse {
     prompt_tokens: u64,
@@ -410,45 +343,6 @@ struct SendResponse {
     /// What the answer used and cost.
     #[serde(skip_serializing_if = "Option::is_none")]
     generation: Option<AnswerStats>,
-}
-
-/// A send request as the use case's input.
-pub(crate) fn send_input(b: SendRequest) -> Result<SendInput, ApiError> {
-    Ok(SendInput {
-        content: MessageContent::parse(b.content)?,
-        parent: b
-            .parent_message_uuid
-            .as_deref()
-            .map(|p| parse_id::<MessageId>(p, "parent_message_uuid"))
-            .transpose()?,
-        options: generation_options(b.model_id, b.preset_id, b.temperature, b.max_tokens)?,
-    })
-}
-
-/// A request's model, preset and sampling overrides, validated.
-fn generation_options(
-    model_id: Option<String>,
-    preset_id: Option<String>,
-    temperature: Option<f64>,
-    max_tokens: Option<i64>,
-) -> Result<GenerationOptions, ApiError> {
-    let (temperature, max_tokens) = generation_settings(temperature, max_tokens)?;
-    Ok(GenerationOptions {
-        model_id: model_id.map(ModelId::parse).transpose()?,
-        preset_id: preset_id
-            .as_deref()
-            .map(|p| parse_id(p, "preset_id"))
-            .transpose()?,
-        temperature,
-        max_tokens,
-        prompt: None,
-    })
-}
-
-/// The optional body of a retry as generation options.
-pub(crate) fn retry_options(body: &web::Bytes) -> Result<GenerationOptions, ApiError> {
-    let b: RetryRequest = crate::error::optional_json(body)?;
-    generation_options(b.model_id, b.preset_id, b.temperature, b.max_tokens)
 }
 
 #[utoipa::path(post, path = "/api/v1/chats/{id}/messages", summary = "Ask a question and wait for the answer", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = SendRequest, responses((status = 201, description = "The question and its answer", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
@@ -605,35 +499,6 @@ fn reply_response(reply: Reply) -> SendResponse {
     }
 }
 
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RetryRequest {
-    #[schema(min_length = 1, max_length = 200)]
-    model_id: Option<String>,
-    #[schema(format = Uuid)]
-    preset_id: Option<String>,
-    #[schema(minimum = 0.0, maximum = 2.0)]
-    temperature: Option<f64>,
-    #[schema(minimum = 1, maximum = 1000000)]
-    max_tokens: Option<i64>,
-}
-
-pub(crate) fn generation_settings(
-    temperature: Option<f64>,
-    max_tokens: Option<i64>,
-) -> Result<(Option<f64>, Option<u32>), ApiError> {
-    Ok((
-        temperature
-            .map(domain::Temperature::new)
-            .transpose()?
-            .map(domain::Temperature::value),
-        max_tokens
-            .map(|n| domain::MaxTokens::new(n, None, limits::MAX_TOKENS_CEILING))
-            .transpose()?
-            .map(domain::MaxTokens::value),
-    ))
-}
-
 #[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry", summary = "Regenerate an answer (a new sibling)", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ("mid" = uuid::Uuid, Path, description = "The message uuid")), request_body = RetryRequest, responses((status = 201, description = "A new answer, a sibling of the old one", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn retry<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
@@ -644,48 +509,6 @@ async fn retry<A: AuthUseCase, S: ChatUseCase>(
     let options = retry_options(&body)?;
     let reply = chats.retry(caller.id(), chat, message, options).await?;
     Ok(HttpResponse::Created().json(reply_response(reply)))
-}
-
-/// The new text, and for the answer (`regenerate=true`, or the streamed form) its overrides.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EditRequest {
-    #[schema(min_length = 1, max_length = 32000)]
-    content: String,
-    /// The answer's model (only when an answer is asked for).
-    #[schema(min_length = 1, max_length = 200)]
-    model_id: Option<String>,
-    /// The answer's preset (only when an answer is asked for).
-    #[schema(format = Uuid)]
-    preset_id: Option<String>,
-    /// The answer's temperature, 0–2 (only when an answer is asked for).
-    #[schema(minimum = 0.0, maximum = 2.0)]
-    temperature: Option<f64>,
-    /// The answer's token cap (only when an answer is asked for).
-    #[schema(minimum = 1, maximum = 1000000)]
-    max_tokens: Option<i64>,
-}
-
-impl EditRequest {
-    /// The new content and the answer's options.
-    pub(crate) fn into_parts(self) -> Result<(MessageContent, GenerationOptions), ApiError> {
-        Ok((
-            MessageContent::parse(self.content)?,
-            generation_options(
-                self.model_id,
-                self.preset_id,
-                self.temperature,
-                self.max_tokens,
-            )?,
-        ))
-    }
-
-    fn asks_for_an_answer(&self) -> bool {
-        self.model_id.is_some()
-            || self.preset_id.is_some()
-            || self.temperature.is_some()
-            || self.max_tokens.is_some()
-    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -735,55 +558,6 @@ async fn edit<A: AuthUseCase, S: ChatUseCase>(
     }))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct ExportQuery {
-    format: Option<String>,
-}
-
-#[utoipa::path(get, path = "/api/v1/chats/{id}/export", operation_id = "export_chat", summary = "Download a chat as JSON or Markdown", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ExportQuery), responses((status = 200, description = "A download: JSON (the whole tree) or Markdown (the current branch)", content((TreeResponse = "application/json"), (String = "text/markdown")))), security(("bearer" = [])))]
-async fn export<A: AuthUseCase, S: ChatUseCase>(
-    caller: CurrentUser<A>,
-    chats: web::Data<S>,
-    Id(id): Id<ChatId>,
-    query: web::Query<ExportQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let t = chats.tree(caller.id(), id).await?;
-    let name = format!("chat-{}", t.chat.id);
-    match query.format.as_deref().unwrap_or("json") {
-        "json" => Ok(HttpResponse::Ok()
-            .insert_header((
-                "content-disposition",
-                format!("attachment; filename=\"{name}.json\""),
-            ))
-            .json(tree_response(&t))),
-        "markdown" => {
-            let mut md = format!("# {}\n\n", t.chat.display_title());
-            if let Some(p) = &t.chat.system_prompt {
-                md.push_str(&format!("> System prompt: {}\n\n", p.as_str()));
-            }
-            for m in t.tree.path_to(t.chat.current_leaf_id).unwrap_or_default() {
-                if m.role == domain::Role::System && m.content.trim().is_empty() {
-                    continue;
-                }
-                md.push_str(&format!("## {}\n\n{}\n\n", m.role, m.content));
-            }
-            Ok(HttpResponse::Ok()
-                .content_type("text/markdown; charset=utf-8")
-                .insert_header((
-                    "content-disposition",
-                    format!("attachment; filename=\"{name}.md\""),
-                ))
-                .body(md))
-        }
-        _ => Err(ApiError::Validation {
-            message: "format must be json or markdown".into(),
-            field: Some("format".into()),
-        }),
-    }
-}
-
 /// Registers the chat routes (inside the `/api/v1` scope).
 pub fn routes<A: AuthUseCase, S: ChatUseCase>(cfg: &mut web::ServiceConfig) {
     // One scope per chat: a request is matched (and its pattern found again by the metrics
@@ -803,7 +577,7 @@ pub fn routes<A: AuthUseCase, S: ChatUseCase>(cfg: &mut web::ServiceConfig) {
                 .route("", web::delete().to(delete_chat::<A, S>))
                 .route("/complete", web::get().to(complete::<A, S>))
                 .route("/search", web::get().to(search_chat::<A, S>))
-                .route("/export", web::get().to(export::<A, S>))
+                .route("/export", web::get().to(export::export::<A, S>))
                 .route("/tree", web::get().to(tree::<A, S>))
                 .route("/select", web::post().to(select::<A, S>))
                 .route("/messages/{mid}/retry", web::post().to(retry::<A, S>))

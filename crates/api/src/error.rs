@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 use usecase::auth::AuthError;
 
-use crate::context;
+use crate::request;
 
 /// Every error body: `{"error_type", "user_message", "retry_available", "detail"?, "request_id"}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -263,7 +263,7 @@ impl ApiError {
     /// The envelope for this error in the current request's context.
     #[must_use]
     pub fn body(&self) -> ErrorBody {
-        let ctx = context::current();
+        let ctx = request::current();
         let japanese = ctx.as_ref().is_some_and(|c| c.japanese);
         ErrorBody {
             error_type: self.error_type(),

@@ -20,10 +20,12 @@ pub mod openai;
 pub mod openapi;
 pub mod path;
 pub mod presets;
+pub mod request;
 pub mod security;
 pub mod streaming;
 pub mod telemetry;
 pub mod templates;
+pub mod turns;
 
 use actix_web::web;
 use usecase::analytics::AnalyticsUseCase;

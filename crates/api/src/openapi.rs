@@ -42,7 +42,7 @@ mod links;
         crate::chats::delete_chat,
         crate::chats::complete,
         crate::chats::search_chat,
-        crate::chats::export,
+        crate::chats::export::export,
         crate::chats::edit,
         crate::chats::delete_message,
         crate::chats::retry,

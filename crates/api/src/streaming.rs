@@ -15,9 +15,9 @@ use usecase::chat::ChatUseCase;
 use usecase::generation::{GenerationEvent, GenerationFailure, GenerationStatus, Subscription};
 
 use crate::auth::CurrentUser;
-use crate::chats::{EditRequest, SendRequest, provider_error, retry_options, send_input};
 use crate::error::ApiError;
 use crate::path::{Id, MessagePath};
+use crate::turns::{EditRequest, SendRequest, provider_error, retry_options, send_input};
 
 /// SSE settings, registered as app data (defaults apply when absent).
 #[derive(Debug, Clone, Copy)]
@@ -126,7 +126,7 @@ fn encode(id: u64, event: &GenerationEvent, japanese: bool) -> Bytes {
             })),
             "model": f.model.as_str(),
             "finish_reason": f.finish_reason,
-            "generation": f.stats.as_ref().map(crate::chats::AnswerStats::from),
+            "generation": f.stats.as_ref().map(crate::turns::AnswerStats::from),
         }),
         GenerationEvent::Error(failure) => {
             let (error_type, english, japanese_text, retry) = failure_fields(failure);
@@ -188,7 +188,7 @@ async fn send_stream<A: AuthUseCase, S: ChatUseCase>(
     Ok(event_stream(&req, subscription))
 }
 
-#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry/stream", summary = "Regenerate an answer, streamed (SSE)", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ("mid" = uuid::Uuid, Path, description = "The message uuid")), request_body = crate::chats::RetryRequest, responses((status = 200, description = "text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments", body = ServerSentEvent, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry/stream", summary = "Regenerate an answer, streamed (SSE)", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ("mid" = uuid::Uuid, Path, description = "The message uuid")), request_body = crate::turns::RetryRequest, responses((status = 200, description = "text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments", body = ServerSentEvent, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn retry_stream<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,

@@ -226,7 +226,7 @@ fn input(req: &HttpRequest, body: &[u8]) -> Result<(CompletionInput, bool, bool)
     if as_given {
         forwarded.insert("messages".into(), Value::Array(messages));
     }
-    let (temperature, max_tokens) = crate::chats::generation_settings(
+    let (temperature, max_tokens) = crate::turns::generation_settings(
         body.temperature,
         body.max_completion_tokens.or(body.max_tokens),
     )?;
