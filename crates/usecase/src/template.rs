@@ -246,3 +246,6 @@ impl<R: TemplateRepository, C: Clock, I: IdGenerator> TemplateUseCase for Templa
         Ok(t.content.render(&values)?)
     }
 }
+
+#[cfg(test)]
+mod tests;
