@@ -225,3 +225,6 @@ impl<R: PresetRepository, M: CatalogUseCase, C: Clock, I: IdGenerator> PresetUse
             .map_err(repo)
     }
 }
+
+#[cfg(test)]
+mod tests;
