@@ -242,3 +242,6 @@ impl<R: AnalyticsRepository, C: Clock> AnalyticsUseCase for AnalyticsService<R, 
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
