@@ -182,6 +182,10 @@ impl InputLimits {
     }
 
     fn within(field: &'static str, text: &str, max: usize) -> Result<(), InvalidInput> {
+        // A character is at least one byte: most texts are settled without counting.
+        if text.len() <= max {
+            return Ok(());
+        }
         let len = text.chars().count();
         if len > max {
             return Err(InvalidInput::new(field, Problem::TooLong { len, max }));

@@ -385,6 +385,40 @@ where
         }
     }
 
+    /// One of `owner`'s presets ([`ChatError::UnknownPreset`] when there is none such).
+    async fn preset_of(&self, owner: UserId, id: PresetId) -> Result<domain::Preset, ChatError> {
+        self.repo.get_preset(owner, id).await.map_err(|e| match e {
+            RepoError::NotFound(_) => ChatError::UnknownPreset,
+            other => ChatError::Storage(other),
+        })
+    }
+
+    /// A message's content within the operator's limit.
+    fn check_message(&self, content: &MessageContent) -> Result<(), ChatError> {
+        self.input
+            .message(content.as_str())
+            .map_err(ChatError::Invalid)
+    }
+
+    /// A chat's title and system prompt within the operator's limits.
+    fn check_chat_texts(
+        &self,
+        title: Option<&ChatTitle>,
+        system_prompt: Option<&SystemPrompt>,
+    ) -> Result<(), ChatError> {
+        if let Some(title) = title {
+            self.input
+                .title(title.as_str())
+                .map_err(ChatError::Invalid)?;
+        }
+        if let Some(prompt) = system_prompt {
+            self.input
+                .system_prompt("system_prompt", prompt.as_str())
+                .map_err(ChatError::Invalid)?;
+        }
+        Ok(())
+    }
+
     /// The settings of one generation. Each resolves in the order request > preset
     /// (the request's, else the chat's) > chat > user default > server default; the model is
     /// validated against the catalogue.
@@ -395,10 +429,7 @@ where
         options: GenerationOptions,
     ) -> Result<Plan, ChatError> {
         let preset = match options.preset_id.or(chat.preset_id) {
-            Some(id) => Some(self.repo.get_preset(owner, id).await.map_err(|e| match e {
-                RepoError::NotFound(_) => ChatError::UnknownPreset,
-                other => ChatError::Storage(other),
-            })?),
+            Some(id) => Some(self.preset_of(owner, id).await?),
             None => None,
         };
         let request = domain::GenerationSettings {

@@ -264,17 +264,9 @@ where
     /// # Errors
     /// [`ChatError::UnknownModel`].
     async fn create_chat(&self, owner: UserId, input: NewChatInput) -> Result<Chat, ChatError> {
-        let limits = &self.input;
-        if let Some(title) = &input.title {
-            limits.title(title.as_str()).map_err(ChatError::Invalid)?;
-        }
-        if let Some(prompt) = &input.system_prompt {
-            limits
-                .system_prompt("system_prompt", prompt.as_str())
-                .map_err(ChatError::Invalid)?;
-        }
+        self.check_chat_texts(input.title.as_ref(), input.system_prompt.as_ref())?;
         if let Some(message) = &input.initial_message {
-            limits
+            self.input
                 .system_prompt("initial_message", message)
                 .map_err(ChatError::Invalid)?;
         }
@@ -282,13 +274,7 @@ where
             self.check_model(model).await?;
         }
         if let Some(preset) = input.preset_id {
-            self.repo
-                .get_preset(owner, preset)
-                .await
-                .map_err(|e| match e {
-                    RepoError::NotFound(_) => ChatError::UnknownPreset,
-                    other => ChatError::Storage(other),
-                })?;
+            self.preset_of(owner, preset).await?;
         }
         self.repo
             .create_chat(NewChat {
@@ -433,9 +419,7 @@ where
         chat: ChatId,
         input: SendInput,
     ) -> Result<Reply, ChatError> {
-        self.input
-            .message(input.content.as_str())
-            .map_err(ChatError::Invalid)?;
+        self.check_message(&input.content)?;
         // The quota is read while the chat is (one round trip, not two).
         let (current, quota) = tokio::join!(self.get_chat(owner, chat), self.quota_of(owner));
         let current = current?;
@@ -460,26 +444,15 @@ where
         chat: ChatId,
         patch: ChatPatch,
     ) -> Result<Chat, ChatError> {
-        let limits = &self.input;
-        if let Some(title) = &patch.title {
-            limits.title(title.as_str()).map_err(ChatError::Invalid)?;
-        }
-        if let Some(Some(prompt)) = &patch.system_prompt {
-            limits
-                .system_prompt("system_prompt", prompt.as_str())
-                .map_err(ChatError::Invalid)?;
-        }
+        self.check_chat_texts(
+            patch.title.as_ref(),
+            patch.system_prompt.as_ref().and_then(Option::as_ref),
+        )?;
         if let Some(Some(model)) = &patch.model_id {
             self.check_model(model).await?;
         }
         if let Some(Some(preset)) = patch.preset_id {
-            self.repo
-                .get_preset(owner, preset)
-                .await
-                .map_err(|e| match e {
-                    RepoError::NotFound(_) => ChatError::UnknownPreset,
-                    other => ChatError::Storage(other),
-                })?;
+            self.preset_of(owner, preset).await?;
         }
         self.repo
             .update_chat(owner, chat, patch, self.clock.now())
@@ -533,9 +506,7 @@ where
         content: MessageContent,
         regenerate: Option<GenerationOptions>,
     ) -> Result<Edited, ChatError> {
-        self.input
-            .message(content.as_str())
-            .map_err(ChatError::Invalid)?;
+        self.check_message(&content)?;
         let t = self.tree(owner, chat).await?;
         let (target, parent) = Self::edit_target(&t.tree, message, regenerate.is_some())?;
         let role = target.role;
@@ -588,9 +559,7 @@ where
         chat: ChatId,
         input: SendInput,
     ) -> Result<Subscription, ChatError> {
-        self.input
-            .message(input.content.as_str())
-            .map_err(ChatError::Invalid)?;
+        self.check_message(&input.content)?;
         let (current, quota) = tokio::join!(self.get_chat(owner, chat), self.quota_of(owner));
         let current = current?;
         let plan = self.plan(owner, &current, input.options).await?;

@@ -1,11 +1,10 @@
 //! The preset rules at the use-case level, over the in-memory store and a catalogue: private
 //! to their owner, a model from the catalogue, `max_tokens` within that model's context.
 
-use domain::{ModelInfo, Pricing, Timestamp, UserId, Username};
+use domain::{ModelInfo, Pricing, Timestamp, UserId};
 
 use super::*;
 use crate::catalog::CatalogService;
-use crate::ports::{NewUser, UserRepository};
 use crate::testing::{FakeLlm, InMemoryStore, ManualClock, SequentialIds};
 
 type Catalog = CatalogService<InMemoryStore, FakeLlm, ManualClock>;
@@ -19,20 +18,9 @@ fn clock() -> ManualClock {
 }
 
 async fn service() -> Service {
-    let store = InMemoryStore::new();
-    for (id, name) in [(ALICE, "alice"), (BOB, "bob")] {
-        store
-            .create_user(NewUser {
-                id,
-                username: Username::parse(name).unwrap(),
-                password_hash: String::new(),
-                role: domain::AccountRole::User,
-                pending: false,
-                created_at: Timestamp::from_unix_micros(0),
-            })
-            .await
-            .unwrap();
-    }
+    let store = InMemoryStore::new()
+        .with_users(&[(ALICE, "alice"), (BOB, "bob")])
+        .await;
     let llm = FakeLlm::with_models(vec![ModelInfo {
         id: ModelId::parse("m/small").unwrap(),
         name: "small".into(),

@@ -1,29 +1,17 @@
 //! The template rules at the use-case level, over the in-memory store: visibility, ownership,
 //! declared variables, rendering and the use count.
 
-use domain::{Timestamp, UserId, Username};
+use domain::{Timestamp, UserId};
 
 use super::*;
-use crate::ports::{NewUser, UserRepository};
 use crate::testing::{InMemoryStore, ManualClock, SequentialIds};
 
 type Service = TemplateService<InMemoryStore, ManualClock, SequentialIds>;
 
 async fn service() -> Service {
-    let store = InMemoryStore::new();
-    for (id, name) in [(ALICE, "alice"), (BOB, "bob")] {
-        store
-            .create_user(NewUser {
-                id,
-                username: Username::parse(name).unwrap(),
-                password_hash: String::new(),
-                role: domain::AccountRole::User,
-                pending: false,
-                created_at: Timestamp::from_unix_micros(0),
-            })
-            .await
-            .unwrap();
-    }
+    let store = InMemoryStore::new()
+        .with_users(&[(ALICE, "alice"), (BOB, "bob")])
+        .await;
     TemplateService::new(
         store,
         ManualClock::new(Timestamp::from_unix_seconds(1_800_000_000)),

@@ -49,6 +49,27 @@ impl InMemoryStore {
         Self::default()
     }
 
+    /// Adds plain users (role `user`, no password) for tests that need owners.
+    ///
+    /// # Panics
+    /// When a name is not a valid username or is taken.
+    #[allow(clippy::expect_used)] // test support: a bad fixture should stop the test
+    pub async fn with_users(self, users: &[(UserId, &str)]) -> Self {
+        for (id, name) in users {
+            self.create_user(NewUser {
+                id: *id,
+                username: domain::Username::parse(*name).expect("a valid username"),
+                password_hash: String::new(),
+                role: domain::AccountRole::User,
+                pending: false,
+                created_at: Timestamp::from_unix_micros(0),
+            })
+            .await
+            .expect("a new user");
+        }
+        self
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T, RepoError>) -> Result<T, RepoError> {
         let mut state = self
             .state
