@@ -10,7 +10,6 @@ pub mod catalog;
 pub mod chat;
 pub mod cluster;
 pub mod generation;
-pub mod llm;
 pub mod ports;
 pub mod preset;
 pub mod template;
@@ -18,4 +17,4 @@ pub mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use ports::{BoxError, Entity, RepoError};
+pub use ports::{BoxError, Entity, RepoError, llm};

@@ -1,14 +1,29 @@
 //! Outbound ports: what the use cases need from the outside world.
 //!
-//! Implemented by the `infra-*` crates and, for tests, by the fakes in [`crate::testing`]
+//! Implemented by the `infra-*` crates and, for tests, by the fakes in `crate::testing`
 //! (feature `testing`). Every repository method is one **atomic business operation**: an
 //! implementation MUST apply all of its writes in one transaction, or none of them.
+//!
+//! One file a family: `accounts` (users, usage counters), [`credentials`] (hashing, tokens,
+//! refresh families, API keys, sessions), [`admin`] (audit log, invites, settings), `chats`
+//! (chats, trees, lists, search, generation records), `library` (templates, presets, the model
+//! catalogue), [`settings`] (per-user settings), [`analytics`] (usage aggregates), [`llm`] (the
+//! language-model gateway), [`cluster`] (coordination between replicas); the clock, ids and
+//! the health probe here. The modules the use cases grew from re-export what they used to
+//! define, so `usecase::auth::CredentialRepository` and `usecase::ports::credentials::…` name
+//! the same trait.
 
 use domain::Timestamp;
 
 mod accounts;
+pub mod admin;
+pub mod analytics;
 mod chats;
+pub mod cluster;
+pub mod credentials;
 mod library;
+pub mod llm;
+pub mod settings;
 
 pub use accounts::{NewUser, UsageRepository, UserChange, UserCredentials, UserRepository};
 pub use chats::{

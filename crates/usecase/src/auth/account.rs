@@ -1,7 +1,7 @@
 //! Self-service: an account changes its own password, sees and ends its own sessions, and
 //! deletes itself. Each needs the account's password where a stolen token must not suffice.
 
-use domain::{Password, Timestamp, TokenId, User, UserId};
+use domain::{Password, TokenId, User, UserId};
 
 use super::admin::AdminRepository;
 use super::{AuthError, AuthService, CredentialRepository, PasswordHasher, TokenCodec, TokenPair};
@@ -9,42 +9,7 @@ use crate::ports::{
     Clock, Entity, IdGenerator, RepoError, UsageRepository, UserChange, UserRepository,
 };
 
-/// One signed-in session: a refresh-token family (a login and its rotations).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    /// The family (what `revoke_session` takes).
-    pub id: TokenId,
-    /// When the login happened.
-    pub started_at: Timestamp,
-    /// When its refresh token was last rotated (or issued).
-    pub last_refreshed_at: Timestamp,
-    /// When its current refresh token expires.
-    pub expires_at: Timestamp,
-}
-
-/// Sessions as stored.
-pub trait SessionRepository: Send + Sync + 'static {
-    /// The user's sessions with a live refresh token at `now`, newest first.
-    ///
-    /// # Errors
-    /// Storage failures.
-    fn list_sessions(
-        &self,
-        user: UserId,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<Vec<Session>, RepoError>> + Send;
-
-    /// Revokes every refresh token of one of the user's sessions.
-    ///
-    /// # Errors
-    /// [`RepoError::NotFound`] when the user has no live session with this id.
-    fn revoke_session(
-        &self,
-        user: UserId,
-        session: TokenId,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<(), RepoError>> + Send;
-}
+pub use crate::ports::credentials::{Session, SessionRepository};
 
 /// Inbound port of self-service.
 pub trait AccountUseCase: Send + Sync + 'static {

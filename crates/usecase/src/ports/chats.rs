@@ -235,13 +235,13 @@ pub trait ChatRepository: Send + Sync + 'static {
     /// Implementations MUST write both rows in one transaction.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::User`] when the owner does not exist.
+    /// [`RepoError::NotFound`] with [`Entity::User`](super::Entity::User) when the owner does not exist.
     fn create_chat(&self, chat: NewChat) -> impl Future<Output = Result<Chat, RepoError>> + Send;
 
     /// The chat, if `owner` owns it.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Chat`].
+    /// [`RepoError::NotFound`] with [`Entity::Chat`](super::Entity::Chat).
     fn get_chat(
         &self,
         owner: UserId,
@@ -265,7 +265,7 @@ pub trait ChatRepository: Send + Sync + 'static {
     /// Moves the chat's current leaf to `message`, which MUST be in the chat.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Chat`] or [`Entity::Message`].
+    /// [`RepoError::NotFound`] with [`Entity::Chat`](super::Entity::Chat) or [`Entity::Message`](super::Entity::Message).
     fn select_leaf(
         &self,
         owner: UserId,
@@ -277,7 +277,7 @@ pub trait ChatRepository: Send + Sync + 'static {
     /// Applies `patch` and bumps `updated_at`.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Chat`].
+    /// [`RepoError::NotFound`] with [`Entity::Chat`](super::Entity::Chat).
     fn update_chat(
         &self,
         owner: UserId,
@@ -294,7 +294,7 @@ pub trait ChatRepository: Send + Sync + 'static {
     /// NOT read every message of a large scope for a query that an index can answer.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Chat`] when `chat` is not the owner's.
+    /// [`RepoError::NotFound`] with [`Entity::Chat`](super::Entity::Chat) when `chat` is not the owner's.
     fn search_messages(
         &self,
         owner: UserId,
@@ -306,7 +306,7 @@ pub trait ChatRepository: Send + Sync + 'static {
     /// Every message of the chat, in creation order.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Chat`].
+    /// [`RepoError::NotFound`] with [`Entity::Chat`](super::Entity::Chat).
     fn list_messages(
         &self,
         owner: UserId,
@@ -342,7 +342,7 @@ pub trait ChatRepository: Send + Sync + 'static {
     /// appends to one chat so that none is lost.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Chat`], or with [`Entity::Message`] when the
+    /// [`RepoError::NotFound`] with [`Entity::Chat`](super::Entity::Chat), or with [`Entity::Message`](super::Entity::Message) when the
     /// parent is not a message of this chat.
     fn append_message_from(
         &self,
@@ -425,7 +425,7 @@ pub trait ChatRepository: Send + Sync + 'static {
     /// Implementations MUST do all of it in one transaction.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Chat`] or [`Entity::Message`];
+    /// [`RepoError::NotFound`] with [`Entity::Chat`](super::Entity::Chat) or [`Entity::Message`](super::Entity::Message);
     /// [`RepoError::Conflict`] for the root message.
     fn delete_subtree(
         &self,
@@ -500,7 +500,7 @@ pub trait ChatRepository: Send + Sync + 'static {
     /// the chat cost still counts in analytics and quotas).
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Chat`].
+    /// [`RepoError::NotFound`] with [`Entity::Chat`](super::Entity::Chat).
     fn delete_chat(
         &self,
         owner: UserId,

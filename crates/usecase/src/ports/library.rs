@@ -41,7 +41,7 @@ pub trait TemplateRepository: Send + Sync + 'static {
     /// Stores a new template.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::User`] when the owner does not exist.
+    /// [`RepoError::NotFound`] with [`Entity::User`](super::Entity::User) when the owner does not exist.
     fn create_template(
         &self,
         template: PromptTemplate,
@@ -50,7 +50,7 @@ pub trait TemplateRepository: Send + Sync + 'static {
     /// The template, if `viewer` owns it or it is public.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Template`].
+    /// [`RepoError::NotFound`] with [`Entity::Template`](super::Entity::Template).
     fn get_template(
         &self,
         viewer: UserId,
@@ -61,7 +61,7 @@ pub trait TemplateRepository: Send + Sync + 'static {
     /// the owner's row is touched.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Template`].
+    /// [`RepoError::NotFound`] with [`Entity::Template`](super::Entity::Template).
     fn update_template(
         &self,
         template: PromptTemplate,
@@ -70,7 +70,7 @@ pub trait TemplateRepository: Send + Sync + 'static {
     /// Deletes the owner's template.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Template`].
+    /// [`RepoError::NotFound`] with [`Entity::Template`](super::Entity::Template).
     fn delete_template(
         &self,
         owner: UserId,
@@ -102,7 +102,7 @@ pub trait TemplateRepository: Send + Sync + 'static {
     /// (`SET n = n + 1`), never read-modify-write, so concurrent calls are never lost.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Template`].
+    /// [`RepoError::NotFound`] with [`Entity::Template`](super::Entity::Template).
     fn increment_template_usage(
         &self,
         viewer: UserId,
@@ -132,7 +132,7 @@ pub trait ModelCatalogRepository: Send + Sync + 'static {
     /// One active cached model.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Model`] (also for an inactive one).
+    /// [`RepoError::NotFound`] with [`Entity::Model`](super::Entity::Model) (also for an inactive one).
     fn get_model(&self, id: &ModelId) -> impl Future<Output = Result<ModelInfo, RepoError>> + Send;
 }
 
@@ -152,7 +152,7 @@ pub trait PresetRepository: Send + Sync + 'static {
     /// Stores a new preset.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::User`].
+    /// [`RepoError::NotFound`] with [`Entity::User`](super::Entity::User).
     fn create_preset(
         &self,
         preset: domain::Preset,
@@ -161,7 +161,7 @@ pub trait PresetRepository: Send + Sync + 'static {
     /// The owner's preset.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Preset`].
+    /// [`RepoError::NotFound`] with [`Entity::Preset`](super::Entity::Preset).
     fn get_preset(
         &self,
         owner: UserId,
@@ -171,7 +171,7 @@ pub trait PresetRepository: Send + Sync + 'static {
     /// Replaces the owner's preset (all fields but id, owner, usage count and creation time).
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Preset`].
+    /// [`RepoError::NotFound`] with [`Entity::Preset`](super::Entity::Preset).
     fn update_preset(
         &self,
         preset: domain::Preset,
@@ -180,7 +180,7 @@ pub trait PresetRepository: Send + Sync + 'static {
     /// Deletes the owner's preset (chats using it keep their own settings).
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Preset`].
+    /// [`RepoError::NotFound`] with [`Entity::Preset`](super::Entity::Preset).
     fn delete_preset(
         &self,
         owner: UserId,
@@ -200,7 +200,7 @@ pub trait PresetRepository: Send + Sync + 'static {
     /// Adds one to the usage counter in one `SET n = n + 1` statement; returns the new count.
     ///
     /// # Errors
-    /// [`RepoError::NotFound`] with [`Entity::Preset`].
+    /// [`RepoError::NotFound`] with [`Entity::Preset`](super::Entity::Preset).
     fn increment_preset_usage(
         &self,
         owner: UserId,
