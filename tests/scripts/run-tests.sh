@@ -38,9 +38,11 @@ if [ "$what" = all ] || [ "$what" = unit ]; then
   run llm-adapter --test protocol --test standalone --test gateway --test router -- --test-threads "$threads"
 fi
 if [ "$what" = all ] || [ "$what" = db ]; then
-  for backend in sqlite postgres mysql; do
+  # The contract part also runs on the in-memory store the use-case tests stand on.
+  for backend in memory sqlite postgres mysql; do
     run "repositories-$backend" --test repositories -- --test-threads "$threads" "$backend::"
   done
+  run repositories-cleanup --test repositories -- --exact the_database_of_a_test_that_panicked_is_dropped
   # The PostgreSQL coordination of replicas (leases, shared caps and limits, messages).
   run coordination-postgres --test coordination -- --test-threads 2
 fi

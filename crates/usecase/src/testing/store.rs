@@ -547,11 +547,14 @@ impl CredentialRepository for InMemoryStore {
     ) -> Result<crate::auth::AccountChanges, RepoError> {
         self.with(|s| {
             Ok(crate::auth::AccountChanges {
+                // Each account once, as the adapters list them.
                 users: s
                     .user_changes
                     .iter()
                     .filter(|(_, at)| *at >= since)
                     .map(|(id, _)| *id)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
                     .collect(),
                 api_keys: s
                     .key_revocations
@@ -578,8 +581,13 @@ impl CredentialRepository for InMemoryStore {
         now: Timestamp,
     ) -> Result<(), RepoError> {
         self.with(|s| {
+            // As the adapters: a use within the resolution of the last one writes nothing.
+            let resolution = crate::auth::API_KEY_USE_RESOLUTION_MICROS;
             for (k, _) in &mut s.api_keys {
-                if k.id == id {
+                let recent = k
+                    .last_used_at
+                    .is_some_and(|at| now.as_unix_micros() - at.as_unix_micros() < resolution);
+                if k.id == id && !recent {
                     k.last_used_at = Some(now);
                 }
             }

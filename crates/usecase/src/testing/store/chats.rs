@@ -239,9 +239,13 @@ impl ChatRepository for InMemoryStore {
         owner: UserId,
         chat: ChatId,
         (message, move_leaf): (NewMessage, bool),
-        _: Option<crate::ports::ChatVersion>,
+        expected: Option<crate::ports::ChatVersion>,
     ) -> Result<(Message, Option<crate::ports::ChatVersion>), RepoError> {
-        self.with(|s| insert_message(s, owner, chat, message, move_leaf).map(|m| (m, None)))
+        self.with(|s| {
+            let before = version_of(s, chat);
+            let stored = insert_message(s, owner, chat, message, move_leaf)?;
+            Ok((stored, version_after(s, chat, expected, before)))
+        })
     }
 
     async fn append_turn_from(
@@ -249,12 +253,13 @@ impl ChatRepository for InMemoryStore {
         owner: UserId,
         chat: ChatId,
         (question, answer): (NewMessage, NewMessage),
-        _: Option<crate::ports::ChatVersion>,
+        expected: Option<crate::ports::ChatVersion>,
     ) -> Result<(Message, Option<crate::ports::ChatVersion>), RepoError> {
         self.with(|s| {
+            let before = version_of(s, chat);
             let stored = insert_message(s, owner, chat, question, true)?;
             insert_message(s, owner, chat, answer, false)?;
-            Ok((stored, None))
+            Ok((stored, version_after(s, chat, expected, before)))
         })
     }
 
@@ -263,12 +268,13 @@ impl ChatRepository for InMemoryStore {
         owner: UserId,
         chat: ChatId,
         (message, record): (NewMessage, GenerationRecord),
-        _: Option<crate::ports::ChatVersion>,
+        expected: Option<crate::ports::ChatVersion>,
     ) -> Result<(Message, Option<crate::ports::ChatVersion>), RepoError> {
         self.with(|s| {
+            let before = version_of(s, chat);
             let stored = insert_message(s, owner, chat, message, true)?;
             s.records.insert(stored.id, record);
-            Ok((stored, None))
+            Ok((stored, version_after(s, chat, expected, before)))
         })
     }
 
@@ -277,10 +283,11 @@ impl ChatRepository for InMemoryStore {
         owner: UserId,
         chat: ChatId,
         answer: crate::ports::FinishedAnswer,
-        _: Option<crate::ports::ChatVersion>,
+        expected: Option<crate::ports::ChatVersion>,
     ) -> Result<Option<crate::ports::ChatVersion>, RepoError> {
         self.with(|s| {
             owned_chat(s, owner, chat)?;
+            let before = version_of(s, chat);
             let stored = s
                 .messages
                 .get_mut(&chat)
@@ -308,7 +315,7 @@ impl ChatRepository for InMemoryStore {
                         .max(c.updated_at.as_unix_micros() + 1),
                 );
             }
-            Ok(None)
+            Ok(version_after(s, chat, expected, before))
         })
     }
 
@@ -348,11 +355,10 @@ impl ChatRepository for InMemoryStore {
         title: domain::ChatTitle,
     ) -> Result<bool, RepoError> {
         self.with(|s| {
-            let c = s
-                .chats
-                .get_mut(&chat)
-                .filter(|c| c.owner == owner)
-                .ok_or(RepoError::NotFound(Entity::Chat))?;
+            // As the adapters: a chat that is not the owner's (or is gone) has nothing to title.
+            let Some(c) = s.chats.get_mut(&chat).filter(|c| c.owner == owner) else {
+                return Ok(false);
+            };
             if c.title.is_some() || c.title_set_by_user {
                 return Ok(false);
             }
@@ -422,4 +428,23 @@ impl ChatRepository for InMemoryStore {
             Ok(())
         })
     }
+}
+
+/// A chat's version (see [`crate::ports::ChatVersion`]).
+fn version_of(s: &State, chat: ChatId) -> Option<crate::ports::ChatVersion> {
+    s.chats
+        .get(&chat)
+        .map(|c| (c.updated_at.as_unix_micros(), c.message_count))
+}
+
+/// The version after a write made from `expected`, when nobody wrote in between.
+fn version_after(
+    s: &State,
+    chat: ChatId,
+    expected: Option<crate::ports::ChatVersion>,
+    before: Option<crate::ports::ChatVersion>,
+) -> Option<crate::ports::ChatVersion> {
+    expected
+        .filter(|_| expected == before)
+        .and(version_of(s, chat))
 }
