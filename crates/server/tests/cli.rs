@@ -6,8 +6,10 @@
     reason = "test code: a failed step must abort the test with its reason"
 )]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+mod support;
 
 fn temp_dir(label: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -22,16 +24,8 @@ fn temp_dir(label: &str) -> PathBuf {
     dir
 }
 
-fn arbor(config_dir: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_arbor"));
-    cmd.arg("--config-dir").arg(config_dir).args(args);
-    cmd.env_remove("DATABASE_URL")
-        .env_remove("ARBOR_ENV")
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("arbor runs")
+fn arbor(config_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    support::command(config_dir, args, env, "")
 }
 
 fn text(out: &[u8]) -> String {
@@ -164,27 +158,8 @@ fn migrating_an_unreachable_database_fails_clearly_without_leaking_the_password(
 }
 
 /// `arbor user …` with a password on standard input.
-fn arbor_with_input(dir: &PathBuf, args: &[&str], env: &[(&str, &str)], input: &str) -> Output {
-    use std::io::Write;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_arbor"));
-    cmd.arg("--config-dir").arg(dir).args(args);
-    cmd.env_remove("DATABASE_URL")
-        .env_remove("ARBOR_ENV")
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("arbor runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+fn arbor_with_input(dir: &Path, args: &[&str], env: &[(&str, &str)], input: &str) -> Output {
+    support::command(dir, args, env, input)
 }
 
 #[test]

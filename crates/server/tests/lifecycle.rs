@@ -9,10 +9,9 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Arbor, integrity_violations};
+use support::{Arbor, command_on, integrity_violations};
 
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -218,38 +217,6 @@ async fn sigterm_lets_generations_finish_within_the_grace_period() {
     db.drop_database().await;
 }
 
-/// Runs `arbor <args>` on `db` with `stdin`; (success, stdout, stderr).
-fn command(db: &TestDatabase, args: &[&str], stdin: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let config_dir = std::env::temp_dir().join("arbor-lifecycle-commands");
-    std::fs::create_dir_all(&config_dir).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arbor"))
-        .arg("--config-dir")
-        .arg(&config_dir)
-        .args(args)
-        .env_remove("ARBOR_ENV")
-        .env("DATABASE_URL", db.url())
-        .env("ARBOR__AUTH__ARGON2_MEMORY_KIB", "1024")
-        .env("ARBOR__AUTH__ARGON2_ITERATIONS", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// One id from the request header to every log line of the request and of the generation
 /// and title it started (their tasks outlive the response).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,17 +351,17 @@ async fn operators_manage_accounts(backend: Backend) {
     let Some(db) = TestDatabase::create(backend).await else {
         return;
     };
-    let (ok, out, err) = command(&db, &["user", "create", "alice"], "first password\n");
+    let (ok, out, err) = command_on(&db, &["user", "create", "alice"], "first password\n");
     assert!(ok, "{err}");
     assert!(out.contains("created alice"), "{out}");
-    let (ok, _, err) = command(&db, &["user", "create", "ALICE"], "other password\n");
+    let (ok, _, err) = command_on(&db, &["user", "create", "ALICE"], "other password\n");
     assert!(!ok && err.contains("taken"), "{err}");
-    let (ok, _, err) = command(&db, &["user", "create", "bob"], "short\n");
+    let (ok, _, err) = command_on(&db, &["user", "create", "bob"], "short\n");
     assert!(
         !ok && err.contains("password"),
         "the failing field is named: {err}"
     );
-    let (ok, out, _) = command(&db, &["user", "list"], "");
+    let (ok, out, _) = command_on(&db, &["user", "list"], "");
     assert!(ok);
     assert!(out.contains("alice") && out.contains("active"), "{out}");
     assert!(out.contains("1 of 1 account(s)"), "{out}");
@@ -406,18 +373,18 @@ async fn operators_manage_accounts(backend: Backend) {
 
     // The server's account cache is warm: the token has been used.
     assert_eq!(me_status(&arbor, &token).await, 200);
-    let (ok, out, err) = command(&db, &["user", "disable", "alice"], "");
+    let (ok, out, err) = command_on(&db, &["user", "disable", "alice"], "");
     assert!(ok, "{err}");
     assert!(out.contains("alice is disabled"), "{out}");
     let took = refused_within(&arbor, &token, Duration::from_secs(1)).await;
     eprintln!("disabled account refused after {took:?}");
     assert_eq!(login_status(&arbor, "alice", "first password").await, 401);
 
-    let (ok, _, _) = command(&db, &["user", "disable", "alice", "--enable"], "");
+    let (ok, _, _) = command_on(&db, &["user", "disable", "alice", "--enable"], "");
     assert!(ok);
     let token = arbor.token_with("alice", "first password").await;
     assert_eq!(me_status(&arbor, &token).await, 200);
-    let (ok, out, err) = command(
+    let (ok, out, err) = command_on(
         &db,
         &["user", "reset-password", "alice"],
         "second password\r\n",
@@ -428,7 +395,7 @@ async fn operators_manage_accounts(backend: Backend) {
     eprintln!("token from before the password reset refused after {took:?}");
     assert_eq!(login_status(&arbor, "alice", "first password").await, 401);
     assert_eq!(login_status(&arbor, "alice", "second password").await, 200);
-    let (ok, _, err) = command(&db, &["user", "disable", "nobody"], "");
+    let (ok, _, err) = command_on(&db, &["user", "disable", "nobody"], "");
     assert!(!ok && err.contains("no such user"), "{err}");
     drop(arbor);
     db.drop_database().await;

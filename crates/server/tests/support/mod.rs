@@ -1,4 +1,6 @@
-//! The real `arbor` binary as a child process, shared by the process-level test suites.
+//! The real `arbor` binary as a child process, shared by the process-level test suites
+//! (`cli`, `lifecycle`, `reliability`, `replicas`): a server (`Arbor`) and one-shot commands
+//! (`command`, `command_on`).
 
 #![allow(dead_code)]
 
@@ -7,6 +9,59 @@ use std::time::{Duration, Instant};
 
 use infra_db::testing::TestDatabase;
 use serde_json::{Value, json};
+
+/// Runs `arbor --config-dir <dir> <args>` with `env` on top of a clean environment (no
+/// `DATABASE_URL` or `ARBOR_ENV` inherited, no colours) and `stdin` written to it.
+pub fn command(
+    config_dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_arbor"));
+    cmd.arg("--config-dir")
+        .arg(config_dir)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("ARBOR_ENV")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("arbor runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// [`command`] on `db` (cheap password hashing); (success, stdout, stderr).
+pub fn command_on(db: &TestDatabase, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let config_dir = std::env::temp_dir().join("arbor-test-commands");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let out = command(
+        &config_dir,
+        args,
+        &[
+            ("DATABASE_URL", db.url()),
+            ("ARBOR__AUTH__ARGON2_MEMORY_KIB", "1024"),
+            ("ARBOR__AUTH__ARGON2_ITERATIONS", "1"),
+        ],
+        stdin,
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 /// One `arbor serve` process.
 pub struct Arbor {
