@@ -1,5 +1,10 @@
 //! Conversations: chats as trees of messages, branching from any message, and blocking
 //! replies from the model. Every route is scoped to its owner.
+//!
+//! Here the service and its turns; beside it `plan` (a generation's settings and prompt),
+//! `stream` (one streamed generation start to end), `titles`, `cache` (message lists by chat
+//! version), `quota`, `completions` (the OpenAI-compatible surface) and `use_case` (the
+//! inbound port).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +19,10 @@ use domain::{
 
 mod cache;
 mod completions;
+mod plan;
 mod quota;
 mod stream;
+mod titles;
 mod use_case;
 
 pub use completions::{
@@ -27,7 +34,9 @@ pub use use_case::ChatUseCase;
 
 use cache::*;
 pub use cache::{CacheStats, MessageCache};
+use plan::Plan;
 use stream::*;
+use titles::*;
 
 use crate::catalog::{CatalogError, CatalogUseCase};
 use crate::generation::{
@@ -142,18 +151,6 @@ pub struct SendInput {
     pub options: GenerationOptions,
 }
 
-/// The resolved settings of one generation.
-#[derive(Debug)]
-struct Plan {
-    model: ModelId,
-    info: domain::ModelInfo,
-    temperature: Option<f64>,
-    max_tokens: Option<u32>,
-    system_prompt: Option<SystemPrompt>,
-    /// The conversation to send instead of the path, when the caller gave one.
-    given: Option<GivenPrompt>,
-}
-
 /// A stored exchange.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -242,8 +239,6 @@ pub struct ProcessState {
 
 /// The longest answer kept; a longer one is cut and completed with finish reason `length`.
 pub const ANSWER_MAX_BYTES: usize = 1 << 20;
-/// How long a title may take before the chat keeps its fallback.
-const TITLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A provider call under way in a task of its own; dropping the handle cancels it (and so
 /// releases its upstream connection).
@@ -377,139 +372,6 @@ where
         Ok(messages)
     }
 
-    async fn check_model(&self, model: &ModelId) -> Result<domain::ModelInfo, ChatError> {
-        match self.catalog.get_model(model).await {
-            Ok((info, _)) => Ok(info),
-            Err(CatalogError::UnknownModel(id)) => Err(ChatError::UnknownModel(id)),
-            Err(e) => Err(ChatError::Catalog(e)),
-        }
-    }
-
-    /// One of `owner`'s presets ([`ChatError::UnknownPreset`] when there is none such).
-    async fn preset_of(&self, owner: UserId, id: PresetId) -> Result<domain::Preset, ChatError> {
-        self.repo.get_preset(owner, id).await.map_err(|e| match e {
-            RepoError::NotFound(_) => ChatError::UnknownPreset,
-            other => ChatError::Storage(other),
-        })
-    }
-
-    /// A message's content within the operator's limit.
-    fn check_message(&self, content: &MessageContent) -> Result<(), ChatError> {
-        self.input
-            .message(content.as_str())
-            .map_err(ChatError::Invalid)
-    }
-
-    /// A chat's title and system prompt within the operator's limits.
-    fn check_chat_texts(
-        &self,
-        title: Option<&ChatTitle>,
-        system_prompt: Option<&SystemPrompt>,
-    ) -> Result<(), ChatError> {
-        if let Some(title) = title {
-            self.input
-                .title(title.as_str())
-                .map_err(ChatError::Invalid)?;
-        }
-        if let Some(prompt) = system_prompt {
-            self.input
-                .system_prompt("system_prompt", prompt.as_str())
-                .map_err(ChatError::Invalid)?;
-        }
-        Ok(())
-    }
-
-    /// The settings of one generation. Each resolves in the order request > preset
-    /// (the request's, else the chat's) > chat > user default > server default; the model is
-    /// validated against the catalogue.
-    async fn plan(
-        &self,
-        owner: UserId,
-        chat: &Chat,
-        options: GenerationOptions,
-    ) -> Result<Plan, ChatError> {
-        let preset = match options.preset_id.or(chat.preset_id) {
-            Some(id) => Some(self.preset_of(owner, id).await?),
-            None => None,
-        };
-        let request = domain::GenerationSettings {
-            model: options.model_id,
-            temperature: options.temperature,
-            max_tokens: options.max_tokens,
-            system_prompt: None,
-        };
-        let settings = domain::GenerationSettings::resolve(request, preset.as_ref(), chat);
-        // The user's default is read only when nothing above names a model.
-        let user_default = match settings.model {
-            Some(_) => None,
-            None => {
-                self.catalog
-                    .settings(owner)
-                    .await
-                    .map_err(ChatError::Catalog)?
-                    .default_model_id
-            }
-        };
-        let model = settings.model_or(user_default, &self.default_model);
-        let info = self.check_model(&model).await?;
-        // The answer cannot be longer than the model's whole context.
-        if let Some(n) = options.max_tokens {
-            domain::MaxTokens::new(i64::from(n), info.context_length, u32::MAX)
-                .map_err(ChatError::Invalid)?;
-        }
-        Ok(Plan {
-            temperature: settings.temperature,
-            max_tokens: settings.max_tokens,
-            system_prompt: settings.system_prompt,
-            model,
-            info,
-            given: options.prompt,
-        })
-    }
-
-    /// The request for an answer at the end of `path`: the system prompt, then the path —
-    /// or the conversation the caller gave.
-    fn request_for(path: &[Message], plan: &Plan) -> CompletionRequest {
-        if let Some(given) = &plan.given {
-            return CompletionRequest {
-                model: plan.model.clone(),
-                messages: given.messages.clone(),
-                temperature: plan.temperature,
-                max_tokens: plan.max_tokens,
-                passthrough: given.passthrough.clone(),
-            };
-        }
-        let mut prompt = Vec::with_capacity(path.len() + 1);
-        if let Some(system) = plan
-            .system_prompt
-            .as_ref()
-            .filter(|p| !p.as_str().trim().is_empty())
-        {
-            prompt.push(PromptMessage {
-                role: Role::System,
-                content: system.as_str().to_owned(),
-            });
-        }
-        for m in path {
-            // An empty root, and an answer that ended before its first word (cancelled,
-            // failed): some providers reject empty messages, and they say nothing anyway.
-            if m.role != Role::User && m.content.trim().is_empty() {
-                continue;
-            }
-            prompt.push(PromptMessage {
-                role: m.role,
-                content: m.content.clone(),
-            });
-        }
-        CompletionRequest {
-            model: plan.model.clone(),
-            messages: prompt,
-            temperature: plan.temperature,
-            max_tokens: plan.max_tokens,
-            passthrough: None,
-        }
-    }
-
     /// Asks the provider for a blocking answer at once, in a task of its own (aborted when
     /// the handle is dropped), so the question can be committed meanwhile.
     fn start_completion(&self, request: CompletionRequest) -> Upstream<crate::llm::Completion> {
@@ -548,39 +410,6 @@ where
             status,
             created_at: self.clock.now(),
         }
-    }
-
-    /// A title job when this answer is the chat's first: the chat has no title and the path
-    /// holds no answer yet.
-    fn title_job(&self, chat: &Chat, path: &[Message], plan: &Plan) -> Option<TitleJob> {
-        let first_answer = !path.iter().any(|m| m.role == Role::Assistant);
-        (self.titles && chat.title.is_none() && !chat.title_set_by_user && first_answer).then(
-            || TitleJob {
-                owner: chat.owner,
-                chat: chat.id,
-                model: self
-                    .title_model
-                    .clone()
-                    .unwrap_or_else(|| plan.model.clone()),
-                conversation: path.iter().map(|m| (m.role, m.content.clone())).collect(),
-                // The answering model's prices apply only when it writes the title too.
-                pricing: if self.title_model.is_none() {
-                    plan.info.pricing
-                } else {
-                    domain::Pricing::default()
-                },
-                provider: self.provider.clone(),
-            },
-        )
-    }
-
-    /// Generates a title in the background; the caller never waits for it.
-    fn spawn_title(&self, job: TitleJob, answer: String) {
-        let repo = Arc::clone(&self.repo);
-        let llm = Arc::clone(&self.llm);
-        let clock = Arc::clone(&self.clock);
-        self.generations
-            .spawn_background(write_title((repo, llm, clock), job, answer));
     }
 
     /// The blocking answer to `turn.question` from the call already under way, stored with

@@ -20,19 +20,6 @@ pub(super) struct StreamJob {
     pub(super) after: Option<(ChatVersion, Arc<Vec<Message>>, Arc<MessageCache>)>,
 }
 
-/// A chat to title after its first answer.
-#[derive(Debug)]
-pub(super) struct TitleJob {
-    pub(super) owner: UserId,
-    pub(super) chat: ChatId,
-    pub(super) model: ModelId,
-    pub(super) conversation: Vec<(Role, String)>,
-    /// The title model's prices when known (it is the answering model), for its record.
-    pub(super) pricing: domain::Pricing,
-    /// The provider's name in the record when it reports none.
-    pub(super) provider: String,
-}
-
 /// How the provider's stream ended well.
 pub(super) struct StreamEnd {
     pub(super) finish_reason: Option<String>,
@@ -346,78 +333,5 @@ pub(super) async fn save_with_retries<R: ChatRepository>(
                 return (false, None);
             }
         }
-    }
-}
-
-/// Asks the model for a title and stores it (or the fallback) unless the chat got one
-/// meanwhile. Failures are logged, never surfaced.
-pub(super) async fn write_title<R: ChatRepository, L: LlmGateway, C: Clock>(
-    (repo, llm, clock): (Arc<R>, Arc<L>, Arc<C>),
-    job: TitleJob,
-    answer: String,
-) {
-    let mut conversation: Vec<(Role, &str)> = job
-        .conversation
-        .iter()
-        .map(|(role, text)| (*role, text.as_str()))
-        .collect();
-    conversation.push((Role::Assistant, &answer));
-    let request = CompletionRequest {
-        model: job.model.clone(),
-        messages: vec![PromptMessage {
-            role: Role::User,
-            content: domain::title_prompt(&conversation),
-        }],
-        temperature: Some(0.3),
-        max_tokens: Some(60),
-        passthrough: None,
-    };
-    let started = Instant::now();
-    let (generated, record) = match tokio::time::timeout(TITLE_TIMEOUT, llm.complete(request)).await
-    {
-        Ok(Ok(c)) => {
-            let title = domain::clean_title(&c.content);
-            // The title's cost is the user's too: it is recorded, marked as a title.
-            let end = StreamEnd {
-                finish_reason: c.finish_reason,
-                usage: c.usage,
-                provider: c.provider,
-                cost: c.cost,
-            };
-            let call = CallOf {
-                owner: job.owner,
-                model: &job.model,
-                pricing: &job.pricing,
-                provider: &job.provider,
-                started,
-                first_token: None,
-            };
-            let record = end.record(
-                &call,
-                (Some(job.chat), None),
-                domain::GenerationKind::Title,
-                clock.now(),
-            );
-            (title, Some(record))
-        }
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, chat = %job.chat, "title generation failed; using the fallback");
-            (None, None)
-        }
-        Err(_) => {
-            tracing::info!(chat = %job.chat, "title generation timed out; using the fallback");
-            (None, None)
-        }
-    };
-    if let Some(title) = generated.or_else(|| domain::fallback_title(&conversation))
-        && let Err(e) = repo.set_generated_title(job.owner, job.chat, title).await
-    {
-        tracing::warn!(error = %e, chat = %job.chat, "the generated title could not be saved");
-    }
-    // Recorded last: once the record is there, the title has been offered to the chat.
-    if let Some(record) = record
-        && let Err(e) = repo.record_generation(record).await
-    {
-        tracing::warn!(error = %e, chat = %job.chat, "the title's record could not be saved");
     }
 }

@@ -1,0 +1,167 @@
+//! The settings of one generation and the request they make: the model, preset and
+//! sampling resolved by precedence (request > preset > chat > user > server, the domain's
+//! rule), checked against the catalogue and the operator's text limits; the prompt built
+//! from the branch.
+
+use super::*;
+
+/// The resolved settings of one generation.
+#[derive(Debug)]
+pub(super) struct Plan {
+    pub(super) model: ModelId,
+    pub(super) info: domain::ModelInfo,
+    pub(super) temperature: Option<f64>,
+    pub(super) max_tokens: Option<u32>,
+    pub(super) system_prompt: Option<SystemPrompt>,
+    /// The conversation to send instead of the path, when the caller gave one.
+    pub(super) given: Option<GivenPrompt>,
+}
+
+impl<R, L, M, C, I> ChatService<R, L, M, C, I>
+where
+    R: ChatRepository + PresetRepository + crate::ports::UsageRepository,
+    L: LlmGateway,
+    M: CatalogUseCase,
+    C: Clock,
+    I: IdGenerator,
+{
+    pub(super) async fn check_model(
+        &self,
+        model: &ModelId,
+    ) -> Result<domain::ModelInfo, ChatError> {
+        match self.catalog.get_model(model).await {
+            Ok((info, _)) => Ok(info),
+            Err(CatalogError::UnknownModel(id)) => Err(ChatError::UnknownModel(id)),
+            Err(e) => Err(ChatError::Catalog(e)),
+        }
+    }
+
+    /// One of `owner`'s presets ([`ChatError::UnknownPreset`] when there is none such).
+    pub(super) async fn preset_of(
+        &self,
+        owner: UserId,
+        id: PresetId,
+    ) -> Result<domain::Preset, ChatError> {
+        self.repo.get_preset(owner, id).await.map_err(|e| match e {
+            RepoError::NotFound(_) => ChatError::UnknownPreset,
+            other => ChatError::Storage(other),
+        })
+    }
+
+    /// A message's content within the operator's limit.
+    pub(super) fn check_message(&self, content: &MessageContent) -> Result<(), ChatError> {
+        self.input
+            .message(content.as_str())
+            .map_err(ChatError::Invalid)
+    }
+
+    /// A chat's title and system prompt within the operator's limits.
+    pub(super) fn check_chat_texts(
+        &self,
+        title: Option<&ChatTitle>,
+        system_prompt: Option<&SystemPrompt>,
+    ) -> Result<(), ChatError> {
+        if let Some(title) = title {
+            self.input
+                .title(title.as_str())
+                .map_err(ChatError::Invalid)?;
+        }
+        if let Some(prompt) = system_prompt {
+            self.input
+                .system_prompt("system_prompt", prompt.as_str())
+                .map_err(ChatError::Invalid)?;
+        }
+        Ok(())
+    }
+
+    /// The settings of one generation. Each resolves in the order request > preset
+    /// (the request's, else the chat's) > chat > user default > server default; the model is
+    /// validated against the catalogue.
+    pub(super) async fn plan(
+        &self,
+        owner: UserId,
+        chat: &Chat,
+        options: GenerationOptions,
+    ) -> Result<Plan, ChatError> {
+        let preset = match options.preset_id.or(chat.preset_id) {
+            Some(id) => Some(self.preset_of(owner, id).await?),
+            None => None,
+        };
+        let request = domain::GenerationSettings {
+            model: options.model_id,
+            temperature: options.temperature,
+            max_tokens: options.max_tokens,
+            system_prompt: None,
+        };
+        let settings = domain::GenerationSettings::resolve(request, preset.as_ref(), chat);
+        // The user's default is read only when nothing above names a model.
+        let user_default = match settings.model {
+            Some(_) => None,
+            None => {
+                self.catalog
+                    .settings(owner)
+                    .await
+                    .map_err(ChatError::Catalog)?
+                    .default_model_id
+            }
+        };
+        let model = settings.model_or(user_default, &self.default_model);
+        let info = self.check_model(&model).await?;
+        // The answer cannot be longer than the model's whole context.
+        if let Some(n) = options.max_tokens {
+            domain::MaxTokens::new(i64::from(n), info.context_length, u32::MAX)
+                .map_err(ChatError::Invalid)?;
+        }
+        Ok(Plan {
+            temperature: settings.temperature,
+            max_tokens: settings.max_tokens,
+            system_prompt: settings.system_prompt,
+            model,
+            info,
+            given: options.prompt,
+        })
+    }
+
+    /// The request for an answer at the end of `path`: the system prompt, then the path —
+    /// or the conversation the caller gave.
+    pub(super) fn request_for(path: &[Message], plan: &Plan) -> CompletionRequest {
+        if let Some(given) = &plan.given {
+            return CompletionRequest {
+                model: plan.model.clone(),
+                messages: given.messages.clone(),
+                temperature: plan.temperature,
+                max_tokens: plan.max_tokens,
+                passthrough: given.passthrough.clone(),
+            };
+        }
+        let mut prompt = Vec::with_capacity(path.len() + 1);
+        if let Some(system) = plan
+            .system_prompt
+            .as_ref()
+            .filter(|p| !p.as_str().trim().is_empty())
+        {
+            prompt.push(PromptMessage {
+                role: Role::System,
+                content: system.as_str().to_owned(),
+            });
+        }
+        for m in path {
+            // An empty root, and an answer that ended before its first word (cancelled,
+            // failed): some providers reject empty messages, and they say nothing anyway.
+            if m.role != Role::User && m.content.trim().is_empty() {
+                continue;
+            }
+            prompt.push(PromptMessage {
+                role: m.role,
+                content: m.content.clone(),
+            });
+        }
+        CompletionRequest {
+            model: plan.model.clone(),
+            messages: prompt,
+            temperature: plan.temperature,
+            max_tokens: plan.max_tokens,
+            passthrough: None,
+        }
+    }
+}
