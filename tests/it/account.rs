@@ -2,10 +2,11 @@
 //! are listed and ended one by one, an account deletes itself (and every row of it), and the
 //! export holds exactly what the account owns.
 
+use infra_db::or_skip;
 use infra_db::testing::Backend;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, on_every_backend, uuid_value};
+use crate::helpers::{PASSWORD, TestApp, json_of, on_every_backend, uuid_value};
 
 async fn send(
     app: &TestApp,
@@ -32,9 +33,7 @@ async fn refresh(app: &TestApp, token: &str) -> u16 {
 }
 
 async fn a_password_change_ends_every_other_session(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     app.register("mover").await;
     let first = app.login("mover").await;
     let second = app.login("mover").await;
@@ -92,9 +91,7 @@ async fn a_password_change_ends_every_other_session(backend: Backend) {
 }
 
 async fn sessions_are_listed_and_ended_one_by_one(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     app.register("traveller").await;
     let laptop = app.login("traveller").await;
     let phone = app.login("traveller").await;
@@ -151,9 +148,7 @@ async fn sessions_are_listed_and_ended_one_by_one(backend: Backend) {
 }
 
 async fn an_account_deletes_itself_and_every_row_of_it(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("quitter").await;
     let id = app.get_json_as("/api/v1/auth/me", &token).await["uuid"]
         .as_str()
@@ -212,9 +207,7 @@ async fn an_account_deletes_itself_and_every_row_of_it(backend: Backend) {
 }
 
 async fn the_export_holds_exactly_what_the_account_owns(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("archivist").await;
     let other = app.user_token("neighbour").await;
     let mut chats = Vec::new();
@@ -320,21 +313,15 @@ on_every_backend!(
 /// A read-only key reads but changes nothing (expiry is tested with a manual clock in the
 /// use case's tests); an expiry out of range is refused.
 async fn a_read_only_api_key_reads_but_changes_nothing(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("scoped").await;
     let chat = app.new_chat(&token).await;
-    let made: Value = app
-        .post_json_as(
-            "/api/v1/auth/api-keys",
-            &token,
-            &json!({"name": "reader", "read_only": true, "expires_in_days": 30}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let made = json_of(app.post_json_as(
+        "/api/v1/auth/api-keys",
+        &token,
+        &json!({"name": "reader", "read_only": true, "expires_in_days": 30}),
+    ))
+    .await;
     assert_eq!(made["read_only"], true, "{made}");
     assert!(made["expires_at"].is_string(), "{made}");
     let reader = made["key"].as_str().unwrap();

@@ -3,11 +3,12 @@
 //! quotas refusing before the provider is called.
 
 use infra_db::SeaOrmStore;
+use infra_db::or_skip;
 use infra_db::testing::Backend;
 use serde_json::{Value, json};
 use usecase::ports::{UserChange, UserRepository};
 
-use crate::helpers::{PASSWORD, TestApp, on_every_backend, uuid_value};
+use crate::helpers::{PASSWORD, TestApp, json_of, on_every_backend, uuid_value};
 
 /// Makes `name` (registered through the API) an admin, as `arbor user promote` does.
 async fn promote(app: &TestApp, name: &str) {
@@ -68,9 +69,7 @@ async fn user_id(app: &TestApp, token: &str) -> String {
 }
 
 async fn admin_routes_answer_by_role(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let admin = admin_token(&app, "root-admin").await;
     let user = app.user_token("plain-user").await;
     let target = user_id(&app, &app.user_token("target-user").await).await;
@@ -147,9 +146,7 @@ async fn admin_routes_answer_by_role(backend: Backend) {
 }
 
 async fn every_admin_action_is_audited(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let admin = admin_token(&app, "auditor").await;
     let victim_token = app.user_token("victim").await;
     let victim = user_id(&app, &victim_token).await;
@@ -255,9 +252,7 @@ async fn set_policy(app: &TestApp, admin: &str, policy: &str) {
 }
 
 async fn each_registration_policy_works_end_to_end(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let admin = admin_token(&app, "gatekeeper").await;
     assert_eq!(register(&app, "open-door", None).await.status(), 201);
 
@@ -293,17 +288,14 @@ async fn each_registration_policy_works_end_to_end(backend: Backend) {
     assert_eq!(refused.status(), 403);
     let refused: Value = refused.json().await.unwrap();
     assert_eq!(refused["error_type"], "invite_required");
-    let invite: Value = call(
+    let invite = json_of(call(
         &app,
         "POST",
         "/api/v1/admin/invites",
         Some(&admin),
         Some(&json!({"expires_in_hours": 1})),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    ))
+    .await;
     let code = invite["code"].as_str().unwrap();
     assert!(code.starts_with("inv_"));
     assert_eq!(register(&app, "invited", Some(code)).await.status(), 201);
@@ -317,17 +309,14 @@ async fn each_registration_policy_works_end_to_end(backend: Backend) {
         "codes are shown once"
     );
     // An expired invite is refused.
-    let stale: Value = call(
+    let stale = json_of(call(
         &app,
         "POST",
         "/api/v1/admin/invites",
         Some(&admin),
         Some(&json!({})),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    ))
+    .await;
     {
         use sea_orm::ConnectionTrait;
         use sea_orm::sea_query::{Expr, ExprTrait, Query};
@@ -353,9 +342,7 @@ async fn each_registration_policy_works_end_to_end(backend: Backend) {
 
 /// Deleting an account removes every row of it in one go; what others own stays.
 async fn deleting_an_account_leaves_no_row_of_it(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let admin = admin_token(&app, "cleaner").await;
     let token = app.user_token("leaving").await;
     let keeper = app.user_token("staying").await;
@@ -448,9 +435,7 @@ async fn deleting_an_account_leaves_no_row_of_it(backend: Backend) {
 /// A daily quota refuses a send once spent — before the question is stored or the provider
 /// called — and concurrent sends overshoot it by at most the generations in flight.
 async fn a_spent_quota_refuses_before_the_provider_is_called(backend: Backend) {
-    let Some(db) = infra_db::testing::TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(infra_db::testing::TestDatabase::create(backend));
     const CAP: usize = 3;
     let mut settings = crate::helpers::test_settings(db.url());
     settings.generation.per_user_limit = CAP;

@@ -1,5 +1,6 @@
 //! Analytics against a seeded dataset with known answers, on every backend.
 
+use infra_db::or_skip;
 use std::collections::BTreeMap;
 
 use domain::{
@@ -11,7 +12,7 @@ use infra_db::testing::Backend;
 use serde_json::Value;
 use usecase::ports::{ChatRepository, NewChat, NewMessage};
 
-use crate::helpers::{TestApp, assert_envelope, on_every_backend};
+use crate::helpers::{TestApp, assert_envelope, json_of, on_every_backend};
 
 const DAY: i64 = Timestamp::MICROS_PER_DAY;
 const HOUR: i64 = 3_600_000_000;
@@ -91,9 +92,7 @@ async fn seed(app: &TestApp, owner: UserId, now: Timestamp) {
 }
 
 async fn every_figure_matches_the_seeded_data(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let uuid = app.register("alice").await;
     let token = app.login("alice").await["access_token"]
         .as_str()
@@ -103,12 +102,7 @@ async fn every_figure_matches_the_seeded_data(backend: Backend) {
     let now = now();
     seed(&app, uuid.parse().unwrap(), now).await;
 
-    let all: Value = app
-        .get_as("/api/v1/analytics?period=7d", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let all = json_of(app.get_as("/api/v1/analytics?period=7d", &token)).await;
     let o = &all["overview"];
     assert_eq!(o["period"], "7d");
     assert_eq!(o["messages"], 3);
@@ -170,19 +164,10 @@ async fn every_figure_matches_the_seeded_data(backend: Backend) {
     assert_eq!(costs["average_per_message_usd"], "0.0000000005");
     assert_eq!(costs["average_per_token_usd"], "0.000000000007");
 
-    let month: Value = app
-        .get_as("/api/v1/analytics/overview?period=30d", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let month = json_of(app.get_as("/api/v1/analytics/overview?period=30d", &token)).await;
     assert_eq!(month["messages"], 4);
-    let only_two: Value = app
-        .get_as("/api/v1/analytics/overview?period=30d&model=m/two", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let only_two =
+        json_of(app.get_as("/api/v1/analytics/overview?period=30d&model=m/two", &token)).await;
     assert_eq!(only_two["messages"], 1);
     for route in ["models", "daily", "hourly", "costs"] {
         assert_eq!(
@@ -194,12 +179,7 @@ async fn every_figure_matches_the_seeded_data(backend: Backend) {
     }
 
     // Nobody else's data, and an empty period is zeros, not an error.
-    let empty: Value = app
-        .get_as("/api/v1/analytics?period=1d", &bob)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let empty = json_of(app.get_as("/api/v1/analytics?period=1d", &bob)).await;
     assert_eq!(empty["overview"]["messages"], 0);
     assert_eq!(empty["overview"]["cost_usd"], "0");
     assert_eq!(empty["costs"]["average_per_token_usd"], "0");
@@ -249,9 +229,7 @@ async fn cost_of(app: &TestApp, message: &Value) -> (i64, String) {
 /// A call whose provider reports its cost (`usage.cost`) costs that, even for a model the
 /// catalogue lists without prices; otherwise the catalogue's prices apply. Analytics adds them.
 async fn a_reported_cost_is_what_the_call_cost(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     const REPORTED: &str = "fake/reported?tokens=3&cost=0.0021";
     const LISTED: &str = "fake/listed?tokens=3";
     let mut models = fake_provider::default_models();
@@ -266,16 +244,12 @@ async fn a_reported_cost_is_what_the_call_cost(backend: Backend) {
     let chat = app.new_chat(&token).await;
     let mut spent = 0;
     for (model, source) in [(REPORTED, "provider"), (LISTED, "catalogue")] {
-        let answer: Value = app
-            .post_json_as(
-                &format!("/api/v1/chats/{chat}/messages"),
-                &token,
-                &serde_json::json!({"content": "how much?", "model_id": model}),
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
+        let answer = json_of(app.post_json_as(
+            &format!("/api/v1/chats/{chat}/messages"),
+            &token,
+            &serde_json::json!({"content": "how much?", "model_id": model}),
+        ))
+        .await;
         let (prompt, completion, _, _) =
             crate::helpers::generation_of(&app, &answer["message_uuid"]).await;
         let (cost, from) = cost_of(&app, &answer["message_uuid"]).await;
@@ -299,25 +273,19 @@ async fn a_reported_cost_is_what_the_call_cost(backend: Backend) {
 
 /// What a chat cost stays in the figures after the chat (or one of its answers) is deleted.
 async fn deleting_chats_and_answers_leaves_the_figures_unchanged(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("frugal").await;
     let mut answers = Vec::new();
     let mut chats = Vec::new();
     for _ in 0..2 {
         let chat = app.new_chat(&token).await;
         for question in ["one", "two"] {
-            let answer: Value = app
-                .post_json_as(
-                    &format!("/api/v1/chats/{chat}/messages"),
-                    &token,
-                    &serde_json::json!({"content": question, "model_id": "fake/large"}),
-                )
-                .await
-                .json()
-                .await
-                .unwrap();
+            let answer = json_of(app.post_json_as(
+                &format!("/api/v1/chats/{chat}/messages"),
+                &token,
+                &serde_json::json!({"content": question, "model_id": "fake/large"}),
+            ))
+            .await;
             answers.push((
                 chat.clone(),
                 answer["message_uuid"].as_str().unwrap().to_owned(),
@@ -365,25 +333,19 @@ async fn deleting_chats_and_answers_leaves_the_figures_unchanged(backend: Backen
 /// event, the branch and tree views — a cancelled one too (with what is known), and the
 /// title's call is recorded for its user as a title (counted in tokens, not as an answer).
 async fn every_answer_shows_what_it_used(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     const SLOW: &str = "fake/slow?tokens=200&token_ms=20&cost=0.5";
     let mut models = fake_provider::default_models();
     models.push(fake_provider::model_entry(SLOW, "slow", "0", "0", 8_192));
     app.fake.set_models(models);
     let token = app.user_token("metered").await;
     let chat = app.new_chat(&token).await;
-    let reply: Value = app
-        .post_json_as(
-            &format!("/api/v1/chats/{chat}/messages"),
-            &token,
-            &serde_json::json!({"content": "blocking", "model_id": "fake/large"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let reply = json_of(app.post_json_as(
+        &format!("/api/v1/chats/{chat}/messages"),
+        &token,
+        &serde_json::json!({"content": "blocking", "model_id": "fake/large"}),
+    ))
+    .await;
     let stats = &reply["generation"];
     assert_eq!(stats["model"], "fake/large", "{reply}");
     assert_eq!(

@@ -1,5 +1,6 @@
 //! Accounts and authentication over HTTP, on every backend.
 
+use infra_db::or_skip;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -10,7 +11,9 @@ use infra_db::testing::{Backend, TestDatabase};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, assert_envelope, on_every_backend, test_settings};
+use crate::helpers::{
+    PASSWORD, TestApp, assert_envelope, json_of, on_every_backend, test_settings,
+};
 
 const SECRET: &str = "arbor-example-secret-change-me-0123456789";
 
@@ -24,9 +27,7 @@ fn forged(claims: &Value, secret: &str) -> String {
 }
 
 async fn the_full_account_flow_works(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     // Register, and a duplicate in another case.
     let uuid = app.register("Alice").await;
     let dup = app
@@ -71,12 +72,7 @@ async fn the_full_account_flow_works(backend: Backend) {
     assert_eq!(wrong["user_message"], unknown["user_message"]);
 
     // Me.
-    let me: Value = app
-        .get_as("/api/v1/auth/me", &access)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me = json_of(app.get_as("/api/v1/auth/me", &access)).await;
     assert_eq!(me["uuid"], uuid.as_str());
     assert_eq!(me["username"], "Alice");
 
@@ -151,19 +147,9 @@ async fn the_full_account_flow_works(backend: Backend) {
     let key = created["key"].as_str().unwrap().to_owned();
     assert!(key.starts_with("arb_"));
     assert!(key.starts_with(created["prefix"].as_str().unwrap()));
-    let me: Value = app
-        .get_as("/api/v1/auth/me", &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me = json_of(app.get_as("/api/v1/auth/me", &key)).await;
     assert_eq!(me["uuid"], uuid.as_str());
-    let listed: Value = app
-        .get_as("/api/v1/auth/api-keys", &access)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = json_of(app.get_as("/api/v1/auth/api-keys", &access)).await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["name"], "backup script");
     assert!(listed[0].get("key").is_none(), "the key is shown once only");
@@ -261,9 +247,7 @@ async fn the_full_account_flow_works(backend: Backend) {
 }
 
 async fn malformed_input_gets_the_documented_status_and_never_a_500(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("carol").await;
     let huge = "x".repeat(300 * 1024);
     let long_name = "n".repeat(101);
@@ -627,9 +611,7 @@ fn refresh_cookie(response: &reqwest::Response) -> (String, String) {
 /// The browser client's way: the refresh token only ever travels as an HttpOnly cookie.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_cookie_mode_the_refresh_token_is_an_http_only_cookie_that_rotates_and_logs_out() {
-    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(Backend::Sqlite));
     app.register("carol").await;
     let login = app
         .client
@@ -710,9 +692,7 @@ on_every_backend!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_from_the_client_is_echoed_and_a_bad_one_replaced() {
-    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(Backend::Sqlite));
     let r = app
         .client
         .get(app.url("/api/v1/auth/me"))
@@ -743,9 +723,7 @@ async fn a_request_id_from_the_client_is_echoed_and_a_bad_one_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_and_register_limits_answer_429_with_a_truthful_retry_after_and_recover() {
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let mut settings = test_settings(db.url());
     settings.auth.login_per_window = 2;
     settings.auth.register_per_window = 2;
@@ -799,9 +777,7 @@ async fn login_and_register_limits_answer_429_with_a_truthful_retry_after_and_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_do_not_stall_other_requests() {
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let mut settings = test_settings(db.url());
     // Production hashing costs and the default hashing concurrency.
     settings.auth.argon2_memory_kib = 19_456;
@@ -868,9 +844,7 @@ impl Write for Writer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_logs() {
     let logs = captured_logs();
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let mut settings = test_settings(db.url());
     let provider_key = "sk-or-v1-test-provider-key-0123456789";
     settings.llm.api_key = provider_key.to_owned().into();
@@ -879,18 +853,10 @@ async fn no_secret_reaches_the_logs() {
     let tokens = app.login("ivan").await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let rotated: Value = app
-        .post_json("/api/v1/auth/refresh", &json!({"refresh_token": refresh}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let key: Value = app
-        .post_json_as("/api/v1/auth/api-keys", &access, &json!({"name": "k"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let rotated =
+        json_of(app.post_json("/api/v1/auth/refresh", &json!({"refresh_token": refresh}))).await;
+    let key =
+        json_of(app.post_json_as("/api/v1/auth/api-keys", &access, &json!({"name": "k"}))).await;
     let key = key["key"].as_str().unwrap().to_owned();
     assert_eq!(app.get_as("/api/v1/auth/me", &key).await.status(), 200);
     // A provider call (the catalogue) uses the provider key.

@@ -1,5 +1,6 @@
 //! Conversations over HTTP with the fake provider, on every backend.
 
+use infra_db::or_skip;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -7,7 +8,8 @@ use infra_db::testing::{Backend, TestDatabase};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, assert_malformed_cases, generation_of, on_every_backend, test_settings, uuid_value,
+    TestApp, assert_malformed_cases, generation_of, json_of, on_every_backend, test_settings,
+    uuid_value,
 };
 
 async fn send(app: &TestApp, token: &str, chat: &str, body: Value) -> reqwest::Response {
@@ -22,9 +24,7 @@ async fn new_chat(app: &TestApp, token: &str, body: Value) -> Value {
 }
 
 async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("alice").await;
     let chat = new_chat(
         &app,
@@ -81,33 +81,23 @@ async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
     assert_eq!(reason.as_deref(), Some("stop"));
 
     // Second turn continues the stored current leaf; then branch from the root and from the middle.
-    let second: Value = send(&app, &token, id, json!({"content": "more"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let second = json_of(send(&app, &token, id, json!({"content": "more"}))).await;
     assert_eq!(second["current_path"].as_array().unwrap().len(), 5);
-    let from_root: Value = send(
+    let from_root = json_of(send(
         &app,
         &token,
         id,
         json!({"content": "other topic", "parent_message_uuid": root}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    ))
+    .await;
     assert_eq!(from_root["current_path"].as_array().unwrap().len(), 3);
-    let from_middle: Value = send(
+    let from_middle = json_of(send(
         &app,
         &token,
         id,
         json!({"content": "again", "parent_message_uuid": first["message_uuid"]}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    ))
+    .await;
     assert_eq!(
         from_middle["current_path"].as_array().unwrap()[..3],
         first["current_path"].as_array().unwrap()[..3]
@@ -122,12 +112,7 @@ async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
         )
         .await;
     assert_eq!(selected.status(), 200);
-    let branch: Value = app
-        .get_as(&format!("/api/v1/chats/{id}/messages"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let branch = json_of(app.get_as(&format!("/api/v1/chats/{id}/messages"), &token)).await;
     let branch_ids: Vec<_> = branch
         .as_array()
         .unwrap()
@@ -142,12 +127,7 @@ async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
     assert_eq!(branch[3]["content"], "more");
 
     // The tree holds every message, each child listed under its parent.
-    let tree: Value = app
-        .get_as(&format!("/api/v1/chats/{id}/tree"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tree = json_of(app.get_as(&format!("/api/v1/chats/{id}/tree"), &token)).await;
     let nodes = tree["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 9);
     assert_eq!(tree["chat"]["message_count"], 9);
@@ -172,12 +152,7 @@ async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(deleted.status(), 204);
-    let after: Value = app
-        .get_as(&format!("/api/v1/chats/{id}"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after = json_of(app.get_as(&format!("/api/v1/chats/{id}"), &token)).await;
     assert_eq!(after["message_count"], 3);
     assert_eq!(after["current_leaf_uuid"], root);
     let root_delete = app
@@ -223,25 +198,14 @@ async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
 }
 
 async fn another_users_ids_answer_404_on_every_route(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let alice = app.user_token("alice").await;
     let bob = app.user_token("bob").await;
     let chat = new_chat(&app, &alice, json!({"title": "private"})).await;
     let id = chat["uuid"].as_str().unwrap();
-    let turn: Value = send(&app, &alice, id, json!({"content": "secret"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let turn = json_of(send(&app, &alice, id, json!({"content": "secret"}))).await;
     let mid = turn["user_message_uuid"].as_str().unwrap();
-    let before: Value = app
-        .get_as(&format!("/api/v1/chats/{id}/tree"), &alice)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let before = json_of(app.get_as(&format!("/api/v1/chats/{id}/tree"), &alice)).await;
 
     let routes: Vec<(&str, String, Option<Value>)> = vec![
         ("GET", format!("/api/v1/chats/{id}"), None),
@@ -295,27 +259,15 @@ async fn another_users_ids_answer_404_on_every_route(backend: Backend) {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error_type"], "not_found");
     }
-    let list: Value = app
-        .get_as("/api/v1/chats", &bob)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list = json_of(app.get_as("/api/v1/chats", &bob)).await;
     assert_eq!(list["total"], 0);
-    let after: Value = app
-        .get_as(&format!("/api/v1/chats/{id}/tree"), &alice)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after = json_of(app.get_as(&format!("/api/v1/chats/{id}/tree"), &alice)).await;
     assert_eq!(before, after, "alice's chat is unchanged");
     app.finish().await;
 }
 
 async fn provider_failures_keep_the_user_message_and_map_to_gateway_errors(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let mut models = fake_provider::default_models();
     models.push(fake_provider::model_entry(
         "fake/down?status=503&retry_after=2",
@@ -379,12 +331,7 @@ async fn provider_failures_keep_the_user_message_and_map_to_gateway_errors(backe
     .await;
     assert_eq!(unknown.status(), 422);
 
-    let after: Value = app
-        .get_as(&format!("/api/v1/chats/{id}"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after = json_of(app.get_as(&format!("/api/v1/chats/{id}"), &token)).await;
     assert_eq!(after["message_count"], 3, "both user messages were kept");
     app.finish().await;
 }
@@ -392,9 +339,7 @@ async fn provider_failures_keep_the_user_message_and_map_to_gateway_errors(backe
 async fn many_clients_sending_at_once_lose_nothing(backend: Backend) {
     const CLIENTS: usize = 100;
     const TURNS: usize = 10;
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     // One user drives all hundred clients; the per-user generation cap is not under test.
     let mut settings = test_settings(db.url());
     settings.generation.per_user_limit = CLIENTS;
@@ -443,12 +388,7 @@ async fn many_clients_sending_at_once_lose_nothing(backend: Backend) {
     assert_eq!(errors, 0);
     let mut total = 0;
     for chat in &chats {
-        let tree: Value = app
-            .get_as(&format!("/api/v1/chats/{chat}/tree"), &token)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let tree = json_of(app.get_as(&format!("/api/v1/chats/{chat}/tree"), &token)).await;
         let nodes = tree["nodes"].as_array().unwrap();
         assert_eq!(
             tree["chat"]["message_count"].as_u64().unwrap() as usize,
@@ -467,19 +407,12 @@ async fn many_clients_sending_at_once_lose_nothing(backend: Backend) {
 }
 
 async fn chats_are_listed_searched_sorted_and_paginated(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("alice").await;
     for title in ["Beta plan", "alpha 100% done", "Gamma_ray", "beta review"] {
         new_chat(&app, &token, json!({"title": title})).await;
     }
-    let list: Value = app
-        .get_as("/api/v1/chats?limit=3", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list = json_of(app.get_as("/api/v1/chats?limit=3", &token)).await;
     assert_eq!(list["total"], 4);
     assert_eq!(list["pages"], 2);
     assert_eq!(list["items"].as_array().unwrap().len(), 3);
@@ -487,26 +420,11 @@ async fn chats_are_listed_searched_sorted_and_paginated(backend: Backend) {
         list["items"][0]["title"], "beta review",
         "most recently updated first"
     );
-    let beta: Value = app
-        .get_as("/api/v1/chats?q=BETA&sort=title", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let beta = json_of(app.get_as("/api/v1/chats?q=BETA&sort=title", &token)).await;
     assert_eq!(beta["total"], 2);
-    let percent: Value = app
-        .get_as("/api/v1/chats?q=0%25", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let percent = json_of(app.get_as("/api/v1/chats?q=0%25", &token)).await;
     assert_eq!(percent["total"], 1, "% is literal");
-    let underscore: Value = app
-        .get_as("/api/v1/chats?q=a_r", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let underscore = json_of(app.get_as("/api/v1/chats?q=a_r", &token)).await;
     assert_eq!(underscore["total"], 1, "_ is literal");
     assert_eq!(underscore["items"][0]["title"], "Gamma_ray");
     assert_eq!(
@@ -619,23 +537,18 @@ async fn chats_are_listed_searched_sorted_and_paginated(backend: Backend) {
 }
 
 async fn retry_edit_patch_search_and_export(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("alice").await;
     let chat = new_chat(&app, &token, json!({"title": "Plans"})).await;
     let id = chat["uuid"].as_str().unwrap();
     let root = chat["root_message_uuid"].as_str().unwrap().to_owned();
-    let turn: Value = send(
+    let turn = json_of(send(
         &app,
         &token,
         id,
         json!({"content": "What about 100% cotton?"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    ))
+    .await;
     let question = turn["user_message_uuid"].as_str().unwrap().to_owned();
     let answer = turn["message_uuid"].as_str().unwrap().to_owned();
 
@@ -660,12 +573,7 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
         )
         .await;
     assert_eq!(root_retry.status(), 422);
-    let tree: Value = app
-        .get_as(&format!("/api/v1/chats/{id}/tree"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tree = json_of(app.get_as(&format!("/api/v1/chats/{id}/tree"), &token)).await;
     let q = tree["nodes"]
         .as_array()
         .unwrap()
@@ -694,12 +602,7 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
     assert_eq!(edited["message"]["parent_uuid"], root.as_str());
     assert_eq!(edited["message"]["content"], "What about linen?");
     assert!(edited["reply"]["message_uuid"].is_string());
-    let complete: Value = app
-        .get_as(&format!("/api/v1/chats/{id}/complete"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let complete = json_of(app.get_as(&format!("/api/v1/chats/{id}/complete"), &token)).await;
     let branch: Vec<_> = complete["messages"]
         .as_array()
         .unwrap()
@@ -777,11 +680,7 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
     let patched: Value = patched.json().await.unwrap();
     assert_eq!(patched["title"], "Fabric");
     assert_eq!(patched["system_prompt"], "Be kind.");
-    let next: Value = send(&app, &token, id, json!({"content": "and wool?"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let next = json_of(send(&app, &token, id, json!({"content": "and wool?"}))).await;
     assert_eq!(next["model"], "fake/large", "the chat's model is used");
     assert_eq!(
         app.last_answer_request()["messages"][0]["content"],
@@ -819,19 +718,9 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
         json!({"content": "COTTON shirts"}),
     )
     .await;
-    let in_chat: Value = app
-        .get_as(&format!("/api/v1/chats/{id}/search?q=cotton"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let in_chat = json_of(app.get_as(&format!("/api/v1/chats/{id}/search?q=cotton"), &token)).await;
     assert_eq!(in_chat["total"], 1);
-    let everywhere: Value = app
-        .get_as("/api/v1/search?q=cotton", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let everywhere = json_of(app.get_as("/api/v1/search?q=cotton", &token)).await;
     assert_eq!(everywhere["total"], 2);
     assert_eq!(everywhere["total_exact"], true);
     assert_eq!(everywhere["searched_all"], true);
@@ -842,22 +731,12 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
         .map(|h| h["chat_title"].as_str().unwrap())
         .collect();
     assert_eq!(titles, HashSet::from(["Fabric", "Other"]));
-    let percent: Value = app
-        .get_as("/api/v1/search?q=100%25", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let percent = json_of(app.get_as("/api/v1/search?q=100%25", &token)).await;
     assert_eq!(percent["total"], 1);
     assert_eq!(app.get_as("/api/v1/search?q=a", &token).await.status(), 422);
 
     // Recent and export.
-    let recent: Value = app
-        .get_as("/api/v1/chats/recent?limit=1", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let recent = json_of(app.get_as("/api/v1/chats/recent?limit=1", &token)).await;
     assert_eq!(recent.as_array().unwrap().len(), 1);
     assert_eq!(recent[0]["title"], "Other");
     let json_export = app
@@ -904,17 +783,11 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
 }
 
 async fn malformed_input_on_chat_routes_is_a_4xx_envelope(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("alice").await;
     let chat = new_chat(&app, &token, json!({})).await;
     let id = chat["uuid"].as_str().unwrap().to_owned();
-    let turn: Value = send(&app, &token, &id, json!({"content": "hi"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let turn = json_of(send(&app, &token, &id, json!({"content": "hi"}))).await;
     let mid = turn["user_message_uuid"].as_str().unwrap().to_owned();
     let nobody = "01923e4f-5a6b-7c8d-9e0f-1a2b3c4d5e6f";
     let long = |n: usize| "x".repeat(n);

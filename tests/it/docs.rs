@@ -1,5 +1,6 @@
 //! The OpenAPI document and the interactive docs, served entirely by Arbor (no network).
 
+use infra_db::or_skip;
 use infra_db::testing::Backend;
 use serde_json::Value;
 
@@ -22,9 +23,7 @@ fn references(html: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docs_and_all_their_assets_come_from_the_server() {
-    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(Backend::Sqlite));
     let spec = app.get("/api/v1/openapi.json").await;
     assert_eq!(spec.status(), 200);
     let spec: Value = spec.json().await.unwrap();

@@ -1,5 +1,6 @@
 //! Liveness, readiness, and the JSON 404.
 
+use infra_db::or_skip;
 use std::time::Duration;
 
 use infra_db::testing::{Backend, TestDatabase};
@@ -9,9 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::helpers::{TestApp, on_every_backend, test_settings};
 
 async fn health_and_readiness_answer(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let health = app.get("/api/v1/health").await;
     assert_eq!(health.status(), 200);
     let body: Value = health.json().await.unwrap();
@@ -25,9 +24,7 @@ async fn health_and_readiness_answer(backend: Backend) {
 }
 
 async fn unknown_routes_answer_with_the_json_envelope(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let response = app.get("/api/v1/no-such-route").await;
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
@@ -59,9 +56,7 @@ async fn forward_to_postgres(listener: TcpListener) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_postgres_is_down_starts_then_turns_ready_when_it_returns() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Postgres));
     // A port with nothing behind it yet: PostgreSQL is "down".
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -107,9 +102,7 @@ async fn a_server_whose_postgres_is_down_starts_then_turns_ready_when_it_returns
 /// keeps running against a closed pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_server_stops_its_background_work() {
-    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(Backend::Sqlite));
     let background = app.background.clone();
     assert_eq!(
         background.running(),

@@ -1,10 +1,11 @@
 //! Route rate limits: per user by route family, per client IP for anonymous requests, with a
 //! truthful `Retry-After`; `X-Forwarded-For` believed only from a trusted proxy.
 
+use infra_db::or_skip;
 use infra_db::testing::{Backend, TestDatabase};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{TestApp, assert_envelope, test_settings};
+use crate::helpers::{TestApp, assert_envelope, json_of, test_settings};
 
 async fn app_with(
     configure: impl FnOnce(&mut arbor::config::RateLimitSettings),
@@ -35,12 +36,7 @@ async fn each_route_family_has_its_own_budget_per_user() {
     };
     let alice = app.user_token("alice").await;
     let bob = app.user_token("bob").await;
-    let chat: Value = app
-        .post_json_as("/api/v1/chats", &alice, &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let chat = json_of(app.post_json_as("/api/v1/chats", &alice, &json!({}))).await;
     let path = format!("/api/v1/chats/{}/messages", chat["uuid"].as_str().unwrap());
     for _ in 0..3 {
         let r = app
@@ -80,9 +76,7 @@ async fn each_route_family_has_its_own_budget_per_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_requests_are_limited_per_client_ip_and_probes_never() {
-    let Some(app) = app_with(|r| r.anonymous_per_minute = 3).await else {
-        return;
-    };
+    let app = or_skip!(app_with(|r| r.anonymous_per_minute = 3));
     for _ in 0..3 {
         assert_eq!(app.get("/api/v1/models").await.status(), 401);
     }
@@ -128,9 +122,7 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
     );
     app.finish().await;
 
-    let Some(app) = app_with(|r| r.anonymous_per_minute = 2).await else {
-        return;
-    };
+    let app = or_skip!(app_with(|r| r.anonymous_per_minute = 2));
     for _ in 0..2 {
         assert_eq!(get_from(&app, "203.0.113.1").await.unwrap().status(), 401);
     }
@@ -146,9 +138,7 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
 /// ones do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_text_limits_are_enforced() {
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let mut settings = test_settings(db.url());
     settings.limits.message_chars = 10;
     settings.limits.title_chars = 5;

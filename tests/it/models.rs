@@ -1,11 +1,12 @@
 //! The model catalogue and per-user settings over HTTP, on every backend.
 
+use infra_db::or_skip;
 use std::time::Duration;
 
 use infra_db::testing::{Backend, TestDatabase};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, on_every_backend, test_settings};
+use crate::helpers::{TestApp, json_of, on_every_backend, test_settings};
 
 async fn app_with_ttl(backend: Backend, ttl_secs: u64) -> Option<TestApp> {
     let db = TestDatabase::create(backend).await?;
@@ -19,9 +20,7 @@ async fn models(app: &TestApp, token: &str) -> reqwest::Response {
 }
 
 async fn the_catalogue_fills_refreshes_by_upsert_and_falls_back_to_stale(backend: Backend) {
-    let Some(app) = app_with_ttl(backend, 1).await else {
-        return;
-    };
+    let app = or_skip!(app_with_ttl(backend, 1));
     let token = app.user_token("alice").await;
 
     let first = models(&app, &token).await;
@@ -31,12 +30,7 @@ async fn the_catalogue_fills_refreshes_by_upsert_and_falls_back_to_stale(backend
     assert_eq!(first["total"], 3);
     assert_eq!(first["stale"], false);
     assert_eq!(app.db.count("models", None).await, 3);
-    let one: Value = app
-        .get_as("/api/v1/models/openai/gpt-4o-mini", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let one = json_of(app.get_as("/api/v1/models/openai/gpt-4o-mini", &token)).await;
     assert_eq!(one["pricing"]["prompt"], "0.00000015");
     assert_eq!(one["context_length"], 128_000);
 
@@ -69,12 +63,7 @@ async fn the_catalogue_fills_refreshes_by_upsert_and_falls_back_to_stale(backend
     assert_eq!(stale["stale"], true);
     assert_eq!(stale["total"], 4);
 
-    let search: Value = app
-        .get_as("/api/v1/models?q=LARGE", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let search = json_of(app.get_as("/api/v1/models?q=LARGE", &token)).await;
     assert_eq!(search["total"], 1);
     assert_eq!(
         app.get_as("/api/v1/models/nobody/none", &token)
@@ -86,9 +75,7 @@ async fn the_catalogue_fills_refreshes_by_upsert_and_falls_back_to_stale(backend
 }
 
 async fn concurrent_requests_on_an_expired_catalogue_share_one_refresh(backend: Backend) {
-    let Some(app) = app_with_ttl(backend, 1).await else {
-        return;
-    };
+    let app = or_skip!(app_with_ttl(backend, 1));
     let token = app.user_token("alice").await;
     assert_eq!(models(&app, &token).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
@@ -117,9 +104,7 @@ async fn concurrent_requests_on_an_expired_catalogue_share_one_refresh(backend: 
 }
 
 async fn each_user_has_a_default_model_validated_against_the_catalogue(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let alice = app.user_token("alice").await;
     let bob = app.user_token("bob").await;
     let get = |token: String| {
@@ -166,9 +151,7 @@ async fn each_user_has_a_default_model_validated_against_the_catalogue(backend: 
 /// A model the provider stops listing is no longer listed, found or accepted (a clear 422, not
 /// a 502 from the provider) after the next refresh; its row is kept; listed again, it is back.
 async fn a_model_the_provider_drops_is_inactive_after_the_next_refresh(backend: Backend) {
-    let Some(app) = app_with_ttl(backend, 1).await else {
-        return;
-    };
+    let app = or_skip!(app_with_ttl(backend, 1));
     let token = app.user_token("dora").await;
     let mut with = fake_provider::default_models();
     with.push(fake_provider::model_entry(
@@ -216,9 +199,7 @@ async fn a_model_the_provider_drops_is_inactive_after_the_next_refresh(backend: 
 /// provider, and the generation record names the one that answered; the catalogue is what
 /// the answering provider lists.
 async fn a_dead_primary_provider_falls_back_and_the_record_names_the_other(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let backup = fake_provider::FakeProvider::start().await.unwrap();
     let dead = {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -297,9 +278,7 @@ on_every_backend!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_catalogue_with_the_provider_down_is_503() {
-    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(Backend::Sqlite));
     let token = app.user_token("alice").await;
     app.fake.fail_models(true);
     let response = models(&app, &token).await;

@@ -1,22 +1,17 @@
 //! The OpenAI-compatible `/v1` surface: the catalogue in OpenAI's list shape for a client
 //! holding an Arbor API key, and OpenAI's error object on every failure.
 
+use infra_db::or_skip;
 use infra_db::testing::Backend;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, on_every_backend};
+use crate::helpers::{TestApp, json_of, on_every_backend};
 
 async fn the_models_are_listed_in_openai_shape_with_an_api_key(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let access = app.user_token("sdk-user").await;
-    let created: Value = app
-        .post_json_as("/api/v1/auth/api-keys", &access, &json!({"name": "sdk"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let created =
+        json_of(app.post_json_as("/api/v1/auth/api-keys", &access, &json!({"name": "sdk"}))).await;
     let key = created["key"].as_str().unwrap().to_owned();
 
     let list: Value = app.get_json_as("/v1/models", &key).await;
@@ -68,12 +63,8 @@ fn list_models(app: &TestApp, ids: &[&str]) {
 /// An API key of a new user `name`.
 async fn api_key(app: &TestApp, name: &str) -> String {
     let access = app.user_token(name).await;
-    let created: Value = app
-        .post_json_as("/api/v1/auth/api-keys", &access, &json!({"name": "sdk"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let created =
+        json_of(app.post_json_as("/api/v1/auth/api-keys", &access, &json!({"name": "sdk"}))).await;
     created["key"].as_str().unwrap().to_owned()
 }
 
@@ -118,9 +109,7 @@ fn streamed(body: &str) -> (String, Vec<Value>) {
 }
 
 async fn completions_answer_in_openai_shape_and_count_for_the_caller(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     list_models(
         &app,
         &[
@@ -224,9 +213,7 @@ async fn completions_answer_in_openai_shape_and_count_for_the_caller(backend: Ba
 }
 
 async fn tool_calls_pass_through_both_ways(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     list_models(&app, &["fake/small?tool_call=1"]);
     let key = api_key(&app, "agent").await;
     let tools = json!([{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
@@ -273,9 +260,7 @@ async fn tool_calls_pass_through_both_ways(backend: Backend) {
 }
 
 async fn stored_completions_go_into_the_callers_own_chat(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     list_models(&app, &["fake/small?tokens=2", "fake/small?tokens=3"]);
     let key = api_key(&app, "keeper").await;
     let first = complete(
@@ -366,9 +351,7 @@ async fn stored_completions_go_into_the_callers_own_chat(backend: Backend) {
 }
 
 async fn bad_completion_requests_get_openai_errors(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let key = api_key(&app, "careless").await;
     let user = json!([{"role": "user", "content": "hi"}]);
     let tools = json!([{"type": "function", "function": {"name": "f"}}]);
@@ -504,9 +487,7 @@ async fn finish_reasons(app: &TestApp) -> Vec<Option<String>> {
 /// 429 in OpenAI's shape); a client that leaves cancels the provider call and frees the slot,
 /// and the call is still recorded, as `cancelled`.
 async fn a_client_that_leaves_cancels_the_call_and_frees_its_slot(backend: Backend) {
-    let Some(db) = infra_db::testing::TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(infra_db::testing::TestDatabase::create(backend));
     let mut settings = crate::helpers::test_settings(db.url());
     settings.generation.per_user_limit = 1;
     let app = TestApp::spawn_with(settings, db).await;

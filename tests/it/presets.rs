@@ -1,21 +1,20 @@
 //! Presets over HTTP on every backend: CRUD, ownership, atomic use counter, and presets
 //! really applied to generations.
 
+use infra_db::or_skip;
 use std::sync::Arc;
 
 use infra_db::testing::Backend;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_envelope, on_every_backend};
+use crate::helpers::{TestApp, assert_envelope, json_of, on_every_backend};
 
 async fn create(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
     app.post_json_as("/api/v1/presets", token, &body).await
 }
 
 async fn presets_are_private_validated_and_editable(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let alice = app.user_token("alice").await;
     let bob = app.user_token("bob").await;
     let too_long = create(
@@ -42,19 +41,9 @@ async fn presets_are_private_validated_and_editable(backend: Backend) {
     assert_eq!(preset["usage_count"], 0);
     create(&app, &alice, json!({"name": "Poet", "is_favorite": true})).await;
 
-    let found: Value = app
-        .get_as("/api/v1/presets?q=REVIEW", &alice)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let found = json_of(app.get_as("/api/v1/presets?q=REVIEW", &alice)).await;
     assert_eq!(found["total"], 1);
-    let favorites: Value = app
-        .get_as("/api/v1/presets?favorites=true", &alice)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let favorites = json_of(app.get_as("/api/v1/presets?favorites=true", &alice)).await;
     assert_eq!(favorites["items"][0]["name"], "Poet");
     let updated = app
         .client
@@ -85,12 +74,7 @@ async fn presets_are_private_validated_and_editable(backend: Backend) {
             .unwrap();
         assert_envelope(r, 404, "not_found").await;
     }
-    let bobs: Value = app
-        .get_as("/api/v1/presets", &bob)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let bobs = json_of(app.get_as("/api/v1/presets", &bob)).await;
     assert_eq!(bobs["total"], 0);
     let bob_chat = app
         .post_json_as("/api/v1/chats", &bob, &json!({"preset_id": id}))
@@ -121,43 +105,25 @@ async fn presets_are_private_validated_and_editable(backend: Backend) {
 }
 
 async fn a_preset_really_applies_to_the_generation(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("alice").await;
-    let preset: Value = create(
-        &app,
-        &token,
-        json!({"name": "Strict", "model_id": "fake/large", "temperature": 1.5, "max_tokens": 100, "system_prompt": "Preset prompt."}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let preset = json_of(create(&app, &token, json!({"name": "Strict", "model_id": "fake/large", "temperature": 1.5, "max_tokens": 100, "system_prompt": "Preset prompt."}))).await;
     let pid = preset["uuid"].as_str().unwrap();
 
     // On the chat: every answer uses it.
-    let chat: Value = app
-        .post_json_as(
-            "/api/v1/chats",
-            &token,
-            &json!({"preset_id": pid, "system_prompt": "Chat prompt."}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let chat = json_of(app.post_json_as(
+        "/api/v1/chats",
+        &token,
+        &json!({"preset_id": pid, "system_prompt": "Chat prompt."}),
+    ))
+    .await;
     let id = chat["uuid"].as_str().unwrap();
-    let reply: Value = app
-        .post_json_as(
-            &format!("/api/v1/chats/{id}/messages"),
-            &token,
-            &json!({"content": "hi"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let reply = json_of(app.post_json_as(
+        &format!("/api/v1/chats/{id}/messages"),
+        &token,
+        &json!({"content": "hi"}),
+    ))
+    .await;
     assert_eq!(reply["model"], "fake/large");
     let sent = app.last_answer_request();
     assert_eq!(sent["model"], "fake/large");
@@ -178,12 +144,7 @@ async fn a_preset_really_applies_to_the_generation(backend: Backend) {
     assert_eq!(sent["max_tokens"], 100);
 
     // On one message of a chat without a preset.
-    let plain: Value = app
-        .post_json_as("/api/v1/chats", &token, &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let plain = json_of(app.post_json_as("/api/v1/chats", &token, &json!({}))).await;
     let plain_id = plain["uuid"].as_str().unwrap();
     app.post_json_as(
         &format!("/api/v1/chats/{plain_id}/messages"),
@@ -218,16 +179,10 @@ async fn a_preset_really_applies_to_the_generation(backend: Backend) {
 }
 
 async fn a_thousand_concurrent_uses_count_a_thousand(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let app = Arc::new(app);
     let token = app.user_token("alice").await;
-    let preset: Value = create(&app, &token, json!({"name": "Counted"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let preset = json_of(create(&app, &token, json!({"name": "Counted"}))).await;
     let url = app.url(&format!(
         "/api/v1/presets/{}/use",
         preset["uuid"].as_str().unwrap()
@@ -249,15 +204,11 @@ async fn a_thousand_concurrent_uses_count_a_thousand(backend: Backend) {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    let after: Value = app
-        .get_as(
-            &format!("/api/v1/presets/{}", preset["uuid"].as_str().unwrap()),
-            &token,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after = json_of(app.get_as(
+        &format!("/api/v1/presets/{}", preset["uuid"].as_str().unwrap()),
+        &token,
+    ))
+    .await;
     assert_eq!(after["usage_count"], 1_000);
     Arc::try_unwrap(app).ok().unwrap().finish().await;
 }
@@ -265,31 +216,21 @@ async fn a_thousand_concurrent_uses_count_a_thousand(backend: Backend) {
 /// A chat's preset is returned with it and can be set, changed and removed by a patch (only
 /// one of the caller's); the answers follow it.
 async fn a_chats_preset_is_shown_and_patchable(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("tuner").await;
     let other = app.user_token("outsider").await;
-    let preset: Value = app
-        .post_json_as(
-            "/api/v1/presets",
-            &token,
-            &json!({"name": "cold", "temperature": 0.1}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let foreign: Value = app
-        .post_json_as(
-            "/api/v1/presets",
-            &other,
-            &json!({"name": "theirs", "temperature": 1.5}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let preset = json_of(app.post_json_as(
+        "/api/v1/presets",
+        &token,
+        &json!({"name": "cold", "temperature": 0.1}),
+    ))
+    .await;
+    let foreign = json_of(app.post_json_as(
+        "/api/v1/presets",
+        &other,
+        &json!({"name": "theirs", "temperature": 1.5}),
+    ))
+    .await;
     let chat = app.new_chat(&token).await;
     let patch = |body: Value| {
         let app = &app;
@@ -325,11 +266,7 @@ async fn a_chats_preset_is_shown_and_patchable(backend: Backend) {
     assert_eq!(app.last_answer_request()["temperature"], 0.1);
     let refused = patch(json!({"preset_id": foreign["uuid"]})).await;
     assert_eq!(refused.status(), 422, "another user's preset");
-    let removed: Value = patch(json!({"preset_id": null}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let removed = json_of(patch(json!({"preset_id": null}))).await;
     assert!(removed["preset_id"].is_null(), "{removed}");
     app.finish().await;
 }

@@ -1,5 +1,6 @@
 //! Security headers on every response and CORS from configuration.
 
+use infra_db::or_skip;
 use infra_db::testing::{Backend, TestDatabase};
 use serde_json::json;
 
@@ -17,9 +18,7 @@ fn assert_hardened(response: &reqwest::Response, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_response_carries_the_security_headers() {
-    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(Backend::Sqlite));
     let token = app.user_token("alice").await;
     let ok = app.get("/api/v1/health").await;
     assert_hardened(&ok, "200");
@@ -61,9 +60,7 @@ async fn every_response_carries_the_security_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hsts_is_sent_when_configured() {
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let mut settings = test_settings(db.url());
     settings.server.hsts_max_age_secs = 31_536_000;
     let app = TestApp::spawn_with(settings, db).await;
@@ -91,9 +88,7 @@ async fn preflight(app: &TestApp, origin: &str) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_admits_exactly_the_configured_origins() {
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let mut settings = test_settings(db.url());
     settings.server.cors_allowed_origins = vec!["https://app.example.com".into()];
     settings.server.cors_allow_credentials = true;
@@ -149,9 +144,7 @@ async fn cors_admits_exactly_the_configured_origins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_configured_origins_no_cross_origin_access() {
-    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(Backend::Sqlite));
     let r = preflight(&app, "https://app.example.com").await;
     assert!(!r.headers().contains_key("access-control-allow-origin"));
     app.finish().await;

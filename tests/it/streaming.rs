@@ -1,6 +1,7 @@
 //! Streamed answers over SSE, the generation registry (status, cancel, re-attach, caps,
 //! deadline), the disconnect policies and background titles, on every backend.
 
+use infra_db::or_skip;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,9 +116,7 @@ where
 }
 
 async fn a_streamed_answer_arrives_in_order_and_is_stored(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/stream?tokens=12&token_ms=20";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
@@ -226,9 +225,7 @@ async fn a_streamed_answer_arrives_in_order_and_is_stored(backend: Backend) {
 /// `PATCH …/messages/{mid}/stream`: the edited question is a new branch and its answer
 /// streams, with the request's model.
 async fn an_edited_question_streams_its_answer_on_a_new_branch(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("editor").await;
     let chat = app.new_chat(&token).await;
     send_ok(&app, &token, &chat, json!({"content": "first try"})).await;
@@ -303,9 +300,7 @@ async fn an_edited_question_streams_its_answer_on_a_new_branch(backend: Backend)
 }
 
 async fn a_provider_error_mid_stream_keeps_the_partial_answer_as_failed(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/breaks?tokens=10&error_after=4";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
@@ -347,9 +342,7 @@ async fn a_provider_error_mid_stream_keeps_the_partial_answer_as_failed(backend:
 }
 
 async fn a_slow_stream_gets_ping_comments(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let mut settings = test_settings(db.url());
     settings.generation.ping_interval_ms = 50;
     let app = TestApp::spawn_with(settings, db).await;
@@ -374,9 +367,7 @@ async fn a_slow_stream_gets_ping_comments(backend: Backend) {
 }
 
 async fn errors_before_the_stream_are_plain_http_errors(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let alice = app.user_token("alice").await;
     let bob = app.user_token("bob").await;
     let chat = app.new_chat(&alice).await;
@@ -485,9 +476,7 @@ enum Upstream {
 
 async fn disconnects(backend: Backend, cancel: bool, upstream: Upstream) {
     const STREAMS: usize = 200;
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let mut settings = test_settings(db.url());
     settings.generation.on_client_disconnect = if cancel {
         arbor::config::OnClientDisconnect::Cancel
@@ -609,9 +598,7 @@ async fn two_hundred_disconnects_under_finish_complete_everything(backend: Backe
 }
 
 async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/long?tokens=200&token_ms=20";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
@@ -680,9 +667,7 @@ async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend
 }
 
 async fn reattaching_replays_exactly_the_missed_events(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/long?tokens=40&token_ms=15";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
@@ -730,9 +715,7 @@ async fn reattaching_replays_exactly_the_missed_events(backend: Backend) {
 }
 
 async fn caps_refuse_the_extra_generation_with_retry_after(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let mut settings = test_settings(db.url());
     settings.generation.per_user_limit = 2;
     let app = TestApp::spawn_with(settings, db).await;
@@ -797,9 +780,7 @@ async fn caps_refuse_the_extra_generation_with_retry_after(backend: Backend) {
 }
 
 async fn the_deadline_ends_a_stuck_generation(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let mut settings = test_settings(db.url());
     settings.generation.deadline_secs = 1;
     let app = TestApp::spawn_with(settings, db).await;
@@ -945,9 +926,7 @@ async fn titles_are_written_in_the_background_in_the_conversation_language(backe
 }
 
 async fn a_failed_title_call_falls_back_to_the_first_question(backend: Backend) {
-    let Some(app) = with_title_model(backend, "fake/title-down?status=400").await else {
-        return;
-    };
+    let app = or_skip!(with_title_model(backend, "fake/title-down?status=400"));
     let token = app.user_token("alice").await;
     let chat = app.new_chat(&token).await;
     // A failing title call never breaks the chat: the send succeeds.
@@ -1037,9 +1016,7 @@ async fn a_user_title_is_never_overwritten(backend: Backend) {
 }
 
 async fn another_user_cannot_see_cancel_or_attach_a_running_generation(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/long?tokens=200&token_ms=20";
     script_models(&app, &[model]);
     let alice = app.user_token("alice").await;
@@ -1055,9 +1032,7 @@ async fn another_user_cannot_see_cancel_or_attach_a_running_generation(backend: 
 }
 
 async fn switching_branches_mid_stream_is_not_undone_by_the_answer(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/long?tokens=30&token_ms=20";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
@@ -1090,9 +1065,7 @@ async fn switching_branches_mid_stream_is_not_undone_by_the_answer(backend: Back
 }
 
 async fn two_streamed_sends_racing_on_one_chat_leave_no_junk(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/long?tokens=20&token_ms=10";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
@@ -1120,9 +1093,7 @@ async fn two_streamed_sends_racing_on_one_chat_leave_no_junk(backend: Backend) {
 /// fault after its first statement, once the provider has the request), the client gets the
 /// ordinary error, no row of the turn exists, and the provider call is cancelled at once.
 async fn a_failed_question_commit_cancels_the_provider_call_and_stores_nothing(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let hook_armed = Arc::clone(&armed);
     let app = TestApp::spawn_with_faults(test_settings(db.url()), db, move |fake| {
@@ -1221,9 +1192,7 @@ on_every_backend!(
 /// An answer cancelled before its first word is kept (empty, `interrupted`), but the next
 /// prompt leaves it out: some providers reject an empty assistant message.
 async fn an_empty_interrupted_answer_is_left_out_of_the_next_prompt(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     const LATE: &str = "fake/late?ttft_ms=3000&tokens=3";
     script_models(&app, &[LATE]);
     let token = app.user_token("impatient").await;

@@ -1,11 +1,12 @@
 //! Prompt templates over HTTP on every backend.
 
+use infra_db::or_skip;
 use std::sync::Arc;
 
 use infra_db::testing::Backend;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_envelope, assert_malformed_cases, on_every_backend};
+use crate::helpers::{TestApp, assert_envelope, assert_malformed_cases, json_of, on_every_backend};
 
 async fn create(app: &TestApp, token: &str, body: Value) -> Value {
     let r = app.post_json_as("/api/v1/templates", token, &body).await;
@@ -14,9 +15,7 @@ async fn create(app: &TestApp, token: &str, body: Value) -> Value {
 }
 
 async fn visibility_rendering_and_lists(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let alice = app.user_token("alice").await;
     let bob = app.user_token("bob").await;
     let public = create(
@@ -76,16 +75,12 @@ async fn visibility_rendering_and_lists(backend: Backend) {
     assert_envelope(del, 403, "forbidden").await;
 
     // Rendering: substitution, escapes, and clear errors.
-    let rendered: Value = app
-        .post_json_as(
-            &format!("/api/v1/templates/{pub_id}/render"),
-            &bob,
-            &json!({"variables": {"code": "fn main()", "lang": "Rust"}}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let rendered = json_of(app.post_json_as(
+        &format!("/api/v1/templates/{pub_id}/render"),
+        &bob,
+        &json!({"variables": {"code": "fn main()", "lang": "Rust"}}),
+    ))
+    .await;
     assert_eq!(
         rendered["content"],
         "Review fn main() in Rust; literal {{x}}"
@@ -123,48 +118,18 @@ async fn visibility_rendering_and_lists(backend: Backend) {
     assert_envelope(unclosed, 422, "validation_error").await;
 
     // Categories is a real route; lists filter and count truly.
-    let cats: Value = app
-        .get_as("/api/v1/templates/categories", &bob)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let cats = json_of(app.get_as("/api/v1/templates/categories", &bob)).await;
     assert_eq!(cats, json!([{"category": "dev", "count": 2}]));
-    let mine: Value = app
-        .get_as("/api/v1/templates?mine=true", &bob)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let mine = json_of(app.get_as("/api/v1/templates?mine=true", &bob)).await;
     assert_eq!(mine["total"], 1);
     assert_eq!(mine["items"][0]["uuid"], bobs["uuid"]);
-    let visible: Value = app
-        .get_as("/api/v1/templates", &bob)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let visible = json_of(app.get_as("/api/v1/templates", &bob)).await;
     assert_eq!(visible["total"], 2);
-    let searched: Value = app
-        .get_as("/api/v1/templates?q=LANG", &alice)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let searched = json_of(app.get_as("/api/v1/templates?q=LANG", &alice)).await;
     assert_eq!(searched["total"], 1);
-    let by_category: Value = app
-        .get_as("/api/v1/templates?category=personal", &alice)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let by_category = json_of(app.get_as("/api/v1/templates?category=personal", &alice)).await;
     assert_eq!(by_category["total"], 1);
-    let public_only: Value = app
-        .get_as("/api/v1/templates?is_public=true", &alice)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let public_only = json_of(app.get_as("/api/v1/templates?is_public=true", &alice)).await;
     assert_eq!(public_only["total"], 1);
     app.post_json_as(
         &format!("/api/v1/templates/{priv_id}/use"),
@@ -172,12 +137,7 @@ async fn visibility_rendering_and_lists(backend: Backend) {
         &json!({}),
     )
     .await;
-    let by_usage: Value = app
-        .get_as("/api/v1/templates?sort=usage", &alice)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let by_usage = json_of(app.get_as("/api/v1/templates?sort=usage", &alice)).await;
     assert_eq!(by_usage["items"][0]["uuid"], private["uuid"]);
     assert_eq!(
         app.get_as("/api/v1/templates?sort=random", &alice)
@@ -207,9 +167,7 @@ async fn visibility_rendering_and_lists(backend: Backend) {
 }
 
 async fn a_thousand_concurrent_uses_of_a_public_template_count_a_thousand(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let app = Arc::new(app);
     let alice = app.user_token("alice").await;
     let bob = app.user_token("bob").await;
@@ -245,15 +203,11 @@ async fn a_thousand_concurrent_uses_of_a_public_template_count_a_thousand(backen
     for task in tasks {
         assert_eq!(task.await.unwrap(), 200);
     }
-    let after: Value = app
-        .get_as(
-            &format!("/api/v1/templates/{}", t["uuid"].as_str().unwrap()),
-            &alice,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after = json_of(app.get_as(
+        &format!("/api/v1/templates/{}", t["uuid"].as_str().unwrap()),
+        &alice,
+    ))
+    .await;
     assert_eq!(after["usage_count"], 1_000);
     Arc::try_unwrap(app).ok().unwrap().finish().await;
 }
@@ -261,18 +215,11 @@ async fn a_thousand_concurrent_uses_of_a_public_template_count_a_thousand(backen
 async fn malformed_input_on_template_preset_and_analytics_routes_is_a_4xx_envelope(
     backend: Backend,
 ) {
-    let Some(app) = TestApp::spawn(backend).await else {
-        return;
-    };
+    let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("alice").await;
     let t = create(&app, &token, json!({"name": "T", "content": "{{a}}"})).await;
     let tid = t["uuid"].as_str().unwrap().to_owned();
-    let p: Value = app
-        .post_json_as("/api/v1/presets", &token, &json!({"name": "P"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let p = json_of(app.post_json_as("/api/v1/presets", &token, &json!({"name": "P"}))).await;
     let pid = p["uuid"].as_str().unwrap().to_owned();
     let nobody = "01923e4f-5a6b-7c8d-9e0f-1a2b3c4d5e6f";
     let long = |n: usize| "x".repeat(n);

@@ -1,10 +1,11 @@
 //! `GET /metrics`: the listed series exist and move when traffic flows; the optional token.
 
+use infra_db::or_skip;
 use infra_db::testing::{Backend, TestDatabase};
 use secrecy::SecretString;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{TestApp, test_settings};
+use crate::helpers::{TestApp, json_of, test_settings};
 
 /// The sum of the samples of `name` whose labels contain every one of `labels`.
 fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
@@ -33,9 +34,7 @@ async fn scrape(app: &TestApp) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_series_exist_and_move_with_traffic() {
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let mut settings = test_settings(db.url());
     // One provider slot, so the second of two concurrent answers waits for a permit.
     settings.llm.max_concurrent_requests = 1;
@@ -50,19 +49,9 @@ async fn the_series_exist_and_move_with_traffic() {
     let before = scrape(&app).await;
     let route = "route=\"/api/v1/chats/{id}/messages\"";
 
-    let chat: Value = app
-        .post_json_as("/api/v1/chats", &token, &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let chat = json_of(app.post_json_as("/api/v1/chats", &token, &json!({}))).await;
     let id = chat["uuid"].as_str().unwrap();
-    let other: Value = app
-        .post_json_as("/api/v1/chats", &token, &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let other = json_of(app.post_json_as("/api/v1/chats", &token, &json!({}))).await;
     let path = format!("/api/v1/chats/{id}/messages");
     let other_path = format!(
         "/api/v1/chats/{}/messages/stream",
@@ -163,9 +152,7 @@ async fn the_series_exist_and_move_with_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_token_protects_the_metrics() {
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let mut settings = test_settings(db.url());
     settings.metrics.token = SecretString::from("scrape-secret-0123456789");
     let app = TestApp::spawn_with(settings, db).await;
@@ -175,9 +162,7 @@ async fn a_configured_token_protects_the_metrics() {
     assert_eq!(ok.status(), 200);
     app.finish().await;
 
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let mut settings = test_settings(db.url());
     settings.metrics.enabled = false;
     let app = TestApp::spawn_with(settings, db).await;

@@ -13,13 +13,14 @@
 #[allow(dead_code, unused_imports, unused_macros)]
 mod helpers;
 
+use infra_db::or_skip;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use infra_db::testing::{Backend, TestDatabase};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{TestApp, test_settings};
+use crate::helpers::{TestApp, json_of, test_settings};
 
 fn full() -> bool {
     std::env::var("RELIABILITY_SCALE").is_ok_and(|s| s == "full")
@@ -38,9 +39,7 @@ fn add_models(app: &TestApp, ids: &[&str]) {
 /// R1: many clients x turns: every turn persisted exactly once, no 5xx, no lock error.
 async fn r1_every_turn_is_persisted_exactly_once(backend: Backend) {
     let (clients, turns) = if full() { (500, 20) } else { (60, 5) };
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let mut settings = test_settings(db.url());
     settings.database.max_connections = 16;
     settings.llm.max_concurrent_requests = 256;
@@ -51,12 +50,7 @@ async fn r1_every_turn_is_persisted_exactly_once(backend: Backend) {
     let mut people = Vec::new();
     for c in 0..clients {
         let token = app.user_token(&format!("client{c}")).await;
-        let chat: Value = app
-            .post_json_as("/api/v1/chats", &token, &json!({}))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let chat = json_of(app.post_json_as("/api/v1/chats", &token, &json!({}))).await;
         people.push((token, chat["uuid"].as_str().unwrap().to_owned()));
     }
     let started = Instant::now();
@@ -87,12 +81,7 @@ async fn r1_every_turn_is_persisted_exactly_once(backend: Backend) {
     let elapsed = started.elapsed();
     assert_eq!(failures, vec![], "every turn answered 201");
     for (token, chat) in &people {
-        let branch: Value = app
-            .get_as(&format!("/api/v1/chats/{chat}/messages"), token)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let branch = json_of(app.get_as(&format!("/api/v1/chats/{chat}/messages"), token)).await;
         let branch = branch.as_array().unwrap();
         assert_eq!(
             branch.len(),
@@ -127,9 +116,7 @@ async fn r1_every_turn_is_persisted_exactly_once(backend: Backend) {
 /// than the cap; the excess waits, or gets 503 with Retry-After within the queue timeout.
 async fn r6_the_provider_cap_holds_under_a_flood(backend: Backend) {
     let generations = if full() { 1_000 } else { 200 };
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let mut settings = test_settings(db.url());
     settings.llm.max_concurrent_requests = 64;
     settings.llm.queue_timeout_secs = 5;
@@ -142,12 +129,7 @@ async fn r6_the_provider_cap_holds_under_a_flood(backend: Backend) {
     let token = app.user_token("flood").await;
     let mut chats = Vec::new();
     for _ in 0..generations {
-        let chat: Value = app
-            .post_json_as("/api/v1/chats", &token, &json!({}))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let chat = json_of(app.post_json_as("/api/v1/chats", &token, &json!({}))).await;
         chats.push(chat["uuid"].as_str().unwrap().to_owned());
     }
     let started = Instant::now();

@@ -19,6 +19,19 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statemen
 
 use crate::{DbConfig, SeaOrmStore};
 
+/// The value of a test fixture that may be unavailable (`TestDatabase::create`, or anything
+/// built on it that answers `Option`), or a return from the calling test — skipped, as the
+/// fixture already said loudly — when it is `None`.
+#[macro_export]
+macro_rules! or_skip {
+    ($fixture:expr) => {
+        match $fixture.await {
+            Some(value) => value,
+            None => return,
+        }
+    };
+}
+
 /// A database server kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

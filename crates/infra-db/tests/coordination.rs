@@ -7,6 +7,7 @@
     reason = "test code: a failed step must abort the test with its reason"
 )]
 
+use infra_db::or_skip;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,9 +55,7 @@ fn id() -> u128 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_user_cap_holds_when_replicas_race_for_slots() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Postgres));
     let (a, _) = replica(&db).await;
     let (b, _) = replica(&db).await;
     let alice = UserId::from_u128(id());
@@ -90,9 +89,7 @@ async fn the_per_user_cap_holds_when_replicas_race_for_slots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_budget_is_one_for_all_replicas() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Postgres));
     let (a, _) = replica(&db).await;
     let (b, _) = replica(&db).await;
     let mut races = tokio::task::JoinSet::new();
@@ -136,9 +133,7 @@ async fn a_rate_limit_budget_is_one_for_all_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_is_claimed_by_one_replica_until_its_generation_ends() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Postgres));
     let (a, _) = replica(&db).await;
     let (b, _) = replica(&db).await;
     let (chat, owner) = (ChatId::from_u128(id()), UserId::from_u128(id()));
@@ -177,9 +172,7 @@ async fn a_chat_is_claimed_by_one_replica_until_its_generation_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_reach_their_replica_in_order_whatever_their_size() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Postgres));
     let (a, _) = replica(&db).await;
     let (b, mut inbox) = replica(&db).await;
     let long = "長い答え ".repeat(5_000);
@@ -220,9 +213,7 @@ async fn messages_reach_their_replica_in_order_whatever_their_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_replica_alive_a_whole_lease_recovers_and_only_dead_ones() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Postgres));
     let (dead, _) = replica_with(&db, TIMING).await;
     let (alive, _) = replica_with(&db, TIMING).await;
     let (chat, owner) = (ChatId::from_u128(id()), UserId::from_u128(id()));

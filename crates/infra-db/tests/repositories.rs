@@ -961,9 +961,7 @@ macro_rules! backend_suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $test() {
-                    let Some(db) = crate::TestDatabase::create($variant).await else {
-                        return;
-                    };
+                    let db = infra_db::or_skip!(crate::TestDatabase::create($variant));
                     crate::$suite::$test(&db).await;
                     db.drop_database().await;
                 }

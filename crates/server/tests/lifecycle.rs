@@ -9,6 +9,7 @@
 
 mod support;
 
+use infra_db::or_skip;
 use std::time::{Duration, Instant};
 
 use support::{Arbor, command_on, integrity_violations};
@@ -92,9 +93,7 @@ where
 }
 
 async fn killed_mid_stream_then_restarted(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let fake = provider().await;
     // On PostgreSQL the restarted process is another replica: it recovers the answers of
     // the dead one once the lease ran out (short here) and it has been alive a lease itself.
@@ -170,9 +169,7 @@ async fn mysql_killed_mid_stream_then_restarted() {
 /// that does not is saved `interrupted` with its partial text; the process exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_generations_finish_within_the_grace_period() {
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let fake = provider().await;
     let arbor = Arbor::start(
         &db,
@@ -221,9 +218,7 @@ async fn sigterm_lets_generations_finish_within_the_grace_period() {
 /// and title it started (their tasks outlive the response).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clients_request_id_is_on_every_log_line_of_its_generation_and_title() {
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let fake = provider().await;
     const BREAKS: &str = "fake/small?error_after=2";
     const TITLE: &str = "fake/title?status=500";
@@ -348,9 +343,7 @@ async fn postgres_operators_manage_accounts_from_the_command_line() {
 }
 
 async fn operators_manage_accounts(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let (ok, out, err) = command_on(&db, &["user", "create", "alice"], "first password\n");
     assert!(ok, "{err}");
     assert!(out.contains("created alice"), "{out}");

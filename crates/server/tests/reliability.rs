@@ -12,6 +12,7 @@
 
 mod support;
 
+use infra_db::or_skip;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -67,9 +68,7 @@ const GENEROUS: [(&str, &str); 4] = [
 /// no `streaming` row after start-up.
 async fn r2_killed_at_random_moments(backend: Backend) {
     let rounds = if full() { 10 } else { 3 };
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let fake = provider().await;
     // On PostgreSQL each restart is a new replica, which recovers the dead one's answers
     // once its lease ran out (short here) and it has itself been alive a lease.
@@ -159,9 +158,7 @@ async fn r2_killed_at_random_moments(backend: Backend) {
 /// connections back to baseline, server memory back near where it was.
 async fn r3_disconnects(policy: &str) {
     let (streams, batch) = if full() { (1_000, 200) } else { (200, 100) };
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let fake = provider().await;
     let mut env = GENEROUS.to_vec();
     env.push(("ARBOR__GENERATION__ON_CLIENT_DISCONNECT", policy));
@@ -248,9 +245,7 @@ async fn r3_disconnects_under_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r13_two_replicas_share_one_postgresql() {
     let (clients, turns): (usize, usize) = if full() { (50, 20) } else { (10, 5) };
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Postgres));
     let fake = provider().await;
     let mut env = GENEROUS.to_vec();
     env.push(("ARBOR__GENERATION__STARTUP_RECOVERY", "expired"));
@@ -343,9 +338,7 @@ async fn r14_a_burst_of_streams_loses_no_answer(backend: Backend) {
     const BURST: &str = "fake/burst?ttft_ms=100&tokens=10&token_ms=20";
     let streams: usize = if full() { 2_000 } else { 500 };
     let spread = Duration::from_secs(2);
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let fake = support::provider(&[BURST]).await;
     let arbor = Arbor::start(&db, &fake.base_url(), &GENEROUS).await;
     let token = arbor.token("burst", true).await;
@@ -437,9 +430,7 @@ async fn r14_a_burst_of_streams_loses_no_answer(backend: Backend) {
 async fn r16_a_hang_up_is_noticed_before_the_first_token(backend: Backend) {
     const SILENT: &str = "fake/streaming?ttft_ms=30000&tokens=2";
     let streams = if full() { 100 } else { 20 };
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(backend));
     let fake = support::provider(&[SILENT]).await;
     let mut env = GENEROUS.to_vec();
     env.push(("ARBOR__GENERATION__ON_CLIENT_DISCONNECT", "cancel"));
@@ -606,9 +597,7 @@ async fn r11(replicas: usize) {
     } else {
         Duration::from_secs(7)
     };
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Postgres));
     let fake = support::provider(&[INSTANT, LONG]).await;
     let mut arbors = Vec::new();
     for _ in 0..replicas {
@@ -749,9 +738,7 @@ async fn r11(replicas: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r15_a_login_burst_keeps_password_memory_bounded() {
     let (registrations, logins) = if full() { (500, 2_000) } else { (100, 300) };
-    let Some(db) = TestDatabase::create(Backend::Sqlite).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
     let fake = provider().await;
     let mut env = GENEROUS.to_vec();
     env.extend([

@@ -12,6 +12,7 @@
 
 mod support;
 
+use infra_db::or_skip;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -88,9 +89,7 @@ async fn generation(arbor: &Arbor, token: &str, chat: &str) -> Value {
 /// promptly (≤ 500 ms here, typically tens of ms) and releases the provider connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generation_is_seen_resumed_and_cancelled_from_any_replica() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Postgres));
     let fake = support::provider(&[SLOW, INSTANT]).await;
     let r = replicas(&db, &fake, 3, &[]).await;
     let (a, b, c) = (&r[0], &r[1], &r[2]);
@@ -230,9 +229,7 @@ async fn a_generation_is_seen_resumed_and_cancelled_from_any_replica() {
 /// generation, whose owner is alive, runs on untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_s_answer_is_recovered_with_its_partial_text() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Postgres));
     let fake = support::provider(&[SLOW, INSTANT]).await;
     let mut r = replicas(&db, &fake, 2, &[]).await;
     let token = r[0].token("bob", true).await;
@@ -294,9 +291,7 @@ async fn a_killed_replica_s_answer_is_recovered_with_its_partial_text() {
 /// Acceptance 3: the per-user cap and the send rate limit hold across three replicas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caps_and_rate_limits_hold_across_replicas() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Postgres));
     let fake = support::provider(&[SLOW, INSTANT]).await;
     let r = replicas(
         &db,
@@ -395,9 +390,7 @@ async fn caps_and_rate_limits_hold_across_replicas() {
 /// running on it at SIGTERM completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_restarting_under_load_loses_nothing() {
-    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
-        return;
-    };
+    let db = or_skip!(TestDatabase::create(Backend::Postgres));
     let fake = support::provider(&[INSTANT, "fake/medium?tokens=20&token_ms=50"]).await;
     let generous = [
         ("ARBOR__RATE_LIMITS__ENABLED", "false"),

@@ -270,6 +270,11 @@ fn path_in(messages: &[Message], to: MessageId) -> Option<Vec<Message>> {
     Some(path)
 }
 
+/// What the chat service stores in: chats and their trees, presets, usage counters.
+pub trait ChatStore: ChatRepository + PresetRepository + crate::ports::UsageRepository {}
+
+impl<T: ChatRepository + PresetRepository + crate::ports::UsageRepository> ChatStore for T {}
+
 /// The canonical chat service.
 pub struct ChatService<R, L, M, C, I> {
     repo: Arc<R>,
@@ -296,13 +301,8 @@ impl<R, L, M, C, I> std::fmt::Debug for ChatService<R, L, M, C, I> {
     }
 }
 
-impl<R, L, M, C, I> ChatService<R, L, M, C, I>
-where
-    R: ChatRepository + PresetRepository + crate::ports::UsageRepository,
-    L: LlmGateway,
-    M: CatalogUseCase,
-    C: Clock,
-    I: IdGenerator,
+impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
+    ChatService<R, L, M, C, I>
 {
     /// Wires the service.
     pub fn new(

@@ -146,13 +146,8 @@ pub trait CompletionsUseCase: Send + Sync + 'static {
 /// Events buffered between an unstored stream's task and its client.
 const EVENTS_BUFFERED: usize = 64;
 
-impl<R, L, M, C, I> ChatService<R, L, M, C, I>
-where
-    R: ChatRepository + PresetRepository + crate::ports::UsageRepository,
-    L: LlmGateway,
-    M: CatalogUseCase,
-    C: Clock,
-    I: IdGenerator,
+impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
+    ChatService<R, L, M, C, I>
 {
     /// The chat a stored completion goes to, created when new.
     async fn target(&self, owner: UserId, input: &CompletionInput) -> Result<ChatId, ChatError> {
@@ -235,13 +230,8 @@ async fn keep_record<R: ChatRepository>(repo: &R, record: GenerationRecord) {
     }
 }
 
-impl<R, L, M, C, I> CompletionsUseCase for ChatService<R, L, M, C, I>
-where
-    R: ChatRepository + PresetRepository + crate::ports::UsageRepository,
-    L: LlmGateway,
-    M: CatalogUseCase,
-    C: Clock,
-    I: IdGenerator,
+impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator> CompletionsUseCase
+    for ChatService<R, L, M, C, I>
 {
     async fn complete(
         &self,

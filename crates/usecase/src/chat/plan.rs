@@ -17,13 +17,8 @@ pub(super) struct Plan {
     pub(super) given: Option<GivenPrompt>,
 }
 
-impl<R, L, M, C, I> ChatService<R, L, M, C, I>
-where
-    R: ChatRepository + PresetRepository + crate::ports::UsageRepository,
-    L: LlmGateway,
-    M: CatalogUseCase,
-    C: Clock,
-    I: IdGenerator,
+impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
+    ChatService<R, L, M, C, I>
 {
     pub(super) async fn check_model(
         &self,

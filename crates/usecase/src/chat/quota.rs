@@ -76,13 +76,8 @@ impl QuotaUsage {
     }
 }
 
-impl<R, L, M, C, I> ChatService<R, L, M, C, I>
-where
-    R: ChatRepository + PresetRepository + crate::ports::UsageRepository,
-    L: LlmGateway,
-    M: CatalogUseCase,
-    C: Clock,
-    I: IdGenerator,
+impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
+    ChatService<R, L, M, C, I>
 {
     /// The account's limits and, when any applies, its usage.
     pub(super) async fn quota_of(&self, owner: UserId) -> Result<QuotaUsage, ChatError> {

@@ -20,13 +20,8 @@ pub(super) struct TitleJob {
     pub(super) provider: String,
 }
 
-impl<R, L, M, C, I> ChatService<R, L, M, C, I>
-where
-    R: ChatRepository + PresetRepository + crate::ports::UsageRepository,
-    L: LlmGateway,
-    M: CatalogUseCase,
-    C: Clock,
-    I: IdGenerator,
+impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
+    ChatService<R, L, M, C, I>
 {
     /// A title job when this answer is the chat's first: the chat has no title and the path
     /// holds no answer yet.

@@ -251,13 +251,8 @@ pub trait ChatUseCase: Send + Sync + 'static {
     ) -> impl Future<Output = Result<QuotaUsage, ChatError>> + Send;
 }
 
-impl<R, L, M, C, I> ChatUseCase for ChatService<R, L, M, C, I>
-where
-    R: ChatRepository + PresetRepository + crate::ports::UsageRepository,
-    L: LlmGateway,
-    M: CatalogUseCase,
-    C: Clock,
-    I: IdGenerator,
+impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator> ChatUseCase
+    for ChatService<R, L, M, C, I>
 {
     /// Creates a chat and its root message in one transaction.
     ///
