@@ -37,7 +37,11 @@ const css = await bundle('styles.css');
 const html = Buffer.from(
   readFileSync(join(here, 'app', 'index.html'), 'utf8')
     .replace('{{JS_HASH}}', hash(js))
-    .replace('{{CSS_HASH}}', hash(css)),
+    .replace('{{CSS_HASH}}', hash(css))
+    // Minified like the rest: the page is one line (no text node depends on a line break).
+    .split('\n')
+    .map((line) => line.trim())
+    .join(''),
 );
 const files = {
   'index.html': html,

@@ -10,6 +10,7 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod alter;
 mod m20261128_000001_initial_schema;
 mod m20261129_000002_long_text_on_mysql;
 mod m20261201_000003_account_revocation;

@@ -4,69 +4,33 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::alter::{add_column, create_index, drop_column, drop_index};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("users")
-                    .add_column(
-                        ColumnDef::new("token_epoch")
-                            .big_integer()
-                            .not_null()
-                            .default(0),
-                    )
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("ix_users_updated_at")
-                    .table("users")
-                    .col("updated_at")
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("ix_api_keys_revoked_at")
-                    .table("api_keys")
-                    .col("revoked_at")
-                    .to_owned(),
-            )
-            .await
+        let epoch = ColumnDef::new("token_epoch")
+            .big_integer()
+            .not_null()
+            .default(0)
+            .to_owned();
+        add_column(manager, "users", epoch).await?;
+        create_index(manager, "ix_users_updated_at", "users", &["updated_at"]).await?;
+        create_index(
+            manager,
+            "ix_api_keys_revoked_at",
+            "api_keys",
+            &["revoked_at"],
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("ix_api_keys_revoked_at")
-                    .table("api_keys")
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("ix_users_updated_at")
-                    .table("users")
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("users")
-                    .drop_column("token_epoch")
-                    .to_owned(),
-            )
-            .await
+        drop_index(manager, "ix_api_keys_revoked_at", "api_keys").await?;
+        drop_index(manager, "ix_users_updated_at", "users").await?;
+        drop_column(manager, "users", "token_epoch").await
     }
 }

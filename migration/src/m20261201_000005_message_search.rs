@@ -12,6 +12,8 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
+use crate::alter::{add_column, drop_column, drop_index};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -76,14 +78,12 @@ async fn run(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbE
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("messages")
-                    .add_column(ColumnDef::new("user_id").uuid().null())
-                    .to_owned(),
-            )
-            .await?;
+        add_column(
+            manager,
+            "messages",
+            ColumnDef::new("user_id").uuid().null().to_owned(),
+        )
+        .await?;
         let backend = manager.get_database_backend();
         let backfill = match backend {
             DbBackend::Postgres => {
@@ -127,21 +127,7 @@ impl MigrationTrait for Migration {
             DbBackend::Postgres => run(manager, &POSTGRES_DOWN).await?,
             _ => {}
         }
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("ix_messages_user_created_id")
-                    .table("messages")
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("messages")
-                    .drop_column("user_id")
-                    .to_owned(),
-            )
-            .await
+        drop_index(manager, "ix_messages_user_created_id", "messages").await?;
+        drop_column(manager, "messages", "user_id").await
     }
 }

@@ -3,35 +3,23 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::alter::{add_column, drop_column};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("generations")
-                    .add_column(
-                        ColumnDef::new("cost_source")
-                            .string_len(20)
-                            .not_null()
-                            .default("catalogue"),
-                    )
-                    .to_owned(),
-            )
-            .await
+        let source = ColumnDef::new("cost_source")
+            .string_len(20)
+            .not_null()
+            .default("catalogue")
+            .to_owned();
+        add_column(manager, "generations", source).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("generations")
-                    .drop_column("cost_source")
-                    .to_owned(),
-            )
-            .await
+        drop_column(manager, "generations", "cost_source").await
     }
 }

@@ -3,30 +3,23 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::alter::{add_column, drop_column};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("models")
-                    .add_column(ColumnDef::new("active").boolean().not_null().default(true))
-                    .to_owned(),
-            )
-            .await
+        let active = ColumnDef::new("active")
+            .boolean()
+            .not_null()
+            .default(true)
+            .to_owned();
+        add_column(manager, "models", active).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("models")
-                    .drop_column("active")
-                    .to_owned(),
-            )
-            .await
+        drop_column(manager, "models", "active").await
     }
 }

@@ -13,6 +13,8 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
 
+use crate::alter::{add_column, drop_column};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -31,17 +33,6 @@ async fn create(manager: &SchemaManager<'_>, mut table: TableCreateStatement) ->
             .collate("utf8mb4_unicode_ci");
     }
     manager.create_table(table).await
-}
-
-/// One column per statement (SQLite alters one at a time).
-async fn add_column(
-    manager: &SchemaManager<'_>,
-    table: &'static str,
-    column: ColumnDef,
-) -> Result<(), DbErr> {
-    manager
-        .alter_table(Table::alter().table(table).add_column(column).to_owned())
-        .await
 }
 
 async fn add_user_column(manager: &SchemaManager<'_>, column: ColumnDef) -> Result<(), DbErr> {
@@ -173,28 +164,12 @@ impl MigrationTrait for Migration {
                 .drop_table(Table::drop().table(table).to_owned())
                 .await?;
         }
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("generations")
-                    .drop_column("kind")
-                    .to_owned(),
-            )
-            .await?;
+        drop_column(manager, "generations", "kind").await?;
         for column in ["read_only", "expires_at"] {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table("api_keys")
-                        .drop_column(column)
-                        .to_owned(),
-                )
-                .await?;
+            drop_column(manager, "api_keys", column).await?;
         }
         for column in QUOTA_COLUMNS.into_iter().chain(["pending", "role"]) {
-            manager
-                .alter_table(Table::alter().table("users").drop_column(column).to_owned())
-                .await?;
+            drop_column(manager, "users", column).await?;
         }
         Ok(())
     }

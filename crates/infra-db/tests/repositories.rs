@@ -206,6 +206,19 @@ mod suite {
         store.migrate().await.expect("a second run is a no-op");
         store.ping().await.expect("ping");
         assert_eq!(db.count("users", None).await, 0);
+        // Every migration rolls back and applies again, down to an empty schema and up.
+        use migration::MigratorTrait;
+        let conn = store.migration_connection();
+        migration::Migrator::down(conn, None)
+            .await
+            .expect("every migration rolls back");
+        let schema = migration::SchemaManager::new(conn);
+        assert!(!schema.has_table("users").await.unwrap(), "nothing left");
+        migration::Migrator::up(conn, None)
+            .await
+            .expect("and applies again");
+        user(&store, "again").await;
+        assert_eq!(db.count("users", None).await, 1);
     }
 
     pub async fn a_chat_for_an_unknown_owner_is_refused(db: &TestDatabase) {

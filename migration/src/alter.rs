@@ -1,0 +1,52 @@
+//! The schema changes later migrations repeat, one statement each (SQLite alters one column
+//! at a time).
+
+use sea_orm_migration::prelude::*;
+
+/// `ALTER TABLE table ADD COLUMN column`.
+pub(crate) async fn add_column(
+    manager: &SchemaManager<'_>,
+    table: &'static str,
+    column: ColumnDef,
+) -> Result<(), DbErr> {
+    manager
+        .alter_table(Table::alter().table(table).add_column(column).to_owned())
+        .await
+}
+
+/// `ALTER TABLE table DROP COLUMN column`.
+pub(crate) async fn drop_column(
+    manager: &SchemaManager<'_>,
+    table: &'static str,
+    column: &'static str,
+) -> Result<(), DbErr> {
+    manager
+        .alter_table(Table::alter().table(table).drop_column(column).to_owned())
+        .await
+}
+
+/// An index on `table` over `columns`, named `name`.
+pub(crate) async fn create_index(
+    manager: &SchemaManager<'_>,
+    name: &'static str,
+    table: &'static str,
+    columns: &[&'static str],
+) -> Result<(), DbErr> {
+    let mut index = Index::create();
+    index.name(name).table(table);
+    for column in columns {
+        index.col(*column);
+    }
+    manager.create_index(index.to_owned()).await
+}
+
+/// `DROP INDEX name` (of `table`).
+pub(crate) async fn drop_index(
+    manager: &SchemaManager<'_>,
+    name: &'static str,
+    table: &'static str,
+) -> Result<(), DbErr> {
+    manager
+        .drop_index(Index::drop().name(name).table(table).to_owned())
+        .await
+}
