@@ -39,6 +39,7 @@ mod account;
 mod chat;
 mod generation;
 mod id;
+mod import;
 mod message;
 mod model;
 mod preset;
@@ -58,6 +59,10 @@ pub use generation::{
 };
 pub use id::{
     ApiKeyId, ChatId, GenerationId, InvalidId, MessageId, PresetId, TemplateId, TokenId, UserId,
+};
+pub use import::{
+    ForeignMessage, ForeignNode, ForeignRoot, IMPORTED_MESSAGE_MAX_BYTES, RebuiltTree, Repair,
+    rebuild_tree,
 };
 pub use message::{Message, MessageContent, MessageStatus, Role, UnknownVariant};
 pub use model::{ModelId, ModelInfo, Pricing, Usd};

@@ -54,6 +54,37 @@ fn is_variable_name(name: &str) -> bool {
 }
 
 impl TemplateContent {
+    /// Rewrites text in Python's `str.format` syntax — the original service's templates:
+    /// `{name}` placeholders, `{{` and `}}` for literal braces — into this syntax, for
+    /// [`TemplateContent::parse`]. A `{` that starts no placeholder stays literal.
+    #[must_use]
+    pub fn from_brace_format(text: &str) -> String {
+        let mut out = String::with_capacity(text.len() + 8);
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            if let Some(after) = rest.strip_prefix("{{") {
+                out.push('{');
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("}}") {
+                out.push('}');
+                rest = after;
+            } else if let Some((name, after)) = rest
+                .strip_prefix('{')
+                .and_then(|r| r.split_once('}'))
+                .filter(|(name, _)| is_variable_name(name))
+            {
+                out.push_str("{{");
+                out.push_str(name);
+                out.push_str("}}");
+                rest = after;
+            } else {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        out
+    }
+
     /// Parses template content.
     ///
     /// # Errors
@@ -241,6 +272,15 @@ pub struct PromptTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_format_templates_become_placeholders_with_literal_braces_kept() {
+        let converted =
+            TemplateContent::from_brace_format("Review {code} in {lang}: {{not}} {} {1}");
+        assert_eq!(converted, "Review {{code}} in {{lang}}: {not} {} {1}");
+        let parsed = TemplateContent::parse(converted).unwrap();
+        assert_eq!(parsed.variables(), vec!["code", "lang"]);
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
