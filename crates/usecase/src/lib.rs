@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod chat;
 pub mod cluster;
 pub mod generation;
+pub mod import;
 pub mod ports;
 pub mod preset;
 pub mod template;

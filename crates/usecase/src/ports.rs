@@ -7,7 +7,7 @@
 //! One file a family: `accounts` (users, usage counters), [`credentials`] (hashing, tokens,
 //! refresh families, API keys, sessions), [`admin`] (audit log, invites, settings), `chats`
 //! (chats, trees, lists, search, generation records), `library` (templates, presets, the model
-//! catalogue), [`settings`] (per-user settings), [`analytics`] (usage aggregates), [`llm`] (the
+//! catalogue), [`settings`] (per-user settings), [`analytics`] (usage aggregates), [`import`] (what imports read and write), [`llm`] (the
 //! language-model gateway), [`cluster`] (coordination between replicas); the clock, ids and
 //! the health probe here. The modules the use cases grew from re-export what they used to
 //! define, so `usecase::auth::CredentialRepository` and `usecase::ports::credentials::…` name
@@ -21,6 +21,7 @@ pub mod analytics;
 mod chats;
 pub mod cluster;
 pub mod credentials;
+pub mod import;
 mod library;
 pub mod llm;
 pub mod settings;
