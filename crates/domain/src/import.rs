@@ -51,8 +51,9 @@ pub struct ForeignMessage {
 pub enum Repair {
     /// A node without its message: left out, its children attached to its parent.
     MissingMessage(MessageId),
-    /// A `system` message below the root (Arbor keeps one, the root): left out, its children
-    /// attached to its parent. The first one with text becomes the chat's system prompt.
+    /// A `system` message with text below the root (Arbor keeps one, the root): left out,
+    /// its children attached to its parent; the first becomes the chat's system prompt. (A
+    /// blank one is left out the same way, unreported.)
     InnerSystemMessage(MessageId),
     /// A node the root does not reach (an unknown parent, a cycle): left out, and so is
     /// everything below it.
@@ -148,10 +149,11 @@ pub fn rebuild_tree(
                 repairs.push(Repair::MissingMessage(id));
                 parent
             }
+            // A blank one carries nothing: left out without a word.
             Some(m) if m.role == Role::System => {
-                repairs.push(Repair::InnerSystemMessage(id));
-                if system_prompt.is_none() && !m.content.trim().is_empty() {
-                    system_prompt = Some(m.content);
+                if !m.content.trim().is_empty() {
+                    repairs.push(Repair::InnerSystemMessage(id));
+                    system_prompt.get_or_insert(m.content);
                 }
                 parent
             }
@@ -295,11 +297,21 @@ mod tests {
         if let Some(m) = system.message.as_mut() {
             m.content = "Answer tersely".into();
         }
-        let nodes = vec![system, node(3, Some(2), Some(Role::User), 2)];
+        let mut blank = node(4, Some(3), Some(Role::System), 3);
+        if let Some(m) = blank.message.as_mut() {
+            m.content = " ".into();
+        }
+        let nodes = vec![
+            system,
+            node(3, Some(2), Some(Role::User), 2),
+            blank,
+            node(5, Some(4), Some(Role::Assistant), 4),
+        ];
         let tree = rebuild_tree(ChatId::from_u128(9), root(), nodes, None);
-        assert_eq!(shape(&tree), vec![(1, None), (3, Some(1))]);
+        assert_eq!(shape(&tree), vec![(1, None), (3, Some(1)), (5, Some(3))]);
         assert_eq!(tree.system_prompt.as_deref(), Some("Answer tersely"));
-        assert_eq!(tree.leaf, id(3), "the newest message without a wanted leaf");
+        assert_eq!(tree.repairs, vec![Repair::InnerSystemMessage(id(2))]);
+        assert_eq!(tree.leaf, id(5), "the newest message without a wanted leaf");
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod convert;
 mod credentials;
 mod entity;
 mod error;
+mod import;
 mod models;
 mod presets;
 mod templates;

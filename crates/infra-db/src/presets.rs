@@ -55,7 +55,8 @@ fn to_preset(row: presets::Model) -> Result<Preset, RepoError> {
     })
 }
 
-fn active(p: &Preset) -> presets::ActiveModel {
+/// The row of a preset.
+pub(crate) fn preset_row(p: &Preset) -> presets::ActiveModel {
     presets::ActiveModel {
         id: Set(uuid(p.id.as_u128())),
         user_id: Set(uuid(p.owner.as_u128())),
@@ -80,7 +81,7 @@ fn owned(owner: UserId, id: PresetId) -> Condition {
 
 impl PresetRepository for SeaOrmStore {
     async fn create_preset(&self, preset: Preset) -> Result<Preset, RepoError> {
-        let row = active(&preset)
+        let row = preset_row(&preset)
             .insert(&self.write)
             .await
             .map_err(|e| classify(e, "preset id already used", Entity::User))?;

@@ -23,25 +23,30 @@ fn visible_to(viewer: UserId) -> Condition {
         .add(prompt_templates::Column::IsPublic.eq(true))
 }
 
+/// The row of a template.
+pub(crate) fn template_row(t: &PromptTemplate) -> prompt_templates::ActiveModel {
+    prompt_templates::ActiveModel {
+        id: Set(uuid(t.id.as_u128())),
+        user_id: Set(uuid(t.owner.as_u128())),
+        name: Set(t.name.as_str().to_owned()),
+        description: Set(t.description.as_ref().map(|d| d.as_str().to_owned())),
+        content: Set(t.content.as_str().to_owned()),
+        category: Set(t.category.as_ref().map(|c| c.as_str().to_owned())),
+        variables: Set(join_names(&t.content.variables())),
+        is_public: Set(t.is_public),
+        is_favorite: Set(t.is_favorite),
+        usage_count: Set(i64::try_from(t.usage_count).unwrap_or(0)),
+        created_at: Set(ts(t.created_at)),
+        updated_at: Set(ts(t.updated_at)),
+    }
+}
+
 impl TemplateRepository for SeaOrmStore {
     async fn create_template(&self, t: PromptTemplate) -> Result<PromptTemplate, RepoError> {
-        let row = prompt_templates::ActiveModel {
-            id: Set(uuid(t.id.as_u128())),
-            user_id: Set(uuid(t.owner.as_u128())),
-            name: Set(t.name.as_str().to_owned()),
-            description: Set(t.description.as_ref().map(|d| d.as_str().to_owned())),
-            content: Set(t.content.as_str().to_owned()),
-            category: Set(t.category.as_ref().map(|c| c.as_str().to_owned())),
-            variables: Set(join_names(&t.content.variables())),
-            is_public: Set(t.is_public),
-            is_favorite: Set(t.is_favorite),
-            usage_count: Set(i64::try_from(t.usage_count).unwrap_or(0)),
-            created_at: Set(ts(t.created_at)),
-            updated_at: Set(ts(t.updated_at)),
-        }
-        .insert(&self.write)
-        .await
-        .map_err(|e| classify(e, "template id already used", Entity::User))?;
+        let row = template_row(&t)
+            .insert(&self.write)
+            .await
+            .map_err(|e| classify(e, "template id already used", Entity::User))?;
         to_template(row)
     }
 

@@ -90,8 +90,12 @@ impl Shared {
         .to_string())
     }
 
-    /// Whether `password` matches the PHC string `stored` (compared in constant time).
+    /// Whether `password` matches the PHC string `stored` (compared in constant time), or
+    /// the bcrypt hash an account imported from the original service still has.
     fn verify(&self, password: &[u8], stored: &str) -> Result<bool, CryptoError> {
+        if is_bcrypt(stored) {
+            return bcrypt::verify(password, stored).map_err(crypto);
+        }
         let parsed = PasswordHash::new(stored).map_err(crypto)?;
         let algorithm = Algorithm::try_from(parsed.algorithm.as_str()).map_err(crypto)?;
         let version = parsed
@@ -109,6 +113,13 @@ impl Shared {
             expected.as_bytes(),
         ))
     }
+}
+
+/// A passlib/bcrypt hash (`$2a$`, `$2b$`, `$2y$`), as the original service stored them.
+fn is_bcrypt(stored: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .any(|p| stored.starts_with(p))
 }
 
 /// argon2id with configured costs, on the blocking pool, at most `concurrency` at once.
@@ -181,6 +192,11 @@ impl PasswordHasher for Argon2Hasher {
         // A malformed stored hash never matches (and is not an error for the caller).
         Ok(known && matched.unwrap_or(false))
     }
+
+    /// Anything but argon2id (an imported bcrypt hash) is replaced at the next login.
+    fn needs_rehash(&self, hash: &str) -> bool {
+        !hash.starts_with("$argon2id$")
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +205,19 @@ mod tests {
     use argon2::PasswordVerifier as _;
 
     use super::*;
+
+    #[tokio::test]
+    async fn an_imported_bcrypt_hash_verifies_and_asks_to_be_replaced() {
+        let h = Argon2Hasher::new(1024, 1, 1, 2).unwrap();
+        let stored = bcrypt::hash("the old password", 4).unwrap();
+        assert!(stored.starts_with("$2b$04$"));
+        let right = Password::parse("the old password").unwrap();
+        let wrong = Password::parse("not the old password").unwrap();
+        assert!(h.verify(&right, Some(&stored)).await.unwrap());
+        assert!(!h.verify(&wrong, Some(&stored)).await.unwrap());
+        assert!(h.needs_rehash(&stored));
+        assert!(!h.needs_rehash(&h.hash(&right).await.unwrap()));
+    }
 
     #[tokio::test]
     async fn verifies_the_right_password_only_and_unknown_users_never_match() {

@@ -359,7 +359,12 @@ fn legacy_chat(chat: LegacyChat, report: &mut ImportReport) -> Option<ChatImport
         return None;
     };
     let structure = match chat.structure {
-        Ok(root) => root,
+        Ok(nodes) if !nodes.is_empty() => nodes,
+        Ok(_) => {
+            report.chats_skipped += 1;
+            report.problem(format!("chat {id}: its tree is empty; not imported"));
+            return None;
+        }
         Err(why) => {
             report.chats_skipped += 1;
             report.problem(format!(
@@ -384,7 +389,11 @@ fn legacy_chat(chat: LegacyChat, report: &mut ImportReport) -> Option<ChatImport
         .iter()
         .max_by_key(|(m, row)| (row.created_at, **m))
         .map(|(m, _)| *m);
-    let Ok(root_id) = structure.uuid.trim().parse::<MessageId>() else {
+    let mut structure = structure.into_iter();
+    let Some(Ok(root_id)) = structure
+        .next()
+        .map(|root| root.uuid.trim().parse::<MessageId>())
+    else {
         report.chats_skipped += 1;
         report.problem(format!("chat {id}: its root is not a UUID; not imported"));
         return None;
@@ -396,13 +405,13 @@ fn legacy_chat(chat: LegacyChat, report: &mut ImportReport) -> Option<ChatImport
         created_at: chat.created_at,
     };
     let mut nodes = Vec::new();
-    let mut stack: Vec<(MessageId, LegacyNode)> = structure
-        .children
-        .into_iter()
-        .map(|c| (root_id, c))
-        .collect();
-    while let Some((parent, node)) = stack.pop() {
-        let Ok(node_id) = node.uuid.trim().parse::<MessageId>() else {
+    for node in structure {
+        let (Ok(node_id), Some(Ok(parent))) = (
+            node.uuid.trim().parse::<MessageId>(),
+            node.parent
+                .as_deref()
+                .map(|p| p.trim().parse::<MessageId>()),
+        ) else {
             report.problem(format!(
                 "chat {id}: a tree node {:?} is not a UUID; left out",
                 node.uuid
@@ -422,7 +431,6 @@ fn legacy_chat(chat: LegacyChat, report: &mut ImportReport) -> Option<ChatImport
                 created_at: row.created_at,
             })
         });
-        stack.extend(node.children.into_iter().map(|c| (node_id, c)));
         nodes.push(ForeignNode {
             id: node_id,
             parent: Some(parent),

@@ -30,6 +30,13 @@ pub trait PasswordHasher: Send + Sync + 'static {
         password: &Password,
         hash: Option<&str>,
     ) -> impl Future<Output = Result<bool, CryptoError>> + Send;
+
+    /// Whether a stored `hash` is of an older or weaker kind than this hasher makes (an
+    /// imported bcrypt hash): after a successful login it is replaced.
+    fn needs_rehash(&self, hash: &str) -> bool {
+        let _ = hash;
+        false
+    }
 }
 
 /// A signed, short-lived access token.

@@ -98,13 +98,14 @@ pub struct LegacyUser {
     pub created_at: Timestamp,
 }
 
-/// A node of the original's `serialized_structure`.
+/// A node of the original's `serialized_structure` (flattened: a tree as deep as a long
+/// conversation is a list here, not a nesting).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LegacyNode {
     /// A message's `uuid`.
     pub uuid: String,
-    /// Its children, in stored order.
-    pub children: Vec<LegacyNode>,
+    /// Its parent's `uuid` (`None` for the root).
+    pub parent: Option<String>,
 }
 
 /// A `message` row of the original.
@@ -133,8 +134,9 @@ pub struct LegacyChat {
     pub created_at: Timestamp,
     /// Last change.
     pub updated_at: Timestamp,
-    /// The tree, or why it could not be read (a legacy pickle, broken JSON).
-    pub structure: Result<LegacyNode, String>,
+    /// The tree's nodes, the root first and every node after its parent, or why it could
+    /// not be read (a legacy pickle, broken JSON).
+    pub structure: Result<Vec<LegacyNode>, String>,
     /// Its `message` rows.
     pub messages: Vec<LegacyMessage>,
 }

@@ -1,0 +1,493 @@
+//! ChatGPT exports: `conversations.json` (a JSON list of conversations, each a `mapping` of
+//! nodes with `parent`/`children` and a `current_node`), alone or in the export's zip.
+//!
+//! The file is parsed as a stream, one conversation at a time, on a blocking thread; each
+//! arrives through a small channel, so memory holds a conversation, not the export. A zip is
+//! never trusted: its entry must say how large it is, stay under the limit while it is
+//! inflated, and not be made of air (a zip bomb).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use domain::{ChatId, ForeignMessage, ForeignNode, ForeignRoot, MessageId, Role, UserId};
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use tokio::sync::mpsc;
+use usecase::import::{ConversationSource, ExportError, ForeignConversation};
+
+use crate::from_seconds;
+
+/// Conversations waiting in the channel.
+const IN_FLIGHT: usize = 4;
+/// The most nodes one conversation may have.
+const NODES_MAX: usize = 100_000;
+/// The most entries a zip may list (its directory is read whole).
+const ZIP_ENTRIES_MAX: usize = 100_000;
+/// How much a zip entry may inflate relative to its compressed size (text compresses about
+/// 5–10 times; a bomb, a thousand).
+const ZIP_RATIO_MAX: u64 = 100;
+
+/// Reads ChatGPT exports.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatGptExports {
+    max_expanded: u64,
+}
+
+impl ChatGptExports {
+    /// A reader that refuses a `conversations.json` larger than `max_expanded` bytes (inside
+    /// a zip: once inflated).
+    #[must_use]
+    pub const fn new(max_expanded: u64) -> Self {
+        Self { max_expanded }
+    }
+}
+
+/// What the file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Json,
+    Zip,
+}
+
+fn io(e: std::io::Error) -> ExportError {
+    ExportError::Io(Box::new(e))
+}
+
+/// Tells a zip from JSON by the first bytes (and anything else from both).
+fn sniff(file: &mut File) -> Result<Kind, ExportError> {
+    let mut head = [0u8; 512];
+    let n = file.read(&mut head).map_err(io)?;
+    file.rewind().map_err(io)?;
+    let head = &head[..n];
+    if head.starts_with(b"PK\x03\x04") {
+        return Ok(Kind::Zip);
+    }
+    let text = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+    match text.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => Ok(Kind::Json),
+        Some(b'{') => Err(ExportError::Malformed(
+            "expected a list of conversations, found one object".into(),
+        )),
+        _ => Err(ExportError::NotAnExport),
+    }
+}
+
+impl ConversationSource for ChatGptExports {
+    fn conversations(
+        &self,
+        path: &Path,
+        owner: UserId,
+    ) -> Result<mpsc::Receiver<Result<ForeignConversation, ExportError>>, ExportError> {
+        let mut file = File::open(path).map_err(io)?;
+        let kind = sniff(&mut file)?;
+        let (tx, rx) = mpsc::channel(IN_FLIGHT);
+        let max = self.max_expanded;
+        tokio::task::spawn_blocking(move || {
+            let result = match kind {
+                Kind::Json => {
+                    let size = file.metadata().map_err(io).map(|m| m.len());
+                    match size {
+                        Ok(size) if size > max => Err(ExportError::TooLarge(format!(
+                            "conversations.json is larger than {max} bytes"
+                        ))),
+                        Ok(_) => read_list(BufReader::new(file), owner, &tx, None),
+                        Err(e) => Err(e),
+                    }
+                }
+                Kind::Zip => read_zip(file, owner, max, &tx),
+            };
+            if let Err(e) = result {
+                // The receiver may be gone (the caller stopped): nothing to tell then.
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// `conversations.json` out of the export's zip, inflated within `max` bytes.
+fn read_zip(
+    file: File,
+    owner: UserId,
+    max: u64,
+    tx: &mpsc::Sender<Result<ForeignConversation, ExportError>>,
+) -> Result<(), ExportError> {
+    let malformed = |e: zip::result::ZipError| ExportError::Malformed(format!("a broken zip: {e}"));
+    let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(malformed)?;
+    if archive.len() > ZIP_ENTRIES_MAX {
+        return Err(ExportError::TooLarge(format!(
+            "the zip lists more than {ZIP_ENTRIES_MAX} files"
+        )));
+    }
+    let index = (0..archive.len())
+        .find(|i| {
+            archive.name_for_index(*i).is_some_and(|name| {
+                name.is_ok_and(|n| n == "conversations.json" || n.ends_with("/conversations.json"))
+            })
+        })
+        .ok_or_else(|| ExportError::Malformed("the zip holds no conversations.json".into()))?;
+    let entry = archive.by_index(index).map_err(malformed)?;
+    let (size, packed) = (entry.size(), entry.compressed_size());
+    if size > max {
+        return Err(ExportError::TooLarge(format!(
+            "conversations.json inflates to {size} bytes, more than {max}"
+        )));
+    }
+    if size > 1 << 20 && size / packed.max(1) > ZIP_RATIO_MAX {
+        return Err(ExportError::TooLarge(format!(
+            "conversations.json inflates {}-fold: a zip bomb, not an export",
+            size / packed.max(1)
+        )));
+    }
+    // The sizes in a zip are claims: inflating stops at the limit whatever they say.
+    let over = Arc::new(AtomicBool::new(false));
+    let capped = Capped {
+        inner: entry,
+        left: max,
+        over: Arc::clone(&over),
+    };
+    read_list(BufReader::new(capped), owner, tx, Some(&over)).map_err(|e| {
+        if over.load(Ordering::SeqCst) {
+            ExportError::TooLarge(format!("conversations.json inflates beyond {max} bytes"))
+        } else {
+            e
+        }
+    })
+}
+
+/// A reader that fails once more than `left` bytes were asked of it.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    over: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => {
+                self.over.store(true, Ordering::SeqCst);
+                Err(std::io::Error::other(
+                    "the export inflates beyond its limit",
+                ))
+            }
+        }
+    }
+}
+
+/// Streams the list of conversations from `reader` into `tx`.
+fn read_list(
+    reader: impl Read,
+    owner: UserId,
+    tx: &mpsc::Sender<Result<ForeignConversation, ExportError>>,
+    over: Option<&AtomicBool>,
+) -> Result<(), ExportError> {
+    let mut parser = serde_json::Deserializer::from_reader(reader);
+    let mut sent = 0usize;
+    let mut each = |raw: RawConversation| -> Result<bool, String> {
+        sent += 1;
+        let conversation = convert(raw, owner).map_err(|e| format!("conversation {sent}: {e}"))?;
+        // `false`: the receiver is gone; stop reading.
+        Ok(tx.blocking_send(Ok(conversation)).is_ok())
+    };
+    let malformed = |e: serde_json::Error| {
+        if over.is_some_and(|o| o.load(Ordering::SeqCst)) {
+            ExportError::TooLarge("the export inflates beyond its limit".into())
+        } else if e.is_io() {
+            ExportError::Io(Box::new(e))
+        } else {
+            ExportError::Malformed(e.to_string())
+        }
+    };
+    let finished = Conversations { each: &mut each }
+        .deserialize(&mut parser)
+        .map_err(malformed)?;
+    if finished {
+        parser.end().map_err(malformed)?;
+    }
+    Ok(())
+}
+
+/// The top-level list, one conversation at a time.
+struct Conversations<'a> {
+    each: &'a mut dyn FnMut(RawConversation) -> Result<bool, String>,
+}
+
+impl<'de> DeserializeSeed<'de> for Conversations<'_> {
+    /// Whether the whole list was read (not stopped early).
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Conversations<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of conversations")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while let Some(raw) = seq.next_element::<RawConversation>()? {
+            if !(self.each)(raw).map_err(serde::de::Error::custom)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[derive(Deserialize)]
+struct RawConversation {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    create_time: Option<f64>,
+    #[serde(default)]
+    update_time: Option<f64>,
+    mapping: HashMap<String, RawNode>,
+    #[serde(default)]
+    current_node: Option<String>,
+    #[serde(default)]
+    conversation_id: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawNode {
+    #[serde(default)]
+    message: Option<RawMessage>,
+    #[serde(default)]
+    parent: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage {
+    author: RawAuthor,
+    #[serde(default)]
+    create_time: Option<f64>,
+    #[serde(default)]
+    content: Option<RawContent>,
+    #[serde(default)]
+    metadata: Option<RawMetadata>,
+    #[serde(default)]
+    recipient: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawAuthor {
+    role: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawContent {
+    content_type: String,
+    #[serde(default)]
+    parts: Vec<serde_json::Value>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    language: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawMetadata {
+    #[serde(default)]
+    is_visually_hidden_from_conversation: bool,
+}
+
+/// An id derived from the owner and a name: the same export imported again by the same
+/// user names the same chats; by another user, other ones.
+fn derived(owner: UserId, name: &str) -> u128 {
+    let namespace = uuid::Uuid::from_u128(owner.as_u128());
+    uuid::Uuid::new_v5(&namespace, name.as_bytes()).as_u128()
+}
+
+/// What a message says, as text: non-text parts become a placeholder naming what was there.
+fn text_of(content: Option<RawContent>) -> String {
+    let Some(content) = content else {
+        return String::new();
+    };
+    let placeholder = |what: &str| format!("[{what} not imported]");
+    match content.content_type.as_str() {
+        "text" | "multimodal_text" => content
+            .parts
+            .iter()
+            .map(|part| match part {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Object(o) => {
+                    match o.get("content_type").and_then(|t| t.as_str()) {
+                        Some("audio_transcription") => o
+                            .get("text")
+                            .and_then(|t| t.as_str())
+                            .unwrap_or_default()
+                            .to_owned(),
+                        Some("image_asset_pointer") => placeholder("image"),
+                        Some(
+                            "audio_asset_pointer" | "real_time_user_audio_video_asset_pointer",
+                        ) => placeholder("audio"),
+                        Some(other) => placeholder(other),
+                        None => placeholder("attachment"),
+                    }
+                }
+                _ => String::new(),
+            })
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "code" => {
+            let language = content
+                .language
+                .filter(|l| l != "unknown")
+                .unwrap_or_default();
+            format!("```{language}\n{}\n```", content.text.unwrap_or_default())
+        }
+        "execution_output" => format!("```\n{}\n```", content.text.unwrap_or_default()),
+        other => placeholder(other),
+    }
+}
+
+/// A node's message as Arbor keeps it: hidden ones (the export's empty system message, the
+/// user's custom instructions) become blank system messages, which the tree leaves out.
+fn message_of(m: RawMessage, fallback_time: domain::Timestamp) -> ForeignMessage {
+    let created_at = m.create_time.map_or(fallback_time, from_seconds);
+    let hidden = m
+        .metadata
+        .unwrap_or_default()
+        .is_visually_hidden_from_conversation
+        || m.content
+            .as_ref()
+            .is_some_and(|c| c.content_type == "user_editable_context");
+    if hidden {
+        return ForeignMessage {
+            role: Role::System,
+            content: String::new(),
+            created_at,
+        };
+    }
+    let text = text_of(m.content);
+    let (role, content) = match (m.author.role.as_str(), m.recipient.as_deref()) {
+        ("user", _) => (Role::User, text),
+        ("system", _) => (Role::System, text),
+        ("tool", _) => {
+            let tool = m.author.name.unwrap_or_else(|| "a tool".into());
+            (Role::Assistant, format!("[output of {tool}]\n{text}"))
+        }
+        (_, Some(to)) if to != "all" => (Role::Assistant, format!("[call to {to}]\n{text}")),
+        _ => (Role::Assistant, text),
+    };
+    ForeignMessage {
+        role,
+        content,
+        created_at,
+    }
+}
+
+/// One conversation in Arbor's terms.
+fn convert(raw: RawConversation, owner: UserId) -> Result<ForeignConversation, String> {
+    let key = raw
+        .conversation_id
+        .or(raw.id)
+        .filter(|k| !k.is_empty())
+        .ok_or("it has no id")?;
+    if raw.mapping.len() > NODES_MAX {
+        return Err(format!("more than {NODES_MAX} messages"));
+    }
+    let created_at = raw
+        .create_time
+        .map_or(domain::Timestamp::from_unix_micros(0), from_seconds);
+    let updated_at = raw.update_time.map_or(created_at, from_seconds);
+    let id_of = |node: &str| MessageId::from_u128(derived(owner, &format!("chatgpt:{key}:{node}")));
+    // The root: a node without a (known) parent — the one above the current node when
+    // there are several.
+    let mut roots: Vec<&String> = raw
+        .mapping
+        .iter()
+        .filter(|(_, n)| {
+            n.parent
+                .as_ref()
+                .is_none_or(|p| !raw.mapping.contains_key(p))
+        })
+        .map(|(k, _)| k)
+        .collect();
+    roots.sort();
+    let above_current = raw.current_node.as_ref().and_then(|current| {
+        let mut at = current;
+        for _ in 0..=raw.mapping.len() {
+            match raw.mapping.get(at).and_then(|n| n.parent.as_ref()) {
+                Some(parent) if raw.mapping.contains_key(parent) => at = parent,
+                _ => return Some(at.clone()),
+            }
+        }
+        None
+    });
+    let root_key = above_current
+        .filter(|r| roots.contains(&r))
+        .or_else(|| roots.first().map(|r| (*r).clone()))
+        .ok_or("it has no root message")?;
+    let current = raw.current_node.as_deref().map(id_of);
+    let mut root = ForeignRoot {
+        id: id_of(&root_key),
+        content: String::new(),
+        created_at,
+    };
+    let mut nodes = Vec::with_capacity(raw.mapping.len());
+    for (node_key, node) in raw.mapping {
+        let parent = node
+            .parent
+            .as_deref()
+            .filter(|_| node_key != root_key)
+            .map(id_of);
+        let message = node.message.map(|m| message_of(m, created_at));
+        if node_key == root_key {
+            match message {
+                // A root that says something hangs below an empty root of Arbor's.
+                Some(m) if !m.content.is_empty() && m.role != Role::System => {
+                    let under = id_of(&root_key);
+                    root.id = MessageId::from_u128(derived(owner, &format!("chatgpt:{key}:")));
+                    nodes.push(ForeignNode {
+                        id: under,
+                        parent: Some(root.id),
+                        message: Some(m),
+                    });
+                }
+                Some(m) => root.content = m.content,
+                None => {}
+            }
+            continue;
+        }
+        nodes.push(ForeignNode {
+            id: id_of(&node_key),
+            // A node below another root hangs from a node that is not there (and is reported).
+            parent,
+            message: Some(message.unwrap_or(ForeignMessage {
+                role: Role::System,
+                content: String::new(),
+                created_at,
+            })),
+        });
+    }
+    Ok(ForeignConversation {
+        id: ChatId::from_u128(derived(owner, &format!("chatgpt:{key}"))),
+        title: raw.title,
+        created_at,
+        updated_at,
+        root,
+        nodes,
+        current,
+    })
+}
