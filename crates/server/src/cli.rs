@@ -1,4 +1,5 @@
-//! The command line: `arbor serve`, `arbor migrate …`, `arbor user …`, `arbor config check`.
+//! The command line: `arbor serve`, `arbor migrate …`, `arbor user …`, `arbor import …`,
+//! `arbor config check`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,6 +11,10 @@ use migration::{Migrator, MigratorTrait};
 use crate::config::Settings;
 use crate::startup::Application;
 use crate::telemetry;
+
+mod import;
+
+pub use import::ImportAction;
 
 /// Arbor: a multi-user LLM chat server.
 #[derive(Debug, Parser)]
@@ -44,6 +49,12 @@ pub enum Command {
         /// Account action.
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Import from the original service or from a ChatGPT export.
+    Import {
+        /// What to import.
+        #[command(subcommand)]
+        action: ImportAction,
     },
     /// Inspect the configuration.
     Config {
@@ -233,7 +244,7 @@ pub enum ConfigAction {
     Check,
 }
 
-fn stdout_line(line: &str) -> anyhow::Result<()> {
+pub(crate) fn stdout_line(line: &str) -> anyhow::Result<()> {
     writeln!(std::io::stdout(), "{line}").context("writing to stdout")
 }
 
@@ -290,6 +301,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User { action } => {
             telemetry::init_for_command(&settings.log);
             user_command(&settings, action).await?;
+        }
+        Command::Import { action } => {
+            telemetry::init_for_command(&settings.log);
+            import::import_command(&settings, action).await?;
         }
         Command::Config {
             action: ConfigAction::Check,

@@ -11,9 +11,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 mod accounts;
+mod import;
 mod limits;
 
 pub use accounts::AccountSettings;
+pub use import::ImportSettings;
 pub use limits::LimitSettings;
 
 /// All settings.
@@ -49,6 +51,9 @@ pub struct Settings {
     /// Text limits of what users send.
     #[serde(default)]
     pub limits: LimitSettings,
+    /// Imports from the original service and from ChatGPT.
+    #[serde(default)]
+    pub import: ImportSettings,
 }
 
 /// Whether replicas coordinate through the database.
