@@ -13,6 +13,7 @@ pub mod client;
 pub mod context;
 pub mod error;
 pub mod health;
+pub mod import;
 pub mod keyed;
 pub mod limits;
 pub mod models;
@@ -82,8 +83,9 @@ pub fn extractor_config(
 }
 
 /// Registers every route under `/api/v1`.
-pub fn configure<H, A, M, S, P, T, Y>(cfg: &mut web::ServiceConfig)
+pub fn configure<H, A, M, S, P, T, Y, I>(cfg: &mut web::ServiceConfig)
 where
+    I: usecase::import::ImportUseCase,
     Y: AnalyticsUseCase,
     T: TemplateUseCase,
     H: HealthCheck,
@@ -106,7 +108,8 @@ where
             .configure(templates::routes::<A, T>)
             .configure(analytics::routes::<A, Y>)
             .configure(admin::routes::<A, S>)
-            .configure(account::routes::<A, S, T, P, M>),
+            .configure(account::routes::<A, S, T, P, M>)
+            .configure(import::routes::<A, I>),
     );
     cfg.service(web::scope("/v1").configure(openai::routes::<A, M, S>));
 }

@@ -93,6 +93,7 @@ mod links;
         crate::account::revoke_session,
         crate::account::delete_me,
         crate::account::export,
+        crate::import::import_chatgpt,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Conventions),
@@ -105,6 +106,7 @@ mod links;
         (name = "presets", description = "Saved generation settings"),
         (name = "templates", description = "Prompt templates"),
         (name = "analytics", description = "The caller's usage"),
+        (name = "import", description = "Bringing conversations from elsewhere"),
         (name = "admin", description = "Administration (admin role): accounts, quotas, registration, invites, audit log"),
         (name = "operations", description = "Health, readiness and metrics"),
     )

@@ -37,6 +37,8 @@ pub type Templates = TemplateService<Store, SystemClock, UuidV7Ids>;
 pub type Analytics = AnalyticsService<Store, SystemClock>;
 /// Conversations with their concrete adapters.
 pub type Chats = ChatService<Store, ProviderRouter, Catalog, SystemClock, UuidV7Ids>;
+/// The import service.
+pub type Imports = usecase::import::ImportService<Store, infra_import::ChatGptExports>;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -482,6 +484,14 @@ impl Application {
         ));
         let templates = web::Data::new(Templates::new(store.clone(), SystemClock, UuidV7Ids));
         let analytics = web::Data::new(Analytics::new(store.clone(), SystemClock));
+        let imports = web::Data::new(Imports::new(
+            store.clone(),
+            infra_import::ChatGptExports::new(settings.import.max_expanded_bytes()),
+        ));
+        let import_limits = web::Data::new(api::import::ImportLimits::new(
+            settings.import.max_upload_bytes(),
+            settings.import.concurrent,
+        ));
         let catalog = web::Data::from(catalog);
         let window = Duration::from_secs(a.rate_limit_window_secs);
         let rate_limits = web::Data::new(api::AuthRateLimits::new(
@@ -513,45 +523,50 @@ impl Application {
         let mut server = HttpServer::new(move || {
             let (json, query, path, payload) = api::extractor_config(body_limit);
             App::new()
-                    .wrap(actix_web::middleware::from_fn(api::limits::anonymous_limit))
-                    .wrap(actix_web::middleware::from_fn(api::health::close_when_draining))
-                    .wrap(actix_web::middleware::from_fn(
-                        api::context::request_context,
-                    ))
-                    .wrap(actix_web::middleware::from_fn(api::telemetry::record_http))
-                    .wrap(TracingLogger::<api::telemetry::RequestSpan>::new())
-                    // Outermost, so every response (error envelopes included) carries them.
-                    .wrap(api::security::cors(&origins, credentials))
-                    .wrap(api::security::security_headers(hsts))
-                    .app_data(json)
-                    .app_data(query)
-                    .app_data(path)
-                    .app_data(payload)
-                    .app_data(readiness.clone())
-                    .app_data(app_draining.clone())
-                    .app_data(auth.clone())
-                    .app_data(rate_limits.clone())
-                    .app_data(route_limits.clone())
-                    .app_data(refresh_cookie.clone())
-                    .app_data(catalog.clone())
-                    .app_data(chats.clone())
-                    .app_data(presets.clone())
-                    .app_data(templates.clone())
-                    .app_data(analytics.clone())
-                    .app_data(streams.clone())
-                    .app_data(metrics_endpoint.clone())
-                    .configure(
-                        api::configure::<
-                            Readiness,
-                            Auth,
-                            Catalog,
-                            Chats,
-                            Presets,
-                            Templates,
-                            Analytics,
-                        >,
-                    )
-                    .default_service(web::to(api::not_found))
+                .wrap(actix_web::middleware::from_fn(api::limits::anonymous_limit))
+                .wrap(actix_web::middleware::from_fn(
+                    api::health::close_when_draining,
+                ))
+                .wrap(actix_web::middleware::from_fn(
+                    api::context::request_context,
+                ))
+                .wrap(actix_web::middleware::from_fn(api::telemetry::record_http))
+                .wrap(TracingLogger::<api::telemetry::RequestSpan>::new())
+                // Outermost, so every response (error envelopes included) carries them.
+                .wrap(api::security::cors(&origins, credentials))
+                .wrap(api::security::security_headers(hsts))
+                .app_data(json)
+                .app_data(query)
+                .app_data(path)
+                .app_data(payload)
+                .app_data(readiness.clone())
+                .app_data(app_draining.clone())
+                .app_data(auth.clone())
+                .app_data(rate_limits.clone())
+                .app_data(route_limits.clone())
+                .app_data(refresh_cookie.clone())
+                .app_data(catalog.clone())
+                .app_data(chats.clone())
+                .app_data(presets.clone())
+                .app_data(templates.clone())
+                .app_data(analytics.clone())
+                .app_data(imports.clone())
+                .app_data(import_limits.clone())
+                .app_data(streams.clone())
+                .app_data(metrics_endpoint.clone())
+                .configure(
+                    api::configure::<
+                        Readiness,
+                        Auth,
+                        Catalog,
+                        Chats,
+                        Presets,
+                        Templates,
+                        Analytics,
+                        Imports,
+                    >,
+                )
+                .default_service(web::to(api::not_found))
         })
         // SSE responses end when their generation does: give them the generation grace
         // period plus time to save. Signals are handled in `run_until_stopped`.
