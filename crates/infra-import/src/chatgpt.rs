@@ -6,7 +6,7 @@
 //! never trusted: its entry must say how large it is, stay under the limit while it is
 //! inflated, and not be made of air (a zip bomb).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
@@ -256,7 +256,7 @@ struct RawConversation {
     create_time: Option<f64>,
     #[serde(default)]
     update_time: Option<f64>,
-    mapping: HashMap<String, RawNode>,
+    mapping: BTreeMap<String, RawNode>,
     #[serde(default)]
     current_node: Option<String>,
     #[serde(default)]

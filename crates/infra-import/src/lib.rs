@@ -4,6 +4,8 @@
 
 mod cb_back;
 mod chatgpt;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use cb_back::CbBackDatabase;
 pub use chatgpt::ChatGptExports;
