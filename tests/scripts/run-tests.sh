@@ -36,6 +36,8 @@ if [ "$what" = all ] || [ "$what" = unit ]; then
   run cli --test cli -- --test-threads "$threads"
   # The provider adapter against the fake provider (a real local HTTP server).
   run llm-adapter --test protocol --test standalone --test gateway --test router -- --test-threads "$threads"
+  # The import readers against real files (the original's database, ChatGPT exports).
+  run import-readers --test readers -- --test-threads "$threads"
 fi
 if [ "$what" = all ] || [ "$what" = db ]; then
   # The contract part also runs on the in-memory store the use-case tests stand on.
@@ -52,6 +54,8 @@ if [ "$what" = all ] || [ "$what" = e2e ]; then
   run metrics --test metrics -- --test-threads 1
   # The real binary killed (SIGKILL) and stopped (SIGTERM) mid-stream.
   run lifecycle --test lifecycle -- --test-threads 2
+  # `arbor import` on every backend, and a 50 MB upload to the real binary.
+  run import --test import -- --test-threads 2
   # Three replicas of the real binary on one PostgreSQL, no sticky sessions.
   run replicas --test replicas -- --test-threads 1
 fi
@@ -64,9 +68,9 @@ for f in "$log"/*.txt; do
   line="    $(printf '%-24s' "$name") $total passed"
   if [ "$name" = replicas ]; then
     line="$line | postgres: $total"
-  elif [ "$name" = e2e ] || [ "$name" = lifecycle ]; then
+  elif [ "$name" = e2e ] || [ "$name" = lifecycle ] || [ "$name" = import ]; then
     for backend in sqlite postgres mysql; do
-      n=$(grep -Ec "^test (.*\b$backend::|$backend)_?.* ok$" "$f" || true)
+      n=$(grep -Ec "^test (.*\b$backend::|$backend|.*_on_$backend)_?.* ok$" "$f" || true)
       line="$line | $backend: $n"
     done
   fi

@@ -131,6 +131,8 @@ impl Arbor {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("arbor starts");
+        // The client's TLS needs a provider installed, even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let arbor = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
