@@ -243,12 +243,12 @@ macro_rules! on_every_backend {
 }
 pub(crate) use on_every_backend;
 
-/// Asserts the status and the error envelope's shape; returns the body.
 /// The JSON body of a response (the request must answer JSON).
 pub async fn json_of(response: impl Future<Output = reqwest::Response>) -> Value {
     response.await.json().await.expect("a JSON body")
 }
 
+/// Asserts the status and the error envelope's shape; returns the body.
 pub async fn assert_envelope(response: reqwest::Response, status: u16, error_type: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");
     assert!(response.headers().contains_key("x-request-id"));

@@ -15,6 +15,7 @@ mod chats;
 mod docs;
 mod health;
 mod helpers;
+mod import;
 mod limits;
 mod models;
 mod openai;
