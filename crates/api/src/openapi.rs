@@ -257,6 +257,7 @@ mod tests {
             ("/api/v1", include_str!("analytics.rs")),
             ("/api/v1", include_str!("admin.rs")),
             ("/api/v1", include_str!("account.rs")),
+            ("/api/v1", include_str!("import.rs")),
             ("/api/v1/chats/{id}", include_str!("streaming.rs")),
             ("", include_str!("lib.rs")),
         ];
