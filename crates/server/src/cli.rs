@@ -143,7 +143,9 @@ fn username(raw: &str) -> anyhow::Result<domain::Username> {
     domain::Username::parse(raw).map_err(|e| anyhow::anyhow!("username: {e}"))
 }
 
-async fn user_command(settings: &Settings, action: UserAction) -> anyhow::Result<()> {
+/// The store a one-shot command works on: connected at once (an operator waiting on a CLI
+/// wants a fast, clear failure, not a pool wait) and migrated when the configuration says so.
+pub(crate) async fn command_store(settings: &Settings) -> anyhow::Result<infra_db::SeaOrmStore> {
     let mut db = settings.db_config();
     db.lazy = false;
     db.acquire_timeout = db.connect_timeout;
@@ -151,6 +153,11 @@ async fn user_command(settings: &Settings, action: UserAction) -> anyhow::Result
     if settings.database.migrate_on_startup {
         store.migrate().await.context("migrating the database")?;
     }
+    Ok(store)
+}
+
+async fn user_command(settings: &Settings, action: UserAction) -> anyhow::Result<()> {
+    let store = command_store(settings).await?;
     let auth = crate::startup::auth_service(settings, store.clone())?;
     let result = async {
         match action {

@@ -204,20 +204,7 @@ async fn the_originals_accounts_move_in_whole(backend: Backend) {
     db.drop_database().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_originals_accounts_move_in_whole_on_sqlite() {
-    the_originals_accounts_move_in_whole(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_originals_accounts_move_in_whole_on_postgres() {
-    the_originals_accounts_move_in_whole(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_originals_accounts_move_in_whole_on_mysql() {
-    the_originals_accounts_move_in_whole(Backend::MySql).await;
-}
+support::on_every_backend!(the_originals_accounts_move_in_whole);
 
 /// A chat as (title, [(role, content, parent index)] depth first, leaf index).
 type Conversation = (String, Vec<(String, String, Option<usize>)>, usize);

@@ -150,20 +150,7 @@ async fn killed_mid_stream_then_restarted(backend: Backend) {
     db.drop_database().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_killed_mid_stream_then_restarted() {
-    killed_mid_stream_then_restarted(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_killed_mid_stream_then_restarted() {
-    killed_mid_stream_then_restarted(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_killed_mid_stream_then_restarted() {
-    killed_mid_stream_then_restarted(Backend::MySql).await;
-}
+support::on_every_backend!(killed_mid_stream_then_restarted);
 
 /// SIGTERM: a generation that fits in the grace period completes and reaches its client; one
 /// that does not is saved `interrupted` with its partial text; the process exits cleanly.

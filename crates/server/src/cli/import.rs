@@ -43,13 +43,7 @@ pub enum ImportAction {
 
 /// Runs an import and prints its summary.
 pub async fn import_command(settings: &Settings, action: ImportAction) -> anyhow::Result<()> {
-    let mut db = settings.db_config();
-    db.lazy = false;
-    db.acquire_timeout = db.connect_timeout;
-    let store = infra_db::SeaOrmStore::connect(&db).await?;
-    if settings.database.migrate_on_startup {
-        store.migrate().await.context("migrating the database")?;
-    }
+    let store = super::command_store(settings).await?;
     let service = ImportService::new(
         store.clone(),
         ChatGptExports::new(settings.import.max_expanded_bytes()),

@@ -10,6 +10,19 @@ use std::time::{Duration, Instant};
 use infra_db::testing::TestDatabase;
 use serde_json::{Value, json};
 
+/// A `#[tokio::test]` per backend running `$test(backend)`, in modules named after the
+/// backends (`sqlite::…`, `postgres::…`, `mysql::…`).
+#[allow(unused_macros, reason = "not every suite runs on every backend")]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Sqlite).await; } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Postgres).await; } )* }
+        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::MySql).await; } )* }
+    };
+}
+#[allow(unused_imports, reason = "not every suite runs on every backend")]
+pub(crate) use on_every_backend;
+
 /// Runs `arbor --config-dir <dir> <args>` with `env` on top of a clean environment (no
 /// `DATABASE_URL` or `ARBOR_ENV` inherited, no colours) and `stdin` written to it.
 pub fn command(
