@@ -117,64 +117,55 @@ impl CbBackDatabase {
         Ok(chats)
     }
 
-    async fn templates(&self, user: i64) -> Result<Vec<LegacyTemplate>, BoxError> {
-        if !self.templates {
+    /// The rows `sql` selects for `user` as `T`; none when the table is not there (older
+    /// versions of the original had no templates or presets).
+    async fn owned<T>(
+        &self,
+        present: bool,
+        sql: &str,
+        user: i64,
+        read: fn(&QueryResult) -> Result<T, BoxError>,
+    ) -> Result<Vec<T>, BoxError> {
+        if !present {
             return Ok(Vec::new());
         }
-        self.rows(
-            "SELECT uuid, name, description, template_content, category, is_public, is_favorite,
-                    usage_count, created_at, updated_at
-             FROM prompttemplate WHERE user_id = ? ORDER BY id",
-            vec![user.into()],
-        )
-        .await?
-        .iter()
-        .map(|t| {
-            Ok(LegacyTemplate {
-                uuid: t.try_get("", "uuid")?,
-                name: t.try_get("", "name")?,
-                description: t.try_get("", "description")?,
-                content: t.try_get("", "template_content")?,
-                category: t.try_get("", "category")?,
-                is_public: t.try_get("", "is_public")?,
-                is_favorite: t.try_get("", "is_favorite")?,
-                usage_count: t.try_get("", "usage_count")?,
-                created_at: timestamp(t, "created_at")?,
-                updated_at: timestamp(t, "updated_at")?,
-            })
-        })
-        .collect()
+        self.rows(sql, vec![user.into()])
+            .await?
+            .iter()
+            .map(read)
+            .collect()
     }
+}
 
-    async fn presets(&self, user: i64) -> Result<Vec<LegacyPreset>, BoxError> {
-        if !self.presets {
-            return Ok(Vec::new());
-        }
-        self.rows(
-            "SELECT uuid, name, description, model_id, temperature, max_tokens, system_prompt,
-                    is_favorite, usage_count, created_at, updated_at
-             FROM conversationpreset WHERE user_id = ? ORDER BY id",
-            vec![user.into()],
-        )
-        .await?
-        .iter()
-        .map(|p| {
-            Ok(LegacyPreset {
-                uuid: p.try_get("", "uuid")?,
-                name: p.try_get("", "name")?,
-                description: p.try_get("", "description")?,
-                model_id: p.try_get("", "model_id")?,
-                temperature: p.try_get("", "temperature")?,
-                max_tokens: p.try_get("", "max_tokens")?,
-                system_prompt: p.try_get("", "system_prompt")?,
-                is_favorite: p.try_get("", "is_favorite")?,
-                usage_count: p.try_get("", "usage_count")?,
-                created_at: timestamp(p, "created_at")?,
-                updated_at: timestamp(p, "updated_at")?,
-            })
-        })
-        .collect()
-    }
+fn template(t: &QueryResult) -> Result<LegacyTemplate, BoxError> {
+    Ok(LegacyTemplate {
+        uuid: t.try_get("", "uuid")?,
+        name: t.try_get("", "name")?,
+        description: t.try_get("", "description")?,
+        content: t.try_get("", "template_content")?,
+        category: t.try_get("", "category")?,
+        is_public: t.try_get("", "is_public")?,
+        is_favorite: t.try_get("", "is_favorite")?,
+        usage_count: t.try_get("", "usage_count")?,
+        created_at: timestamp(t, "created_at")?,
+        updated_at: timestamp(t, "updated_at")?,
+    })
+}
+
+fn preset(p: &QueryResult) -> Result<LegacyPreset, BoxError> {
+    Ok(LegacyPreset {
+        uuid: p.try_get("", "uuid")?,
+        name: p.try_get("", "name")?,
+        description: p.try_get("", "description")?,
+        model_id: p.try_get("", "model_id")?,
+        temperature: p.try_get("", "temperature")?,
+        max_tokens: p.try_get("", "max_tokens")?,
+        system_prompt: p.try_get("", "system_prompt")?,
+        is_favorite: p.try_get("", "is_favorite")?,
+        usage_count: p.try_get("", "usage_count")?,
+        created_at: timestamp(p, "created_at")?,
+        updated_at: timestamp(p, "updated_at")?,
+    })
 }
 
 /// The chat's tree, flattened, or why it cannot be read.
@@ -316,8 +307,26 @@ impl LegacySource for CbBackDatabase {
                 created_at: timestamp(user, "created_at")?,
             },
             chats: self.chats(row).await?,
-            templates: self.templates(row).await?,
-            presets: self.presets(row).await?,
+            templates: self
+                .owned(
+                    self.templates,
+                    "SELECT uuid, name, description, template_content, category, is_public,
+                            is_favorite, usage_count, created_at, updated_at
+                     FROM prompttemplate WHERE user_id = ? ORDER BY id",
+                    row,
+                    template,
+                )
+                .await?,
+            presets: self
+                .owned(
+                    self.presets,
+                    "SELECT uuid, name, description, model_id, temperature, max_tokens,
+                            system_prompt, is_favorite, usage_count, created_at, updated_at
+                     FROM conversationpreset WHERE user_id = ? ORDER BY id",
+                    row,
+                    preset,
+                )
+                .await?,
         })
     }
 }
