@@ -564,3 +564,6 @@ fn legacy_preset(owner: UserId, p: LegacyPreset, report: &mut ImportReport) -> O
         })
         .ok()
 }
+
+#[cfg(test)]
+mod tests;
