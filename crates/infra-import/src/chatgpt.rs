@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use domain::{ChatId, ForeignMessage, ForeignNode, ForeignRoot, MessageId, Role, UserId};
 use serde::Deserialize;
@@ -25,6 +25,9 @@ use crate::from_seconds;
 const IN_FLIGHT: usize = 4;
 /// The most nodes one conversation may have.
 const NODES_MAX: usize = 100_000;
+/// The most bytes of JSON one conversation may take: a conversation is held in memory whole
+/// while it is converted, so this bounds memory whatever the file's size.
+const CONVERSATION_MAX_BYTES: u64 = 32 << 20;
 /// The most entries a zip may list (its directory is read whole).
 const ZIP_ENTRIES_MAX: usize = 100_000;
 /// How much a zip entry may inflate relative to its compressed size (text compresses about
@@ -94,7 +97,7 @@ impl ConversationSource for ChatGptExports {
                         Ok(size) if size > max => Err(ExportError::TooLarge(format!(
                             "conversations.json is larger than {max} bytes"
                         ))),
-                        Ok(_) => read_list(BufReader::new(file), owner, &tx, None),
+                        Ok(_) => read_list(file, owner, max, &tx),
                         Err(e) => Err(e),
                     }
                 }
@@ -144,69 +147,84 @@ fn read_zip(
         )));
     }
     // The sizes in a zip are claims: inflating stops at the limit whatever they say.
-    let over = Arc::new(AtomicBool::new(false));
-    let capped = Capped {
-        inner: entry,
-        left: max,
-        over: Arc::clone(&over),
-    };
-    read_list(BufReader::new(capped), owner, tx, Some(&over)).map_err(|e| {
-        if over.load(Ordering::SeqCst) {
-            ExportError::TooLarge(format!("conversations.json inflates beyond {max} bytes"))
-        } else {
-            e
-        }
-    })
+    read_list(entry, owner, max, tx)
 }
 
-/// A reader that fails once more than `left` bytes were asked of it.
-struct Capped<R> {
+/// Which bound a [`Metered`] reader hit.
+const WITHIN: u8 = 0;
+const FILE_OVER: u8 = 1;
+const CONVERSATION_OVER: u8 = 2;
+
+/// A reader that fails past `limit` bytes in all, or past [`CONVERSATION_MAX_BYTES`] since
+/// the last conversation ended (`mark`), saying which in `over`.
+struct Metered<R> {
     inner: R,
-    left: u64,
-    over: Arc<AtomicBool>,
+    read: u64,
+    limit: u64,
+    mark: Arc<AtomicU64>,
+    at: Arc<AtomicU64>,
+    over: Arc<AtomicU8>,
 }
 
-impl<R: Read> Read for Capped<R> {
+impl<R: Read> Read for Metered<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        match self.left.checked_sub(n as u64) {
-            Some(left) => {
-                self.left = left;
-                Ok(n)
-            }
-            None => {
-                self.over.store(true, Ordering::SeqCst);
-                Err(std::io::Error::other(
-                    "the export inflates beyond its limit",
-                ))
-            }
-        }
+        self.read += n as u64;
+        self.at.store(self.read, Ordering::SeqCst);
+        let bound = if self.read > self.limit {
+            FILE_OVER
+        } else if self.read - self.mark.load(Ordering::SeqCst).min(self.read)
+            > CONVERSATION_MAX_BYTES
+        {
+            CONVERSATION_OVER
+        } else {
+            return Ok(n);
+        };
+        self.over.store(bound, Ordering::SeqCst);
+        Err(std::io::Error::other("the export is larger than allowed"))
     }
 }
 
-/// Streams the list of conversations from `reader` into `tx`.
+/// Streams the list of conversations from `reader` into `tx`, at most `max` bytes in all and
+/// [`CONVERSATION_MAX_BYTES`] per conversation.
 fn read_list(
     reader: impl Read,
     owner: UserId,
+    max: u64,
     tx: &mpsc::Sender<Result<ForeignConversation, ExportError>>,
-    over: Option<&AtomicBool>,
 ) -> Result<(), ExportError> {
-    let mut parser = serde_json::Deserializer::from_reader(reader);
+    let (mark, at, over) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU8::new(WITHIN)),
+    );
+    let metered = Metered {
+        inner: reader,
+        read: 0,
+        limit: max,
+        mark: Arc::clone(&mark),
+        at: Arc::clone(&at),
+        over: Arc::clone(&over),
+    };
+    let mut parser = serde_json::Deserializer::from_reader(BufReader::new(metered));
     let mut sent = 0usize;
     let mut each = |raw: RawConversation| -> Result<bool, String> {
         sent += 1;
+        // The next conversation's bytes count from here.
+        mark.store(at.load(Ordering::SeqCst), Ordering::SeqCst);
         let conversation = convert(raw, owner).map_err(|e| format!("conversation {sent}: {e}"))?;
         // `false`: the receiver is gone; stop reading.
         Ok(tx.blocking_send(Ok(conversation)).is_ok())
     };
-    let malformed = |e: serde_json::Error| {
-        if over.is_some_and(|o| o.load(Ordering::SeqCst)) {
-            ExportError::TooLarge("the export inflates beyond its limit".into())
-        } else if e.is_io() {
-            ExportError::Io(Box::new(e))
-        } else {
-            ExportError::Malformed(e.to_string())
+    let malformed = |e: serde_json::Error| match over.load(Ordering::SeqCst) {
+        FILE_OVER => {
+            ExportError::TooLarge(format!("conversations.json is larger than {max} bytes"))
         }
+        CONVERSATION_OVER => ExportError::TooLarge(format!(
+            "a conversation is larger than {CONVERSATION_MAX_BYTES} bytes"
+        )),
+        _ if e.is_io() => ExportError::Io(Box::new(e)),
+        _ => ExportError::Malformed(e.to_string()),
     };
     let finished = Conversations { each: &mut each }
         .deserialize(&mut parser)

@@ -150,6 +150,22 @@ async fn what_is_not_a_whole_export_is_refused_for_what_it_is() {
         matches!(too_big, Err(ExportError::TooLarge(_))),
         "{too_big:?}"
     );
+    // One conversation is held whole while it is converted: a giant one is refused, however
+    // large the file may be.
+    let giant = format!(
+        r#"[{{"id": "g", "mapping": {{"r": {{"message": null, "parent": null}}, "q": {{"parent": "r", "message": {{"author": {{"role": "user"}}, "content": {{"content_type": "text", "parts": ["{}"]}}}}}}}}}}]"#,
+        "x".repeat(33 << 20)
+    );
+    let refused = read(
+        ChatGptExports::new(1 << 30),
+        &temp("giant.json", giant.as_bytes()),
+        owner,
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(ExportError::TooLarge(why)) if why.contains("a conversation")),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]
