@@ -8,14 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek};
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use domain::{ChatId, ForeignMessage, ForeignNode, ForeignRoot, MessageId, Role, UserId};
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tokio::sync::mpsc;
 use usecase::import::{ConversationSource, ExportError, ForeignConversation};
 
@@ -25,6 +25,8 @@ use crate::from_seconds;
 const IN_FLIGHT: usize = 4;
 /// The most nodes one conversation may have.
 const NODES_MAX: usize = 100_000;
+/// The most parts one message may have.
+const PARTS_MAX: usize = 1_000;
 /// The most bytes of JSON one conversation may take: a conversation is held in memory whole
 /// while it is converted, so this bounds memory whatever the file's size.
 const CONVERSATION_MAX_BYTES: u64 = 32 << 20;
@@ -97,7 +99,7 @@ impl ConversationSource for ChatGptExports {
                         Ok(size) if size > max => Err(ExportError::TooLarge(format!(
                             "conversations.json is larger than {max} bytes"
                         ))),
-                        Ok(_) => read_list(file, owner, max, &tx),
+                        Ok(_) => read_list(file, owner, (max, false), &tx),
                         Err(e) => Err(e),
                     }
                 }
@@ -147,18 +149,21 @@ fn read_zip(
         )));
     }
     // The sizes in a zip are claims: inflating stops at the limit whatever they say.
-    read_list(entry, owner, max, tx)
+    read_list(entry, owner, (max, true), tx)
 }
 
 /// Which bound a [`Metered`] reader hit.
 const WITHIN: u8 = 0;
 const FILE_OVER: u8 = 1;
 const CONVERSATION_OVER: u8 = 2;
+/// Nobody reads any more (the request is gone): stop.
+const ABANDONED: u8 = 3;
 
 /// A reader that fails past `limit` bytes in all, or past [`CONVERSATION_MAX_BYTES`] since
 /// the last conversation ended (`mark`), saying which in `over`.
 struct Metered<R> {
     inner: R,
+    tx: mpsc::Sender<Result<ForeignConversation, ExportError>>,
     read: u64,
     limit: u64,
     mark: Arc<AtomicU64>,
@@ -168,6 +173,10 @@ struct Metered<R> {
 
 impl<R: Read> Read for Metered<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.tx.is_closed() {
+            self.over.store(ABANDONED, Ordering::SeqCst);
+            return Err(std::io::Error::other("the import was abandoned"));
+        }
         let n = self.inner.read(buf)?;
         self.read += n as u64;
         self.at.store(self.read, Ordering::SeqCst);
@@ -186,11 +195,12 @@ impl<R: Read> Read for Metered<R> {
 }
 
 /// Streams the list of conversations from `reader` into `tx`, at most `max` bytes in all and
-/// [`CONVERSATION_MAX_BYTES`] per conversation.
+/// [`CONVERSATION_MAX_BYTES`] per conversation; `zipped` when `reader` inflates a zip entry
+/// (whose read errors are a damaged archive, not the machine's).
 fn read_list(
     reader: impl Read,
     owner: UserId,
-    max: u64,
+    (max, zipped): (u64, bool),
     tx: &mpsc::Sender<Result<ForeignConversation, ExportError>>,
 ) -> Result<(), ExportError> {
     let (mark, at, over) = (
@@ -200,13 +210,22 @@ fn read_list(
     );
     let metered = Metered {
         inner: reader,
+        tx: tx.clone(),
         read: 0,
         limit: max,
         mark: Arc::clone(&mark),
         at: Arc::clone(&at),
         over: Arc::clone(&over),
     };
-    let mut parser = serde_json::Deserializer::from_reader(BufReader::new(metered));
+    let mut buffered = BufReader::new(metered);
+    // A byte-order mark, as some editors write, is not JSON: skipped.
+    if buffered
+        .fill_buf()
+        .is_ok_and(|head| head.starts_with(b"\xef\xbb\xbf"))
+    {
+        buffered.consume(3);
+    }
+    let mut parser = serde_json::Deserializer::from_reader(buffered);
     let mut sent = 0usize;
     let mut each = |raw: RawConversation| -> Result<bool, String> {
         sent += 1;
@@ -223,8 +242,10 @@ fn read_list(
         CONVERSATION_OVER => ExportError::TooLarge(format!(
             "a conversation is larger than {CONVERSATION_MAX_BYTES} bytes"
         )),
+        ABANDONED => ExportError::Io("the import was abandoned".into()),
+        _ if e.is_io() && zipped => ExportError::Malformed(format!("a damaged zip: {e}")),
         _ if e.is_io() => ExportError::Io(Box::new(e)),
-        _ => ExportError::Malformed(e.to_string()),
+        _ => ExportError::Malformed(brief(&e)),
     };
     let finished = Conversations { each: &mut each }
         .deserialize(&mut parser)
@@ -233,6 +254,22 @@ fn read_list(
         parser.end().map_err(malformed)?;
     }
     Ok(())
+}
+
+/// What is wrong with the JSON, short: serde quotes offending values whole, and an error
+/// must not carry megabytes of someone's text back.
+fn brief(e: &serde_json::Error) -> String {
+    const MAX_CHARS: usize = 200;
+    let full = e.to_string();
+    match full.char_indices().nth(MAX_CHARS) {
+        None => full,
+        Some((cut, _)) => format!(
+            "{}… at line {} column {}",
+            &full[..cut],
+            e.line(),
+            e.column()
+        ),
+    }
 }
 
 /// The top-level list, one conversation at a time.
@@ -274,6 +311,7 @@ struct RawConversation {
     create_time: Option<f64>,
     #[serde(default)]
     update_time: Option<f64>,
+    #[serde(deserialize_with = "bounded_mapping")]
     mapping: BTreeMap<String, RawNode>,
     #[serde(default)]
     current_node: Option<String>,
@@ -314,12 +352,125 @@ struct RawAuthor {
 #[derive(Deserialize)]
 struct RawContent {
     content_type: String,
-    #[serde(default)]
-    parts: Vec<serde_json::Value>,
+    #[serde(default, deserialize_with = "bounded_parts")]
+    parts: Vec<Part>,
     #[serde(default)]
     text: Option<String>,
     #[serde(default)]
     language: Option<String>,
+}
+
+/// One part of a message: text, or what a non-text part was (its other fields are skipped
+/// unread, so a part costs what its text does).
+enum Part {
+    Text(String),
+    Object {
+        content_type: Option<String>,
+        text: Option<String>,
+    },
+    Other,
+}
+
+#[derive(Deserialize)]
+struct PartObject {
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Part {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PartVisitor;
+        impl<'de> Visitor<'de> for PartVisitor {
+            type Value = Part;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a message part")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Part, E> {
+                Ok(Part::Text(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Part, E> {
+                Ok(Part::Text(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Part, A::Error> {
+                let o = PartObject::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Part::Object {
+                    content_type: o.content_type,
+                    text: o.text,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Part, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Part::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Part, E> {
+                Ok(Part::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Part, E> {
+                Ok(Part::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Part, E> {
+                Ok(Part::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Part, E> {
+                Ok(Part::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Part, E> {
+                Ok(Part::Other)
+            }
+        }
+        d.deserialize_any(PartVisitor)
+    }
+}
+
+/// A message's parts, refused past [`PARTS_MAX`] (so a list of tiny values cannot grow
+/// memory far beyond the bytes it took).
+fn bounded_parts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Part>, D::Error> {
+    struct Parts;
+    impl<'de> Visitor<'de> for Parts {
+        type Value = Vec<Part>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of message parts")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Part>, A::Error> {
+            let mut parts = Vec::new();
+            while let Some(part) = seq.next_element::<Part>()? {
+                if parts.len() == PARTS_MAX {
+                    return Err(serde::de::Error::custom(format!(
+                        "a message has more than {PARTS_MAX} parts"
+                    )));
+                }
+                parts.push(part);
+            }
+            Ok(parts)
+        }
+    }
+    d.deserialize_seq(Parts)
+}
+
+/// A conversation's nodes, refused past [`NODES_MAX`] while they are read (not after).
+fn bounded_mapping<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, RawNode>, D::Error> {
+    struct Nodes;
+    impl<'de> Visitor<'de> for Nodes {
+        type Value = BTreeMap<String, RawNode>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a mapping of message nodes")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut nodes = BTreeMap::new();
+            while let Some((key, node)) = map.next_entry::<String, RawNode>()? {
+                if nodes.len() == NODES_MAX {
+                    return Err(serde::de::Error::custom(format!(
+                        "a conversation has more than {NODES_MAX} messages"
+                    )));
+                }
+                nodes.insert(key, node);
+            }
+            Ok(nodes)
+        }
+    }
+    d.deserialize_map(Nodes)
 }
 
 #[derive(Deserialize, Default)]
@@ -346,23 +497,17 @@ fn text_of(content: Option<RawContent>) -> String {
             .parts
             .iter()
             .map(|part| match part {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Object(o) => {
-                    match o.get("content_type").and_then(|t| t.as_str()) {
-                        Some("audio_transcription") => o
-                            .get("text")
-                            .and_then(|t| t.as_str())
-                            .unwrap_or_default()
-                            .to_owned(),
-                        Some("image_asset_pointer") => placeholder("image"),
-                        Some(
-                            "audio_asset_pointer" | "real_time_user_audio_video_asset_pointer",
-                        ) => placeholder("audio"),
-                        Some(other) => placeholder(other),
-                        None => placeholder("attachment"),
+                Part::Text(s) => s.clone(),
+                Part::Object { content_type, text } => match content_type.as_deref() {
+                    Some("audio_transcription") => text.clone().unwrap_or_default(),
+                    Some("image_asset_pointer") => placeholder("image"),
+                    Some("audio_asset_pointer" | "real_time_user_audio_video_asset_pointer") => {
+                        placeholder("audio")
                     }
-                }
-                _ => String::new(),
+                    Some(other) => placeholder(other),
+                    None => placeholder("attachment"),
+                },
+                Part::Other => String::new(),
             })
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
@@ -422,14 +567,17 @@ fn convert(raw: RawConversation, owner: UserId) -> Result<ForeignConversation, S
         .or(raw.id)
         .filter(|k| !k.is_empty())
         .ok_or("it has no id")?;
-    if raw.mapping.len() > NODES_MAX {
-        return Err(format!("more than {NODES_MAX} messages"));
-    }
     let created_at = raw
         .create_time
         .map_or(domain::Timestamp::from_unix_micros(0), from_seconds);
     let updated_at = raw.update_time.map_or(created_at, from_seconds);
-    let id_of = |node: &str| MessageId::from_u128(derived(owner, &format!("chatgpt:{key}:{node}")));
+    // Length-prefixed, so no conversation id and node id can name another pair's message.
+    let id_of = |node: &str| {
+        MessageId::from_u128(derived(
+            owner,
+            &format!("chatgpt-message:{}:{key}:{node}", key.len()),
+        ))
+    };
     // The root: a node without a (known) parent — the one above the current node when
     // there are several.
     let mut roots: Vec<&String> = raw
@@ -476,7 +624,7 @@ fn convert(raw: RawConversation, owner: UserId) -> Result<ForeignConversation, S
                 // A root that says something hangs below an empty root of Arbor's.
                 Some(m) if !m.content.is_empty() && m.role != Role::System => {
                     let under = id_of(&root_key);
-                    root.id = MessageId::from_u128(derived(owner, &format!("chatgpt:{key}:")));
+                    root.id = MessageId::from_u128(derived(owner, &format!("chatgpt-root:{key}")));
                     nodes.push(ForeignNode {
                         id: under,
                         parent: Some(root.id),
@@ -500,7 +648,7 @@ fn convert(raw: RawConversation, owner: UserId) -> Result<ForeignConversation, S
         });
     }
     Ok(ForeignConversation {
-        id: ChatId::from_u128(derived(owner, &format!("chatgpt:{key}"))),
+        id: ChatId::from_u128(derived(owner, &format!("chatgpt-chat:{key}"))),
         title: raw.title,
         created_at,
         updated_at,

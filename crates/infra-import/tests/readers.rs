@@ -169,6 +169,54 @@ async fn what_is_not_a_whole_export_is_refused_for_what_it_is() {
 }
 
 #[tokio::test]
+async fn a_bom_is_skipped_damage_is_malformed_and_errors_stay_short() {
+    let json = serde_json::to_vec(&chatgpt_export()).unwrap();
+    let owner = UserId::from_u128(1);
+    let reader = ChatGptExports::new(LIMIT);
+    let bom = [b"\xef\xbb\xbf".as_slice(), &json].concat();
+    assert_eq!(
+        read(reader, &temp("bom.json", &bom), owner)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    // A byte flipped inside the compressed entry: the archive is damaged, not the machine.
+    let mut zip = zip_of(&json);
+    let middle = zip.len() / 3;
+    zip[middle] ^= 0xff;
+    let damaged = read(reader, &temp("damaged.zip", &zip), owner).await;
+    assert!(
+        matches!(damaged, Err(ExportError::Malformed(_))),
+        "{damaged:?}"
+    );
+    // A wrong value megabytes long is not quoted back whole.
+    let huge = format!(
+        r#"[{{"id": "a", "mapping": {{}}, "create_time": "{}"}}]"#,
+        "x".repeat(1 << 20)
+    );
+    match read(reader, &temp("huge.json", huge.as_bytes()), owner).await {
+        Err(ExportError::Malformed(why)) => assert!(why.len() < 400, "{} bytes", why.len()),
+        other => panic!("{other:?}"),
+    }
+    // Ids are derived from the conversation and node ids without ambiguity.
+    let pair = |conversation: &str, node: &str| {
+        serde_json::json!({"id": conversation, "current_node": node, "mapping": {
+            "r": {"parent": null, "message": null},
+            node: {"parent": "r", "message": {"author": {"role": "user"},
+                "content": {"content_type": "text", "parts": ["hi"]}}}
+        }})
+    };
+    let tricky =
+        serde_json::to_vec(&serde_json::json!([pair("x", "y:z"), pair("x:y", "z")])).unwrap();
+    let both = read(reader, &temp("tricky.json", &tricky), owner)
+        .await
+        .unwrap();
+    assert_ne!(both[0].nodes[0].id, both[1].nodes[0].id);
+    assert_ne!(both[0].id, both[1].id);
+}
+
+#[tokio::test]
 async fn the_originals_database_is_read_row_for_row() {
     let dir = std::env::temp_dir().join(format!("arbor-cb-back-{}", uuid_like()));
     std::fs::create_dir_all(&dir).unwrap();
