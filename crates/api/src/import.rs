@@ -115,19 +115,22 @@ fn storage(e: &std::io::Error) -> ApiError {
 }
 
 /// Streams the `file` field into a temporary file (deleted when dropped), at most `max`
-/// bytes.
+/// bytes of form in all (other fields count too).
 async fn receive(mut form: Multipart, max: u64) -> Result<tempfile::NamedTempFile, ApiError> {
+    let mut size = 0u64;
     while let Some(field) = form.next().await {
         let mut field = field.map_err(|e| multipart_error(&e))?;
         if field.name() != Some("file") {
             while let Some(chunk) = field.next().await {
-                chunk.map_err(|e| multipart_error(&e))?;
+                size += chunk.map_err(|e| multipart_error(&e))?.len() as u64;
+                if size > max {
+                    return Err(ApiError::PayloadTooLarge);
+                }
             }
             continue;
         }
         let stored = tempfile::NamedTempFile::new().map_err(|e| storage(&e))?;
         let mut out = tokio::fs::File::from_std(stored.reopen().map_err(|e| storage(&e))?);
-        let mut size = 0u64;
         while let Some(chunk) = field.next().await {
             let chunk = chunk.map_err(|e| multipart_error(&e))?;
             size += chunk.len() as u64;
@@ -167,12 +170,14 @@ async fn import_chatgpt<A: AuthUseCase, I: ImportUseCase>(
     limits: web::Data<ImportLimits>,
     form: Multipart,
 ) -> Result<HttpResponse, ApiError> {
+    // The upload first (each is bounded in size; a slow one holds no import slot), then a
+    // slot for the import itself.
+    let upload = receive(form, limits.max_upload_bytes).await?;
     let _running = Arc::clone(&limits.running)
         .try_acquire_owned()
         .map_err(|_| ApiError::RateLimited {
             retry_after_secs: 10,
         })?;
-    let upload = receive(form, limits.max_upload_bytes).await?;
     let report = imports.import_chatgpt(caller.id(), upload.path()).await?;
     Ok(HttpResponse::Ok().json(ImportResponse::from(report)))
 }

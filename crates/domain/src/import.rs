@@ -114,12 +114,16 @@ pub fn rebuild_tree(
         list.sort_by_key(|id| (time_of(id), *id));
     }
 
+    let mut root_content = root.content;
+    if cut_to_limit(&mut root_content) {
+        repairs.push(Repair::Truncated(root.id));
+    }
     let mut messages = vec![Message {
         id: root.id,
         chat_id: chat,
         parent_id: None,
         role: Role::System,
-        content: root.content,
+        content: root_content,
         status: MessageStatus::Complete,
         created_at: root.created_at,
         generation: None,
@@ -159,12 +163,7 @@ pub fn rebuild_tree(
             }
             Some(m) => {
                 let mut content = m.content;
-                if content.len() > IMPORTED_MESSAGE_MAX_BYTES {
-                    let mut cut = IMPORTED_MESSAGE_MAX_BYTES;
-                    while !content.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    content.truncate(cut);
+                if cut_to_limit(&mut content) {
                     repairs.push(Repair::Truncated(id));
                 }
                 messages.push(Message {
@@ -209,6 +208,19 @@ pub fn rebuild_tree(
         system_prompt,
         repairs,
     }
+}
+
+/// Cuts `text` to [`IMPORTED_MESSAGE_MAX_BYTES`] on a character boundary; whether it was cut.
+fn cut_to_limit(text: &mut String) -> bool {
+    if text.len() <= IMPORTED_MESSAGE_MAX_BYTES {
+        return false;
+    }
+    let mut cut = IMPORTED_MESSAGE_MAX_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    true
 }
 
 #[cfg(test)]
@@ -349,8 +361,14 @@ mod tests {
         if let Some(m) = long.message.as_mut() {
             m.content = "é".repeat(IMPORTED_MESSAGE_MAX_BYTES);
         }
-        let tree = rebuild_tree(ChatId::from_u128(9), root(), vec![long], None);
+        let mut long_root = root();
+        long_root.content = "x".repeat(IMPORTED_MESSAGE_MAX_BYTES + 1);
+        let tree = rebuild_tree(ChatId::from_u128(9), long_root, vec![long], None);
+        assert_eq!(tree.messages[0].content.len(), IMPORTED_MESSAGE_MAX_BYTES);
         assert_eq!(tree.messages[1].content.len(), IMPORTED_MESSAGE_MAX_BYTES);
-        assert_eq!(tree.repairs, vec![Repair::Truncated(id(2))]);
+        assert_eq!(
+            tree.repairs,
+            vec![Repair::Truncated(id(1)), Repair::Truncated(id(2))]
+        );
     }
 }

@@ -7,7 +7,7 @@ use sea_orm::prelude::Uuid;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, Set,
 };
-use usecase::import::{AccountImport, AccountImported, ChatImport, ImportRepository};
+use usecase::import::{AccountImport, AccountImported, ChatImport, ImportRepository, NAME_TAKEN};
 use usecase::ports::{Entity, RepoError};
 
 use crate::SeaOrmStore;
@@ -56,7 +56,7 @@ async fn write_account(
             new_user_row(user)
                 .insert(txn)
                 .await
-                .map_err(|e| classify(e, "username is taken", Entity::User))?;
+                .map_err(|e| classify(e, NAME_TAKEN, Entity::User))?;
             done.user_created = true;
         }
         None if !exists => return Err(RepoError::NotFound(Entity::User)),
@@ -66,7 +66,19 @@ async fn write_account(
     let chat_ids: Vec<Uuid> = account.chats.iter().map(|c| uuid(c.id.as_u128())).collect();
     let known = existing::<chats::Entity, _>(txn, chats::Column::Id, &chat_ids).await?;
     for chat in account.chats {
-        if known.contains(&uuid(chat.id.as_u128())) {
+        let ids: Vec<Uuid> = chat
+            .tree
+            .messages
+            .iter()
+            .map(|m| uuid(m.id.as_u128()))
+            .collect();
+        // A chat whose messages (some of them) are there already — the same tree under
+        // another chat's id, as a damaged source may hold — is skipped, not a failure.
+        if known.contains(&uuid(chat.id.as_u128()))
+            || !existing::<messages::Entity, _>(txn, messages::Column::Id, &ids)
+                .await?
+                .is_empty()
+        {
             done.chats_skipped += 1;
         } else {
             done.messages += write_chat(txn, owner, chat).await?;

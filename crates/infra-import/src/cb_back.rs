@@ -33,11 +33,14 @@ impl CbBackDatabase {
         if !url.starts_with("sqlite:") {
             return Err("the original service's database is SQLite: give a sqlite:// URL".into());
         }
-        let url = if url.contains('?') {
-            url.to_owned()
-        } else {
-            format!("{url}?mode=ro")
-        };
+        // Read-only whatever the URL asks: never create or change the original's file.
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut params: Vec<&str> = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("mode="))
+            .collect();
+        params.push("mode=ro");
+        let url = format!("{path}?{}", params.join("&"));
         let db = Database::connect(url.as_str()).await?;
         let rows = db
             .query_all_raw(Statement::from_string(
@@ -86,6 +89,29 @@ impl CbBackDatabase {
             .await?;
         let mut chats = Vec::with_capacity(rows.len());
         for row in rows {
+            // A row that cannot be read is one chat left out (and said), not the end.
+            let chat = match self.chat(&row).await {
+                Ok(chat) => chat,
+                Err(e) => LegacyChat {
+                    uuid: row
+                        .try_get::<String>("", "uuid")
+                        .unwrap_or_else(|_| "(no uuid)".into()),
+                    title: None,
+                    system_prompt: None,
+                    created_at: domain::Timestamp::from_unix_micros(0),
+                    updated_at: domain::Timestamp::from_unix_micros(0),
+                    structure: Err(format!("a row cannot be read: {e}")),
+                    messages: Vec::new(),
+                },
+            };
+            chats.push(chat);
+        }
+        Ok(chats)
+    }
+
+    /// One `discussionstructure` row with its messages.
+    async fn chat(&self, row: &QueryResult) -> Result<LegacyChat, BoxError> {
+        {
             let id: i64 = row.try_get("", "id")?;
             let messages = self
                 .rows(
@@ -104,17 +130,16 @@ impl CbBackDatabase {
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            chats.push(LegacyChat {
+            Ok(LegacyChat {
                 uuid: row.try_get("", "uuid")?,
                 title: row.try_get("", "title")?,
                 system_prompt: row.try_get("", "system_prompt")?,
-                created_at: timestamp(&row, "created_at")?,
-                updated_at: timestamp(&row, "updated_at")?,
-                structure: structure(&row),
+                created_at: timestamp(row, "created_at")?,
+                updated_at: timestamp(row, "updated_at")?,
+                structure: structure(row),
                 messages,
-            });
+            })
         }
-        Ok(chats)
     }
 
     /// The rows `sql` selects for `user` as `T`; none when the table is not there (older
@@ -125,15 +150,16 @@ impl CbBackDatabase {
         sql: &str,
         user: i64,
         read: fn(&QueryResult) -> Result<T, BoxError>,
-    ) -> Result<Vec<T>, BoxError> {
+    ) -> Result<Vec<Result<T, String>>, BoxError> {
         if !present {
             return Ok(Vec::new());
         }
-        self.rows(sql, vec![user.into()])
+        Ok(self
+            .rows(sql, vec![user.into()])
             .await?
             .iter()
-            .map(read)
-            .collect()
+            .map(|row| read(row).map_err(|e| format!("a row cannot be read: {e}")))
+            .collect())
     }
 }
 

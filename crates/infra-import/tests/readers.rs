@@ -244,6 +244,39 @@ async fn the_originals_database_is_read_row_for_row() {
         .find(|c| c.uuid == fixture.unreadable_chat)
         .unwrap();
     assert!(pickled.structure.as_ref().unwrap_err().contains("pickle"));
+    // A row that cannot be read leaves out that chat or template, never the account.
+    {
+        use sea_orm::ConnectionTrait;
+        let raw = sea_orm::Database::connect(format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        raw.execute_unprepared(&format!(
+            "UPDATE message SET created_at = 'not a date' WHERE uuid = '{}'",
+            fixture.chats[2].messages[1].0
+        ))
+        .await
+        .unwrap();
+        raw.execute_unprepared(
+            "UPDATE prompttemplate SET created_at = 'never' WHERE name = 'Summary'",
+        )
+        .await
+        .unwrap();
+    }
+    let bob = db.account(rows[1]).await.unwrap();
+    let broken = bob
+        .chats
+        .iter()
+        .find(|c| c.uuid == fixture.chats[2].id)
+        .unwrap();
+    assert!(
+        broken
+            .structure
+            .as_ref()
+            .unwrap_err()
+            .contains("cannot be read")
+    );
+    let alice = db.account(rows[0]).await.unwrap();
+    assert_eq!(alice.templates.iter().filter(|t| t.is_err()).count(), 1);
     // Anything else is refused as not the original's database.
     let other = temp("other.db", b"");
     let refused = CbBackDatabase::open(&format!("sqlite://{}", other.display())).await;

@@ -19,7 +19,7 @@ use domain::{
 pub use crate::ports::import::{
     AccountImport, AccountImported, ChatImport, ConversationSource, ExportError,
     ForeignConversation, ImportRepository, LegacyAccount, LegacyChat, LegacyMessage, LegacyNode,
-    LegacyPreset, LegacySource, LegacyTemplate, LegacyUser,
+    LegacyPreset, LegacySource, LegacyTemplate, LegacyUser, NAME_TAKEN,
 };
 use crate::ports::{BoxError, NewUser, RepoError};
 
@@ -171,7 +171,17 @@ impl<R: ImportRepository, S: ConversationSource> ImportService<R, S> {
             ..ImportReport::default()
         };
         for (done, row) in (1..).zip(rows) {
-            let legacy = source.account(row).await.map_err(ImportError::Source)?;
+            let legacy = match source.account(row).await {
+                Ok(legacy) => legacy,
+                Err(e) => {
+                    report.users_skipped += 1;
+                    report.problem(format!(
+                        "user row {row}: cannot be read ({e}); not imported"
+                    ));
+                    progress(ImportProgress { done, total });
+                    continue;
+                }
+            };
             let name = legacy.user.name.clone();
             if let Some(account) = legacy_account(legacy, &mut report) {
                 match self.repo.import_account(account, dry_run).await {
@@ -179,11 +189,13 @@ impl<R: ImportRepository, S: ConversationSource> ImportService<R, S> {
                         report.users_skipped += u64::from(!written.user_created);
                         report.add(written);
                     }
-                    Err(RepoError::Conflict(_)) => {
+                    Err(RepoError::Conflict(why)) => {
                         report.users_skipped += 1;
-                        report.problem(format!(
-                            "user {name:?}: the name belongs to another account; not imported"
-                        ));
+                        report.problem(if why == NAME_TAKEN {
+                            format!("user {name:?}: the name belongs to another account; not imported")
+                        } else {
+                            format!("user {name:?}: {why} (another import at the same time?); not imported")
+                        });
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -238,6 +250,11 @@ impl<R: ImportRepository, S: ConversationSource> ImportService<R, S> {
             match self.repo.import_account(account, dry_run).await {
                 Ok(written) => report.add(written),
                 Err(RepoError::NotFound(_)) => return Err(ImportError::UnknownUser),
+                // Another import of the same export got there first: this chat is there.
+                Err(RepoError::Conflict(why)) => {
+                    report.chats_skipped += 1;
+                    report.problem(format!("conversation {done}: {why}; skipped"));
+                }
                 Err(e) => return Err(e.into()),
             }
             done += 1;
@@ -317,6 +334,7 @@ fn legacy_account(legacy: LegacyAccount, report: &mut ImportReport) -> Option<Ac
         }
     };
     let username = Username::parse(user.name).ok()?;
+    let name = username.as_str().to_owned();
     let new_user = NewUser {
         id: owner,
         username,
@@ -330,13 +348,30 @@ fn legacy_account(legacy: LegacyAccount, report: &mut ImportReport) -> Option<Ac
         .into_iter()
         .filter_map(|chat| legacy_chat(chat, report))
         .collect();
+    let unreadable = |what: &str, why: String, report: &mut ImportReport| {
+        report.problem(format!("a {what} of {name:?}: {why}; not imported"));
+    };
     let templates = templates
         .into_iter()
-        .filter_map(|t| legacy_template(owner, t, report))
+        .filter_map(|t| match t {
+            Ok(t) => legacy_template(owner, t, report),
+            Err(why) => {
+                report.templates_skipped += 1;
+                unreadable("template", why, report);
+                None
+            }
+        })
         .collect();
     let presets = presets
         .into_iter()
-        .filter_map(|p| legacy_preset(owner, p, report))
+        .filter_map(|p| match p {
+            Ok(p) => legacy_preset(owner, p, report),
+            Err(why) => {
+                report.presets_skipped += 1;
+                unreadable("preset", why, report);
+                None
+            }
+        })
         .collect();
     Some(AccountImport {
         owner,

@@ -140,8 +140,12 @@ fn account(name: &str) -> LegacyAccount {
                 row(12, "function", "a role Arbor does not have"),
             ],
         }],
-        templates: vec![template("Good", "Use {x}"), template("", "No name")],
-        presets: vec![preset(300, "0.5"), preset(301, "hot")],
+        templates: vec![
+            Ok(template("Good", "Use {x}")),
+            Ok(template("", "No name")),
+            Err("a row cannot be read: usage_count is not a number".into()),
+        ],
+        presets: vec![Ok(preset(300, "0.5")), Ok(preset(301, "hot"))],
     }
 }
 
@@ -179,13 +183,14 @@ async fn an_account_is_checked_item_by_item_and_every_refusal_is_reported() {
             report.templates_skipped,
             report.presets_skipped
         ),
-        (1, 1, 1, 1)
+        (1, 1, 2, 1)
     );
     let said = report.problems.join("\n");
     for expected in [
         "has no message; its children moved up",
         "template \"\"",
         "temperature \"hot\" is not a number",
+        "a template of \"alice\": a row cannot be read",
         "\"no spaces allowed\": not a valid Arbor username",
     ] {
         assert!(said.contains(expected), "{expected:?} in:\n{said}");

@@ -68,16 +68,22 @@ pub struct AccountImported {
     pub presets_skipped: u64,
 }
 
+/// What [`RepoError::Conflict`] says when an imported user's name belongs to another
+/// account (any other conflict is data colliding with data, e.g. two imports at once).
+pub const NAME_TAKEN: &str = "username is taken";
+
 /// Writes imported data.
 pub trait ImportRepository: Send + Sync + 'static {
     /// Writes `account` in **one** transaction: the user (unless its id exists), then every
-    /// chat, template and preset whose id does not exist yet. With `dry_run` the transaction
-    /// is rolled back: the counts say what a real run would write.
+    /// chat (unless its id, or the id of one of its messages, exists), template and preset
+    /// whose id does not exist yet. With `dry_run` the transaction is rolled back: the counts
+    /// say what a real run would write.
     ///
     /// # Errors
-    /// [`RepoError::Conflict`] when the user's name is taken by another account (nothing is
-    /// written); [`RepoError::NotFound`] when `user` is `None` and `owner` does not exist;
-    /// storage failures (nothing is written).
+    /// [`RepoError::Conflict`] with [`NAME_TAKEN`] when the user's name is taken by another
+    /// account, with anything else when a concurrent write took an id first (nothing is
+    /// written either way); [`RepoError::NotFound`] when `user` is `None` and `owner` does not
+    /// exist; storage failures (nothing is written).
     fn import_account(
         &self,
         account: AccountImport,
@@ -200,10 +206,10 @@ pub struct LegacyAccount {
     pub user: LegacyUser,
     /// Their chats.
     pub chats: Vec<LegacyChat>,
-    /// Their templates.
-    pub templates: Vec<LegacyTemplate>,
-    /// Their presets.
-    pub presets: Vec<LegacyPreset>,
+    /// Their templates (or why a row cannot be read).
+    pub templates: Vec<Result<LegacyTemplate, String>>,
+    /// Their presets (or why a row cannot be read).
+    pub presets: Vec<Result<LegacyPreset, String>>,
 }
 
 /// The original service's database.
