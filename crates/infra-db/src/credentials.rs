@@ -31,6 +31,22 @@ fn to_key(row: api_keys::Model) -> ApiKeyRecord {
 }
 
 impl CredentialRepository for SeaOrmStore {
+    async fn replace_password_hash(
+        &self,
+        user: UserId,
+        old: &str,
+        new: String,
+    ) -> Result<bool, RepoError> {
+        let done = users::Entity::update_many()
+            .col_expr(users::Column::PasswordHash, Expr::value(new))
+            .filter(users::Column::Id.eq(uuid(user.as_u128())))
+            .filter(users::Column::PasswordHash.eq(old))
+            .exec(&self.write)
+            .await
+            .map_err(to_repo_error)?;
+        Ok(done.rows_affected > 0)
+    }
+
     async fn store_refresh_token(&self, r: RefreshTokenRecord) -> Result<(), RepoError> {
         refresh_tokens::ActiveModel {
             id: Set(uuid(r.id.as_u128())),

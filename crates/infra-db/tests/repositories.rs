@@ -1025,6 +1025,7 @@ every_store!(
     generated_titles_never_overwrite_a_title,
     search_finds_exactly_what_a_substring_scan_finds,
     a_common_term_is_paged_past_the_counting_cap,
+    a_password_hash_is_replaced_only_while_it_is_the_one_read,
 );
 
 every_backend!(suite:

@@ -15,7 +15,7 @@ pub use cache::AccountCacheConfig;
 use domain::{ApiKeyId, Page, Password, Timestamp, TokenId, User, UserId, Username};
 
 use crate::ports::{
-    BoxError, Clock, Entity, IdGenerator, RepoError, UsageRepository, UserChange, UserRepository,
+    BoxError, Clock, Entity, IdGenerator, RepoError, UsageRepository, UserRepository,
 };
 
 /// Prefix of every personal API key, so they are recognisable (and scannable) in the wild.
@@ -273,22 +273,12 @@ where
     /// Replaces a hash of an older kind (the original service's bcrypt) by one of this
     /// hasher's, with the password just verified. A failure is logged: the login goes on
     /// and the next one tries again.
-    async fn rehash(&self, user: &User, password: &Password) {
-        let change = match self.hasher.hash(password).await {
-            Ok(hash) => UserChange {
-                password_hash: Some(hash),
-                ..UserChange::default()
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, user = %user.id, "an old password hash could not be replaced");
-                return;
-            }
+    async fn rehash(&self, user: &User, old: &str, password: &Password) {
+        let replaced = match self.hasher.hash(password).await {
+            Ok(hash) => self.repo.replace_password_hash(user.id, old, hash).await,
+            Err(e) => Err(RepoError::Unexpected(Box::new(e))),
         };
-        if let Err(e) = self
-            .repo
-            .update_user(user.id, change, self.clock.now())
-            .await
-        {
+        if let Err(e) = replaced {
             tracing::warn!(error = %e, user = %user.id, "an old password hash could not be replaced");
         }
     }
@@ -482,7 +472,7 @@ where
             Some(c) if ok && c.user.pending => Err(AuthError::AccountPending),
             Some(c) if ok && !c.user.disabled => {
                 if self.hasher.needs_rehash(&c.password_hash) {
-                    self.rehash(&c.user, &password).await;
+                    self.rehash(&c.user, &c.password_hash, &password).await;
                 }
                 let family = TokenId::from_u128(self.ids.next_id());
                 self.issue_pair(&c.user, family).await

@@ -930,3 +930,47 @@ pub async fn a_common_term_is_paged_past_the_counting_cap<H: Harness>(db: &H) {
     assert!(found.total_exact);
     assert_eq!(rare, vec![order[0], order[900]], "numbers 1000 and 100");
 }
+
+pub async fn a_password_hash_is_replaced_only_while_it_is_the_one_read<H: Harness>(db: &H) {
+    let store = db.store().await;
+    let id = user(&store, "bcrypt_user").await;
+    let name = Username::parse("bcrypt_user").unwrap();
+    let read = store
+        .find_credentials(&name)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    // A password changed in between (another hash stored) is not overwritten.
+    assert!(
+        !store
+            .replace_password_hash(id, "$2b$12$not-the-stored-one", "$argon2id$late".into())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .find_credentials(&name)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        read
+    );
+    assert!(
+        store
+            .replace_password_hash(id, &read, "$argon2id$v=19$new".into())
+            .await
+            .unwrap()
+    );
+    let now = store.find_credentials(&name).await.unwrap().unwrap();
+    assert_eq!(now.password_hash, "$argon2id$v=19$new");
+    assert_eq!(now.user.token_epoch, 0, "sessions go on");
+    assert!(
+        !store
+            .replace_password_hash(UserId::from_u128(new_id()), &read, "x".into())
+            .await
+            .unwrap(),
+        "an unknown user"
+    );
+}

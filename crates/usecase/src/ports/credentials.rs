@@ -267,6 +267,19 @@ pub trait CredentialRepository: Send + Sync + 'static {
         &self,
         since: Timestamp,
     ) -> impl Future<Output = Result<AccountChanges, RepoError>> + Send;
+
+    /// Replaces `user`'s password hash by `new`, only while it is still `old` (a password
+    /// changed in between stays as it is); whether it was replaced. Nothing else changes:
+    /// sessions go on.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn replace_password_hash(
+        &self,
+        user: UserId,
+        old: &str,
+        new: String,
+    ) -> impl Future<Output = Result<bool, RepoError>> + Send;
 }
 
 /// What changed in accounts and keys since a moment (see

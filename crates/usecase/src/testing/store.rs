@@ -594,6 +594,23 @@ impl CredentialRepository for InMemoryStore {
             Ok(())
         })
     }
+
+    async fn replace_password_hash(
+        &self,
+        user: UserId,
+        old: &str,
+        new: String,
+    ) -> Result<bool, RepoError> {
+        self.with(|s| {
+            Ok(match s.users.get_mut(&user) {
+                Some(u) if u.password_hash == old => {
+                    u.password_hash = new;
+                    true
+                }
+                _ => false,
+            })
+        })
+    }
 }
 
 impl crate::catalog::SettingsRepository for InMemoryStore {
