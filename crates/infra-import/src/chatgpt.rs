@@ -87,30 +87,34 @@ impl ConversationSource for ChatGptExports {
         path: &Path,
         owner: UserId,
     ) -> Result<mpsc::Receiver<Result<ForeignConversation, ExportError>>, ExportError> {
-        let mut file = File::open(path).map_err(io)?;
-        let kind = sniff(&mut file)?;
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
-        let max = self.max_expanded;
+        let (path, max) = (path.to_owned(), self.max_expanded);
+        // Everything that touches the file runs off the async runtime; what goes wrong, even
+        // opening it, arrives through the channel.
         tokio::task::spawn_blocking(move || {
-            let result = match kind {
-                Kind::Json => {
-                    let size = file.metadata().map_err(io).map(|m| m.len());
-                    match size {
-                        Ok(size) if size > max => Err(ExportError::TooLarge(format!(
-                            "conversations.json is larger than {max} bytes"
-                        ))),
-                        Ok(_) => read_list(file, owner, (max, false), &tx),
-                        Err(e) => Err(e),
-                    }
-                }
-                Kind::Zip => read_zip(file, owner, max, &tx),
-            };
-            if let Err(e) = result {
+            if let Err(e) = read_file(&path, owner, max, &tx) {
                 // The receiver may be gone (the caller stopped): nothing to tell then.
                 let _ = tx.blocking_send(Err(e));
             }
         });
         Ok(rx)
+    }
+}
+
+/// The export at `path`, whichever kind it is.
+fn read_file(
+    path: &Path,
+    owner: UserId,
+    max: u64,
+    tx: &mpsc::Sender<Result<ForeignConversation, ExportError>>,
+) -> Result<(), ExportError> {
+    let mut file = File::open(path).map_err(io)?;
+    match sniff(&mut file)? {
+        Kind::Json if file.metadata().map_err(io)?.len() > max => Err(ExportError::TooLarge(
+            format!("conversations.json is larger than {max} bytes"),
+        )),
+        Kind::Json => read_list(file, owner, (max, false), tx),
+        Kind::Zip => read_zip(file, owner, max, tx),
     }
 }
 

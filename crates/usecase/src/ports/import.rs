@@ -269,10 +269,12 @@ pub enum ExportError {
 pub trait ConversationSource: Send + Sync {
     /// Starts reading the export at `path` (`conversations.json` or the zip holding it) for
     /// `owner`: its conversations arrive in file order, one at a time (the file is never read
-    /// whole into memory); the first error ends the stream.
+    /// whole into memory); the first error — a file that cannot be opened or is no export
+    /// included — arrives in the stream and ends it. Implementations MUST NOT block the
+    /// caller (reading runs elsewhere).
     ///
     /// # Errors
-    /// [`ExportError::NotAnExport`] or [`ExportError::Io`] when it cannot even start.
+    /// When reading cannot even be started.
     fn conversations(
         &self,
         path: &Path,
