@@ -311,16 +311,7 @@ async fn login<A: AuthUseCase>(
         }
         (form.username, form.password)
     } else if content_type.starts_with("application/json") {
-        let json: Credentials = serde_json::from_slice(&body).map_err(|e| {
-            if e.is_data() {
-                ApiError::Validation {
-                    message: e.to_string(),
-                    field: None,
-                }
-            } else {
-                ApiError::Malformed(e.to_string())
-            }
-        })?;
+        let json: Credentials = crate::error::json_body(&body)?;
         (json.username, json.password)
     } else {
         return Err(ApiError::UnsupportedMediaType);

@@ -437,6 +437,14 @@ pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> R
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    json_body(body)
+}
+
+/// Parses a JSON body: 400 for bad syntax, 422 for the wrong shape.
+///
+/// # Errors
+/// [`ApiError::Malformed`] or [`ApiError::Validation`].
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             ApiError::Validation {

@@ -30,6 +30,32 @@ pub struct PresetInput {
     pub is_favorite: bool,
 }
 
+impl PresetInput {
+    /// The preset these settings make, keeping what no input changes (id, owner, use count,
+    /// creation time), changed at `now`.
+    fn into_preset(
+        self,
+        (id, owner, usage_count, created_at): (PresetId, UserId, u64, domain::Timestamp),
+        max_tokens: Option<MaxTokens>,
+        now: domain::Timestamp,
+    ) -> Preset {
+        Preset {
+            id,
+            owner,
+            name: self.name,
+            description: self.description,
+            model_id: self.model_id,
+            temperature: self.temperature,
+            max_tokens,
+            system_prompt: self.system_prompt,
+            is_favorite: self.is_favorite,
+            usage_count,
+            created_at,
+            updated_at: now,
+        }
+    }
+}
+
 /// Why a preset operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PresetError {
@@ -163,21 +189,9 @@ impl<R: PresetRepository, M: CatalogUseCase, C: Clock, I: IdGenerator> PresetUse
     async fn create(&self, owner: UserId, input: PresetInput) -> Result<Preset, PresetError> {
         let max_tokens = self.validated_max_tokens(&input).await?;
         let now = self.clock.now();
+        let id = PresetId::from_u128(self.ids.next_id());
         self.repo
-            .create_preset(Preset {
-                id: PresetId::from_u128(self.ids.next_id()),
-                owner,
-                name: input.name,
-                description: input.description,
-                model_id: input.model_id,
-                temperature: input.temperature,
-                max_tokens,
-                system_prompt: input.system_prompt,
-                is_favorite: input.is_favorite,
-                usage_count: 0,
-                created_at: now,
-                updated_at: now,
-            })
+            .create_preset(input.into_preset((id, owner, 0, now), max_tokens, now))
             .await
             .map_err(repo)
     }
@@ -194,18 +208,14 @@ impl<R: PresetRepository, M: CatalogUseCase, C: Clock, I: IdGenerator> PresetUse
     ) -> Result<Preset, PresetError> {
         let current = self.get(owner, id).await?;
         let max_tokens = self.validated_max_tokens(&input).await?;
+        let kept = (
+            current.id,
+            current.owner,
+            current.usage_count,
+            current.created_at,
+        );
         self.repo
-            .update_preset(Preset {
-                name: input.name,
-                description: input.description,
-                model_id: input.model_id,
-                temperature: input.temperature,
-                max_tokens,
-                system_prompt: input.system_prompt,
-                is_favorite: input.is_favorite,
-                updated_at: self.clock.now(),
-                ..current
-            })
+            .update_preset(input.into_preset(kept, max_tokens, self.clock.now()))
             .await
             .map_err(repo)
     }

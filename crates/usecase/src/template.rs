@@ -28,6 +28,30 @@ pub struct TemplateInput {
     pub is_favorite: bool,
 }
 
+impl TemplateInput {
+    /// The template this input makes, keeping what no input changes (id, owner, use count,
+    /// creation time), changed at `now`.
+    fn into_template(
+        self,
+        (id, owner, usage_count, created_at): (TemplateId, UserId, u64, domain::Timestamp),
+        now: domain::Timestamp,
+    ) -> PromptTemplate {
+        PromptTemplate {
+            id,
+            owner,
+            name: self.name,
+            description: self.description,
+            content: self.content,
+            category: self.category,
+            is_public: self.is_public,
+            is_favorite: self.is_favorite,
+            usage_count,
+            created_at,
+            updated_at: now,
+        }
+    }
+}
+
 /// Why a template operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -167,20 +191,9 @@ impl<R: TemplateRepository, C: Clock, I: IdGenerator> TemplateUseCase for Templa
     ) -> Result<PromptTemplate, TemplateError> {
         input.content.declared_variables(input.variables.clone())?;
         let now = self.clock.now();
+        let id = TemplateId::from_u128(self.ids.next_id());
         self.repo
-            .create_template(PromptTemplate {
-                id: TemplateId::from_u128(self.ids.next_id()),
-                owner,
-                name: input.name,
-                description: input.description,
-                content: input.content,
-                category: input.category,
-                is_public: input.is_public,
-                is_favorite: input.is_favorite,
-                usage_count: 0,
-                created_at: now,
-                updated_at: now,
-            })
+            .create_template(input.into_template((id, owner, 0, now), now))
             .await
             .map_err(repo)
     }
@@ -197,17 +210,14 @@ impl<R: TemplateRepository, C: Clock, I: IdGenerator> TemplateUseCase for Templa
     ) -> Result<PromptTemplate, TemplateError> {
         let current = self.owned(owner, id).await?;
         input.content.declared_variables(input.variables.clone())?;
+        let kept = (
+            current.id,
+            current.owner,
+            current.usage_count,
+            current.created_at,
+        );
         self.repo
-            .update_template(PromptTemplate {
-                name: input.name,
-                description: input.description,
-                content: input.content,
-                category: input.category,
-                is_public: input.is_public,
-                is_favorite: input.is_favorite,
-                updated_at: self.clock.now(),
-                ..current
-            })
+            .update_template(input.into_template(kept, self.clock.now()))
             .await
             .map_err(repo)
     }
