@@ -14,9 +14,7 @@ pub use cache::AccountCacheConfig;
 
 use domain::{ApiKeyId, Page, Password, Timestamp, TokenId, User, UserId, Username};
 
-use crate::ports::{
-    BoxError, Clock, Entity, IdGenerator, RepoError, UsageRepository, UserRepository,
-};
+use crate::ports::{BoxError, Clock, Entity, IdGenerator, RepoError, UserRepository};
 
 /// Prefix of every personal API key, so they are recognisable (and scannable) in the wild.
 pub const API_KEY_PREFIX: &str = "arb_";
@@ -412,13 +410,8 @@ where
     }
 }
 
-impl<R, H, T, C, I> AuthUseCase for AuthService<R, H, T, C, I>
-where
-    R: UserRepository + CredentialRepository + admin::AdminRepository + UsageRepository,
-    H: PasswordHasher,
-    T: TokenCodec,
-    C: Clock,
-    I: IdGenerator,
+impl<R: admin::AdminStore, H: PasswordHasher, T: TokenCodec, C: Clock, I: IdGenerator> AuthUseCase
+    for AuthService<R, H, T, C, I>
 {
     async fn register(
         &self,

@@ -11,6 +11,22 @@ use crate::ports::{
 
 pub use crate::ports::credentials::{Session, SessionRepository};
 
+/// What self-service stores in: accounts, credentials and sessions, administration's
+/// records and usage.
+pub trait AccountStore:
+    UserRepository + CredentialRepository + AdminRepository + UsageRepository + SessionRepository
+{
+}
+
+impl<T> AccountStore for T where
+    T: UserRepository
+        + CredentialRepository
+        + AdminRepository
+        + UsageRepository
+        + SessionRepository
+{
+}
+
 /// Inbound port of self-service.
 pub trait AccountUseCase: Send + Sync + 'static {
     /// Changes the caller's password (the current one is required). Every session ends —
@@ -57,17 +73,8 @@ pub trait AccountUseCase: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), AuthError>> + Send;
 }
 
-impl<R, H, T, C, I> AuthService<R, H, T, C, I>
-where
-    R: UserRepository
-        + CredentialRepository
-        + AdminRepository
-        + UsageRepository
-        + SessionRepository,
-    H: PasswordHasher,
-    T: TokenCodec,
-    C: Clock,
-    I: IdGenerator,
+impl<R: AccountStore, H: PasswordHasher, T: TokenCodec, C: Clock, I: IdGenerator>
+    AuthService<R, H, T, C, I>
 {
     /// Checks the account's password (the same hashing work whether or not it matches).
     async fn confirm(&self, user: &User, password: &Password) -> Result<(), AuthError> {
@@ -83,17 +90,8 @@ where
     }
 }
 
-impl<R, H, T, C, I> AccountUseCase for AuthService<R, H, T, C, I>
-where
-    R: UserRepository
-        + CredentialRepository
-        + AdminRepository
-        + UsageRepository
-        + SessionRepository,
-    H: PasswordHasher,
-    T: TokenCodec,
-    C: Clock,
-    I: IdGenerator,
+impl<R: AccountStore, H: PasswordHasher, T: TokenCodec, C: Clock, I: IdGenerator> AccountUseCase
+    for AuthService<R, H, T, C, I>
 {
     async fn change_password(
         &self,

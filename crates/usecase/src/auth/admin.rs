@@ -14,6 +14,18 @@ use crate::ports::{
 
 pub use crate::ports::admin::{AdminRepository, AuditEntry, Invite, UserOverview};
 
+/// What accounts and their administration store in: users, credentials, the audit log,
+/// invites and settings, usage.
+pub trait AdminStore:
+    UserRepository + CredentialRepository + AdminRepository + UsageRepository
+{
+}
+
+impl<T> AdminStore for T where
+    T: UserRepository + CredentialRepository + AdminRepository + UsageRepository
+{
+}
+
 /// The setting holding the registration policy.
 pub const REGISTRATION_SETTING: &str = "registration_policy";
 /// The prefix of invite codes.
@@ -176,13 +188,8 @@ fn quota_detail(q: &QuotaOverrides) -> String {
     )
 }
 
-impl<R, H, T, C, I> AuthService<R, H, T, C, I>
-where
-    R: UserRepository + CredentialRepository + AdminRepository + UsageRepository,
-    H: PasswordHasher,
-    T: TokenCodec,
-    C: Clock,
-    I: IdGenerator,
+impl<R: AdminStore, H: PasswordHasher, T: TokenCodec, C: Clock, I: IdGenerator>
+    AuthService<R, H, T, C, I>
 {
     /// Writes an audit entry; a failure fails the action's response (the change is made, so
     /// the log says so).
@@ -381,13 +388,8 @@ where
     }
 }
 
-impl<R, H, T, C, I> AdminUseCase for AuthService<R, H, T, C, I>
-where
-    R: UserRepository + CredentialRepository + AdminRepository + UsageRepository,
-    H: PasswordHasher,
-    T: TokenCodec,
-    C: Clock,
-    I: IdGenerator,
+impl<R: AdminStore, H: PasswordHasher, T: TokenCodec, C: Clock, I: IdGenerator> AdminUseCase
+    for AuthService<R, H, T, C, I>
 {
     async fn search_users(
         &self,
