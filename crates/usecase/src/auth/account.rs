@@ -3,29 +3,17 @@
 
 use domain::{Password, TokenId, User, UserId};
 
-use super::admin::AdminRepository;
-use super::{AuthError, AuthService, CredentialRepository, PasswordHasher, TokenCodec, TokenPair};
-use crate::ports::{
-    Clock, Entity, IdGenerator, RepoError, UsageRepository, UserChange, UserRepository,
-};
+use super::admin::AdminStore;
+use super::{AuthError, AuthService, PasswordHasher, TokenCodec, TokenPair};
+use crate::ports::{Clock, Entity, IdGenerator, RepoError, UserChange};
 
 pub use crate::ports::credentials::{Session, SessionRepository};
 
 /// What self-service stores in: accounts, credentials and sessions, administration's
 /// records and usage.
-pub trait AccountStore:
-    UserRepository + CredentialRepository + AdminRepository + UsageRepository + SessionRepository
-{
-}
+pub trait AccountStore: AdminStore + SessionRepository {}
 
-impl<T> AccountStore for T where
-    T: UserRepository
-        + CredentialRepository
-        + AdminRepository
-        + UsageRepository
-        + SessionRepository
-{
-}
+impl<T: AdminStore + SessionRepository> AccountStore for T {}
 
 /// Inbound port of self-service.
 pub trait AccountUseCase: Send + Sync + 'static {
