@@ -122,11 +122,7 @@ impl SeaOrmStore {
             columns.join(", "),
             ids.join(", ")
         );
-        let rows = self
-            .read
-            .query_all_raw(Statement::from_sql_and_values(b, sql, values))
-            .await
-            .map_err(to_repo_error)?;
+        let rows = self.read_rows(sql, values).await?;
         rows.into_iter()
             .map(|r| {
                 let id: sea_orm::prelude::Uuid = r.try_get("", "user_id").map_err(to_repo_error)?;

@@ -5,7 +5,7 @@
 //! sums are cast back to a 64-bit integer with each backend's own spelling.
 
 use domain::{Timestamp, Usd, UserId};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use sea_orm::{DbBackend, Value};
 use usecase::analytics::{AnalyticsRepository, DayModelUsage, HourUsage};
 use usecase::ports::RepoError;
 
@@ -77,11 +77,7 @@ impl AnalyticsRepository for SeaOrmStore {
             sum(b, "total_tokens"),
             sum(b, "cost_pico_usd"),
         );
-        let rows = self
-            .read
-            .query_all_raw(Statement::from_sql_and_values(b, sql, values))
-            .await
-            .map_err(to_repo_error)?;
+        let rows = self.read_rows(sql, values).await?;
         rows.into_iter()
             .map(|r| {
                 let get = |c: &str| r.try_get::<i64>("", c).map_err(to_repo_error);
@@ -115,11 +111,7 @@ impl AnalyticsRepository for SeaOrmStore {
             sum(b, "total_tokens"),
             sum(b, "cost_pico_usd"),
         );
-        let rows = self
-            .read
-            .query_all_raw(Statement::from_sql_and_values(b, sql, values))
-            .await
-            .map_err(to_repo_error)?;
+        let rows = self.read_rows(sql, values).await?;
         rows.into_iter()
             .map(|r| {
                 let get = |c: &str| r.try_get::<i64>("", c).map_err(to_repo_error);

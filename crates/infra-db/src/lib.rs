@@ -374,6 +374,23 @@ impl SeaOrmStore {
     fn locks_rows(&self) -> bool {
         self.backend != DbBackend::Sqlite
     }
+
+    /// The rows of a raw `sql` read with bound `values` (the aggregates), on the read pool.
+    async fn read_rows(
+        &self,
+        sql: String,
+        values: Vec<sea_orm::Value>,
+    ) -> Result<Vec<sea_orm::QueryResult>, RepoError> {
+        use sea_orm::ConnectionTrait;
+        self.read
+            .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                self.backend,
+                sql,
+                values,
+            ))
+            .await
+            .map_err(error::to_repo_error)
+    }
 }
 
 impl HealthCheck for SeaOrmStore {
