@@ -164,19 +164,16 @@ async fn the_originals_accounts_move_in_whole(backend: Backend) {
     // The old password works once as bcrypt; the account then holds argon2id.
     assert!(stored_hash(&db, "alice").await.starts_with("$2b$"));
     let arbor = Arbor::start(&db, "http://127.0.0.1:9/api/v1", &[]).await;
-    let login = async |name: &str, password: &str| {
-        arbor
-            .post(
-                "/api/v1/auth/login",
-                None,
-                &json!({"username": name, "password": password}),
-            )
-            .await
-    };
-    assert_eq!(login("alice", "alice's old password").await.status(), 200);
+    assert_eq!(
+        arbor.login_status("alice", "alice's old password").await,
+        200
+    );
     assert!(stored_hash(&db, "alice").await.starts_with("$argon2id$"));
-    assert_eq!(login("alice", "alice's old password").await.status(), 200);
-    assert_eq!(login("bob", "not bob's password").await.status(), 401);
+    assert_eq!(
+        arbor.login_status("alice", "alice's old password").await,
+        200
+    );
+    assert_eq!(arbor.login_status("bob", "not bob's password").await, 401);
     assert!(
         stored_hash(&db, "bob").await.starts_with("$2b$"),
         "a failed login changes nothing"

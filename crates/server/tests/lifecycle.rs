@@ -273,18 +273,6 @@ async fn the_clients_request_id_is_on_every_log_line_of_its_generation_and_title
     }
 }
 
-async fn login_status(arbor: &Arbor, name: &str, password: &str) -> u16 {
-    arbor
-        .post(
-            "/api/v1/auth/login",
-            None,
-            &json!({"username": name, "password": password}),
-        )
-        .await
-        .status()
-        .as_u16()
-}
-
 async fn me_status(arbor: &Arbor, token: &str) -> u16 {
     arbor
         .client
@@ -348,7 +336,7 @@ async fn operators_manage_accounts(backend: Backend) {
 
     let fake = provider().await;
     let arbor = Arbor::start(&db, &fake.base_url(), &[]).await;
-    assert_eq!(login_status(&arbor, "alice", "first password").await, 200);
+    assert_eq!(arbor.login_status("alice", "first password").await, 200);
     let token = arbor.token_with("alice", "first password").await;
 
     // The server's account cache is warm: the token has been used.
@@ -358,7 +346,7 @@ async fn operators_manage_accounts(backend: Backend) {
     assert!(out.contains("alice is disabled"), "{out}");
     let took = refused_within(&arbor, &token, Duration::from_secs(1)).await;
     eprintln!("disabled account refused after {took:?}");
-    assert_eq!(login_status(&arbor, "alice", "first password").await, 401);
+    assert_eq!(arbor.login_status("alice", "first password").await, 401);
 
     let (ok, _, _) = command_on(&db, &["user", "disable", "alice", "--enable"], "");
     assert!(ok);
@@ -373,8 +361,8 @@ async fn operators_manage_accounts(backend: Backend) {
     assert!(out.contains("every session ended"), "{out}");
     let took = refused_within(&arbor, &token, Duration::from_secs(1)).await;
     eprintln!("token from before the password reset refused after {took:?}");
-    assert_eq!(login_status(&arbor, "alice", "first password").await, 401);
-    assert_eq!(login_status(&arbor, "alice", "second password").await, 200);
+    assert_eq!(arbor.login_status("alice", "first password").await, 401);
+    assert_eq!(arbor.login_status("alice", "second password").await, 200);
     let (ok, _, err) = command_on(&db, &["user", "disable", "nobody"], "");
     assert!(!ok && err.contains("no such user"), "{err}");
     drop(arbor);

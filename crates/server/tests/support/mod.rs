@@ -238,6 +238,18 @@ impl Arbor {
         .await
     }
 
+    /// The status of a login with these credentials.
+    pub async fn login_status(&self, name: &str, password: &str) -> u16 {
+        self.post(
+            "/api/v1/auth/login",
+            None,
+            &json!({"username": name, "password": password}),
+        )
+        .await
+        .status()
+        .as_u16()
+    }
+
     /// A user's access token.
     pub async fn token_with(&self, name: &str, password: &str) -> String {
         let r: Value = self
