@@ -117,6 +117,36 @@ async fn an_uploaded_export_becomes_the_callers_chats_once(backend: Backend) {
         assert_eq!(foreign.status(), 404);
     }
     assert!(chats_by_title(&app, &bob).await.is_empty());
+    // Times come along: the conversation's and each message's.
+    let (_, plain) = chats.iter().find(|(t, _)| t == "Plain").unwrap();
+    let chat = app
+        .get_json_as(&format!("/api/v1/chats/{plain}"), &alice)
+        .await;
+    assert!(
+        chat["created_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2023-11-14T22:46:40"),
+        "{chat}"
+    );
+    assert!(
+        chat["updated_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2023-11-14T22:46:50"),
+        "{chat}"
+    );
+    let branch = app
+        .get_json_as(&format!("/api/v1/chats/{plain}/messages"), &alice)
+        .await;
+    let answer = branch.as_array().unwrap().last().unwrap();
+    assert!(
+        answer["created_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2023-11-14T22:46:42"),
+        "{answer}"
+    );
     // The same export again, as the zip ChatGPT sends: nothing new.
     let again = json_of(upload(&app, &alice, "file", "export.zip", zip_of(&json))).await;
     assert_eq!(
