@@ -65,23 +65,25 @@ async fn write_account(
 
     let chat_ids: Vec<Uuid> = account.chats.iter().map(|c| uuid(c.id.as_u128())).collect();
     let known = existing::<chats::Entity, _>(txn, chats::Column::Id, &chat_ids).await?;
-    for chat in account.chats {
-        let ids: Vec<Uuid> = chat
-            .tree
+    let message_ids = |chat: &ChatImport| -> Vec<Uuid> {
+        chat.tree
             .messages
             .iter()
             .map(|m| uuid(m.id.as_u128()))
-            .collect();
-        // A chat whose messages (some of them) are there already — the same tree under
-        // another chat's id, as a damaged source may hold — is skipped, not a failure.
-        if known.contains(&uuid(chat.id.as_u128()))
-            || !existing::<messages::Entity, _>(txn, messages::Column::Id, &ids)
-                .await?
-                .is_empty()
-        {
+            .collect()
+    };
+    let all: Vec<Uuid> = account.chats.iter().flat_map(message_ids).collect();
+    // Message ids already taken: stored before, or by a chat written just now. A chat with
+    // any of them — the same tree under another chat's id, as a damaged source may hold —
+    // is skipped, not a failure.
+    let mut taken = existing::<messages::Entity, _>(txn, messages::Column::Id, &all).await?;
+    for chat in account.chats {
+        let ids = message_ids(&chat);
+        if known.contains(&uuid(chat.id.as_u128())) || ids.iter().any(|m| taken.contains(m)) {
             done.chats_skipped += 1;
         } else {
             done.messages += write_chat(txn, owner, chat).await?;
+            taken.extend(ids);
             done.chats += 1;
         }
     }

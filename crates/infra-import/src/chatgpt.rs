@@ -168,7 +168,6 @@ const ABANDONED: u8 = 3;
 struct Metered<R> {
     inner: R,
     tx: mpsc::Sender<Result<ForeignConversation, ExportError>>,
-    read: u64,
     limit: u64,
     mark: Arc<AtomicU64>,
     at: Arc<AtomicU64>,
@@ -182,13 +181,10 @@ impl<R: Read> Read for Metered<R> {
             return Err(std::io::Error::other("the import was abandoned"));
         }
         let n = self.inner.read(buf)?;
-        self.read += n as u64;
-        self.at.store(self.read, Ordering::SeqCst);
-        let bound = if self.read > self.limit {
+        let read = self.at.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+        let bound = if read > self.limit {
             FILE_OVER
-        } else if self.read - self.mark.load(Ordering::SeqCst).min(self.read)
-            > CONVERSATION_MAX_BYTES
-        {
+        } else if read - self.mark.load(Ordering::SeqCst).min(read) > CONVERSATION_MAX_BYTES {
             CONVERSATION_OVER
         } else {
             return Ok(n);
@@ -215,7 +211,6 @@ fn read_list(
     let metered = Metered {
         inner: reader,
         tx: tx.clone(),
-        read: 0,
         limit: max,
         mark: Arc::clone(&mark),
         at: Arc::clone(&at),

@@ -313,11 +313,11 @@ fn legacy_account(legacy: LegacyAccount, report: &mut ImportReport) -> Option<Ac
         templates,
         presets,
     } = legacy;
-    let owner = match (
+    let (owner, username) = match (
         user.uuid.trim().parse::<UserId>(),
         Username::parse(user.name.clone()),
     ) {
-        (Ok(id), Ok(_)) => id,
+        (Ok(id), Ok(username)) => (id, username),
         (Err(_), _) => {
             report.problem(format!(
                 "user {:?}: its uuid is not a UUID; not imported",
@@ -333,7 +333,6 @@ fn legacy_account(legacy: LegacyAccount, report: &mut ImportReport) -> Option<Ac
             return None;
         }
     };
-    let username = Username::parse(user.name).ok()?;
     let name = username.as_str().to_owned();
     let new_user = NewUser {
         id: owner,
@@ -472,15 +471,12 @@ fn legacy_chat(chat: LegacyChat, report: &mut ImportReport) -> Option<ChatImport
             message,
         });
     }
-    // Rows the tree does not name (orphans): reported as unreachable by the rebuild.
-    nodes.extend(rows.into_iter().map(|(m, row)| ForeignNode {
+    // Rows the tree does not name (orphans): hanging from nothing, the rebuild reports them
+    // as unreachable and leaves them out.
+    nodes.extend(rows.into_keys().map(|m| ForeignNode {
         id: m,
         parent: None,
-        message: Some(ForeignMessage {
-            role: Role::User,
-            content: row.content,
-            created_at: row.created_at,
-        }),
+        message: None,
     }));
     let tree = rebuild_tree(id, root, nodes, newest);
     report.repairs(id, &tree.repairs);

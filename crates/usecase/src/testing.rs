@@ -151,6 +151,29 @@ pub struct FakeLlm {
     pub model_calls: std::sync::Arc<AtomicU64>,
 }
 
+/// A free catalogue model `id` with a context of `context_length` tokens.
+///
+/// # Panics
+/// When `id` is not a model id.
+#[must_use]
+#[expect(
+    clippy::expect_used,
+    reason = "test support: a bad fixture id is the test's bug"
+)]
+pub fn free_model(id: &str, context_length: u32) -> ModelInfo {
+    ModelInfo {
+        id: domain::ModelId::parse(id).expect("a model id"),
+        name: id.to_owned(),
+        description: None,
+        context_length: Some(context_length),
+        pricing: domain::Pricing::default(),
+        input_modalities: vec![],
+        output_modalities: vec![],
+        created: None,
+        fetched_at: Timestamp::from_unix_micros(0),
+    }
+}
+
 impl FakeLlm {
     /// A provider serving `models`.
     #[must_use]

@@ -1,26 +1,18 @@
-use domain::{ModelInfo, Pricing, Timestamp, Username};
+use domain::{Timestamp, Username};
 
 use super::*;
 use crate::catalog::CatalogService;
 use crate::ports::{NewUser, UserRepository};
-use crate::testing::{FakeLlm, InMemoryStore, ManualClock, SequentialIds, resident_mib};
+use crate::testing::{
+    FakeLlm, InMemoryStore, ManualClock, SequentialIds, free_model, resident_mib,
+};
 
 type Catalog = CatalogService<InMemoryStore, FakeLlm, ManualClock>;
 type Service = ChatService<InMemoryStore, FakeLlm, Catalog, ManualClock, SequentialIds>;
 
 async fn service(cache_bytes: u64) -> (Service, UserId) {
     let store = InMemoryStore::new();
-    let llm = FakeLlm::with_models(vec![ModelInfo {
-        id: ModelId::parse("m/one").unwrap(),
-        name: "one".into(),
-        description: None,
-        context_length: Some(4_096),
-        pricing: Pricing::default(),
-        input_modalities: vec![],
-        output_modalities: vec![],
-        created: None,
-        fetched_at: Timestamp::from_unix_micros(0),
-    }]);
+    let llm = FakeLlm::with_models(vec![free_model("m/one", 4_096)]);
     let clock = || ManualClock::new(Timestamp::from_unix_seconds(1_800_000_000));
     let catalog = Arc::new(CatalogService::new(
         store.clone(),

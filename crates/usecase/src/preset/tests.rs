@@ -1,11 +1,11 @@
 //! The preset rules at the use-case level, over the in-memory store and a catalogue: private
 //! to their owner, a model from the catalogue, `max_tokens` within that model's context.
 
-use domain::{ModelInfo, Pricing, Timestamp, UserId};
+use domain::{Timestamp, UserId};
 
 use super::*;
 use crate::catalog::CatalogService;
-use crate::testing::{FakeLlm, InMemoryStore, ManualClock, SequentialIds};
+use crate::testing::{FakeLlm, InMemoryStore, ManualClock, SequentialIds, free_model};
 
 type Catalog = CatalogService<InMemoryStore, FakeLlm, ManualClock>;
 type Service = PresetService<InMemoryStore, Catalog, ManualClock, SequentialIds>;
@@ -21,17 +21,7 @@ async fn service() -> Service {
     let store = InMemoryStore::new()
         .with_users(&[(ALICE, "alice"), (BOB, "bob")])
         .await;
-    let llm = FakeLlm::with_models(vec![ModelInfo {
-        id: ModelId::parse("m/small").unwrap(),
-        name: "small".into(),
-        description: None,
-        context_length: Some(4_096),
-        pricing: Pricing::default(),
-        input_modalities: vec![],
-        output_modalities: vec![],
-        created: None,
-        fetched_at: Timestamp::from_unix_micros(0),
-    }]);
+    let llm = FakeLlm::with_models(vec![free_model("m/small", 4_096)]);
     let catalog = Arc::new(CatalogService::new(
         store.clone(),
         llm,
