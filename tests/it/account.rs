@@ -2,28 +2,11 @@
 //! are listed and ended one by one, an account deletes itself (and every row of it), and the
 //! export holds exactly what the account owns.
 
-use infra_db::or_skip;
 use infra_db::testing::Backend;
+use infra_db::{on_every_backend, or_skip};
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, json_of, on_every_backend, uuid_value};
-
-async fn send(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app
-        .client
-        .request(method.parse().unwrap(), app.url(path))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
+use crate::helpers::{PASSWORD, TestApp, json_of, uuid_value};
 
 async fn refresh(app: &TestApp, token: &str) -> u16 {
     app.post_json("/api/v1/auth/refresh", &json!({"refresh_token": token}))
@@ -38,27 +21,23 @@ async fn a_password_change_ends_every_other_session(backend: Backend) {
     let first = app.login("mover").await;
     let second = app.login("mover").await;
     let access = first["access_token"].as_str().unwrap();
-    let wrong = send(
-        &app,
-        "POST",
-        "/api/v1/users/me/password",
-        access,
-        Some(
-            json!({"current_password": "not my password", "new_password": "a brand new password"}),
-        ),
-    )
-    .await;
+    let wrong = app
+        .post_json_as(
+            "/api/v1/users/me/password",
+            access,
+            &json!({"current_password": "not my password", "new_password": "a brand new password"}),
+        )
+        .await;
     assert_eq!(wrong.status(), 403);
     let wrong: Value = wrong.json().await.unwrap();
     assert_eq!(wrong["error_type"], "wrong_password");
-    let changed = send(
-        &app,
-        "POST",
-        "/api/v1/users/me/password",
-        access,
-        Some(json!({"current_password": PASSWORD, "new_password": "a brand new password"})),
-    )
-    .await;
+    let changed = app
+        .post_json_as(
+            "/api/v1/users/me/password",
+            access,
+            &json!({"current_password": PASSWORD, "new_password": "a brand new password"}),
+        )
+        .await;
     assert_eq!(changed.status(), 200);
     let fresh: Value = changed.json().await.unwrap();
     // Every earlier token stops working; the fresh pair works.
@@ -101,14 +80,9 @@ async fn sessions_are_listed_and_ended_one_by_one(backend: Backend) {
     assert_eq!(sessions.len(), 2, "{listed}");
     // The newest (the phone's) first; end it.
     let phone_session = sessions[0]["uuid"].as_str().unwrap().to_owned();
-    let ended = send(
-        &app,
-        "DELETE",
-        &format!("/api/v1/auth/sessions/{phone_session}"),
-        access,
-        None,
-    )
-    .await;
+    let ended = app
+        .delete_as(&format!("/api/v1/auth/sessions/{phone_session}"), access)
+        .await;
     assert_eq!(ended.status(), 204);
     assert_eq!(
         refresh(&app, phone["refresh_token"].as_str().unwrap()).await,
@@ -118,14 +92,9 @@ async fn sessions_are_listed_and_ended_one_by_one(backend: Backend) {
         refresh(&app, laptop["refresh_token"].as_str().unwrap()).await,
         200
     );
-    let again = send(
-        &app,
-        "DELETE",
-        &format!("/api/v1/auth/sessions/{phone_session}"),
-        access,
-        None,
-    )
-    .await;
+    let again = app
+        .delete_as(&format!("/api/v1/auth/sessions/{phone_session}"), access)
+        .await;
     assert_eq!(again.status(), 404);
     // Another account cannot end (or see) them.
     let other = app.user_token("stranger").await;
@@ -135,14 +104,9 @@ async fn sessions_are_listed_and_ended_one_by_one(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let foreign = send(
-        &app,
-        "DELETE",
-        &format!("/api/v1/auth/sessions/{laptop_session}"),
-        &other,
-        None,
-    )
-    .await;
+    let foreign = app
+        .delete_as(&format!("/api/v1/auth/sessions/{laptop_session}"), &other)
+        .await;
     assert_eq!(foreign.status(), 404);
     app.finish().await;
 }
@@ -155,35 +119,28 @@ async fn an_account_deletes_itself_and_every_row_of_it(backend: Backend) {
         .unwrap()
         .to_owned();
     let chat = app.new_chat(&token).await;
-    let sent = app
-        .post_json_as(
-            &format!("/api/v1/chats/{chat}/messages"),
-            &token,
-            &json!({"content": "bye"}),
-        )
-        .await;
-    assert_eq!(sent.status(), 201);
+    app.ask(&chat, &token, "bye").await;
     let key = app
         .post_json_as("/api/v1/auth/api-keys", &token, &json!({"name": "k"}))
         .await;
     assert_eq!(key.status(), 201);
-    let wrong = send(
-        &app,
-        "DELETE",
-        "/api/v1/users/me",
-        &token,
-        Some(json!({"password": "not my password"})),
-    )
-    .await;
+    let wrong = app
+        .call(
+            "DELETE",
+            "/api/v1/users/me",
+            Some(&token),
+            Some(&json!({"password": "not my password"})),
+        )
+        .await;
     assert_eq!(wrong.status(), 403);
-    let gone = send(
-        &app,
-        "DELETE",
-        "/api/v1/users/me",
-        &token,
-        Some(json!({"password": PASSWORD})),
-    )
-    .await;
+    let gone = app
+        .call(
+            "DELETE",
+            "/api/v1/users/me",
+            Some(&token),
+            Some(&json!({"password": PASSWORD})),
+        )
+        .await;
     assert_eq!(gone.status(), 204);
     let key = || Some(("user_id", uuid_value(&json!(id))));
     for table in ["chats", "generations", "api_keys", "refresh_tokens"] {
@@ -213,14 +170,7 @@ async fn the_export_holds_exactly_what_the_account_owns(backend: Backend) {
     let mut chats = Vec::new();
     for question in ["first chat", "second chat"] {
         let chat = app.new_chat(&token).await;
-        let sent = app
-            .post_json_as(
-                &format!("/api/v1/chats/{chat}/messages"),
-                &token,
-                &json!({"content": question}),
-            )
-            .await;
-        assert_eq!(sent.status(), 201);
+        app.ask(&chat, &token, question).await;
         chats.push(chat);
     }
     let theirs = app.new_chat(&other).await;
@@ -245,13 +195,12 @@ async fn the_export_holds_exactly_what_the_account_owns(backend: Backend) {
         assert_eq!(made.status(), 201, "{path}");
     }
     let settings = app
-        .client
-        .put(app.url("/api/v1/users/me/settings"))
-        .bearer_auth(&token)
-        .json(&json!({"default_model_id": "fake/large"}))
-        .send()
-        .await
-        .unwrap();
+        .put_json_as(
+            "/api/v1/users/me/settings",
+            &token,
+            &json!({"default_model_id": "fake/large"}),
+        )
+        .await;
     assert!(settings.status().is_success());
 
     let response = app.get_as("/api/v1/users/me/export", &token).await;
@@ -327,23 +276,14 @@ async fn a_read_only_api_key_reads_but_changes_nothing(backend: Backend) {
     let reader = made["key"].as_str().unwrap();
     assert_eq!(app.get_as("/api/v1/chats", reader).await.status(), 200);
     let write = app
-        .post_json_as(
-            &format!("/api/v1/chats/{chat}/messages"),
-            reader,
-            &json!({"content": "may I?"}),
-        )
+        .send_message(&chat, reader, &json!({"content": "may I?"}))
         .await;
     assert_eq!(write.status(), 403);
     let write: Value = write.json().await.unwrap();
     assert_eq!(write["error_type"], "read_only_key");
-    let deleted = send(
-        &app,
-        "DELETE",
-        &format!("/api/v1/chats/{chat}"),
-        reader,
-        None,
-    )
-    .await;
+    let deleted = app
+        .delete_as(&format!("/api/v1/chats/{chat}"), reader)
+        .await;
     assert_eq!(deleted.status(), 403);
     // Nothing was written.
     let chat_now: Value = app

@@ -3,12 +3,12 @@
 //! quotas refusing before the provider is called.
 
 use infra_db::SeaOrmStore;
-use infra_db::or_skip;
 use infra_db::testing::Backend;
+use infra_db::{on_every_backend, or_skip};
 use serde_json::{Value, json};
 use usecase::ports::{UserChange, UserRepository};
 
-use crate::helpers::{PASSWORD, TestApp, json_of, on_every_backend, uuid_value};
+use crate::helpers::{PASSWORD, TestApp, json_of, uuid_value};
 
 /// Makes `name` (registered through the API) an admin, as `arbor user promote` does.
 async fn promote(app: &TestApp, name: &str) {
@@ -42,23 +42,6 @@ async fn admin_token(app: &TestApp, name: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-async fn call(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> reqwest::Response {
-    let mut request = app.client.request(method.parse().unwrap(), app.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    request.send().await.unwrap()
 }
 
 async fn user_id(app: &TestApp, token: &str) -> String {
@@ -107,15 +90,15 @@ async fn admin_routes_answer_by_role(backend: Backend) {
         ("DELETE", users.clone(), None, 204),
     ];
     for (method, path, body, _) in &cases {
-        let anonymous = call(&app, method, path, None, body.as_ref()).await;
+        let anonymous = app.call(method, path, None, body.as_ref()).await;
         assert_eq!(anonymous.status(), 401, "{method} {path} anonymous");
-        let forbidden = call(&app, method, path, Some(&user), body.as_ref()).await;
+        let forbidden = app.call(method, path, Some(&user), body.as_ref()).await;
         assert_eq!(forbidden.status(), 403, "{method} {path} as a user");
         let body: Value = forbidden.json().await.unwrap();
         assert_eq!(body["error_type"], "forbidden");
     }
     for (method, path, body, status) in &cases {
-        let done = call(&app, method, path, Some(&admin), body.as_ref()).await;
+        let done = app.call(method, path, Some(&admin), body.as_ref()).await;
         assert_eq!(
             done.status().as_u16(),
             *status,
@@ -132,14 +115,14 @@ async fn admin_routes_answer_by_role(backend: Backend) {
         ("PATCH", Some(json!({"disabled": true}))),
         ("DELETE", None),
     ] {
-        let own = call(
-            &app,
-            method,
-            &format!("/api/v1/admin/users/{me}"),
-            Some(&admin),
-            body.as_ref(),
-        )
-        .await;
+        let own = app
+            .call(
+                method,
+                &format!("/api/v1/admin/users/{me}"),
+                Some(&admin),
+                body.as_ref(),
+            )
+            .await;
         assert_eq!(own.status(), 409, "{method} on oneself");
     }
     app.finish().await;
@@ -173,7 +156,7 @@ async fn every_admin_action_is_audited(backend: Backend) {
         ("POST", "/api/v1/admin/invites".into(), Some(json!({}))),
         ("DELETE", path.clone(), None),
     ] {
-        let done = call(&app, method, &path, Some(&admin), body.as_ref()).await;
+        let done = app.call(method, &path, Some(&admin), body.as_ref()).await;
         assert!(
             done.status().is_success(),
             "{method} {path}: {}",
@@ -240,14 +223,13 @@ async fn login_status(app: &TestApp, name: &str) -> (u16, Value) {
 }
 
 async fn set_policy(app: &TestApp, admin: &str, policy: &str) {
-    let r = call(
-        app,
-        "PUT",
-        "/api/v1/admin/registration",
-        Some(admin),
-        Some(&json!({"policy": policy})),
-    )
-    .await;
+    let r = app
+        .put_json_as(
+            "/api/v1/admin/registration",
+            admin,
+            &json!({"policy": policy}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -272,14 +254,13 @@ async fn each_registration_policy_works_end_to_end(backend: Backend) {
         )
         .await;
     assert_eq!(wrong.status(), 401);
-    let approved = call(
-        &app,
-        "PATCH",
-        &format!("/api/v1/admin/users/{}", waiting["uuid"].as_str().unwrap()),
-        Some(&admin),
-        Some(&json!({"approve": true})),
-    )
-    .await;
+    let approved = app
+        .patch_json_as(
+            &format!("/api/v1/admin/users/{}", waiting["uuid"].as_str().unwrap()),
+            &admin,
+            &json!({"approve": true}),
+        )
+        .await;
     assert_eq!(approved.status(), 200);
     assert_eq!(login_status(&app, "waiting").await.0, 200);
 
@@ -288,12 +269,10 @@ async fn each_registration_policy_works_end_to_end(backend: Backend) {
     assert_eq!(refused.status(), 403);
     let refused: Value = refused.json().await.unwrap();
     assert_eq!(refused["error_type"], "invite_required");
-    let invite = json_of(call(
-        &app,
-        "POST",
+    let invite = json_of(app.post_json_as(
         "/api/v1/admin/invites",
-        Some(&admin),
-        Some(&json!({"expires_in_hours": 1})),
+        &admin,
+        &json!({"expires_in_hours": 1}),
     ))
     .await;
     let code = invite["code"].as_str().unwrap();
@@ -309,14 +288,7 @@ async fn each_registration_policy_works_end_to_end(backend: Backend) {
         "codes are shown once"
     );
     // An expired invite is refused.
-    let stale = json_of(call(
-        &app,
-        "POST",
-        "/api/v1/admin/invites",
-        Some(&admin),
-        Some(&json!({})),
-    ))
-    .await;
+    let stale = json_of(app.post_json_as("/api/v1/admin/invites", &admin, &json!({}))).await;
     {
         use sea_orm::ConnectionTrait;
         use sea_orm::sea_query::{Expr, ExprTrait, Query};
@@ -350,14 +322,7 @@ async fn deleting_an_account_leaves_no_row_of_it(backend: Backend) {
     let chat = app.new_chat(&token).await;
     let kept_chat = app.new_chat(&keeper).await;
     for (t, c) in [(&token, &chat), (&keeper, &kept_chat)] {
-        let sent = app
-            .post_json_as(
-                &format!("/api/v1/chats/{c}/messages"),
-                t,
-                &json!({"content": "hello"}),
-            )
-            .await;
-        assert_eq!(sent.status(), 201);
+        app.ask(c, t, "hello").await;
     }
     for (path, body) in [
         ("/api/v1/auth/api-keys", json!({"name": "k"})),
@@ -371,22 +336,16 @@ async fn deleting_an_account_leaves_no_row_of_it(backend: Backend) {
         assert!(made.status().is_success(), "{path}: {}", made.status());
     }
     let settings = app
-        .client
-        .put(app.url("/api/v1/users/me/settings"))
-        .bearer_auth(&token)
-        .json(&json!({"default_model_id": "fake/large"}))
-        .send()
-        .await
-        .unwrap();
+        .put_json_as(
+            "/api/v1/users/me/settings",
+            &token,
+            &json!({"default_model_id": "fake/large"}),
+        )
+        .await;
     assert!(settings.status().is_success());
-    let deleted = call(
-        &app,
-        "DELETE",
-        &format!("/api/v1/admin/users/{id}"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    let deleted = app
+        .delete_as(&format!("/api/v1/admin/users/{id}"), &admin)
+        .await;
     assert_eq!(deleted.status(), 204);
     let key = || Some(("user_id", uuid_value(&json!(id))));
     for table in [
@@ -435,11 +394,10 @@ async fn deleting_an_account_leaves_no_row_of_it(backend: Backend) {
 /// A daily quota refuses a send once spent — before the question is stored or the provider
 /// called — and concurrent sends overshoot it by at most the generations in flight.
 async fn a_spent_quota_refuses_before_the_provider_is_called(backend: Backend) {
-    let db = or_skip!(infra_db::testing::TestDatabase::create(backend));
     const CAP: usize = 3;
-    let mut settings = crate::helpers::test_settings(db.url());
-    settings.generation.per_user_limit = CAP;
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = or_skip!(TestApp::spawn_tuned(backend, |settings| {
+        settings.generation.per_user_limit = CAP;
+    }));
     const PRICEY: &str = "fake/pricey?tokens=2&cost=0.004";
     const SLOW: &str = "fake/pricey?tokens=4&token_ms=50&cost=0.004";
     let mut models = fake_provider::default_models();
@@ -450,14 +408,13 @@ async fn a_spent_quota_refuses_before_the_provider_is_called(backend: Backend) {
     let admin = admin_token(&app, "treasurer").await;
     let token = app.user_token("spender").await;
     let id = user_id(&app, &token).await;
-    let quota = call(
-        &app,
-        "PUT",
-        &format!("/api/v1/admin/users/{id}/quota"),
-        Some(&admin),
-        Some(&json!({"daily_usd": "0.01"})),
-    )
-    .await;
+    let quota = app
+        .put_json_as(
+            &format!("/api/v1/admin/users/{id}/quota"),
+            &admin,
+            &json!({"daily_usd": "0.01"}),
+        )
+        .await;
     assert_eq!(quota.status(), 200);
     let usage = app.get_json_as("/api/v1/users/me/usage", &token).await;
     assert_eq!(usage["day"]["limit_usd"], "0.01", "{usage}");
@@ -468,8 +425,8 @@ async fn a_spent_quota_refuses_before_the_provider_is_called(backend: Backend) {
         let app = &app;
         let token = token.clone();
         async move {
-            app.post_json_as(
-                &format!("/api/v1/chats/{chat}/messages"),
+            app.send_message(
+                &chat,
                 &token,
                 &json!({"content": "spend", "model_id": model}),
             )
@@ -496,13 +453,12 @@ async fn a_spent_quota_refuses_before_the_provider_is_called(backend: Backend) {
             .ends_with("T00:00:00.000000Z")
     );
     let openai = app
-        .client
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(&token)
-        .json(&json!({"model": PRICEY, "messages": [{"role": "user", "content": "x"}]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json_as(
+            "/v1/chat/completions",
+            &token,
+            &json!({"model": PRICEY, "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
     assert_eq!(openai.status(), 429);
     assert_eq!(app.fake.stats().chat_requests, calls, "no provider call");
     let after: Value = app
@@ -520,12 +476,10 @@ async fn a_spent_quota_refuses_before_the_provider_is_called(backend: Backend) {
     // may all finish, so at most CAP calls overshoot it.
     let rival = app.user_token("rival").await;
     let rival_id = user_id(&app, &rival).await;
-    call(
-        &app,
-        "PUT",
+    app.put_json_as(
         &format!("/api/v1/admin/users/{rival_id}/quota"),
-        Some(&admin),
-        Some(&json!({"daily_usd": "0.01"})),
+        &admin,
+        &json!({"daily_usd": "0.01"}),
     )
     .await;
     let mut chats = Vec::new();
@@ -536,8 +490,8 @@ async fn a_spent_quota_refuses_before_the_provider_is_called(backend: Backend) {
         let app = &app;
         let rival = rival.clone();
         async move {
-            app.post_json_as(
-                &format!("/api/v1/chats/{chat}/messages"),
+            app.send_message(
+                &chat,
                 &rival,
                 &json!({"content": "burst", "model_id": SLOW}),
             )

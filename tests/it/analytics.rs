@@ -1,6 +1,6 @@
 //! Analytics against a seeded dataset with known answers, on every backend.
 
-use infra_db::or_skip;
+use infra_db::{on_every_backend, or_skip};
 use std::collections::BTreeMap;
 
 use domain::{
@@ -12,7 +12,7 @@ use infra_db::testing::Backend;
 use serde_json::Value;
 use usecase::ports::{ChatRepository, NewChat, NewMessage};
 
-use crate::helpers::{TestApp, assert_envelope, json_of, on_every_backend};
+use crate::helpers::{TestApp, assert_envelope, json_of};
 
 const DAY: i64 = Timestamp::MICROS_PER_DAY;
 const HOUR: i64 = 3_600_000_000;
@@ -244,8 +244,8 @@ async fn a_reported_cost_is_what_the_call_cost(backend: Backend) {
     let chat = app.new_chat(&token).await;
     let mut spent = 0;
     for (model, source) in [(REPORTED, "provider"), (LISTED, "catalogue")] {
-        let answer = json_of(app.post_json_as(
-            &format!("/api/v1/chats/{chat}/messages"),
+        let answer = json_of(app.send_message(
+            &chat,
             &token,
             &serde_json::json!({"content": "how much?", "model_id": model}),
         ))
@@ -280,8 +280,8 @@ async fn deleting_chats_and_answers_leaves_the_figures_unchanged(backend: Backen
     for _ in 0..2 {
         let chat = app.new_chat(&token).await;
         for question in ["one", "two"] {
-            let answer = json_of(app.post_json_as(
-                &format!("/api/v1/chats/{chat}/messages"),
+            let answer = json_of(app.send_message(
+                &chat,
                 &token,
                 &serde_json::json!({"content": question, "model_id": "fake/large"}),
             ))
@@ -304,20 +304,12 @@ async fn deleting_chats_and_answers_leaves_the_figures_unchanged(backend: Backen
     assert_eq!(before["overview"]["messages"], 4, "{}", before["overview"]);
     let (chat, answer) = &answers[3];
     let deleted = app
-        .client
-        .delete(app.url(&format!("/api/v1/chats/{chat}/messages/{answer}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&format!("/api/v1/chats/{chat}/messages/{answer}"), &token)
+        .await;
     assert_eq!(deleted.status(), 204);
     let deleted = app
-        .client
-        .delete(app.url(&format!("/api/v1/chats/{}", chats[0])))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&format!("/api/v1/chats/{}", chats[0]), &token)
+        .await;
     assert_eq!(deleted.status(), 204);
     let after = figures().await;
     assert!(
@@ -340,8 +332,8 @@ async fn every_answer_shows_what_it_used(backend: Backend) {
     app.fake.set_models(models);
     let token = app.user_token("metered").await;
     let chat = app.new_chat(&token).await;
-    let reply = json_of(app.post_json_as(
-        &format!("/api/v1/chats/{chat}/messages"),
+    let reply = json_of(app.send_message(
+        &chat,
         &token,
         &serde_json::json!({"content": "blocking", "model_id": "fake/large"}),
     ))
@@ -386,13 +378,7 @@ async fn every_answer_shows_what_it_used(backend: Backend) {
         )
         .await;
     let _ = open.chunk().await.unwrap();
-    let cancelled = app
-        .post_json_as(
-            &format!("/api/v1/chats/{chat}/generation/cancel"),
-            &token,
-            &serde_json::json!({}),
-        )
-        .await;
+    let cancelled = app.cancel_generation(&chat, &token).await;
     assert_eq!(cancelled.status(), 200);
     drop(open);
 

@@ -1,19 +1,17 @@
 //! Accounts and authentication over HTTP, on every backend.
 
-use infra_db::or_skip;
+use infra_db::{on_every_backend, or_skip};
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use infra_db::testing::{Backend, TestDatabase};
+use infra_db::testing::Backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    PASSWORD, TestApp, assert_envelope, json_of, on_every_backend, test_settings,
-};
+use crate::helpers::{PASSWORD, TestApp, assert_envelope, json_of};
 
 const SECRET: &str = "arbor-example-secret-change-me-0123456789";
 
@@ -163,20 +161,12 @@ async fn the_full_account_flow_works(backend: Backend) {
     let bob = app.user_token("bob").await;
     let id = created["id"].as_str().unwrap();
     let foreign = app
-        .client
-        .delete(app.url(&format!("/api/v1/auth/api-keys/{id}")))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&format!("/api/v1/auth/api-keys/{id}"), &bob)
+        .await;
     assert_envelope(foreign, 404, "not_found").await;
     let revoke = app
-        .client
-        .delete(app.url(&format!("/api/v1/auth/api-keys/{id}")))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&format!("/api/v1/auth/api-keys/{id}"), &access)
+        .await;
     assert_eq!(revoke.status(), 204);
     assert_envelope(
         app.get_as("/api/v1/auth/me", &key).await,
@@ -723,12 +713,11 @@ async fn a_request_id_from_the_client_is_echoed_and_a_bad_one_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_and_register_limits_answer_429_with_a_truthful_retry_after_and_recover() {
-    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
-    let mut settings = test_settings(db.url());
-    settings.auth.login_per_window = 2;
-    settings.auth.register_per_window = 2;
-    settings.auth.rate_limit_window_secs = 2;
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = or_skip!(TestApp::spawn_tuned(Backend::Sqlite, |settings| {
+        settings.auth.login_per_window = 2;
+        settings.auth.register_per_window = 2;
+        settings.auth.rate_limit_window_secs = 2;
+    }));
     app.register("erin").await;
     app.register("frank").await;
     let third = app
@@ -777,13 +766,13 @@ async fn login_and_register_limits_answer_429_with_a_truthful_retry_after_and_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_do_not_stall_other_requests() {
-    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
-    let mut settings = test_settings(db.url());
-    // Production hashing costs and the default hashing concurrency.
-    settings.auth.argon2_memory_kib = 19_456;
-    settings.auth.argon2_iterations = 2;
-    settings.auth.hash_concurrency = 0;
-    let app = Arc::new(TestApp::spawn_with(settings, db).await);
+    let app = or_skip!(TestApp::spawn_tuned(Backend::Sqlite, |settings| {
+        // Production hashing costs and the default hashing concurrency.
+        settings.auth.argon2_memory_kib = 19_456;
+        settings.auth.argon2_iterations = 2;
+        settings.auth.hash_concurrency = 0;
+    }));
+    let app = Arc::new(app);
     app.register("hana").await;
 
     let logins: Vec<_> = (0..50)
@@ -844,11 +833,10 @@ impl Write for Writer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_logs() {
     let logs = captured_logs();
-    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
-    let mut settings = test_settings(db.url());
     let provider_key = "sk-or-v1-test-provider-key-0123456789";
-    settings.llm.api_key = provider_key.to_owned().into();
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = or_skip!(TestApp::spawn_tuned(Backend::Sqlite, |settings| {
+        settings.llm.api_key = provider_key.to_owned().into();
+    }));
     app.register("ivan").await;
     let tokens = app.login("ivan").await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();

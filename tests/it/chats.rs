@@ -1,16 +1,13 @@
 //! Conversations over HTTP with the fake provider, on every backend.
 
-use infra_db::or_skip;
+use infra_db::{on_every_backend, or_skip};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use infra_db::testing::{Backend, TestDatabase};
+use infra_db::testing::Backend;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    TestApp, assert_malformed_cases, generation_of, json_of, on_every_backend, test_settings,
-    uuid_value,
-};
+use crate::helpers::{TestApp, assert_malformed_cases, generation_of, json_of, uuid_value};
 
 async fn send(app: &TestApp, token: &str, chat: &str, body: Value) -> reqwest::Response {
     app.post_json_as(&format!("/api/v1/chats/{chat}/messages"), token, &body)
@@ -142,39 +139,28 @@ async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
 
     // Delete the first turn's subtree: 6 messages go, the current leaf falls back to the root.
     let deleted = app
-        .client
-        .delete(app.url(&format!(
-            "/api/v1/chats/{id}/messages/{}",
-            first["user_message_uuid"].as_str().unwrap()
-        )))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(
+            &format!(
+                "/api/v1/chats/{id}/messages/{}",
+                first["user_message_uuid"].as_str().unwrap()
+            ),
+            &token,
+        )
+        .await;
     assert_eq!(deleted.status(), 204);
     let after = json_of(app.get_as(&format!("/api/v1/chats/{id}"), &token)).await;
     assert_eq!(after["message_count"], 3);
     assert_eq!(after["current_leaf_uuid"], root);
     let root_delete = app
-        .client
-        .delete(app.url(&format!(
-            "/api/v1/chats/{id}/messages/{}",
-            root.as_str().unwrap()
-        )))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(
+            &format!("/api/v1/chats/{id}/messages/{}", root.as_str().unwrap()),
+            &token,
+        )
+        .await;
     assert_eq!(root_delete.status(), 422);
 
     // Delete the chat: no orphan rows.
-    let gone = app
-        .client
-        .delete(app.url(&format!("/api/v1/chats/{id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let gone = app.delete_as(&format!("/api/v1/chats/{id}"), &token).await;
     assert_eq!(gone.status(), 204);
     assert_eq!(
         app.db
@@ -247,14 +233,7 @@ async fn another_users_ids_answer_404_on_every_route(backend: Backend) {
         ),
     ];
     for (method, path, body) in routes {
-        let mut request = app
-            .client
-            .request(method.parse().unwrap(), app.url(&path))
-            .bearer_auth(&bob);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
+        let response = app.call(method, &path, Some(&bob), body.as_ref()).await;
         assert_eq!(response.status(), 404, "{method} {path}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error_type"], "not_found");
@@ -339,11 +318,10 @@ async fn provider_failures_keep_the_user_message_and_map_to_gateway_errors(backe
 async fn many_clients_sending_at_once_lose_nothing(backend: Backend) {
     const CLIENTS: usize = 100;
     const TURNS: usize = 10;
-    let db = or_skip!(TestDatabase::create(backend));
     // One user drives all hundred clients; the per-user generation cap is not under test.
-    let mut settings = test_settings(db.url());
-    settings.generation.per_user_limit = CLIENTS;
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = or_skip!(TestApp::spawn_tuned(backend, |settings| {
+        settings.generation.per_user_limit = CLIENTS;
+    }));
     let app = Arc::new(app);
     let token = app.user_token("alice").await;
     // Ten chats shared by ten clients each, plus two clients branching the same chat at once.
@@ -588,15 +566,12 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
 
     // Edit: a sibling question with the new text, answered when asked; the original stays.
     let edited = app
-        .client
-        .patch(app.url(&format!(
-            "/api/v1/chats/{id}/messages/{question}?regenerate=true"
-        )))
-        .bearer_auth(&token)
-        .json(&json!({"content": "What about linen?"}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json_as(
+            &format!("/api/v1/chats/{id}/messages/{question}?regenerate=true"),
+            &token,
+            &json!({"content": "What about linen?"}),
+        )
+        .await;
     assert_eq!(edited.status(), 201);
     let edited: Value = edited.json().await.unwrap();
     assert_eq!(edited["message"]["parent_uuid"], root.as_str());
@@ -621,40 +596,33 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
 
     // The answer to an edit can choose its model and sampling (only when it is asked for).
     let again = app
-        .client
-        .patch(app.url(&format!(
-            "/api/v1/chats/{id}/messages/{question}?regenerate=true"
-        )))
-        .bearer_auth(&token)
-        .json(&json!({"content": "And silk?", "model_id": "fake/large", "temperature": 0.3}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json_as(
+            &format!("/api/v1/chats/{id}/messages/{question}?regenerate=true"),
+            &token,
+            &json!({"content": "And silk?", "model_id": "fake/large", "temperature": 0.3}),
+        )
+        .await;
     assert_eq!(again.status(), 201);
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["reply"]["model"], "fake/large");
     assert_eq!(app.last_answer_request()["temperature"], 0.3);
     let without = app
-        .client
-        .patch(app.url(&format!("/api/v1/chats/{id}/messages/{question}")))
-        .bearer_auth(&token)
-        .json(&json!({"content": "And hemp?", "model_id": "fake/large"}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json_as(
+            &format!("/api/v1/chats/{id}/messages/{question}"),
+            &token,
+            &json!({"content": "And hemp?", "model_id": "fake/large"}),
+        )
+        .await;
     let body = crate::helpers::assert_envelope(without, 422, "validation_error").await;
     assert_eq!(body["detail"]["field"], "regenerate");
     let answer = again["reply"]["message_uuid"].as_str().unwrap();
     let answered_answer = app
-        .client
-        .patch(app.url(&format!(
-            "/api/v1/chats/{id}/messages/{answer}?regenerate=true"
-        )))
-        .bearer_auth(&token)
-        .json(&json!({"content": "An answer cannot be answered"}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json_as(
+            &format!("/api/v1/chats/{id}/messages/{answer}?regenerate=true"),
+            &token,
+            &json!({"content": "An answer cannot be answered"}),
+        )
+        .await;
     assert_eq!(answered_answer.status(), 422);
     // Back to the linen branch for what follows.
     let linen = edited["reply"]["message_uuid"].as_str().unwrap();
@@ -669,13 +637,12 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
 
     // Patch: title, system prompt (null removes it), model.
     let patched = app
-        .client
-        .patch(app.url(&format!("/api/v1/chats/{id}")))
-        .bearer_auth(&token)
-        .json(&json!({"title": "Fabric", "system_prompt": "Be kind.", "model_id": "fake/large"}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json_as(
+            &format!("/api/v1/chats/{id}"),
+            &token,
+            &json!({"title": "Fabric", "system_prompt": "Be kind.", "model_id": "fake/large"}),
+        )
+        .await;
     assert_eq!(patched.status(), 200);
     let patched: Value = patched.json().await.unwrap();
     assert_eq!(patched["title"], "Fabric");
@@ -687,26 +654,24 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
         "Be kind."
     );
     let cleared: Value = app
-        .client
-        .patch(app.url(&format!("/api/v1/chats/{id}")))
-        .bearer_auth(&token)
-        .json(&json!({"system_prompt": null}))
-        .send()
+        .patch_json_as(
+            &format!("/api/v1/chats/{id}"),
+            &token,
+            &json!({"system_prompt": null}),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(cleared["system_prompt"], Value::Null);
     assert_eq!(cleared["title"], "Fabric");
     let bad_model = app
-        .client
-        .patch(app.url(&format!("/api/v1/chats/{id}")))
-        .bearer_auth(&token)
-        .json(&json!({"model_id": "no/such"}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json_as(
+            &format!("/api/v1/chats/{id}"),
+            &token,
+            &json!({"model_id": "no/such"}),
+        )
+        .await;
     assert_eq!(bad_model.status(), 422);
 
     // Search: in the chat and across chats, case-insensitive, % literal.

@@ -1,13 +1,13 @@
 //! Liveness, readiness, and the JSON 404.
 
-use infra_db::or_skip;
+use infra_db::{on_every_backend, or_skip};
 use std::time::Duration;
 
 use infra_db::testing::{Backend, TestDatabase};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{TestApp, on_every_backend, test_settings};
+use crate::helpers::{TestApp, test_settings};
 
 async fn health_and_readiness_answer(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
@@ -58,10 +58,7 @@ async fn forward_to_postgres(listener: TcpListener) {
 async fn a_server_whose_postgres_is_down_starts_then_turns_ready_when_it_returns() {
     let db = or_skip!(TestDatabase::create(Backend::Postgres));
     // A port with nothing behind it yet: PostgreSQL is "down".
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let port = fake_provider::free_port().unwrap();
     let database = db.url().rsplit('/').next().unwrap().to_owned();
     let url = format!("postgres://postgres@127.0.0.1:{port}/{database}");
     let app = TestApp::spawn_with(test_settings(&url), db).await;

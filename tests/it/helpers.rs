@@ -77,8 +77,15 @@ pub const PASSWORD: &str = "correct horse battery";
 impl TestApp {
     /// `None` when the backend's server is unreachable outside CI (the test is skipped).
     pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_tuned(backend, |_| {}).await
+    }
+
+    /// Starts the server on `backend` with the test settings as `tune` leaves them; `None` when
+    /// the backend's server is not reachable.
+    pub async fn spawn_tuned(backend: Backend, tune: impl FnOnce(&mut Settings)) -> Option<Self> {
         let db = TestDatabase::create(backend).await?;
-        let settings = test_settings(db.url());
+        let mut settings = test_settings(db.url());
+        tune(&mut settings);
         Some(Self::spawn_with(settings, db).await)
     }
 
@@ -130,45 +137,75 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    pub async fn post_json_as(
+    /// Any request: `method` to `path`, as `token` when one is given, with a JSON body when one is
+    /// given.
+    pub async fn call(
         &self,
+        method: &str,
         path: &str,
-        token: &str,
-        body: &serde_json::Value,
+        token: Option<&str>,
+        body: Option<&Value>,
     ) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request sent")
+        let mut request = self
+            .client
+            .request(method.parse().expect("an HTTP method"), self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.call("GET", path, None, None).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.call("POST", path, None, Some(body)).await
+    }
+
+    pub async fn post_json_as(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    pub async fn put_json_as(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.call("PUT", path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch_json_as(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.call("PATCH", path, Some(token), Some(body)).await
     }
 
     pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
+        self.call("GET", path, Some(token), None).await
+    }
+
+    pub async fn delete_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.call("DELETE", path, Some(token), None).await
+    }
+
+    /// Sends a message (`body`) to `chat` as `token`, without streaming.
+    pub async fn send_message(&self, chat: &str, token: &str, body: &Value) -> reqwest::Response {
+        let path = format!("/api/v1/chats/{chat}/messages");
+        self.post_json_as(&path, token, body).await
+    }
+
+    /// Asks `question` in `chat` as `token`; the answered turn (the send must succeed).
+    pub async fn ask(&self, chat: &str, token: &str, question: &str) -> Value {
+        let sent = self
+            .send_message(chat, token, &serde_json::json!({"content": question}))
+            .await;
+        assert_eq!(sent.status(), 201, "ask {question:?}");
+        sent.json().await.expect("a JSON body")
+    }
+
+    /// Asks to cancel the generation running in `chat`, as `token`.
+    pub async fn cancel_generation(&self, chat: &str, token: &str) -> reqwest::Response {
+        let path = format!("/api/v1/chats/{chat}/generation/cancel");
+        self.post_json_as(&path, token, &serde_json::json!({}))
             .await
-            .expect("request sent")
     }
 
     /// A GET as `token` that must succeed with JSON; the body.
@@ -233,15 +270,23 @@ impl TestApp {
     }
 }
 
-/// Instantiates `async fn $test(backend: Backend)` once per backend.
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Sqlite).await; } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Postgres).await; } )* }
-        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::MySql).await; } )* }
-    };
+/// Sends every request at once, each on a task of its own; their statuses, in order.
+pub async fn at_once(requests: impl IntoIterator<Item = reqwest::RequestBuilder>) -> Vec<u16> {
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            tokio::spawn(async move {
+                let response = request.send().await.expect("request sent");
+                response.status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        statuses.push(task.await.expect("the request's task"));
+    }
+    statuses
 }
-pub(crate) use on_every_backend;
 
 /// The JSON body of a response (the request must answer JSON).
 pub async fn json_of(response: impl Future<Output = reqwest::Response>) -> Value {

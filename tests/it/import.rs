@@ -1,12 +1,12 @@
 //! `POST /api/v1/import/chatgpt`: an export uploaded over HTTP becomes the caller's chats,
 //! branches and current branch kept, once; bad uploads are refused and import nothing.
 
-use infra_db::or_skip;
-use infra_db::testing::{Backend, TestDatabase};
+use infra_db::testing::Backend;
+use infra_db::{on_every_backend, or_skip};
 use infra_import::testing::{chatgpt_expected, chatgpt_export, zip_bomb, zip_of};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, assert_envelope, json_of, on_every_backend, test_settings};
+use crate::helpers::{TestApp, assert_envelope, json_of};
 
 /// Uploads `bytes` as the form field `field` (named `name`).
 async fn upload(
@@ -164,11 +164,10 @@ on_every_backend!(an_uploaded_export_becomes_the_callers_chats_once);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_are_refused_with_a_4xx_and_import_nothing() {
-    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
-    let mut settings = test_settings(db.url());
-    settings.import.max_upload_mb = 1;
-    settings.import.max_expanded_mb = 8;
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = or_skip!(TestApp::spawn_tuned(Backend::Sqlite, |settings| {
+        settings.import.max_upload_mb = 1;
+        settings.import.max_expanded_mb = 8;
+    }));
     let alice = app.user_token("alice").await;
     let json = serde_json::to_vec(&chatgpt_export()).unwrap();
     let cases: [(&str, Vec<u8>, u16, &str, &str); 6] = [

@@ -2,18 +2,18 @@
 //! truthful `Retry-After`; `X-Forwarded-For` believed only from a trusted proxy.
 
 use infra_db::or_skip;
-use infra_db::testing::{Backend, TestDatabase};
+use infra_db::testing::Backend;
 use serde_json::json;
 
-use crate::helpers::{TestApp, assert_envelope, json_of, test_settings};
+use crate::helpers::{TestApp, assert_envelope, json_of};
 
 async fn app_with(
     configure: impl FnOnce(&mut arbor::config::RateLimitSettings),
 ) -> Option<TestApp> {
-    let db = TestDatabase::create(Backend::Sqlite).await?;
-    let mut settings = test_settings(db.url());
-    configure(&mut settings.rate_limits);
-    Some(TestApp::spawn_with(settings, db).await)
+    TestApp::spawn_tuned(Backend::Sqlite, |settings| {
+        configure(&mut settings.rate_limits)
+    })
+    .await
 }
 
 fn retry_after(r: &reqwest::Response) -> u64 {
@@ -138,11 +138,10 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
 /// ones do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_text_limits_are_enforced() {
-    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
-    let mut settings = test_settings(db.url());
-    settings.limits.message_chars = 10;
-    settings.limits.title_chars = 5;
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = or_skip!(TestApp::spawn_tuned(Backend::Sqlite, |settings| {
+        settings.limits.message_chars = 10;
+        settings.limits.title_chars = 5;
+    }));
     let token = app.user_token("terse").await;
     let long_title = app
         .post_json_as("/api/v1/chats", &token, &json!({"title": "too long"}))

@@ -1,18 +1,15 @@
 //! The model catalogue and per-user settings over HTTP, on every backend.
 
-use infra_db::or_skip;
+use infra_db::{on_every_backend, or_skip};
 use std::time::Duration;
 
 use infra_db::testing::{Backend, TestDatabase};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, json_of, on_every_backend, test_settings};
+use crate::helpers::{TestApp, at_once, json_of, test_settings};
 
 async fn app_with_ttl(backend: Backend, ttl_secs: u64) -> Option<TestApp> {
-    let db = TestDatabase::create(backend).await?;
-    let mut settings = test_settings(db.url());
-    settings.models.ttl_secs = ttl_secs;
-    Some(TestApp::spawn_with(settings, db).await)
+    TestApp::spawn_tuned(backend, |settings| settings.models.ttl_secs = ttl_secs).await
 }
 
 async fn models(app: &TestApp, token: &str) -> reqwest::Response {
@@ -81,24 +78,8 @@ async fn concurrent_requests_on_an_expired_catalogue_share_one_refresh(backend: 
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let before = app.fake.stats().model_requests;
     let url = app.url("/api/v1/models?limit=100");
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let client = app.client.clone();
-            let (url, token) = (url.clone(), token.clone());
-            tokio::spawn(async move {
-                client
-                    .get(url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), 200);
-    }
+    let statuses = at_once((0..100).map(|_| app.client.get(&url).bearer_auth(&token))).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(app.fake.stats().model_requests - before, 1);
     app.finish().await;
 }
@@ -201,14 +182,7 @@ async fn a_model_the_provider_drops_is_inactive_after_the_next_refresh(backend: 
 async fn a_dead_primary_provider_falls_back_and_the_record_names_the_other(backend: Backend) {
     let db = or_skip!(TestDatabase::create(backend));
     let backup = fake_provider::FakeProvider::start().await.unwrap();
-    let dead = {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        format!("http://127.0.0.1:{port}/v1")
-    };
+    let dead = fake_provider::unreachable_base_url().unwrap();
     let mut settings = test_settings(db.url());
     let provider = |name: &str, base_url: String, priority| arbor::config::ProviderSettings {
         name: name.to_owned(),
@@ -231,8 +205,8 @@ async fn a_dead_primary_provider_falls_back_and_the_record_names_the_other(backe
     assert_eq!(listed["total"], 3, "the backup's list");
     let chat = app.new_chat(&token).await;
     let sent = app
-        .post_json_as(
-            &format!("/api/v1/chats/{chat}/messages"),
+        .send_message(
+            &chat,
             &token,
             &json!({"content": "anyone there?", "model_id": "fake/small"}),
         )

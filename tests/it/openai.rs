@@ -1,11 +1,11 @@
 //! The OpenAI-compatible `/v1` surface: the catalogue in OpenAI's list shape for a client
 //! holding an Arbor API key, and OpenAI's error object on every failure.
 
-use infra_db::or_skip;
 use infra_db::testing::Backend;
+use infra_db::{on_every_backend, or_skip};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, json_of, on_every_backend};
+use crate::helpers::{TestApp, json_of};
 
 async fn the_models_are_listed_in_openai_shape_with_an_api_key(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
@@ -487,10 +487,9 @@ async fn finish_reasons(app: &TestApp) -> Vec<Option<String>> {
 /// 429 in OpenAI's shape); a client that leaves cancels the provider call and frees the slot,
 /// and the call is still recorded, as `cancelled`.
 async fn a_client_that_leaves_cancels_the_call_and_frees_its_slot(backend: Backend) {
-    let db = or_skip!(infra_db::testing::TestDatabase::create(backend));
-    let mut settings = crate::helpers::test_settings(db.url());
-    settings.generation.per_user_limit = 1;
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = or_skip!(TestApp::spawn_tuned(backend, |settings| {
+        settings.generation.per_user_limit = 1;
+    }));
     const SLOW: &str = "fake/small?tokens=300&token_ms=20";
     list_models(&app, &[SLOW]);
     let key = api_key(&app, "leaver").await;

@@ -1,13 +1,12 @@
 //! Presets over HTTP on every backend: CRUD, ownership, atomic use counter, and presets
 //! really applied to generations.
 
-use infra_db::or_skip;
-use std::sync::Arc;
+use infra_db::{on_every_backend, or_skip};
 
 use infra_db::testing::Backend;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_envelope, json_of, on_every_backend};
+use crate::helpers::{TestApp, assert_envelope, at_once, json_of};
 
 async fn create(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
     app.post_json_as("/api/v1/presets", token, &body).await
@@ -46,13 +45,12 @@ async fn presets_are_private_validated_and_editable(backend: Backend) {
     let favorites = json_of(app.get_as("/api/v1/presets?favorites=true", &alice)).await;
     assert_eq!(favorites["items"][0]["name"], "Poet");
     let updated = app
-        .client
-        .put(app.url(&format!("/api/v1/presets/{id}")))
-        .bearer_auth(&alice)
-        .json(&json!({"name": "Reviewer", "model_id": "fake/large", "max_tokens": 100_000}))
-        .send()
-        .await
-        .unwrap();
+        .put_json_as(
+            &format!("/api/v1/presets/{id}"),
+            &alice,
+            &json!({"name": "Reviewer", "model_id": "fake/large", "max_tokens": 100_000}),
+        )
+        .await;
     assert_eq!(updated.status(), 200);
     let updated: Value = updated.json().await.unwrap();
     assert_eq!(updated["name"], "Reviewer");
@@ -65,13 +63,8 @@ async fn presets_are_private_validated_and_editable(backend: Backend) {
         ("POST", format!("/api/v1/presets/{id}/use")),
     ] {
         let r = app
-            .client
-            .request(method.parse().unwrap(), app.url(&path))
-            .bearer_auth(&bob)
-            .json(&json!({"name": "stolen"}))
-            .send()
-            .await
-            .unwrap();
+            .call(method, &path, Some(&bob), Some(&json!({"name": "stolen"})))
+            .await;
         assert_envelope(r, 404, "not_found").await;
     }
     let bobs = json_of(app.get_as("/api/v1/presets", &bob)).await;
@@ -82,12 +75,8 @@ async fn presets_are_private_validated_and_editable(backend: Backend) {
     assert_envelope(bob_chat, 422, "validation_error").await;
 
     let deleted = app
-        .client
-        .delete(app.url(&format!("/api/v1/presets/{id}")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&format!("/api/v1/presets/{id}"), &alice)
+        .await;
     assert_eq!(deleted.status(), 204);
     assert_eq!(
         app.get_as(&format!("/api/v1/presets/{id}"), &alice)
@@ -118,12 +107,7 @@ async fn a_preset_really_applies_to_the_generation(backend: Backend) {
     ))
     .await;
     let id = chat["uuid"].as_str().unwrap();
-    let reply = json_of(app.post_json_as(
-        &format!("/api/v1/chats/{id}/messages"),
-        &token,
-        &json!({"content": "hi"}),
-    ))
-    .await;
+    let reply = json_of(app.send_message(id, &token, &json!({"content": "hi"}))).await;
     assert_eq!(reply["model"], "fake/large");
     let sent = app.last_answer_request();
     assert_eq!(sent["model"], "fake/large");
@@ -132,8 +116,8 @@ async fn a_preset_really_applies_to_the_generation(backend: Backend) {
     assert_eq!(sent["messages"][0]["content"], "Preset prompt.");
 
     // The request wins over the preset.
-    app.post_json_as(
-        &format!("/api/v1/chats/{id}/messages"),
+    app.send_message(
+        id,
         &token,
         &json!({"content": "again", "temperature": 0.1, "model_id": "fake/small"}),
     )
@@ -146,21 +130,13 @@ async fn a_preset_really_applies_to_the_generation(backend: Backend) {
     // On one message of a chat without a preset.
     let plain = json_of(app.post_json_as("/api/v1/chats", &token, &json!({}))).await;
     let plain_id = plain["uuid"].as_str().unwrap();
-    app.post_json_as(
-        &format!("/api/v1/chats/{plain_id}/messages"),
-        &token,
-        &json!({"content": "x", "preset_id": pid}),
-    )
-    .await;
+    app.send_message(plain_id, &token, &json!({"content": "x", "preset_id": pid}))
+        .await;
     let sent = app.last_answer_request();
     assert_eq!(sent["model"], "fake/large");
     assert_eq!(sent["messages"][0]["content"], "Preset prompt.");
-    app.post_json_as(
-        &format!("/api/v1/chats/{plain_id}/messages"),
-        &token,
-        &json!({"content": "y"}),
-    )
-    .await;
+    app.send_message(plain_id, &token, &json!({"content": "y"}))
+        .await;
     let sent = app.last_answer_request();
     assert_eq!(
         sent["model"], "openai/gpt-4o-mini",
@@ -168,8 +144,8 @@ async fn a_preset_really_applies_to_the_generation(backend: Backend) {
     );
     assert!(sent.get("temperature").is_none());
     let unknown = app
-        .post_json_as(
-            &format!("/api/v1/chats/{plain_id}/messages"),
+        .send_message(
+            plain_id,
             &token,
             &json!({"content": "z", "preset_id": "01923e4f-5a6b-7c8d-9e0f-1a2b3c4d5e6f"}),
         )
@@ -180,37 +156,21 @@ async fn a_preset_really_applies_to_the_generation(backend: Backend) {
 
 async fn a_thousand_concurrent_uses_count_a_thousand(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
-    let app = Arc::new(app);
     let token = app.user_token("alice").await;
     let preset = json_of(create(&app, &token, json!({"name": "Counted"}))).await;
     let url = app.url(&format!(
         "/api/v1/presets/{}/use",
         preset["uuid"].as_str().unwrap()
     ));
-    let tasks: Vec<_> = (0..1_000)
-        .map(|_| {
-            let (client, url, token) = (app.client.clone(), url.clone(), token.clone());
-            tokio::spawn(async move {
-                client
-                    .post(url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
-    }
+    let statuses = at_once((0..1_000).map(|_| app.client.post(&url).bearer_auth(&token))).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let after = json_of(app.get_as(
         &format!("/api/v1/presets/{}", preset["uuid"].as_str().unwrap()),
         &token,
     ))
     .await;
     assert_eq!(after["usage_count"], 1_000);
-    Arc::try_unwrap(app).ok().unwrap().finish().await;
+    app.finish().await;
 }
 
 /// A chat's preset is returned with it and can be set, changed and removed by a patch (only
@@ -237,13 +197,8 @@ async fn a_chats_preset_is_shown_and_patchable(backend: Backend) {
         let token = token.clone();
         let chat = chat.clone();
         async move {
-            app.client
-                .patch(app.url(&format!("/api/v1/chats/{chat}")))
-                .bearer_auth(&token)
-                .json(&body)
-                .send()
+            app.patch_json_as(&format!("/api/v1/chats/{chat}"), &token, &body)
                 .await
-                .unwrap()
         }
     };
     let id = preset["uuid"].as_str().unwrap();
@@ -255,14 +210,7 @@ async fn a_chats_preset_is_shown_and_patchable(backend: Backend) {
         .get_json_as(&format!("/api/v1/chats/{chat}"), &token)
         .await;
     assert_eq!(shown["preset_id"], id);
-    let sent = app
-        .post_json_as(
-            &format!("/api/v1/chats/{chat}/messages"),
-            &token,
-            &json!({"content": "hello"}),
-        )
-        .await;
-    assert_eq!(sent.status(), 201);
+    app.ask(&chat, &token, "hello").await;
     assert_eq!(app.last_answer_request()["temperature"], 0.1);
     let refused = patch(json!({"preset_id": foreign["uuid"]})).await;
     assert_eq!(refused.status(), 422, "another user's preset");

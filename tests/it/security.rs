@@ -1,10 +1,10 @@
 //! Security headers on every response and CORS from configuration.
 
 use infra_db::or_skip;
-use infra_db::testing::{Backend, TestDatabase};
+use infra_db::testing::Backend;
 use serde_json::json;
 
-use crate::helpers::{TestApp, test_settings};
+use crate::helpers::TestApp;
 
 fn assert_hardened(response: &reqwest::Response, what: &str) {
     let h = response.headers();
@@ -60,10 +60,9 @@ async fn every_response_carries_the_security_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hsts_is_sent_when_configured() {
-    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
-    let mut settings = test_settings(db.url());
-    settings.server.hsts_max_age_secs = 31_536_000;
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = or_skip!(TestApp::spawn_tuned(Backend::Sqlite, |settings| {
+        settings.server.hsts_max_age_secs = 31_536_000;
+    }));
     let r = app.get("/api/v1/health").await;
     assert_eq!(
         r.headers()["strict-transport-security"],
@@ -88,11 +87,10 @@ async fn preflight(app: &TestApp, origin: &str) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_admits_exactly_the_configured_origins() {
-    let db = or_skip!(TestDatabase::create(Backend::Sqlite));
-    let mut settings = test_settings(db.url());
-    settings.server.cors_allowed_origins = vec!["https://app.example.com".into()];
-    settings.server.cors_allow_credentials = true;
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = or_skip!(TestApp::spawn_tuned(Backend::Sqlite, |settings| {
+        settings.server.cors_allowed_origins = vec!["https://app.example.com".into()];
+        settings.server.cors_allow_credentials = true;
+    }));
 
     let allowed = preflight(&app, "https://app.example.com").await;
     assert!(allowed.status().is_success(), "{}", allowed.status());

@@ -1,7 +1,7 @@
 //! Streamed answers over SSE, the generation registry (status, cancel, re-attach, caps,
 //! deadline), the disconnect policies and background titles, on every backend.
 
-use infra_db::or_skip;
+use infra_db::{on_every_backend, or_skip};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use futures::StreamExt;
 use infra_db::testing::{Backend, TestDatabase};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, generation_of, on_every_backend, test_settings};
+use crate::helpers::{TestApp, generation_of, test_settings};
 
 /// Adds scripted model ids to the fake provider's catalogue.
 fn script_models(app: &TestApp, ids: &[&str]) {
@@ -87,13 +87,7 @@ async fn generation_routes_answer_404(app: &TestApp, chat: &str, token: &str) {
             .await;
         crate::helpers::assert_envelope(r, 404, "not_found").await;
     }
-    let r = app
-        .post_json_as(
-            &format!("/api/v1/chats/{chat}/generation/cancel"),
-            token,
-            &json!({}),
-        )
-        .await;
+    let r = app.cancel_generation(chat, token).await;
     crate::helpers::assert_envelope(r, 404, "not_found").await;
 }
 
@@ -242,13 +236,12 @@ async fn an_edited_question_streams_its_answer_on_a_new_branch(backend: Backend)
     let q = question["uuid"].as_str().unwrap();
 
     let response = app
-        .client
-        .patch(app.url(&format!("/api/v1/chats/{chat}/messages/{q}/stream")))
-        .bearer_auth(&token)
-        .json(&json!({"content": "second try", "model_id": "fake/large"}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json_as(
+            &format!("/api/v1/chats/{chat}/messages/{q}/stream"),
+            &token,
+            &json!({"content": "second try", "model_id": "fake/large"}),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let (events, _) = read_all(response).await;
     let start = data(&events[0]);
@@ -278,23 +271,21 @@ async fn an_edited_question_streams_its_answer_on_a_new_branch(backend: Backend)
     // Only questions are edited and answered again; other users' chats are not found.
     let a = answer["uuid"].as_str().unwrap();
     let on_answer = app
-        .client
-        .patch(app.url(&format!("/api/v1/chats/{chat}/messages/{a}/stream")))
-        .bearer_auth(&token)
-        .json(&json!({"content": "no"}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json_as(
+            &format!("/api/v1/chats/{chat}/messages/{a}/stream"),
+            &token,
+            &json!({"content": "no"}),
+        )
+        .await;
     assert_eq!(on_answer.status(), 422);
     let stranger = app.user_token("stranger").await;
     let foreign = app
-        .client
-        .patch(app.url(&format!("/api/v1/chats/{chat}/messages/{q}/stream")))
-        .bearer_auth(&stranger)
-        .json(&json!({"content": "mine now"}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json_as(
+            &format!("/api/v1/chats/{chat}/messages/{q}/stream"),
+            &stranger,
+            &json!({"content": "mine now"}),
+        )
+        .await;
     assert_eq!(foreign.status(), 404);
     app.finish().await;
 }
@@ -342,10 +333,9 @@ async fn a_provider_error_mid_stream_keeps_the_partial_answer_as_failed(backend:
 }
 
 async fn a_slow_stream_gets_ping_comments(backend: Backend) {
-    let db = or_skip!(TestDatabase::create(backend));
-    let mut settings = test_settings(db.url());
-    settings.generation.ping_interval_ms = 50;
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = or_skip!(TestApp::spawn_tuned(backend, |settings| {
+        settings.generation.ping_interval_ms = 50;
+    }));
     let model = "fake/slow?ttft_ms=400&tokens=2";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
@@ -392,13 +382,7 @@ async fn errors_before_the_stream_are_plain_http_errors(backend: Backend) {
     crate::helpers::assert_envelope(no_auth, 401, "unauthenticated").await;
     generation_routes_answer_404(&app, &chat, &bob).await;
     // Nothing runs: the owner's cancel is a 404 too.
-    let r = app
-        .post_json_as(
-            &format!("/api/v1/chats/{chat}/generation/cancel"),
-            &alice,
-            &json!({}),
-        )
-        .await;
+    let r = app.cancel_generation(&chat, &alice).await;
     crate::helpers::assert_envelope(r, 404, "not_found").await;
     let none = app
         .get_as(&format!("/api/v1/chats/{chat}/generation"), &alice)
@@ -476,19 +460,19 @@ enum Upstream {
 
 async fn disconnects(backend: Backend, cancel: bool, upstream: Upstream) {
     const STREAMS: usize = 200;
-    let db = or_skip!(TestDatabase::create(backend));
-    let mut settings = test_settings(db.url());
-    settings.generation.on_client_disconnect = if cancel {
-        arbor::config::OnClientDisconnect::Cancel
-    } else {
-        arbor::config::OnClientDisconnect::Finish
-    };
-    settings.generation.per_user_limit = STREAMS;
-    settings.llm.max_concurrent_requests = STREAMS;
-    // No idle keep-alive: every provider connection open is one in use.
-    settings.llm.pool_max_idle_per_host = 0;
-    settings.llm.http2_prior_knowledge = upstream == Upstream::H2c;
-    let app = Arc::new(TestApp::spawn_with(settings, db).await);
+    let app = or_skip!(TestApp::spawn_tuned(backend, |settings| {
+        settings.generation.on_client_disconnect = if cancel {
+            arbor::config::OnClientDisconnect::Cancel
+        } else {
+            arbor::config::OnClientDisconnect::Finish
+        };
+        settings.generation.per_user_limit = STREAMS;
+        settings.llm.max_concurrent_requests = STREAMS;
+        // No idle keep-alive: every provider connection open is one in use.
+        settings.llm.pool_max_idle_per_host = 0;
+        settings.llm.http2_prior_knowledge = upstream == Upstream::H2c;
+    }));
+    let app = Arc::new(app);
     // Under `cancel` the answer would take 10 s, so only the cancellation can end it in time.
     let model = if cancel {
         "fake/long?tokens=400&token_ms=25"
@@ -611,13 +595,7 @@ async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend
     // The same shape as the cancel route's answer.
     assert_eq!(status["message_uuid"], data(&seen[0])["message_uuid"]);
 
-    let cancelled = app
-        .post_json_as(
-            &format!("/api/v1/chats/{chat}/generation/cancel"),
-            &token,
-            &json!({}),
-        )
-        .await;
+    let cancelled = app.cancel_generation(&chat, &token).await;
     assert_eq!(cancelled.status(), 200);
     let cancelled: Value = cancelled.json().await.unwrap();
     assert_eq!(cancelled["running"], false);
@@ -655,13 +633,7 @@ async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend
         )
         .await;
     assert_eq!(again.status(), 201);
-    let r = app
-        .post_json_as(
-            &format!("/api/v1/chats/{chat}/generation/cancel"),
-            &token,
-            &json!({}),
-        )
-        .await;
+    let r = app.cancel_generation(&chat, &token).await;
     crate::helpers::assert_envelope(r, 404, "not_found").await;
     app.finish().await;
 }
@@ -715,10 +687,9 @@ async fn reattaching_replays_exactly_the_missed_events(backend: Backend) {
 }
 
 async fn caps_refuse_the_extra_generation_with_retry_after(backend: Backend) {
-    let db = or_skip!(TestDatabase::create(backend));
-    let mut settings = test_settings(db.url());
-    settings.generation.per_user_limit = 2;
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = or_skip!(TestApp::spawn_tuned(backend, |settings| {
+        settings.generation.per_user_limit = 2;
+    }));
     let model = "fake/long?tokens=200&token_ms=20";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
@@ -753,13 +724,7 @@ async fn caps_refuse_the_extra_generation_with_retry_after(backend: Backend) {
         .unwrap();
     assert!(retry_after >= 1);
     crate::helpers::assert_envelope(third, 429, "rate_limited").await;
-    let blocking = app
-        .post_json_as(
-            &format!("/api/v1/chats/{c}/messages"),
-            &token,
-            &json!({"content": "x"}),
-        )
-        .await;
+    let blocking = app.send_message(&c, &token, &json!({"content": "x"})).await;
     crate::helpers::assert_envelope(blocking, 429, "rate_limited").await;
     let before: Value = app.get_json_as(&format!("/api/v1/chats/{c}"), &token).await;
     assert_eq!(before["message_count"], 1, "a refused send stores nothing");
@@ -767,23 +732,16 @@ async fn caps_refuse_the_extra_generation_with_retry_after(backend: Backend) {
     // Another user is not affected; a freed slot is usable again.
     let bobs = app.new_chat(&other).await;
     let (_, _sbob) = open_and_read(&app, &other, &bobs, model, 1).await;
-    let r = app
-        .post_json_as(
-            &format!("/api/v1/chats/{a}/generation/cancel"),
-            &token,
-            &json!({}),
-        )
-        .await;
+    let r = app.cancel_generation(&a, &token).await;
     assert_eq!(r.status(), 200);
     let (_, _sc) = open_and_read(&app, &token, &c, model, 1).await;
     app.finish().await;
 }
 
 async fn the_deadline_ends_a_stuck_generation(backend: Backend) {
-    let db = or_skip!(TestDatabase::create(backend));
-    let mut settings = test_settings(db.url());
-    settings.generation.deadline_secs = 1;
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = or_skip!(TestApp::spawn_tuned(backend, |settings| {
+        settings.generation.deadline_secs = 1;
+    }));
     let model = "fake/stuck?tokens=3&token_ms=5000";
     script_models(&app, &[model]);
     let token = app.user_token("alice").await;
@@ -841,10 +799,10 @@ fn title_requests(app: &TestApp) -> Vec<String> {
 }
 
 async fn with_title_model(backend: Backend, title_model: &str) -> Option<TestApp> {
-    let db = TestDatabase::create(backend).await?;
-    let mut settings = test_settings(db.url());
-    settings.generation.title_model = title_model.to_owned();
-    Some(TestApp::spawn_with(settings, db).await)
+    TestApp::spawn_tuned(backend, |settings| {
+        settings.generation.title_model = title_model.to_owned();
+    })
+    .await
 }
 
 async fn titles_are_written_in_the_background_in_the_conversation_language(backend: Backend) {
@@ -971,13 +929,12 @@ async fn a_user_title_is_never_overwritten(backend: Backend) {
     );
     let renamed_at = Instant::now();
     let patched = app
-        .client
-        .patch(app.url(&format!("/api/v1/chats/{chat}")))
-        .bearer_auth(&token)
-        .json(&json!({"title": "My own"}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json_as(
+            &format!("/api/v1/chats/{chat}"),
+            &token,
+            &json!({"title": "My own"}),
+        )
+        .await;
     assert_eq!(patched.status(), 200);
     assert!(
         renamed_at.elapsed() < Duration::from_millis(1_500),
@@ -1205,13 +1162,7 @@ async fn an_empty_interrupted_answer_is_left_out_of_the_next_prompt(backend: Bac
     )
     .await;
     let _ = open.chunk().await.unwrap();
-    let cancelled = app
-        .post_json_as(
-            &format!("/api/v1/chats/{chat}/generation/cancel"),
-            &token,
-            &json!({}),
-        )
-        .await;
+    let cancelled = app.cancel_generation(&chat, &token).await;
     assert_eq!(cancelled.status(), 200);
     drop(open);
     send_ok(

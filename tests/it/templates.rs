@@ -1,12 +1,11 @@
 //! Prompt templates over HTTP on every backend.
 
-use infra_db::or_skip;
-use std::sync::Arc;
+use infra_db::{on_every_backend, or_skip};
 
 use infra_db::testing::Backend;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_envelope, assert_malformed_cases, json_of, on_every_backend};
+use crate::helpers::{TestApp, assert_envelope, assert_malformed_cases, at_once, json_of};
 
 async fn create(app: &TestApp, token: &str, body: Value) -> Value {
     let r = app.post_json_as("/api/v1/templates", token, &body).await;
@@ -66,12 +65,8 @@ async fn visibility_rendering_and_lists(backend: Backend) {
     assert_envelope(put(&bob, pub_id).await.unwrap(), 403, "forbidden").await;
     assert_envelope(put(&bob, priv_id).await.unwrap(), 404, "not_found").await;
     let del = app
-        .client
-        .delete(app.url(&format!("/api/v1/templates/{pub_id}")))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&format!("/api/v1/templates/{pub_id}"), &bob)
+        .await;
     assert_envelope(del, 403, "forbidden").await;
 
     // Rendering: substitution, escapes, and clear errors.
@@ -150,12 +145,8 @@ async fn visibility_rendering_and_lists(backend: Backend) {
     let updated = put(&alice, pub_id).await.unwrap();
     assert_eq!(updated.status(), 200);
     let gone = app
-        .client
-        .delete(app.url(&format!("/api/v1/templates/{pub_id}")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&format!("/api/v1/templates/{pub_id}"), &alice)
+        .await;
     assert_eq!(gone.status(), 204);
     assert_eq!(
         app.get_as(&format!("/api/v1/templates/{pub_id}"), &bob)
@@ -168,7 +159,6 @@ async fn visibility_rendering_and_lists(backend: Backend) {
 
 async fn a_thousand_concurrent_uses_of_a_public_template_count_a_thousand(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
-    let app = Arc::new(app);
     let alice = app.user_token("alice").await;
     let bob = app.user_token("bob").await;
     let t = create(
@@ -181,35 +171,20 @@ async fn a_thousand_concurrent_uses_of_a_public_template_count_a_thousand(backen
         "/api/v1/templates/{}/use",
         t["uuid"].as_str().unwrap()
     ));
-    let tasks: Vec<_> = (0..1_000)
-        .map(|i| {
-            let (client, url) = (app.client.clone(), url.clone());
-            let token = if i % 2 == 0 {
-                alice.clone()
-            } else {
-                bob.clone()
-            };
-            tokio::spawn(async move {
-                client
-                    .post(url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), 200);
-    }
+    // Half of the uses are the owner's, half another user's.
+    let statuses = at_once((0..1_000).map(|i| {
+        let token = if i % 2 == 0 { &alice } else { &bob };
+        app.client.post(&url).bearer_auth(token)
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let after = json_of(app.get_as(
         &format!("/api/v1/templates/{}", t["uuid"].as_str().unwrap()),
         &alice,
     ))
     .await;
     assert_eq!(after["usage_count"], 1_000);
-    Arc::try_unwrap(app).ok().unwrap().finish().await;
+    app.finish().await;
 }
 
 async fn malformed_input_on_template_preset_and_analytics_routes_is_a_4xx_envelope(

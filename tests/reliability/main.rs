@@ -181,15 +181,7 @@ async fn r6_the_provider_cap_holds_under_a_flood(backend: Backend) {
     Arc::try_unwrap(app).ok().unwrap().finish().await;
 }
 
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Sqlite).await; } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Postgres).await; } )* }
-        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::MySql).await; } )* }
-    };
-}
-
-on_every_backend!(
+infra_db::on_every_backend!(
     r1_every_turn_is_persisted_exactly_once,
     r6_the_provider_cap_holds_under_a_flood,
 );

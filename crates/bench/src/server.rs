@@ -22,12 +22,6 @@ impl Drop for TempDir {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 impl Arbor {
     /// Starts the binary on `database_url` with the provider at `provider`, plus `extra`
     /// environment, and waits until it is ready.
@@ -37,7 +31,7 @@ impl Arbor {
         provider: &str,
         extra: &[(&str, String)],
     ) -> anyhow::Result<Self> {
-        let port = free_port()?;
+        let port = fake_provider::free_port()?;
         let dir = std::env::temp_dir().join(format!("arbor-bench-{port}"));
         std::fs::create_dir_all(&dir)?;
         let mut cmd = Command::new(bin);

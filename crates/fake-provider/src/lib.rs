@@ -200,6 +200,24 @@ impl Script {
     }
 }
 
+/// A local port free at the time of asking (nothing listens on it once this returns).
+///
+/// # Errors
+/// When the machine has no free local port.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A provider base URL nothing listens on: a provider that is down.
+///
+/// # Errors
+/// When the machine has no free local port.
+pub fn unreachable_base_url() -> std::io::Result<String> {
+    Ok(format!("http://127.0.0.1:{}/v1", free_port()?))
+}
+
 /// The default catalogue: three models with OpenRouter-shaped entries.
 #[must_use]
 pub fn default_models() -> Vec<Value> {

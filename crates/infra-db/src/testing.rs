@@ -32,6 +32,18 @@ macro_rules! or_skip {
     };
 }
 
+/// Turns each named `async fn(Backend)` into three tests, one per database server, in modules
+/// `sqlite`, `postgres` and `mysql` (so a backend's tests can be picked by a filter). The
+/// calling crate needs `tokio` with its test macro.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test($crate::testing::Backend::Sqlite).await; } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test($crate::testing::Backend::Postgres).await; } )* }
+        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test($crate::testing::Backend::MySql).await; } )* }
+    };
+}
+
 /// A database server kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

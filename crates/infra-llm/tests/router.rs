@@ -65,16 +65,6 @@ fn named(provider: &Option<String>) -> &str {
         .unwrap_or("")
 }
 
-/// A base URL nothing listens on.
-fn nowhere() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("http://127.0.0.1:{port}/v1")
-}
-
 #[tokio::test]
 async fn a_provider_that_fails_before_answering_falls_back_to_the_next_and_the_record_says_so() {
     let second = FakeProvider::start().await.unwrap();
@@ -106,7 +96,12 @@ async fn a_provider_that_fails_before_answering_falls_back_to_the_next_and_the_r
 
     // Connection refused.
     let router = ProviderRouter::new(vec![
-        provider("gone", nowhere(), &["*"], 0),
+        provider(
+            "gone",
+            fake_provider::unreachable_base_url().unwrap(),
+            &["*"],
+            0,
+        ),
         provider("backup", second.base_url(), &["*"], 1),
     ]);
     let answer = router.complete(request("fake/x?tokens=2")).await.unwrap();

@@ -201,7 +201,7 @@ async fn the_originals_accounts_move_in_whole(backend: Backend) {
     db.drop_database().await;
 }
 
-support::on_every_backend!(the_originals_accounts_move_in_whole);
+infra_db::on_every_backend!(the_originals_accounts_move_in_whole);
 
 /// A chat as (title, [(role, content, parent index)] depth first, leaf index).
 type Conversation = (String, Vec<(String, String, Option<usize>)>, usize);

@@ -150,7 +150,7 @@ async fn killed_mid_stream_then_restarted(backend: Backend) {
     db.drop_database().await;
 }
 
-support::on_every_backend!(killed_mid_stream_then_restarted);
+infra_db::on_every_backend!(killed_mid_stream_then_restarted);
 
 /// SIGTERM: a generation that fits in the grace period completes and reaches its client; one
 /// that does not is saved `interrupted` with its partial text; the process exits cleanly.

@@ -532,15 +532,7 @@ async fn r16_a_hang_up_is_noticed_before_the_first_token(backend: Backend) {
     db.drop_database().await;
 }
 
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Sqlite).await; } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Postgres).await; } )* }
-        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::MySql).await; } )* }
-    };
-}
-
-on_every_backend!(
+infra_db::on_every_backend!(
     r2_killed_at_random_moments,
     r14_a_burst_of_streams_loses_no_answer,
     r16_a_hang_up_is_noticed_before_the_first_token

@@ -10,19 +10,6 @@ use std::time::{Duration, Instant};
 use infra_db::testing::TestDatabase;
 use serde_json::{Value, json};
 
-/// A `#[tokio::test]` per backend running `$test(backend)`, in modules named after the
-/// backends (`sqlite::…`, `postgres::…`, `mysql::…`).
-#[allow(unused_macros, reason = "not every suite runs on every backend")]
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Sqlite).await; } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::Postgres).await; } )* }
-        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(infra_db::testing::Backend::MySql).await; } )* }
-    };
-}
-#[allow(unused_imports, reason = "not every suite runs on every backend")]
-pub(crate) use on_every_backend;
-
 /// Runs `arbor --config-dir <dir> <args>` with `env` on top of a clean environment (no
 /// `DATABASE_URL` or `ARBOR_ENV` inherited, no colours) and `stdin` written to it.
 pub fn command(
@@ -83,14 +70,6 @@ pub struct Arbor {
     pub client: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Arbor {
     pub async fn start(db: &TestDatabase, provider: &str, env: &[(&str, &str)]) -> Self {
         Self::start_logging(db, provider, env, None).await
@@ -103,7 +82,7 @@ impl Arbor {
         env: &[(&str, &str)],
         log: Option<&std::path::Path>,
     ) -> Self {
-        let port = free_port();
+        let port = fake_provider::free_port().unwrap();
         let config_dir = std::env::temp_dir().join(format!("arbor-lifecycle-{port}"));
         std::fs::create_dir_all(&config_dir).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_arbor"));
