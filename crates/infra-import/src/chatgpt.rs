@@ -30,8 +30,9 @@ const PARTS_MAX: usize = 1_000;
 /// The most bytes of JSON one conversation may take: a conversation is held in memory whole
 /// while it is converted, so this bounds memory whatever the file's size.
 const CONVERSATION_MAX_BYTES: u64 = 32 << 20;
-/// The most entries a zip may list (its directory is read whole).
-const ZIP_ENTRIES_MAX: usize = 100_000;
+/// The most entries a zip may list. The zip reader holds its whole directory in memory (about
+/// 200 bytes an entry), so the count its end record declares is checked before it is opened.
+const ZIP_ENTRIES_MAX: u64 = 100_000;
 /// How much a zip entry may inflate relative to its compressed size (text compresses about
 /// 5–10 times; a bomb, a thousand).
 const ZIP_RATIO_MAX: u64 = 100;
@@ -126,12 +127,21 @@ fn read_zip(
     tx: &mpsc::Sender<Result<ForeignConversation, ExportError>>,
 ) -> Result<(), ExportError> {
     let malformed = |e: zip::result::ZipError| ExportError::Malformed(format!("a broken zip: {e}"));
-    let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(malformed)?;
-    if archive.len() > ZIP_ENTRIES_MAX {
-        return Err(ExportError::TooLarge(format!(
-            "the zip lists more than {ZIP_ENTRIES_MAX} files"
-        )));
+    let mut file = BufReader::new(file);
+    match declared_entries(&mut file).map_err(io)? {
+        None => {
+            return Err(ExportError::Malformed(
+                "a broken zip: its zip64 end record is missing".into(),
+            ));
+        }
+        Some(entries) if entries > ZIP_ENTRIES_MAX => {
+            return Err(ExportError::TooLarge(format!(
+                "the zip lists more than {ZIP_ENTRIES_MAX} files"
+            )));
+        }
+        Some(_) => {}
     }
+    let mut archive = zip::ZipArchive::new(file).map_err(malformed)?;
     let index = (0..archive.len())
         .find(|i| {
             archive.name_for_index(*i).is_some_and(|name| {
@@ -154,6 +164,51 @@ fn read_zip(
     }
     // The sizes in a zip are claims: inflating stops at the limit whatever they say.
     read_list(entry, owner, (max, true), tx)
+}
+
+/// How many entries a zip's end record declares (its zip64 record's count when the classic
+/// field is saturated): `Some(0)` when there is no end record (the zip reader then refuses the
+/// file), `None` when a saturated count's zip64 record cannot be found. Only the last 64 KiB
+/// (the end record and its longest comment) and at most one more record are read.
+fn declared_entries(file: &mut (impl Read + Seek)) -> std::io::Result<Option<u64>> {
+    use std::io::SeekFrom;
+    const END: &[u8; 4] = b"PK\x05\x06";
+    const LOCATOR: &[u8; 4] = b"PK\x06\x07";
+    const END64: &[u8; 4] = b"PK\x06\x06";
+    let length = file.seek(SeekFrom::End(0))?;
+    let tail_len = length.min(20 + 22 + u64::from(u16::MAX));
+    let mut tail = vec![0; usize::try_from(tail_len).unwrap_or(0)];
+    file.seek(SeekFrom::Start(length - tail_len))?;
+    file.read_exact(&mut tail)?;
+    let end = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&at| &tail[at..at + 4] == END);
+    let classic = end.map(|at| u16::from_le_bytes([tail[at + 10], tail[at + 11]]));
+    let declared = match (end, classic) {
+        (Some(end), Some(u16::MAX)) => {
+            // Zip64: the locator stands just before the end record and says where its
+            // record is; that record's count is a u64 at byte 32.
+            let locator = end
+                .checked_sub(20)
+                .filter(|&at| &tail[at..at + 4] == LOCATOR);
+            match locator {
+                None => None,
+                Some(at) => {
+                    let offset =
+                        u64::from_le_bytes(tail[at + 8..at + 16].try_into().unwrap_or_default());
+                    let mut record = [0; 40];
+                    file.seek(SeekFrom::Start(offset))?;
+                    file.read_exact(&mut record)
+                        .ok()
+                        .filter(|()| &record[..4] == END64)
+                        .map(|()| u64::from_le_bytes(record[32..40].try_into().unwrap_or_default()))
+                }
+            }
+        }
+        (_, classic) => Some(classic.map_or(0, u64::from)),
+    };
+    file.rewind()?;
+    Ok(declared)
 }
 
 /// Which bound a [`Metered`] reader hit.

@@ -564,6 +564,15 @@ pub fn chatgpt_expected() -> Vec<ExpectedConversation> {
 /// When the zip cannot be written.
 #[must_use]
 pub fn zip_of(json: &[u8]) -> Vec<u8> {
+    zip_with_files(json, 0)
+}
+
+/// [`zip_of`] with `empty` more empty files (past 65,535 entries the zip is a zip64 one).
+///
+/// # Panics
+/// When the zip cannot be written.
+#[must_use]
+pub fn zip_with_files(json: &[u8], empty: usize) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     {
         let mut zip = zip::ZipWriter::new(&mut out);
@@ -575,6 +584,11 @@ pub fn zip_of(json: &[u8]) -> Vec<u8> {
         zip.start_file("export/chat.html", options)
             .expect("zip entry");
         zip.write_all(b"<html></html>").expect("zip write");
+        let stored = options.compression_method(zip::CompressionMethod::Stored);
+        for i in 0..empty {
+            zip.start_file(format!("export/files/{i}"), stored)
+                .expect("zip entry");
+        }
         zip.finish().expect("zip finish");
     }
     out.into_inner()

@@ -9,7 +9,9 @@
 use std::path::PathBuf;
 
 use domain::{UserId, rebuild_tree};
-use infra_import::testing::{cb_back_database, chatgpt_expected, chatgpt_export, zip_bomb, zip_of};
+use infra_import::testing::{
+    cb_back_database, chatgpt_expected, chatgpt_export, zip_bomb, zip_of, zip_with_files,
+};
 use infra_import::{CbBackDatabase, ChatGptExports};
 use usecase::import::{ConversationSource, ExportError, ForeignConversation, LegacySource};
 
@@ -165,6 +167,44 @@ async fn what_is_not_a_whole_export_is_refused_for_what_it_is() {
     assert!(
         matches!(&refused, Err(ExportError::TooLarge(why)) if why.contains("a conversation")),
         "{refused:?}"
+    );
+}
+
+/// The zip reader holds a zip's whole directory in memory, so the count the end record
+/// declares is checked first: a zip of many tiny files is refused before it is opened, and a
+/// zip64 one under the limit is read.
+#[tokio::test]
+async fn a_zip_of_too_many_files_is_refused_before_its_directory_is_read() {
+    let json = serde_json::to_vec(&chatgpt_export()).unwrap();
+    let owner = UserId::from_u128(1);
+    let reader = ChatGptExports::new(LIMIT);
+    let zip64 = zip_with_files(&json, 70_000);
+    let read_whole = read(reader, &temp("zip64.zip", &zip64), owner).await;
+    assert_eq!(read_whole.map(|all| all.len()).ok(), Some(3));
+    let crowded = zip_with_files(&json, 100_000);
+    let refused = read(reader, &temp("crowded.zip", &crowded), owner).await;
+    assert!(
+        matches!(&refused, Err(ExportError::TooLarge(why)) if why.contains("100000 files")),
+        "{refused:?}"
+    );
+    // The count alone decides: with its directory's first entry damaged (so reading the
+    // directory would fail) the answer is still "too many files".
+    let mut unread = crowded.clone();
+    let directory = unread.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    unread[directory + 3] = 0;
+    let refused = read(reader, &temp("unread.zip", &unread), owner).await;
+    assert!(
+        matches!(refused, Err(ExportError::TooLarge(_))),
+        "{refused:?}"
+    );
+    // A saturated count whose zip64 record is gone: broken, not trusted.
+    let mut cut = crowded;
+    let locator = cut.windows(4).rposition(|w| w == b"PK\x06\x07").unwrap();
+    cut[locator..locator + 4].copy_from_slice(b"PK\0\0");
+    let broken = read(reader, &temp("cut.zip", &cut), owner).await;
+    assert!(
+        matches!(&broken, Err(ExportError::Malformed(why)) if why.contains("zip64")),
+        "{broken:?}"
     );
 }
 
