@@ -239,7 +239,13 @@ impl<R: ImportRepository, S: ConversationSource> ImportService<R, S> {
         let mut reading = self.exports.conversations(path, owner)?;
         let mut done = 0;
         while let Some(conversation) = reading.recv().await {
-            let chat = conversation_chat(conversation?, &mut report);
+            let conversation = conversation?;
+            // The rebuild walks up to 100,000 nodes: on the blocking pool, not on a worker
+            // that serves requests. A panic in it stays a panic.
+            let chat = tokio::task::spawn_blocking(move || conversation_chat(conversation))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            report.repairs(chat.id, &chat.tree.repairs);
             let account = AccountImport {
                 owner,
                 user: None,
@@ -288,9 +294,8 @@ fn title_of(raw: Option<&str>) -> Option<ChatTitle> {
 }
 
 /// The chat an export's conversation becomes.
-fn conversation_chat(c: ForeignConversation, report: &mut ImportReport) -> ChatImport {
+fn conversation_chat(c: ForeignConversation) -> ChatImport {
     let tree = rebuild_tree(c.id, c.root, c.nodes, c.current);
-    report.repairs(c.id, &tree.repairs);
     ChatImport {
         id: c.id,
         title: title_of(c.title.as_deref()),
