@@ -23,6 +23,31 @@ fn script_models(app: &TestApp, ids: &[&str]) {
     app.fake.set_models(models);
 }
 
+/// Scripts `model`, then registers alice and opens a chat of hers: her token and the chat.
+async fn alice_chat(app: &TestApp, model: &str) -> (String, String) {
+    script_models(app, &[model]);
+    let token = app.user_token("alice").await;
+    let chat = app.new_chat(&token).await;
+    (token, chat)
+}
+
+/// Asks `question` of `model` in `chat`, streamed.
+async fn ask_streamed(
+    app: &TestApp,
+    token: &str,
+    chat: &str,
+    question: &str,
+    model: &str,
+) -> reqwest::Response {
+    open_stream(
+        app,
+        token,
+        chat,
+        json!({"content": question, "model_id": model}),
+    )
+    .await
+}
+
 async fn open_stream(app: &TestApp, token: &str, chat: &str, body: Value) -> reqwest::Response {
     app.post_json_as(
         &format!("/api/v1/chats/{chat}/messages/stream"),
@@ -73,10 +98,7 @@ async fn message(app: &TestApp, token: &str, chat: &str, uuid: &str) -> Value {
 
 /// A blocking send that must succeed.
 async fn send_ok(app: &TestApp, token: &str, chat: &str, body: Value) {
-    let r = app
-        .post_json_as(&format!("/api/v1/chats/{chat}/messages"), token, &body)
-        .await;
-    assert_eq!(r.status(), 201);
+    assert_eq!(app.send_message(chat, token, &body).await.status(), 201);
 }
 
 /// `token` sees none of `chat`'s generation routes: status, re-attach and cancel are 404.
@@ -112,17 +134,9 @@ where
 async fn a_streamed_answer_arrives_in_order_and_is_stored(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/stream?tokens=12&token_ms=20";
-    script_models(&app, &[model]);
-    let token = app.user_token("alice").await;
-    let chat = app.new_chat(&token).await;
+    let (token, chat) = alice_chat(&app, model).await;
 
-    let response = open_stream(
-        &app,
-        &token,
-        &chat,
-        json!({"content": "Tell me a story", "model_id": model}),
-    )
-    .await;
+    let response = ask_streamed(&app, &token, &chat, "Tell me a story", model).await;
     assert_eq!(response.status(), 200);
     let h = response.headers();
     assert!(
@@ -293,16 +307,8 @@ async fn an_edited_question_streams_its_answer_on_a_new_branch(backend: Backend)
 async fn a_provider_error_mid_stream_keeps_the_partial_answer_as_failed(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/breaks?tokens=10&error_after=4";
-    script_models(&app, &[model]);
-    let token = app.user_token("alice").await;
-    let chat = app.new_chat(&token).await;
-    let response = open_stream(
-        &app,
-        &token,
-        &chat,
-        json!({"content": "hi", "model_id": model}),
-    )
-    .await;
+    let (token, chat) = alice_chat(&app, model).await;
+    let response = ask_streamed(&app, &token, &chat, "hi", model).await;
     assert_eq!(response.status(), 200);
     let (events, _) = read_all(response).await;
     let types: Vec<Value> = events.iter().map(|e| data(e)["type"].clone()).collect();
@@ -337,16 +343,8 @@ async fn a_slow_stream_gets_ping_comments(backend: Backend) {
         settings.generation.ping_interval_ms = 50;
     }));
     let model = "fake/slow?ttft_ms=400&tokens=2";
-    script_models(&app, &[model]);
-    let token = app.user_token("alice").await;
-    let chat = app.new_chat(&token).await;
-    let response = open_stream(
-        &app,
-        &token,
-        &chat,
-        json!({"content": "hi", "model_id": model}),
-    )
-    .await;
+    let (token, chat) = alice_chat(&app, model).await;
+    let response = ask_streamed(&app, &token, &chat, "hi", model).await;
     let (events, raw) = read_all(response).await;
     assert!(
         raw.matches(": ping\n\n").count() >= 3,
@@ -584,9 +582,7 @@ async fn two_hundred_disconnects_under_finish_complete_everything(backend: Backe
 async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/long?tokens=200&token_ms=20";
-    script_models(&app, &[model]);
-    let token = app.user_token("alice").await;
-    let chat = app.new_chat(&token).await;
+    let (token, chat) = alice_chat(&app, model).await;
     let (mut seen, mut stream) = open_and_read(&app, &token, &chat, model, 4).await;
     let status: Value = app
         .get_json_as(&format!("/api/v1/chats/{chat}/generation"), &token)
@@ -641,9 +637,7 @@ async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend
 async fn reattaching_replays_exactly_the_missed_events(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/long?tokens=40&token_ms=15";
-    script_models(&app, &[model]);
-    let token = app.user_token("alice").await;
-    let chat = app.new_chat(&token).await;
+    let (token, chat) = alice_chat(&app, model).await;
     let (first, stream) = open_and_read(&app, &token, &chat, model, 6).await;
     drop(stream); // ids 0..=5 seen, then the connection drops
     assert_eq!(first[5].id, "5");
@@ -743,17 +737,9 @@ async fn the_deadline_ends_a_stuck_generation(backend: Backend) {
         settings.generation.deadline_secs = 1;
     }));
     let model = "fake/stuck?tokens=3&token_ms=5000";
-    script_models(&app, &[model]);
-    let token = app.user_token("alice").await;
-    let chat = app.new_chat(&token).await;
+    let (token, chat) = alice_chat(&app, model).await;
     let started = Instant::now();
-    let response = open_stream(
-        &app,
-        &token,
-        &chat,
-        json!({"content": "hi", "model_id": model}),
-    )
-    .await;
+    let response = ask_streamed(&app, &token, &chat, "hi", model).await;
     let (events, _) = read_all(response).await;
     assert!(
         started.elapsed() < Duration::from_secs(4),
@@ -991,9 +977,7 @@ async fn another_user_cannot_see_cancel_or_attach_a_running_generation(backend: 
 async fn switching_branches_mid_stream_is_not_undone_by_the_answer(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/long?tokens=30&token_ms=20";
-    script_models(&app, &[model]);
-    let token = app.user_token("alice").await;
-    let chat = app.new_chat(&token).await;
+    let (token, chat) = alice_chat(&app, model).await;
     let root: Value = app
         .get_json_as(&format!("/api/v1/chats/{chat}"), &token)
         .await;
@@ -1024,9 +1008,7 @@ async fn switching_branches_mid_stream_is_not_undone_by_the_answer(backend: Back
 async fn two_streamed_sends_racing_on_one_chat_leave_no_junk(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/long?tokens=20&token_ms=10";
-    script_models(&app, &[model]);
-    let token = app.user_token("alice").await;
-    let chat = app.new_chat(&token).await;
+    let (token, chat) = alice_chat(&app, model).await;
     let body = json!({"content": "race", "model_id": model});
     let (a, b) = tokio::join!(
         open_stream(&app, &token, &chat, body.clone()),
