@@ -131,7 +131,7 @@ fn read_zip(
     match declared_entries(&mut file).map_err(io)? {
         None => {
             return Err(ExportError::Malformed(
-                "a broken zip: its zip64 end record is missing".into(),
+                "a broken zip: its zip64 end record is not where it says".into(),
             ));
         }
         Some(entries) if entries > ZIP_ENTRIES_MAX => {
@@ -166,49 +166,61 @@ fn read_zip(
     read_list(entry, owner, (max, true), tx)
 }
 
-/// How many entries a zip's end record declares (its zip64 record's count when the classic
-/// field is saturated): `Some(0)` when there is no end record (the zip reader then refuses the
-/// file), `None` when a saturated count's zip64 record cannot be found. Only the last 64 KiB
-/// (the end record and its longest comment) and at most one more record are read.
+/// How many entries a zip may hold as its reader will see it: the largest count declared by
+/// any end record in the last 64 KiB (the reader falls back to an earlier one when a later one
+/// is broken), a zip64 record's count standing for its end record's. `None` when a zip64
+/// locator is not preceded by the plain zip64 record it points to (56 bytes, no extensible
+/// data): the reader would then go looking for another one. Only the last 64 KiB and at
+/// most one more record are read; no offset the file states is sought.
 fn declared_entries(file: &mut (impl Read + Seek)) -> std::io::Result<Option<u64>> {
     use std::io::SeekFrom;
     const END: &[u8; 4] = b"PK\x05\x06";
     const LOCATOR: &[u8; 4] = b"PK\x06\x07";
     const END64: &[u8; 4] = b"PK\x06\x06";
+    const END64_LEN: u64 = 56;
+    let u16_at = |bytes: &[u8], at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    let u32_at = |bytes: &[u8], at: usize| u32::from_le_bytes([0, 1, 2, 3].map(|i| bytes[at + i]));
+    let u64_at = |bytes: &[u8], at: usize| {
+        u64::from(u32_at(bytes, at)) | (u64::from(u32_at(bytes, at + 4)) << 32)
+    };
     let length = file.seek(SeekFrom::End(0))?;
     let tail_len = length.min(20 + 22 + u64::from(u16::MAX));
+    let tail_start = length - tail_len;
     let mut tail = vec![0; usize::try_from(tail_len).unwrap_or(0)];
-    file.seek(SeekFrom::Start(length - tail_len))?;
+    file.seek(SeekFrom::Start(tail_start))?;
     file.read_exact(&mut tail)?;
-    let end = (0..tail.len().saturating_sub(21))
-        .rev()
-        .find(|&at| &tail[at..at + 4] == END);
-    let classic = end.map(|at| u16::from_le_bytes([tail[at + 10], tail[at + 11]]));
-    let declared = match (end, classic) {
-        (Some(end), Some(u16::MAX)) => {
-            // Zip64: the locator stands just before the end record and says where its
-            // record is; that record's count is a u64 at byte 32.
-            let locator = end
-                .checked_sub(20)
-                .filter(|&at| &tail[at..at + 4] == LOCATOR);
-            match locator {
-                None => None,
-                Some(at) => {
-                    let offset =
-                        u64::from_le_bytes(tail[at + 8..at + 16].try_into().unwrap_or_default());
-                    let mut record = [0; 40];
-                    file.seek(SeekFrom::Start(offset))?;
-                    file.read_exact(&mut record)
-                        .ok()
-                        .filter(|()| &record[..4] == END64)
-                        .map(|()| u64::from_le_bytes(record[32..40].try_into().unwrap_or_default()))
+    let mut most = Some(0);
+    for end in (0..tail.len().saturating_sub(21)).filter(|&at| &tail[at..at + 4] == END) {
+        let classic = u16_at(&tail, end + 10);
+        let zip64 = classic == u16::MAX
+            || u32_at(&tail, end + 12) == u32::MAX
+            || u32_at(&tail, end + 16) == u32::MAX;
+        // Without a zip64 locator just before it, the reader takes the classic count.
+        let locator = end
+            .checked_sub(20)
+            .filter(|&at| &tail[at..at + 4] == LOCATOR);
+        let declared = match locator.filter(|_| zip64) {
+            None => Some(u64::from(classic)),
+            Some(at) => {
+                let record_at = (tail_start + at as u64).checked_sub(END64_LEN);
+                let mut record = [0; END64_LEN as usize];
+                match record_at.filter(|&r| u64_at(&tail, at + 8) == r) {
+                    None => None,
+                    Some(r) => {
+                        file.seek(SeekFrom::Start(r))?;
+                        file.read_exact(&mut record)?;
+                        // The plain record (its size field says 44), whose total count is a
+                        // u64 at byte 32.
+                        (&record[..4] == END64 && u64_at(&record, 4) == END64_LEN - 12)
+                            .then(|| u64_at(&record, 32))
+                    }
                 }
             }
-        }
-        (_, classic) => Some(classic.map_or(0, u64::from)),
-    };
+        };
+        most = most.zip(declared).map(|(a, b)| a.max(b));
+    }
     file.rewind()?;
-    Ok(declared)
+    Ok(most)
 }
 
 /// Which bound a [`Metered`] reader hit.

@@ -181,6 +181,10 @@ async fn a_zip_of_too_many_files_is_refused_before_its_directory_is_read() {
     let zip64 = zip_with_files(&json, 70_000);
     let read_whole = read(reader, &temp("zip64.zip", &zip64), owner).await;
     assert_eq!(read_whole.map(|all| all.len()).ok(), Some(3));
+    // 65,535 entries fill the classic count without a zip64 record.
+    let full = zip_with_files(&json, 65_533);
+    let read_whole = read(reader, &temp("full.zip", &full), owner).await;
+    assert_eq!(read_whole.map(|all| all.len()).ok(), Some(3));
     let crowded = zip_with_files(&json, 100_000);
     let refused = read(reader, &temp("crowded.zip", &crowded), owner).await;
     assert!(
@@ -197,10 +201,20 @@ async fn a_zip_of_too_many_files_is_refused_before_its_directory_is_read() {
         matches!(refused, Err(ExportError::TooLarge(_))),
         "{refused:?}"
     );
-    // A saturated count whose zip64 record is gone: broken, not trusted.
+    // A broken end record after the real one: the reader falls back to the real one, and so
+    // does the count.
+    let mut cloaked = crowded.clone();
+    cloaked.extend_from_slice(b"PK\x05\x06\0\0\0\0\x05\0\x05\0\0\0\0\0\0\0\0\0\xff\xff");
+    let refused = read(reader, &temp("cloaked.zip", &cloaked), owner).await;
+    assert!(
+        matches!(refused, Err(ExportError::TooLarge(_))),
+        "{refused:?}"
+    );
+    // A zip64 locator not preceded by the record it points to (the zip reader would go
+    // looking for one elsewhere): broken, not trusted.
     let mut cut = crowded;
-    let locator = cut.windows(4).rposition(|w| w == b"PK\x06\x07").unwrap();
-    cut[locator..locator + 4].copy_from_slice(b"PK\0\0");
+    let record = cut.windows(4).rposition(|w| w == b"PK\x06\x06").unwrap();
+    cut[record..record + 4].copy_from_slice(b"PK\0\0");
     let broken = read(reader, &temp("cut.zip", &cut), owner).await;
     assert!(
         matches!(&broken, Err(ExportError::Malformed(why)) if why.contains("zip64")),

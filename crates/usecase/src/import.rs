@@ -242,9 +242,15 @@ impl<R: ImportRepository, S: ConversationSource> ImportService<R, S> {
             let conversation = conversation?;
             // The rebuild walks up to 100,000 nodes: on the blocking pool, not on a worker
             // that serves requests. A panic in it stays a panic.
-            let chat = tokio::task::spawn_blocking(move || conversation_chat(conversation))
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let chat =
+                match tokio::task::spawn_blocking(move || conversation_chat(conversation)).await {
+                    Ok(chat) => chat,
+                    Err(e) => match e.try_into_panic() {
+                        Ok(panic) => std::panic::resume_unwind(panic),
+                        // The blocking pool is shutting down: so is the import.
+                        Err(e) => return Err(ExportError::Io(Box::new(e)).into()),
+                    },
+                };
             report.repairs(chat.id, &chat.tree.repairs);
             let account = AccountImport {
                 owner,
