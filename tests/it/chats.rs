@@ -9,11 +9,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_malformed_cases, generation_of, json_of, uuid_value};
 
-async fn send(app: &TestApp, token: &str, chat: &str, body: Value) -> reqwest::Response {
-    app.post_json_as(&format!("/api/v1/chats/{chat}/messages"), token, &body)
-        .await
-}
-
 async fn new_chat(app: &TestApp, token: &str, body: Value) -> Value {
     let r = app.post_json_as("/api/v1/chats", token, &body).await;
     assert_eq!(r.status(), 201);
@@ -34,13 +29,13 @@ async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
     let root = chat["root_message_uuid"].clone();
 
     // First turn, continuing the current leaf (the root).
-    let first = send(
-        &app,
-        &token,
-        id,
-        json!({"content": "hello", "temperature": 0.2, "max_tokens": 64}),
-    )
-    .await;
+    let first = app
+        .send_message(
+            id,
+            &token,
+            &json!({"content": "hello", "temperature": 0.2, "max_tokens": 64}),
+        )
+        .await;
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.unwrap();
     assert_eq!(
@@ -78,21 +73,19 @@ async fn a_conversation_branches_selects_and_deletes(backend: Backend) {
     assert_eq!(reason.as_deref(), Some("stop"));
 
     // Second turn continues the stored current leaf; then branch from the root and from the middle.
-    let second = json_of(send(&app, &token, id, json!({"content": "more"}))).await;
+    let second = json_of(app.send_message(id, &token, &json!({"content": "more"}))).await;
     assert_eq!(second["current_path"].as_array().unwrap().len(), 5);
-    let from_root = json_of(send(
-        &app,
-        &token,
+    let from_root = json_of(app.send_message(
         id,
-        json!({"content": "other topic", "parent_message_uuid": root}),
+        &token,
+        &json!({"content": "other topic", "parent_message_uuid": root}),
     ))
     .await;
     assert_eq!(from_root["current_path"].as_array().unwrap().len(), 3);
-    let from_middle = json_of(send(
-        &app,
-        &token,
+    let from_middle = json_of(app.send_message(
         id,
-        json!({"content": "again", "parent_message_uuid": first["message_uuid"]}),
+        &token,
+        &json!({"content": "again", "parent_message_uuid": first["message_uuid"]}),
     ))
     .await;
     assert_eq!(
@@ -189,7 +182,7 @@ async fn another_users_ids_answer_404_on_every_route(backend: Backend) {
     let bob = app.user_token("bob").await;
     let chat = new_chat(&app, &alice, json!({"title": "private"})).await;
     let id = chat["uuid"].as_str().unwrap();
-    let turn = json_of(send(&app, &alice, id, json!({"content": "secret"}))).await;
+    let turn = json_of(app.send_message(id, &alice, &json!({"content": "secret"}))).await;
     let mid = turn["user_message_uuid"].as_str().unwrap();
     let before = json_of(app.get_as(&format!("/api/v1/chats/{id}/tree"), &alice)).await;
 
@@ -267,13 +260,13 @@ async fn provider_failures_keep_the_user_message_and_map_to_gateway_errors(backe
     let chat = new_chat(&app, &token, json!({})).await;
     let id = chat["uuid"].as_str().unwrap();
 
-    let down = send(
-        &app,
-        &token,
-        id,
-        json!({"content": "hi", "model_id": "fake/down?status=503&retry_after=2"}),
-    )
-    .await;
+    let down = app
+        .send_message(
+            id,
+            &token,
+            &json!({"content": "hi", "model_id": "fake/down?status=503&retry_after=2"}),
+        )
+        .await;
     assert_eq!(down.status(), 503);
     let retry: u64 = down.headers()["retry-after"]
         .to_str()
@@ -283,13 +276,13 @@ async fn provider_failures_keep_the_user_message_and_map_to_gateway_errors(backe
     assert!(retry >= 1);
     let body: Value = down.json().await.unwrap();
     assert_eq!(body["retry_available"], true);
-    let refused = send(
-        &app,
-        &token,
-        id,
-        json!({"content": "hi", "model_id": "fake/refuses?status=400"}),
-    )
-    .await;
+    let refused = app
+        .send_message(
+            id,
+            &token,
+            &json!({"content": "hi", "model_id": "fake/refuses?status=400"}),
+        )
+        .await;
     assert_eq!(refused.status(), 502);
     // A refusal is not retried by asking again: say so, and say why.
     let refused: Value = refused.json().await.unwrap();
@@ -301,13 +294,13 @@ async fn provider_failures_keep_the_user_message_and_map_to_gateway_errors(backe
             .is_some_and(|r| r.contains("scripted failure 400")),
         "{refused}"
     );
-    let unknown = send(
-        &app,
-        &token,
-        id,
-        json!({"content": "hi", "model_id": "no/such-model"}),
-    )
-    .await;
+    let unknown = app
+        .send_message(
+            id,
+            &token,
+            &json!({"content": "hi", "model_id": "no/such-model"}),
+        )
+        .await;
     assert_eq!(unknown.status(), 422);
 
     let after = json_of(app.get_as(&format!("/api/v1/chats/{id}"), &token)).await;
@@ -347,7 +340,7 @@ async fn many_clients_sending_at_once_lose_nothing(backend: Backend) {
                     if let Some(p) = &parent {
                         body["parent_message_uuid"] = json!(p);
                     }
-                    let r = send(&app, &token, &chat, body).await;
+                    let r = app.send_message(&chat, &token, &body).await;
                     if r.status() == 201 {
                         let v: Value = r.json().await.unwrap();
                         parent = Some(v["message_uuid"].as_str().unwrap().to_owned());
@@ -520,13 +513,8 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
     let chat = new_chat(&app, &token, json!({"title": "Plans"})).await;
     let id = chat["uuid"].as_str().unwrap();
     let root = chat["root_message_uuid"].as_str().unwrap().to_owned();
-    let turn = json_of(send(
-        &app,
-        &token,
-        id,
-        json!({"content": "What about 100% cotton?"}),
-    ))
-    .await;
+    let turn =
+        json_of(app.send_message(id, &token, &json!({"content": "What about 100% cotton?"}))).await;
     let question = turn["user_message_uuid"].as_str().unwrap().to_owned();
     let answer = turn["message_uuid"].as_str().unwrap().to_owned();
 
@@ -647,7 +635,7 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
     let patched: Value = patched.json().await.unwrap();
     assert_eq!(patched["title"], "Fabric");
     assert_eq!(patched["system_prompt"], "Be kind.");
-    let next = json_of(send(&app, &token, id, json!({"content": "and wool?"}))).await;
+    let next = json_of(app.send_message(id, &token, &json!({"content": "and wool?"}))).await;
     assert_eq!(next["model"], "fake/large", "the chat's model is used");
     assert_eq!(
         app.last_answer_request()["messages"][0]["content"],
@@ -676,11 +664,10 @@ async fn retry_edit_patch_search_and_export(backend: Backend) {
 
     // Search: in the chat and across chats, case-insensitive, % literal.
     let other = new_chat(&app, &token, json!({"title": "Other"})).await;
-    send(
-        &app,
-        &token,
+    app.send_message(
         other["uuid"].as_str().unwrap(),
-        json!({"content": "COTTON shirts"}),
+        &token,
+        &json!({"content": "COTTON shirts"}),
     )
     .await;
     let in_chat = json_of(app.get_as(&format!("/api/v1/chats/{id}/search?q=cotton"), &token)).await;
@@ -752,7 +739,7 @@ async fn malformed_input_on_chat_routes_is_a_4xx_envelope(backend: Backend) {
     let token = app.user_token("alice").await;
     let chat = new_chat(&app, &token, json!({})).await;
     let id = chat["uuid"].as_str().unwrap().to_owned();
-    let turn = json_of(send(&app, &token, &id, json!({"content": "hi"}))).await;
+    let turn = json_of(app.send_message(&id, &token, &json!({"content": "hi"}))).await;
     let mid = turn["user_message_uuid"].as_str().unwrap().to_owned();
     let nobody = "01923e4f-5a6b-7c8d-9e0f-1a2b3c4d5e6f";
     let long = |n: usize| "x".repeat(n);

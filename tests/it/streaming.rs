@@ -401,13 +401,7 @@ async fn open_and_read(
     impl futures::Stream<Item = Result<Event, eventsource_stream::EventStreamError<reqwest::Error>>>
     + use<>,
 ) {
-    let response = open_stream(
-        app,
-        token,
-        chat,
-        json!({"content": "go", "model_id": model}),
-    )
-    .await;
+    let response = ask_streamed(app, token, chat, "go", model).await;
     assert_eq!(response.status(), 200);
     let mut stream = Box::pin(response.bytes_stream().eventsource());
     let mut seen = Vec::new();
