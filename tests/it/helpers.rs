@@ -201,6 +201,19 @@ impl TestApp {
         sent.json().await.expect("a JSON body")
     }
 
+    /// Lists `ids` in the fake provider's catalogue beside the default models (each at
+    /// $0.000001/$0.000002 a token, 8,192 tokens of context); a scripted id like
+    /// `fake/x?tokens=3` also tells the fake how to answer.
+    pub fn script_models(&self, ids: &[&str]) {
+        let mut models = fake_provider::default_models();
+        for id in ids {
+            models.push(fake_provider::model_entry(
+                id, id, "0.000001", "0.000002", 8_192,
+            ));
+        }
+        self.fake.set_models(models);
+    }
+
     /// Asks to cancel the generation running in `chat`, as `token`.
     pub async fn cancel_generation(&self, chat: &str, token: &str) -> reqwest::Response {
         let path = format!("/api/v1/chats/{chat}/generation/cancel");

@@ -49,17 +49,6 @@ async fn the_models_are_listed_in_openai_shape_with_an_api_key(backend: Backend)
     app.finish().await;
 }
 
-/// Adds scripted model ids (the fake provider reads its script from the id) to the catalogue.
-fn list_models(app: &TestApp, ids: &[&str]) {
-    let mut models = fake_provider::default_models();
-    for id in ids {
-        models.push(fake_provider::model_entry(
-            id, id, "0.000001", "0.000002", 8_192,
-        ));
-    }
-    app.fake.set_models(models);
-}
-
 /// An API key of a new user `name`.
 async fn api_key(app: &TestApp, name: &str) -> String {
     let access = app.user_token(name).await;
@@ -110,14 +99,11 @@ fn streamed(body: &str) -> (String, Vec<Value>) {
 
 async fn completions_answer_in_openai_shape_and_count_for_the_caller(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
-    list_models(
-        &app,
-        &[
-            "fake/small?tokens=3",
-            "fake/small?tokens=4",
-            "fake/small?tokens=2",
-        ],
-    );
+    app.script_models(&[
+        "fake/small?tokens=3",
+        "fake/small?tokens=4",
+        "fake/small?tokens=2",
+    ]);
     let key = api_key(&app, "sdk-user").await;
     let conversation = json!([
         {"role": "system", "content": "Be brief."},
@@ -214,7 +200,7 @@ async fn completions_answer_in_openai_shape_and_count_for_the_caller(backend: Ba
 
 async fn tool_calls_pass_through_both_ways(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
-    list_models(&app, &["fake/small?tool_call=1"]);
+    app.script_models(&["fake/small?tool_call=1"]);
     let key = api_key(&app, "agent").await;
     let tools = json!([{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
     let ask = json!({"model": "fake/small?tool_call=1", "messages": [{"role": "user", "content": "Weather?"}], "tools": tools, "tool_choice": "auto"});
@@ -261,7 +247,7 @@ async fn tool_calls_pass_through_both_ways(backend: Backend) {
 
 async fn stored_completions_go_into_the_callers_own_chat(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
-    list_models(&app, &["fake/small?tokens=2", "fake/small?tokens=3"]);
+    app.script_models(&["fake/small?tokens=2", "fake/small?tokens=3"]);
     let key = api_key(&app, "keeper").await;
     let first = complete(
         &app,
@@ -491,7 +477,7 @@ async fn a_client_that_leaves_cancels_the_call_and_frees_its_slot(backend: Backe
         settings.generation.per_user_limit = 1;
     }));
     const SLOW: &str = "fake/small?tokens=300&token_ms=20";
-    list_models(&app, &[SLOW]);
+    app.script_models(&[SLOW]);
     let key = api_key(&app, "leaver").await;
     let ask = |model: &str, stream: bool| json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "long story"}]});
     let mut first = complete(&app, &key, None, &ask(SLOW, true)).await;

@@ -12,20 +12,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, generation_of, test_settings};
 
-/// Adds scripted model ids to the fake provider's catalogue.
-fn script_models(app: &TestApp, ids: &[&str]) {
-    let mut models = fake_provider::default_models();
-    for id in ids {
-        models.push(fake_provider::model_entry(
-            id, id, "0.000001", "0.000002", 8_192,
-        ));
-    }
-    app.fake.set_models(models);
-}
-
 /// Scripts `model`, then registers alice and opens a chat of hers: her token and the chat.
 async fn alice_chat(app: &TestApp, model: &str) -> (String, String) {
-    script_models(app, &[model]);
+    app.script_models(&[model]);
     let token = app.user_token("alice").await;
     let chat = app.new_chat(&token).await;
     (token, chat)
@@ -471,7 +460,7 @@ async fn disconnects(backend: Backend, cancel: bool, upstream: Upstream) {
     } else {
         "fake/long?tokens=60&token_ms=25"
     };
-    script_models(&app, &[model]);
+    app.script_models(&[model]);
     let token = app.user_token("alice").await;
     let mut chats = Vec::new();
     for _ in 0..STREAMS {
@@ -679,7 +668,7 @@ async fn caps_refuse_the_extra_generation_with_retry_after(backend: Backend) {
         settings.generation.per_user_limit = 2;
     }));
     let model = "fake/long?tokens=200&token_ms=20";
-    script_models(&app, &[model]);
+    app.script_models(&[model]);
     let token = app.user_token("alice").await;
     let other = app.user_token("bob").await;
     let (a, b, c) = (
@@ -795,7 +784,7 @@ async fn titles_are_written_in_the_background_in_the_conversation_language(backe
         return;
     };
     let japanese_model = "fake/ja?content=%E3%81%AF%E3%81%84%E3%80%81%E8%A8%88%E7%94%BB%E3%81%97%E3%81%BE%E3%81%97%E3%82%87%E3%81%86";
-    script_models(&app, &[japanese_model]);
+    app.script_models(&[japanese_model]);
     let token = app.user_token("alice").await;
     let chat = app.new_chat(&token).await;
     let started = Instant::now();
@@ -955,7 +944,7 @@ async fn a_user_title_is_never_overwritten(backend: Backend) {
 async fn another_user_cannot_see_cancel_or_attach_a_running_generation(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/long?tokens=200&token_ms=20";
-    script_models(&app, &[model]);
+    app.script_models(&[model]);
     let alice = app.user_token("alice").await;
     let bob = app.user_token("bob").await;
     let chat = app.new_chat(&alice).await;
@@ -1047,7 +1036,7 @@ async fn a_failed_question_commit_cancels_the_provider_call_and_stores_nothing(b
     })
     .await;
     let slow = "fake/slow?ttft_ms=20000";
-    script_models(&app, &[slow]);
+    app.script_models(&[slow]);
     let token = app.user_token("alice").await;
     let chat = app.new_chat(&token).await;
     armed.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1127,7 +1116,7 @@ on_every_backend!(
 async fn an_empty_interrupted_answer_is_left_out_of_the_next_prompt(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
     const LATE: &str = "fake/late?ttft_ms=3000&tokens=3";
-    script_models(&app, &[LATE]);
+    app.script_models(&[LATE]);
     let token = app.user_token("impatient").await;
     let chat = app.new_chat(&token).await;
     let mut open = open_stream(

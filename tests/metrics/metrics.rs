@@ -40,11 +40,7 @@ async fn the_series_exist_and_move_with_traffic() {
     settings.llm.max_concurrent_requests = 1;
     let app = TestApp::spawn_with(settings, db).await;
     let slow = "fake/slowish?tokens=5&token_ms=60";
-    let mut models = fake_provider::default_models();
-    models.push(fake_provider::model_entry(
-        slow, slow, "0.000001", "0.000002", 8_192,
-    ));
-    app.fake.set_models(models);
+    app.script_models(&[slow]);
     let token = app.user_token("alice").await;
     let before = scrape(&app).await;
     let route = "route=\"/api/v1/chats/{id}/messages\"";

@@ -26,16 +26,6 @@ fn full() -> bool {
     std::env::var("RELIABILITY_SCALE").is_ok_and(|s| s == "full")
 }
 
-fn add_models(app: &TestApp, ids: &[&str]) {
-    let mut models = fake_provider::default_models();
-    for id in ids {
-        models.push(fake_provider::model_entry(
-            id, id, "0.000001", "0.000002", 8_192,
-        ));
-    }
-    app.fake.set_models(models);
-}
-
 /// R1: many clients x turns: every turn persisted exactly once, no 5xx, no lock error.
 async fn r1_every_turn_is_persisted_exactly_once(backend: Backend) {
     let (clients, turns) = if full() { (500, 20) } else { (60, 5) };
@@ -46,7 +36,7 @@ async fn r1_every_turn_is_persisted_exactly_once(backend: Backend) {
     settings.llm.queue_timeout_secs = 60;
     let app = Arc::new(TestApp::spawn_with(settings, db).await);
     let model = "fake/instant?tokens=3";
-    add_models(&app, &[model]);
+    app.script_models(&[model]);
     let mut people = Vec::new();
     for c in 0..clients {
         let token = app.user_token(&format!("client{c}")).await;
@@ -125,7 +115,7 @@ async fn r6_the_provider_cap_holds_under_a_flood(backend: Backend) {
     settings.database.max_connections = 16;
     let app = Arc::new(TestApp::spawn_with(settings, db).await);
     let model = "fake/slowish?tokens=5&token_ms=20";
-    add_models(&app, &[model]);
+    app.script_models(&[model]);
     let token = app.user_token("flood").await;
     let mut chats = Vec::new();
     for _ in 0..generations {
