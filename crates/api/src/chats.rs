@@ -206,7 +206,7 @@ impl From<&usecase::ports::ChatSummary> for ChatListItem {
 /// Characters of the current leaf shown as a preview.
 const PREVIEW_CHARS: usize = 100;
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}", summary = "A chat's metadata", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The chat", body = ChatResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}", summary = "A chat's metadata", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat uuid")), responses((status = 200, description = "The chat", body = ChatResponse)), security(("bearer" = [])))]
 async fn get_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -216,7 +216,7 @@ async fn get_chat<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Ok().json(ChatResponse::from(&chat)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/chats/{id}", summary = "Delete a chat with every branch", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 204, description = "Deleted with everything in it")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/chats/{id}", summary = "Delete a chat with every branch", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat uuid")), responses((status = 204, description = "Deleted with everything in it")), security(("bearer" = [])))]
 async fn delete_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -226,7 +226,7 @@ async fn delete_chat<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/messages", summary = "The current branch, root to leaf", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The current branch, root to leaf", body = Vec<MessageResponse>)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/messages", summary = "The current branch, root to leaf", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat uuid")), responses((status = 200, description = "The current branch, root to leaf", body = Vec<MessageResponse>)), security(("bearer" = [])))]
 async fn current_branch<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -272,7 +272,7 @@ pub(crate) struct TreeResponse {
     nodes: Vec<TreeNode>,
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/tree", summary = "The whole conversation tree", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "Every message as a flat node list", body = TreeResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/tree", summary = "The whole conversation tree", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat uuid")), responses((status = 200, description = "Every message as a flat node list", body = TreeResponse)), security(("bearer" = [])))]
 async fn tree<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -307,7 +307,7 @@ struct SelectRequest {
     message_uuid: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/chats/{id}/select", summary = "Switch the chat to another branch", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = SelectRequest, responses((status = 200, description = "The chat with its new current leaf", body = ChatResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/select", summary = "Switch the chat to another branch", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat uuid")), request_body = SelectRequest, responses((status = 200, description = "The chat with its new current leaf", body = ChatResponse)), security(("bearer" = [])))]
 async fn select<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -345,7 +345,7 @@ struct SendResponse {
     generation: Option<AnswerStats>,
 }
 
-#[utoipa::path(post, path = "/api/v1/chats/{id}/messages", summary = "Ask a question and wait for the answer", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = SendRequest, responses((status = 201, description = "The question and its answer", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages", summary = "Ask a question and wait for the answer", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat uuid")), request_body = SendRequest, responses((status = 201, description = "The question and its answer", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn send<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -358,7 +358,7 @@ async fn send<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Created().json(reply_response(reply)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/chats/{id}/messages/{mid}", summary = "Delete a message and everything under it", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ("mid" = uuid::Uuid, Path, description = "The message uuid")), responses((status = 204, description = "The message and its subtree are gone")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/chats/{id}/messages/{mid}", summary = "Delete a message and everything under it", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat uuid"), ("mid" = uuid::Uuid, Path, description = "The message uuid")), responses((status = 204, description = "The message and its subtree are gone")), security(("bearer" = [])))]
 async fn delete_message<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -394,7 +394,7 @@ struct PatchChatRequest {
     preset_id: Option<Option<String>>,
 }
 
-#[utoipa::path(patch, path = "/api/v1/chats/{id}", summary = "Rename a chat or change its model, preset or system prompt", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = PatchChatRequest, responses((status = 200, description = "The changed chat", body = ChatResponse)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/v1/chats/{id}", summary = "Rename a chat or change its model, preset or system prompt", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat uuid")), request_body = PatchChatRequest, responses((status = 200, description = "The changed chat", body = ChatResponse)), security(("bearer" = [])))]
 async fn patch_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -464,7 +464,7 @@ struct CompleteResponse {
     messages: Vec<MessageResponse>,
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/complete", summary = "A chat with its current branch and whole tree", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The chat, its current branch and its whole tree", body = CompleteResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/complete", summary = "A chat with its current branch and whole tree", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat uuid")), responses((status = 200, description = "The chat, its current branch and its whole tree", body = CompleteResponse)), security(("bearer" = [])))]
 async fn complete<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -499,7 +499,7 @@ fn reply_response(reply: Reply) -> SendResponse {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry", summary = "Regenerate an answer (a new sibling)", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ("mid" = uuid::Uuid, Path, description = "The message uuid")), request_body = RetryRequest, responses((status = 201, description = "A new answer, a sibling of the old one", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry", summary = "Regenerate an answer (a new sibling)", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat uuid"), ("mid" = uuid::Uuid, Path, description = "The message uuid")), request_body = RetryRequest, responses((status = 201, description = "A new answer, a sibling of the old one", body = SendResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn retry<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -525,7 +525,7 @@ struct EditResponse {
     reply: Option<SendResponse>,
 }
 
-#[utoipa::path(patch, path = "/api/v1/chats/{id}/messages/{mid}", summary = "Edit a message: a new sibling branch", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ("mid" = uuid::Uuid, Path, description = "The message uuid"), EditQuery), request_body = EditRequest, responses((status = 201, description = "The new sibling (and its answer with regenerate=true)", body = EditResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/v1/chats/{id}/messages/{mid}", summary = "Edit a message: a new sibling branch", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The chat uuid"), ("mid" = uuid::Uuid, Path, description = "The message uuid"), EditQuery), request_body = EditRequest, responses((status = 201, description = "The new sibling (and its answer with regenerate=true)", body = EditResponse), (status = 502, description = "The provider failed", body = crate::error::ErrorBody), (status = 504, description = "The provider timed out", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn edit<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,

@@ -113,7 +113,7 @@ async fn create<A: AuthUseCase, P: PresetUseCase>(
     Ok(HttpResponse::Created().json(PresetResponse::from(preset)))
 }
 
-#[utoipa::path(get, path = "/api/v1/presets/{id}", operation_id = "get_preset", summary = "One of your presets", tag = "presets", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The preset", body = PresetResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/presets/{id}", operation_id = "get_preset", summary = "One of your presets", tag = "presets", params(("id" = uuid::Uuid, Path, description = "The preset uuid")), responses((status = 200, description = "The preset", body = PresetResponse)), security(("bearer" = [])))]
 async fn get<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -123,7 +123,7 @@ async fn get<A: AuthUseCase, P: PresetUseCase>(
     Ok(HttpResponse::Ok().json(PresetResponse::from(preset)))
 }
 
-#[utoipa::path(put, path = "/api/v1/presets/{id}", operation_id = "update_preset", summary = "Change a preset", tag = "presets", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = PresetRequest, responses((status = 200, description = "The replaced preset", body = PresetResponse)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/presets/{id}", operation_id = "update_preset", summary = "Change a preset", tag = "presets", params(("id" = uuid::Uuid, Path, description = "The preset uuid")), request_body = PresetRequest, responses((status = 200, description = "The replaced preset", body = PresetResponse)), security(("bearer" = [])))]
 async fn update<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -136,7 +136,7 @@ async fn update<A: AuthUseCase, P: PresetUseCase>(
     Ok(HttpResponse::Ok().json(PresetResponse::from(preset)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/presets/{id}", operation_id = "delete_preset", summary = "Delete a preset", tag = "presets", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/presets/{id}", operation_id = "delete_preset", summary = "Delete a preset", tag = "presets", params(("id" = uuid::Uuid, Path, description = "The preset uuid")), responses((status = 204, description = "Deleted")), security(("bearer" = [])))]
 async fn delete<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,
@@ -185,7 +185,7 @@ pub(crate) struct UseResponse {
     pub(crate) usage_count: u64,
 }
 
-#[utoipa::path(post, path = "/api/v1/presets/{id}/use", operation_id = "use_preset", summary = "Count a use of a preset", tag = "presets", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The new use count", body = UseResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/presets/{id}/use", operation_id = "use_preset", summary = "Count a use of a preset", tag = "presets", params(("id" = uuid::Uuid, Path, description = "The preset uuid")), responses((status = 200, description = "The new use count", body = UseResponse)), security(("bearer" = [])))]
 async fn record_use<A: AuthUseCase, P: PresetUseCase>(
     caller: CurrentUser<A>,
     presets: web::Data<P>,

@@ -174,7 +174,7 @@ fn event_stream(req: &HttpRequest, subscription: Subscription) -> HttpResponse {
         .streaming(body)
 }
 
-#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/stream", summary = "Ask a question and stream the answer (SSE)", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = SendRequest, responses((status = 200, description = "text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments", body = ServerSentEvent, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/stream", summary = "Ask a question and stream the answer (SSE)", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat uuid")), request_body = SendRequest, responses((status = 200, description = "text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments", body = ServerSentEvent, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn send_stream<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,
@@ -188,7 +188,7 @@ async fn send_stream<A: AuthUseCase, S: ChatUseCase>(
     Ok(event_stream(&req, subscription))
 }
 
-#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry/stream", summary = "Regenerate an answer, streamed (SSE)", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ("mid" = uuid::Uuid, Path, description = "The message uuid")), request_body = crate::turns::RetryRequest, responses((status = 200, description = "text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments", body = ServerSentEvent, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/messages/{mid}/retry/stream", summary = "Regenerate an answer, streamed (SSE)", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat uuid"), ("mid" = uuid::Uuid, Path, description = "The message uuid")), request_body = crate::turns::RetryRequest, responses((status = 200, description = "text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments", body = ServerSentEvent, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn retry_stream<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,
@@ -203,7 +203,7 @@ async fn retry_stream<A: AuthUseCase, S: ChatUseCase>(
     Ok(event_stream(&req, subscription))
 }
 
-#[utoipa::path(patch, path = "/api/v1/chats/{id}/messages/{mid}/stream", summary = "Edit a question and stream the new answer (SSE)", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ("mid" = uuid::Uuid, Path, description = "The question to edit")), request_body = EditRequest, responses((status = 200, description = "The edited question is stored as a new sibling (a new branch) and its answer streams: text/event-stream as for a streamed send (`start` names the new question in `user_message_uuid`)", body = ServerSentEvent, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody), (status = 422, description = "The message is the root or an answer (only questions are edited and answered again)", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/v1/chats/{id}/messages/{mid}/stream", summary = "Edit a question and stream the new answer (SSE)", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat uuid"), ("mid" = uuid::Uuid, Path, description = "The question to edit")), request_body = EditRequest, responses((status = 200, description = "The edited question is stored as a new sibling (a new branch) and its answer streams: text/event-stream as for a streamed send (`start` names the new question in `user_message_uuid`)", body = ServerSentEvent, content_type = "text/event-stream"), (status = 409, description = "A generation already runs in this chat", body = crate::error::ErrorBody), (status = 422, description = "The message is the root or an answer (only questions are edited and answered again)", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn edit_stream<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,
@@ -248,7 +248,7 @@ impl From<GenerationStatus> for GenerationResponse {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/generation", summary = "Is an answer being generated in this chat?", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The chat's generation, running or recently ended (as long as `generation.linger_secs`); 404 when there is none", body = GenerationResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/generation", summary = "Is an answer being generated in this chat?", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat uuid")), responses((status = 200, description = "The chat's generation, running or recently ended (as long as `generation.linger_secs`); 404 when there is none", body = GenerationResponse)), security(("bearer" = [])))]
 async fn status<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -262,7 +262,7 @@ async fn status<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Ok().json(GenerationResponse::from(status)))
 }
 
-#[utoipa::path(post, path = "/api/v1/chats/{id}/generation/cancel", summary = "Stop the running answer (its text so far is kept)", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "Stopped; the partial answer is saved", body = GenerationResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/chats/{id}/generation/cancel", summary = "Stop the running answer (its text so far is kept)", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat uuid")), responses((status = 200, description = "Stopped; the partial answer is saved", body = GenerationResponse)), security(("bearer" = [])))]
 async fn cancel<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
@@ -272,7 +272,7 @@ async fn cancel<A: AuthUseCase, S: ChatUseCase>(
     Ok(HttpResponse::Ok().json(GenerationResponse::from(status)))
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/generation/stream", summary = "Re-attach to the running answer (SSE)", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")), responses((status = 200, description = "Replay after Last-Event-ID, then live (text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments)", body = ServerSentEvent, content_type = "text/event-stream")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/generation/stream", summary = "Re-attach to the running answer (SSE)", tag = "streaming", params(("id" = uuid::Uuid, Path, description = "The chat uuid"), ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")), responses((status = 200, description = "Replay after Last-Event-ID, then live (text/event-stream: `id: <n>` + `data: {\"type\":\"start\"|\"chunk\"|\"final\"|\"error\",…}`, then `data: [DONE]`; `: ping` comments)", body = ServerSentEvent, content_type = "text/event-stream")), security(("bearer" = [])))]
 async fn attach<A: AuthUseCase, S: ChatUseCase>(
     req: HttpRequest,
     caller: CurrentUser<A>,

@@ -129,7 +129,7 @@ async fn create<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::Created().json(TemplateResponse::from(t)))
 }
 
-#[utoipa::path(get, path = "/api/v1/templates/{id}", operation_id = "get_template", summary = "One template", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The template", body = TemplateResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/templates/{id}", operation_id = "get_template", summary = "One template", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The template uuid")), responses((status = 200, description = "The template", body = TemplateResponse)), security(("bearer" = [])))]
 async fn get<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -139,7 +139,7 @@ async fn get<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::Ok().json(TemplateResponse::from(t)))
 }
 
-#[utoipa::path(put, path = "/api/v1/templates/{id}", operation_id = "update_template", summary = "Change a template", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = TemplateRequest, responses((status = 200, description = "The replaced template", body = TemplateResponse), (status = 403, description = "Someone else's public template", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/templates/{id}", operation_id = "update_template", summary = "Change a template", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The template uuid")), request_body = TemplateRequest, responses((status = 200, description = "The replaced template", body = TemplateResponse), (status = 403, description = "Someone else's public template", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn update<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -152,7 +152,7 @@ async fn update<A: AuthUseCase, T: TemplateUseCase>(
     Ok(HttpResponse::Ok().json(TemplateResponse::from(t)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/templates/{id}", operation_id = "delete_template", summary = "Delete a template", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 204, description = "Deleted"), (status = 403, description = "Someone else's public template", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/templates/{id}", operation_id = "delete_template", summary = "Delete a template", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The template uuid")), responses((status = 204, description = "Deleted"), (status = 403, description = "Someone else's public template", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn delete<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -232,7 +232,7 @@ async fn categories<A: AuthUseCase, T: TemplateUseCase>(
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/templates/{id}/use", operation_id = "use_template", summary = "Count a use of a template", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), responses((status = 200, description = "The new use count", body = crate::presets::UseResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/templates/{id}/use", operation_id = "use_template", summary = "Count a use of a template", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The template uuid")), responses((status = 200, description = "The new use count", body = crate::presets::UseResponse)), security(("bearer" = [])))]
 async fn record_use<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,
@@ -255,7 +255,7 @@ struct RenderRequest {
     variables: BTreeMap<String, String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/templates/{id}/render", summary = "Fill a template's variables", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)")), request_body = RenderRequest, responses((status = 200, description = "The rendered text", body = RenderResponse), (status = 422, description = "A variable is missing or unknown (`detail.field` names it)", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/templates/{id}/render", summary = "Fill a template's variables", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The template uuid")), request_body = RenderRequest, responses((status = 200, description = "The rendered text", body = RenderResponse), (status = 422, description = "A variable is missing or unknown (`detail.field` names it)", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn render<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,

@@ -10,7 +10,7 @@ pub(crate) struct ExportQuery {
     format: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/export", operation_id = "export_chat", summary = "Download a chat as JSON or Markdown", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), ExportQuery), responses((status = 200, description = "A download: JSON (the whole tree) or Markdown (the current branch)", content((TreeResponse = "application/json"), (String = "text/markdown")))), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/export", operation_id = "export_chat", summary = "Download a chat as JSON or Markdown", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat uuid"), ExportQuery), responses((status = 200, description = "A download: JSON (the whole tree) or Markdown (the current branch)", content((TreeResponse = "application/json"), (String = "text/markdown")))), security(("bearer" = [])))]
 pub(crate) async fn export<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,

@@ -68,7 +68,7 @@ async fn run_search<A: AuthUseCase, S: ChatUseCase>(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/chats/{id}/search", summary = "Search the messages of one chat", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat, preset or template (a uuid)"), SearchParams), responses((status = 200, description = "Messages of this chat", body = SearchPageResponse)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/chats/{id}/search", summary = "Search the messages of one chat", tag = "chats", params(("id" = uuid::Uuid, Path, description = "The chat uuid"), SearchParams), responses((status = 200, description = "Messages of this chat", body = SearchPageResponse)), security(("bearer" = [])))]
 pub(crate) async fn search_chat<A: AuthUseCase, S: ChatUseCase>(
     caller: CurrentUser<A>,
     chats: web::Data<S>,
