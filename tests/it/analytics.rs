@@ -12,7 +12,7 @@ use infra_db::testing::Backend;
 use serde_json::Value;
 use usecase::ports::{ChatRepository, NewChat, NewMessage};
 
-use crate::helpers::{TestApp, assert_envelope, json_of};
+use crate::helpers::{TestApp, assert_envelope, eventually, json_of};
 
 const DAY: i64 = Timestamp::MICROS_PER_DAY;
 const HOUR: i64 = 3_600_000_000;
@@ -300,6 +300,10 @@ async fn deleting_chats_and_answers_leaves_the_figures_unchanged(backend: Backen
         all["overview"]["to"].take();
         all
     };
+    // Each chat's title call is recorded in the background after its first answer: the
+    // figures are final once both records (beside the four answers') are in.
+    let generations = || async { app.db.count("generations", None).await == 6 };
+    assert!(eventually(std::time::Duration::from_secs(10), generations).await);
     let before = figures().await;
     assert_eq!(before["overview"]["messages"], 4, "{}", before["overview"]);
     let (chat, answer) = &answers[3];

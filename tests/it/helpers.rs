@@ -283,6 +283,24 @@ impl TestApp {
     }
 }
 
+/// Waits (up to `limit`) until `check` holds.
+pub async fn eventually<F, Fut>(limit: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends every request at once, each on a task of its own; their statuses, in order.
 pub async fn at_once(requests: impl IntoIterator<Item = reqwest::RequestBuilder>) -> Vec<u16> {
     let tasks: Vec<_> = requests

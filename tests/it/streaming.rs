@@ -10,7 +10,7 @@ use futures::StreamExt;
 use infra_db::testing::{Backend, TestDatabase};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, generation_of, test_settings};
+use crate::helpers::{TestApp, eventually, generation_of, test_settings};
 
 /// Scripts `model`, then registers alice and opens a chat of hers: her token and the chat.
 async fn alice_chat(app: &TestApp, model: &str) -> (String, String) {
@@ -100,24 +100,6 @@ async fn generation_routes_answer_404(app: &TestApp, chat: &str, token: &str) {
     }
     let r = app.cancel_generation(chat, token).await;
     crate::helpers::assert_envelope(r, 404, "not_found").await;
-}
-
-/// Waits (up to `limit`) until `check` holds.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn a_streamed_answer_arrives_in_order_and_is_stored(backend: Backend) {
