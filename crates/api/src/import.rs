@@ -89,9 +89,9 @@ struct ImportResponse {
 impl From<ImportReport> for ImportResponse {
     fn from(r: ImportReport) -> Self {
         Self {
-            chats: r.chats,
-            chats_skipped: r.chats_skipped,
-            messages: r.messages,
+            chats: r.counts.chats,
+            chats_skipped: r.counts.chats_skipped,
+            messages: r.counts.messages,
             problems: r.problems,
             more_problems: r.more_problems,
         }

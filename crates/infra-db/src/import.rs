@@ -80,11 +80,11 @@ async fn write_account(
     for chat in account.chats {
         let ids = message_ids(&chat);
         if known.contains(&uuid(chat.id.as_u128())) || ids.iter().any(|m| taken.contains(m)) {
-            done.chats_skipped += 1;
+            done.counts.chats_skipped += 1;
         } else {
-            done.messages += write_chat(txn, owner, chat).await?;
+            done.counts.messages += write_chat(txn, owner, chat).await?;
             taken.extend(ids);
-            done.chats += 1;
+            done.counts.chats += 1;
         }
     }
 
@@ -99,8 +99,8 @@ async fn write_account(
         .templates
         .iter()
         .partition(|t| !known.contains(&uuid(t.id.as_u128())));
-    done.templates_skipped = old.len() as u64;
-    done.templates = new.len() as u64;
+    done.counts.templates_skipped = old.len() as u64;
+    done.counts.templates = new.len() as u64;
     insert_rows(txn, new.into_iter().map(template_row).collect()).await?;
 
     let ids: Vec<Uuid> = account
@@ -113,8 +113,8 @@ async fn write_account(
         .presets
         .iter()
         .partition(|p| !known.contains(&uuid(p.id.as_u128())));
-    done.presets_skipped = old.len() as u64;
-    done.presets = new.len() as u64;
+    done.counts.presets_skipped = old.len() as u64;
+    done.counts.presets = new.len() as u64;
     insert_rows(txn, new.into_iter().map(preset_row).collect()).await?;
     Ok(done)
 }

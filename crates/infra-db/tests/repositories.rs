@@ -141,6 +141,29 @@ fn message(parent: MessageId, role: Role, content: &str) -> NewMessage {
     }
 }
 
+/// An empty answer row, still streaming, under `parent`.
+fn streaming(parent: MessageId) -> NewMessage {
+    NewMessage {
+        status: MessageStatus::Streaming,
+        ..message(parent, Role::Assistant, "")
+    }
+}
+
+/// A new read-write API key of `owner`'s that never expires.
+fn api_key(owner: UserId, name: &str, prefix: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: domain::ApiKeyId::from_u128(new_id()),
+        user_id: owner,
+        name: name.into(),
+        prefix: prefix.into(),
+        key_hash: "digest".into(),
+        created_at: now(),
+        last_used_at: None,
+        expires_at: None,
+        read_only: false,
+    }
+}
+
 fn record(chat: ChatId, user: UserId, message: MessageId) -> GenerationRecord {
     GenerationRecord {
         message_id: Some(message),
@@ -758,8 +781,7 @@ mod suite {
             .append_message(owner, chat.id, message(chat.root_id, Role::User, "q"), true)
             .await
             .unwrap();
-        let mut pending = message(q.id, Role::Assistant, "");
-        pending.status = MessageStatus::Streaming;
+        let pending = streaming(q.id);
         let pending = store
             .append_message(owner, chat.id, pending, false)
             .await
@@ -871,8 +893,7 @@ mod suite {
         for point in ["append_turn", "append_turn_answer"] {
             arm(point);
             let question = message(q.id, Role::User, "q2");
-            let mut row = message(question.id, Role::Assistant, "");
-            row.status = MessageStatus::Streaming;
+            let row = streaming(question.id);
             assert!(
                 store
                     .append_turn(owner, chat.id, question, row)
@@ -884,8 +905,7 @@ mod suite {
         arm("delete_subtree");
         assert!(store.delete_subtree(owner, chat.id, q.id).await.is_err());
         *armed.lock().unwrap() = None;
-        let mut pending = message(q.id, Role::Assistant, "");
-        pending.status = MessageStatus::Streaming;
+        let pending = streaming(q.id);
         let pending = store
             .append_message(owner, chat.id, pending, false)
             .await

@@ -18,8 +18,8 @@ use domain::{
 
 pub use crate::ports::import::{
     AccountImport, AccountImported, ChatImport, ConversationSource, ExportError,
-    ForeignConversation, ImportRepository, LegacyAccount, LegacyChat, LegacyMessage, LegacyNode,
-    LegacyPreset, LegacySource, LegacyTemplate, LegacyUser, NAME_TAKEN,
+    ForeignConversation, ImportCounts, ImportRepository, LegacyAccount, LegacyChat, LegacyMessage,
+    LegacyNode, LegacyPreset, LegacySource, LegacyTemplate, LegacyUser, NAME_TAKEN,
 };
 use crate::ports::{BoxError, NewUser, RepoError};
 
@@ -35,20 +35,9 @@ pub struct ImportReport {
     pub users: u64,
     /// Accounts already there (or refused: see `problems`).
     pub users_skipped: u64,
-    /// Chats written.
-    pub chats: u64,
-    /// Chats already there or unreadable.
-    pub chats_skipped: u64,
-    /// Messages written.
-    pub messages: u64,
-    /// Templates written.
-    pub templates: u64,
-    /// Templates already there or invalid.
-    pub templates_skipped: u64,
-    /// Presets written.
-    pub presets: u64,
-    /// Presets already there or invalid.
-    pub presets_skipped: u64,
+    /// Chats, messages, templates and presets written or skipped (already there, unreadable
+    /// or invalid: see `problems`).
+    pub counts: ImportCounts,
     /// What was repaired or left out, one line each (at most [`REPORT_PROBLEMS_MAX`]).
     pub problems: Vec<String>,
     /// Problems beyond those listed.
@@ -68,13 +57,7 @@ impl ImportReport {
 
     fn add(&mut self, written: AccountImported) {
         self.users += u64::from(written.user_created);
-        self.chats += written.chats;
-        self.chats_skipped += written.chats_skipped;
-        self.messages += written.messages;
-        self.templates += written.templates;
-        self.templates_skipped += written.templates_skipped;
-        self.presets += written.presets;
-        self.presets_skipped += written.presets_skipped;
+        self.counts += written.counts;
     }
 
     fn repairs(&mut self, chat: ChatId, repairs: &[Repair]) {
@@ -264,7 +247,7 @@ impl<R: ImportRepository, S: ConversationSource> ImportService<R, S> {
                 Err(RepoError::NotFound(_)) => return Err(ImportError::UnknownUser),
                 // Another import of the same export got there first: this chat is there.
                 Err(RepoError::Conflict(why)) => {
-                    report.chats_skipped += 1;
+                    report.counts.chats_skipped += 1;
                     report.problem(format!("conversation {done}: {why}; skipped"));
                 }
                 Err(e) => return Err(e.into()),
@@ -366,7 +349,7 @@ fn legacy_account(legacy: LegacyAccount, report: &mut ImportReport) -> Option<Ac
         .filter_map(|t| match t {
             Ok(t) => legacy_template(owner, t, report),
             Err(why) => {
-                report.templates_skipped += 1;
+                report.counts.templates_skipped += 1;
                 unreadable("template", why, report);
                 None
             }
@@ -377,7 +360,7 @@ fn legacy_account(legacy: LegacyAccount, report: &mut ImportReport) -> Option<Ac
         .filter_map(|p| match p {
             Ok(p) => legacy_preset(owner, p, report),
             Err(why) => {
-                report.presets_skipped += 1;
+                report.counts.presets_skipped += 1;
                 unreadable("preset", why, report);
                 None
             }
@@ -396,7 +379,7 @@ fn legacy_account(legacy: LegacyAccount, report: &mut ImportReport) -> Option<Ac
 /// the current leaf at the newest message (as the original chose it).
 fn legacy_chat(chat: LegacyChat, report: &mut ImportReport) -> Option<ChatImport> {
     let Ok(id) = chat.uuid.trim().parse::<ChatId>() else {
-        report.chats_skipped += 1;
+        report.counts.chats_skipped += 1;
         report.problem(format!(
             "chat {:?}: its uuid is not a UUID; not imported",
             chat.uuid
@@ -406,12 +389,12 @@ fn legacy_chat(chat: LegacyChat, report: &mut ImportReport) -> Option<ChatImport
     let structure = match chat.structure {
         Ok(nodes) if !nodes.is_empty() => nodes,
         Ok(_) => {
-            report.chats_skipped += 1;
+            report.counts.chats_skipped += 1;
             report.problem(format!("chat {id}: its tree is empty; not imported"));
             return None;
         }
         Err(why) => {
-            report.chats_skipped += 1;
+            report.counts.chats_skipped += 1;
             report.problem(format!(
                 "chat {id}: its tree cannot be read ({why}); not imported"
             ));
@@ -439,7 +422,7 @@ fn legacy_chat(chat: LegacyChat, report: &mut ImportReport) -> Option<ChatImport
         .next()
         .map(|root| root.uuid.trim().parse::<MessageId>())
     else {
-        report.chats_skipped += 1;
+        report.counts.chats_skipped += 1;
         report.problem(format!("chat {id}: its root is not a UUID; not imported"));
         return None;
     };
@@ -523,20 +506,10 @@ fn legacy_template(
                 .map_err(|_| "its uuid is not a UUID".to_owned())?,
             owner,
             name: TemplateName::parse(t.name.clone()).map_err(|e| e.to_string())?,
-            description: t
-                .description
-                .filter(|d| !d.trim().is_empty())
-                .map(TemplateDescription::parse)
-                .transpose()
-                .map_err(|e| e.to_string())?,
+            description: non_blank(t.description, TemplateDescription::parse)?,
             content: TemplateContent::parse(TemplateContent::from_brace_format(&t.content))
                 .map_err(|e| e.to_string())?,
-            category: t
-                .category
-                .filter(|c| !c.trim().is_empty())
-                .map(Category::parse)
-                .transpose()
-                .map_err(|e| e.to_string())?,
+            category: non_blank(t.category, Category::parse)?,
             is_public: t.is_public,
             is_favorite: t.is_favorite,
             usage_count: u64::try_from(t.usage_count).unwrap_or(0),
@@ -546,10 +519,21 @@ fn legacy_template(
     })();
     checked
         .map_err(|why| {
-            report.templates_skipped += 1;
+            report.counts.templates_skipped += 1;
             report.problem(format!("template {:?}: {why}; not imported", t.name));
         })
         .ok()
+}
+
+/// An optional text of the original, parsed by `parse` unless it is absent or blank.
+fn non_blank<T, E: std::fmt::Display>(
+    raw: Option<String>,
+    parse: impl FnOnce(String) -> Result<T, E>,
+) -> Result<Option<T>, String> {
+    raw.filter(|text| !text.trim().is_empty())
+        .map(parse)
+        .transpose()
+        .map_err(|e| e.to_string())
 }
 
 fn legacy_preset(owner: UserId, p: LegacyPreset, report: &mut ImportReport) -> Option<Preset> {
@@ -562,18 +546,8 @@ fn legacy_preset(owner: UserId, p: LegacyPreset, report: &mut ImportReport) -> O
                 .map_err(|_| "its uuid is not a UUID".to_owned())?,
             owner,
             name: PresetName::parse(p.name.clone()).map_err(|e| e.to_string())?,
-            description: p
-                .description
-                .filter(|d| !d.trim().is_empty())
-                .map(PresetDescription::parse)
-                .transpose()
-                .map_err(|e| e.to_string())?,
-            model_id: p
-                .model_id
-                .filter(|m| !m.trim().is_empty())
-                .map(ModelId::parse)
-                .transpose()
-                .map_err(|e| e.to_string())?,
+            description: non_blank(p.description, PresetDescription::parse)?,
+            model_id: non_blank(p.model_id, ModelId::parse)?,
             temperature: p
                 .temperature
                 .map(|t| {
@@ -601,7 +575,7 @@ fn legacy_preset(owner: UserId, p: LegacyPreset, report: &mut ImportReport) -> O
     })();
     checked
         .map_err(|why| {
-            report.presets_skipped += 1;
+            report.counts.presets_skipped += 1;
             report.problem(format!("preset {:?}: {why}; not imported", p.name));
         })
         .ok()

@@ -136,17 +136,7 @@ pub async fn api_keys_are_found_by_prefix_and_revoked_by_their_owner_only<H: Har
     let store = db.store().await;
     let owner = user(&store, "alice").await;
     let other = user(&store, "bob").await;
-    let key = ApiKeyRecord {
-        id: domain::ApiKeyId::from_u128(new_id()),
-        user_id: owner,
-        name: "script".into(),
-        prefix: "arb_abcdefghijkl".into(),
-        key_hash: "digest".into(),
-        created_at: now(),
-        last_used_at: None,
-        expires_at: None,
-        read_only: false,
-    };
+    let key = api_key(owner, "script", "arb_abcdefghijkl");
     store.create_api_key(key.clone()).await.unwrap();
     let mut clash = key.clone();
     clash.id = domain::ApiKeyId::from_u128(new_id());
@@ -289,8 +279,7 @@ pub async fn a_write_from_a_known_version_returns_the_version_after_it<H: Harnes
     let chat = store.create_chat(new_chat(owner)).await.unwrap();
     let version = |c: &domain::Chat| (c.updated_at.as_unix_micros(), c.message_count);
     let question = message(chat.root_id, Role::User, "q");
-    let mut row = message(question.id, Role::Assistant, "");
-    row.status = MessageStatus::Streaming;
+    let row = streaming(question.id);
     let (q, after) = store
         .append_turn_from(
             owner,
@@ -360,8 +349,7 @@ pub async fn concurrent_writes_each_learn_their_own_outcome<H: Harness>(db: &H) 
         let root = chat.root_id;
         async move {
             let mut question = message(root, Role::User, &format!("q{i}"));
-            let mut answer = message(question.id, Role::Assistant, "");
-            answer.status = MessageStatus::Streaming;
+            let answer = streaming(question.id);
             match i % 6 {
                 // Not the stranger's chat: refused by the first statement.
                 4 => store.append_turn(stranger, chat.id, question, answer).await,
@@ -406,8 +394,7 @@ pub async fn a_turn_stores_its_question_and_answer_row_together<H: Harness>(db: 
     let owner = user(&store, "alice").await;
     let chat = store.create_chat(new_chat(owner)).await.unwrap();
     let question = message(chat.root_id, Role::User, "q");
-    let mut row = message(question.id, Role::Assistant, "");
-    row.status = MessageStatus::Streaming;
+    let row = streaming(question.id);
     let (question_id, row_id) = (question.id, row.id);
     let stored = store
         .append_turn(owner, chat.id, question, row)
@@ -441,17 +428,7 @@ pub async fn account_changes_are_found_by_time_and_epochs_count_every_reset<H: H
     let store = db.store().await;
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
-    let key = ApiKeyRecord {
-        id: domain::ApiKeyId::from_u128(new_id()),
-        user_id: bob,
-        name: "bot".into(),
-        prefix: "arb_zyxwvutsrqpo".into(),
-        key_hash: "digest".into(),
-        created_at: now(),
-        last_used_at: None,
-        expires_at: None,
-        read_only: false,
-    };
+    let key = api_key(bob, "bot", "arb_zyxwvutsrqpo");
     store.create_api_key(key.clone()).await.unwrap();
     let since = now();
     let quiet = store.account_changes_since(since).await.unwrap();
@@ -501,11 +478,6 @@ pub async fn a_finished_answer_does_not_move_a_user_who_went_elsewhere<H: Harnes
     let store = db.store().await;
     let owner = user(&store, "alice").await;
     let chat = store.create_chat(new_chat(owner)).await.unwrap();
-    let streaming = |parent| {
-        let mut m = message(parent, Role::Assistant, "");
-        m.status = MessageStatus::Streaming;
-        m
-    };
     let end = |message, leaf_at_start, question| FinishedAnswer {
         message,
         question,
@@ -575,8 +547,7 @@ pub async fn long_texts_are_stored_whole<H: Harness>(db: &H) {
         )
         .await
         .unwrap();
-    let mut pending = message(q.id, Role::Assistant, "");
-    pending.status = MessageStatus::Streaming;
+    let pending = streaming(q.id);
     let pending = store
         .append_message(owner, chat.id, pending, false)
         .await
@@ -617,10 +588,9 @@ pub async fn answers_left_streaming_are_marked_interrupted<H: Harness>(db: &H) {
         .append_message(owner, chat.id, message(chat.root_id, Role::User, "q"), true)
         .await
         .unwrap();
-    let streaming = |content| {
-        let mut m = message(q.id, Role::Assistant, content);
-        m.status = MessageStatus::Streaming;
-        m
+    let streaming = |content: &str| NewMessage {
+        content: content.to_owned(),
+        ..streaming(q.id)
     };
     let old = store
         .append_message(owner, chat.id, streaming("old"), false)
@@ -823,8 +793,7 @@ pub async fn search_finds_exactly_what_a_substring_scan_finds<H: Harness>(db: &H
     }
     // An answer is found by the words it ended with, not by its empty streaming row.
     let question = message(chats[0].current_leaf_id, Role::User, "question");
-    let mut answer = message(question.id, Role::Assistant, "");
-    answer.status = MessageStatus::Streaming;
+    let answer = streaming(question.id);
     let (question_id, answer_id) = (question.id, answer.id);
     store
         .append_turn(alice, chats[0].id, question, answer)

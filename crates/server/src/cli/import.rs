@@ -109,13 +109,13 @@ pub fn summary(r: &ImportReport) -> String {
         },
         r.users,
         r.users_skipped,
-        r.chats,
-        r.chats_skipped,
-        r.messages,
-        r.templates,
-        r.templates_skipped,
-        r.presets,
-        r.presets_skipped,
+        r.counts.chats,
+        r.counts.chats_skipped,
+        r.counts.messages,
+        r.counts.templates,
+        r.counts.templates_skipped,
+        r.counts.presets,
+        r.counts.presets_skipped,
     );
     if !r.problems.is_empty() {
         out.push_str("\nrepaired or left out:");

@@ -26,15 +26,17 @@ impl ImportRepository for Recorder {
         }
         let written = AccountImported {
             user_created: account.user.is_some(),
-            chats: account.chats.len() as u64,
-            messages: account
-                .chats
-                .iter()
-                .map(|c| c.tree.messages.len() as u64)
-                .sum(),
-            templates: account.templates.len() as u64,
-            presets: account.presets.len() as u64,
-            ..AccountImported::default()
+            counts: ImportCounts {
+                chats: account.chats.len() as u64,
+                messages: account
+                    .chats
+                    .iter()
+                    .map(|c| c.tree.messages.len() as u64)
+                    .sum(),
+                templates: account.templates.len() as u64,
+                presets: account.presets.len() as u64,
+                ..ImportCounts::default()
+            },
         };
         self.accounts.lock().unwrap().push(account);
         Ok(written)
@@ -180,8 +182,8 @@ async fn an_account_is_checked_item_by_item_and_every_refusal_is_reported() {
         (
             report.users,
             report.users_skipped,
-            report.templates_skipped,
-            report.presets_skipped
+            report.counts.templates_skipped,
+            report.counts.presets_skipped
         ),
         (1, 1, 2, 1)
     );
@@ -257,7 +259,7 @@ async fn a_broken_export_imports_nothing_and_a_whole_one_everything() {
         })
         .await
         .unwrap();
-    assert_eq!(report.chats, 2);
+    assert_eq!(report.counts.chats, 2);
     assert_eq!(*progress.lock().unwrap(), vec![(1, 2), (2, 2)]);
     let all_owned = whole
         .repo

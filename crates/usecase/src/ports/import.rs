@@ -46,26 +46,45 @@ pub struct AccountImport {
     pub presets: Vec<Preset>,
 }
 
+/// What an import wrote, and what it found already there, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    /// Chats written.
+    pub chats: u64,
+    /// Chats already there (or, in a report, unreadable).
+    pub chats_skipped: u64,
+    /// Messages written (roots included).
+    pub messages: u64,
+    /// Templates written.
+    pub templates: u64,
+    /// Templates already there (or, in a report, invalid).
+    pub templates_skipped: u64,
+    /// Presets written.
+    pub presets: u64,
+    /// Presets already there (or, in a report, invalid).
+    pub presets_skipped: u64,
+}
+
+impl std::ops::AddAssign for ImportCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.chats += other.chats;
+        self.chats_skipped += other.chats_skipped;
+        self.messages += other.messages;
+        self.templates += other.templates;
+        self.templates_skipped += other.templates_skipped;
+        self.presets += other.presets;
+        self.presets_skipped += other.presets_skipped;
+    }
+}
+
 /// What an account's import wrote. Whatever was there already (the same id) is skipped, so
 /// importing twice writes nothing the second time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AccountImported {
     /// The account was created (not there before).
     pub user_created: bool,
-    /// Chats written.
-    pub chats: u64,
-    /// Chats already there.
-    pub chats_skipped: u64,
-    /// Messages written (roots included).
-    pub messages: u64,
-    /// Templates written.
-    pub templates: u64,
-    /// Templates already there.
-    pub templates_skipped: u64,
-    /// Presets written.
-    pub presets: u64,
-    /// Presets already there.
-    pub presets_skipped: u64,
+    /// Its chats, messages, templates and presets.
+    pub counts: ImportCounts,
 }
 
 /// What [`RepoError::Conflict`] says when an imported user's name belongs to another
