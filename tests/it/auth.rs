@@ -11,7 +11,8 @@ use infra_db::testing::Backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, assert_envelope, json_of};
+use crate::helpers::probe::{delete, get, post};
+use crate::helpers::{PASSWORD, TestApp, assert_envelope, assert_malformed_cases, json_of};
 
 const SECRET: &str = "arbor-example-secret-change-me-0123456789";
 
@@ -236,347 +237,74 @@ async fn the_full_account_flow_works(backend: Backend) {
     app.finish().await;
 }
 
+/// `{"username": …, "password": …}`.
+fn account(username: &str, password: &str) -> String {
+    json!({"username": username, "password": password}).to_string()
+}
+
+const TEXT: &str = "text/plain";
+const FORM: &str = "application/x-www-form-urlencoded";
+const USERS: &str = "/api/v1/users";
+const LOGIN: &str = "/api/v1/auth/login";
+const REFRESH: &str = "/api/v1/auth/refresh";
+const LOGOUT: &str = "/api/v1/auth/logout";
+const KEYS: &str = "/api/v1/auth/api-keys";
+
 async fn malformed_input_gets_the_documented_status_and_never_a_500(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
     let token = app.user_token("carol").await;
     let huge = "x".repeat(300 * 1024);
-    let long_name = "n".repeat(101);
-    // (method, path, content type, body, authenticated, status, error_type)
-    let cases: Vec<(&str, &str, &str, String, bool, u16, &str)> = vec![
+    let long_username = "u".repeat(5_000);
+    let client_credentials = format!(
+        "username=carol&password={}&grant_type=client_credentials",
+        "x".repeat(9)
+    );
+    let anonymous = [
+        (post(USERS, "{bad json"), 400),
+        (post(USERS, r#"{"username": 5, "password": "x"}"#), 422),
+        (post(USERS, r#"{"username": "dave"}"#), 422),
+        (post(USERS, account("ab", "long enough")), 422),
+        (post(USERS, account("bad name!", "long enough")), 422),
+        (post(USERS, account("dave", "short")), 422),
+        (post(USERS, account("dave", &"p".repeat(129))), 422),
+        (post(USERS, account(&long_username, "long enough")), 422),
+        (post(USERS, "[1, 2, 3]"), 422),
+        (post(USERS, account("dave", "long enough")).typed(TEXT), 415),
+        (post(USERS, account(&huge, "x")), 413),
+        (post(LOGIN, "{bad"), 400),
+        (post(LOGIN, r#"{"username": []}"#), 422),
+        (post(LOGIN, "username=carol").typed(FORM), 422),
+        (post(LOGIN, client_credentials).typed(FORM), 422),
+        (post(LOGIN, "hello").typed(TEXT), 415),
+        (post(LOGIN, &huge), 413),
+        (post(LOGIN, account(&long_username, "x")), 401),
+        (post(REFRESH, r#"{"refresh_token": 12}"#), 422),
+        (post(REFRESH, r#"{"refresh_token": ""}"#), 401),
         (
-            "POST",
-            "/api/v1/users",
-            "application/json",
-            "{bad json".into(),
-            false,
-            400,
-            "malformed_request",
-        ),
-        (
-            "POST",
-            "/api/v1/users",
-            "application/json",
-            r#"{"username": 5, "password": "x"}"#.into(),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/users",
-            "application/json",
-            r#"{"username": "dave"}"#.into(),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/users",
-            "application/json",
-            r#"{"username": "ab", "password": "long enough"}"#.into(),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/users",
-            "application/json",
-            r#"{"username": "bad name!", "password": "long enough"}"#.into(),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/users",
-            "application/json",
-            r#"{"username": "dave", "password": "short"}"#.into(),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/users",
-            "application/json",
-            format!(
-                r#"{{"username": "dave", "password": "{}"}}"#,
-                "p".repeat(129)
-            ),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/users",
-            "application/json",
-            format!(
-                r#"{{"username": "{}", "password": "long enough"}}"#,
-                "u".repeat(5_000)
-            ),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/users",
-            "application/json",
-            r#"[1, 2, 3]"#.into(),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/users",
-            "text/plain",
-            r#"{"username": "dave", "password": "long enough"}"#.into(),
-            false,
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "POST",
-            "/api/v1/users",
-            "application/json",
-            format!(r#"{{"username": "{huge}", "password": "x"}}"#),
-            false,
-            413,
-            "payload_too_large",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/login",
-            "application/json",
-            "{bad".into(),
-            false,
-            400,
-            "malformed_request",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/login",
-            "application/json",
-            r#"{"username": []}"#.into(),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/login",
-            "application/x-www-form-urlencoded",
-            "username=carol".into(),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/login",
-            "application/x-www-form-urlencoded",
-            format!(
-                "username=carol&password={}&grant_type=client_credentials",
-                "x".repeat(9)
-            ),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/login",
-            "text/plain",
-            "hello".into(),
-            false,
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/login",
-            "application/json",
-            huge.clone(),
-            false,
-            413,
-            "payload_too_large",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/login",
-            "application/json",
-            format!(
-                r#"{{"username": "{}", "password": "x"}}"#,
-                "u".repeat(5_000)
-            ),
-            false,
+            post(REFRESH, json!({"refresh_token": "t".repeat(10_000)})),
             401,
-            "unauthenticated",
         ),
+        (post(REFRESH, "null"), 422),
+        (post(LOGOUT, "{}"), 401),
+        (get("/api/v1/auth/me"), 401),
+        (get(KEYS), 401),
+        (get("/api/v1/nothing-here"), 404),
+    ];
+    assert_malformed_cases(&app, None, anonymous).await;
+    let as_carol = [
+        (post(LOGOUT, "{}"), 422),
+        (post(LOGOUT, r#"{"all": "yes"}"#), 422),
+        (post(KEYS, r#"{"name": ""}"#), 422),
+        (post(KEYS, json!({"name": "n".repeat(101)})), 422),
+        (post(KEYS, r#"{"name": "ok", "extra": 1}"#), 422),
+        (post(KEYS, r#"{"nom": "x"}"#), 422),
+        (delete(format!("{KEYS}/not-a-uuid")), 422),
         (
-            "POST",
-            "/api/v1/auth/refresh",
-            "application/json",
-            r#"{"refresh_token": 12}"#.into(),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/refresh",
-            "application/json",
-            r#"{"refresh_token": ""}"#.into(),
-            false,
-            401,
-            "unauthenticated",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/refresh",
-            "application/json",
-            format!(r#"{{"refresh_token": "{}"}}"#, "t".repeat(10_000)),
-            false,
-            401,
-            "unauthenticated",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/refresh",
-            "application/json",
-            "null".into(),
-            false,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/logout",
-            "application/json",
-            "{}".into(),
-            true,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/logout",
-            "application/json",
-            r#"{"all": "yes"}"#.into(),
-            true,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/logout",
-            "application/json",
-            "{}".into(),
-            false,
-            401,
-            "unauthenticated",
-        ),
-        (
-            "GET",
-            "/api/v1/auth/me",
-            "application/json",
-            String::new(),
-            false,
-            401,
-            "unauthenticated",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/api-keys",
-            "application/json",
-            r#"{"name": ""}"#.into(),
-            true,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/api-keys",
-            "application/json",
-            format!(r#"{{"name": "{long_name}"}}"#),
-            true,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/api-keys",
-            "application/json",
-            r#"{"name": "ok", "extra": 1}"#.into(),
-            true,
-            422,
-            "validation_error",
-        ),
-        (
-            "POST",
-            "/api/v1/auth/api-keys",
-            "application/json",
-            r#"{"nom": "x"}"#.into(),
-            true,
-            422,
-            "validation_error",
-        ),
-        (
-            "DELETE",
-            "/api/v1/auth/api-keys/not-a-uuid",
-            "application/json",
-            String::new(),
-            true,
-            422,
-            "validation_error",
-        ),
-        (
-            "DELETE",
-            "/api/v1/auth/api-keys/01923e4f-5a6b-7c8d-9e0f-1a2b3c4d5e6f",
-            "application/json",
-            String::new(),
-            true,
+            delete(format!("{KEYS}/01923e4f-5a6b-7c8d-9e0f-1a2b3c4d5e6f")),
             404,
-            "not_found",
-        ),
-        (
-            "GET",
-            "/api/v1/auth/api-keys",
-            "application/json",
-            String::new(),
-            false,
-            401,
-            "unauthenticated",
-        ),
-        (
-            "GET",
-            "/api/v1/nothing-here",
-            "application/json",
-            String::new(),
-            false,
-            404,
-            "not_found",
         ),
     ];
-    for (method, path, content_type, body, authenticated, status, error_type) in cases {
-        let mut request = app
-            .client
-            .request(method.parse().unwrap(), app.url(path))
-            .header("content-type", content_type)
-            .body(body.clone());
-        if authenticated {
-            request = request.bearer_auth(&token);
-        }
-        let response = request.send().await.unwrap();
-        let got = response.status().as_u16();
-        assert!(got < 500, "{method} {path} {body:.80} → {got}");
-        assert_eq!(got, status, "{method} {path} {body:.80}");
-        assert_envelope(response, status, error_type).await;
-    }
+    assert_malformed_cases(&app, Some(&token), as_carol).await;
     app.finish().await;
 }
 

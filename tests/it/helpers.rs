@@ -336,31 +336,92 @@ pub async fn assert_envelope(response: reqwest::Response, status: u16, error_typ
     body
 }
 
-/// Sends each `(method, path, JSON body, expected status)` as `token` and asserts the status,
-/// that it is never a 5xx, and the envelope with the error type the status implies.
+/// Requests for the malformed-input tables: each is JSON unless `typed` says otherwise.
+pub mod probe {
+    use std::fmt::Display;
+
+    /// One request of a table.
+    pub struct Probe {
+        pub method: &'static str,
+        pub path: String,
+        pub content_type: &'static str,
+        pub body: String,
+    }
+
+    fn probe(method: &'static str, path: impl Into<String>, body: impl Display) -> Probe {
+        Probe {
+            method,
+            path: path.into(),
+            content_type: "application/json",
+            body: body.to_string(),
+        }
+    }
+
+    pub fn get(path: impl Into<String>) -> Probe {
+        probe("GET", path, "")
+    }
+
+    pub fn delete(path: impl Into<String>) -> Probe {
+        probe("DELETE", path, "")
+    }
+
+    pub fn post(path: impl Into<String>, body: impl Display) -> Probe {
+        probe("POST", path, body)
+    }
+
+    pub fn put(path: impl Into<String>, body: impl Display) -> Probe {
+        probe("PUT", path, body)
+    }
+
+    pub fn patch(path: impl Into<String>, body: impl Display) -> Probe {
+        probe("PATCH", path, body)
+    }
+
+    impl Probe {
+        /// The same request with another content type.
+        pub fn typed(self, content_type: &'static str) -> Self {
+            Self {
+                content_type,
+                ..self
+            }
+        }
+    }
+}
+
+/// Sends each `(request, expected status)`, as `token` if there is one, and asserts the
+/// status, that it is never a 5xx, and the envelope with the error type the status implies.
 pub async fn assert_malformed_cases(
     app: &TestApp,
-    token: &str,
-    cases: Vec<(&str, String, String, u16)>,
+    token: Option<&str>,
+    cases: impl IntoIterator<Item = (probe::Probe, u16)>,
 ) {
-    for (method, path, body, status) in cases {
-        let response = app
+    for (probe, status) in cases {
+        let probe::Probe {
+            method,
+            path,
+            content_type,
+            body,
+        } = probe;
+        let mut request = app
             .client
             .request(method.parse().expect("an HTTP method"), app.url(&path))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .expect("request sent");
+            .header("content-type", content_type)
+            .body(body.clone());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
         let got = response.status().as_u16();
-        assert!(got < 500, "{method} {path} {body:.60} → {got}");
-        assert_eq!(got, status, "{method} {path} {body:.60}");
+        assert!(got < 500, "{method} {path} {body:.80} → {got}");
+        assert_eq!(got, status, "{method} {path} {body:.80}");
         let kind = match status {
             400 => "malformed_request",
+            401 => "unauthenticated",
             404 => "not_found",
             413 => "payload_too_large",
-            _ => "validation_error",
+            415 => "unsupported_media_type",
+            422 => "validation_error",
+            other => panic!("no error type is documented for {other}"),
         };
         assert_envelope(response, status, kind).await;
     }
