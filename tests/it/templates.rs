@@ -94,6 +94,35 @@ async fn visibility_rendering_and_lists(backend: Backend) {
         problem.contains("missing variables: lang") && problem.contains("unknown variables: extra"),
         "{problem}"
     );
+    // One placeholder 4,000 times and a 20,000-character value: refused, not 80 million
+    // characters built and sent.
+    let echo = create(
+        &app,
+        &bob,
+        json!({"name": "E", "content": "{{a}}".repeat(4_000)}),
+    )
+    .await;
+    let echo_id = echo["uuid"].as_str().unwrap();
+    let multiplied = app
+        .post_json_as(
+            &format!("/api/v1/templates/{echo_id}/render"),
+            &bob,
+            &json!({"variables": {"a": "😀".repeat(20_000)}}),
+        )
+        .await;
+    let body = assert_envelope(multiplied, 422, "validation_error").await;
+    assert_eq!(body["detail"]["field"], "variables", "{body}");
+    assert!(
+        body["detail"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("would be 80000000 characters, more than 100000"),
+        "{body}"
+    );
+    let removed = app
+        .delete_as(&format!("/api/v1/templates/{echo_id}"), &bob)
+        .await;
+    assert_eq!(removed.status(), 204);
 
     // Declared variables must match the content; malformed placeholders are refused.
     let mismatch = app

@@ -255,7 +255,7 @@ struct RenderRequest {
     variables: BTreeMap<String, String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/templates/{id}/render", summary = "Fill a template's variables", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The template uuid")), request_body = RenderRequest, responses((status = 200, description = "The rendered text", body = RenderResponse), (status = 422, description = "A variable is missing or unknown (`detail.field` names it)", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/templates/{id}/render", summary = "Fill a template's variables", tag = "templates", params(("id" = uuid::Uuid, Path, description = "The template uuid")), request_body = RenderRequest, responses((status = 200, description = "The rendered text", body = RenderResponse), (status = 422, description = "A variable is missing or unknown, or the text would be longer than 100,000 characters (`detail.field` names `variables`)", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn render<A: AuthUseCase, T: TemplateUseCase>(
     caller: CurrentUser<A>,
     templates: web::Data<T>,

@@ -186,8 +186,9 @@ impl TemplateContent {
     /// Substitutes every placeholder.
     ///
     /// # Errors
-    /// [`RenderError`] listing every missing variable and every value given for a name the
-    /// template does not use.
+    /// [`RenderError::Variables`] listing every missing variable and every value given for a
+    /// name the template does not use; [`RenderError::TooLong`] when the text would be longer
+    /// than [`limits::RENDERED_TEMPLATE_MAX`] characters (a placeholder may stand many times).
     pub fn render(&self, values: &BTreeMap<String, String>) -> Result<String, RenderError> {
         let used = self.variables();
         let missing: Vec<String> = used
@@ -201,42 +202,60 @@ impl TemplateContent {
             .cloned()
             .collect();
         if !missing.is_empty() || !unknown.is_empty() {
-            return Err(RenderError { missing, unknown });
+            return Err(RenderError::Variables { missing, unknown });
         }
-        let mut out = String::with_capacity(self.raw.len());
-        for segment in &self.segments {
-            match segment {
-                Segment::Text(t) => out.push_str(t),
-                Segment::Variable(name) => {
-                    if let Some(v) = values.get(name) {
-                        out.push_str(v);
-                    }
-                }
-            }
+        let pieces = || {
+            self.segments.iter().map(|segment| match segment {
+                Segment::Text(t) => t.as_str(),
+                Segment::Variable(name) => values.get(name).map_or("", String::as_str),
+            })
+        };
+        // Counted before anything is copied: the text is built only once it is known to fit.
+        let chars: usize = pieces().map(|p| p.chars().count()).sum();
+        if chars > limits::RENDERED_TEMPLATE_MAX {
+            return Err(RenderError::TooLong { chars });
         }
-        Ok(out)
+        Ok(pieces().collect())
     }
 }
 
 /// Why a template could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderError {
-    /// Variables the template uses but no value was given for.
-    pub missing: Vec<String>,
-    /// Values given for names the template does not use.
-    pub unknown: Vec<String>,
+pub enum RenderError {
+    /// The values do not match the template's variables.
+    Variables {
+        /// Variables the template uses but no value was given for.
+        missing: Vec<String>,
+        /// Values given for names the template does not use.
+        unknown: Vec<String>,
+    },
+    /// The rendered text would be this many characters, more than
+    /// [`limits::RENDERED_TEMPLATE_MAX`].
+    TooLong {
+        /// Its length in characters.
+        chars: usize,
+    },
 }
 
 impl fmt::Display for RenderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts = Vec::new();
-        if !self.missing.is_empty() {
-            parts.push(format!("missing variables: {}", self.missing.join(", ")));
+        match self {
+            Self::Variables { missing, unknown } => {
+                let mut parts = Vec::new();
+                if !missing.is_empty() {
+                    parts.push(format!("missing variables: {}", missing.join(", ")));
+                }
+                if !unknown.is_empty() {
+                    parts.push(format!("unknown variables: {}", unknown.join(", ")));
+                }
+                f.write_str(&parts.join("; "))
+            }
+            Self::TooLong { chars } => write!(
+                f,
+                "the rendered text would be {chars} characters, more than {}",
+                limits::RENDERED_TEMPLATE_MAX
+            ),
         }
-        if !self.unknown.is_empty() {
-            parts.push(format!("unknown variables: {}", self.unknown.join(", ")));
-        }
-        f.write_str(&parts.join("; "))
     }
 }
 
@@ -318,11 +337,36 @@ mod tests {
     fn missing_and_unknown_variables_are_both_reported() {
         let t = TemplateContent::parse("{{a}} {{b}}").unwrap();
         let err = t.render(&vars(&[("a", "1"), ("c", "3")])).unwrap_err();
-        assert_eq!(err.missing, vec!["b"]);
-        assert_eq!(err.unknown, vec!["c"]);
+        assert_eq!(
+            err,
+            RenderError::Variables {
+                missing: vec!["b".into()],
+                unknown: vec!["c".into()]
+            }
+        );
         assert_eq!(
             err.to_string(),
             "missing variables: b; unknown variables: c"
+        );
+    }
+
+    #[test]
+    fn a_placeholder_repeated_cannot_multiply_a_value_past_the_rendered_limit() {
+        let t = TemplateContent::parse("{{a}}".repeat(4_000)).unwrap();
+        let fits = "é".repeat(limits::RENDERED_TEMPLATE_MAX / 4_000);
+        let rendered = t.render(&vars(&[("a", &fits)])).unwrap();
+        assert_eq!(rendered.chars().count(), limits::RENDERED_TEMPLATE_MAX);
+        let one_more = format!("{fits}é");
+        let err = t.render(&vars(&[("a", &one_more)])).unwrap_err();
+        assert_eq!(
+            err,
+            RenderError::TooLong {
+                chars: limits::RENDERED_TEMPLATE_MAX + 4_000
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "the rendered text would be 104000 characters, more than 100000"
         );
     }
 

@@ -61,6 +61,8 @@ pub mod limits {
     pub const TEMPLATE_VARIABLES_MAX: usize = 50;
     /// Length of a template variable name.
     pub const TEMPLATE_VARIABLE_NAME_MAX: usize = 64;
+    /// Characters of a rendered template (a placeholder may stand many times in one).
+    pub const RENDERED_TEMPLATE_MAX: usize = 100_000;
 }
 
 /// What is wrong with a value.

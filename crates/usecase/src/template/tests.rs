@@ -121,9 +121,9 @@ async fn declared_variables_must_match_the_content_and_rendering_names_what_is_w
         .render(ALICE, t.id, values(&[("text", "hi"), ("tone", "warm")]))
         .await
     {
-        Err(TemplateError::Render(e)) => {
-            assert_eq!(e.missing, ["language"]);
-            assert_eq!(e.unknown, ["tone"]);
+        Err(TemplateError::Render(RenderError::Variables { missing, unknown })) => {
+            assert_eq!(missing, ["language"]);
+            assert_eq!(unknown, ["tone"]);
         }
         other => panic!("expected a render error, got {other:?}"),
     }
