@@ -3,7 +3,7 @@
 
 use infra_db::or_skip;
 use infra_db::testing::Backend;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_envelope, json_of};
 
@@ -91,6 +91,41 @@ async fn anonymous_requests_are_limited_per_client_ip_and_probes_never() {
     );
     for _ in 0..10 {
         assert_eq!(app.get("/api/v1/health").await.status(), 200);
+    }
+    app.finish().await;
+}
+
+/// Login, registration and refresh never read `Authorization`: sending one anyway must not
+/// escape the per-IP budget (a new name per login would otherwise make every guess free).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_header_does_not_exempt_the_credential_routes_from_the_ip_limit() {
+    let app = or_skip!(app_with(|r| r.anonymous_per_minute = 3));
+    let post_with_header = |path: &str, body: Value| {
+        app.client
+            .post(app.url(path))
+            .bearer_auth("anything")
+            .json(&body)
+            .send()
+    };
+    for i in 0..3 {
+        let login = json!({"username": format!("guess{i}"), "password": "wrong password"});
+        let answer = post_with_header("/api/v1/auth/login", login).await.unwrap();
+        assert_eq!(answer.status(), 401);
+    }
+    let refresh = json!({"refresh_token": "a-stolen-looking-token"});
+    for (path, body) in [
+        (
+            "/api/v1/auth/login",
+            json!({"username": "guess9", "password": "x"}),
+        ),
+        ("/api/v1/auth/refresh", refresh),
+        (
+            "/api/v1/users",
+            json!({"username": "newcomer", "password": "long enough"}),
+        ),
+    ] {
+        let over = post_with_header(path, body).await.unwrap();
+        assert_envelope(over, 429, "rate_limited").await;
     }
     app.finish().await;
 }

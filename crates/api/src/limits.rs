@@ -201,8 +201,19 @@ fn exempt(path: &str) -> bool {
     matches!(path, "/api/v1/health" | "/api/v1/ready" | "/metrics")
 }
 
-/// Middleware: limits requests that carry no credentials, per client IP (authenticated
-/// requests are limited per user by the `CurrentUser` extractor).
+/// Routes that never read the `Authorization` header (they take a password or a refresh
+/// token instead): an `Authorization` header on them must not exempt the request from the
+/// per-IP limit, as no extractor would charge a failed credential to anyone.
+fn credential_free(path: &str) -> bool {
+    matches!(
+        path,
+        "/api/v1/users" | "/api/v1/auth/login" | "/api/v1/auth/refresh"
+    )
+}
+
+/// Middleware: limits requests that carry no credentials, and every request to a
+/// [`credential_free`] route, per client IP (authenticated requests are limited per user by
+/// the `CurrentUser` extractor, which also charges a failed credential to the IP).
 ///
 /// # Errors
 /// Never on its own.
@@ -210,7 +221,9 @@ pub async fn anonymous_limit(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
-    let anonymous = !req.headers().contains_key(header::AUTHORIZATION) && !exempt(req.path());
+    let path = req.path();
+    let anonymous = !exempt(path)
+        && (!req.headers().contains_key(header::AUTHORIZATION) || credential_free(path));
     if anonymous
         && let Some(limits) = req.app_data::<web::Data<RateLimits>>()
         && let Err(e) = limits.check_anonymous(req.request()).await
