@@ -101,6 +101,22 @@ pub struct OpenAiGateway {
     /// are driven by one long-lived runtime, not by whichever HTTP worker opened them (a
     /// worker stopping at shutdown would otherwise break streams still using them).
     home: Option<tokio::runtime::Handle>,
+    /// Whether requests carry OpenRouter's `usage: {"include": true}` (see
+    /// [`asks_for_usage_accounting`]).
+    usage_accounting: bool,
+}
+
+/// OpenRouter reports a call's cost only when a request asks with `usage: {"include":
+/// true}`. Other providers may refuse a field they do not know (OpenAI's own API answers 400),
+/// so only OpenRouter is asked.
+fn asks_for_usage_accounting(base_url: &str) -> bool {
+    reqwest::Url::parse(base_url)
+        .ok()
+        .and_then(|url| {
+            url.host_str()
+                .map(|host| host == "openrouter.ai" || host.ends_with(".openrouter.ai"))
+        })
+        .unwrap_or(false)
 }
 
 impl std::fmt::Debug for OpenAiGateway {
@@ -119,7 +135,9 @@ impl OpenAiGateway {
     pub fn new(config: LlmConfig) -> Result<Self, BuildError> {
         let mut http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
-            .read_timeout(config.stream_idle_timeout)
+            // No read timeout here: reqwest's would also cut a blocking call whose answer
+            // takes longer than the stream idle limit to start. A blocking call is bounded by
+            // `request_timeout`, and a stream's silence by the stream itself (below).
             // A pool of size 0 is no pool: HTTP/2 would then open a connection per call.
             .pool_max_idle_per_host(if config.http2_prior_knowledge {
                 config.pool_max_idle_per_host.max(1)
@@ -150,11 +168,13 @@ impl OpenAiGateway {
                 config.retry_max_delay,
             )))
             .service(async_openai::middleware::ReqwestService::new(http.clone()));
+        let usage_accounting = asks_for_usage_accounting(&config.base_url);
         Ok(Self {
             client: Client::build(http, openai).with_http_service(service),
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
             config: Arc::new(config),
             home: tokio::runtime::Handle::try_current().ok(),
+            usage_accounting,
         })
     }
 
@@ -189,7 +209,7 @@ impl OpenAiGateway {
         }
     }
 
-    fn body(request: &CompletionRequest, stream: bool) -> Value {
+    fn body(&self, request: &CompletionRequest, stream: bool) -> Value {
         let messages: Vec<Value> = request
             .messages
             .iter()
@@ -207,7 +227,9 @@ impl OpenAiGateway {
             // OpenAI's and OpenRouter's ways of asking for usage in the stream.
             body["stream_options"] = json!({"include_usage": true});
         }
-        body["usage"] = json!({"include": true});
+        if self.usage_accounting {
+            body["usage"] = json!({"include": true});
+        }
         if let Some(Ok(Value::Object(fields))) = request
             .passthrough
             .as_ref()
@@ -301,6 +323,8 @@ struct StreamState {
     cost: Option<Usd>,
     pending: std::collections::VecDeque<Result<StreamEvent, LlmError>>,
     done: bool,
+    /// Longest silence allowed between two chunks.
+    idle: Duration,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -352,7 +376,7 @@ impl OpenAiGateway {
     async fn complete_here(&self, request: CompletionRequest) -> Result<Completion, LlmError> {
         let _permit = self.permit().await?;
         let chat = self.client.chat();
-        let call = chat.create_byot::<_, WireCompletion>(Self::body(&request, false));
+        let call = chat.create_byot::<_, WireCompletion>(self.body(&request, false));
         let started = std::time::Instant::now();
         let response = tokio::time::timeout(self.config.request_timeout, call)
             .await
@@ -386,7 +410,7 @@ impl OpenAiGateway {
     async fn stream_here(&self, request: CompletionRequest) -> Result<CompletionStream, LlmError> {
         let permit = self.permit().await?;
         let chat = self.client.chat();
-        let open = chat.create_stream_byot::<_, WireChunk>(Self::body(&request, true));
+        let open = chat.create_stream_byot::<_, WireChunk>(self.body(&request, true));
         let started = std::time::Instant::now();
         let inner = tokio::time::timeout(self.config.request_timeout, open)
             .await
@@ -402,6 +426,7 @@ impl OpenAiGateway {
             cost: None,
             pending: std::collections::VecDeque::new(),
             done: false,
+            idle: self.config.stream_idle_timeout,
             _permit: permit,
         };
         Ok(Box::pin(futures::stream::unfold(
@@ -414,7 +439,12 @@ impl OpenAiGateway {
                     if s.done {
                         return None;
                     }
-                    match s.inner.next().await {
+                    let Ok(next) = tokio::time::timeout(s.idle, s.inner.next()).await else {
+                        s.done = true;
+                        s.pending.push_back(Err(LlmError::Timeout));
+                        continue;
+                    };
+                    match next {
                         None => {
                             s.done = true;
                             s.pending.push_back(Ok(StreamEvent::Done {
@@ -516,5 +546,24 @@ impl OpenAiGateway {
                 })
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asks_for_usage_accounting;
+
+    #[test]
+    fn only_openrouter_is_asked_for_usage_accounting() {
+        assert!(asks_for_usage_accounting("https://openrouter.ai/api/v1"));
+        assert!(asks_for_usage_accounting(
+            "https://eu.openrouter.ai/api/v1/"
+        ));
+        assert!(!asks_for_usage_accounting("https://api.openai.com/v1"));
+        assert!(!asks_for_usage_accounting("http://127.0.0.1:8089/api/v1"));
+        assert!(!asks_for_usage_accounting(
+            "https://openrouter.ai.example.com/v1"
+        ));
+        assert!(!asks_for_usage_accounting("not a url"));
     }
 }

@@ -94,6 +94,11 @@ async fn deltas_arrive_in_order_and_end_with_usage_and_finish_reason_despite_gar
     assert_eq!(sent["messages"][0]["role"], "system");
     assert_eq!(sent["temperature"], 0.3);
     assert_eq!(sent["max_tokens"], 50);
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    assert!(
+        sent.get("usage").is_none(),
+        "OpenRouter's usage field goes to OpenRouter only: {sent}"
+    );
 }
 
 #[tokio::test]
@@ -197,7 +202,32 @@ async fn a_silent_stream_fails_after_the_idle_timeout() {
         "{:?}",
         start.elapsed()
     );
-    assert!(items.last().unwrap().is_err(), "{items:?}");
+    assert!(
+        matches!(items.last(), Some(Err(LlmError::Timeout))),
+        "{items:?}"
+    );
+}
+
+/// A blocking call sends nothing until the whole answer is ready: only `request_timeout`
+/// bounds it, never the stream idle limit.
+#[tokio::test]
+async fn a_blocking_call_may_take_longer_than_the_stream_idle_limit() {
+    let fake = FakeProvider::start().await.unwrap();
+    let mut cfg = config(&fake);
+    cfg.stream_idle_timeout = Duration::from_millis(300);
+    cfg.request_timeout = Duration::from_secs(5);
+    let gateway = OpenAiGateway::new(cfg).unwrap();
+    let slow = gateway
+        .complete(request("fake/x?tokens=3&ttft_ms=1200"))
+        .await;
+    assert_eq!(slow.unwrap().content, "word0 word1 word2");
+    let mut cfg = config(&fake);
+    cfg.request_timeout = Duration::from_millis(500);
+    let gateway = OpenAiGateway::new(cfg).unwrap();
+    let too_slow = gateway
+        .complete(request("fake/x?tokens=3&ttft_ms=1200"))
+        .await;
+    assert!(matches!(too_slow, Err(LlmError::Timeout)), "{too_slow:?}");
 }
 
 #[tokio::test]
