@@ -333,6 +333,21 @@ async fn stored_completions_go_into_the_callers_own_chat(backend: Backend) {
     assert_eq!(after["message_count"], stored["message_count"]);
     let overview = app.get_json_as("/api/v1/analytics/overview", &access).await;
     assert_eq!(overview["messages"], 2, "{overview}");
+
+    // Refused at admission (more max_tokens than the model's context): no chat is left.
+    for stream in [false, true] {
+        let refused = complete(
+            &app,
+            &key,
+            Some("new"),
+            &json!({"model": "fake/small", "stream": stream, "max_tokens": 100_000,
+                    "messages": [{"role": "user", "content": "Too much"}]}),
+        )
+        .await;
+        assert_eq!(refused.status(), 400, "stream: {stream}");
+    }
+    let chats = app.get_json_as("/api/v1/chats", &access).await;
+    assert_eq!(chats["total"], 1, "{chats}");
     app.finish().await;
 }
 

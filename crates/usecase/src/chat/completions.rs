@@ -149,10 +149,14 @@ const EVENTS_BUFFERED: usize = 64;
 impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
     ChatService<R, L, M, C, I>
 {
-    /// The chat a stored completion goes to, created when new.
-    async fn target(&self, owner: UserId, input: &CompletionInput) -> Result<ChatId, ChatError> {
+    /// The chat a stored completion goes to, and whether it was created for it.
+    async fn target(
+        &self,
+        owner: UserId,
+        input: &CompletionInput,
+    ) -> Result<(ChatId, bool), ChatError> {
         match input.store.as_ref().map(|s| s.chat) {
-            Some(ChatTarget::Existing(chat)) => Ok(chat),
+            Some(ChatTarget::Existing(chat)) => Ok((chat, false)),
             Some(ChatTarget::New) | None => {
                 let system_prompt = input
                     .prompt
@@ -170,9 +174,29 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
                         },
                     )
                     .await?;
-                Ok(chat.id)
+                Ok((chat.id, true))
             }
         }
+    }
+
+    /// After a stored completion failed: a chat created for it that holds no question yet
+    /// (the call was refused at admission: quota, cap, limits) is removed again, so a refusal
+    /// leaves nothing behind. One whose question was stored keeps it, as every chat does.
+    async fn unless_refused<T>(
+        &self,
+        owner: UserId,
+        (chat, created): (ChatId, bool),
+        outcome: Result<T, ChatError>,
+    ) -> Result<T, ChatError> {
+        if created
+            && outcome.is_err()
+            && let Ok(found) = self.get_chat(owner, chat).await
+            && found.current_leaf_id == found.root_id
+            && let Err(e) = self.repo.delete_chat(owner, chat).await
+        {
+            tracing::warn!(error = %e, "a chat made for a refused completion was not removed");
+        }
+        outcome
     }
 
     /// The send of a stored completion.
@@ -239,10 +263,12 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator> C
         input: CompletionInput,
     ) -> Result<CompletionReply, ChatError> {
         if let Some(store) = input.store.clone() {
-            let chat = self.target(owner, &input).await?;
-            let reply = self
+            let target = self.target(owner, &input).await?;
+            let chat = target.0;
+            let sent = self
                 .send(owner, chat, Self::send_input(input, store.question))
-                .await?;
+                .await;
+            let reply = self.unless_refused(owner, target, sent).await?;
             return Ok(CompletionReply {
                 stored: Some((chat, reply.answer.id)),
                 model: reply.model,
@@ -292,11 +318,13 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator> C
         input: CompletionInput,
     ) -> Result<CompletionStream, ChatError> {
         if let Some(store) = input.store.clone() {
-            let chat = self.target(owner, &input).await?;
+            let target = self.target(owner, &input).await?;
+            let chat = target.0;
             let model = input.model.clone();
-            let subscription = self
+            let sent = self
                 .send_stream(owner, chat, Self::send_input(input, store.question))
-                .await?;
+                .await;
+            let subscription = self.unless_refused(owner, target, sent).await?;
             return Ok(CompletionStream {
                 stored: Some((chat, subscription.message())),
                 source: Source::Chat(subscription),
