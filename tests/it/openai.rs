@@ -353,6 +353,7 @@ async fn stored_completions_go_into_the_callers_own_chat(backend: Backend) {
 
 async fn bad_completion_requests_get_openai_errors(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
+    app.script_models(&["fake/refuses?status=400", "fake/down?status=503"]);
     let key = api_key(&app, "careless").await;
     let user = json!([{"role": "user", "content": "hi"}]);
     let tools = json!([{"type": "function", "function": {"name": "f"}}]);
@@ -464,6 +465,29 @@ async fn bad_completion_requests_get_openai_errors(backend: Backend) {
     assert_eq!(anonymous.status(), 401);
     // Nothing above reached the provider or was stored.
     assert_eq!(app.fake.stats().chat_requests, 0);
+
+    // A provider's refusal is a 502 that the OpenAI SDKs must not send again (they retry
+    // every 5xx unless told `x-should-retry: false`); a provider that is down may be retried.
+    let refused = complete(
+        &app,
+        &key,
+        None,
+        &json!({"model": "fake/refuses?status=400", "messages": user}),
+    )
+    .await;
+    assert_eq!(refused.status(), 502);
+    assert_eq!(refused.headers()["x-should-retry"], "false");
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["error"]["code"], "provider_rejected", "{refused}");
+    let down = complete(
+        &app,
+        &key,
+        None,
+        &json!({"model": "fake/down?status=503", "messages": user}),
+    )
+    .await;
+    assert_eq!(down.status(), 503);
+    assert!(down.headers().get("x-should-retry").is_none());
     app.finish().await;
 }
 

@@ -405,11 +405,19 @@ impl ResponseError for ApiError {
             Self::Unauthenticated(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
+            // Sending the same request again cannot help: clients that retry every 5xx (the
+            // OpenAI SDKs among them) honour this header.
+            Self::ProviderRejected(_) => {
+                response.insert_header((SHOULD_RETRY, "false"));
+            }
             _ => {}
         }
         response.json(self.body())
     }
 }
+
+/// The response header that tells a client whether to send a failed request again.
+pub const SHOULD_RETRY: &str = "x-should-retry";
 
 /// Error handler for `web::Json`: syntax → 400, wrong shape → 422, size → 413, type → 415.
 pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {

@@ -61,7 +61,11 @@ impl ResponseError for OpenAiError {
             _ => ("invalid_request_error", body.error_type),
         };
         let mut response = HttpResponse::build(status);
-        for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+        for name in [
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+            header::HeaderName::from_static(crate::error::SHOULD_RETRY),
+        ] {
             if let Some(value) = inner.headers().get(&name) {
                 response.insert_header((name, value.clone()));
             }
