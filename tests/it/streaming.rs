@@ -599,6 +599,60 @@ async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend
     app.finish().await;
 }
 
+/// Reads a stream to its end and asserts it ended as cancelled.
+async fn ends_cancelled(
+    stream: impl futures::Stream<
+        Item = Result<Event, eventsource_stream::EventStreamError<reqwest::Error>>,
+    >,
+) {
+    let rest: Vec<Event> = stream.map(Result::unwrap).collect().await;
+    let n = rest.len();
+    assert_eq!(data(&rest[n - 2])["error_type"], "cancelled", "{rest:?}");
+    assert_eq!(rest[n - 1].data, "[DONE]");
+}
+
+/// Deleting the chat an answer streams into, or the subtree it stands in, stops the provider
+/// call (and frees the slot); the answer's record stays, detached: what it used still counts.
+async fn deleting_what_an_answer_streams_into_stops_it_and_keeps_its_record(backend: Backend) {
+    let app = or_skip!(TestApp::spawn(backend));
+    let model = "fake/long?tokens=200&token_ms=20";
+    let (token, chat) = alice_chat(&app, model).await;
+    let answers = || app.db.count("generations", Some(("kind", "answer".into())));
+    let (_, stream) = open_and_read(&app, &token, &chat, model, 4).await;
+    let deleted = app
+        .delete_as(&format!("/api/v1/chats/{chat}"), &token)
+        .await;
+    assert_eq!(deleted.status(), 204);
+    ends_cancelled(stream).await;
+    let upstream_closed = || async { app.fake.stats().in_flight == 0 };
+    assert!(eventually(Duration::from_secs(2), upstream_closed).await);
+    assert_eq!(
+        answers().await,
+        1,
+        "the deleted chat's answer keeps its record"
+    );
+
+    let chat = app.new_chat(&token).await;
+    let (seen, stream) = open_and_read(&app, &token, &chat, model, 4).await;
+    let question = data(&seen[0])["user_message_uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let removed = app
+        .delete_as(&format!("/api/v1/chats/{chat}/messages/{question}"), &token)
+        .await;
+    assert_eq!(removed.status(), 204);
+    ends_cancelled(stream).await;
+    assert!(eventually(Duration::from_secs(2), upstream_closed).await);
+    assert_eq!(answers().await, 2, "the removed answer keeps its record");
+    let left: Value = app
+        .get_json_as(&format!("/api/v1/chats/{chat}"), &token)
+        .await;
+    assert_eq!(left["message_count"], 1, "only the root is left: {left}");
+    assert_eq!(left["current_leaf_uuid"], left["root_message_uuid"]);
+    app.finish().await;
+}
+
 async fn reattaching_replays_exactly_the_missed_events(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
     let model = "fake/long?tokens=40&token_ms=15";
@@ -1085,6 +1139,7 @@ on_every_backend!(
     two_hundred_disconnects_over_h2c_under_cancel_reset_every_upstream_stream,
     two_hundred_disconnects_under_finish_complete_everything,
     cancel_stops_the_generation_and_keeps_the_partial_text,
+    deleting_what_an_answer_streams_into_stops_it_and_keeps_its_record,
     reattaching_replays_exactly_the_missed_events,
     caps_refuse_the_extra_generation_with_retry_after,
     the_deadline_ends_a_stuck_generation,

@@ -697,5 +697,33 @@ fn tree_path(tree: &ConversationTree, to: MessageId) -> Result<Vec<Message>, Cha
         .collect())
 }
 
+impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
+    ChatService<R, L, M, C, I>
+{
+    /// Stops `chat`'s running generation, on whichever replica runs it, when `which` accepts
+    /// its answer, and waits (briefly) until its partial text and record are saved. When the
+    /// replicas cannot be asked it is only logged: the answer then finds its message gone
+    /// and keeps its record detached.
+    async fn stop_generation_if(
+        &self,
+        owner: UserId,
+        chat: ChatId,
+        which: impl Fn(MessageId) -> bool + Send,
+    ) {
+        let stopped = match self.generations.status_anywhere(owner, chat).await {
+            Ok(Some(status)) if status.running && which(status.message) => self
+                .generations
+                .cancel_anywhere(owner, chat)
+                .await
+                .map(|_| ()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stopped {
+            tracing::warn!(error = %e, chat = %chat, "a running answer could not be stopped");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -248,7 +248,7 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
 }
 
 /// Stores the record of an unstored call; a failure is logged (the caller has its answer).
-async fn keep_record<R: ChatRepository>(repo: &R, record: GenerationRecord) {
+pub(super) async fn keep_record<R: ChatRepository>(repo: &R, record: GenerationRecord) {
     if let Err(e) = repo.record_generation(record).await {
         tracing::error!(error = %e, "the record of a completion could not be saved");
     }

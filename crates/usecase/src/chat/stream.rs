@@ -256,11 +256,11 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
     let expected = job.after.as_ref().map(|a| a.0);
     // Boxed: the save's database future is large, and unboxed it would be part of every
     // stream's task for the whole stream (P2's heap profile: ~17 KiB per stream).
-    let (saved, version) = Box::pin(save_with_retries(
+    let saved = Box::pin(save_with_retries(
         repo, job.owner, job.chat, finished, expected,
     ))
     .await;
-    if let (Some(version), Some((_, known, cache))) = (version, job.after) {
+    if let (Saved::Stored(Some(version)), Some((_, known, cache))) = (saved, job.after) {
         // The turn's messages with the answer as it ended.
         let mut messages = known.as_ref().clone();
         if let Some(answer) = messages.iter_mut().find(|m| m.id == message) {
@@ -273,13 +273,24 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
     // Free the slot and the chat before anyone hears of the end (on every replica): a
     // client that reacts at once may start the next generation.
     tokio::join!(job.slot.release(), generation.end_lease());
-    if saved {
-        generation.publish(event);
-    } else {
-        generation.publish(GenerationEvent::Error(GenerationFailure::Storage));
+    match saved {
+        // Deleted while it was written: its client still hears how it ended.
+        Saved::Stored(_) | Saved::Deleted => generation.publish(event),
+        Saved::Failed => generation.publish(GenerationEvent::Error(GenerationFailure::Storage)),
     }
     generation.publish(GenerationEvent::Done);
-    (saved && status == MessageStatus::Complete).then_some(content)
+    (matches!(saved, Saved::Stored(_)) && status == MessageStatus::Complete).then_some(content)
+}
+
+/// How saving the end of an answer went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Saved {
+    /// Stored, with the chat's version after it when it was known.
+    Stored(Option<ChatVersion>),
+    /// The chat or the answer had been deleted; its record was kept, detached.
+    Deleted,
+    /// Not stored.
+    Failed,
 }
 
 /// How long the end of an answer keeps being retried: the client may already have read it,
@@ -298,7 +309,7 @@ pub(super) async fn save_with_retries<R: ChatRepository>(
     chat: ChatId,
     finished: FinishedAnswer,
     expected: Option<ChatVersion>,
-) -> (bool, Option<ChatVersion>) {
+) -> Saved {
     let started = Instant::now();
     let mut delay = Duration::from_millis(50);
     let mut attempt = 0_u32;
@@ -317,10 +328,24 @@ pub(super) async fn save_with_retries<R: ChatRepository>(
                 if attempt > 1 {
                     tracing::info!(answer = %finished.message, attempt, "the answer was saved after retrying");
                 }
-                return (true, version);
+                return Saved::Stored(version);
             }
             // The previous attempt committed but its acknowledgement was lost.
-            Err(RepoError::Conflict(_)) if attempt > 1 => return (true, None),
+            Err(RepoError::Conflict(_)) if attempt > 1 => return Saved::Stored(None),
+            // The chat or the answer was deleted while it was written: the text has nowhere
+            // to go, but what the call used still counts (its record is kept, detached).
+            Err(RepoError::NotFound(_)) => {
+                tracing::info!(answer = %finished.message, "the answer was deleted while it was written");
+                if let Some(record) = finished.record {
+                    let detached = GenerationRecord {
+                        chat_id: None,
+                        message_id: None,
+                        ..record
+                    };
+                    super::completions::keep_record(repo, detached).await;
+                }
+                return Saved::Deleted;
+            }
             Err(e @ (RepoError::Unavailable(_) | RepoError::Unexpected(_)))
                 if started.elapsed() < SAVE_RETRY_FOR =>
             {
@@ -330,7 +355,7 @@ pub(super) async fn save_with_retries<R: ChatRepository>(
             }
             Err(e) => {
                 tracing::error!(error = %e, attempt, answer = %finished.message, "the answer could not be saved");
-                return (false, None);
+                return Saved::Failed;
             }
         }
     }

@@ -308,6 +308,10 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator> C
     /// # Errors
     /// [`ChatError::ChatNotFound`].
     async fn delete_chat(&self, owner: UserId, chat: ChatId) -> Result<(), ChatError> {
+        self.get_chat(owner, chat).await?;
+        // A running answer is stopped first (its partial text and its record saved), so the
+        // provider call and the slot end with the chat and what the call used still counts.
+        self.stop_generation_if(owner, chat, |_| true).await;
         self.repo.delete_chat(owner, chat).await.map_err(repo)
     }
 
@@ -394,7 +398,13 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator> C
         message: MessageId,
     ) -> Result<MessageId, ChatError> {
         match self.repo.delete_subtree(owner, chat, message).await {
-            Ok(d) => Ok(d.current_leaf),
+            Ok(d) => {
+                // An answer still streaming into the removed subtree is stopped: nobody can
+                // read it any more (its record is kept, detached).
+                self.stop_generation_if(owner, chat, |answer| d.removed.contains(&answer))
+                    .await;
+                Ok(d.current_leaf)
+            }
             Err(RepoError::Conflict(_)) => Err(ChatError::InvalidTarget(
                 "the root message cannot be deleted",
             )),
