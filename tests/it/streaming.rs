@@ -275,37 +275,46 @@ async fn an_edited_question_streams_its_answer_on_a_new_branch(backend: Backend)
     app.finish().await;
 }
 
+/// An in-stream error, or a response that just stops (no finish, no `[DONE]`), keeps the
+/// partial answer as failed.
 async fn a_provider_error_mid_stream_keeps_the_partial_answer_as_failed(backend: Backend) {
     let app = or_skip!(TestApp::spawn(backend));
-    let model = "fake/breaks?tokens=10&error_after=4";
-    let (token, chat) = alice_chat(&app, model).await;
-    let response = ask_streamed(&app, &token, &chat, "hi", model).await;
-    assert_eq!(response.status(), 200);
-    let (events, _) = read_all(response).await;
-    let types: Vec<Value> = events.iter().map(|e| data(e)["type"].clone()).collect();
-    let n = events.len();
-    assert_eq!(types[0], "start");
-    assert!(n >= 4, "{types:?}");
-    assert!(types[1..n - 2].iter().all(|t| t == "chunk"), "{types:?}");
-    let error = data(&events[n - 2]);
-    assert_eq!(error["type"], "error");
-    assert_eq!(error["error_type"], "provider_error");
-    assert_eq!(error["retry_available"], true);
-    assert!(error["message"].is_string());
-    assert_eq!(events[n - 1].data, "[DONE]");
+    let models = [
+        "fake/breaks?tokens=10&error_after=4",
+        "fake/stops?tokens=10&end_after=4",
+    ];
+    app.script_models(&models);
+    let token = app.user_token("alice").await;
+    for model in models {
+        let chat = app.new_chat(&token).await;
+        let response = ask_streamed(&app, &token, &chat, "hi", model).await;
+        assert_eq!(response.status(), 200);
+        let (events, _) = read_all(response).await;
+        let types: Vec<Value> = events.iter().map(|e| data(e)["type"].clone()).collect();
+        let n = events.len();
+        assert_eq!(types[0], "start");
+        assert!(n >= 4, "{types:?}");
+        assert!(types[1..n - 2].iter().all(|t| t == "chunk"), "{types:?}");
+        let error = data(&events[n - 2]);
+        assert_eq!(error["type"], "error");
+        assert_eq!(error["error_type"], "provider_error", "{model}");
+        assert_eq!(error["retry_available"], true);
+        assert!(error["message"].is_string());
+        assert_eq!(events[n - 1].data, "[DONE]");
 
-    let answer = data(&events[0])["message_uuid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let stored = message(&app, &token, &chat, &answer).await;
-    assert_eq!(stored["status"], "failed");
-    assert_eq!(
-        stored["content"],
-        deltas(&events),
-        "the partial text is kept"
-    );
-    assert_eq!(stored["content"], "word0 word1 word2 word3");
+        let answer = data(&events[0])["message_uuid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let stored = message(&app, &token, &chat, &answer).await;
+        assert_eq!(stored["status"], "failed", "{model}");
+        assert_eq!(
+            stored["content"],
+            deltas(&events),
+            "the partial text is kept"
+        );
+        assert_eq!(stored["content"], "word0 word1 word2 word3");
+    }
     app.finish().await;
 }
 

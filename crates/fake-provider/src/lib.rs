@@ -18,6 +18,7 @@
 //! | `fail_times` | apply `status` only to the first N requests with this exact model id |
 //! | `error_after` | after N tokens, send an in-stream error chunk and end the stream |
 //! | `reset_after` | after N tokens, cut the connection (no terminating chunk) |
+//! | `end_after` | after N tokens, end the response cleanly with neither a finish reason nor `[DONE]` (a proxy that lost its upstream) |
 //! | `garbage` | add SSE comment lines, unknown fields and empty deltas |
 //! | `no_usage` | omit the usage block |
 //! | `cost` | report this call cost (USD, a decimal) in `usage.cost` (default 0, as a proxy that does not know it) |
@@ -143,6 +144,8 @@ pub struct Script {
     pub error_after: Option<usize>,
     /// Connection reset after N tokens.
     pub reset_after: Option<usize>,
+    /// A clean end of the response, with no finish, after N tokens.
+    pub end_after: Option<usize>,
     /// Comment lines, unknown fields, empty deltas.
     #[serde(default, deserialize_with = "flag")]
     pub garbage: bool,
@@ -470,6 +473,9 @@ fn stream_response(
             // Let what was sent so far reach the client first: a reset *mid*-stream.
             steps.push(Step::Wait(Duration::from_millis(50)));
             steps.push(Step::Reset);
+            return sse(guard, steps);
+        }
+        if script.end_after == Some(i) {
             return sse(guard, steps);
         }
         if i > 0 {

@@ -445,6 +445,15 @@ impl OpenAiGateway {
                         continue;
                     };
                     match next {
+                        // A stream that ends with neither a finish reason nor usage was cut
+                        // short (a proxy that lost its upstream closes its response cleanly,
+                        // and the end of the body then looks like `[DONE]`).
+                        None if s.finish_reason.is_none() && s.usage.is_none() => {
+                            s.done = true;
+                            s.pending.push_back(Err(LlmError::BrokenStream(
+                                "the stream ended without a finish".into(),
+                            )));
+                        }
                         None => {
                             s.done = true;
                             s.pending.push_back(Ok(StreamEvent::Done {

@@ -141,6 +141,24 @@ async fn an_error_inside_the_stream_is_an_error_and_is_not_retried() {
         2,
         "never retried after the first byte"
     );
+    // A response that ends cleanly without a finish was cut short all the same.
+    let ended = collect(&gateway, "fake/x?tokens=5&end_after=2").await;
+    assert_eq!(ended.len(), 3, "{ended:?}");
+    assert!(
+        matches!(&ended[2], Err(LlmError::BrokenStream(why)) if why.contains("without a finish")),
+        "{ended:?}"
+    );
+    // A finish with no usage block is a whole answer.
+    let unmetered = collect(&gateway, "fake/x?tokens=2&no_usage=1").await;
+    assert!(
+        matches!(unmetered.last(), Some(Ok(StreamEvent::Done { .. }))),
+        "{unmetered:?}"
+    );
+    assert_eq!(
+        fake.stats().chat_requests,
+        4,
+        "a stream cut short is not retried either"
+    );
 }
 
 #[tokio::test]
