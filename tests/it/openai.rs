@@ -455,6 +455,18 @@ async fn bad_completion_requests_get_openai_errors(backend: Backend) {
     assert_eq!(malformed.status(), 400);
     let malformed: Value = malformed.json().await.unwrap();
     assert_eq!(malformed["error"]["type"], "invalid_request_error");
+    // Refused before any handler runs (the body limit): still OpenAI's shape.
+    let huge = json!({"model": "fake/small", "messages": [
+        {"role": "user", "content": "x".repeat(300 * 1024)}
+    ]});
+    let oversized = complete(&app, &key, None, &huge).await;
+    assert_eq!(oversized.status(), 413);
+    let oversized: Value = oversized.json().await.unwrap();
+    assert_eq!(
+        oversized["error"]["code"], "payload_too_large",
+        "{oversized}"
+    );
+    assert_eq!(oversized["error"]["type"], "invalid_request_error");
     let anonymous = app
         .client
         .post(app.url("/v1/chat/completions"))

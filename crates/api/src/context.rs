@@ -1,7 +1,8 @@
 //! Per-request context: the request id (accepted from `X-Request-Id` when well-formed,
 //! generated otherwise, echoed on every response) and the preferred language. Also turns
 //! any error response that is not already the JSON envelope (actix's plain-text defaults:
-//! 405, 413, …) into the envelope, so clients only ever see one error shape.
+//! 405, 413, …) into the envelope (under `/v1/`, OpenAI's error shape), so clients only ever
+//! see one error shape.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -10,6 +11,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::error::ApiError;
+use crate::openai::OpenAiError;
 
 use crate::request::CONTEXT;
 pub use crate::request::{REQUEST_ID, RequestContext, current, prefers_japanese, request_id_of};
@@ -45,8 +47,16 @@ pub async fn request_context(
         .is_some_and(|v| v.starts_with("application/json"));
     let status = response.status();
     if (status.is_client_error() || status.is_server_error()) && !is_json {
-        let replacement: HttpResponse =
-            CONTEXT.sync_scope(context, || ApiError::from_status(status).error_response());
+        // The OpenAI-compatible surface answers in OpenAI's error shape, as its SDKs read it.
+        let openai = response.request().path().starts_with("/v1/");
+        let replacement: HttpResponse = CONTEXT.sync_scope(context, || {
+            let error = ApiError::from_status(status);
+            if openai {
+                OpenAiError::from(error).error_response()
+            } else {
+                error.error_response()
+            }
+        });
         let (req, old) = response.into_parts();
         let mut new = replacement;
         for (name, value) in old.headers() {
