@@ -122,15 +122,27 @@ impl CredentialRepository for SeaOrmStore {
         hash: Option<&str>,
         now: Timestamp,
     ) -> Result<u64, RepoError> {
-        let mut update = refresh_tokens::Entity::update_many()
-            .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(ts(now)))
-            .filter(refresh_tokens::Column::UserId.eq(uuid(user.as_u128())))
-            .filter(refresh_tokens::Column::RevokedAt.is_null());
+        let update = || {
+            refresh_tokens::Entity::update_many()
+                .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(ts(now)))
+                .filter(refresh_tokens::Column::UserId.eq(uuid(user.as_u128())))
+                .filter(refresh_tokens::Column::RevokedAt.is_null())
+        };
         if let Some(hash) = hash {
-            update = update.filter(refresh_tokens::Column::TokenHash.eq(hash));
+            let one = update().filter(refresh_tokens::Column::TokenHash.eq(hash));
+            let result = one.exec(&self.write).await.map_err(to_repo_error)?;
+            return Ok(result.rows_affected);
         }
-        let result = update.exec(&self.write).await.map_err(to_repo_error)?;
-        Ok(result.rows_affected)
+        // All of them: twice, in one transaction. A rotation that held a token's row lock
+        // while the first statement waited for it commits a successor that statement cannot
+        // see (PostgreSQL's read committed takes a statement's snapshot when it starts); the
+        // second sees it. A rotation that starts later waits for this transaction and then
+        // finds its token revoked.
+        let txn = self.begin_write().await?;
+        let first = update().exec(&txn).await.map_err(to_repo_error)?;
+        let second = update().exec(&txn).await.map_err(to_repo_error)?;
+        txn.commit().await.map_err(to_repo_error)?;
+        Ok(first.rows_affected + second.rows_affected)
     }
 
     async fn create_api_key(&self, key: ApiKeyRecord) -> Result<(), RepoError> {

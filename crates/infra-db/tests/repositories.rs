@@ -101,6 +101,16 @@ fn uuid_value(id: u128) -> Value {
     Uuid::from_u128(id).into()
 }
 
+/// The next refresh token of a rotation.
+fn successor(hash: &str) -> RefreshSuccessor {
+    RefreshSuccessor {
+        id: domain::TokenId::from_u128(new_id()),
+        token_hash: hash.to_owned(),
+        created_at: now(),
+        expires_at: now().plus_micros(3_600_000_000),
+    }
+}
+
 async fn user(store: &impl UserRepository, name: &str) -> UserId {
     store
         .create_user(NewUser {
@@ -632,15 +642,6 @@ mod suite {
         assert_eq!(ids, ["b/two"]);
     }
 
-    fn successor(hash: &str) -> RefreshSuccessor {
-        RefreshSuccessor {
-            id: domain::TokenId::from_u128(new_id()),
-            token_hash: hash.to_owned(),
-            created_at: now(),
-            expires_at: now().plus_micros(3_600_000_000),
-        }
-    }
-
     pub async fn a_refresh_token_rotates_once_and_reuse_revokes_its_family(db: &TestDatabase) {
         let store = Arc::new(db.store().await);
         let owner = user(&*store, "alice").await;
@@ -1064,6 +1065,73 @@ every_backend!(suite:
     a_streaming_answer_ends_once_with_everything_in_one_write,
     a_short_query_reads_a_bounded_window_of_the_newest_messages,
 );
+
+/// PostgreSQL's read committed: a revocation of all of a user's refresh tokens that waits on
+/// a rotation in progress must also end the successor that rotation commits (a stolen token
+/// refreshed in a loop would otherwise outlive a password change).
+mod revocation_during_a_rotation {
+    mod postgres {
+        use std::time::Duration;
+
+        use sea_orm::{ConnectionTrait, TransactionTrait};
+
+        use crate::*;
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn also_ends_the_successor_the_rotation_commits() {
+            let db = infra_db::or_skip!(TestDatabase::create(Backend::Postgres));
+            let store = Arc::new(db.store().await);
+            let owner = user(&*store, "alice").await;
+            store
+                .store_refresh_token(RefreshTokenRecord {
+                    id: domain::TokenId::from_u128(new_id()),
+                    user_id: owner,
+                    family_id: domain::TokenId::from_u128(new_id()),
+                    token_hash: "stolen".into(),
+                    created_at: now(),
+                    expires_at: now().plus_micros(3_600_000_000),
+                })
+                .await
+                .unwrap();
+            // A rotation, as `rotate_refresh_token` runs it, caught half way: the token's
+            // row is locked and spent, its successor not yet written.
+            let raw = db.raw().await;
+            let rotation = raw.begin().await.unwrap();
+            rotation
+                .execute_unprepared(
+                    "UPDATE refresh_tokens SET used_at = created_at WHERE token_hash = 'stolen'",
+                )
+                .await
+                .unwrap();
+            let revocation = tokio::spawn({
+                let store = Arc::clone(&store);
+                async move { store.revoke_refresh_tokens(owner, None, now()).await }
+            });
+            // The revocation now waits for the locked row.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!revocation.is_finished());
+            rotation
+                .execute_unprepared(
+                    "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, created_at, \
+                     expires_at) SELECT gen_random_uuid(), user_id, family_id, 'successor', \
+                     created_at, expires_at FROM refresh_tokens WHERE token_hash = 'stolen'",
+                )
+                .await
+                .unwrap();
+            rotation.commit().await.unwrap();
+            revocation.await.unwrap().unwrap();
+            assert_eq!(
+                store
+                    .rotate_refresh_token("successor", successor("next"), now())
+                    .await
+                    .unwrap(),
+                Rotation::Reused,
+                "the successor was revoked with the rest"
+            );
+            db.drop_database().await;
+        }
+    }
+}
 
 /// A test that panics never reaches `drop_database`: its database goes anyway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
