@@ -448,7 +448,7 @@ impl ApiKeyResponse {
 }
 
 /// The full key is in this response only.
-#[utoipa::path(post, path = "/api/v1/auth/api-keys", summary = "Create an API key (shown once)", tag = "auth", request_body = NewApiKey, responses((status = 201, description = "The key (its secret is shown once)", body = ApiKeyResponse)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/auth/api-keys", summary = "Create an API key (shown once)", tag = "auth", request_body = NewApiKey, responses((status = 201, description = "The key (its secret is shown once)", body = ApiKeyResponse), (status = 409, description = "The account already holds 100 unrevoked keys", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 async fn create_api_key<A: AuthUseCase>(
     auth: web::Data<A>,
     caller: CurrentUser<A>,

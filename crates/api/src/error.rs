@@ -356,6 +356,9 @@ impl From<AuthError> for ApiError {
             AuthError::WrongPassword => Self::Denied(Denial::WrongPassword),
             AuthError::SessionNotFound => Self::NotFound("session"),
             AuthError::ReadOnlyKey => Self::Denied(Denial::ReadOnlyKey),
+            AuthError::TooManyApiKeys => {
+                Self::Conflict("at most 100 API keys per account: revoke one first")
+            }
             AuthError::Unavailable(cause) => {
                 tracing::warn!(error = %causes(&cause), "storage unavailable");
                 Self::Unavailable {

@@ -20,6 +20,8 @@ use crate::ports::{BoxError, Clock, Entity, IdGenerator, RepoError, UserReposito
 pub const API_KEY_PREFIX: &str = "arb_";
 /// Length of the public lookup part of an API key (after [`API_KEY_PREFIX`]).
 pub const API_KEY_LOOKUP_LEN: usize = 12;
+/// Unrevoked API keys one account may hold.
+pub const API_KEYS_MAX: usize = 100;
 
 pub use crate::ports::credentials::{
     API_KEY_USE_RESOLUTION_MICROS, AccessClaims, AccessToken, AccountChanges, ApiKeyOptions,
@@ -72,6 +74,9 @@ pub enum AuthError {
     /// A read-only API key was used for a request that changes something.
     #[error("this API key is read-only")]
     ReadOnlyKey,
+    /// The user already has [`API_KEYS_MAX`] unrevoked keys.
+    #[error("at most 100 API keys per account: revoke one first")]
+    TooManyApiKeys,
     /// The database is unreachable or busy.
     #[error("storage unavailable")]
     Unavailable(#[source] RepoError),
@@ -567,6 +572,11 @@ impl<R: admin::AdminStore, H: PasswordHasher, T: TokenCodec, C: Clock, I: IdGene
         name: String,
         options: ApiKeyOptions,
     ) -> Result<IssuedApiKey, AuthError> {
+        // Checked before the insert, so keys created at the same instant may pass it
+        // together: the bound holds within the handful of requests in flight.
+        if self.repo.list_api_keys(user).await?.len() >= API_KEYS_MAX {
+            return Err(AuthError::TooManyApiKeys);
+        }
         let secret = self.tokens.random_secret()?;
         let lookup: String = self
             .tokens

@@ -130,10 +130,10 @@ impl TokenCodec for ReadableTokens {
     }
 
     fn random_secret(&self) -> Result<String, CryptoError> {
-        Ok(format!(
-            "secret{:040}",
-            self.counter.fetch_add(1, Ordering::SeqCst)
-        ))
+        // The count first: an API key's lookup part is the secret's first characters, so
+        // each key gets its own.
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        Ok(format!("{n:012}secret{n:028}"))
     }
 
     fn digest(&self, secret: &str) -> String {

@@ -134,6 +134,32 @@ async fn api_keys_authenticate_until_revoked_and_a_wrong_secret_never_does() {
     ));
 }
 
+#[tokio::test]
+async fn an_account_holds_at_most_a_hundred_unrevoked_keys() {
+    let s = service();
+    let user = s
+        .register(name("alice"), pw("password1"), None)
+        .await
+        .unwrap();
+    let mut first = None;
+    for i in 0..API_KEYS_MAX {
+        let key = s
+            .create_api_key(user.id, format!("k{i}"), ApiKeyOptions::default())
+            .await
+            .unwrap();
+        first.get_or_insert(key.record.id);
+    }
+    let extra = s
+        .create_api_key(user.id, "one more".into(), ApiKeyOptions::default())
+        .await;
+    assert!(matches!(extra, Err(AuthError::TooManyApiKeys)), "{extra:?}");
+    s.revoke_api_key(user.id, first.unwrap()).await.unwrap();
+    s.create_api_key(user.id, "in its place".into(), ApiKeyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(s.list_api_keys(user.id).await.unwrap().len(), API_KEYS_MAX);
+}
+
 /// A service whose clock the test moves.
 type ClockedService =
     AuthService<InMemoryStore, PlainHasher, ReadableTokens, Arc<ManualClock>, SequentialIds>;
