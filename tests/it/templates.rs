@@ -21,7 +21,7 @@ async fn visibility_rendering_and_lists(backend: Backend) {
     let public = create(
         &app,
         &alice,
-        json!({"name": "Review", "content": "Review {{code}} in {{ lang }}; literal \\{{x}}", "category": "dev", "is_public": true}),
+        json!({"name": "Review", "content": "Review {{code}} in {{ lang }}; literal \\{{x}}", "category": "dev", "is_public": true, "is_favorite": true}),
     )
     .await;
     assert_eq!(public["variables"], json!(["code", "lang"]));
@@ -43,12 +43,17 @@ async fn visibility_rendering_and_lists(backend: Backend) {
     );
 
     // Bob sees Alice's public template but not her private one, and cannot change either.
-    assert_eq!(
-        app.get_as(&format!("/api/v1/templates/{pub_id}"), &bob)
-            .await
-            .status(),
-        200
-    );
+    // Her favourite flag is hers: it is not his, and he cannot learn it.
+    let seen = json_of(app.get_as(&format!("/api/v1/templates/{pub_id}"), &bob)).await;
+    assert_eq!(seen["is_favorite"], false, "{seen}");
+    let own = json_of(app.get_as(&format!("/api/v1/templates/{pub_id}"), &alice)).await;
+    assert_eq!(own["is_favorite"], true, "{own}");
+    let favourites = json_of(app.get_as("/api/v1/templates?is_favorite=true", &bob)).await;
+    assert_eq!(favourites["total"], 0, "{favourites}");
+    let others = json_of(app.get_as("/api/v1/templates?is_favorite=false", &bob)).await;
+    assert_eq!(others["total"], 2, "{others}");
+    let favourites = json_of(app.get_as("/api/v1/templates?is_favorite=true", &alice)).await;
+    assert_eq!(favourites["total"], 1, "{favourites}");
     assert_envelope(
         app.get_as(&format!("/api/v1/templates/{priv_id}"), &bob)
             .await,

@@ -288,6 +288,22 @@ pub struct PromptTemplate {
     pub updated_at: Timestamp,
 }
 
+impl PromptTemplate {
+    /// Whether it is one of `viewer`'s favourites: the flag is its owner's, so someone
+    /// else's public template never is (and never shows the owner's choice).
+    #[must_use]
+    pub fn is_favorite_of(&self, viewer: UserId) -> bool {
+        self.is_favorite && self.owner == viewer
+    }
+
+    /// The template as `viewer` sees it (see [`Self::is_favorite_of`]).
+    #[must_use]
+    pub fn seen_by(mut self, viewer: UserId) -> Self {
+        self.is_favorite = self.is_favorite_of(viewer);
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -144,7 +144,11 @@ impl TemplateRepository for SeaOrmStore {
             select = select.filter(C::Category.eq(category.as_str()));
         }
         if let Some(favorite) = q.is_favorite {
-            select = select.filter(C::IsFavorite.eq(favorite));
+            // The flag is its owner's: someone else's template is never the viewer's.
+            let mine = Condition::all()
+                .add(C::UserId.eq(uuid(viewer.as_u128())))
+                .add(C::IsFavorite.eq(true));
+            select = select.filter(if favorite { mine } else { mine.not() });
         }
         if let Some(public) = q.is_public {
             select = select.filter(C::IsPublic.eq(public));

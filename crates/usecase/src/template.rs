@@ -199,7 +199,8 @@ impl<R: TemplateRepository, C: Clock, I: IdGenerator> TemplateUseCase for Templa
     }
 
     async fn get(&self, viewer: UserId, id: TemplateId) -> Result<PromptTemplate, TemplateError> {
-        self.repo.get_template(viewer, id).await.map_err(repo)
+        let template = self.repo.get_template(viewer, id).await.map_err(repo)?;
+        Ok(template.seen_by(viewer))
     }
 
     async fn update(
@@ -232,7 +233,13 @@ impl<R: TemplateRepository, C: Clock, I: IdGenerator> TemplateUseCase for Templa
         viewer: UserId,
         query: TemplateQuery,
     ) -> Result<Page<PromptTemplate>, TemplateError> {
-        self.repo.list_templates(viewer, query).await.map_err(repo)
+        let mut page = self
+            .repo
+            .list_templates(viewer, query)
+            .await
+            .map_err(repo)?;
+        page.items = page.items.into_iter().map(|t| t.seen_by(viewer)).collect();
+        Ok(page)
     }
 
     async fn categories(&self, viewer: UserId) -> Result<Vec<(String, u64)>, TemplateError> {

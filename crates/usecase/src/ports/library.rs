@@ -24,7 +24,8 @@ pub struct TemplateQuery {
     pub search: Option<domain::SearchQuery>,
     /// Only this category.
     pub category: Option<domain::Category>,
-    /// Only favourites (or only non-favourites).
+    /// Only the viewer's favourites (or only what is not one of them: someone else's
+    /// template never is, whatever its owner marked).
     pub is_favorite: Option<bool>,
     /// Only public (or only private) templates.
     pub is_public: Option<bool>,

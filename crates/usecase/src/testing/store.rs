@@ -324,7 +324,7 @@ impl TemplateRepository for InMemoryStore {
                         .as_ref()
                         .is_none_or(|c| t.category.as_ref() == Some(c))
                 })
-                .filter(|t| q.is_favorite.is_none_or(|f| t.is_favorite == f))
+                .filter(|t| q.is_favorite.is_none_or(|f| t.is_favorite_of(viewer) == f))
                 .filter(|t| q.is_public.is_none_or(|p| t.is_public == p))
                 .cloned()
                 .collect();
