@@ -587,6 +587,16 @@ async fn cancel_stops_the_generation_and_keeps_the_partial_text(backend: Backend
         "exactly what the client saw"
     );
     assert!(deltas(&seen).split(' ').count() < 200, "it stopped early");
+    // The provider reported no usage for the call it did not finish: what it used is
+    // estimated from the text, so a cancelled answer still counts.
+    let used = &stored["generation"];
+    assert_eq!(used["cost_source"], "estimate", "{used}");
+    assert_eq!(
+        used["completion_tokens"],
+        deltas(&seen).len().div_ceil(4),
+        "{used}"
+    );
+    assert_eq!(used["prompt_tokens"], "go".len().div_ceil(4), "{used}");
     assert!(
         eventually(Duration::from_secs(1), || async {
             app.fake.stats().in_flight == 0

@@ -34,12 +34,15 @@ pub(crate) struct AnswerStats {
     model: String,
     /// The provider that served it (`name/upstream` when it reported its own upstream).
     provider: String,
-    /// Zero when the provider reported none (a cancelled answer, for instance).
+    /// Estimated from the text (four bytes a token) when the provider reported none (a
+    /// cancelled answer, for instance); `cost_source` then says `estimate`.
     prompt_tokens: u64,
     completion_tokens: u64,
     total_tokens: u64,
     cost_usd: String,
-    /// `provider` (what it reported) or `catalogue` (listed prices × tokens).
+    /// `provider` (what it reported), `catalogue` (listed prices × tokens) or `estimate`
+    /// (listed prices × tokens estimated from the text).
+    #[schema(pattern = "^(provider|catalogue|estimate)$")]
     cost_source: &'static str,
     latency_ms: u64,
     /// Streamed answers only.

@@ -16,6 +16,23 @@ pub struct TokenUsage {
     pub total_tokens: u64,
 }
 
+impl TokenUsage {
+    /// What a call used when its provider reported nothing (an answer cancelled, cut short
+    /// or broken before the usage came, or a provider that never sends it): one token per
+    /// four bytes of UTF-8, rounded up. About right for English; for Japanese (three bytes a
+    /// character) it is nearer one token per character than a count of characters would be.
+    #[must_use]
+    pub const fn estimated(prompt_bytes: usize, completion_bytes: usize) -> Self {
+        let prompt_tokens = prompt_bytes.div_ceil(4) as u64;
+        let completion_tokens = completion_bytes.div_ceil(4) as u64;
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
 /// The record kept for every model call: each answer stored in a chat, and each call of the
 /// OpenAI-compatible surface that stores nothing else.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,6 +181,9 @@ pub enum CostSource {
     /// The catalogue's per-token prices times the tokens used (zero when it lists none).
     #[default]
     Catalogue,
+    /// The catalogue's prices times [estimated](TokenUsage::estimated) tokens: the provider
+    /// reported neither the cost nor the usage.
+    Estimate,
 }
 
 impl CostSource {
@@ -173,6 +193,7 @@ impl CostSource {
         match self {
             Self::Provider => "provider",
             Self::Catalogue => "catalogue",
+            Self::Estimate => "estimate",
         }
     }
 }
@@ -184,6 +205,7 @@ impl std::str::FromStr for CostSource {
         match s {
             "provider" => Ok(Self::Provider),
             "catalogue" => Ok(Self::Catalogue),
+            "estimate" => Ok(Self::Estimate),
             other => Err(UnknownVariant(other.to_owned())),
         }
     }
@@ -228,6 +250,22 @@ mod tests {
     use crate::model::Pricing;
 
     #[test]
+    fn unreported_usage_is_estimated_at_four_bytes_a_token_rounded_up() {
+        assert_eq!(
+            TokenUsage::estimated(9, 0),
+            TokenUsage {
+                prompt_tokens: 3,
+                completion_tokens: 0,
+                total_tokens: 3
+            }
+        );
+        // "こんにちは": five characters, fifteen bytes, four tokens.
+        let japanese = TokenUsage::estimated(0, "こんにちは".len());
+        assert_eq!(japanese.completion_tokens, 4);
+        assert_eq!(japanese.total_tokens, 4);
+    }
+
+    #[test]
     fn a_reported_cost_wins_over_the_catalogue_prices() {
         let prices = Pricing {
             prompt: Usd::parse_decimal("0.000001").unwrap(),
@@ -251,6 +289,7 @@ mod tests {
             )
         );
         assert_eq!("provider".parse(), Ok(CostSource::Provider));
+        assert_eq!("estimate".parse(), Ok(CostSource::Estimate));
         assert!("guess".parse::<CostSource>().is_err());
     }
 }

@@ -443,6 +443,7 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
         metrics::histogram!("arbor_generation_duration_seconds", "mode" => "blocking")
             .record(started.elapsed().as_secs_f64());
         let completion = completion.map_err(ChatError::Llm)?;
+        let text_bytes = (Self::prompt_bytes(&path, &plan), completion.content.len());
         let answer = self.new_message(
             under.id,
             Role::Assistant,
@@ -463,6 +464,7 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
                 provider: &self.provider,
                 started,
                 first_token: None,
+                text_bytes,
             },
             (Some(chat.id), Some(answer.id)),
             domain::GenerationKind::Answer,
@@ -532,6 +534,7 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
             chat: chat.id,
             message: answer.id,
             user_message: under.id,
+            prompt_bytes: Self::prompt_bytes(&path, &plan),
             plan,
             provider: self.provider.clone(),
             deadline: self.generations.limits().deadline,

@@ -236,13 +236,19 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
         ))
     }
 
-    /// The recorder of an unstored call of `owner`'s.
-    fn recorder(&self, owner: UserId, info: domain::ModelInfo) -> CallRecorder<C> {
+    /// The recorder of an unstored call of `owner`'s whose prompt is `prompt_bytes` long.
+    fn recorder(
+        &self,
+        owner: UserId,
+        info: domain::ModelInfo,
+        prompt_bytes: usize,
+    ) -> CallRecorder<C> {
         CallRecorder {
             owner,
             provider: self.provider.clone(),
             clock: Arc::clone(&self.clock),
             info,
+            prompt_bytes,
         }
     }
 }
@@ -283,6 +289,7 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator> C
             });
         }
         let (request, info, slot) = self.admitted_call(owner, input).await?;
+        let prompt_bytes = request.prompt_bytes();
         let started = Instant::now();
         let completion = self.within_deadline(self.start_completion(request)).await;
         slot.release().await;
@@ -294,9 +301,9 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator> C
         .increment(1);
         let completion = completion.map_err(ChatError::Llm)?;
         let model = info.id.clone();
-        let record = self.recorder(owner, info).record_of(
-            started,
-            None,
+        let record = self.recorder(owner, info, prompt_bytes).record_of(
+            (started, None),
+            completion.content.len(),
             StreamEnd {
                 finish_reason: completion.finish_reason.clone(),
                 usage: completion.usage,
@@ -332,6 +339,7 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator> C
             });
         }
         let (request, info, slot) = self.admitted_call(owner, input).await?;
+        let prompt_bytes = request.prompt_bytes();
         let started = Instant::now();
         let opened = self.within_deadline(self.start_stream(request)).await;
         let upstream = match opened {
@@ -350,7 +358,7 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator> C
             deadline: self.generations.limits().deadline,
         };
         let repo = Arc::clone(&self.repo);
-        let recorder = self.recorder(owner, info);
+        let recorder = self.recorder(owner, info, prompt_bytes);
         self.generations.spawn_background(async move {
             let (record, last) = recorder.record(call.run().await);
             keep_record(&*repo, record).await;
@@ -381,6 +389,8 @@ struct CallOutcome {
     events: mpsc::Sender<CompletionEvent>,
     started: Instant,
     first_token: Option<Instant>,
+    /// The answer's bytes received.
+    bytes: usize,
     /// The end (`Ok`) or the failure; `None` when the client left first.
     end: Option<Result<StreamEnd, GenerationFailure>>,
 }
@@ -446,6 +456,7 @@ impl CallTask {
             events: self.events,
             started: self.started,
             first_token,
+            bytes,
             end,
         }
     }
@@ -457,6 +468,7 @@ struct CallRecorder<C> {
     provider: String,
     clock: Arc<C>,
     info: domain::ModelInfo,
+    prompt_bytes: usize,
 }
 
 impl<C: Clock> CallRecorder<C> {
@@ -495,15 +507,16 @@ impl<C: Clock> CallRecorder<C> {
                 None,
             ),
         };
-        let record = self.record_of(done.started, done.first_token, end);
+        let record = self.record_of((done.started, done.first_token), done.bytes, end);
         (record, last.map(|l| (done.events, l)))
     }
 
-    /// The record of a call that started at `started` and ended so.
+    /// The record of a call that started (and sent its first token) when said, answered
+    /// `answer_bytes` and ended so.
     fn record_of(
         &self,
-        started: Instant,
-        first_token: Option<Instant>,
+        (started, first_token): (Instant, Option<Instant>),
+        answer_bytes: usize,
         end: StreamEnd,
     ) -> GenerationRecord {
         end.record(
@@ -514,6 +527,7 @@ impl<C: Clock> CallRecorder<C> {
                 provider: &self.provider,
                 started,
                 first_token,
+                text_bytes: (self.prompt_bytes, answer_bytes),
             },
             (None, None),
             domain::GenerationKind::Completion,

@@ -117,46 +117,51 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
         })
     }
 
-    /// The request for an answer at the end of `path`: the system prompt, then the path —
-    /// or the conversation the caller gave.
-    pub(super) fn request_for(path: &[Message], plan: &Plan) -> CompletionRequest {
+    /// The messages of the prompt for an answer at the end of `path`: the system prompt,
+    /// then the path — or the conversation the caller gave.
+    fn prompt_of<'a>(
+        path: &'a [Message],
+        plan: &'a Plan,
+    ) -> Box<dyn Iterator<Item = (Role, &'a str)> + 'a> {
         if let Some(given) = &plan.given {
-            return CompletionRequest {
-                model: plan.model.clone(),
-                messages: given.messages.clone(),
-                temperature: plan.temperature,
-                max_tokens: plan.max_tokens,
-                passthrough: given.passthrough.clone(),
-            };
+            return Box::new(given.messages.iter().map(|m| (m.role, m.content.as_str())));
         }
-        let mut prompt = Vec::with_capacity(path.len() + 1);
-        if let Some(system) = plan
+        let system = plan
             .system_prompt
             .as_ref()
-            .filter(|p| !p.as_str().trim().is_empty())
-        {
-            prompt.push(PromptMessage {
-                role: Role::System,
-                content: system.as_str().to_owned(),
-            });
-        }
-        for m in path {
-            // An empty root, and an answer that ended before its first word (cancelled,
-            // failed): some providers reject empty messages, and they say nothing anyway.
-            if m.role != Role::User && m.content.trim().is_empty() {
-                continue;
-            }
-            prompt.push(PromptMessage {
-                role: m.role,
-                content: m.content.clone(),
-            });
-        }
+            .map(SystemPrompt::as_str)
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| (Role::System, p));
+        // An empty root, and an answer that ended before its first word (cancelled,
+        // failed), are left out: some providers reject empty messages, and they say
+        // nothing anyway.
+        let path = path
+            .iter()
+            .filter(|m| m.role == Role::User || !m.content.trim().is_empty())
+            .map(|m| (m.role, m.content.as_str()));
+        Box::new(system.into_iter().chain(path))
+    }
+
+    /// The request for an answer at the end of `path` (see [`Self::prompt_of`]).
+    pub(super) fn request_for(path: &[Message], plan: &Plan) -> CompletionRequest {
         CompletionRequest {
             model: plan.model.clone(),
-            messages: prompt,
+            messages: Self::prompt_of(path, plan)
+                .map(|(role, content)| PromptMessage {
+                    role,
+                    content: content.to_owned(),
+                })
+                .collect(),
             temperature: plan.temperature,
             max_tokens: plan.max_tokens,
-            passthrough: None,
+            passthrough: plan.given.as_ref().and_then(|g| g.passthrough.clone()),
         }
+    }
+
+    /// The size in bytes of the prompt [`Self::request_for`] sends.
+    pub(super) fn prompt_bytes(path: &[Message], plan: &Plan) -> usize {
+        Self::prompt_of(path, plan)
+            .map(|(_, text)| text.len())
+            .sum()
     }
 }

@@ -10,6 +10,8 @@ pub(super) struct StreamJob {
     pub(super) message: MessageId,
     pub(super) user_message: MessageId,
     pub(super) plan: Plan,
+    /// The prompt's size in bytes (see [`CallOf::text_bytes`]).
+    pub(super) prompt_bytes: usize,
     pub(super) provider: String,
     pub(super) deadline: Duration,
     pub(super) leaf_at_start: MessageId,
@@ -38,11 +40,15 @@ pub(super) struct CallOf<'a> {
     pub(super) provider: &'a str,
     pub(super) started: Instant,
     pub(super) first_token: Option<Instant>,
+    /// The prompt's and the answer's sizes in bytes, to estimate what the call used when
+    /// the provider did not say.
+    pub(super) text_bytes: (usize, usize),
 }
 
 impl StreamEnd {
     /// The record of `call`, ended so at `now`: the provider's cost when it reported one,
-    /// else the listed prices.
+    /// else the listed prices, times the tokens the provider reported or else
+    /// [estimated](domain::TokenUsage::estimated) ones (a cancelled answer still cost).
     pub(super) fn record(
         self,
         call: &CallOf<'_>,
@@ -51,8 +57,19 @@ impl StreamEnd {
         now: domain::Timestamp,
     ) -> GenerationRecord {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let usage = self.usage.unwrap_or_default();
-        let (cost, cost_source) = domain::call_cost(self.cost, call.pricing, usage);
+        let (usage, reported) = match self.usage {
+            Some(usage) => (usage, true),
+            None => {
+                let (prompt, answer) = call.text_bytes;
+                (domain::TokenUsage::estimated(prompt, answer), false)
+            }
+        };
+        let (cost, cost_source) = match domain::call_cost(self.cost, call.pricing, usage) {
+            (cost, domain::CostSource::Catalogue) if !reported => {
+                (cost, domain::CostSource::Estimate)
+            }
+            known => known,
+        };
         GenerationRecord {
             message_id,
             chat_id,
@@ -216,6 +233,7 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
             provider: &job.provider,
             started,
             first_token,
+            text_bytes: (job.prompt_bytes, content.len()),
         },
         (Some(job.chat), Some(job.message)),
         domain::GenerationKind::Answer,

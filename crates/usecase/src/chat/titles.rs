@@ -80,6 +80,7 @@ pub(super) async fn write_title<R: ChatRepository, L: LlmGateway, C: Clock>(
         max_tokens: Some(60),
         passthrough: None,
     };
+    let prompt_bytes = request.prompt_bytes();
     let started = Instant::now();
     let (generated, record) = match tokio::time::timeout(TITLE_TIMEOUT, llm.complete(request)).await
     {
@@ -99,6 +100,7 @@ pub(super) async fn write_title<R: ChatRepository, L: LlmGateway, C: Clock>(
                 provider: &job.provider,
                 started,
                 first_token: None,
+                text_bytes: (prompt_bytes, c.content.len()),
             };
             let record = end.record(
                 &call,

@@ -52,6 +52,15 @@ pub struct CompletionRequest {
     pub passthrough: Option<RawJson>,
 }
 
+impl CompletionRequest {
+    /// The size in bytes of its messages' text, to estimate the prompt's tokens when the
+    /// provider does not report them.
+    #[must_use]
+    pub fn prompt_bytes(&self) -> usize {
+        self.messages.iter().map(|m| m.content.len()).sum()
+    }
+}
+
 /// A finished blocking completion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
