@@ -184,10 +184,11 @@ async fn sweep_expired_streams(store: Store, deadline: Duration) {
     }
 }
 
-/// Answers created before this are past any live generation's deadline (plus a minute to
-/// save): no process is still writing them.
+/// Answers created before this are past any live generation's deadline (plus the margin to
+/// save them): no process is still writing them.
 fn expired_before(deadline: Duration) -> domain::Timestamp {
-    let slack = i64::try_from((deadline + Duration::from_secs(60)).as_micros()).unwrap_or(i64::MAX);
+    let slack =
+        i64::try_from((deadline + usecase::chat::SAVE_MARGIN).as_micros()).unwrap_or(i64::MAX);
     domain::Timestamp::from_unix_micros(SystemClock.now().as_unix_micros().saturating_sub(slack))
 }
 

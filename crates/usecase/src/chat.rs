@@ -240,6 +240,11 @@ pub struct ProcessState {
 /// The longest answer kept; a longer one is cut and completed with finish reason `length`.
 pub const ANSWER_MAX_BYTES: usize = 1 << 20;
 
+/// How long after its deadline an answer may still be saved. A sweep may end a row left
+/// `streaming` only once it is older than the deadline plus this: no process still writes
+/// it then (saves are retried for less, see `stream::SAVE_RETRY_FOR`).
+pub const SAVE_MARGIN: Duration = Duration::from_secs(60);
+
 /// A provider call under way in a task of its own; dropping the handle cancels it (and so
 /// releases its upstream connection).
 type Upstream<T> = AbortOnDropHandle<Result<T, LlmError>>;

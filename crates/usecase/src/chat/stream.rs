@@ -312,8 +312,12 @@ pub(super) enum Saved {
 }
 
 /// How long the end of an answer keeps being retried: the client may already have read it,
-/// so a busy or briefly unreachable database must not lose it.
-pub(super) const SAVE_RETRY_FOR: Duration = Duration::from_secs(120);
+/// so a busy or briefly unreachable database must not lose it. Shorter than
+/// [`SAVE_MARGIN`] (with room for the time between the deadline and the first attempt): past
+/// it a sweep may end the row as `interrupted`, and a later attempt that found it ended
+/// could not tell that from its own earlier attempt having committed.
+pub(super) const SAVE_RETRY_FOR: Duration = Duration::from_secs(45);
+const _: () = assert!(SAVE_RETRY_FOR.as_secs() + 10 <= SAVE_MARGIN.as_secs());
 /// The longest pause between two attempts.
 pub(super) const SAVE_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
