@@ -3,6 +3,21 @@
 
 use sea_orm_migration::prelude::*;
 
+/// `CREATE TABLE`; on MySQL/MariaDB InnoDB in `utf8mb4` (the server default may be latin1,
+/// which rejects emoji and most of Japanese).
+pub(crate) async fn create_table(
+    manager: &SchemaManager<'_>,
+    mut table: TableCreateStatement,
+) -> Result<(), DbErr> {
+    if manager.get_database_backend() == sea_orm::DatabaseBackend::MySql {
+        table
+            .engine("InnoDB")
+            .character_set("utf8mb4")
+            .collate("utf8mb4_unicode_ci");
+    }
+    manager.create_table(table).await
+}
+
 /// `ALTER TABLE table ADD COLUMN column`.
 pub(crate) async fn add_column(
     manager: &SchemaManager<'_>,

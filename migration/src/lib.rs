@@ -21,6 +21,7 @@ mod m20261201_000007_cost_source;
 mod m20261201_000008_inactive_models;
 mod m20261201_000009_records_without_chat;
 mod m20261201_000010_administration;
+mod m20261202_000011_account_tombstones;
 
 /// Applies Arbor's migrations.
 #[derive(Debug)]
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000008_inactive_models::Migration),
             Box::new(m20261201_000009_records_without_chat::Migration),
             Box::new(m20261201_000010_administration::Migration),
+            Box::new(m20261202_000011_account_tombstones::Migration),
         ]
     }
 }

@@ -1,11 +1,11 @@
 //! Every table of the data model.
 
+use crate::alter::create_table;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
     big_integer, big_integer_null, boolean, double_null, string_len, string_len_null, text,
     text_null, uuid, uuid_null,
 };
-use sea_orm_migration::sea_orm::DatabaseBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -23,17 +23,6 @@ const TABLES: [&str; 10] = [
     "generations",
     "prompt_templates",
 ];
-
-async fn create(manager: &SchemaManager<'_>, mut table: TableCreateStatement) -> Result<(), DbErr> {
-    if manager.get_database_backend() == DatabaseBackend::MySql {
-        // The server default may be latin1, which rejects emoji and most of Japanese.
-        table
-            .engine("InnoDB")
-            .character_set("utf8mb4")
-            .collate("utf8mb4_unicode_ci");
-    }
-    manager.create_table(table).await
-}
 
 async fn index(
     manager: &SchemaManager<'_>,
@@ -80,7 +69,7 @@ fn owned_by_user(table: &'static str) -> ForeignKeyCreateStatement {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("users")
@@ -111,7 +100,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
 
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("refresh_tokens")
@@ -152,7 +141,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
 
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("api_keys")
@@ -178,7 +167,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
 
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("user_settings")
@@ -190,7 +179,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
 
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("models")
@@ -216,7 +205,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
 
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("presets")
@@ -264,7 +253,7 @@ impl MigrationTrait for Migration {
         // `root_id` and `current_leaf_id` point into `messages` without a foreign key: a
         // chats⇄messages key cycle cannot be created or cascaded portably. Both are only
         // written inside the transactions that write the messages they name.
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("chats")
@@ -319,7 +308,7 @@ impl MigrationTrait for Migration {
         // `parent_id` is `ON DELETE SET NULL`, not CASCADE: MySQL stops cascading after 15
         // levels, and subtrees are deleted explicitly, in one transaction, by the application
         // (which never leaves a surviving child of a deleted message).
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("messages")
@@ -370,7 +359,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
 
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("generations")
@@ -437,7 +426,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
 
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("prompt_templates")

@@ -11,9 +11,8 @@
 //!   but are not answers).
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
-use crate::alter::{add_column, drop_column};
+use crate::alter::{add_column, create_table, drop_column};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -24,16 +23,6 @@ const QUOTA_COLUMNS: [&str; 4] = [
     "quota_daily_tokens",
     "quota_monthly_tokens",
 ];
-
-async fn create(manager: &SchemaManager<'_>, mut table: TableCreateStatement) -> Result<(), DbErr> {
-    if manager.get_database_backend() == DbBackend::MySql {
-        table
-            .engine("InnoDB")
-            .character_set("utf8mb4")
-            .collate("utf8mb4_unicode_ci");
-    }
-    manager.create_table(table).await
-}
 
 async fn add_user_column(manager: &SchemaManager<'_>, column: ColumnDef) -> Result<(), DbErr> {
     add_column(manager, "users", column).await
@@ -93,7 +82,7 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("audit_log")
@@ -117,7 +106,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("invites")
@@ -141,7 +130,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        create(
+        create_table(
             manager,
             Table::create()
                 .table("server_settings")

@@ -26,6 +26,10 @@ fn sum(backend: DbBackend, column: &str) -> String {
     format!("CAST(COALESCE(SUM({column}), 0) AS {cast})")
 }
 
+/// How long a deleted account's tombstone is kept: far longer than any process goes without
+/// polling account changes (its cache answers nothing after a missed poll anyway).
+const TOMBSTONE_KEPT_MICROS: i64 = 3_600_000_000;
+
 fn placeholder(backend: DbBackend, n: usize) -> String {
     if backend == DbBackend::Postgres {
         format!("${n}")
@@ -238,7 +242,7 @@ impl AdminRepository for SeaOrmStore {
         })
     }
 
-    async fn delete_user(&self, id: UserId) -> Result<(), RepoError> {
+    async fn delete_user(&self, id: UserId, now: Timestamp) -> Result<(), RepoError> {
         let txn = self.begin_write().await?;
         let b = self.backend;
         let p1 = placeholder(b, 1);
@@ -275,6 +279,23 @@ impl AdminRepository for SeaOrmStore {
             .map_err(to_repo_error)?;
         if deleted.rows_affected == 0 {
             return Err(RepoError::NotFound(Entity::User));
+        }
+        // Its tombstone, for the other processes' account caches (and the old ones go).
+        let p2 = placeholder(b, 2);
+        let at = ts(now);
+        for (sql, values) in [
+            (
+                format!("INSERT INTO account_tombstones (user_id, deleted_at) VALUES ({p1}, {p2})"),
+                vec![key.into(), at.into()],
+            ),
+            (
+                format!("DELETE FROM account_tombstones WHERE deleted_at < {p1}"),
+                vec![(at - TOMBSTONE_KEPT_MICROS).into()],
+            ),
+        ] {
+            txn.execute_raw(Statement::from_sql_and_values(b, sql, values))
+                .await
+                .map_err(to_repo_error)?;
         }
         txn.commit().await.map_err(to_repo_error)
     }

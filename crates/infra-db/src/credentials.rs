@@ -2,8 +2,10 @@
 
 use domain::{ApiKeyId, Timestamp, UserId};
 use sea_orm::prelude::Expr;
+use sea_orm::sea_query::{Alias, ExprTrait, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use usecase::auth::{
     AccountChanges, ApiKeyRecord, CredentialRepository, RefreshSuccessor, RefreshTokenRecord,
@@ -224,7 +226,7 @@ impl CredentialRepository for SeaOrmStore {
     }
 
     async fn account_changes_since(&self, since: Timestamp) -> Result<AccountChanges, RepoError> {
-        let users = users::Entity::find()
+        let mut users = users::Entity::find()
             .select_only()
             .column(users::Column::Id)
             .filter(users::Column::UpdatedAt.gte(ts(since)))
@@ -232,6 +234,15 @@ impl CredentialRepository for SeaOrmStore {
             .all(&self.read)
             .await
             .map_err(to_repo_error)?;
+        // Deleted accounts have no row left: their tombstones say so.
+        let deleted = Query::select()
+            .column(Alias::new("user_id"))
+            .from(Alias::new("account_tombstones"))
+            .and_where(Expr::col(Alias::new("deleted_at")).gte(ts(since)))
+            .to_owned();
+        for row in self.read.query_all(&deleted).await.map_err(to_repo_error)? {
+            users.push(row.try_get("", "user_id").map_err(to_repo_error)?);
+        }
         let api_keys = api_keys::Entity::find()
             .select_only()
             .column(api_keys::Column::Prefix)

@@ -25,6 +25,7 @@ use sea_orm::prelude::Uuid;
 use usecase::auth::{
     ApiKeyRecord, CredentialRepository, RefreshSuccessor, RefreshTokenRecord, Rotation,
 };
+use usecase::ports::admin::AdminRepository;
 use usecase::ports::{
     ChatRepository, Entity, FinishedAnswer, HealthCheck, ModelCatalogRepository, NewChat,
     NewMessage, NewUser, RepoError, TemplateRepository, UserChange, UserRepository,
@@ -37,6 +38,7 @@ mod contract;
 /// Every port the suite exercises.
 trait Ports:
     UserRepository
+    + AdminRepository
     + ChatRepository
     + TemplateRepository
     + ModelCatalogRepository
@@ -50,6 +52,7 @@ trait Ports:
 
 impl<S> Ports for S where
     S: UserRepository
+        + AdminRepository
         + ChatRepository
         + TemplateRepository
         + ModelCatalogRepository

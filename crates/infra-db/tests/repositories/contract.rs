@@ -464,6 +464,11 @@ pub async fn account_changes_are_found_by_time_and_epochs_count_every_reset<H: H
     assert_eq!(changed.api_keys, vec!["arb_zyxwvutsrqpo".to_owned()]);
     let later = store.account_changes_since(now()).await.unwrap();
     assert!(later.users.is_empty() && later.api_keys.is_empty());
+    // A deleted account has no row left to show a change: it is reported all the same.
+    let before = now();
+    store.delete_user(bob, now()).await.unwrap();
+    let deleted = store.account_changes_since(before).await.unwrap();
+    assert_eq!(deleted.users, vec![bob], "{deleted:?}");
     assert!(matches!(
         store
             .update_user(UserId::from_u128(new_id()), UserChange::default(), now())

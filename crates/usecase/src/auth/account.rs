@@ -121,10 +121,13 @@ impl<R: AccountStore, H: PasswordHasher, T: TokenCodec, C: Clock, I: IdGenerator
 
     async fn delete_own_account(&self, user: &User, password: Password) -> Result<(), AuthError> {
         self.confirm(user, &password).await?;
-        self.repo.delete_user(user.id).await.map_err(|e| match e {
-            RepoError::NotFound(Entity::User) => AuthError::Unauthenticated,
-            other => other.into(),
-        })?;
+        self.repo
+            .delete_user(user.id, self.clock.now())
+            .await
+            .map_err(|e| match e {
+                RepoError::NotFound(Entity::User) => AuthError::Unauthenticated,
+                other => other.into(),
+            })?;
         self.forget(user.id);
         self.audit_deleted(None, "user.delete_self", user).await
     }

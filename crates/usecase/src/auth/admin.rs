@@ -504,7 +504,10 @@ impl<R: AdminStore, H: PasswordHasher, T: TokenCodec, C: Clock, I: IdGenerator> 
             return Err(AuthError::SelfAdministration);
         }
         let user = self.repo.get_user(target).await.map_err(unknown_user)?;
-        self.repo.delete_user(target).await.map_err(unknown_user)?;
+        self.repo
+            .delete_user(target, self.clock.now())
+            .await
+            .map_err(unknown_user)?;
         self.forget(target);
         self.audit_deleted(Some(actor), "user.delete", &user).await
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::testing::{InMemoryStore, ManualClock, PlainHasher, ReadableTokens, SequentialIds};
+use crate::auth::account::AccountUseCase;
 
 type Service = AuthService<InMemoryStore, PlainHasher, ReadableTokens, ManualClock, SequentialIds>;
 
@@ -330,6 +331,27 @@ async fn a_cached_account_sees_a_change_made_elsewhere_at_the_next_poll() {
     operator.set_disabled(&name("alice"), true).await.unwrap();
     // Served from the cache until the next poll: the store was not asked.
     assert!(cached.authenticate(&pair.access.token, false).await.is_ok());
+    cached.sync_account_changes().await.unwrap();
+    assert!(matches!(
+        cached.authenticate(&pair.access.token, false).await,
+        Err(AuthError::Unauthenticated)
+    ));
+}
+
+#[tokio::test]
+async fn an_account_deleted_elsewhere_is_refused_from_the_next_poll() {
+    let (cached, operator) = two_processes();
+    cached.sync_account_changes().await.unwrap();
+    let user = operator
+        .register(name("alice"), pw("password1"), None)
+        .await
+        .unwrap();
+    let pair = cached.login(name("alice"), pw("password1")).await.unwrap();
+    cached.authenticate(&pair.access.token, false).await.unwrap();
+    operator
+        .delete_own_account(&user, pw("password1"))
+        .await
+        .unwrap();
     cached.sync_account_changes().await.unwrap();
     assert!(matches!(
         cached.authenticate(&pair.access.token, false).await,

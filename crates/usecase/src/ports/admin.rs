@@ -72,7 +72,15 @@ pub trait AdminRepository: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`RepoError::NotFound`] with [`Entity::User`](super::Entity::User).
-    fn delete_user(&self, id: UserId) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// It also leaves a tombstone: [`account_changes_since`] reports the account as changed
+    /// from `now` on, so every process drops it from its account cache at its next poll.
+    ///
+    /// [`account_changes_since`]: crate::auth::CredentialRepository::account_changes_since
+    fn delete_user(
+        &self,
+        id: UserId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
 
     /// Appends to the audit log.
     ///

@@ -84,11 +84,12 @@ impl AdminRepository for InMemoryStore {
         })
     }
 
-    async fn delete_user(&self, id: UserId) -> Result<(), RepoError> {
+    async fn delete_user(&self, id: UserId, now: Timestamp) -> Result<(), RepoError> {
         self.with(|s| {
             s.users
                 .remove(&id)
                 .ok_or(RepoError::NotFound(Entity::User))?;
+            s.user_changes.push((id, now));
             let chats: Vec<ChatId> = s
                 .chats
                 .values()
