@@ -235,6 +235,10 @@ impl crate::llm::LlmGateway for FakeLlm {
             .split_inclusive(' ')
             .map(|w| Ok(crate::llm::StreamEvent::Delta(w.to_owned())))
             .collect();
+        if answer.content.ends_with(PANIC_AFTER_THIS) {
+            // A broken adapter: the text so far, then a panic where the end should be.
+            return Ok(Box::pin(PanicAtEnd(VecStream(items.into_iter()))));
+        }
         items.push(Ok(crate::llm::StreamEvent::Done {
             finish_reason: answer.finish_reason,
             usage: None,
@@ -253,7 +257,31 @@ impl crate::llm::LlmGateway for FakeLlm {
     }
 }
 
+/// A question ending with this makes [`FakeLlm`]'s stream panic after the answer's text.
+pub const PANIC_AFTER_THIS: &str = "then panic";
+
 struct VecStream<I>(I);
+
+/// Panics where the stream would end.
+struct PanicAtEnd<S>(S);
+
+impl<S: futures_core::Stream + Unpin> futures_core::Stream for PanicAtEnd<S> {
+    type Item = S::Item;
+
+    #[expect(
+        clippy::panic,
+        reason = "test support: standing in for a broken adapter"
+    )]
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        match std::pin::Pin::new(&mut self.0).poll_next(cx) {
+            std::task::Poll::Ready(None) => panic!("a broken provider adapter"),
+            other => other,
+        }
+    }
+}
 
 impl<I: Iterator + Unpin> futures_core::Stream for VecStream<I> {
     type Item = I::Item;

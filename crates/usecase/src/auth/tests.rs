@@ -3,8 +3,8 @@ use domain::{Password, Timestamp, Username};
 use std::sync::Arc;
 
 use super::*;
-use crate::testing::{InMemoryStore, ManualClock, PlainHasher, ReadableTokens, SequentialIds};
 use crate::auth::account::AccountUseCase;
+use crate::testing::{InMemoryStore, ManualClock, PlainHasher, ReadableTokens, SequentialIds};
 
 type Service = AuthService<InMemoryStore, PlainHasher, ReadableTokens, ManualClock, SequentialIds>;
 
@@ -347,7 +347,10 @@ async fn an_account_deleted_elsewhere_is_refused_from_the_next_poll() {
         .await
         .unwrap();
     let pair = cached.login(name("alice"), pw("password1")).await.unwrap();
-    cached.authenticate(&pair.access.token, false).await.unwrap();
+    cached
+        .authenticate(&pair.access.token, false)
+        .await
+        .unwrap();
     operator
         .delete_own_account(&user, pw("password1"))
         .await

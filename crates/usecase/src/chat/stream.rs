@@ -1,5 +1,7 @@
 //! One streamed generation, start to end: reading the provider, publishing, saving.
 
+use futures_util::FutureExt as _;
+
 use super::*;
 
 /// What a generation task needs besides the adapters.
@@ -139,9 +141,28 @@ pub(super) async fn pump(
         match item.map_err(GenerationFailure::Provider)? {
             StreamEvent::Delta(mut delta) => {
                 first_token.get_or_insert_with(Instant::now);
+                let cut = StreamEnd {
+                    finish_reason: Some("length".into()),
+                    usage: None,
+                    provider: None,
+                    cost: None,
+                };
+                if content.len() + delta.len() > ANSWER_MAX_BYTES {
+                    return Ok(cut);
+                }
+                // Each piece joins the content as it comes (a failure while merging keeps
+                // it); the merged chunk is published once.
+                content.push_str(&delta);
                 while delta.len() < CHUNK_COALESCE_BYTES {
                     match ready_now(&mut stream) {
-                        Some(Some(Ok(StreamEvent::Delta(more)))) => delta.push_str(&more),
+                        Some(Some(Ok(StreamEvent::Delta(more)))) => {
+                            if content.len() + more.len() > ANSWER_MAX_BYTES {
+                                generation.publish(GenerationEvent::Chunk(delta));
+                                return Ok(cut);
+                            }
+                            content.push_str(&more);
+                            delta.push_str(&more);
+                        }
                         Some(other) => {
                             next = Some(other);
                             break;
@@ -149,15 +170,6 @@ pub(super) async fn pump(
                         None => break,
                     }
                 }
-                if content.len() + delta.len() > ANSWER_MAX_BYTES {
-                    return Ok(StreamEnd {
-                        finish_reason: Some("length".into()),
-                        usage: None,
-                        provider: None,
-                        cost: None,
-                    });
-                }
-                content.push_str(&delta);
                 generation.publish(GenerationEvent::Chunk(delta));
             }
             // A chat stores text: other members (tool calls) are for callers that store none.
@@ -197,11 +209,19 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
     let (started, upstream) = upstream;
     let mut content = String::new();
     let mut first_token = None;
+    // A panic while reading (a bug, in the adapter or here) ends the answer like any other
+    // failure: what was received is saved, marked failed.
+    let pumped =
+        std::panic::AssertUnwindSafe(pump(upstream, generation, &mut content, &mut first_token))
+            .catch_unwind();
     let result = tokio::select! {
         biased;
         () = generation.cancellation().cancelled() => Err(generation.cancel_failure()),
         () = tokio::time::sleep(job.deadline.saturating_sub(started.elapsed())) => Err(GenerationFailure::Deadline),
-        end = pump(upstream, generation, &mut content, &mut first_token) => end,
+        end = pumped => end.unwrap_or_else(|_| {
+            tracing::error!(answer = %job.message, "reading the answer panicked");
+            Err(GenerationFailure::Internal)
+        }),
     };
     let now = clock.now();
     let (status, end, failure) = match result {

@@ -280,6 +280,31 @@ async fn a_streamed_answer_is_saved_complete_and_the_chat_titled_in_the_backgrou
     ));
 }
 
+/// A panic while the answer is read (a broken adapter) ends it like any failure: the text
+/// received so far is saved, marked failed, and the chat is free for the next question.
+#[tokio::test]
+async fn a_panic_while_reading_keeps_the_partial_answer_as_failed() {
+    let (s, owner) = service(1 << 20).await;
+    let chat = s.create_chat(owner, NewChatInput::default()).await.unwrap();
+    let question = format!("words {}", crate::testing::PANIC_AFTER_THIS);
+    let mut events = s.send_stream(owner, chat.id, say(&question)).await.unwrap();
+    let mut seen = Vec::new();
+    while let Some((_, event)) = events.next().await {
+        seen.push(event);
+    }
+    let n = seen.len();
+    assert_eq!(
+        seen[n - 2].as_ref(),
+        &GenerationEvent::Error(GenerationFailure::Internal)
+    );
+    assert_eq!(seen[n - 1].as_ref(), &GenerationEvent::Done);
+    let branch = s.current_branch(owner, chat.id).await.unwrap();
+    let answer = branch.last().unwrap();
+    assert_eq!(answer.status, MessageStatus::Failed);
+    assert_eq!(answer.content, format!("echo: {question}"));
+    s.send_stream(owner, chat.id, say("again")).await.unwrap();
+}
+
 /// R5 of the reliability suite: a million distinct keys through the read cache; memory
 /// stays within its capacity plus a stated slack.
 #[test]
