@@ -104,6 +104,18 @@ fn uuid_value(id: u128) -> Value {
     Uuid::from_u128(id).into()
 }
 
+/// A refresh token of `owner`'s that starts a family, valid for an hour.
+fn first_token(owner: UserId, hash: &str) -> RefreshTokenRecord {
+    RefreshTokenRecord {
+        id: domain::TokenId::from_u128(new_id()),
+        user_id: owner,
+        family_id: domain::TokenId::from_u128(new_id()),
+        token_hash: hash.to_owned(),
+        created_at: now(),
+        expires_at: now().plus_micros(3_600_000_000),
+    }
+}
+
 /// The next refresh token of a rotation.
 fn successor(hash: &str) -> RefreshSuccessor {
     RefreshSuccessor {
@@ -648,16 +660,8 @@ mod suite {
     pub async fn a_refresh_token_rotates_once_and_reuse_revokes_its_family(db: &TestDatabase) {
         let store = Arc::new(db.store().await);
         let owner = user(&*store, "alice").await;
-        let family = domain::TokenId::from_u128(new_id());
         store
-            .store_refresh_token(RefreshTokenRecord {
-                id: domain::TokenId::from_u128(new_id()),
-                user_id: owner,
-                family_id: family,
-                token_hash: "h0".into(),
-                created_at: now(),
-                expires_at: now().plus_micros(3_600_000_000),
-            })
+            .store_refresh_token(first_token(owner, "h0"))
             .await
             .unwrap();
         // Twenty concurrent presentations of the same token: exactly one rotates it.
@@ -710,12 +714,8 @@ mod suite {
         // Expiry.
         store
             .store_refresh_token(RefreshTokenRecord {
-                id: domain::TokenId::from_u128(new_id()),
-                user_id: owner,
-                family_id: domain::TokenId::from_u128(new_id()),
-                token_hash: "old".into(),
-                created_at: now(),
                 expires_at: Timestamp::from_unix_micros(1),
+                ..first_token(owner, "old")
             })
             .await
             .unwrap();
@@ -1086,14 +1086,7 @@ mod revocation_during_a_rotation {
             let store = Arc::new(db.store().await);
             let owner = user(&*store, "alice").await;
             store
-                .store_refresh_token(RefreshTokenRecord {
-                    id: domain::TokenId::from_u128(new_id()),
-                    user_id: owner,
-                    family_id: domain::TokenId::from_u128(new_id()),
-                    token_hash: "stolen".into(),
-                    created_at: now(),
-                    expires_at: now().plus_micros(3_600_000_000),
-                })
+                .store_refresh_token(first_token(owner, "stolen"))
                 .await
                 .unwrap();
             // A rotation, as `rotate_refresh_token` runs it, caught half way: the token's

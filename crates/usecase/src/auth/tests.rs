@@ -311,8 +311,9 @@ fn two_processes() -> (Service, Service) {
     (cached, make(store))
 }
 
-#[tokio::test]
-async fn a_cached_account_sees_a_change_made_elsewhere_at_the_next_poll() {
+/// Two processes on one store: alice, registered on the second, signed in on the first (her
+/// account cached there); her access token.
+async fn alice_cached_on_one_of_two() -> (Service, Service, User, String) {
     let (cached, operator) = two_processes();
     cached.sync_account_changes().await.unwrap();
     let user = operator
@@ -320,65 +321,49 @@ async fn a_cached_account_sees_a_change_made_elsewhere_at_the_next_poll() {
         .await
         .unwrap();
     let pair = cached.login(name("alice"), pw("password1")).await.unwrap();
-    assert_eq!(
-        cached
-            .authenticate(&pair.access.token, false)
-            .await
-            .unwrap()
-            .id,
-        user.id
-    );
+    let access = pair.access.token.clone();
+    let found = cached.authenticate(&access, false).await.unwrap();
+    assert_eq!(found.id, user.id);
+    (cached, operator, user, access)
+}
+
+#[tokio::test]
+async fn a_cached_account_sees_a_change_made_elsewhere_at_the_next_poll() {
+    let (cached, operator, _, access) = alice_cached_on_one_of_two().await;
     operator.set_disabled(&name("alice"), true).await.unwrap();
     // Served from the cache until the next poll: the store was not asked.
-    assert!(cached.authenticate(&pair.access.token, false).await.is_ok());
+    assert!(cached.authenticate(&access, false).await.is_ok());
     cached.sync_account_changes().await.unwrap();
     assert!(matches!(
-        cached.authenticate(&pair.access.token, false).await,
+        cached.authenticate(&access, false).await,
         Err(AuthError::Unauthenticated)
     ));
 }
 
 #[tokio::test]
 async fn an_account_deleted_elsewhere_is_refused_from_the_next_poll() {
-    let (cached, operator) = two_processes();
-    cached.sync_account_changes().await.unwrap();
-    let user = operator
-        .register(name("alice"), pw("password1"), None)
-        .await
-        .unwrap();
-    let pair = cached.login(name("alice"), pw("password1")).await.unwrap();
-    cached
-        .authenticate(&pair.access.token, false)
-        .await
-        .unwrap();
+    let (cached, operator, user, access) = alice_cached_on_one_of_two().await;
     operator
         .delete_own_account(&user, pw("password1"))
         .await
         .unwrap();
     cached.sync_account_changes().await.unwrap();
     assert!(matches!(
-        cached.authenticate(&pair.access.token, false).await,
+        cached.authenticate(&access, false).await,
         Err(AuthError::Unauthenticated)
     ));
 }
 
 #[tokio::test]
 async fn a_password_reset_elsewhere_ends_every_access_token_issued_before_it() {
-    let (cached, operator) = two_processes();
-    cached.sync_account_changes().await.unwrap();
-    operator
-        .register(name("alice"), pw("password1"), None)
-        .await
-        .unwrap();
-    let old = cached.login(name("alice"), pw("password1")).await.unwrap();
-    cached.authenticate(&old.access.token, false).await.unwrap();
+    let (cached, operator, _, old) = alice_cached_on_one_of_two().await;
     operator
         .set_password(&name("alice"), pw("password2"))
         .await
         .unwrap();
     cached.sync_account_changes().await.unwrap();
     assert!(matches!(
-        cached.authenticate(&old.access.token, false).await,
+        cached.authenticate(&old, false).await,
         Err(AuthError::Unauthenticated)
     ));
     let new = cached.login(name("alice"), pw("password2")).await.unwrap();
