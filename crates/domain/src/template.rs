@@ -210,8 +210,20 @@ impl TemplateContent {
                 Segment::Variable(name) => values.get(name).map_or("", String::as_str),
             })
         };
-        // Counted before anything is copied: the text is built only once it is known to fit.
-        let chars: usize = pieces().map(|p| p.chars().count()).sum();
+        // Counted before anything is copied (each value once, however often it stands): the
+        // text is built only once it is known to fit.
+        let lengths: BTreeMap<&str, usize> = values
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.chars().count()))
+            .collect();
+        let chars: usize = self
+            .segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Text(t) => t.chars().count(),
+                Segment::Variable(name) => lengths.get(name.as_str()).copied().unwrap_or(0),
+            })
+            .sum();
         if chars > limits::RENDERED_TEMPLATE_MAX {
             return Err(RenderError::TooLong { chars });
         }

@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `ttft_ms` | delay before the first token |
 //! | `token_ms` | delay between tokens |
+//! | `ping_ms` | while streaming, an SSE comment every N ms of those delays (as a provider keeps a connection alive while its model thinks) |
 //! | `tokens` | number of tokens (`word0 word1 …`), default 8 |
 //! | `content` | the exact reply (split into tokens at spaces) |
 //! | `status` | answer with this HTTP error status instead (OpenAI-shaped error body) |
@@ -146,6 +147,8 @@ pub struct Script {
     pub reset_after: Option<usize>,
     /// A clean end of the response, with no finish, after N tokens.
     pub end_after: Option<usize>,
+    /// Comments every N ms while a stream waits.
+    pub ping_ms: Option<u64>,
     /// Comment lines, unknown fields, empty deltas.
     #[serde(default, deserialize_with = "flag")]
     pub garbage: bool,
@@ -450,7 +453,7 @@ fn stream_response(
     if script.garbage {
         steps.push(Step::Send(": OPENROUTER PROCESSING\n\n".into()));
     }
-    steps.push(Step::Wait(Duration::from_millis(script.ttft_ms)));
+    wait(&mut steps, script.ttft_ms, script.ping_ms);
     steps.push(Step::Send(chunk(
         &id,
         &model,
@@ -479,7 +482,7 @@ fn stream_response(
             return sse(guard, steps);
         }
         if i > 0 {
-            steps.push(Step::Wait(Duration::from_millis(script.token_ms)));
+            wait(&mut steps, script.token_ms, script.ping_ms);
         }
         if script.garbage && i == 1 {
             steps.push(Step::Send(": keep-alive comment\n\n".into()));
@@ -503,6 +506,19 @@ fn stream_response(
     steps.push(Step::Send(format!("data: {last}\n\n")));
     steps.push(Step::Send("data: [DONE]\n\n".into()));
     sse(guard, steps)
+}
+
+/// Waits `ms`, sending an SSE comment every `ping` ms meanwhile when asked.
+fn wait(steps: &mut Vec<Step>, ms: u64, ping: Option<u64>) {
+    let mut left = ms;
+    if let Some(every) = ping.filter(|p| *p > 0) {
+        while left > every {
+            steps.push(Step::Wait(Duration::from_millis(every)));
+            steps.push(Step::Send(": PROCESSING\n\n".into()));
+            left -= every;
+        }
+    }
+    steps.push(Step::Wait(Duration::from_millis(left)));
 }
 
 fn sse(guard: InFlight, steps: Vec<Step>) -> Response<Body> {

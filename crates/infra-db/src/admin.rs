@@ -280,24 +280,28 @@ impl AdminRepository for SeaOrmStore {
         if deleted.rows_affected == 0 {
             return Err(RepoError::NotFound(Entity::User));
         }
-        // Its tombstone, for the other processes' account caches (and the old ones go).
+        // Its tombstone, for the other processes' account caches.
         let p2 = placeholder(b, 2);
         let at = ts(now);
-        for (sql, values) in [
-            (
-                format!("INSERT INTO account_tombstones (user_id, deleted_at) VALUES ({p1}, {p2})"),
-                vec![key.into(), at.into()],
-            ),
-            (
-                format!("DELETE FROM account_tombstones WHERE deleted_at < {p1}"),
-                vec![(at - TOMBSTONE_KEPT_MICROS).into()],
-            ),
-        ] {
-            txn.execute_raw(Statement::from_sql_and_values(b, sql, values))
-                .await
-                .map_err(to_repo_error)?;
+        txn.execute_raw(Statement::from_sql_and_values(
+            b,
+            format!("INSERT INTO account_tombstones (user_id, deleted_at) VALUES ({p1}, {p2})"),
+            [key.into(), at.into()],
+        ))
+        .await
+        .map_err(to_repo_error)?;
+        txn.commit().await.map_err(to_repo_error)?;
+        // The old ones go, outside the deletion's transaction: on InnoDB a range delete
+        // there would lock against another deletion's new tombstone.
+        let prune = Statement::from_sql_and_values(
+            b,
+            format!("DELETE FROM account_tombstones WHERE deleted_at < {p1}"),
+            [(at - TOMBSTONE_KEPT_MICROS).into()],
+        );
+        if let Err(e) = self.write.execute_raw(prune).await {
+            tracing::warn!(error = %e, "old account tombstones were not removed");
         }
-        txn.commit().await.map_err(to_repo_error)
+        Ok(())
     }
 
     async fn append_audit(&self, entry: AuditEntry) -> Result<(), RepoError> {

@@ -94,7 +94,10 @@ pub enum BuildError {
 /// The async-openai adapter.
 #[derive(Clone)]
 pub struct OpenAiGateway {
-    client: Client<OpenAIConfig>,
+    /// For streams (with the stream idle limit as its read timeout).
+    streams: Client<OpenAIConfig>,
+    /// For blocking calls and the model list.
+    blocking: Client<OpenAIConfig>,
     permits: Arc<Semaphore>,
     config: Arc<LlmConfig>,
     /// The runtime the gateway was built on. Every call runs there, so pooled connections
@@ -133,24 +136,6 @@ impl OpenAiGateway {
     /// # Errors
     /// [`BuildError`].
     pub fn new(config: LlmConfig) -> Result<Self, BuildError> {
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            // No read timeout here: reqwest's would also cut a blocking call whose answer
-            // takes longer than the stream idle limit to start. A blocking call is bounded by
-            // `request_timeout`, and a stream's silence by the stream itself (below).
-            // A pool of size 0 is no pool: HTTP/2 would then open a connection per call.
-            .pool_max_idle_per_host(if config.http2_prior_knowledge {
-                config.pool_max_idle_per_host.max(1)
-            } else {
-                config.pool_max_idle_per_host
-            })
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")));
-        if config.http2_prior_knowledge {
-            http = http.http2_prior_knowledge();
-        }
-        let http = http.build().map_err(BuildError::Http)?;
         let mut openai = OpenAIConfig::new()
             .with_api_base(config.base_url.trim_end_matches('/'))
             .with_api_key(config.api_key.clone());
@@ -161,6 +146,45 @@ impl OpenAiGateway {
                 .with_header(header, value.clone())
                 .map_err(|_| BuildError::Header(name.clone()))?;
         }
+        let usage_accounting = asks_for_usage_accounting(&config.base_url);
+        Ok(Self {
+            // A stream's silence is bounded by a read timeout, which any bytes reset (the
+            // comments a provider sends while a model thinks included). A blocking call
+            // sends nothing until its whole answer is ready: only `request_timeout` bounds
+            // it, so its client has no read timeout.
+            streams: Self::client(&config, &openai, Some(config.stream_idle_timeout))?,
+            blocking: Self::client(&config, &openai, None)?,
+            permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
+            config: Arc::new(config),
+            home: tokio::runtime::Handle::try_current().ok(),
+            usage_accounting,
+        })
+    }
+
+    /// An async-openai client over its own HTTP client, with retries.
+    fn client(
+        config: &LlmConfig,
+        openai: &OpenAIConfig,
+        read_timeout: Option<Duration>,
+    ) -> Result<Client<OpenAIConfig>, BuildError> {
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            // A pool of size 0 is no pool: HTTP/2 would then open a connection per call.
+            .pool_max_idle_per_host(if config.http2_prior_knowledge {
+                config.pool_max_idle_per_host.max(1)
+            } else {
+                config.pool_max_idle_per_host
+            })
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_keepalive(Duration::from_secs(30))
+            .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")));
+        if let Some(timeout) = read_timeout {
+            http = http.read_timeout(timeout);
+        }
+        if config.http2_prior_knowledge {
+            http = http.http2_prior_knowledge();
+        }
+        let http = http.build().map_err(BuildError::Http)?;
         let service = tower::ServiceBuilder::new()
             .layer(tower::retry::RetryLayer::new(retry::ProviderRetry::new(
                 config.max_retries,
@@ -168,14 +192,7 @@ impl OpenAiGateway {
                 config.retry_max_delay,
             )))
             .service(async_openai::middleware::ReqwestService::new(http.clone()));
-        let usage_accounting = asks_for_usage_accounting(&config.base_url);
-        Ok(Self {
-            client: Client::build(http, openai).with_http_service(service),
-            permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
-            config: Arc::new(config),
-            home: tokio::runtime::Handle::try_current().ok(),
-            usage_accounting,
-        })
+        Ok(Client::build(http, openai.clone()).with_http_service(service))
     }
 
     /// Upstream calls currently holding a slot.
@@ -298,7 +315,7 @@ fn to_llm_error(err: OpenAIError) -> LlmError {
         }
         OpenAIError::StreamError(e) => {
             let text = e.to_string();
-            if text.contains("timed out") || text.contains("operation timed out") {
+            if text.contains("timed out") {
                 LlmError::Timeout
             } else {
                 LlmError::BrokenStream(text)
@@ -323,7 +340,9 @@ struct StreamState {
     cost: Option<Usd>,
     pending: std::collections::VecDeque<Result<StreamEvent, LlmError>>,
     done: bool,
-    /// Longest silence allowed between two chunks.
+    /// When the last chunk came, and the longest silence allowed: the read timeout's error
+    /// says only that the body broke.
+    last_chunk: std::time::Instant,
     idle: Duration,
     _permit: OwnedSemaphorePermit,
 }
@@ -375,7 +394,7 @@ impl LlmGateway for OpenAiGateway {
 impl OpenAiGateway {
     async fn complete_here(&self, request: CompletionRequest) -> Result<Completion, LlmError> {
         let _permit = self.permit().await?;
-        let chat = self.client.chat();
+        let chat = self.blocking.chat();
         let call = chat.create_byot::<_, WireCompletion>(self.body(&request, false));
         let started = std::time::Instant::now();
         let response = tokio::time::timeout(self.config.request_timeout, call)
@@ -409,7 +428,7 @@ impl OpenAiGateway {
 
     async fn stream_here(&self, request: CompletionRequest) -> Result<CompletionStream, LlmError> {
         let permit = self.permit().await?;
-        let chat = self.client.chat();
+        let chat = self.streams.chat();
         let open = chat.create_stream_byot::<_, WireChunk>(self.body(&request, true));
         let started = std::time::Instant::now();
         let inner = tokio::time::timeout(self.config.request_timeout, open)
@@ -426,6 +445,7 @@ impl OpenAiGateway {
             cost: None,
             pending: std::collections::VecDeque::new(),
             done: false,
+            last_chunk: std::time::Instant::now(),
             idle: self.config.stream_idle_timeout,
             _permit: permit,
         };
@@ -439,12 +459,7 @@ impl OpenAiGateway {
                     if s.done {
                         return None;
                     }
-                    let Ok(next) = tokio::time::timeout(s.idle, s.inner.next()).await else {
-                        s.done = true;
-                        s.pending.push_back(Err(LlmError::Timeout));
-                        continue;
-                    };
-                    match next {
+                    match s.inner.next().await {
                         // A stream that ends with neither a finish reason nor usage was cut
                         // short (a proxy that lost its upstream closes its response cleanly,
                         // and the end of the body then looks like `[DONE]`).
@@ -466,11 +481,16 @@ impl OpenAiGateway {
                         Some(Err(e)) => {
                             s.done = true;
                             s.pending.push_back(Err(match to_llm_error(e) {
+                                // Silent for the whole idle limit: the read timed out.
+                                LlmError::BrokenStream(_) if s.last_chunk.elapsed() >= s.idle => {
+                                    LlmError::Timeout
+                                }
                                 e @ (LlmError::Timeout | LlmError::BrokenStream(_)) => e,
                                 other => LlmError::BrokenStream(other.to_string()),
                             }));
                         }
                         Some(Ok(chunk)) => {
+                            s.last_chunk = std::time::Instant::now();
                             if let Some(error) = chunk.error {
                                 s.done = true;
                                 s.pending.push_back(Err(LlmError::BrokenStream(
@@ -516,7 +536,7 @@ impl OpenAiGateway {
     }
 
     async fn list_models_here(&self) -> Result<Vec<ModelInfo>, LlmError> {
-        let models = self.client.models();
+        let models = self.blocking.models();
         let call = models.list_byot::<WireModels>();
         let response = tokio::time::timeout(self.config.request_timeout, call)
             .await

@@ -226,6 +226,20 @@ async fn a_silent_stream_fails_after_the_idle_timeout() {
     );
 }
 
+/// Comments a provider sends while its model thinks keep a stream alive past the idle limit.
+#[tokio::test]
+async fn a_stream_kept_alive_by_comments_outlives_the_idle_limit() {
+    let fake = FakeProvider::start().await.unwrap();
+    let mut cfg = config(&fake);
+    cfg.stream_idle_timeout = Duration::from_millis(300);
+    let gateway = OpenAiGateway::new(cfg).unwrap();
+    let items = collect(&gateway, "fake/x?tokens=2&ttft_ms=1200&ping_ms=100").await;
+    assert!(
+        matches!(items.last(), Some(Ok(StreamEvent::Done { .. }))),
+        "{items:?}"
+    );
+}
+
 /// A blocking call sends nothing until the whole answer is ready: only `request_timeout`
 /// bounds it, never the stream idle limit.
 #[tokio::test]
@@ -362,14 +376,17 @@ async fn over_h2c_many_streams_share_one_connection_and_a_dropped_one_is_reset()
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(gateway.in_flight(), 100);
-    // The survivors still stream, and a blocking call shares the connection too.
+    // The survivors still stream; blocking calls (a client without the streams' read
+    // timeout) share one connection of their own.
     assert!(matches!(
         streams[0].next().await,
         Some(Ok(StreamEvent::Delta(_)))
     ));
-    let answer = gateway.complete(request("fake/x?tokens=3")).await.unwrap();
-    assert_eq!(answer.content, "word0 word1 word2");
-    assert_eq!(fake.stats().open_connections, 1);
+    for _ in 0..3 {
+        let answer = gateway.complete(request("fake/x?tokens=3")).await.unwrap();
+        assert_eq!(answer.content, "word0 word1 word2");
+    }
+    assert_eq!(fake.stats().open_connections, 2);
     drop(streams);
     let start = Instant::now();
     while fake.stats().in_flight > 0 {

@@ -448,7 +448,7 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
         metrics::histogram!("arbor_generation_duration_seconds", "mode" => "blocking")
             .record(started.elapsed().as_secs_f64());
         let completion = completion.map_err(ChatError::Llm)?;
-        let text_bytes = (Self::prompt_bytes(&path, &plan), completion.content.len());
+        let text_bytes = Some((Self::prompt_bytes(&path, &plan), completion.content.len()));
         let answer = self.new_message(
             under.id,
             Role::Assistant,
@@ -478,7 +478,12 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
         let stats = record.stats();
         let mut stored = answer.stored_in(chat.id);
         stored.generation = Some(Box::new(stats.clone()));
-        let (answer, version) = self
+        let detached = GenerationRecord {
+            chat_id: None,
+            message_id: None,
+            ..record.clone()
+        };
+        let appended = self
             .repo
             .append_answer_from(
                 owner,
@@ -486,8 +491,17 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
                 (answer, record),
                 after.as_ref().map(|a| a.0),
             )
-            .await
-            .map_err(repo)?;
+            .await;
+        let (answer, version) = match appended {
+            Ok(appended) => appended,
+            // The chat or the question was deleted during the call: what it used still
+            // counts (its record is kept, detached).
+            Err(e @ RepoError::NotFound(_)) => {
+                completions::keep_record(&*self.repo, detached).await;
+                return Err(repo(e));
+            }
+            Err(e) => return Err(repo(e)),
+        };
         let answer = Message {
             generation: Some(Box::new(stats)),
             ..answer

@@ -303,7 +303,7 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator> C
         let model = info.id.clone();
         let record = self.recorder(owner, info, prompt_bytes).record_of(
             (started, None),
-            completion.content.len(),
+            Some(completion.content.len()),
             StreamEnd {
                 finish_reason: completion.finish_reason.clone(),
                 usage: completion.usage,
@@ -389,7 +389,7 @@ struct CallOutcome {
     events: mpsc::Sender<CompletionEvent>,
     started: Instant,
     first_token: Option<Instant>,
-    /// The answer's bytes received.
+    /// The answer's bytes received (text and tool calls).
     bytes: usize,
     /// The end (`Ok`) or the failure; `None` when the client left first.
     end: Option<Result<StreamEnd, GenerationFailure>>,
@@ -443,6 +443,8 @@ impl CallTask {
                 }
                 Some(Ok(StreamEvent::Extra(extra))) => {
                     first_token.get_or_insert_with(Instant::now);
+                    // Tool calls are answer text too, for an estimate of what was used.
+                    bytes += extra.as_str().len();
                     CompletionEvent::Extra(extra)
                 }
             };
@@ -507,16 +509,17 @@ impl<C: Clock> CallRecorder<C> {
                 None,
             ),
         };
-        let record = self.record_of((done.started, done.first_token), done.bytes, end);
+        let answered = done.first_token.map(|_| done.bytes);
+        let record = self.record_of((done.started, done.first_token), answered, end);
         (record, last.map(|l| (done.events, l)))
     }
 
     /// The record of a call that started (and sent its first token) when said, answered
-    /// `answer_bytes` and ended so.
+    /// `answer_bytes` (`None`: the provider sent nothing) and ended so.
     fn record_of(
         &self,
         (started, first_token): (Instant, Option<Instant>),
-        answer_bytes: usize,
+        answer_bytes: Option<usize>,
         end: StreamEnd,
     ) -> GenerationRecord {
         end.record(
@@ -527,7 +530,7 @@ impl<C: Clock> CallRecorder<C> {
                 provider: &self.provider,
                 started,
                 first_token,
-                text_bytes: (self.prompt_bytes, answer_bytes),
+                text_bytes: answer_bytes.map(|answer| (self.prompt_bytes, answer)),
             },
             (None, None),
             domain::GenerationKind::Completion,

@@ -43,8 +43,9 @@ pub(super) struct CallOf<'a> {
     pub(super) started: Instant,
     pub(super) first_token: Option<Instant>,
     /// The prompt's and the answer's sizes in bytes, to estimate what the call used when
-    /// the provider did not say.
-    pub(super) text_bytes: (usize, usize),
+    /// the provider did not say; `None` when the provider sent nothing (a refused or failed
+    /// call is not charged).
+    pub(super) text_bytes: Option<(usize, usize)>,
 }
 
 impl StreamEnd {
@@ -59,12 +60,12 @@ impl StreamEnd {
         now: domain::Timestamp,
     ) -> GenerationRecord {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let (usage, reported) = match self.usage {
-            Some(usage) => (usage, true),
-            None => {
-                let (prompt, answer) = call.text_bytes;
+        let (usage, reported) = match (self.usage, call.text_bytes) {
+            (Some(usage), _) => (usage, true),
+            (None, Some((prompt, answer))) => {
                 (domain::TokenUsage::estimated(prompt, answer), false)
             }
+            (None, None) => (domain::TokenUsage::default(), true),
         };
         let (cost, cost_source) = match domain::call_cost(self.cost, call.pricing, usage) {
             (cost, domain::CostSource::Catalogue) if !reported => {
@@ -253,7 +254,7 @@ pub(super) async fn run_stream<R: ChatRepository, C: Clock>(
             provider: &job.provider,
             started,
             first_token,
-            text_bytes: (job.prompt_bytes, content.len()),
+            text_bytes: first_token.map(|_| (job.prompt_bytes, content.len())),
         },
         (Some(job.chat), Some(job.message)),
         domain::GenerationKind::Answer,
@@ -332,12 +333,13 @@ pub(super) enum Saved {
 }
 
 /// How long the end of an answer keeps being retried: the client may already have read it,
-/// so a busy or briefly unreachable database must not lose it. Shorter than
-/// [`SAVE_MARGIN`] (with room for the time between the deadline and the first attempt): past
-/// it a sweep may end the row as `interrupted`, and a later attempt that found it ended
-/// could not tell that from its own earlier attempt having committed.
-pub(super) const SAVE_RETRY_FOR: Duration = Duration::from_secs(45);
-const _: () = assert!(SAVE_RETRY_FOR.as_secs() + 10 <= SAVE_MARGIN.as_secs());
+/// so a busy or briefly unreachable database must not lose it. At most half of
+/// [`SAVE_MARGIN`], the other half left for the last attempt's own wait (SQLite's busy
+/// timeout is 30 s by default): past the margin a sweep may end the row as `interrupted`,
+/// and a later attempt that found it ended could not tell that from its own earlier attempt
+/// having committed.
+pub(super) const SAVE_RETRY_FOR: Duration = Duration::from_secs(25);
+const _: () = assert!(SAVE_RETRY_FOR.as_secs() * 2 <= SAVE_MARGIN.as_secs());
 /// The longest pause between two attempts.
 pub(super) const SAVE_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 

@@ -100,7 +100,7 @@ pub(super) async fn write_title<R: ChatRepository, L: LlmGateway, C: Clock>(
                 provider: &job.provider,
                 started,
                 first_token: None,
-                text_bytes: (prompt_bytes, c.content.len()),
+                text_bytes: Some((prompt_bytes, c.content.len())),
             };
             let record = end.record(
                 &call,
