@@ -142,14 +142,14 @@ pub(super) async fn pump(
         match item.map_err(GenerationFailure::Provider)? {
             StreamEvent::Delta(mut delta) => {
                 first_token.get_or_insert_with(Instant::now);
-                let cut = StreamEnd {
+                let cut = || StreamEnd {
                     finish_reason: Some("length".into()),
                     usage: None,
                     provider: None,
                     cost: None,
                 };
                 if content.len() + delta.len() > ANSWER_MAX_BYTES {
-                    return Ok(cut);
+                    return Ok(cut());
                 }
                 // Each piece joins the content as it comes (a failure while merging keeps
                 // it); the merged chunk is published once.
@@ -159,7 +159,7 @@ pub(super) async fn pump(
                         Some(Some(Ok(StreamEvent::Delta(more)))) => {
                             if content.len() + more.len() > ANSWER_MAX_BYTES {
                                 generation.publish(GenerationEvent::Chunk(delta));
-                                return Ok(cut);
+                                return Ok(cut());
                             }
                             content.push_str(&more);
                             delta.push_str(&more);
