@@ -327,17 +327,22 @@ async fn alice_cached_on_one_of_two() -> (Service, Service, User, String) {
     (cached, operator, user, access)
 }
 
+/// After `cached` polls the account changes, `access` is refused.
+async fn refused_from_the_next_poll(cached: &Service, access: &str) {
+    cached.sync_account_changes().await.unwrap();
+    assert!(matches!(
+        cached.authenticate(access, false).await,
+        Err(AuthError::Unauthenticated)
+    ));
+}
+
 #[tokio::test]
 async fn a_cached_account_sees_a_change_made_elsewhere_at_the_next_poll() {
     let (cached, operator, _, access) = alice_cached_on_one_of_two().await;
     operator.set_disabled(&name("alice"), true).await.unwrap();
     // Served from the cache until the next poll: the store was not asked.
     assert!(cached.authenticate(&access, false).await.is_ok());
-    cached.sync_account_changes().await.unwrap();
-    assert!(matches!(
-        cached.authenticate(&access, false).await,
-        Err(AuthError::Unauthenticated)
-    ));
+    refused_from_the_next_poll(&cached, &access).await;
 }
 
 #[tokio::test]
@@ -347,11 +352,7 @@ async fn an_account_deleted_elsewhere_is_refused_from_the_next_poll() {
         .delete_own_account(&user, pw("password1"))
         .await
         .unwrap();
-    cached.sync_account_changes().await.unwrap();
-    assert!(matches!(
-        cached.authenticate(&access, false).await,
-        Err(AuthError::Unauthenticated)
-    ));
+    refused_from_the_next_poll(&cached, &access).await;
 }
 
 #[tokio::test]
@@ -361,11 +362,7 @@ async fn a_password_reset_elsewhere_ends_every_access_token_issued_before_it() {
         .set_password(&name("alice"), pw("password2"))
         .await
         .unwrap();
-    cached.sync_account_changes().await.unwrap();
-    assert!(matches!(
-        cached.authenticate(&old, false).await,
-        Err(AuthError::Unauthenticated)
-    ));
+    refused_from_the_next_poll(&cached, &old).await;
     let new = cached.login(name("alice"), pw("password2")).await.unwrap();
     assert!(cached.authenticate(&new.access.token, false).await.is_ok());
     // Locally, a reset takes effect at once, without waiting for a poll.
