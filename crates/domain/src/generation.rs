@@ -157,6 +157,17 @@ pub struct GenerationStats {
 }
 
 impl GenerationRecord {
+    /// The same record naming no chat and no answer: kept for what the call used when
+    /// what it answered into is gone.
+    #[must_use]
+    pub fn detached(self) -> Self {
+        Self {
+            chat_id: None,
+            message_id: None,
+            ..self
+        }
+    }
+
     /// What the answer shows of this record.
     #[must_use]
     pub fn stats(&self) -> GenerationStats {
@@ -227,6 +238,28 @@ pub fn call_cost(
     }
 }
 
+/// What a call used and cost: the provider's token counts, else (when it sent any text)
+/// [estimated](TokenUsage::estimated) ones from the prompt's and the answer's sizes in
+/// bytes, else none; priced as [`call_cost`] says, marked [`CostSource::Estimate`] when
+/// the catalogue priced estimated tokens.
+#[must_use]
+pub fn usage_and_cost(
+    reported_cost: Option<Usd>,
+    prices: &crate::model::Pricing,
+    reported_usage: Option<TokenUsage>,
+    text_bytes: Option<(usize, usize)>,
+) -> (TokenUsage, Usd, CostSource) {
+    let (usage, estimated) = match (reported_usage, text_bytes) {
+        (Some(usage), _) => (usage, false),
+        (None, Some((prompt, answer))) => (TokenUsage::estimated(prompt, answer), true),
+        (None, None) => (TokenUsage::default(), false),
+    };
+    match call_cost(reported_cost, prices, usage) {
+        (cost, CostSource::Catalogue) if estimated => (usage, cost, CostSource::Estimate),
+        (cost, source) => (usage, cost, source),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +320,28 @@ mod tests {
                 Usd::parse_decimal("0.00002").unwrap(),
                 CostSource::Catalogue
             )
+        );
+        // No usage reported: estimated from the text when there was any, else nothing.
+        let estimate = TokenUsage::estimated(40, 20);
+        assert_eq!(
+            usage_and_cost(None, &prices, None, Some((40, 20))),
+            (
+                estimate,
+                prices.cost(estimate.prompt_tokens, estimate.completion_tokens),
+                CostSource::Estimate
+            )
+        );
+        assert_eq!(
+            usage_and_cost(Some(reported), &prices, None, Some((40, 20))),
+            (estimate, reported, CostSource::Provider)
+        );
+        assert_eq!(
+            usage_and_cost(None, &prices, None, None),
+            (TokenUsage::default(), Usd::default(), CostSource::Catalogue)
+        );
+        assert_eq!(
+            usage_and_cost(None, &prices, Some(usage), Some((40, 20))).2,
+            CostSource::Catalogue
         );
         assert_eq!("provider".parse(), Ok(CostSource::Provider));
         assert_eq!("estimate".parse(), Ok(CostSource::Estimate));

@@ -55,7 +55,7 @@ pub use account::{AccountRole, PeriodUsage, QuotaLimits, QuotaOverrides, Registr
 pub use chat::{Chat, ChatTitle, SearchQuery, SystemPrompt, UNTITLED_CHAT};
 pub use generation::{
     CostSource, GenerationKind, GenerationRecord, GenerationStats, TokenUsage, call_cost,
-    shares_in_hundredths,
+    shares_in_hundredths, usage_and_cost,
 };
 pub use id::{
     ApiKeyId, ChatId, GenerationId, InvalidId, MessageId, PresetId, TemplateId, TokenId, UserId,

@@ -2,7 +2,7 @@
 
 use domain::{ApiKeyId, Timestamp, UserId};
 use sea_orm::prelude::Expr;
-use sea_orm::sea_query::{Alias, ExprTrait, Query};
+use sea_orm::sea_query::{Alias, ExprTrait, Query, UnionType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
@@ -226,22 +226,27 @@ impl CredentialRepository for SeaOrmStore {
     }
 
     async fn account_changes_since(&self, since: Timestamp) -> Result<AccountChanges, RepoError> {
-        let mut users = users::Entity::find()
-            .select_only()
+        // Changed accounts, and deleted ones (no row left: their tombstones say so), in one
+        // round trip.
+        let changed = Query::select()
             .column(users::Column::Id)
-            .filter(users::Column::UpdatedAt.gte(ts(since)))
-            .into_tuple::<sea_orm::prelude::Uuid>()
-            .all(&self.read)
-            .await
-            .map_err(to_repo_error)?;
-        // Deleted accounts have no row left: their tombstones say so.
-        let deleted = Query::select()
-            .column(Alias::new("user_id"))
-            .from(Alias::new("account_tombstones"))
-            .and_where(Expr::col(Alias::new("deleted_at")).gte(ts(since)))
+            .from(users::Entity)
+            .and_where(Expr::col(users::Column::UpdatedAt).gte(ts(since)))
+            .union(
+                UnionType::All,
+                Query::select()
+                    .expr_as(Expr::col(Alias::new("user_id")), Alias::new("id"))
+                    .from(Alias::new("account_tombstones"))
+                    .and_where(Expr::col(Alias::new("deleted_at")).gte(ts(since)))
+                    .to_owned(),
+            )
             .to_owned();
-        for row in self.read.query_all(&deleted).await.map_err(to_repo_error)? {
-            users.push(row.try_get("", "user_id").map_err(to_repo_error)?);
+        let mut users = Vec::new();
+        for row in self.read.query_all(&changed).await.map_err(to_repo_error)? {
+            users.push(
+                row.try_get::<sea_orm::prelude::Uuid>("", "id")
+                    .map_err(to_repo_error)?,
+            );
         }
         let api_keys = api_keys::Entity::find()
             .select_only()

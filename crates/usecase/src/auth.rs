@@ -75,7 +75,7 @@ pub enum AuthError {
     #[error("this API key is read-only")]
     ReadOnlyKey,
     /// The user already has [`API_KEYS_MAX`] unrevoked keys.
-    #[error("at most 100 API keys per account: revoke one first")]
+    #[error("at most {API_KEYS_MAX} API keys per account: revoke one first")]
     TooManyApiKeys,
     /// The database is unreachable or busy.
     #[error("storage unavailable")]

@@ -478,11 +478,7 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
         let stats = record.stats();
         let mut stored = answer.stored_in(chat.id);
         stored.generation = Some(Box::new(stats.clone()));
-        let detached = GenerationRecord {
-            chat_id: None,
-            message_id: None,
-            ..record.clone()
-        };
+        let detached = record.clone().detached();
         let appended = self
             .repo
             .append_answer_from(

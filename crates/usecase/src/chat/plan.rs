@@ -122,24 +122,27 @@ impl<R: ChatStore, L: LlmGateway, M: CatalogUseCase, C: Clock, I: IdGenerator>
     fn prompt_of<'a>(
         path: &'a [Message],
         plan: &'a Plan,
-    ) -> Box<dyn Iterator<Item = (Role, &'a str)> + 'a> {
-        if let Some(given) = &plan.given {
-            return Box::new(given.messages.iter().map(|m| (m.role, m.content.as_str())));
-        }
+    ) -> impl Iterator<Item = (Role, &'a str)> + 'a {
+        let given = plan.given.as_ref();
+        let own = given.is_none();
         let system = plan
             .system_prompt
             .as_ref()
             .map(SystemPrompt::as_str)
-            .filter(|p| !p.trim().is_empty())
+            .filter(|p| own && !p.trim().is_empty())
             .map(|p| (Role::System, p));
         // An empty root, and an answer that ended before its first word (cancelled,
         // failed), are left out: some providers reject empty messages, and they say
         // nothing anyway.
         let path = path
             .iter()
-            .filter(|m| m.role == Role::User || !m.content.trim().is_empty())
+            .filter(move |m| own && (m.role == Role::User || !m.content.trim().is_empty()))
             .map(|m| (m.role, m.content.as_str()));
-        Box::new(system.into_iter().chain(path))
+        given
+            .into_iter()
+            .flat_map(|g| g.messages.iter().map(|m| (m.role, m.content.as_str())))
+            .chain(system)
+            .chain(path)
     }
 
     /// The request for an answer at the end of `path` (see [`Self::prompt_of`]).

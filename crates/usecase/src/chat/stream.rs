@@ -60,19 +60,8 @@ impl StreamEnd {
         now: domain::Timestamp,
     ) -> GenerationRecord {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let (usage, reported) = match (self.usage, call.text_bytes) {
-            (Some(usage), _) => (usage, true),
-            (None, Some((prompt, answer))) => {
-                (domain::TokenUsage::estimated(prompt, answer), false)
-            }
-            (None, None) => (domain::TokenUsage::default(), true),
-        };
-        let (cost, cost_source) = match domain::call_cost(self.cost, call.pricing, usage) {
-            (cost, domain::CostSource::Catalogue) if !reported => {
-                (cost, domain::CostSource::Estimate)
-            }
-            known => known,
-        };
+        let (usage, cost, cost_source) =
+            domain::usage_and_cost(self.cost, call.pricing, self.usage, call.text_bytes);
         GenerationRecord {
             message_id,
             chat_id,
@@ -381,12 +370,7 @@ pub(super) async fn save_with_retries<R: ChatRepository>(
             Err(RepoError::NotFound(_)) => {
                 tracing::info!(answer = %finished.message, "the answer was deleted while it was written");
                 if let Some(record) = finished.record {
-                    let detached = GenerationRecord {
-                        chat_id: None,
-                        message_id: None,
-                        ..record
-                    };
-                    super::completions::keep_record(repo, detached).await;
+                    super::completions::keep_record(repo, record.detached()).await;
                 }
                 return Saved::Deleted;
             }
